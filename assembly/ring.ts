@@ -1,0 +1,79 @@
+// Memory layout shared by the wasm core, the native I/O addon and the shell.
+//
+// Everything lives at fixed addresses in a fixed-size linear memory (initial == maximum, never
+// grown), so the native addon can keep one base pointer for the life of the instance.
+// The authoritative description is docs/memory-abi.md; the shell reads these values from the
+// module's exported globals, never from a second copy.
+
+// Packets handled per egress() or ingress() call: one TUN read burst or one recvmmsg.
+export const BATCH: u32 = 64;
+
+// Bytes in front of every packet's IP header: room for a virtio_net_hdr (10) on TUN I/O, or a
+// VXLAN header plus inner Ethernet (22) on the wire, with the IP header 8-byte aligned.
+export const HEADROOM: u32 = 64;
+// One slot holds a 64 KiB super-packet (TSO read or UDP GRO receive) plus headroom.
+export const SLOT_STRIDE: u32 = 69632;
+
+export const VNET_HDR_LEN: u32 = 10;
+export const VXLAN_HDR_LEN: u32 = 8;
+export const ETH_HDR_LEN: u32 = 14;
+export const VXLAN_OVERHEAD: u32 = VXLAN_HDR_LEN + ETH_HDR_LEN;
+
+// Packet descriptor (24 bytes), used for TUN reads, UDP receives and UDP sends:
+//   +0  u32 offset   linear-memory address of the first byte (vnet header or VXLAN header if any)
+//   +4  u32 length   bytes
+//   +8  [4] addr     IPv4 address, network byte order (copied to/from sockaddr_in as is)
+//   +12 [2] port     UDP port, network byte order
+//   +14 u16 segSize  send: UDP_SEGMENT size (0 = one datagram); receive: UDP_GRO size (0 = none)
+//   +16 u16 srcPort  send: flow-hash source-port hint for VXLAN (0 = any); host order
+//   +18 u16 flags    reserved, 0
+//   +20 u32 spare    reserved, 0
+export const DESC_SIZE: u32 = 24;
+export const D_OFFSET: u32 = 0;
+export const D_LENGTH: u32 = 4;
+export const D_ADDR: u32 = 8;
+export const D_PORT: u32 = 12;
+export const D_SEGSIZE: u32 = 14;
+export const D_SRCPORT: u32 = 16;
+
+// TUN write (8 bytes): the iovecs [first, first + count) of the iovec table, written with one
+// writev(). Iovec (8 bytes): u32 offset, u32 length.
+export const TUNW_SIZE: u32 = 8;
+export const IOV_SIZE: u32 = 8;
+
+export const SEND_CAP: u32 = 512;
+export const TUNW_CAP: u32 = 256;
+export const IOV_CAP: u32 = 8192;
+export const ICMP_CAP: u32 = 128;
+export const ICMP_STRIDE: u32 = 256;
+// Egress output area for packets the core builds itself (TSO segments, fragments): per batch.
+export const SPLIT_SIZE: u32 = BATCH * 73728;
+
+export const MAX_ROUTES: u32 = 131072;
+export const ROUTE_SIZE: u32 = 64;
+export const HASH_SLOTS: u32 = 262144;
+
+export const COUNTER_DIRS: u32 = 2;
+export const COUNTER_SLOTS: u32 = 32;
+
+// Regions, laid out from 1 MiB upward (static data and the stub heap stay below).
+export const REGION_BASE: u32 = 1 << 20;
+export const COUNTERS: u32 = REGION_BASE; // u64 [dir][verdict][packets, bytes]
+export const EG_IN_DESC: u32 = COUNTERS + COUNTER_DIRS * COUNTER_SLOTS * 16;
+export const IN_IN_DESC: u32 = EG_IN_DESC + BATCH * DESC_SIZE;
+export const SEND_DESC: u32 = IN_IN_DESC + BATCH * DESC_SIZE;
+export const TUN_WRITES: u32 = SEND_DESC + SEND_CAP * DESC_SIZE;
+export const IOVECS: u32 = TUN_WRITES + TUNW_CAP * TUNW_SIZE;
+export const ZERO_VNET: u32 = IOVECS + IOV_CAP * IOV_SIZE; // 16 zero bytes, never written
+export const VNET_SCRATCH: u32 = ZERO_VNET + 16; // one 16-byte vnet header per TUN write
+export const ICMP_AREA: u32 = VNET_SCRATCH + TUNW_CAP * 16;
+export const EG_SLOTS: u32 = ((ICMP_AREA + ICMP_CAP * ICMP_STRIDE + 4095) & ~4095);
+export const IN_SLOTS: u32 = EG_SLOTS + BATCH * SLOT_STRIDE;
+export const SPLIT_AREA: u32 = IN_SLOTS + BATCH * SLOT_STRIDE;
+export const ROUTES: u32 = SPLIT_AREA + SPLIT_SIZE;
+export const ROUTE_HASH: u32 = ROUTES + MAX_ROUTES * ROUTE_SIZE;
+export const REGION_END: u32 = ROUTE_HASH + HASH_SLOTS * 4;
+
+// Where a slot's packet data is read to: the IP header lands at slot + HEADROOM.
+@inline export function egressSlot(i: u32): u32 { return EG_SLOTS + i * SLOT_STRIDE; }
+@inline export function ingressSlot(i: u32): u32 { return IN_SLOTS + i * SLOT_STRIDE; }

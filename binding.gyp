@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "linen_io",
+      "sources": ["native/linen_io.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

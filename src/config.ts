@@ -1,0 +1,297 @@
+// flannel's network configuration (the JSON at <prefix>/config), see flannel-compat.md §2.
+//
+// parseNetworkConfig() does what flanneld does with that value, in the same order:
+// subnet.ParseConfig (Go encoding/json: case-insensitive names, unknown fields ignored,
+// EnableIPv4 defaulting to true, Backend.Type with the "absent Backend means udp" quirk),
+// subnet.CheckNetworkConfig (defaults and the exact error texts of §2.3), the backend
+// lookup (lower-cased type) and the backend's own option decoding (UDP Port, VXLAN VNI,
+// Port, MTU, GBP, Learning, DirectRouting).
+//
+// Where linen differs it says so in the error: only the udp and vxlan backends exist, and
+// IPv6 (EnableIPv6) is refused rather than half-supported.
+
+import { GoJsonError, GoStruct, INT_MAX, parseJson, type JsonValue } from './subnet/gojson.js';
+import {
+  formatIPv4,
+  netContains,
+  netNext,
+  netSize,
+  parseCIDR,
+  parseIPv4,
+  parseIPv6,
+  prefixMask,
+  type IPv4Net,
+} from './net.js';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export const UDP_DEFAULT_PORT = 8285;
+export const VXLAN_DEFAULT_VNI = 1;
+/** What the kernel uses when flannel sends no port attribute (Port 0). */
+export const VXLAN_DEFAULT_PORT = 8472;
+/** Bytes VXLAN adds in front of the inner packet: outer IPv4 20 + UDP 8 + VXLAN 8 + Ethernet 14. */
+export const VXLAN_OVERHEAD = 50;
+/** Bytes the UDP backend adds: outer IPv4 20 + UDP 8. */
+export const UDP_OVERHEAD = 28;
+
+export interface UdpBackendConfig {
+  readonly type: 'udp';
+  /** Listen port and destination port (the same on every node). */
+  readonly port: number;
+}
+
+export interface VxlanBackendConfig {
+  readonly type: 'vxlan';
+  readonly vni: number;
+  /** UDP port; 8472 when the config says 0 or nothing. */
+  readonly port: number;
+  /** Underlay MTU from the config, or null for "the external interface's MTU". */
+  readonly mtu: number | null;
+  readonly gbp: boolean;
+  readonly learning: boolean;
+  readonly directRouting: boolean;
+}
+
+export type BackendConfig = UdpBackendConfig | VxlanBackendConfig;
+
+export interface NetworkConfig {
+  readonly enableIPv4: boolean;
+  readonly enableIPv6: boolean;
+  readonly enableNFTables: boolean;
+  /** Cluster network, host bits masked (10.5.3.0/16 is read as 10.5.0.0/16). */
+  readonly network: IPv4Net;
+  /** Per-node prefix length (defaulted per §2.2). */
+  readonly subnetLen: number;
+  /** First and last allocatable subnet addresses (inclusive), host order. */
+  readonly subnetMin: number;
+  readonly subnetMax: number;
+  /** Backend.Type as written in the config ("UDP" stays "UDP"); "udp" when Backend is absent. */
+  readonly backendType: string;
+  readonly backend: BackendConfig;
+}
+
+/** flannel's registered backend names (pkg/backend/*), which linen knows but does not run. */
+const FLANNEL_ONLY_BACKENDS = new Set([
+  'alloc',
+  'extension',
+  'host-gw',
+  'ipip',
+  'ipsec',
+  'tencent-vpc',
+  'wireguard',
+  'ali-vpc',
+  'aws-vpc',
+  'gce',
+]);
+
+const CONFIG_FIELDS = [
+  'EnableIPv4',
+  'EnableIPv6',
+  'EnableNFTables',
+  'Network',
+  'IPv6Network',
+  'SubnetMin',
+  'SubnetMax',
+  'IPv6SubnetMin',
+  'IPv6SubnetMax',
+  'SubnetLen',
+  'IPv6SubnetLen',
+  'Backend',
+] as const;
+
+function fail(message: string): never {
+  throw new ConfigError(message);
+}
+
+/** Runs a decoding step, turning GoJsonError into ConfigError (optionally prefixed). */
+function decoding<T>(prefix: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof GoJsonError) fail(prefix + e.message);
+    throw e;
+  }
+}
+
+function parseIPv4Field(field: string, text: string | undefined): number {
+  if (text === undefined) return 0;
+  const ip = parseIPv4(text);
+  if (ip === null) fail(`${field}: invalid IP address: ${JSON.stringify(text)}`);
+  return ip;
+}
+
+function checkIPv6CIDR(field: string, text: string | undefined): void {
+  if (text === undefined) return;
+  const slash = text.indexOf('/');
+  const len = Number(text.slice(slash + 1));
+  if (slash < 0 || parseIPv6(text.slice(0, slash)) === null || !/^[0-9]{1,3}$/.test(text.slice(slash + 1)) || len > 128) {
+    fail(`${field}: invalid CIDR address: ${text}`);
+  }
+}
+
+function resolveBackendType(present: boolean, raw: JsonValue | undefined): string {
+  // Go: len(RawMessage) == 0 only when the key is absent; "Backend": null gives the raw
+  // text "null", which decodes to Type "".
+  if (!present) return 'udp';
+  return decoding('error decoding Backend property of config: ', () => {
+    const bt = new GoStruct('', raw ?? null, ['Type']);
+    return bt.string('Type') ?? '';
+  });
+}
+
+function udpOptions(raw: JsonValue): UdpBackendConfig {
+  const port = decoding('error decoding UDP backend config: ', () => {
+    const s = new GoStruct('', raw, ['Port']);
+    return s.integer('Port', 'int', -INT_MAX, INT_MAX) ?? UDP_DEFAULT_PORT;
+  });
+  if (port < 1 || port > 65535) fail(`error decoding UDP backend config: Port ${port} is not a UDP port (1-65535)`);
+  return { type: 'udp', port };
+}
+
+function vxlanOptions(raw: JsonValue): VxlanBackendConfig {
+  const prefix = 'error decoding VXLAN backend config: ';
+  return decoding(prefix, () => {
+    const s = new GoStruct('VXLANConfig', raw, ['VNI', 'Port', 'MTU', 'GBP', 'Learning', 'DirectRouting']);
+    const vni = s.integer('VNI', 'int', -INT_MAX, INT_MAX) ?? VXLAN_DEFAULT_VNI;
+    if (vni < 0 || vni > 0xffffff) fail(`${prefix}VNI ${vni} is out of range (0-16777215)`);
+    const port = s.integer('Port', 'int', -INT_MAX, INT_MAX) ?? 0;
+    if (port < 0 || port > 65535) fail(`${prefix}Port ${port} is not a UDP port (0-65535, 0 = ${VXLAN_DEFAULT_PORT})`);
+    const mtu = s.integer('MTU', 'int', -INT_MAX, INT_MAX) ?? 0;
+    if (mtu !== 0 && (mtu < VXLAN_OVERHEAD + 68 || mtu > 65535)) {
+      fail(`${prefix}MTU ${mtu} is out of range (${VXLAN_OVERHEAD + 68}-65535; it is the underlay MTU)`);
+    }
+    return {
+      type: 'vxlan',
+      vni,
+      port: port === 0 ? VXLAN_DEFAULT_PORT : port,
+      mtu: mtu === 0 ? null : mtu,
+      gbp: s.bool('GBP') ?? false,
+      learning: s.bool('Learning') ?? false,
+      directRouting: s.bool('DirectRouting') ?? false,
+    };
+  });
+}
+
+/**
+ * Parses and validates flannel's network config JSON. Throws ConfigError with flannel's
+ * own message where flannel has one (§2.3), or a message naming the offending field.
+ */
+export function parseNetworkConfig(text: string): NetworkConfig {
+  // --- subnet.ParseConfig -------------------------------------------------------------
+  const doc = decoding('', () => parseJson(text));
+  const cfg = decoding('', () => new GoStruct('Config', doc, CONFIG_FIELDS));
+  const d = decoding('', () => ({
+    enableIPv4: cfg.bool('EnableIPv4') ?? true,
+    enableIPv6: cfg.bool('EnableIPv6') ?? false,
+    enableNFTables: cfg.bool('EnableNFTables') ?? false,
+    network: cfg.string('Network'),
+    ipv6Network: cfg.string('IPv6Network'),
+    subnetMin: cfg.string('SubnetMin'),
+    subnetMax: cfg.string('SubnetMax'),
+    ipv6SubnetMin: cfg.string('IPv6SubnetMin'),
+    ipv6SubnetMax: cfg.string('IPv6SubnetMax'),
+    subnetLen: cfg.integer('SubnetLen', 'uint', 0, INT_MAX) ?? 0,
+    ipv6SubnetLen: cfg.integer('IPv6SubnetLen', 'uint', 0, INT_MAX) ?? 0,
+  }));
+
+  let network: IPv4Net = { ip: 0, prefixLen: 0 };
+  if (d.network !== undefined) {
+    const n = parseCIDR(d.network);
+    if (n === null) {
+      fail(d.network.includes(':') ? 'Network: invalid IPv4 CIDR format' : `Network: invalid CIDR address: ${d.network}`);
+    }
+    network = n;
+  }
+  checkIPv6CIDR('IPv6Network', d.ipv6Network);
+  let subnetMin = parseIPv4Field('SubnetMin', d.subnetMin);
+  let subnetMax = parseIPv4Field('SubnetMax', d.subnetMax);
+  for (const f of ['IPv6SubnetMin', 'IPv6SubnetMax'] as const) {
+    const v = f === 'IPv6SubnetMin' ? d.ipv6SubnetMin : d.ipv6SubnetMax;
+    if (v !== undefined && parseIPv6(v) === null) fail(`${f}: invalid IPv6 address: ${JSON.stringify(v)}`);
+  }
+  const backendPresent = cfg.raw('Backend') !== undefined;
+  const backendType = resolveBackendType(backendPresent, cfg.raw('Backend'));
+
+  // --- linen's scope ----------------------------------------------------------------
+  if (d.enableIPv6) {
+    fail('EnableIPv6: IPv6 and dual-stack networks are not supported by linen (set EnableIPv6 to false)');
+  }
+  if (!d.enableIPv4) {
+    fail('EnableIPv4: linen needs an IPv4 network (EnableIPv4 false would leave nothing to route)');
+  }
+
+  // --- subnet.CheckNetworkConfig (IPv4 part) ----------------------------------------
+  if (network.ip === 0 && network.prefixLen === 0) {
+    fail('please define a correct Network parameter in the flannel config');
+  }
+  const P = network.prefixLen;
+  let subnetLen = d.subnetLen;
+  if (subnetLen > 0) {
+    if (subnetLen > 30) fail('SubnetLen must be less than /31');
+    if (subnetLen < P + 2) fail('network must be able to accommodate at least four subnets');
+  } else if (P > 28) {
+    fail('network is too small. Minimum useful network prefix is /28');
+  } else if (P <= 22) {
+    subnetLen = 24;
+  } else {
+    subnetLen = P + 2;
+  }
+  const size = netSize(subnetLen);
+  if (subnetMin === 0) {
+    subnetMin = (network.ip + size) >>> 0;
+  } else if (!netContains(network, subnetMin)) {
+    fail('SubnetMin is not in the range of the Network');
+  }
+  if (subnetMax === 0) {
+    subnetMax = (netNext(network).ip - size + 2 ** 32) % 2 ** 32;
+  } else if (!netContains(network, subnetMax)) {
+    fail('SubnetMax is not in the range of the Network');
+  }
+  const mask = prefixMask(subnetLen);
+  if (((subnetMin & mask) >>> 0) !== subnetMin) {
+    fail(`SubnetMin is not on a SubnetLen boundary: ${formatIPv4(subnetMin)}`);
+  }
+  if (((subnetMax & mask) >>> 0) !== subnetMax) {
+    fail(`SubnetMax is not on a SubnetLen boundary: ${formatIPv4(subnetMax)}`);
+  }
+
+  // --- backend lookup (lower-cased) and the backend's options -----------------------
+  const lower = backendType.toLowerCase();
+  const raw = cfg.raw('Backend') ?? null;
+  let backend: BackendConfig;
+  if (lower === 'udp') {
+    backend = udpOptions(backendPresent ? raw : null);
+  } else if (lower === 'vxlan') {
+    backend = vxlanOptions(raw);
+  } else if (FLANNEL_ONLY_BACKENDS.has(lower)) {
+    fail(`backend type ${JSON.stringify(backendType)} is not supported by linen (supported: udp, vxlan)`);
+  } else {
+    fail(`unknown backend type: ${backendType}`);
+  }
+
+  return {
+    enableIPv4: true,
+    enableIPv6: false,
+    enableNFTables: d.enableNFTables,
+    network,
+    subnetLen,
+    subnetMin,
+    subnetMax,
+    backendType,
+    backend,
+  };
+}
+
+/**
+ * MTU of the overlay device and FLANNEL_MTU for a backend, given the external interface's
+ * MTU: UDP ext − 28; VXLAN (config MTU, else ext) − 50.
+ */
+export function overlayMTU(backend: BackendConfig, extMTU: number): number {
+  if (backend.type === 'udp') return extMTU - UDP_OVERHEAD;
+  return (backend.mtu ?? extMTU) - VXLAN_OVERHEAD;
+}

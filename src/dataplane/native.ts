@@ -1,0 +1,205 @@
+// Typed access to the native I/O addon (native/linen_io.c, built to build/Release/linen_io.node).
+//
+// The addon knows file descriptors and memory regions, nothing about packets. Batched calls take
+// the wasm instance's linear memory (its ArrayBuffer) and byte offsets of descriptor tables
+// inside it; the layouts are in docs/memory-abi.md. Every failure is thrown as a NativeError
+// whose `code` is the errno name (e.g. 'EINVAL') and `errno` its number; out-of-bounds tables
+// throw a RangeError with code 'ERR_OUT_OF_RANGE' before any I/O happens.
+
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Memory the addon reads and writes: a wasm Memory's buffer, or a view on it. */
+export type NativeMemory = ArrayBuffer | ArrayBufferView;
+
+export interface TunOpenOptions {
+  /** IFF_MULTI_QUEUE: every open with the same name adds one queue (one fd each). */
+  multiQueue?: boolean;
+  /** IFF_VNET_HDR with a 10-byte virtio_net_hdr in front of every read and write. */
+  vnetHdr?: boolean;
+}
+
+export interface TunHandle {
+  fd: number;
+  /** The interface name the kernel gave (resolves patterns such as "tun%d"). */
+  name: string;
+}
+
+export type PmtuDisc = "dont" | "want" | "do";
+
+export interface UdpOpenOptions {
+  /** Dotted-quad IPv4 address to bind; "0.0.0.0" for any. */
+  address: string;
+  /** Port to bind; 0 for an ephemeral port. */
+  port: number;
+  reusePort?: boolean;
+  /** Requested socket buffer sizes (SO_*BUF, then SO_*BUFFORCE; failures ignored). */
+  rcvbuf?: number;
+  sndbuf?: number;
+  /** Enable UDP_GRO on receive. */
+  gro?: boolean;
+  pmtuDisc?: PmtuDisc;
+}
+
+export interface UdpSocket {
+  fd: number;
+  /** The bound port (the ephemeral one when 0 was asked). */
+  port: number;
+  /** getsockopt(UDP_SEGMENT) works: descriptors with segSize go out as one GSO send. */
+  gso: boolean;
+  /** UDP_GRO was enabled and reads back as 1. */
+  gro: boolean;
+  /** The buffer sizes the kernel reports after the request (twice the bytes asked, as usual). */
+  rcvbuf: number;
+  sndbuf: number;
+}
+
+export interface NativeConstants {
+  readonly TUN_F_CSUM: number;
+  readonly TUN_F_TSO4: number;
+  readonly TUN_F_TSO6: number;
+  readonly TUN_F_TSO_ECN: number;
+  readonly TUN_F_UFO: number;
+  readonly TUN_F_USO4: number;
+  readonly TUN_F_USO6: number;
+  readonly VNET_HDR_LEN: number;
+  readonly DESC_SIZE: number;
+  readonly TUNW_SIZE: number;
+  readonly IOV_SIZE: number;
+  /** Most iovecs in one TUN write (UIO_MAXIOV). */
+  readonly MAX_IOV: number;
+  /** Most fds in one wait() call (the result is a 32-bit mask). */
+  readonly MAX_WAIT_FDS: number;
+}
+
+/** The error every failed syscall is thrown as. */
+export interface NativeError extends Error {
+  /** errno name, e.g. 'EINVAL'. */
+  code: string;
+  errno: number;
+  /** The call that failed, e.g. 'TUNSETOFFLOAD'. */
+  syscall: string;
+  /** tunWriteBatch only: packets written before the error. */
+  written?: number;
+}
+
+export interface NativeIO {
+  abiVersion(): number;
+  readonly constants: NativeConstants;
+
+  tunOpen(name: string, opts?: TunOpenOptions): TunHandle;
+  /** TUNSETOFFLOAD; throws EINVAL for a combination the kernel refuses. */
+  tunSetOffload(fd: number, flags: number): void;
+  /**
+   * Reads up to `max` packets, one per descriptor of the table at `descTable`, each into
+   * `offset` with at most `capacity` bytes; stores `length`. Stops at EAGAIN. Returns the count.
+   */
+  tunReadBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
+  /**
+   * One writev() per 8-byte entry {first, count} of the table at `writesTable`, naming iovecs
+   * {offset, length} of the table at `iovTable`. Returns the packets written: EINVAL drops one
+   * packet, EIO (interface down) stops the batch.
+   */
+  tunWriteBatch(fd: number, memory: NativeMemory, writesTable: number, count: number, iovTable: number): number;
+
+  udpOpen(opts: UdpOpenOptions): UdpSocket;
+  /** recvmmsg into the descriptors; fills length, addr, port and segSize (GRO). */
+  udpRecvBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
+  /**
+   * sendmmsg of `count` descriptors. Descriptor i goes out on fds[srcPort % fds.length]
+   * (fds[0] when srcPort is 0), with UDP_SEGMENT when segSize is set and smaller than length.
+   * Each descriptor's status is 0 or the errno of its failure. Returns the number sent.
+   */
+  udpSendBatch(fds: Int32Array, memory: NativeMemory, descTable: number, count: number): number;
+  /** False once GSO was found not to work on this socket (probe or EIO), or was turned off. */
+  udpGsoEnabled(fd: number): boolean;
+  /** Turns GSO off (segSize descriptors then go out as separate datagrams) or back on. */
+  udpSetGso(fd: number, enabled: boolean): void;
+
+  eventfdOpen(): number;
+  eventfdSignal(fd: number): void;
+  /** Resets the eventfd; returns the count it held (0 if not signalled). */
+  eventfdDrain(fd: number): number;
+  /**
+   * poll() for readability: returns a mask with bit i set when fds[i] is readable (or has an
+   * error or hang-up pending); 0 on timeout or EINTR. timeoutMs < 0 waits forever.
+   */
+  wait(fds: Int32Array, timeoutMs: number): number;
+  close(fd: number): void;
+}
+
+/** The ABI version this wrapper was written for (the addon's abiVersion()). */
+export const NATIVE_ABI_VERSION = 1;
+
+/** The TUNSETOFFLOAD flag values (also in `constants`), usable before loading the addon. */
+export const TUN_F = {
+  CSUM: 0x01,
+  TSO4: 0x02,
+  TSO6: 0x04,
+  TSO_ECN: 0x08,
+  UFO: 0x10,
+  USO4: 0x20,
+  USO6: 0x40,
+} as const;
+
+/** Walks up from this file to the directory that holds package.json (works from src/ and dist/src/). */
+export function repoRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {
+  let dir = from;
+  for (;;) {
+    if (existsSync(join(dir, "package.json"))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`linen: no package.json above ${from}`);
+    dir = up;
+  }
+}
+
+/** Where the addon is expected. */
+export function nativeAddonPath(): string {
+  return join(repoRoot(), "build", "Release", "linen_io.node");
+}
+
+let cached: NativeIO | undefined;
+
+/** Loads the addon once per thread (worker_threads each get their own instance). */
+export function loadNative(): NativeIO {
+  if (cached) return cached;
+  const path = nativeAddonPath();
+  if (!existsSync(path)) {
+    throw new Error(`linen: native addon not found at ${path}; run npm run build (or npx node-gyp rebuild)`);
+  }
+  const require = createRequire(import.meta.url);
+  const io = require(path) as NativeIO;
+  const v = io.abiVersion();
+  if (v !== NATIVE_ABI_VERSION) {
+    throw new Error(`linen: native addon ${path} has ABI ${v}, expected ${NATIVE_ABI_VERSION}; run npm run build`);
+  }
+  cached = io;
+  return io;
+}
+
+/** True when `e` is an error thrown by the addon for a failed syscall (optionally with that errno name). */
+export function isNativeError(e: unknown, code?: string): e is NativeError {
+  if (!(e instanceof Error)) return false;
+  const n = e as Partial<NativeError>;
+  return typeof n.errno === "number" && typeof n.code === "string" && (code === undefined || n.code === code);
+}
+
+/**
+ * Sets the widest TUN offload the kernel accepts, as wireguard-go does: CSUM|TSO4|TSO6 must
+ * work (else this throws), then USO4|USO6 are added when the kernel knows them (6.2+).
+ * Returns the flags in effect.
+ */
+export function enableTunOffload(io: NativeIO, fd: number): number {
+  const base = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6;
+  io.tunSetOffload(fd, base);
+  const withUso = base | TUN_F.USO4 | TUN_F.USO6;
+  try {
+    io.tunSetOffload(fd, withUso);
+    return withUso;
+  } catch (e) {
+    if (isNativeError(e, "EINVAL")) return base;
+    throw e;
+  }
+}

@@ -140,15 +140,17 @@ static napi_value throw_type(napi_env env, const char *msg) {
   if (argc < (n)) return throw_type(env, "expected " #n " arguments");
 
 static int arg_i32(napi_env env, napi_value v, const char *what, int32_t *out) {
+  double d;
   napi_valuetype t;
   napi_typeof(env, v, &t);
-  if (t != napi_number) {
+  if (t != napi_number || napi_get_value_double(env, v, &d) != napi_ok || !(d >= -2147483648.0) ||
+      d > 2147483647.0 || d != (double)(int32_t)d) {
     char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a number", what);
+    snprintf(msg, sizeof msg, "%s must be a 32-bit integer", what);
     throw_type(env, msg);
     return 0;
   }
-  napi_get_value_int32(env, v, out);
+  *out = (int32_t)d;
   return 1;
 }
 
@@ -165,8 +167,8 @@ static int arg_u32(napi_env env, napi_value v, const char *what, uint32_t *out) 
   return 1;
 }
 
-// The memory: an ArrayBuffer (wasm Memory.buffer), or any TypedArray/DataView over one (the
-// workaround for a SharedArrayBuffer on Node 20, fast-io §6.1).
+// The memory: an ArrayBuffer (wasm Memory.buffer), or a TypedArray over one (the workaround for
+// a SharedArrayBuffer on Node 20, fast-io §6.1).
 static int arg_mem(napi_env env, napi_value v, uint8_t **base, size_t *len) {
   bool is;
   void *data = NULL;
@@ -178,8 +180,6 @@ static int arg_mem(napi_env env, napi_value v, uint8_t **base, size_t *len) {
     napi_get_typedarray_info(env, v, &tt, &n, &data, NULL, &off);
     static const uint8_t width[] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8};
     *len = n * ((size_t)tt < sizeof width ? width[tt] : 1);
-  } else if (napi_is_dataview(env, v, &is) == napi_ok && is) {
-    napi_get_dataview_info(env, v, len, &data, NULL, NULL);
   } else {
     throw_type(env, "memory must be an ArrayBuffer (WebAssembly.Memory.buffer) or a view on one");
     return 0;
@@ -206,6 +206,18 @@ static int arg_fds(napi_env env, napi_value v, int32_t **fds, size_t *n) {
   }
   *fds = data;
   return 1;
+}
+
+// (fd, memory, a, b, c): the shape of tunReadBatch, tunWriteBatch and udpRecvBatch.
+static int batch_args(napi_env env, napi_callback_info info, const char *const names[3], int32_t *fd,
+                      uint8_t **base, size_t *len, uint32_t u[3]) {
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
+  if (argc < 5) { throw_type(env, "expected 5 arguments"); return 0; }
+  return arg_i32(env, argv[0], "fd", fd) && arg_mem(env, argv[1], base, len) &&
+         arg_u32(env, argv[2], names[0], &u[0]) && arg_u32(env, argv[3], names[1], &u[1]) &&
+         arg_u32(env, argv[4], names[2], &u[2]);
 }
 
 static int in_bounds(size_t len, uint64_t off, uint64_t n) { return off <= len && n <= len - off; }
@@ -320,15 +332,13 @@ static napi_value tun_set_offload(napi_env env, napi_callback_info info) {
 
 // tunReadBatch(fd, memory, descTable, max, capacity) -> count
 static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
-  ARGS(5);
+  static const char *const names[3] = {"descTable", "max", "capacity"};
   int32_t fd;
-  uint32_t table, max, cap;
+  uint32_t u[3];
   uint8_t *base;
   size_t len;
-  if (!arg_i32(env, argv[0], "fd", &fd) || !arg_mem(env, argv[1], &base, &len) ||
-      !arg_u32(env, argv[2], "descTable", &table) || !arg_u32(env, argv[3], "max", &max) ||
-      !arg_u32(env, argv[4], "capacity", &cap))
-    return NULL;
+  if (!batch_args(env, info, names, &fd, &base, &len, u)) return NULL;
+  uint32_t table = u[0], max = u[1], cap = u[2];
   if (cap == 0) return throw_range(env, "tunReadBatch: capacity must be > 0");
   if (!check_descs(env, "tunReadBatch", base, len, table, max, cap)) return NULL;
   uint32_t n = 0;
@@ -349,15 +359,13 @@ static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
 
 // tunWriteBatch(fd, memory, writesTable, count, iovTable) -> written
 static napi_value tun_write_batch(napi_env env, napi_callback_info info) {
-  ARGS(5);
+  static const char *const names[3] = {"writesTable", "count", "iovTable"};
   int32_t fd;
-  uint32_t wtab, count, iovtab;
+  uint32_t u[3];
   uint8_t *base;
   size_t len;
-  if (!arg_i32(env, argv[0], "fd", &fd) || !arg_mem(env, argv[1], &base, &len) ||
-      !arg_u32(env, argv[2], "writesTable", &wtab) || !arg_u32(env, argv[3], "count", &count) ||
-      !arg_u32(env, argv[4], "iovTable", &iovtab))
-    return NULL;
+  if (!batch_args(env, info, names, &fd, &base, &len, u)) return NULL;
+  uint32_t wtab = u[0], count = u[1], iovtab = u[2];
   if (!in_bounds(len, wtab, (uint64_t)count * TUNW_SIZE))
     return throw_range(env, "tunWriteBatch: writes table [%u, +%u x 8) outside memory of %zu bytes",
                        wtab, count, len);
@@ -498,15 +506,13 @@ fail: {
 
 // udpRecvBatch(fd, memory, descTable, max, capacity) -> count
 static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
-  ARGS(5);
+  static const char *const names[3] = {"descTable", "max", "capacity"};
   int32_t fd;
-  uint32_t table, max, cap;
+  uint32_t u[3];
   uint8_t *base;
   size_t len;
-  if (!arg_i32(env, argv[0], "fd", &fd) || !arg_mem(env, argv[1], &base, &len) ||
-      !arg_u32(env, argv[2], "descTable", &table) || !arg_u32(env, argv[3], "max", &max) ||
-      !arg_u32(env, argv[4], "capacity", &cap))
-    return NULL;
+  if (!batch_args(env, info, names, &fd, &base, &len, u)) return NULL;
+  uint32_t table = u[0], max = u[1], cap = u[2];
   if (cap == 0) return throw_range(env, "udpRecvBatch: capacity must be > 0");
   if (!check_descs(env, "udpRecvBatch", base, len, table, max, cap)) return NULL;
   struct mmsghdr msgs[MSG_CHUNK];
@@ -658,7 +664,9 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     }
     int err = r < 0 ? errno : EAGAIN;
     if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+    if (err == EBADF || err == ENOTSOCK || err == EFAULT || err == EDESTADDRREQ)
+      return throw_errno(env, "udpSendBatch sendmmsg", err);  // the socket, not the message
+    if (err == EAGAIN || err == EWOULDBLOCK) {
       int64_t now = now_ms();
       if (deadline < 0) deadline = now + SEND_WAIT_MS;
       if (now < deadline) {

@@ -221,6 +221,19 @@ t.test("udpOpen options and errors", async (t) => {
   t.equal(errorOf(r.badPmtu).name, "TypeError");
 });
 
+t.test("udpSendBatch: a blocked socket waits ~5 ms, then marks the rest EAGAIN", async (t) => {
+  const lab = netnsLab(t);
+  const a = lab.ns();
+  const b = lab.ns();
+  const [va] = lab.veth(a, b, { aAddr: "10.204.0.1/24", bAddr: "10.204.0.2/24" });
+  // A 1 Mbit/s qdisc holds the packets, so the tiny send buffer stays full.
+  a.exec("tc", ["qdisc", "add", "dev", va, "root", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000000"]);
+  const r = a.nodeJson<{ n: number; sent: number; ms: number; status: Record<string, number> }>(udpScript, ["eagain", "10.204.0.2"]);
+  t.ok(r.sent > 0 && r.sent < r.n, `some sent (${r.sent}), not all`);
+  t.same(r.status, { 0: r.sent, 11: r.n - r.sent }, "the rest: status EAGAIN");
+  t.ok(r.ms >= 4 && r.ms < 500, `bounded wait (${r.ms.toFixed(1)} ms)`);
+});
+
 t.test("bounds checking throws instead of touching memory outside the buffer", async (t) => {
   const mem = new WasmMemoryCtor({ initial: 1, maximum: 1 });
   const buf = mem.buffer;
@@ -258,6 +271,12 @@ t.test("bounds checking throws instead of touching memory outside the buffer", a
   t.throws(() => io.udpSendBatch([1] as unknown as Int32Array, buf, 0, 0), { name: "TypeError", message: /Int32Array/ });
   t.throws(() => io.tunReadBatch(-1, buf, -1, 1, 10), { name: "RangeError" });
   t.throws(() => io.udpSendBatch(new Int32Array(0), buf, 0, 0), { name: "RangeError", message: /fds is empty/ });
+  t.throws(() => io.close(1.5), { name: "TypeError", message: /fd must be a 32-bit integer/ });
+  t.throws(() => io.wait(new Int32Array(1), Number.NaN), { name: "TypeError" });
+  // A bad socket is the caller's bug, not a per-message error: it throws.
+  dv.setUint32(0, 1024, true);
+  dv.setUint32(4, 10, true);
+  t.throws(() => io.udpSendBatch(fds, buf, 0, 1), { code: "EBADF", message: "udpSendBatch sendmmsg: Bad file descriptor (EBADF)" });
   // Nothing outside the descriptor fields was written.
   t.equal(u8[65535], 0xab);
   t.equal(u8[65000], 0xab);

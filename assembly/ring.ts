@@ -26,7 +26,7 @@ export const VXLAN_OVERHEAD: u32 = VXLAN_HDR_LEN + ETH_HDR_LEN;
 //   +12 [2] port     UDP port, network byte order
 //   +14 u16 segSize  send: UDP_SEGMENT size (0 = one datagram); receive: UDP_GRO size (0 = none)
 //   +16 u16 srcPort  send: flow-hash source-port hint for VXLAN (0 = any); host order
-//   +18 u16 flags    reserved, 0
+//   +18 u16 status   send: 0 when sent, else the errno the addon got for this datagram
 //   +20 u32 spare    reserved, 0
 export const DESC_SIZE: u32 = 24;
 export const D_OFFSET: u32 = 0;
@@ -35,6 +35,7 @@ export const D_ADDR: u32 = 8;
 export const D_PORT: u32 = 12;
 export const D_SEGSIZE: u32 = 14;
 export const D_SRCPORT: u32 = 16;
+export const D_STATUS: u32 = 18;
 
 // TUN write (8 bytes): the iovecs [first, first + count) of the iovec table, written with one
 // writev(). Iovec (8 bytes): u32 offset, u32 length.

@@ -1,0 +1,34 @@
+// Per-direction, per-verdict packet and byte counters, in linear memory so the shell can read
+// them without a call. Names for the numbers below live in src/dataplane/verdicts.ts.
+import { COUNTERS, COUNTER_SLOTS } from './ring';
+
+export const DIR_EGRESS: u32 = 0;
+export const DIR_INGRESS: u32 = 1;
+
+export enum Verdict {
+  Forwarded = 0,
+  NoRoute = 1,
+  TtlExpired = 2,
+  Malformed = 3,
+  Spoofed = 4,
+  WrongVni = 5,
+  TooBig = 6,
+  BadVxlanFlags = 7,
+  WrongMac = 8,
+  NotIpv4 = 9,
+  IcmpSent = 10,
+  IcmpRateLimited = 11,
+  NoRoom = 12,
+  Unsupported = 13,
+  Count = 14,
+}
+
+@inline export function count(dir: u32, v: Verdict, bytes: u32): void {
+  let p = COUNTERS + (dir * COUNTER_SLOTS + <u32>v) * 16;
+  store<u64>(p, load<u64>(p) + 1);
+  store<u64>(p + 8, load<u64>(p + 8) + <u64>bytes);
+}
+
+export function resetCounters(): void {
+  memory.fill(COUNTERS, 0, 2 * COUNTER_SLOTS * 16);
+}

@@ -1,0 +1,172 @@
+// Loads the wasm dataplane core and gives the shell a typed view of it: configuration, the
+// route table, batch entry points, and the memory layout the native addon works on.
+// The shell never reads or writes packet bytes; it only moves numbers in and out.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
+
+export type Mode = 'udp' | 'vxlan';
+
+interface CoreExports {
+  memory: WebAssembly.Memory;
+  init(mode: number, vnetHdr: number): number;
+  configure(port: number, mtu: number, local: number, vni: number, macHi: number, macLo: number, seed: number): void;
+  egress(n: number, nowMs: number): void;
+  ingress(n: number, nowMs: number): void;
+  sendCount(): number;
+  tunWriteCount(): number;
+  egressReadCapacity(): number;
+  ingressReadCapacity(): number;
+  counterAddr(dir: number, verdict: number): number;
+  routeCounterAddr(index: number): number;
+  routeSet(net: number, len: number, publicIp: number, macHi: number, macLo: number): number;
+  routeRemove(net: number, len: number): number;
+  routeFind(net: number, len: number): number;
+  routeLookup(addr: number): number;
+  routesCount(): number;
+  checksum(p: number, len: number): number;
+}
+
+const LAYOUT_NAMES = [
+  'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_OVERHEAD', 'DESC_SIZE', 'TUNW_SIZE',
+  'IOV_SIZE', 'SEND_CAP', 'TUNW_CAP', 'IOV_CAP', 'COUNTERS', 'COUNTER_SLOTS', 'COUNTER_DIRS',
+  'EG_IN_DESC', 'IN_IN_DESC', 'SEND_DESC', 'TUN_WRITES', 'IOVECS', 'EG_SLOTS', 'IN_SLOTS',
+  'ROUTES', 'ROUTE_SIZE', 'MAX_ROUTES', 'REGION_END', 'VERDICT_COUNT', 'MODE_UDP', 'MODE_VXLAN',
+] as const;
+export type Layout = Record<(typeof LAYOUT_NAMES)[number], number>;
+
+export interface CoreOptions {
+  mode: Mode;
+  /** The TUN was opened with IFF_VNET_HDR: reads and writes carry a virtio_net_hdr. */
+  vnetHdr?: boolean;
+  /** UDP port every node listens on and sends to (8285 udp, 8472 vxlan). */
+  port: number;
+  /** Largest inner IPv4 packet the tunnel carries (the TUN MTU). */
+  mtu: number;
+  /** Own subnet's network address, as a host-order number: source of ICMP errors. */
+  localAddr: number;
+  vni?: number;
+  /** Own VTEP MAC, 6 bytes. */
+  mac?: Uint8Array;
+  /** Seed for VXLAN flow hashing; random by default. */
+  seed?: number;
+  /** Use the unoptimised debug build. */
+  debug?: boolean;
+}
+
+export interface PeerCounters { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }
+export type CounterSnapshot = Record<Direction, Record<VerdictName, { packets: bigint; bytes: bigint }>>;
+
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('linen: cannot find the package root from ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+  return dir;
+}
+
+let compiled: Map<string, WebAssembly.Module> = new Map();
+
+export function wasmPath(debug = false): string {
+  return join(repoRoot(), 'dist', 'wasm', debug ? 'linen.debug.wasm' : 'linen.wasm');
+}
+
+function compile(debug: boolean): WebAssembly.Module {
+  const path = wasmPath(debug);
+  let mod = compiled.get(path);
+  if (!mod) {
+    if (!existsSync(path)) throw new Error(`linen: ${path} is missing; run "npm run build"`);
+    mod = new WebAssembly.Module(readFileSync(path));
+    compiled.set(path, mod);
+  }
+  return mod;
+}
+
+export function macWords(mac: Uint8Array): [number, number] {
+  if (mac.length !== 6) throw new Error('MAC must be 6 bytes');
+  return [(mac[0] << 8) | mac[1], ((mac[2] << 24) | (mac[3] << 16) | (mac[4] << 8) | mac[5]) >>> 0];
+}
+
+/** One instance of the dataplane core: its own memory, tables and counters. */
+export class Core {
+  readonly exports: CoreExports;
+  readonly memory: WebAssembly.Memory;
+  readonly layout: Layout;
+  readonly mode: Mode;
+  readonly vnetHdr: boolean;
+  private view: DataView;
+
+  constructor(opts: CoreOptions) {
+    const instance = new WebAssembly.Instance(compile(opts.debug ?? false), {});
+    this.exports = instance.exports as unknown as CoreExports;
+    this.memory = this.exports.memory;
+    const layout: Partial<Layout> = {};
+    for (const name of LAYOUT_NAMES) {
+      const g = (instance.exports as Record<string, unknown>)[name];
+      if (!(g instanceof WebAssembly.Global)) throw new Error(`linen: wasm core lacks export ${name}`);
+      layout[name] = Number(g.value);
+    }
+    this.layout = layout as Layout;
+    if (this.layout.VERDICT_COUNT !== VERDICTS.length) {
+      throw new Error(`linen: wasm core has ${this.layout.VERDICT_COUNT} verdicts, the shell knows ${VERDICTS.length}`);
+    }
+    this.mode = opts.mode;
+    this.vnetHdr = opts.vnetHdr ?? false;
+    const modeNo = opts.mode === 'vxlan' ? this.layout.MODE_VXLAN : this.layout.MODE_UDP;
+    if (this.exports.init(modeNo, this.vnetHdr ? 1 : 0) !== 0) {
+      throw new Error('linen: wasm memory is smaller than the core layout');
+    }
+    const [hi, lo] = macWords(opts.mac ?? new Uint8Array(6));
+    const seed = opts.seed ?? (Math.random() * 0x100000000) >>> 0;
+    this.exports.configure(opts.port, opts.mtu, opts.localAddr >>> 0, opts.vni ?? 1, hi, lo, seed);
+    this.view = new DataView(this.memory.buffer);
+  }
+
+  /** Adds or replaces the route net/len via the peer at publicIp (host-order numbers). */
+  setRoute(net: number, len: number, publicIp: number, mac?: Uint8Array): number {
+    const [hi, lo] = macWords(mac ?? new Uint8Array(6));
+    const idx = this.exports.routeSet(net >>> 0, len, publicIp >>> 0, hi, lo);
+    if (idx === -1) throw new Error(`route table full (${this.layout.MAX_ROUTES} routes)`);
+    if (idx < 0) throw new Error(`bad prefix length ${len}`);
+    return idx;
+  }
+
+  removeRoute(net: number, len: number): boolean {
+    return this.exports.routeRemove(net >>> 0, len) !== 0;
+  }
+
+  get routeCount(): number { return this.exports.routesCount(); }
+
+  peerCounters(net: number, len: number): PeerCounters | undefined {
+    const idx = this.exports.routeFind(net >>> 0, len);
+    if (idx < 0) return undefined;
+    const p = this.exports.routeCounterAddr(idx);
+    const v = this.view;
+    return {
+      txPackets: v.getBigUint64(p, true), txBytes: v.getBigUint64(p + 8, true),
+      rxPackets: v.getBigUint64(p + 16, true), rxBytes: v.getBigUint64(p + 24, true),
+    };
+  }
+
+  counters(): CounterSnapshot {
+    const out = {} as CounterSnapshot;
+    DIRECTIONS.forEach((dir, d) => {
+      const byVerdict = {} as Record<VerdictName, { packets: bigint; bytes: bigint }>;
+      VERDICTS.forEach((name, v) => {
+        const p = this.exports.counterAddr(d, v);
+        byVerdict[name] = { packets: this.view.getBigUint64(p, true), bytes: this.view.getBigUint64(p + 8, true) };
+      });
+      out[dir] = byVerdict;
+    });
+    return out;
+  }
+
+  egress(n: number, nowMs: number): void { this.exports.egress(n, nowMs >>> 0); }
+  ingress(n: number, nowMs: number): void { this.exports.ingress(n, nowMs >>> 0); }
+  get sendCount(): number { return this.exports.sendCount(); }
+  get tunWriteCount(): number { return this.exports.tunWriteCount(); }
+}

@@ -1,0 +1,23 @@
+// Names of the wasm core's verdict counters, in the order of assembly/counters.ts `Verdict`.
+// The core exports VERDICT_COUNT; loadCore() refuses a module whose count differs from this list.
+export const VERDICTS = [
+  'forwarded',
+  'no_route',
+  'ttl_expired',
+  'malformed',
+  'spoofed',
+  'wrong_vni',
+  'too_big',
+  'bad_vxlan_flags',
+  'wrong_mac',
+  'not_ipv4',
+  'icmp_sent',
+  'icmp_rate_limited',
+  'no_room',
+  'unsupported',
+] as const;
+
+export type VerdictName = (typeof VERDICTS)[number];
+
+export const DIRECTIONS = ['egress', 'ingress'] as const;
+export type Direction = (typeof DIRECTIONS)[number];

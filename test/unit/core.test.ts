@@ -1,0 +1,342 @@
+// The wasm core, fed byte arrays and checked byte for byte, in both modes.
+import t from 'tap';
+import { Harness } from '../helpers/harness.js';
+import {
+  ip4, buildUdp, buildTcp, buildIcmpEcho, buildIp4, parseIp4, inetChecksum, l4ChecksumOk, bytes,
+  vxlanHeader, ethHeader, concat, mac,
+} from '../helpers/packets.js';
+
+const OWN_MAC = mac('0a:58:0a:05:48:00');
+const PEER_MAC = mac('c6:d2:32:6f:8f:44');
+const PEER2_MAC = mac('8e:11:22:33:44:55');
+const LOCAL = '10.5.72.0';
+
+function udpCore(): Harness {
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL) });
+  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'));
+  h.core.setRoute(ip4('10.5.34.0'), 24, ip4('192.168.1.21'));
+  return h;
+}
+function vxlanCore(vnetHdr = false): Harness {
+  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 1, mac: OWN_MAC, vnetHdr });
+  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
+  h.core.setRoute(ip4('10.5.34.0'), 24, ip4('192.168.1.21'), PEER2_MAC);
+  return h;
+}
+function decremented(p: Uint8Array): Uint8Array {
+  const q = p.slice();
+  q[8]--;
+  q[10] = 0; q[11] = 0;
+  const c = inetChecksum(q, 0, (q[0] & 15) * 4);
+  q[10] = c >> 8; q[11] = c & 255;
+  return q;
+}
+
+t.test('RFC 1071 checksum matches an independent implementation at every length', async (t) => {
+  const h = udpCore();
+  const base = h.core.layout.EG_SLOTS;
+  for (const len of [0, 1, 2, 3, 19, 20, 31, 32, 33, 47, 64, 1399, 1500, 9001, 65535]) {
+    const data = bytes(len, len + 7);
+    h.mem.set(data, base + 1); // deliberately unaligned
+    t.equal(h.core.exports.checksum(base + 1, len), inetChecksum(data), `length ${len}`);
+  }
+  const ones = new Uint8Array(65535).fill(0xff);
+  h.mem.set(ones, base);
+  t.equal(h.core.exports.checksum(base, ones.length), inetChecksum(ones), 'all-ones 64 KiB does not overflow');
+});
+
+t.test('UDP mode egress sends the bare inner packet, TTL decremented, to the peer on the local port', async (t) => {
+  const h = udpCore();
+  const p = buildUdp('10.5.72.5', '10.5.33.7', 4000, 5000, bytes(100));
+  const { sends, tun } = h.egress([p]);
+  t.equal(sends.length, 1);
+  t.equal(tun.length, 0);
+  t.same(sends[0].bytes, decremented(p), 'payload is the inner packet with TTL-1 and a patched checksum');
+  t.equal(sends[0].addr, '192.168.1.20');
+  t.equal(sends[0].port, 8285);
+  t.equal(sends[0].segSize, 0);
+  const ip = parseIp4(sends[0].bytes);
+  t.ok(ip.headerOk);
+  t.equal(ip.ttl, 63);
+  t.ok(l4ChecksumOk(sends[0].bytes), 'inner UDP checksum untouched and valid');
+  t.equal(h.counter('egress', 'forwarded'), 1);
+  const pc = h.core.peerCounters(ip4('10.5.33.0'), 24);
+  t.equal(pc?.txPackets, 1n);
+  t.equal(pc?.txBytes, BigInt(p.length));
+});
+
+t.test('incremental TTL update equals a full recompute across all checksums', async (t) => {
+  const h = udpCore();
+  let mismatches = 0;
+  for (let id = 0; id < 2000; id++) {
+    const p = buildUdp('10.5.72.5', '10.5.33.7', 4000, 5000, bytes(8, id), { id: id * 37, ttl: 2 + (id % 250) });
+    const { sends } = h.egress([p]);
+    if (inetChecksum(sends[0].bytes, 0, 20) !== 0) mismatches++;
+  }
+  t.equal(mismatches, 0);
+});
+
+t.test('VXLAN egress frames exactly as the kernel: flags 0x08, VNI, inner Ethernet, flow source port', async (t) => {
+  const h = vxlanCore();
+  const p = buildTcp('10.5.72.5', '10.5.34.9', 33000, 80, 1, 0x18, bytes(500));
+  const { sends } = h.egress([p]);
+  t.equal(sends.length, 1);
+  const s = sends[0];
+  t.same(s.bytes.subarray(0, 8), vxlanHeader(1), 'VXLAN header');
+  t.same(s.bytes.subarray(8, 22), ethHeader(PEER2_MAC, OWN_MAC), 'inner Ethernet dst=peer VTEP, src=own, IPv4');
+  t.same(s.bytes.subarray(22), decremented(p));
+  t.equal(s.addr, '192.168.1.21');
+  t.equal(s.port, 8472);
+  t.ok(s.srcPort >= 32768 && s.srcPort < 60999, `source port ${s.srcPort} in the kernel's default range`);
+  const again = h.egress([p]).sends[0];
+  t.equal(again.srcPort, s.srcPort, 'stable per flow');
+  const ports = new Set<number>();
+  for (let sp = 1000; sp < 1064; sp++) ports.add(h.egress([buildTcp('10.5.72.5', '10.5.34.9', sp, 80, 1, 0x10, bytes(10))]).sends[0].srcPort);
+  t.ok(ports.size > 50, `64 flows spread over ${ports.size} source ports`);
+});
+
+t.test('VXLAN with a large VNI', async (t) => {
+  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 0xabcdef, mac: OWN_MAC });
+  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
+  const { sends } = h.egress([buildUdp('10.5.72.5', '10.5.33.7', 1, 2, bytes(4))]);
+  t.same(sends[0].bytes.subarray(0, 8), vxlanHeader(0xabcdef));
+});
+
+t.test('longest prefix wins; add, replace and remove at run time', async (t) => {
+  const h = udpCore();
+  h.core.setRoute(ip4('10.5.0.0'), 16, ip4('192.168.1.99'));
+  h.core.setRoute(ip4('10.5.33.128'), 25, ip4('192.168.1.50'));
+  const dst = (d: string) => h.egress([buildUdp('10.5.72.5', d, 1, 2, bytes(4))]).sends[0]?.addr;
+  t.equal(dst('10.5.33.1'), '192.168.1.20', '/24 beats /16');
+  t.equal(dst('10.5.33.200'), '192.168.1.50', '/25 beats /24');
+  t.equal(dst('10.5.99.1'), '192.168.1.99', '/16 catches the rest');
+  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.77'));
+  t.equal(dst('10.5.33.1'), '192.168.1.77', 'replace takes effect at once (lookup cache invalidated)');
+  t.ok(h.core.removeRoute(ip4('10.5.33.128'), 25));
+  t.equal(dst('10.5.33.200'), '192.168.1.77', 'removing the /25 falls back to the /24');
+  t.notOk(h.core.removeRoute(ip4('10.5.33.128'), 25), 'removing twice reports false');
+  t.ok(h.core.removeRoute(ip4('10.5.0.0'), 16));
+  t.equal(dst('10.5.99.1'), undefined, 'no route left');
+  t.equal(h.core.setRoute(ip4('10.5.33.77'), 24, ip4('1.2.3.4')), h.core.setRoute(ip4('10.5.33.0'), 24, ip4('1.2.3.4')), 'host bits are masked');
+  t.throws(() => h.core.setRoute(0, 33, 0), /bad prefix length/);
+});
+
+t.test('65,536 routes: every one found, removals exact, table stays consistent', async (t) => {
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL) });
+  const e = h.core.exports;
+  const N = 65536;
+  for (let i = 0; i < N; i++) h.core.setRoute((0x0a000000 + i * 256) >>> 0, 24, (0xc0a80000 + i) >>> 0);
+  t.equal(h.core.routeCount, N);
+  let wrong = 0;
+  for (let i = 0; i < N; i++) {
+    const idx = e.routeLookup((0x0a000000 + i * 256 + 7) >>> 0);
+    if (idx < 0 || h.dv.getUint32(h.core.layout.ROUTES + idx * h.core.layout.ROUTE_SIZE + 8, true) !== ((0xc0a80000 + i) >>> 0)) wrong++;
+  }
+  t.equal(wrong, 0, 'all lookups hit the right peer');
+  for (let i = 0; i < N; i += 2) h.core.removeRoute((0x0a000000 + i * 256) >>> 0, 24);
+  let bad = 0;
+  for (let i = 0; i < N; i++) {
+    const found = e.routeLookup((0x0a000000 + i * 256 + 1) >>> 0) >= 0;
+    if (found !== (i % 2 === 1)) bad++;
+  }
+  t.equal(bad, 0, 'after removing every other route, exactly the rest remain');
+  for (let i = 0; i < N; i += 2) h.core.setRoute((0x0a000000 + i * 256) >>> 0, 24, 1);
+  t.equal(h.core.routeCount, N, 'freed entries are reused');
+});
+
+t.test('no route: ICMP net unreachable into the TUN, as flanneld builds it', async (t) => {
+  const h = udpCore();
+  const p = buildUdp('10.5.72.5', '10.99.0.1', 4000, 53, bytes(40));
+  const { sends, tun } = h.egress([p]);
+  t.equal(sends.length, 0);
+  t.equal(tun.length, 1);
+  const r = parseIp4(tun[0]);
+  t.equal(r.src, LOCAL, 'source is the own subnet network address (the TUN address)');
+  t.equal(r.dst, '10.5.72.5');
+  t.equal(r.ttl, 8, "flanneld's TTL 8");
+  t.equal(r.proto, 1);
+  t.ok(r.headerOk);
+  t.equal(r.total, 20 + 8 + 20 + 8);
+  t.equal(r.payload[0], 3, 'type 3');
+  t.equal(r.payload[1], 0, 'code 0 net unreachable');
+  t.equal(inetChecksum(r.payload), 0, 'ICMP checksum valid');
+  t.same(r.payload.subarray(8), p.subarray(0, 28), 'quotes the header and 8 bytes');
+  t.equal(h.counter('egress', 'no_route'), 1);
+  t.equal(h.counter('egress', 'icmp_sent'), 1);
+});
+
+t.test("net unreachable follows flanneld's exemptions", async (t) => {
+  const h = udpCore();
+  const icmp = buildIcmpEcho('10.5.72.5', '10.99.0.1', bytes(8));
+  const frag = buildUdp('10.5.72.5', '10.99.0.1', 1, 2, bytes(16), { fragOffset: 1480 });
+  const opts = buildUdp('10.5.72.5', '10.99.0.1', 1, 2, bytes(16), { options: new Uint8Array(40).fill(1) });
+  const { tun } = h.egress([icmp, frag, opts]);
+  t.equal(tun.length, 0, 'no ICMP about ICMP, non-first fragments or 60-byte headers');
+  t.equal(h.counter('egress', 'no_route'), 3);
+});
+
+t.test('TTL expiry: time exceeded, into the TUN on egress and back to the peer on ingress', async (t) => {
+  const h = udpCore();
+  const p = buildUdp('10.5.72.5', '10.5.33.7', 1, 2, bytes(16), { ttl: 1 });
+  const eg = h.egress([p]);
+  t.equal(eg.sends.length, 0);
+  t.equal(eg.tun.length, 1);
+  const r = parseIp4(eg.tun[0]);
+  t.equal(r.payload[0], 11);
+  t.equal(r.payload[1], 0);
+  t.equal(r.dst, '10.5.72.5');
+  t.equal(h.counter('egress', 'ttl_expired'), 1);
+  const zero = buildUdp('10.5.72.5', '10.5.33.7', 1, 2, bytes(16), { ttl: 0 });
+  t.equal(h.egress([zero]).sends.length, 0, 'TTL 0 is not wrapped to 255 (flanneld quirk fixed)');
+
+  const incoming = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(16), { ttl: 1 });
+  const ing = h.ingress([{ data: incoming, from: '192.168.1.20' }]);
+  t.equal(ing.tun.length, 0);
+  t.equal(ing.sends.length, 1, 'time exceeded goes back through the tunnel');
+  t.equal(ing.sends[0].addr, '192.168.1.20');
+  const back = parseIp4(ing.sends[0].bytes);
+  t.equal(back.dst, '10.5.33.7');
+  t.equal(back.src, LOCAL);
+  t.equal(back.payload[0], 11);
+  t.ok(back.headerOk);
+  t.equal(inetChecksum(back.payload), 0);
+  const err = buildIp4({ src: '10.5.72.5', dst: '10.5.33.7', proto: 1, ttl: 1, payload: new Uint8Array([3, 1, 0, 0, 0, 0, 0, 0]) });
+  t.equal(h.egress([err]).tun.length, 0, 'no ICMP error about an ICMP error');
+});
+
+t.test('fragmentation needed for DF packets over the tunnel MTU; non-DF packets pass', async (t) => {
+  const h = udpCore();
+  const big = buildTcp('10.5.72.5', '10.5.33.7', 1, 2, 1, 0x10, bytes(1600), { df: true });
+  const { sends, tun } = h.egress([big]);
+  t.equal(sends.length, 0);
+  t.equal(tun.length, 1);
+  const r = parseIp4(tun[0]);
+  t.equal(r.payload[0], 3);
+  t.equal(r.payload[1], 4, 'code 4 fragmentation needed');
+  t.equal((r.payload[6] << 8) | r.payload[7], 1472, 'next-hop MTU');
+  t.equal(h.counter('egress', 'too_big'), 1);
+  const fits = buildTcp('10.5.72.5', '10.5.33.7', 1, 2, 1, 0x10, bytes(1472 - 40), { df: true });
+  t.equal(h.egress([fits]).sends.length, 1, 'exactly the MTU fits');
+  const nodf = buildTcp('10.5.72.5', '10.5.33.7', 1, 2, 1, 0x10, bytes(1600));
+  t.equal(h.egress([nodf]).sends.length, 1, 'without DF the packet is forwarded (the outer datagram fragments)');
+});
+
+t.test('ICMP errors are rate limited: burst 50, then 1000 per second', async (t) => {
+  const h = udpCore();
+  const pkts = Array.from({ length: 64 }, (_, i) => buildUdp('10.5.72.5', '10.99.0.1', 1000 + i, 2, bytes(4)));
+  t.equal(h.egress(pkts, 1000).tun.length, 50);
+  t.equal(h.counter('egress', 'icmp_rate_limited'), 14);
+  t.equal(h.egress(pkts.slice(0, 10), 1005).tun.length, 5, '5 ms later, 5 more');
+});
+
+t.test('UDP mode ingress: a peer packet reaches the TUN with TTL decremented', async (t) => {
+  const h = udpCore();
+  const p = buildTcp('10.5.33.7', '10.5.72.5', 80, 33000, 1, 0x10, bytes(1000));
+  const { tun, sends } = h.ingress([{ data: p, from: '192.168.1.20' }]);
+  t.equal(sends.length, 0);
+  t.equal(tun.length, 1);
+  t.same(tun[0], decremented(p));
+  t.equal(h.core.peerCounters(ip4('10.5.33.0'), 24)?.rxPackets, 1n);
+});
+
+t.test('ingress anti-spoofing: unknown sender or inner source outside its subnet', async (t) => {
+  const h = udpCore();
+  const p = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(10));
+  t.equal(h.ingress([{ data: p, from: '192.168.1.66' }]).tun.length, 0, 'outer source is not a peer');
+  t.equal(h.ingress([{ data: p, from: '192.168.1.21' }]).tun.length, 0, "another peer's subnet");
+  const foreign = buildUdp('172.16.0.1', '10.5.72.5', 1, 2, bytes(10));
+  t.equal(h.ingress([{ data: foreign, from: '192.168.1.20' }]).tun.length, 0, 'source outside the network');
+  t.equal(h.counter('ingress', 'spoofed'), 3);
+  t.equal(h.counter('ingress', 'forwarded'), 0);
+});
+
+t.test('VXLAN ingress accepts a kernel-built frame and drops every deviation', async (t) => {
+  const h = vxlanCore();
+  const inner = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(64));
+  const good = concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), inner);
+  const r = h.ingress([{ data: good, from: '192.168.1.20', port: 8472 }]);
+  t.equal(r.tun.length, 1);
+  t.same(r.tun[0], decremented(inner));
+  const cases: [string, Uint8Array, string][] = [
+    ['wrong VNI', concat(vxlanHeader(2), ethHeader(OWN_MAC, PEER_MAC), inner), 'wrong_vni'],
+    ['I flag missing', concat(vxlanHeader(1, 0x00), ethHeader(OWN_MAC, PEER_MAC), inner), 'bad_vxlan_flags'],
+    ['extra flag (GBP)', concat(vxlanHeader(1, 0x88), ethHeader(OWN_MAC, PEER_MAC), inner), 'bad_vxlan_flags'],
+    ['reserved byte 1', concat(Uint8Array.from([8, 1, 0, 0, 0, 0, 1, 0]), ethHeader(OWN_MAC, PEER_MAC), inner), 'bad_vxlan_flags'],
+    ['reserved byte 7', concat(Uint8Array.from([8, 0, 0, 0, 0, 0, 1, 1]), ethHeader(OWN_MAC, PEER_MAC), inner), 'bad_vxlan_flags'],
+    ['wrong inner dst MAC', concat(vxlanHeader(1), ethHeader(PEER2_MAC, PEER_MAC), inner), 'wrong_mac'],
+    ['own MAC as source', concat(vxlanHeader(1), ethHeader(OWN_MAC, OWN_MAC), inner), 'wrong_mac'],
+    ['multicast source MAC', concat(vxlanHeader(1), ethHeader(OWN_MAC, mac('01:00:5e:00:00:01')), inner), 'wrong_mac'],
+    ['IPv6 ethertype', concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC, 0x86dd), inner), 'not_ipv4'],
+    ['ARP ethertype', concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC, 0x0806), inner), 'not_ipv4'],
+    ['truncated header', good.subarray(0, 30), 'malformed'],
+  ];
+  for (const [name, data, verdict] of cases) {
+    const before = h.counter('ingress', verdict as 'wrong_vni');
+    const out = h.ingress([{ data, from: '192.168.1.20', port: 8472 }]);
+    t.equal(out.tun.length, 0, `${name}: dropped`);
+    t.equal(h.counter('ingress', verdict as 'wrong_vni'), before + 1, `${name}: counted as ${verdict}`);
+  }
+});
+
+t.test('malformed IPv4 is dropped and counted, never forwarded', async (t) => {
+  const h = udpCore();
+  const good = buildUdp('10.5.72.5', '10.5.33.7', 1, 2, bytes(50));
+  const badSum = good.slice(); badSum[10] ^= 0xff;
+  const lying = good.slice(); lying[2] = 0x05; lying[3] = 0xdc; // total length 1500 > buffer
+  const tiny = good.slice(); tiny[2] = 0; tiny[3] = 10; // total < header
+  const shortIhl = good.slice(); shortIhl[0] = 0x44;
+  const v6 = good.slice(); v6[0] = 0x60;
+  const { sends } = h.egress([badSum, lying, tiny, shortIhl, good.subarray(0, 19), new Uint8Array(0), v6]);
+  t.equal(sends.length, 0);
+  t.equal(h.counter('egress', 'malformed'), 6);
+  t.equal(h.counter('egress', 'not_ipv4'), 1);
+  // Trailing bytes beyond the IP total length are not sent.
+  const padded = concat(good, new Uint8Array(30));
+  const s = h.egress([padded]).sends[0];
+  t.equal(s.bytes.length, good.length);
+});
+
+t.test('UDP GRO receive: back-to-back datagrams are split on the segment size', async (t) => {
+  const h = udpCore();
+  const a = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(92, 1));
+  const b = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(92, 2));
+  const c = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(40, 3));
+  const { tun } = h.ingress([{ data: concat(a, b, c), from: '192.168.1.20', seg: a.length }]);
+  t.equal(tun.length, 3);
+  t.same(tun[0], decremented(a));
+  t.same(tun[1], decremented(b));
+  t.same(tun[2], decremented(c));
+});
+
+t.test('virtio_net_hdr: partial checksums are completed on egress; writes carry a zero header', async (t) => {
+  const h = vxlanCore(true);
+  const p = buildTcp('10.5.72.5', '10.5.33.7', 1, 2, 1, 0x18, bytes(333));
+  // As the kernel hands it over with TUN_F_CSUM: the TCP checksum field holds the pseudo-header sum.
+  const partial = p.slice();
+  const src = ip4('10.5.72.5'), dst = ip4('10.5.33.7'), l4 = p.length - 20;
+  let ps = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + 6 + l4;
+  while (ps > 0xffff) ps = (ps & 0xffff) + (ps >>> 16);
+  partial[36] = ps >> 8; partial[37] = ps & 255;
+  const vnet = new Uint8Array(10);
+  vnet[0] = 1; vnet[6] = 20; vnet[8] = 16; // NEEDS_CSUM, csum_start 20, csum_offset 16
+  const { sends } = h.egress([concat(vnet, partial)]);
+  t.equal(sends.length, 1);
+  t.same(sends[0].bytes.subarray(22), decremented(p), 'checksum completed to the full value');
+  const inner = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(64));
+  const { tun } = h.ingress([{ data: concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), inner), from: '192.168.1.20' }]);
+  t.same(tun[0], concat(new Uint8Array(10), decremented(inner)));
+  const badStart = vnet.slice(); badStart[6] = 400 & 255; badStart[7] = 400 >> 8;
+  t.equal(h.egress([concat(badStart, partial)]).sends.length, 0, 'csum_start outside the packet is malformed');
+});
+
+t.test('a full batch: 64 packets in, 64 datagrams out, in order', async (t) => {
+  const h = udpCore();
+  const pkts = Array.from({ length: 64 }, (_, i) => buildUdp('10.5.72.5', i % 2 ? '10.5.33.1' : '10.5.34.1', i, 2, bytes(20 + i, i)));
+  const { sends } = h.egress(pkts);
+  t.equal(sends.length, 64);
+  sends.forEach((s, i) => {
+    if (s.addr !== (i % 2 ? '192.168.1.20' : '192.168.1.21')) t.fail(`datagram ${i} to ${s.addr}`);
+    if (s.bytes.length !== pkts[i].length) t.fail(`datagram ${i} length`);
+  });
+  t.equal(h.counter('egress', 'forwarded'), 64);
+});

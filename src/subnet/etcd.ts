@@ -1,0 +1,462 @@
+// Registry on etcd v3 through the `etcd3` package, doing exactly the etcd calls flanneld does
+// (flannel-compat.md §1.4) so that linen and flanneld nodes can share one etcd:
+//
+//   config      Get(<prefix>/config)
+//   list        Get(<prefix>/subnets, prefix)              (no trailing slash, as flanneld)
+//   create      Grant(ttl); Txn(If Version(key)==0 Then Put(key, json, lease)); Revoke if not
+//   update      Grant(ttl); Put(key, json, lease)           (no compare); Revoke on error
+//   delete      Delete(key)
+//   watch       Watch(<prefix>/subnets, prefix, from rev)    compaction reported, not hidden
+//
+// Differences, on purpose: listing does not call LeaseTimeToLive for every key (only the own
+// lease's TTL matters, see leaseTimeToLive); the own-key watch is on the exact key, not a
+// prefix; a reused reservation (key without lease) can be rewritten without a lease.
+
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdPermissionDeniedError,
+  GRPCDeadlineExceededError,
+  GRPCUnauthenticatedError,
+  GRPCUnavailableError,
+  isRecoverableError,
+  type IKeyValue,
+  type IOptions,
+  type IWatchResponse,
+} from 'etcd3';
+import type { IPv4Net } from '../net.js';
+import { nullLogger, type Logger } from '../log.js';
+import { encodeLeaseAttrs, etcdKeys, leaseFromKV, parseSubnetKey, type Lease, type LeaseAttrs } from './lease.js';
+import {
+  ConfigNotFoundError,
+  RegistryError,
+  SubnetExistsError,
+  type ConnectionStatus,
+  type LeaseGrant,
+  type LeaseList,
+  type Registry,
+  type SkippedEntry,
+  type WatchEvent,
+  type WatchItem,
+} from './registry.js';
+
+export interface EtcdRegistryOptions {
+  /** e.g. ["http://127.0.0.1:2379"]; "host:port" without a scheme also works. */
+  endpoints: string[];
+  /** --etcd-prefix, default /coreos.com/network. */
+  prefix?: string;
+  /** TLS is used only when both keyFile and certFile are set (as flanneld). */
+  keyFile?: string;
+  certFile?: string;
+  /** CA bundle; used only together with keyFile + certFile. */
+  caFile?: string;
+  username?: string;
+  password?: string;
+  /** Deadline for each unary call, default 10 s. */
+  requestTimeoutMs?: number;
+  log?: Logger;
+}
+
+export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+
+type Policy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+
+/**
+ * A fault-handling policy for etcd3 that retries recoverable errors `retries` times (on the
+ * next endpoint) and otherwise gets out of the way: no circuit breaker, so the first call
+ * after etcd comes back goes through instead of waiting out an open breaker. linen's own
+ * loops do the backing off.
+ */
+function retryPolicy(retries: number): Policy {
+  return {
+    get _altReturn(): never {
+      throw new Error('_altReturn is a type-only property');
+    },
+    onSuccess: () => ({ dispose: () => undefined }),
+    onFailure: () => ({ dispose: () => undefined }),
+    async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+      const ctx = { signal: signal ?? new AbortController().signal };
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await fn(ctx);
+        } catch (e) {
+          if (attempt >= retries || !(e instanceof Error) || !isRecoverableError(e)) throw e;
+        }
+      }
+    },
+  };
+}
+
+/** The exclusive end of a prefix range: the prefix with its last byte incremented. */
+export function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i] = end[i]! + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]); // all 0xff: to the end of the keyspace
+}
+
+function readTLSFile(flag: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new RegistryError(`cannot read ${flag} ${path}: ${(e as Error).message}`, 'other', e);
+  }
+}
+
+/** A small async queue for turning stream callbacks into an async iterator. */
+class Channel<T> {
+  private items: T[] = [];
+  private waiters: ((v: IteratorResult<T> | { error: unknown }) => void)[] = [];
+  private failure: { error: unknown } | null = null;
+  private ended = false;
+
+  push(v: T): void {
+    const w = this.waiters.shift();
+    if (w !== undefined) w({ value: v, done: false });
+    else this.items.push(v);
+  }
+  fail(error: unknown): void {
+    if (this.ended || this.failure !== null) return;
+    this.failure = { error };
+    for (const w of this.waiters.splice(0)) w({ error });
+  }
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
+  }
+  async next(): Promise<IteratorResult<T>> {
+    const v = this.items.shift();
+    if (v !== undefined) return { value: v, done: false };
+    if (this.failure !== null) throw this.failure.error;
+    if (this.ended) return { value: undefined, done: true };
+    const r = await new Promise<IteratorResult<T> | { error: unknown }>((resolve) => this.waiters.push(resolve));
+    if ('error' in r) throw r.error;
+    return r;
+  }
+}
+
+export class EtcdRegistry implements Registry {
+  readonly keys: { readonly config: string; readonly subnets: string; subnet(sn: IPv4Net): string };
+  private readonly client: Etcd3;
+  private readonly log: Logger;
+  private readonly endpointsText: string;
+  private readonly username: string;
+  private status: ConnectionStatus = { state: 'connecting', lastError: null, since: Date.now() };
+  private readonly listeners = new Set<(s: ConnectionStatus) => void>();
+  private closed = false;
+
+  constructor(opts: EtcdRegistryOptions) {
+    if (opts.endpoints.length === 0) throw new RegistryError('no etcd endpoints given', 'other');
+    this.log = opts.log ?? nullLogger;
+    this.keys = etcdKeys(opts.prefix ?? DEFAULT_ETCD_PREFIX);
+    this.endpointsText = opts.endpoints.join(',');
+    this.username = opts.username ?? '';
+    const timeout = opts.requestTimeoutMs ?? 10_000;
+
+    const options: IOptions = {
+      hosts: opts.endpoints,
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+      faultHandling: { host: () => retryPolicy(0), global: retryPolicy(opts.endpoints.length - 1) },
+      grpcOptions: {
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': 5000,
+        'grpc.keepalive_time_ms': 30_000,
+        'grpc.keepalive_timeout_ms': 10_000,
+      },
+    };
+    const key = opts.keyFile ?? '';
+    const cert = opts.certFile ?? '';
+    if (key !== '' && cert !== '') {
+      options.credentials = {
+        // No --etcd-cafile: verify against the system roots, as Go does with RootCAs nil.
+        rootCertificate: opts.caFile ? readTLSFile('--etcd-cafile', opts.caFile) : Buffer.from(rootCertificates.join('\n')),
+        privateKey: readTLSFile('--etcd-keyfile', key),
+        certChain: readTLSFile('--etcd-certfile', cert),
+      };
+    } else {
+      if (key !== '' || cert !== '') {
+        this.log.warn(`only one of --etcd-keyfile/--etcd-certfile given: TLS client authentication needs both (as flanneld), not using it`);
+      }
+      if (opts.endpoints.some((e) => !e.startsWith('https://'))) {
+        this.log.warn('no certificate provided: connecting to etcd with http. This is insecure');
+      }
+    }
+    if (this.username !== '') options.auth = { username: this.username, password: opts.password ?? '' };
+    this.client = new Etcd3(options);
+  }
+
+  // --- connection state ----------------------------------------------------------------
+
+  connection(): ConnectionStatus {
+    return this.status;
+  }
+
+  onConnectionChange(listener: (s: ConnectionStatus) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private setState(state: ConnectionStatus['state'], lastError: string | null): void {
+    if (this.status.state === state && (state !== 'disconnected' || this.status.lastError === lastError)) return;
+    const changed = this.status.state !== state;
+    this.status = { state, lastError, since: changed ? Date.now() : this.status.since };
+    if (changed) {
+      if (state === 'connected') this.log.info(`connected to etcd (${this.endpointsText})`);
+      else if (state === 'disconnected') this.log.warn(`lost etcd (${this.endpointsText}): ${lastError ?? ''}`);
+    }
+    for (const l of this.listeners) l(this.status);
+  }
+
+  /** Turns anything etcd3/grpc throws into a RegistryError with a clear message. */
+  private mapError(op: string, key: string, e: unknown): RegistryError {
+    if (e instanceof RegistryError) return e;
+    const msg = e instanceof Error ? e.message : String(e);
+    const where = `${op} ${key}`;
+    if (e instanceof GRPCDeadlineExceededError) {
+      return new RegistryError(`etcd request timed out (${where}, endpoints ${this.endpointsText}): ${msg}`, 'timeout', e);
+    }
+    if (e instanceof EtcdAuthenticationFailedError) {
+      return new RegistryError(
+        `etcd authentication failed for user ${JSON.stringify(this.username)} (check --etcd-username/--etcd-password): ${msg}`,
+        'auth',
+        e,
+      );
+    }
+    if (e instanceof EtcdPermissionDeniedError || e instanceof GRPCUnauthenticatedError || /user name is empty|permission denied/.test(msg)) {
+      const who = this.username === '' ? 'no user (etcd auth is enabled: set --etcd-username/--etcd-password)' : `user ${JSON.stringify(this.username)}`;
+      return new RegistryError(`etcd permission denied for ${where} as ${who}: ${msg}`, 'permission', e);
+    }
+    if (e instanceof GRPCUnavailableError || (e instanceof Error && isRecoverableError(e)) || /circuit breaker|No connection established/i.test(msg)) {
+      return new RegistryError(`etcd unavailable (endpoints ${this.endpointsText}) during ${where}: ${msg}`, 'unavailable', e);
+    }
+    return new RegistryError(`etcd ${where} failed: ${msg}`, 'other', e);
+  }
+
+  /** Runs one etcd call, mapping errors and tracking the connection state. */
+  private async call<T>(op: string, key: string, f: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new RegistryError('registry is closed', 'other');
+    try {
+      const r = await f();
+      this.setState('connected', null);
+      return r;
+    } catch (e) {
+      const err = this.mapError(op, key, e);
+      if (err.kind === 'unavailable' || err.kind === 'timeout') this.setState('disconnected', err.message);
+      else if (err.kind !== 'other') this.setState('connected', null);
+      throw err;
+    }
+  }
+
+  // --- reads -------------------------------------------------------------------------
+
+  async getNetworkConfig(): Promise<string> {
+    const key = this.keys.config;
+    const res = await this.call('get', key, () => this.client.kv.range({ key: Buffer.from(key) }));
+    const kv = res.kvs[0];
+    if (kv === undefined) throw new ConfigNotFoundError();
+    return kv.value.toString('utf8');
+  }
+
+  private toLease(kv: IKeyValue): { lease: Lease } | { skipped: SkippedEntry } {
+    const key = kv.key.toString('utf8');
+    const r = leaseFromKV(key, kv.value, kv.lease ?? '0', Number(kv.mod_revision));
+    return r.ok ? { lease: r.value } : { skipped: { key, error: r.error } };
+  }
+
+  async getLeases(): Promise<LeaseList> {
+    const prefix = Buffer.from(this.keys.subnets);
+    const res = await this.call('list', this.keys.subnets, () =>
+      this.client.kv.range({ key: prefix, range_end: prefixEnd(prefix) }),
+    );
+    const leases: Lease[] = [];
+    const skipped: SkippedEntry[] = [];
+    for (const kv of res.kvs) {
+      const r = this.toLease(kv);
+      if ('lease' in r) leases.push(r.lease);
+      else skipped.push(r.skipped);
+    }
+    return { leases, skipped, revision: Number(res.header.revision) };
+  }
+
+  async getLease(subnet: IPv4Net): Promise<{ lease: Lease | null; invalid: string | null; revision: number }> {
+    const key = this.keys.subnet(subnet);
+    const res = await this.call('get', key, () => this.client.kv.range({ key: Buffer.from(key) }));
+    const revision = Number(res.header.revision);
+    const kv = res.kvs[0];
+    if (kv === undefined) return { lease: null, invalid: null, revision };
+    const r = this.toLease(kv);
+    return 'lease' in r ? { lease: r.lease, invalid: null, revision } : { lease: null, invalid: r.skipped.error, revision };
+  }
+
+  async leaseTimeToLive(leaseId: string): Promise<number> {
+    if (leaseId === '0' || leaseId === '') return -1;
+    const res = await this.call('lease-ttl', leaseId, () => this.client.leaseClient.leaseTimeToLive({ ID: leaseId }));
+    return Number(res.TTL);
+  }
+
+  // --- writes ------------------------------------------------------------------------
+
+  private async grant(ttlSeconds: number, key: string): Promise<{ id: string; ttl: number }> {
+    const g = await this.call('grant', key, () => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
+    if (g.error) throw new RegistryError(`etcd lease grant for ${key} failed: ${g.error}`, 'other');
+    return { id: g.ID, ttl: Number(g.TTL) };
+  }
+
+  private async revoke(id: string, key: string): Promise<void> {
+    try {
+      await this.call('revoke', key, () => this.client.leaseClient.leaseRevoke({ ID: id }));
+    } catch (e) {
+      this.log.warn(`could not revoke etcd lease ${id} for ${key}: ${(e as Error).message}`);
+    }
+  }
+
+  async createLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number): Promise<LeaseGrant> {
+    const key = this.keys.subnet(subnet);
+    const value = Buffer.from(encodeLeaseAttrs(attrs));
+    const g = await this.grant(ttlSeconds, key);
+    let res;
+    try {
+      res = await this.call('create', key, () =>
+        this.client.kv.txn({
+          compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 }],
+          success: [{ request_put: { key: Buffer.from(key), value, lease: g.id } }],
+        }),
+      );
+    } catch (e) {
+      await this.revoke(g.id, key);
+      throw e;
+    }
+    if (!res.succeeded) {
+      await this.revoke(g.id, key);
+      throw new SubnetExistsError(subnet);
+    }
+    return { leaseId: g.id, ttlSeconds: g.ttl, revision: Number(res.header.revision) };
+  }
+
+  async updateLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number | null): Promise<LeaseGrant> {
+    const key = this.keys.subnet(subnet);
+    const value = Buffer.from(encodeLeaseAttrs(attrs));
+    if (ttlSeconds === null) {
+      const res = await this.call('put', key, () => this.client.kv.put({ key: Buffer.from(key), value }));
+      return { leaseId: '0', ttlSeconds: null, revision: Number(res.header.revision) };
+    }
+    const g = await this.grant(ttlSeconds, key);
+    try {
+      const res = await this.call('put', key, () => this.client.kv.put({ key: Buffer.from(key), value, lease: g.id }));
+      return { leaseId: g.id, ttlSeconds: g.ttl, revision: Number(res.header.revision) };
+    } catch (e) {
+      await this.revoke(g.id, key);
+      throw e;
+    }
+  }
+
+  async deleteLease(subnet: IPv4Net): Promise<void> {
+    const key = this.keys.subnet(subnet);
+    await this.call('delete', key, () => this.client.kv.deleteRange({ key: Buffer.from(key) }));
+  }
+
+  // --- watches -----------------------------------------------------------------------
+
+  watchLeases(fromRevision: number, signal: AbortSignal): AsyncIterable<WatchItem> {
+    const prefix = Buffer.from(this.keys.subnets);
+    return this.watchRange(this.keys.subnets, prefix, prefixEnd(prefix), fromRevision, signal);
+  }
+
+  watchLease(subnet: IPv4Net, fromRevision: number, signal: AbortSignal): AsyncIterable<WatchItem> {
+    const key = this.keys.subnet(subnet);
+    return this.watchRange(key, Buffer.from(key), undefined, fromRevision, signal);
+  }
+
+  private toEvent(ev: IWatchResponse['events'][number]): WatchEvent {
+    const key = ev.kv.key.toString('utf8');
+    const revision = Number(ev.kv.mod_revision);
+    if (String(ev.type).toLowerCase() === 'delete') {
+      const sk = parseSubnetKey(key);
+      return { type: 'delete', key, revision, subnet: sk === null ? null : sk.subnet };
+    }
+    const r = leaseFromKV(key, ev.kv.value, ev.kv.lease ?? '0', revision);
+    return r.ok ? { type: 'put', key, revision, lease: r.value } : { type: 'invalid', key, revision, error: r.error };
+  }
+
+  private watchRange(
+    what: string,
+    key: Buffer,
+    rangeEnd: Buffer | undefined,
+    fromRevision: number,
+    signal: AbortSignal,
+  ): AsyncIterable<WatchItem> {
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator](): AsyncGenerator<WatchItem> {
+        if (signal.aborted) return;
+        const ch = new Channel<IWatchResponse>();
+        const stream = await self.call('watch', what, () => self.client.watchClient.watch());
+        let cancelled = false;
+        const onAbort = (): void => {
+          cancelled = true;
+          stream.cancel();
+          ch.end();
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        stream.on('data', (res: IWatchResponse) => ch.push(res));
+        stream.on('error', (e: Error) => {
+          if (cancelled) ch.end();
+          else ch.fail(e);
+        });
+        stream.on('end', () => {
+          if (cancelled) ch.end();
+          else ch.fail(new RegistryError(`etcd watch stream for ${what} ended`, 'unavailable'));
+        });
+        try {
+          stream.write({
+            create_request: {
+              key,
+              range_end: rangeEnd,
+              start_revision: fromRevision,
+              progress_notify: true,
+            },
+          });
+          for (;;) {
+            let r: IteratorResult<IWatchResponse>;
+            try {
+              r = await ch.next();
+            } catch (e) {
+              const err = self.mapError('watch', what, e);
+              if (err.kind !== 'permission' && err.kind !== 'auth') self.setState('disconnected', err.message);
+              throw err;
+            }
+            if (r.done === true) return;
+            const res = r.value;
+            self.setState('connected', null);
+            if (res.compact_revision !== undefined && res.compact_revision !== '0' && res.compact_revision !== '') {
+              yield { kind: 'compacted', compactRevision: Number(res.compact_revision) };
+              return;
+            }
+            if (res.canceled) {
+              throw self.mapError('watch', what, new Error(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
+            }
+            if (res.created && res.events.length === 0) continue;
+            yield { kind: 'events', revision: Number(res.header.revision), events: res.events.map((ev) => self.toEvent(ev)) };
+          }
+        } finally {
+          signal.removeEventListener('abort', onAbort);
+          cancelled = true;
+          stream.cancel();
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.close();
+  }
+}

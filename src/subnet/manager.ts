@@ -1,0 +1,398 @@
+// Lease acquisition, renewal and own-key monitoring (flannel-compat.md §1.3, §3, §4.1).
+//
+// Acquisition follows flanneld's LocalManager.tryAcquireLease:
+//   1. reuse the first lease (key order) whose PublicIP is ours, if compatible with the
+//      config (re-Put with a fresh 24 h lease); an incompatible one is deleted;
+//   2. else the previous subnet from subnet.env, if free and compatible;
+//   3. else a random one among the first 100 free candidates from SubnetMin;
+//   4. create it with Grant + Txn(Version == 0).
+// Where linen does better:
+//   * a lost create race (`subnet already exists`) picks another candidate and tries again,
+//     up to maxAttempts, instead of exiting (flanneld's retry never fires for that error);
+//   * etcd being unreachable during acquisition is retried with backoff, not fatal;
+//   * keys that exist but do not parse as leases still count as taken (flanneld would pick
+//     them and then lose the create txn);
+//   * the previous subnet is rejected if it overlaps any lease, not only an identical one;
+//   * a reused reservation (key without an etcd lease) stays a reservation.
+//
+// run() renews at expiration − margin (new Grant + Put), retries every minute on failure,
+// and watches the own key: a DELETE (or the key found missing after a compaction) resolves
+// run() with 'revoked', which the daemon acts on (flanneld logs "Lease has been revoked.
+// Shutting down daemon." and exits 0).
+
+import { parseNetworkConfig, type NetworkConfig } from '../config.js';
+import { formatCIDR, formatIPv4, netEqual, netNext, netOverlaps, type IPv4Net } from '../net.js';
+import { nullLogger, type Logger } from '../log.js';
+import { Backoff, realClock, type Clock } from './clock.js';
+import { makeSubnetKey, parseSubnetKey, sameLeaseAttrs, type Lease, type LeaseAttrs } from './lease.js';
+import { RegistryError, SUBNET_TTL_SECONDS, SubnetExistsError, type Registry } from './registry.js';
+
+export class LeaseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LeaseError';
+  }
+}
+
+export interface AcquiredLease {
+  readonly subnet: IPv4Net;
+  readonly attrs: LeaseAttrs;
+  /** etcd lease ID, "0" for a reservation. */
+  readonly leaseId: string;
+  /** Clock time (ms) at which etcd drops the key, or null for a reservation (no expiry). */
+  readonly expiration: number | null;
+  readonly how: 'reused' | 'previous' | 'allocated';
+}
+
+export type LeaseEvent =
+  | { readonly type: 'renewed'; readonly lease: AcquiredLease }
+  | { readonly type: 'renew-failed'; readonly error: string; readonly retryInMs: number }
+  | { readonly type: 'expiration'; readonly expiration: number | null }
+  | { readonly type: 'taken-over'; readonly attrs: LeaseAttrs }
+  | { readonly type: 'revoked' };
+
+export interface LeaseManagerOptions {
+  registry: Registry;
+  /** What this node publishes; attrs.publicIP is also its identity for reuse. */
+  attrs: LeaseAttrs;
+  /** FLANNEL_SUBNET of the previous run (masked back to the network), if any. */
+  previousSubnet?: IPv4Net | null;
+  /** --subnet-lease-renew-margin in ms; default 60 min. */
+  renewMarginMs?: number;
+  /** TTL granted for the lease; default 86400 s as flanneld. */
+  leaseTTLSeconds?: number;
+  /** Create attempts (each after a lost race); default 10 as flanneld's raceRetries. */
+  maxAttempts?: number;
+  /** Delay after a failed renewal; default 1 min. */
+  renewRetryMs?: number;
+  /** Candidate pool size for random choice; default 100. */
+  candidates?: number;
+  clock?: Clock;
+  /** Uniform in [0, 1); default Math.random. */
+  random?: () => number;
+  log?: Logger;
+  /** Called for every lease event (renewals, failures, revocation). */
+  onEvent?: (e: LeaseEvent) => void;
+}
+
+const isTransient = (e: unknown): boolean => e instanceof RegistryError && (e.kind === 'unavailable' || e.kind === 'timeout');
+
+/** Network address within [SubnetMin, SubnetMax] and the configured length (flannel's isSubnetConfigCompat). */
+export function isSubnetCompatible(config: NetworkConfig, sn: IPv4Net): boolean {
+  return sn.ip >= config.subnetMin && sn.ip <= config.subnetMax && sn.prefixLen === config.subnetLen;
+}
+
+/**
+ * flannel's allocateSubnet walk: from SubnetMin upward in subnet-size steps while
+ * candidate <= SubnetMax, skipping anything that overlaps `taken`, at most `limit` results.
+ */
+export function freeCandidates(config: NetworkConfig, taken: readonly IPv4Net[], limit = 100): IPv4Net[] {
+  const out: IPv4Net[] = [];
+  let sn: IPv4Net = { ip: config.subnetMin, prefixLen: config.subnetLen };
+  let prev = -1;
+  while (sn.ip <= config.subnetMax && sn.ip > prev && out.length < limit) {
+    const cand = sn;
+    if (!taken.some((t) => netOverlaps(cand, t))) out.push(cand);
+    prev = sn.ip;
+    sn = netNext(sn);
+  }
+  return out;
+}
+
+/**
+ * Reads <prefix>/config until it exists and validates, as flanneld's getConfig: on failure
+ * logs `Couldn't fetch network config: <err>` and retries every second (forever, until
+ * `signal` aborts, when it throws).
+ */
+export async function fetchNetworkConfig(
+  registry: Registry,
+  opts: { signal?: AbortSignal; clock?: Clock; log?: Logger; retryMs?: number } = {},
+): Promise<NetworkConfig> {
+  const clock = opts.clock ?? realClock;
+  const log = opts.log ?? nullLogger;
+  for (;;) {
+    if (opts.signal?.aborted === true) throw new LeaseError('interrupted while fetching the network config');
+    try {
+      return parseNetworkConfig(await registry.getNetworkConfig());
+    } catch (e) {
+      log.error(`Couldn't fetch network config: ${(e as Error).message}`);
+    }
+    await clock.sleep(opts.retryMs ?? 1000, opts.signal);
+  }
+}
+
+export class LeaseManager {
+  private readonly registry: Registry;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly random: () => number;
+  private readonly ttl: number;
+  private readonly margin: number;
+  private readonly maxAttempts: number;
+  private readonly renewRetryMs: number;
+  private readonly candidates: number;
+  private readonly emit: (e: LeaseEvent) => void;
+  private attrs: LeaseAttrs;
+  private previous: IPv4Net | null;
+  private current: AcquiredLease | null = null;
+  /** Wakes the renewal sleep when the expiration changes. */
+  private wake: AbortController = new AbortController();
+
+  constructor(opts: LeaseManagerOptions) {
+    this.registry = opts.registry;
+    this.attrs = opts.attrs;
+    this.previous = opts.previousSubnet ?? null;
+    this.clock = opts.clock ?? realClock;
+    this.log = opts.log ?? nullLogger;
+    this.random = opts.random ?? Math.random;
+    this.ttl = opts.leaseTTLSeconds ?? SUBNET_TTL_SECONDS;
+    this.margin = opts.renewMarginMs ?? 60 * 60_000;
+    this.maxAttempts = opts.maxAttempts ?? 10;
+    this.renewRetryMs = opts.renewRetryMs ?? 60_000;
+    this.candidates = opts.candidates ?? 100;
+    this.emit = opts.onEvent ?? (() => undefined);
+  }
+
+  /** The lease currently held (after acquire()). */
+  get lease(): AcquiredLease | null {
+    return this.current;
+  }
+
+  private expirationFrom(ttlSeconds: number | null): number | null {
+    return ttlSeconds === null ? null : this.clock.now() + ttlSeconds * 1000;
+  }
+
+  /**
+   * Acquires a subnet for this node. Throws LeaseError when the config leaves no free
+   * subnet (`out of subnets`) or every attempt lost a create race.
+   */
+  async acquire(config: NetworkConfig, signal?: AbortSignal): Promise<AcquiredLease> {
+    const backoff = new Backoff(100, 5000);
+    const lost: IPv4Net[] = [];
+    let attempt = 0;
+    while (attempt < this.maxAttempts) {
+      if (signal?.aborted === true) throw new LeaseError('interrupted while acquiring a lease');
+      try {
+        const r = await this.tryAcquire(config, lost);
+        if (r !== null) {
+          this.current = r;
+          this.previous = r.subnet;
+          return r;
+        }
+        attempt++;
+        backoff.reset();
+      } catch (e) {
+        if (e instanceof SubnetExistsError) {
+          attempt++;
+          lost.push(e.subnet);
+          this.log.warn(`subnet ${formatCIDR(e.subnet)} was taken by another node while we created it (attempt ${attempt}/${this.maxAttempts}); picking another`);
+          continue;
+        }
+        if (!isTransient(e)) throw e;
+        const d = backoff.next();
+        this.log.warn(`acquiring a lease: ${(e as Error).message}; retrying in ${d} ms`);
+        await this.clock.sleep(d, signal);
+      }
+    }
+    throw new LeaseError(
+      `failed to acquire lease: max retries reached trying to acquire a subnet (${lost.length} create race(s) lost: ${lost.map(formatCIDR).join(', ')})`,
+    );
+  }
+
+  /** One pass; null means "try again" (an incompatible own lease was deleted, say). */
+  private async tryAcquire(config: NetworkConfig, lost: readonly IPv4Net[]): Promise<AcquiredLease | null> {
+    const list = await this.registry.getLeases();
+    for (const s of list.skipped) this.log.warn(`ignoring bad subnet entry ${s.key}: ${s.error}`);
+    const ip = this.attrs.publicIP;
+
+    const mine = list.leases.find((l) => l.attrs.publicIP === ip);
+    if (mine !== undefined) {
+      if (isSubnetCompatible(config, mine.subnet) && mine.ipv6 === null) {
+        const reservation = mine.leaseId === '0';
+        this.log.info(`Found lease (ip: ${formatCIDR(mine.subnet)}) for current IP (${formatIPv4(ip)}), reusing${reservation ? ' (a reservation: kept without expiry)' : ''}`);
+        const g = await this.registry.updateLease(mine.subnet, this.attrs, reservation ? null : this.ttl);
+        return { subnet: mine.subnet, attrs: this.attrs, leaseId: g.leaseId, expiration: this.expirationFrom(g.ttlSeconds), how: 'reused' };
+      }
+      this.log.info(`Found lease (${formatCIDR(mine.subnet)}) for current IP (${formatIPv4(ip)}) but not compatible with current config, deleting`);
+      await this.registry.deleteLease(mine.subnet);
+      return null;
+    }
+
+    // Everything that holds a key counts as taken, including entries whose value is bad.
+    const taken: IPv4Net[] = list.leases.map((l) => l.subnet);
+    for (const s of list.skipped) {
+      const k = parseSubnetKey(s.key);
+      if (k !== null) taken.push(k.subnet);
+    }
+    taken.push(...lost);
+
+    let pick: IPv4Net | null = null;
+    let how: AcquiredLease['how'] = 'allocated';
+    const prev = this.previous;
+    if (prev !== null) {
+      if (taken.some((t) => netOverlaps(t, prev))) {
+        this.log.info(`previously leased subnet (${formatCIDR(prev)}) is in use by another node, picking a new one`);
+      } else if (isSubnetCompatible(config, prev)) {
+        this.log.info(`Found previously leased subnet (${formatCIDR(prev)}), reusing`);
+        pick = prev;
+        how = 'previous';
+      } else {
+        this.log.error(`Found previously leased subnet (${formatCIDR(prev)}) that is not compatible with the Etcd network config, ignoring`);
+      }
+    }
+    if (pick === null) {
+      this.log.info(`Picking subnet in range ${formatIPv4(config.subnetMin)} ... ${formatIPv4(config.subnetMax)}`);
+      const free = freeCandidates(config, taken, this.candidates);
+      if (free.length === 0) throw new LeaseError('failed to acquire lease: out of subnets');
+      pick = free[Math.min(free.length - 1, Math.floor(this.random() * free.length))]!;
+    }
+    const g = await this.registry.createLease(pick, this.attrs, this.ttl);
+    this.log.info(`Allocated lease (ip: ${formatCIDR(pick)}) to current node (${formatIPv4(ip)})`);
+    return { subnet: pick, attrs: this.attrs, leaseId: g.leaseId, expiration: this.expirationFrom(g.ttlSeconds), how };
+  }
+
+  /** Renews now: a new Grant(ttl) and a plain Put of our attrs (flanneld's RenewLease). */
+  async renew(): Promise<AcquiredLease> {
+    const cur = this.current;
+    if (cur === null) throw new LeaseError('no lease to renew');
+    const reservation = cur.expiration === null;
+    const g = await this.registry.updateLease(cur.subnet, this.attrs, reservation ? null : this.ttl);
+    const next: AcquiredLease = { ...cur, attrs: this.attrs, leaseId: g.leaseId, expiration: this.expirationFrom(g.ttlSeconds) };
+    this.current = next;
+    return next;
+  }
+
+  /** Changes the published attributes; they are written at the next renewal (or call renew()). */
+  setAttrs(attrs: LeaseAttrs): void {
+    this.attrs = attrs;
+  }
+
+  private setExpiration(exp: number | null): void {
+    const cur = this.current;
+    if (cur === null || cur.expiration === exp) return;
+    this.current = { ...cur, expiration: exp };
+    this.emit({ type: 'expiration', expiration: exp });
+    this.wake.abort();
+  }
+
+  /**
+   * Keeps the lease: renews before it expires and watches the own key. Resolves with
+   * 'revoked' when the key is deleted (by an admin, or by etcd when the lease expired), or
+   * 'stopped' when `signal` aborts.
+   */
+  async run(signal: AbortSignal): Promise<'revoked' | 'stopped'> {
+    if (this.current === null) throw new LeaseError('run() needs acquire() first');
+    const inner = new AbortController();
+    const stop = AbortSignal.any([signal, inner.signal]);
+    const watch = this.watchOwn(stop).then((r) => {
+      inner.abort();
+      return r;
+    });
+    await this.renewLoop(stop);
+    const r = await watch;
+    return r === 'revoked' && !signal.aborted ? 'revoked' : 'stopped';
+  }
+
+  private async renewLoop(stop: AbortSignal): Promise<void> {
+    let retryAt: number | null = null;
+    while (!stop.aborted) {
+      const cur = this.current!;
+      let due: number | null;
+      if (retryAt !== null) due = retryAt;
+      else if (cur.expiration === null) due = null;
+      else due = cur.expiration - this.margin;
+      this.wake = new AbortController();
+      const waitSignal = AbortSignal.any([stop, this.wake.signal]);
+      if (due === null) {
+        this.log.info('lease is a reservation (no expiry): nothing to renew');
+        await this.clock.sleep(2 ** 31 - 1, waitSignal);
+        continue;
+      }
+      const delay = due - this.clock.now();
+      if (delay > 0) {
+        this.log.v(1).info(`Waiting for ${Math.round(delay / 1000)}s to renew lease`);
+        await this.clock.sleep(delay, waitSignal);
+        if (stop.aborted) return;
+        if (this.wake.signal.aborted) continue; // expiration changed: recompute
+      }
+      try {
+        const l = await this.renew();
+        retryAt = null;
+        this.log.info(`Lease renewed, new expiration: ${l.expiration === null ? 'none' : new Date(l.expiration).toISOString()}`);
+        this.emit({ type: 'renewed', lease: l });
+      } catch (e) {
+        if (stop.aborted) return;
+        const msg = (e as Error).message;
+        this.log.error(`Error renewing lease (trying again in ${Math.round(this.renewRetryMs / 1000)}s): ${msg}`);
+        this.emit({ type: 'renew-failed', error: msg, retryInMs: this.renewRetryMs });
+        retryAt = this.clock.now() + this.renewRetryMs;
+      }
+    }
+  }
+
+  /** Own-key watch with reconnects; resolves 'revoked' on DELETE, 'stopped' on abort. */
+  private async watchOwn(stop: AbortSignal): Promise<'revoked' | 'stopped'> {
+    const subnet = this.current!.subnet;
+    const backoff = new Backoff();
+    let from: number | null = null;
+    while (!stop.aborted) {
+      try {
+        if (from === null) {
+          // (re)sync: read the key, as flanneld's leaseWatchReset / resyncWatchSubnet
+          const g = await this.registry.getLease(subnet);
+          if (g.lease === null && g.invalid === null) {
+            this.log.error(`own subnet key ${makeSubnetKey(subnet)} is missing`);
+            return this.revoked();
+          }
+          if (g.lease !== null) await this.noteOwnPut(g.lease);
+          from = g.revision + 1;
+        }
+        for await (const item of this.registry.watchLease(subnet, from, stop)) {
+          backoff.reset();
+          if (item.kind === 'compacted') {
+            this.log.warn(`own lease watch fell behind compaction (compact rev ${item.compactRevision}), re-reading`);
+            from = null;
+            break;
+          }
+          from = item.revision + 1;
+          for (const ev of item.events) {
+            if (ev.type === 'delete') return this.revoked();
+            if (ev.type === 'put') await this.noteOwnPut(ev.lease);
+            if (ev.type === 'invalid') this.log.warn(`own subnet key ${ev.key} now holds a bad value: ${ev.error}`);
+          }
+        }
+      } catch (e) {
+        if (stop.aborted) break;
+        const d = backoff.next();
+        this.log.warn(`own lease watch failed: ${(e as Error).message}; reconnecting in ${d} ms`);
+        await this.clock.sleep(d, stop);
+      }
+    }
+    return 'stopped';
+  }
+
+  private revoked(): 'revoked' {
+    this.log.error('Lease has been revoked. Shutting down daemon.');
+    this.emit({ type: 'revoked' });
+    return 'revoked';
+  }
+
+  /** A PUT of the own key: update the expiration from its etcd lease; notice a takeover. */
+  private async noteOwnPut(l: Lease): Promise<void> {
+    const cur = this.current!;
+    if (!netEqual(l.subnet, cur.subnet)) return;
+    if (!sameLeaseAttrs(l.attrs, this.attrs)) {
+      this.log.warn(`own subnet ${formatCIDR(cur.subnet)} was rewritten by someone else (PublicIP ${formatIPv4(l.attrs.publicIP)})`);
+      this.emit({ type: 'taken-over', attrs: l.attrs });
+    }
+    if (l.leaseId === cur.leaseId) return;
+    if (l.leaseId === '0') {
+      this.current = { ...cur, leaseId: '0' };
+      this.setExpiration(null);
+      return;
+    }
+    const ttl = await this.registry.leaseTimeToLive(l.leaseId);
+    this.current = { ...this.current!, leaseId: l.leaseId };
+    this.setExpiration(ttl < 0 ? this.clock.now() : this.clock.now() + ttl * 1000);
+  }
+}

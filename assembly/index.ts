@@ -7,7 +7,7 @@
 // Nothing here allocates: all state lives at the fixed addresses of ring.ts.
 import {
   BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, D_OFFSET, D_LENGTH,
-  D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, TUNW_SIZE, IOV_SIZE, SEND_CAP, TUNW_CAP, IOV_CAP,
+  D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, TUNW_SIZE, IOV_SIZE, SEND_CAP, TUNW_CAP, IOV_CAP,
   ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
   SEND_DESC, TUN_WRITES, IOVECS, ZERO_VNET, VNET_SCRATCH, ICMP_AREA, EG_SLOTS, IN_SLOTS,
   SPLIT_AREA, SPLIT_SIZE, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END, egressSlot, ingressSlot,
@@ -15,7 +15,7 @@ import {
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
   ipVersion, ipHeaderLen, ipTotalLen, ipTtl, ipSrc, ipDst, hasDF, ipHeaderValid,
-  ipDecrementTtl, load16be, sumBytes, fold, store16be,
+  ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP,
 } from './ip';
 import {
   routeLookup, routeAddr, routesReset, R_PUBLIC_IP, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
@@ -24,6 +24,10 @@ import {
 import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan';
 import { udpFrame } from './udp';
 import {
+  gsoHeaderLen, splitSegments, mergeCandidate, mergeAppend, mergeOpen, mergeFinishAll,
+  mergeReset, mergeCloseFlow, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4,
+} from './gso';
+import {
   icmpBuild, icmpErrorExempt, flannelUnreachableExempt, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED,
   CODE_NET_UNREACH, CODE_FRAG_NEEDED, CODE_TTL_EXCEEDED, FLANNEL_ICMP_TTL, ICMP_TTL,
 } from './icmp';
@@ -31,7 +35,8 @@ import {
 export {
   BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, TUNW_SIZE, IOV_SIZE,
   SEND_CAP, TUNW_CAP, IOV_CAP, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
-  SEND_DESC, TUN_WRITES, IOVECS, EG_SLOTS, IN_SLOTS, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END,
+  SEND_DESC, TUN_WRITES, IOVECS, EG_SLOTS, IN_SLOTS, SPLIT_AREA, SPLIT_SIZE, ROUTES, ROUTE_SIZE,
+  MAX_ROUTES, REGION_END,
 };
 export { routeSet, routeRemove, routeFind, routesCount, routeLookup } from './routes';
 export { checksum } from './ip';
@@ -48,6 +53,12 @@ const ICMP_PER_SEC: u32 = 1000;
 
 let mode: u32 = MODE_UDP;
 let vnetHdr: bool = false;
+let mergeOnIngress: bool = false;
+let splitUsed: u32 = 0;
+// A UDP_SEGMENT send carries at most 64 datagrams (UDP_MAX_SEGMENTS before Linux 6.9) and
+// 65,507 payload bytes.
+const MAX_GSO_SEGMENTS: u32 = 64;
+const MAX_GSO_BYTES: u32 = 65507;
 let port: u32 = 8285;
 let tunnelMtu: u32 = 1472;
 let localAddr: u32 = 0; // own subnet's network address: source of our ICMP messages
@@ -62,10 +73,13 @@ let nowMs: u32 = 0;
 
 // Sets up the instance. Must be called before anything else; may be called again to reset.
 // Returns 0, or -1 when the memory is too small for the layout.
+// With a virtio_net_hdr on the TUN, egress splits TSO/USO super-packets and ingress merges TCP
+// segments into super-packets (unless merging is turned off).
 export function init(modeValue: u32, useVnetHdr: bool): i32 {
   if (<usize>memory.size() << 16 < <usize>REGION_END || __heap_base > <usize>EG_IN_DESC - 65536) return -1;
   mode = modeValue;
   vnetHdr = useVnetHdr;
+  mergeOnIngress = useVnetHdr;
   resetCounters();
   routesReset();
   memory.fill(ZERO_VNET, 0, 16);
@@ -98,13 +112,17 @@ export function configure(portValue: u32, mtu: u32, local: u32, vni: u32, macHi:
   vxlanConfigure(vni, macHi, macLo, seed);
 }
 
+// Turns the ingress TCP merge on or off (it needs the TUN's virtio_net_hdr).
+export function setIngressMerge(on: bool): void { mergeOnIngress = on && vnetHdr; }
+
 export function sendCount(): u32 { return nSend; }
 export function tunWriteCount(): u32 { return nTunw; }
 export function counterAddr(dir: u32, verdict: u32): u32 { return COUNTERS + (dir * COUNTER_SLOTS + verdict) * 16; }
 export function routeCounterAddr(index: i32): u32 { return routeAddr(index) + R_TX_PACKETS; }
 
 function beginBatch(now: u32): void {
-  nSend = 0; nTunw = 0; nIov = 0; nIcmp = 0;
+  nSend = 0; nTunw = 0; nIov = 0; nIcmp = 0; splitUsed = 0;
+  mergeReset();
   let elapsed = now - nowMs;
   nowMs = now;
   if (elapsed > 0) {
@@ -116,29 +134,31 @@ function beginBatch(now: u32): void {
 
 // --- outputs ---------------------------------------------------------------------------
 
-// Queues a datagram to a peer. The payload starts at ip (the inner IPv4 packet of totalLen
-// bytes); the mode's framing goes in front of it.
-function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
-  if (nSend >= SEND_CAP) { count(dir, Verdict.NoRoom, totalLen); return false; }
+// Queues a send of [start, start + len) to the peer of route: one datagram, or with segSize
+// non-zero a UDP_SEGMENT burst of datagrams of segSize bytes (the last may be shorter).
+function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u32, srcPort: u32): bool {
+  if (nSend >= SEND_CAP) { count(dir, Verdict.NoRoom, len); return false; }
   let d = SEND_DESC + nSend * DESC_SIZE;
-  let start: u32;
-  let srcPort: u32 = 0;
-  if (mode == MODE_VXLAN) {
-    srcPort = vxlanSourcePort(ip);
-    start = vxlanFrame(ip, route);
-  } else {
-    start = udpFrame(ip);
-  }
   store<u32>(d + D_OFFSET, start);
-  store<u32>(d + D_LENGTH, totalLen + (ip - start));
+  store<u32>(d + D_LENGTH, len);
   store<u32>(d + D_ADDR, bswap<u32>(load<u32>(route + R_PUBLIC_IP)));
   store<u16>(d + D_PORT, bswap<u16>(<u16>port));
-  store<u16>(d + D_SEGSIZE, 0);
+  store<u16>(d + D_SEGSIZE, <u16>segSize);
   store<u16>(d + D_SRCPORT, <u16>srcPort);
-  store<u32>(d + 18, 0);
-  store<u16>(d + 22, 0);
+  store<u32>(d + D_STATUS, 0);
+  store<u16>(d + D_STATUS + 4, 0);
   nSend++;
   return true;
+}
+
+// Queues a datagram carrying the inner IPv4 packet at ip (totalLen bytes) to the peer of route,
+// with the mode's framing written in front of it.
+function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
+  if (mode == MODE_VXLAN) {
+    let srcPort = vxlanSourcePort(ip);
+    return queueSend(dir, vxlanFrame(ip, route), totalLen + VXLAN_OVERHEAD, 0, route, srcPort);
+  }
+  return queueSend(dir, udpFrame(ip), totalLen, 0, route, 0);
 }
 
 // Queues one TUN write of [ip, ip + len), behind a zero virtio_net_hdr when the TUN has one.
@@ -228,9 +248,13 @@ export function egress(n: u32, now: u32): void {
       let gsoType = <u32>load<u8>(off + 1);
       let ip = off + VNET_HDR_LEN;
       let plen = len - VNET_HDR_LEN;
-      if (gsoType != 0) { count(DIR_EGRESS, Verdict.Unsupported, plen); continue; }
       let total = validateIpv4(ip, plen);
       if (total < 0) { count(DIR_EGRESS, <Verdict>(-total), plen); continue; }
+      if (gsoType == VNET_GSO_TCPV4 || gsoType == VNET_GSO_UDP_L4) {
+        splitEgress(ip, <u32>total, gsoType, <u32>load<u16>(off + 4));
+        continue;
+      }
+      if (gsoType != 0) { count(DIR_EGRESS, Verdict.Unsupported, plen); continue; }
       if ((flags & VNET_NEEDS_CSUM) != 0 &&
           !completeChecksum(ip, <u32>total, <u32>load<u16>(off + 6), <u32>load<u16>(off + 8))) {
         count(DIR_EGRESS, Verdict.Malformed, plen);
@@ -245,33 +269,84 @@ export function egress(n: u32, now: u32): void {
   }
 }
 
-// Routes one valid IPv4 packet from the TUN to its peer.
-function forwardEgress(ip: u32, total: u32): void {
+// Decides where a valid IPv4 packet from the TUN goes: the route entry's address, or 0 when it
+// is dropped (counted, with an ICMP error where one is due). wireLen is the largest packet it
+// will become on the wire (its own length, or one segment of a super-packet).
+function routeEgress(ip: u32, total: u32, wireLen: u32): u32 {
   let r = routeLookup(ipDst(ip));
   if (r < 0) {
     count(DIR_EGRESS, Verdict.NoRoute, total);
     if (!flannelUnreachableExempt(ip)) {
       icmpToTun(ICMP_DEST_UNREACH, CODE_NET_UNREACH, 0, ip, total, FLANNEL_ICMP_TTL);
     }
-    return;
+    return 0;
   }
   if (ipTtl(ip) <= 1) {
     count(DIR_EGRESS, Verdict.TtlExpired, total);
     if (!icmpErrorExempt(ip, total)) icmpToTun(ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, ip, total, ICMP_TTL);
-    return;
+    return 0;
   }
-  if (total > tunnelMtu && hasDF(ip)) {
+  if (wireLen > tunnelMtu && hasDF(ip)) {
     count(DIR_EGRESS, Verdict.TooBig, total);
     if (!icmpErrorExempt(ip, total)) icmpToTun(ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, tunnelMtu, ip, total, ICMP_TTL);
-    return;
+    return 0;
   }
+  return routeAddr(r);
+}
+
+@inline function countTx(route: u32, packets: u32, bytes: u32): void {
+  store<u64>(route + R_TX_PACKETS, load<u64>(route + R_TX_PACKETS) + <u64>packets);
+  store<u64>(route + R_TX_BYTES, load<u64>(route + R_TX_BYTES) + <u64>bytes);
+}
+
+// Routes one valid IPv4 packet from the TUN to its peer.
+function forwardEgress(ip: u32, total: u32): void {
+  let route = routeEgress(ip, total, total);
+  if (route == 0) return;
   ipDecrementTtl(ip);
-  let route = routeAddr(r);
   if (emitSend(DIR_EGRESS, ip, total, route)) {
     count(DIR_EGRESS, Verdict.Forwarded, total);
-    store<u64>(route + R_TX_PACKETS, load<u64>(route + R_TX_PACKETS) + 1);
-    store<u64>(route + R_TX_BYTES, load<u64>(route + R_TX_BYTES) + <u64>total);
+    countTx(route, 1, total);
   }
+}
+
+// Splits a TSO/USO super-packet into wire packets in the split area and queues them as
+// UDP_SEGMENT bursts.
+function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
+  let hdrLen = gsoHeaderLen(ip, total, gsoType);
+  if (hdrLen == 0 || gsoSize == 0 || gsoSize > 65535 - hdrLen) { count(DIR_EGRESS, Verdict.Malformed, total); return; }
+  let route = routeEgress(ip, total, hdrLen + min(gsoSize, total - hdrLen));
+  if (route == 0) return;
+  ipDecrementTtl(ip);
+  let framing: u32 = mode == MODE_VXLAN ? VXLAN_OVERHEAD : 0;
+  let out = SPLIT_AREA + splitUsed;
+  let nseg = splitSegments(ip, total, hdrLen, gsoSize, gsoType, out, SPLIT_SIZE - splitUsed, framing);
+  if (nseg == 0) { count(DIR_EGRESS, Verdict.NoRoom, total); return; }
+  let srcPort: u32 = mode == MODE_VXLAN ? vxlanSourcePort(ip) : 0;
+  let payload = total - hdrLen;
+  let datagram = framing + hdrLen + gsoSize;
+  let perSend = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES / datagram);
+  if (perSend == 0) perSend = 1;
+  let p = out;
+  for (let i: u32 = 0; i < nseg; i += perSend) {
+    let k = min(perSend, nseg - i);
+    // bytes of segments [i, i + k): all full-size but possibly the very last one
+    let lastPayload = min(gsoSize, payload - (i + k - 1) * gsoSize);
+    let len = (k - 1) * datagram + framing + hdrLen + lastPayload;
+    if (mode == MODE_VXLAN) {
+      for (let j: u32 = 0; j < k; j++) vxlanFrame(p + j * datagram + framing, route);
+    }
+    if (queueSend(DIR_EGRESS, p, len, k > 1 ? datagram : 0, route, srcPort)) {
+      let ipBytes = len - k * framing;
+      count(DIR_EGRESS, Verdict.Forwarded, ipBytes);
+      // counters count wire packets: add the other k - 1 segments
+      let c = counterAddr(DIR_EGRESS, <u32>Verdict.Forwarded);
+      store<u64>(c, load<u64>(c) + <u64>(k - 1));
+      countTx(route, k, ipBytes);
+    }
+    p += len;
+  }
+  splitUsed += (p - out + 15) & ~15;
 }
 
 // --- ingress: wire -> TUN ---------------------------------------------------------------
@@ -297,6 +372,7 @@ export function ingress(n: u32, now: u32): void {
       }
     }
   }
+  mergeFinishAll();
 }
 
 function ingressDatagram(p: u32, len: u32, outerSrc: u32): void {
@@ -325,9 +401,27 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32): void {
     return;
   }
   ipDecrementTtl(ip);
-  if (emitTun(DIR_INGRESS, ip, total)) {
-    count(DIR_INGRESS, Verdict.Forwarded, total);
-    store<u64>(route + R_RX_PACKETS, load<u64>(route + R_RX_PACKETS) + 1);
-    store<u64>(route + R_RX_BYTES, load<u64>(route + R_RX_BYTES) + <u64>total);
+  if (mergeOnIngress && ipProto(ip) == PROTO_TCP && mergeTcp(ip, total)) {
+    countRx(route, total);
+    return;
   }
+  if (emitTun(DIR_INGRESS, ip, total)) countRx(route, total);
+}
+
+@inline function countRx(route: u32, total: u32): void {
+  count(DIR_INGRESS, Verdict.Forwarded, total);
+  store<u64>(route + R_RX_PACKETS, load<u64>(route + R_RX_PACKETS) + 1);
+  store<u64>(route + R_RX_BYTES, load<u64>(route + R_RX_BYTES) + <u64>total);
+}
+
+// Adds a TCP segment to the batch's merge items. Returns false when it must be written alone.
+function mergeTcp(ip: u32, total: u32): bool {
+  let thlen = mergeCandidate(ip, total);
+  if (thlen == 0) { mergeCloseFlow(ip); return false; }
+  if (mergeAppend(ip, total, thlen)) return true;
+  if (nTunw >= TUNW_CAP || nIov + ITEM_IOVS > IOV_CAP) return false;
+  if (!mergeOpen(ip, total, thlen, nTunw, nIov, VNET_SCRATCH + nTunw * 16)) return false;
+  nTunw++;
+  nIov += ITEM_IOVS;
+  return true;
 }

@@ -15,6 +15,7 @@ interface CoreExports {
   configure(port: number, mtu: number, local: number, vni: number, macHi: number, macLo: number, seed: number): void;
   egress(n: number, nowMs: number): void;
   ingress(n: number, nowMs: number): void;
+  setIngressMerge(on: number): void;
   sendCount(): number;
   tunWriteCount(): number;
   egressReadCapacity(): number;
@@ -33,6 +34,7 @@ const LAYOUT_NAMES = [
   'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_OVERHEAD', 'DESC_SIZE', 'TUNW_SIZE',
   'IOV_SIZE', 'SEND_CAP', 'TUNW_CAP', 'IOV_CAP', 'COUNTERS', 'COUNTER_SLOTS', 'COUNTER_DIRS',
   'EG_IN_DESC', 'IN_IN_DESC', 'SEND_DESC', 'TUN_WRITES', 'IOVECS', 'EG_SLOTS', 'IN_SLOTS',
+  'SPLIT_AREA', 'SPLIT_SIZE',
   'ROUTES', 'ROUTE_SIZE', 'MAX_ROUTES', 'REGION_END', 'VERDICT_COUNT', 'MODE_UDP', 'MODE_VXLAN',
 ] as const;
 export type Layout = Record<(typeof LAYOUT_NAMES)[number], number>;

@@ -1,0 +1,419 @@
+// The standard topology for the benchmark and the end-to-end tests: N ≥ 2 simulated hosts on
+// one underlay, each with one pod behind it.
+//
+//   pod 1 ─veth─ host 1 ─┐                          N = 2: host 1 and host 2 joined by one veth pair
+//   10.y.1.2   10.y.1.1  │ 192.168.x.1              N > 2 (or bridge: true): every host has a veth
+//                        ├── underlay 192.168.x.0/24      into a bridge in its own namespace
+//   pod 2 ─veth─ host 2 ─┘ 192.168.x.2
+//   10.y.2.2   10.y.2.1
+//
+// Host n (1-based) has underlay address 192.168.x.n/24 and pod subnet 10.y.n.0/24 inside the
+// cluster network 10.y.0.0/16; the host side of the pod veth holds 10.y.n.1/24 (the CNI
+// bridge gateway) and the pod 10.y.n.2/24 with a default route via .1. ip_forward is on in
+// the hosts. Nothing routes between pods until a contender (bench/contenders.ts) sets it up.
+//
+// Every name carries a per-run id ("lb" + 5 random base-36 characters): namespaces are
+// <id>-h<n>, <id>-p<n>, <id>-br; devices are <id>-u<n> (host underlay), <id>-g<n> (host side
+// of the pod veth), <id>-p<n> (pod side), <id>-b<n> (bridge ports), <id>-br (the bridge).
+// Devices are created directly inside the namespaces: nothing is added to the root
+// namespace, and deleting the namespaces removes everything. destroy() is idempotent and also
+// runs on process exit, SIGINT and SIGTERM.
+//
+// Only node: modules are used here: bench/ is compiled on its own (tsconfig includes src/ and
+// bench/) and must not import from test/.
+
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+
+// ---------------------------------------------------------------------------------------------
+// Running commands
+
+export interface ShOptions {
+  /** Bytes written to stdin. */
+  input?: string | Buffer;
+  env?: NodeJS.ProcessEnv;
+  /** Milliseconds before the command is killed; default 30 000. */
+  timeout?: number;
+}
+
+/** An error from sh(): the command line, exit status and captured output. */
+export interface ShError extends Error {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command synchronously and returns its stdout; throws a ShError on failure or timeout. */
+export function sh(cmd: string, args: string[], opts: ShOptions = {}): string {
+  try {
+    return execFileSync(cmd, args, {
+      encoding: 'utf8',
+      input: opts.input,
+      env: opts.env,
+      timeout: opts.timeout ?? 30_000,
+      killSignal: 'SIGKILL',
+      stdio: ['pipe', 'pipe', 'pipe'],
+      maxBuffer: 64 << 20,
+    });
+  } catch (e) {
+    const err = e as Error & { stderr?: string | Buffer; stdout?: string | Buffer; status?: number | null; signal?: string | null };
+    const stderr = String(err.stderr ?? '').trim();
+    const stdout = String(err.stdout ?? '').trim();
+    const why = err.signal ? `killed by ${err.signal}` : `status ${err.status ?? '?'}`;
+    const msg = `${cmd} ${args.join(' ')} failed (${why})` + (stderr ? `: ${stderr}` : '') + (stdout ? `\nstdout: ${stdout}` : '');
+    throw Object.assign(new Error(msg), { status: err.status ?? null, stdout, stderr }) as ShError;
+  }
+}
+
+/** `ip -n <ns> <args>` (ns undefined: the current namespace). */
+export function ipNs(ns: string | undefined, ...args: string[]): string {
+  return sh('ip', ns === undefined ? args : ['-n', ns, ...args]);
+}
+
+/** Runs `cmd args` inside namespace `ns` (`ip netns exec`) and returns stdout. */
+export function nsExec(ns: string, cmd: string, args: string[] = [], opts: ShOptions = {}): string {
+  return sh('ip', ['netns', 'exec', ns, cmd, ...args], opts);
+}
+
+/** Sets a sysctl inside a namespace, e.g. nsSysctl(ns, 'net.ipv4.ip_forward', '1'). */
+export function nsSysctl(ns: string, key: string, value: string): void {
+  nsExec(ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
+}
+
+/** Sleeps synchronously (used only in cleanup paths that must stay synchronous). */
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** A per-run id: "lb" + 5 random base-36 characters (device names then stay ≤ 15 bytes). */
+export function runId(): string {
+  const n = randomBytes(4).readUInt32BE(0) % 36 ** 5;
+  return 'lb' + n.toString(36).padStart(5, '0');
+}
+
+/** Names of all network namespaces (`ip netns list`). */
+export function listNamespaces(): string[] {
+  return sh('ip', ['netns', 'list']).split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean);
+}
+
+/** PIDs of processes inside a namespace ([] when it does not exist). */
+export function namespacePids(ns: string): number[] {
+  try {
+    return sh('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Device names inside a namespace (undefined: the current one). */
+export function listLinks(ns?: string): string[] {
+  const out = ipNs(ns, '-o', 'link', 'show');
+  return out.split('\n').map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1]).filter((n): n is string => !!n);
+}
+
+/** What is left of a run: namespaces and root-namespace devices whose name contains the id. */
+export function leftovers(id: string): { namespaces: string[]; links: string[] } {
+  return {
+    namespaces: listNamespaces().filter((n) => n.includes(id)),
+    links: listLinks().filter((n) => n.includes(id)),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topology
+
+export interface TopologyOptions {
+  /** Number of hosts, ≥ 2; default 2. */
+  hosts?: number;
+  /** Join the hosts through a bridge namespace even when there are only 2 (default: hosts > 2). */
+  bridge?: boolean;
+  /** Underlay MTU; default 1500. */
+  underlayMtu?: number;
+  /** Initial MTU of the pod veths; default the underlay MTU. Contenders set it (setPodMtu). */
+  podMtu?: number;
+  /** x in 192.168.x.0/24; default random (1..254, not used by another live topology here). */
+  underlayOctet?: number;
+  /** y in 10.y.0.0/16; default random (1..254, not used by another live topology here). */
+  clusterOctet?: number;
+  /** Run destroy() on process exit, SIGINT and SIGTERM; default true. */
+  cleanupOnExit?: boolean;
+}
+
+export interface PodInfo {
+  /** Namespace name. */
+  ns: string;
+  /** The pod's device (its end of the veth). */
+  dev: string;
+  /** 10.y.n.2 */
+  ip: string;
+  /** 10.y.n.2/24 */
+  cidr: string;
+  /** 10.y.n.1 (the default route) */
+  gateway: string;
+}
+
+export interface HostInfo {
+  /** 1-based host number n (used in 192.168.x.n and 10.y.n.0/24). */
+  index: number;
+  /** Namespace name. */
+  ns: string;
+  /** The host's underlay device (flannel's "external interface"). */
+  underlayDev: string;
+  /** 192.168.x.n: the host's public IP. */
+  underlayIP: string;
+  /** 192.168.x.n/24 */
+  underlayCidr: string;
+  /** 10.y.n.0/24: this host's pod subnet (its flannel lease). */
+  podSubnet: string;
+  /** 10.y.n.1: host side of the pod veth. */
+  podGateway: string;
+  /** Device holding podGateway (stands in for the CNI bridge). */
+  podGatewayDev: string;
+  pod: PodInfo;
+}
+
+export interface Topology {
+  /** Per-run id contained in every namespace and device name. */
+  readonly id: string;
+  /** 192.168.x.0/24 */
+  readonly underlayNet: string;
+  /** 10.y.0.0/16 (flannel's Network) */
+  readonly clusterNet: string;
+  readonly underlayMtu: number;
+  readonly hosts: readonly HostInfo[];
+  /** Namespace holding the underlay bridge, when there is one. */
+  readonly bridgeNs: string | undefined;
+  /** Current MTU of the pod veths. */
+  readonly podMtu: number;
+  readonly destroyed: boolean;
+  /** Every namespace of this topology. */
+  namespaces(): string[];
+  /** Sets the MTU of both ends of every pod veth (the contender's tunnel MTU). */
+  setPodMtu(mtu: number): void;
+  /** `ip -n <ns> ...` */
+  ip(ns: string, ...args: string[]): string;
+  /** Runs a command inside a namespace; returns stdout, throws on failure or timeout. */
+  exec(ns: string, cmd: string, args?: string[], opts?: ShOptions): string;
+  /**
+   * Starts a long-running process inside a namespace (`ip netns exec`, which execs, so the
+   * child's pid is the command's). It is killed by destroy(). Bound its lifetime yourself.
+   */
+  spawn(ns: string, cmd: string, args?: string[], opts?: SpawnOptions): ChildProcess;
+  /** Kills every process in the namespaces, deletes them. Idempotent, synchronous. */
+  destroy(): void;
+}
+
+const live = new Set<TopologyImpl>();
+let hooksInstalled = false;
+
+function destroyAll(onlyAuto = false): void {
+  for (const t of [...live]) {
+    if (onlyAuto && !t.autoCleanup) continue;
+    try {
+      t.destroy();
+    } catch (e) {
+      process.stderr.write(`topology ${t.id}: ${(e as Error).message}\n`);
+    }
+  }
+}
+
+function installHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on('exit', () => destroyAll(true));
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    const handler = (): void => {
+      destroyAll(true);
+      // Hand the signal on: without our listener, the remaining listeners (or the default
+      // action, when there are none) decide what happens, as if we had never been here.
+      process.removeListener(sig, handler);
+      process.kill(process.pid, sig);
+    };
+    process.on(sig, handler);
+  }
+}
+
+function pickOctet(taken: Set<number>, wanted?: number): number {
+  if (wanted !== undefined) {
+    if (!Number.isInteger(wanted) || wanted < 0 || wanted > 255) throw new Error(`topology: bad octet ${wanted}`);
+    return wanted;
+  }
+  for (;;) {
+    const v = randomInt(1, 255);
+    if (!taken.has(v)) return v;
+  }
+}
+
+class TopologyImpl implements Topology {
+  readonly id = runId();
+  readonly underlayNet: string;
+  readonly clusterNet: string;
+  readonly underlayMtu: number;
+  readonly hosts: HostInfo[] = [];
+  bridgeNs: string | undefined;
+  podMtu: number;
+  destroyed = false;
+  readonly autoCleanup: boolean;
+  readonly x: number;
+  readonly y: number;
+  private readonly created: string[] = [];
+  private readonly children = new Set<ChildProcess>();
+
+  constructor(opts: TopologyOptions) {
+    const n = opts.hosts ?? 2;
+    if (!Number.isInteger(n) || n < 2 || n > 250) throw new Error(`topology: hosts must be an integer in 2..250, got ${n}`);
+    this.underlayMtu = opts.underlayMtu ?? 1500;
+    this.autoCleanup = opts.cleanupOnExit ?? true;
+    this.podMtu = opts.podMtu ?? this.underlayMtu;
+    this.x = pickOctet(new Set([...live].map((t) => t.x)), opts.underlayOctet);
+    this.y = pickOctet(new Set([...live].map((t) => t.y)), opts.clusterOctet);
+    this.underlayNet = `192.168.${this.x}.0/24`;
+    this.clusterNet = `10.${this.y}.0.0/16`;
+    for (let i = 1; i <= n; i++) {
+      const podNet = `10.${this.y}.${i}`;
+      this.hosts.push({
+        index: i,
+        ns: `${this.id}-h${i}`,
+        underlayDev: `${this.id}-u${i}`,
+        underlayIP: `192.168.${this.x}.${i}`,
+        underlayCidr: `192.168.${this.x}.${i}/24`,
+        podSubnet: `${podNet}.0/24`,
+        podGateway: `${podNet}.1`,
+        podGatewayDev: `${this.id}-g${i}`,
+        pod: { ns: `${this.id}-p${i}`, dev: `${this.id}-p${i}`, ip: `${podNet}.2`, cidr: `${podNet}.2/24`, gateway: `${podNet}.1` },
+      });
+    }
+    this.bridgeNs = (opts.bridge ?? n > 2) ? `${this.id}-br` : undefined;
+  }
+
+  build(): void {
+    const mtu = String(this.underlayMtu);
+    const addNs = (name: string): void => {
+      sh('ip', ['netns', 'add', name]);
+      this.created.push(name);
+      ipNs(name, 'link', 'set', 'lo', 'up');
+    };
+    if (this.bridgeNs) {
+      addNs(this.bridgeNs);
+      const br = `${this.id}-br`;
+      ipNs(this.bridgeNs, 'link', 'add', br, 'mtu', mtu, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0');
+      ipNs(this.bridgeNs, 'link', 'set', br, 'up');
+    }
+    for (const h of this.hosts) {
+      addNs(h.ns);
+      addNs(h.pod.ns);
+      nsSysctl(h.ns, 'net.ipv4.ip_forward', '1');
+    }
+    // Underlay.
+    if (this.bridgeNs) {
+      for (const h of this.hosts) {
+        const port = `${this.id}-b${h.index}`;
+        ipNs(h.ns, 'link', 'add', h.underlayDev, 'mtu', mtu, 'type', 'veth', 'peer', 'name', port, 'mtu', mtu, 'netns', this.bridgeNs);
+        ipNs(this.bridgeNs, 'link', 'set', port, 'master', `${this.id}-br`);
+        ipNs(this.bridgeNs, 'link', 'set', port, 'up');
+      }
+    } else {
+      const [a, b] = this.hosts as [HostInfo, HostInfo];
+      ipNs(a.ns, 'link', 'add', a.underlayDev, 'mtu', mtu, 'type', 'veth', 'peer', 'name', b.underlayDev, 'mtu', mtu, 'netns', b.ns);
+    }
+    for (const h of this.hosts) {
+      ipNs(h.ns, 'addr', 'add', h.underlayCidr, 'dev', h.underlayDev);
+      ipNs(h.ns, 'link', 'set', h.underlayDev, 'up');
+    }
+    // Pods.
+    const pmtu = String(this.podMtu);
+    for (const h of this.hosts) {
+      ipNs(h.ns, 'link', 'add', h.podGatewayDev, 'mtu', pmtu, 'type', 'veth', 'peer', 'name', h.pod.dev, 'mtu', pmtu, 'netns', h.pod.ns);
+      ipNs(h.ns, 'addr', 'add', `${h.podGateway}/24`, 'dev', h.podGatewayDev);
+      ipNs(h.ns, 'link', 'set', h.podGatewayDev, 'up');
+      ipNs(h.pod.ns, 'addr', 'add', h.pod.cidr, 'dev', h.pod.dev);
+      ipNs(h.pod.ns, 'link', 'set', h.pod.dev, 'up');
+      ipNs(h.pod.ns, 'route', 'add', 'default', 'via', h.pod.gateway, 'dev', h.pod.dev);
+    }
+  }
+
+  namespaces(): string[] {
+    return [...this.created];
+  }
+
+  setPodMtu(mtu: number): void {
+    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new Error(`topology: bad MTU ${mtu}`);
+    for (const h of this.hosts) {
+      ipNs(h.ns, 'link', 'set', h.podGatewayDev, 'mtu', String(mtu));
+      ipNs(h.pod.ns, 'link', 'set', h.pod.dev, 'mtu', String(mtu));
+    }
+    this.podMtu = mtu;
+  }
+
+  ip(ns: string, ...args: string[]): string {
+    return ipNs(ns, ...args);
+  }
+
+  exec(ns: string, cmd: string, args: string[] = [], opts: ShOptions = {}): string {
+    return nsExec(ns, cmd, args, opts);
+  }
+
+  spawn(ns: string, cmd: string, args: string[] = [], opts: SpawnOptions = {}): ChildProcess {
+    if (this.destroyed) throw new Error(`topology ${this.id} is destroyed`);
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: 'pipe', ...opts });
+    this.children.add(child);
+    child.once('exit', () => this.children.delete(child));
+    child.once('error', () => this.children.delete(child));
+    return child;
+  }
+
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    live.delete(this);
+    for (const c of this.children) {
+      if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    }
+    this.children.clear();
+    const errors: string[] = [];
+    const namespaces = this.created.splice(0).reverse();
+    // Processes keep a namespace (and its devices) alive after `ip netns del`: kill them first
+    // and wait (briefly) until they are gone.
+    for (let round = 0; round < 50; round++) {
+      let any = false;
+      for (const ns of namespaces) {
+        for (const pid of namespacePids(ns)) {
+          any = true;
+          try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+        }
+      }
+      if (!any) break;
+      sleepSync(20);
+    }
+    for (const ns of namespaces) {
+      try {
+        sh('ip', ['netns', 'del', ns]);
+      } catch (e) {
+        if (!/No such file|Invalid argument/.test((e as Error).message)) errors.push((e as Error).message);
+      }
+    }
+    if (errors.length) throw new Error(`topology ${this.id} cleanup: ${errors.join('; ')}`);
+  }
+}
+
+/**
+ * Builds the topology (synchronously, about 50 `ip` calls). On failure everything made so
+ * far is removed before the error is thrown.
+ */
+export function buildTopology(opts: TopologyOptions = {}): Topology {
+  const topo = new TopologyImpl(opts);
+  live.add(topo);
+  if (topo.autoCleanup) installHooks();
+  try {
+    topo.build();
+  } catch (e) {
+    try { topo.destroy(); } catch { /* report the build error */ }
+    throw e;
+  }
+  return topo;
+}
+
+/** Destroys every topology of this process that is still alive. */
+export function destroyAllTopologies(): void {
+  destroyAll();
+}

@@ -1,0 +1,137 @@
+// What the benchmark compares: each contender makes pod-to-pod traffic flow across the
+// topology (bench/topology.ts) in its own way and undoes it on stop().
+//
+//   const topo = buildTopology();
+//   const h = await startContender(kernelVxlanContender(), topo);   // sets the pod MTU, then setup()
+//   ... measure (bench/traffic.ts), with cpuPids = h.pids() ...
+//   await h.stop(); topo.destroy();
+//
+// Contenders run one at a time on a topology; stop() must leave it as built (pods unreachable
+// from each other), so the next contender starts from the same state.
+
+import { setupHostGw, setupKernelVxlan, VXLAN_OVERHEAD, type KernelVxlanNode } from './kernel.js';
+import type { Topology } from './topology.js';
+
+export interface ContenderHandle {
+  /** Undoes everything setup() did (kills its processes, removes its devices and routes). Idempotent. */
+  stop(): Promise<void>;
+  /**
+   * PIDs of the userspace dataplane processes (one per host) whose CPU time is charged to this
+   * contender: "CPU seconds per gigabit". Empty for kernel paths (their cost is softirq time:
+   * see systemCpu in bench/traffic.ts).
+   */
+  pids(): number[];
+  /** Details for the report (e.g. VTEP MACs, device names). */
+  info: Record<string, unknown>;
+}
+
+export interface Contender {
+  /** Short stable name used on the command line and in results, e.g. "kernel-vxlan". */
+  readonly name: string;
+  /** One line for the report. */
+  readonly description: string;
+  /** MTU of the pod interfaces with this contender (flannel's FLANNEL_MTU). */
+  readonly tunnelMtu: number;
+  /**
+   * Makes pod-to-pod traffic flow on `topo`. Called after the pod MTU has been set to
+   * tunnelMtu (startContender does that). On failure it must undo what it did before throwing.
+   */
+  setup(topo: Topology): Promise<ContenderHandle>;
+}
+
+/** Sets the pod MTU to the contender's tunnel MTU, then runs its setup. */
+export async function startContender<H extends ContenderHandle>(
+  c: { readonly tunnelMtu: number; setup(topo: Topology): Promise<H> }, topo: Topology,
+): Promise<H> {
+  topo.setPodMtu(c.tunnelMtu);
+  return c.setup(topo);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel contenders (no linen code)
+
+export interface KernelContenderOptions {
+  /** Underlay MTU the topology is built with; default 1500. */
+  underlayMtu?: number;
+}
+
+/** Plain routing (flannel's host-gw backend): S via P dev <underlay> on every host. */
+export function hostGwContender(opts: KernelContenderOptions = {}): Contender {
+  const mtu = opts.underlayMtu ?? 1500;
+  return {
+    name: 'host-gw',
+    description: 'plain routing (flannel host-gw): pod subnets routed via the peer hosts\' underlay IPs',
+    tunnelMtu: mtu,
+    async setup(topo) {
+      const h = setupHostGw(topo);
+      return { stop: async () => h.stop(), pids: () => [], info: {} };
+    },
+  };
+}
+
+export interface KernelVxlanContenderOptions extends KernelContenderOptions {
+  /** Default 1. */
+  vni?: number;
+  /** Default 8472. */
+  port?: number;
+}
+
+export interface KernelVxlanHandle extends ContenderHandle {
+  /** The flannel.<VNI> node of each host, in topology order (vtepMAC, dev, ...). */
+  readonly nodes: readonly KernelVxlanNode[];
+}
+
+export interface KernelVxlanContender extends Contender {
+  setup(topo: Topology): Promise<KernelVxlanHandle>;
+}
+
+/** Linux kernel VXLAN, flannel.<VNI> on every host exactly as flanneld sets it up. */
+export function kernelVxlanContender(opts: KernelVxlanContenderOptions = {}): KernelVxlanContender {
+  const mtu = (opts.underlayMtu ?? 1500) - VXLAN_OVERHEAD;
+  return {
+    name: 'kernel-vxlan',
+    description: `Linux kernel VXLAN as flanneld configures it (flannel.${opts.vni ?? 1}, port ${opts.port ?? 8472}, MTU ${mtu})`,
+    tunnelMtu: mtu,
+    async setup(topo) {
+      const mesh = setupKernelVxlan(topo, { vni: opts.vni, port: opts.port });
+      const nodes = [...mesh.nodes];
+      return {
+        stop: async () => mesh.stop(),
+        pids: () => [],
+        nodes,
+        info: { nodes: nodes.map((n) => ({ ns: n.ns, dev: n.dev, vni: n.vni, port: n.port, vtepMAC: n.vtepMAC, mtu: n.mtu })) },
+      };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// linen contenders: NOT IMPLEMENTED HERE. To be added (linen-udp, linen-vxlan, offloads on/off,
+// dgram engine) through the same interface. Sketch of what each one's setup(topo) does:
+//
+//   1. For each host h in topo.hosts, write a static peers file (one entry per other host:
+//      subnet h'.podSubnet, public IP h'.underlayIP, VtepMAC for VXLAN) in a temp dir.
+//   2. Start linend inside the host namespace, tracked by the topology so destroy() kills it:
+//        const child = topo.spawn(h.ns, process.execPath,
+//          ['dist/src/cli.js', '--static-peers', file, '--iface', h.underlayDev, ...flags]);
+//      (topo.spawn uses `ip netns exec`, which execs: child.pid is linend's own pid.)
+//   3. Wait until it is ready (e.g. its TUN/route exists or /readyz answers) with a deadline.
+//   4. Return { stop: kill the children (SIGTERM, then SIGKILL after a deadline) and remove the
+//      temp dir, pids: () => child pids (for CPU seconds per gigabit), info }.
+//   tunnelMtu: 1472 for UDP (flannel: MTU − 28), 1450 for VXLAN.
+//   A kernel node for interop is configureKernelVxlanNode() in bench/kernel.ts.
+//
+// Register them in contenderFactories below.
+// ---------------------------------------------------------------------------------------------
+
+/** Every known contender by name (linen contenders are to be added here). */
+export const contenderFactories: Record<string, (opts?: KernelVxlanContenderOptions) => Contender> = {
+  'host-gw': hostGwContender,
+  'kernel-vxlan': kernelVxlanContender,
+  // 'linen-udp': ..., 'linen-vxlan': ..., 'linen-vxlan-nooffload': ..., 'linen-udp-dgram': ...
+};
+
+/** The contenders that need no linen code. */
+export function kernelContenders(opts: KernelContenderOptions = {}): Contender[] {
+  return [hostGwContender(opts), kernelVxlanContender(opts)];
+}

@@ -204,7 +204,24 @@ export interface Topology {
 }
 
 const live = new Set<TopologyImpl>();
+const extraHooks = new Set<() => void>();
 let hooksInstalled = false;
+
+/**
+ * Registers a synchronous function to run on process exit, SIGINT and SIGTERM, before the
+ * topologies are destroyed (bench/traffic.ts kills its processes this way). One signal handler
+ * serves all of them; it hands the signal on afterwards.
+ */
+export function addCleanupHook(fn: () => void): void {
+  extraHooks.add(fn);
+  installHooks();
+}
+
+function runExtraHooks(): void {
+  for (const fn of extraHooks) {
+    try { fn(); } catch (e) { process.stderr.write(`cleanup: ${(e as Error).message}\n`); }
+  }
+}
 
 function destroyAll(onlyAuto = false): void {
   for (const t of [...live]) {
@@ -220,9 +237,10 @@ function destroyAll(onlyAuto = false): void {
 function installHooks(): void {
   if (hooksInstalled) return;
   hooksInstalled = true;
-  process.on('exit', () => destroyAll(true));
+  process.on('exit', () => { runExtraHooks(); destroyAll(true); });
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     const handler = (): void => {
+      runExtraHooks();
       destroyAll(true);
       // Hand the signal on: without our listener, the remaining listeners (or the default
       // action, when there are none) decide what happens, as if we had never been here.

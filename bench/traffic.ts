@@ -4,14 +4,14 @@
 //
 // Every process is bounded twice: a JS timer SIGKILLs its process group, and it runs under
 // coreutils `timeout -s KILL` so it dies on its own even if this process is killed outright.
-// Every process still running is killed when this process exits; the topology's destroy() also
-// kills whatever is left inside its namespaces.
+// Every process still running is killed when this process exits or gets SIGINT/SIGTERM
+// (addCleanupHook); the topology's destroy() also kills whatever is left inside its namespaces.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { nsExec, sh } from './topology.js';
+import { addCleanupHook, nsExec, sh } from './topology.js';
 
 /** Where a program runs (namespace) and the address it is reached at. PodInfo fits. */
 export interface Endpoint {
@@ -73,7 +73,7 @@ export function startBounded(ns: string | undefined, cmd: string, args: string[]
   if (!(opts.timeoutMs > 0)) throw new Error('startBounded: timeoutMs must be positive');
   if (!exitHook) {
     exitHook = true;
-    process.on('exit', killAllTraffic);
+    addCleanupHook(killAllTraffic);
   }
   // The `timeout` wrapper is the backstop (1 s after the JS timer).
   const limit = (Math.ceil(opts.timeoutMs / 1000) + 1).toString();

@@ -3,6 +3,7 @@
 // up as flanneld does it, the measurement runners return numbers, and nothing is left behind
 // (also when the process is killed by SIGTERM or SIGINT). Structure, not speed.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,17 @@ import { CpuMeter, iperfTcp, iperfUdp, parsePing, percentile, ping, processCpuSe
 
 const here = dirname(fileURLToPath(import.meta.url));
 const topologyModule = pathToFileURL(join(here, '..', '..', 'bench', 'topology.ts')).href;
+const trafficModule = pathToFileURL(join(here, '..', '..', 'bench', 'traffic.ts')).href;
+
+/** True while a process exists and is not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 function missing(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root';
@@ -191,12 +203,15 @@ function main(): void {
   });
 
   t.test('a process killed by a signal removes its topology', async (t) => {
-    // A child Node process (with tap's TypeScript loader) builds a topology, prints its id and
-    // waits; the signal must remove everything and still end the process.
+    // A child Node process (with tap's TypeScript loader) builds a topology, starts a bounded
+    // process outside it (a plain sleep), prints both and waits; the signal must remove
+    // everything, kill the process and still end the child.
     const tsImport = process.execArgv.filter((a) => a.includes('@tapjs/typescript'));
     const script = `const m = await import(${JSON.stringify(topologyModule)});
+      const tr = await import(${JSON.stringify(trafficModule)});
       const topo = m.buildTopology();
-      process.stdout.write(JSON.stringify({ id: topo.id }) + '\\n');
+      const p = tr.startBounded(undefined, 'sleep', ['30'], { timeoutMs: 30000 });
+      process.stdout.write(JSON.stringify({ id: topo.id, pid: p.pid }) + '\\n');
       setInterval(() => {}, 1000);`;
     for (const sig of ['SIGTERM', 'SIGINT'] as const) {
       const child = spawn(process.execPath, [...tsImport, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -208,14 +223,17 @@ function main(): void {
       const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
       try {
         while (!out.includes('\n') && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
-        const id = (JSON.parse(out.split('\n')[0] || '{}') as { id?: string }).id;
+        const { id, pid } = JSON.parse(out.split('\n')[0] || '{}') as { id?: string; pid?: number };
         t.ok(id, `child built a topology (${err.trim().slice(0, 500)})`);
         if (!id) continue;
         t.ok(leftovers(id).namespaces.length >= 4, 'its namespaces exist');
+        t.ok(pid && alive(pid), 'its bounded process runs');
         child.kill(sig);
         const [code, signal] = await exited;
         t.equal(signal, sig, `the child still dies of ${sig} (code ${code})`);
         t.same(leftovers(id), { namespaces: [], links: [] }, `${sig}: nothing named ${id} remains`);
+        for (let i = 0; i < 50 && pid && alive(pid); i++) await new Promise((r) => setTimeout(r, 20));
+        t.notOk(pid && alive(pid), `${sig}: its bounded process is gone`);
       } finally {
         clearTimeout(timer);
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

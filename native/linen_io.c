@@ -783,6 +783,21 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// setBlocking(fd, blocking): clears or sets O_NONBLOCK (the per-packet baseline engine reads
+// the TUN with blocking reads on libuv's thread pool).
+static napi_value set_blocking(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int32_t fd;
+  bool blocking = false;
+  if (!arg_i32(env, argv[0], "fd", &fd)) return NULL;
+  if (napi_get_value_bool(env, argv[1], &blocking) != napi_ok)
+    return throw_type(env, "setBlocking: blocking must be a boolean");
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, blocking ? (fl & ~O_NONBLOCK) : (fl | O_NONBLOCK)) < 0)
+    return throw_errno(env, "setBlocking fcntl", errno);
+  return NULL;
+}
+
 static napi_value abi_version(napi_env env, napi_callback_info info) {
   (void)info;
   return num(env, 1);
@@ -806,6 +821,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"eventfdOpen", eventfd_open},
     {"eventfdSignal", eventfd_signal},  {"eventfdDrain", eventfd_drain},
     {"wait", wait_fds},                 {"close", close_fd},
+    {"setBlocking", set_blocking},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

@@ -128,6 +128,8 @@ export interface NativeIO {
    */
   wait(fds: Int32Array, timeoutMs: number): number;
   close(fd: number): void;
+  /** Clears (true) or sets (false) O_NONBLOCK on fd. */
+  setBlocking(fd: number, blocking: boolean): void;
 }
 
 /** The ABI version this wrapper was written for (the addon's abiVersion()). */

@@ -1,0 +1,25 @@
+// flanneld's VXLAN backend from userspace: flannel.<VNI> (a TUN here, a kernel vxlan device on
+// flanneld nodes), RFC 7348 framing to each peer's PublicIP on the cluster-wide port, and a
+// lease with BackendType vxlan and the VNI and VtepMAC that kernel peers put in their FDB.
+import type { VxlanBackendConfig } from '../config.js';
+import { vxlanLeaseAttrs } from '../subnet/lease.js';
+import { formatMAC, parseMAC } from '../net.js';
+import { mtuFor, type Backend } from './backend.js';
+
+export function vxlanBackend(config: VxlanBackendConfig): Backend {
+  return {
+    mode: 'vxlan',
+    deviceName: `flannel.${config.vni}`,
+    port: config.port,
+    vni: config.vni,
+    accept: 'vxlan',
+    mtu: (extMTU) => mtuFor(config, extMTU),
+    leaseAttrs: (publicIP, mac) => vxlanLeaseAttrs(publicIP, config.vni, formatMAC(mac)),
+    route: (peer) => {
+      // As flanneld, the peer's advertised VNI is not compared with ours.
+      const mac = peer.vxlan ? parseMAC(peer.vxlan.vtepMAC) : null;
+      if (!mac) return null;
+      return { net: peer.subnet.ip, len: peer.subnet.prefixLen, publicIp: peer.publicIP, mac };
+    },
+  };
+}

@@ -1,0 +1,129 @@
+// The per-packet baseline: Node's own dgram socket and one blocking TUN read or write per
+// packet, on the main thread, with the same wasm core deciding what happens to each packet.
+// It exists to be measured against (it is what a straightforward Node port of flanneld's proxy
+// looks like) and as a fallback when the batched engine cannot run. It still needs the addon
+// to open the TUN: Node has no ioctl.
+import { createSocket, type Socket } from 'node:dgram';
+import { read, writeSync } from 'node:fs';
+import { loadNative, type NativeIO } from './native.js';
+import { Core } from './core.js';
+import { formatIPv4 } from '../net.js';
+import type { Engine, EngineFeatures, EngineOptions, EngineStats, PeerRoute } from './engine.js';
+
+const MAX_PACKET = 65535;
+
+export class DgramEngine implements Engine {
+  readonly name = 'dgram' as const;
+  private readonly io: NativeIO;
+  private readonly core: Core;
+  private tunFd = -1;
+  private socket: Socket | null = null;
+  private running = false;
+  private sendErrors = 0n;
+  private tunWriteErrors = 0n;
+  private readonly readBuf = Buffer.alloc(MAX_PACKET);
+
+  constructor(private readonly opts: EngineOptions) {
+    this.io = loadNative();
+    this.core = new Core({
+      mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr, vni: opts.vni, mac: opts.mac,
+    });
+  }
+
+  async start(): Promise<EngineFeatures> {
+    this.tunFd = this.io.tunOpen(this.opts.device, { multiQueue: false, vnetHdr: false }).fd;
+    this.io.setBlocking(this.tunFd, true);
+    const sock = createSocket({ type: 'udp4', reuseAddr: false });
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(this.opts.port, this.opts.bindAddr, () => { sock.off('error', reject); resolve(); });
+    });
+    sock.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo.address, rinfo.port));
+    sock.on('error', () => { this.sendErrors++; });
+    this.socket = sock;
+    this.running = true;
+    this.readLoop();
+    return { vnetHdr: false, tunOffload: 0, udpGso: false, udpGro: false, multiQueue: false };
+  }
+
+  // One read() per packet on the thread pool; each packet goes through the core on its own.
+  private readLoop(): void {
+    if (!this.running) return;
+    read(this.tunFd, this.readBuf, 0, MAX_PACKET, null, (err, n) => {
+      if (!this.running) return;
+      if (err) { setTimeout(() => this.readLoop(), 10); return; }
+      const L = this.core.layout;
+      const mem = new Uint8Array(this.core.memory.buffer);
+      const dv = new DataView(this.core.memory.buffer);
+      const d = L.EG_IN_DESC;
+      mem.set(this.readBuf.subarray(0, n), dv.getUint32(d, true));
+      dv.setUint32(d + 4, n, true);
+      this.core.egress(1, Date.now());
+      this.flush();
+      this.readLoop();
+    });
+  }
+
+  private onDatagram(msg: Buffer, from: string, port: number): void {
+    const L = this.core.layout;
+    const mem = new Uint8Array(this.core.memory.buffer);
+    const dv = new DataView(this.core.memory.buffer);
+    const d = L.IN_IN_DESC;
+    const cap = this.core.exports.ingressReadCapacity();
+    const n = Math.min(msg.length, cap);
+    mem.set(msg.subarray(0, n), dv.getUint32(d, true));
+    dv.setUint32(d + 4, n, true);
+    from.split('.').forEach((x, i) => { mem[d + 8 + i] = Number(x); });
+    dv.setUint16(d + 12, port, false);
+    dv.setUint16(d + 14, 0, true);
+    this.core.ingress(1, Date.now());
+    this.flush();
+  }
+
+  // Copies each output out of wasm memory and hands it to Node, one call per packet.
+  private flush(): void {
+    const L = this.core.layout;
+    const mem = new Uint8Array(this.core.memory.buffer);
+    const dv = new DataView(this.core.memory.buffer);
+    for (let i = 0; i < this.core.sendCount; i++) {
+      const d = L.SEND_DESC + i * L.DESC_SIZE;
+      const off = dv.getUint32(d, true);
+      const len = dv.getUint32(d + 4, true);
+      const addr = formatIPv4(dv.getUint32(d + 8, false));
+      const port = dv.getUint16(d + 12, false);
+      this.socket?.send(Buffer.from(mem.subarray(off, off + len)), port, addr, (err) => { if (err) this.sendErrors++; });
+    }
+    for (let i = 0; i < this.core.tunWriteCount; i++) {
+      const w = L.TUN_WRITES + i * L.TUNW_SIZE;
+      const first = dv.getUint32(w, true);
+      const count = dv.getUint32(w + 4, true);
+      const parts: Uint8Array[] = [];
+      for (let k = 0; k < count; k++) {
+        const v = L.IOVECS + (first + k) * L.IOV_SIZE;
+        const off = dv.getUint32(v, true);
+        parts.push(mem.subarray(off, off + dv.getUint32(v + 4, true)));
+      }
+      try { writeSync(this.tunFd, Buffer.concat(parts)); } catch { this.tunWriteErrors++; }
+    }
+  }
+
+  setRoute(route: PeerRoute): void { this.core.setRoute(route.net, route.len, route.publicIp, route.mac); }
+  removeRoute(net: number, len: number): void { this.core.removeRoute(net, len); }
+
+  stats(): EngineStats {
+    return {
+      counters: this.core.counters(),
+      sendErrors: this.sendErrors,
+      tunWriteErrors: this.tunWriteErrors,
+      workers: this.running ? 1 : 0,
+      workerRestarts: 0,
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));
+    this.socket = null;
+    // A read may still be parked in the thread pool; it ends with the process or the next packet.
+  }
+}

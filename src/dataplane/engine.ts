@@ -1,0 +1,67 @@
+// The data plane as the rest of the shell sees it: start it on a TUN device, keep its routes in
+// step with the peers, read its counters, stop it. Two engines implement it: the native one
+// (batched, zero-copy, one worker thread per queue) and the dgram baseline (one packet per call).
+import type { CounterSnapshot, Mode } from './core.js';
+
+export interface EngineOptions {
+  mode: Mode;
+  /** TUN device name, e.g. flannel0 or flannel.1. */
+  device: string;
+  /** Local address the UDP socket binds to (flanneld binds the interface address). */
+  bindAddr: string;
+  /** Port every node listens on and sends to. */
+  port: number;
+  /** Largest inner packet (the TUN MTU). */
+  mtu: number;
+  /** Own subnet's network address (host-order): the TUN address and ICMP source. */
+  localAddr: number;
+  vni: number;
+  /** Own VTEP MAC (VXLAN). */
+  mac: Uint8Array;
+  /** Worker threads, one TUN queue each (native engine). */
+  queues: number;
+  /** TUN offloads and UDP GSO/GRO: 'auto' uses what the kernel supports. */
+  offload: 'auto' | 'on' | 'off';
+}
+
+export interface PeerRoute {
+  /** Peer subnet network address, host order. */
+  net: number;
+  len: number;
+  /** Peer public IPv4, host order. */
+  publicIp: number;
+  /** Peer VTEP MAC (VXLAN). */
+  mac?: Uint8Array;
+}
+
+export interface EngineStats {
+  counters: CounterSnapshot;
+  /** Datagrams the kernel refused to send, TUN writes that failed, worker restarts. */
+  sendErrors: bigint;
+  tunWriteErrors: bigint;
+  workers: number;
+  workerRestarts: number;
+}
+
+/** What the engine found the kernel supports, for logs and metrics. */
+export interface EngineFeatures {
+  vnetHdr: boolean;
+  tunOffload: number;
+  udpGso: boolean;
+  udpGro: boolean;
+  multiQueue: boolean;
+}
+
+export interface Engine {
+  readonly name: 'native' | 'dgram';
+  start(): Promise<EngineFeatures>;
+  setRoute(route: PeerRoute): void;
+  removeRoute(net: number, len: number): void;
+  stats(): EngineStats;
+  stop(): Promise<void>;
+}
+
+export type EngineEvents = {
+  /** A worker died and was restarted (message says why). */
+  workerRestart?: (index: number, reason: string) => void;
+};

@@ -1,0 +1,37 @@
+// Starting the data plane for a backend: picks the engine, opens the TUN through it, and
+// configures the device once it exists.
+import type { Backend } from '../backend/index.js';
+import { configureTun } from '../device/tun.js';
+import type { IPv4Net } from '../net.js';
+import { DgramEngine } from './dgram-engine.js';
+import { NativeEngine } from './native-engine.js';
+import type { Engine, EngineEvents, EngineFeatures } from './engine.js';
+
+export interface DataplaneOptions {
+  backend: Backend;
+  engine: 'native' | 'dgram';
+  queues: number;
+  offload: 'auto' | 'on' | 'off';
+  bindAddr: string;
+  mtu: number;
+  network: IPv4Net;
+  subnet: IPv4Net;
+  mac: Uint8Array;
+  events?: EngineEvents;
+}
+
+export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Engine; features: EngineFeatures }> {
+  const engineOpts = {
+    mode: o.backend.mode, device: o.backend.deviceName, bindAddr: o.bindAddr, port: o.backend.port,
+    mtu: o.mtu, localAddr: o.subnet.ip, vni: o.backend.vni, mac: o.mac, queues: o.queues, offload: o.offload,
+  };
+  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts) : new NativeEngine(engineOpts, o.events);
+  const features = await engine.start();
+  try {
+    configureTun({ name: o.backend.deviceName, addr: o.subnet.ip, mtu: o.mtu, network: o.network });
+  } catch (e) {
+    await engine.stop();
+    throw e;
+  }
+  return { engine, features };
+}

@@ -1,0 +1,182 @@
+// The batched, zero-copy engine: one worker thread per TUN queue, each with its own wasm core
+// and UDP socket. The main thread keeps the authoritative route set, pushes every change to
+// all workers, restarts a worker that dies, and sums their counters.
+import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { loadNative, type NativeIO } from './native.js';
+import { Core, type CounterSnapshot } from './core.js';
+import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
+import type { Engine, EngineFeatures, EngineOptions, EngineStats, PeerRoute, EngineEvents } from './engine.js';
+import {
+  STAT_SEND_ERRORS, STAT_TUN_WRITE_ERRORS, STAT_EXTRA, type ControlMessage, type WorkerData,
+  type WorkerReport,
+} from './protocol.js';
+
+interface Slot {
+  index: number;
+  worker: Worker;
+  port: MessagePort;
+  eventFd: number;
+  stats: SharedArrayBuffer;
+  /** Counters of workers that died, kept so totals never go backwards. */
+  retired: bigint[];
+  ready: Promise<EngineFeatures>;
+  stopped: boolean;
+}
+
+const routeKey = (net: number, len: number): string => `${net >>> 0}/${len}`;
+
+function workerUrl(): URL {
+  const js = new URL('./worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(js))) return js;
+  return new URL('./worker.ts', import.meta.url); // running from source under a TS loader
+}
+
+export class NativeEngine implements Engine {
+  readonly name = 'native' as const;
+  private readonly io: NativeIO;
+  private readonly routes = new Map<string, PeerRoute>();
+  private readonly slots: Slot[] = [];
+  private features: EngineFeatures | null = null;
+  private restarts = 0;
+  private closing = false;
+  private readonly statWords: number;
+  private readonly counterWords: number;
+
+  constructor(private readonly opts: EngineOptions, private readonly events: EngineEvents = {}) {
+    this.io = loadNative();
+    // The layout comes from the wasm module itself; a throwaway instance reads it.
+    const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr }).layout;
+    this.counterWords = L.COUNTER_DIRS * L.COUNTER_SLOTS * 2;
+    this.statWords = STAT_EXTRA + this.counterWords;
+  }
+
+  async start(): Promise<EngineFeatures> {
+    const queues = Math.max(1, this.opts.queues);
+    // Worker 0 probes the kernel; the other queues must open with the same flags.
+    this.features = await this.spawn(0, null);
+    const rest: Promise<EngineFeatures>[] = [];
+    for (let i = 1; i < queues; i++) rest.push(this.spawn(i, this.features));
+    await Promise.all(rest);
+    return this.features;
+  }
+
+  private spawn(index: number, features: EngineFeatures | null, retired?: bigint[]): Promise<EngineFeatures> {
+    const { port1, port2 } = new MessageChannel();
+    const eventFd = this.io.eventfdOpen();
+    const stats = new SharedArrayBuffer(this.statWords * 8);
+    const data: WorkerData = {
+      index,
+      options: { ...this.opts, mac: Array.from(this.opts.mac) },
+      features,
+      eventFd,
+      port: port2,
+      stats,
+      routes: [...this.routes.values()],
+    };
+    const worker = new Worker(workerUrl(), { workerData: data, transferList: [port2] });
+    let resolveReady!: (f: EngineFeatures) => void;
+    let rejectReady!: (e: Error) => void;
+    const ready = new Promise<EngineFeatures>((res, rej) => { resolveReady = res; rejectReady = rej; });
+    const slot: Slot = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.statWords).fill(0n), ready, stopped: false };
+    this.slots[index] = slot;
+    let isReady = false;
+    port1.on('message', (msg: WorkerReport) => {
+      if (msg.type === 'ready') { isReady = true; resolveReady(msg.features); }
+    });
+    worker.on('error', (err) => {
+      if (!isReady) { rejectReady(err); return; }
+      this.onWorkerDeath(slot, err.message);
+    });
+    worker.on('exit', (code) => {
+      if (!isReady) { rejectReady(new Error(`worker ${index} exited with code ${code} before it was ready`)); return; }
+      if (!slot.stopped && !this.closing) this.onWorkerDeath(slot, `exited with code ${code}`);
+    });
+    return ready;
+  }
+
+  private onWorkerDeath(slot: Slot, reason: string): void {
+    if (slot.stopped || this.closing) return;
+    slot.stopped = true;
+    // Keep what it counted, then start a fresh worker on the same queue.
+    const last = new BigUint64Array(slot.stats);
+    const retired = slot.retired.map((v, i) => v + last[i]);
+    slot.port.close();
+    try { this.io.close(slot.eventFd); } catch { /* already closed */ }
+    this.restarts++;
+    this.events.workerRestart?.(slot.index, reason);
+    this.spawn(slot.index, this.features, retired).catch((e: Error) => {
+      this.events.workerRestart?.(slot.index, `restart failed: ${e.message}`);
+    });
+  }
+
+  private broadcast(msg: ControlMessage): void {
+    for (const s of this.slots) {
+      if (!s || s.stopped) continue;
+      s.port.postMessage(msg);
+      this.io.eventfdSignal(s.eventFd);
+    }
+  }
+
+  setRoute(route: PeerRoute): void {
+    this.routes.set(routeKey(route.net, route.len), route);
+    this.broadcast({ type: 'set', route });
+  }
+
+  removeRoute(net: number, len: number): void {
+    if (!this.routes.delete(routeKey(net, len))) return;
+    this.broadcast({ type: 'remove', net, len });
+  }
+
+  /** Debug hook for the reliability tests: makes worker `index` throw. */
+  crashWorker(index: number): void {
+    const s = this.slots[index];
+    if (!s) throw new Error(`no worker ${index}`);
+    s.port.postMessage({ type: 'crash' } satisfies ControlMessage);
+    this.io.eventfdSignal(s.eventFd);
+  }
+
+  stats(): EngineStats {
+    const total = new Array<bigint>(this.statWords).fill(0n);
+    for (const s of this.slots) {
+      if (!s) continue;
+      const live = new BigUint64Array(s.stats);
+      for (let i = 0; i < this.statWords; i++) total[i] += s.retired[i] + live[i];
+    }
+    const counters = {} as CounterSnapshot;
+    const slotsPerDir = this.counterWords / 2 / DIRECTIONS.length;
+    DIRECTIONS.forEach((dir: Direction, d) => {
+      const byVerdict = {} as Record<VerdictName, { packets: bigint; bytes: bigint }>;
+      VERDICTS.forEach((name, v) => {
+        const at = STAT_EXTRA + (d * slotsPerDir + v) * 2;
+        byVerdict[name] = { packets: total[at], bytes: total[at + 1] };
+      });
+      counters[dir] = byVerdict;
+    });
+    return {
+      counters,
+      sendErrors: total[STAT_SEND_ERRORS],
+      tunWriteErrors: total[STAT_TUN_WRITE_ERRORS],
+      workers: this.slots.filter((s) => s && !s.stopped).length,
+      workerRestarts: this.restarts,
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.closing = true;
+    const exits = this.slots.filter((s) => s && !s.stopped).map((s) => new Promise<void>((res) => {
+      const timer = setTimeout(() => { void s.worker.terminate().then(() => res()); }, 3000);
+      s.worker.once('exit', () => { clearTimeout(timer); res(); });
+      s.port.postMessage({ type: 'stop' } satisfies ControlMessage);
+      this.io.eventfdSignal(s.eventFd);
+    }));
+    await Promise.all(exits);
+    for (const s of this.slots) {
+      if (!s) continue;
+      s.stopped = true;
+      s.port.close();
+      try { this.io.close(s.eventFd); } catch { /* closed */ }
+    }
+  }
+}

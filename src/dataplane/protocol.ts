@@ -1,0 +1,31 @@
+// Messages and shared-memory layout between the native engine (main thread) and its workers.
+import type { MessagePort } from 'node:worker_threads';
+import type { EngineOptions, PeerRoute, EngineFeatures } from './engine.js';
+
+export interface WorkerData {
+  index: number;
+  options: Omit<EngineOptions, 'mac'> & { mac: number[] };
+  /** Decided by worker 0 and imposed on the others (multi-queue TUNs need identical flags). */
+  features: EngineFeatures | null;
+  eventFd: number;
+  port: MessagePort;
+  stats: SharedArrayBuffer;
+  routes: PeerRoute[];
+}
+
+export type ControlMessage =
+  | { type: 'set'; route: PeerRoute }
+  | { type: 'remove'; net: number; len: number }
+  | { type: 'crash' }
+  | { type: 'stop' };
+
+export type WorkerReport =
+  | { type: 'ready'; features: EngineFeatures }
+  | { type: 'stopped' };
+
+// Layout of the stats SharedArrayBuffer (u64 each): the core's counters, then these.
+export const STAT_SEND_ERRORS = 0;
+export const STAT_TUN_WRITE_ERRORS = 1;
+export const STAT_HEARTBEAT = 2;
+export const STAT_EXTRA = 3;
+

@@ -1,0 +1,157 @@
+// One data-plane worker: its own TUN queue, UDP socket(s) and wasm core. It sleeps in poll()
+// on the TUN fd, the UDP socket and an eventfd the main thread signals when it has posted
+// route changes or wants it to stop. JS runs once per batch, never per packet.
+import { workerData, isMainThread, receiveMessageOnPort } from 'node:worker_threads';
+import { Core } from './core.js';
+import { loadNative, enableTunOffload, type NativeIO } from './native.js';
+import type { EngineFeatures } from './engine.js';
+import {
+  STAT_SEND_ERRORS, STAT_TUN_WRITE_ERRORS, STAT_HEARTBEAT, STAT_EXTRA, type WorkerData,
+  type ControlMessage, type WorkerReport,
+} from './protocol.js';
+
+// With UDP GRO one receive can hold up to 64 datagrams; the core's TUN write table holds 256.
+const GRO_RECV_MAX = 4;
+const VXLAN_SOURCE_SOCKETS = 8;
+const SOCKET_BUFFER = 8 << 20;
+const PUBLISH_EVERY_MS = 100;
+
+function openTun(io: NativeIO, opts: WorkerData['options'], features: EngineFeatures | null): { fd: number; features: EngineFeatures } {
+  const multiQueue = opts.queues > 1;
+  if (features) {
+    const { fd } = io.tunOpen(opts.device, { multiQueue, vnetHdr: features.vnetHdr });
+    if (features.tunOffload) io.tunSetOffload(fd, features.tunOffload);
+    return { fd, features };
+  }
+  const found: EngineFeatures = { vnetHdr: false, tunOffload: 0, udpGso: false, udpGro: false, multiQueue };
+  if (opts.offload !== 'off') {
+    try {
+      const { fd } = io.tunOpen(opts.device, { multiQueue, vnetHdr: true });
+      try {
+        found.tunOffload = enableTunOffload(io, fd);
+      } catch (e) {
+        if (opts.offload === 'on') throw e;
+      }
+      found.vnetHdr = true;
+      return { fd, features: found };
+    } catch (e) {
+      if (opts.offload === 'on') throw e;
+    }
+  }
+  const { fd } = io.tunOpen(opts.device, { multiQueue, vnetHdr: false });
+  return { fd, features: found };
+}
+
+function run(data: WorkerData): void {
+  const io = loadNative();
+  const opts = data.options;
+  const tun = openTun(io, opts, data.features);
+  const features = tun.features;
+  const core = new Core({
+    mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
+    localAddr: opts.localAddr, vni: opts.vni, mac: Uint8Array.from(opts.mac),
+  });
+  for (const r of data.routes) core.setRoute(r.net, r.len, r.publicIp, r.mac);
+  const wantGro = opts.offload !== 'off';
+  const sock = io.udpOpen({
+    address: opts.bindAddr, port: opts.port, reusePort: true, gro: wantGro,
+    rcvbuf: SOCKET_BUFFER, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont',
+  });
+  if (opts.offload === 'off') io.udpSetGso(sock.fd, false);
+  features.udpGso = sock.gso && opts.offload !== 'off';
+  features.udpGro = sock.gro;
+  // VXLAN: extra send-only sockets on ephemeral ports, picked by the flow hash, so the outer
+  // source port varies per flow as the kernel's does and receivers can spread the load.
+  const sendFds = [sock.fd];
+  if (opts.mode === 'vxlan') {
+    for (let i = 0; i < VXLAN_SOURCE_SOCKETS; i++) {
+      const s = io.udpOpen({ address: opts.bindAddr, port: 0, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont' });
+      if (opts.offload === 'off') io.udpSetGso(s.fd, false);
+      sendFds.push(s.fd);
+    }
+  }
+  const sendTable = Int32Array.from(sendFds);
+  const pollFds = Int32Array.of(tun.fd, sock.fd, data.eventFd);
+  const stats = new BigUint64Array(data.stats);
+  const L = core.layout;
+  const mem = core.memory.buffer;
+  const egCap = core.exports.egressReadCapacity();
+  const inCap = core.exports.ingressReadCapacity();
+  const recvMax = sock.gro ? GRO_RECV_MAX : L.BATCH;
+  const counterWords = L.COUNTER_DIRS * L.COUNTER_SLOTS * 2;
+  const counters = new BigUint64Array(mem, L.COUNTERS, counterWords);
+  let sendErrors = 0n;
+  let tunWriteErrors = 0n;
+  let lastPublish = 0;
+
+  const publish = (now: number): void => {
+    stats.set(counters, STAT_EXTRA);
+    stats[STAT_SEND_ERRORS] = sendErrors;
+    stats[STAT_TUN_WRITE_ERRORS] = tunWriteErrors;
+    stats[STAT_HEARTBEAT] = BigInt(now);
+    lastPublish = now;
+  };
+
+  const flush = (): void => {
+    const ns = core.exports.sendCount();
+    if (ns > 0) {
+      const sent = io.udpSendBatch(sendTable, mem, L.SEND_DESC, ns);
+      if (sent < ns) sendErrors += BigInt(ns - sent);
+    }
+    const nt = core.exports.tunWriteCount();
+    if (nt > 0) {
+      const written = io.tunWriteBatch(tun.fd, mem, L.TUN_WRITES, nt, L.IOVECS);
+      if (written < nt) tunWriteErrors += BigInt(nt - written);
+    }
+  };
+
+  let stopping = false;
+  const control = (): void => {
+    for (;;) {
+      const m = receiveMessageOnPort(data.port);
+      if (!m) return;
+      const msg = m.message as ControlMessage;
+      if (msg.type === 'set') core.setRoute(msg.route.net, msg.route.len, msg.route.publicIp, msg.route.mac);
+      else if (msg.type === 'remove') core.removeRoute(msg.net, msg.len);
+      else if (msg.type === 'stop') stopping = true;
+      else if (msg.type === 'crash') throw new Error(`worker ${data.index}: crash requested through the debug hook`);
+    }
+  };
+
+  data.port.postMessage({ type: 'ready', features } satisfies WorkerReport);
+  publish(Date.now());
+  while (!stopping) {
+    const mask = io.wait(pollFds, PUBLISH_EVERY_MS);
+    if (mask & 4) {
+      io.eventfdDrain(data.eventFd);
+      control();
+      if (stopping) break;
+    }
+    // Work both directions until both are dry, bounded so control messages are seen promptly.
+    for (let round = 0; round < 64; round++) {
+      let worked = false;
+      const n = io.tunReadBatch(tun.fd, mem, L.EG_IN_DESC, L.BATCH, egCap);
+      if (n > 0) {
+        core.egress(n, Date.now());
+        flush();
+        worked = true;
+      }
+      const m = io.udpRecvBatch(sock.fd, mem, L.IN_IN_DESC, recvMax, inCap);
+      if (m > 0) {
+        core.ingress(m, Date.now());
+        flush();
+        worked = true;
+      }
+      if (!worked) break;
+    }
+    const now = Date.now();
+    if (now - lastPublish >= PUBLISH_EVERY_MS) publish(now);
+  }
+  publish(Date.now());
+  for (const fd of sendFds) io.close(fd);
+  io.close(tun.fd);
+  data.port.postMessage({ type: 'stopped' } satisfies WorkerReport);
+}
+
+if (isMainThread) throw new Error('dataplane/worker.js runs only as a worker thread');
+run(workerData as WorkerData);

@@ -1,0 +1,42 @@
+// Configuring the overlay TUN device once the data plane has opened it: its address (the own
+// subnet's .0/32, as flanneld), MTU, link state and the route for the whole cluster network.
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { formatIPv4, type IPv4Net } from '../net.js';
+
+function ip(args: string[]): void {
+  try {
+    execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: Buffer };
+    throw new Error(`ip ${args.join(' ')}: ${err.stderr?.toString().trim() || (e as Error).message}`);
+  }
+}
+
+export interface TunSetup {
+  name: string;
+  /** Own subnet network address (host order), put on the device as a /32. */
+  addr: number;
+  mtu: number;
+  /** Route sent into the device: the whole cluster network. */
+  network: IPv4Net;
+}
+
+export function configureTun(s: TunSetup): void {
+  ip(['link', 'set', 'dev', s.name, 'mtu', String(s.mtu)]);
+  ip(['addr', 'replace', `${formatIPv4(s.addr)}/32`, 'dev', s.name]);
+  ip(['link', 'set', 'dev', s.name, 'up']);
+  // ICMP errors the core writes back into the TUN come from the device's own address; without
+  // accept_local the kernel would drop them as martians.
+  writeFileSync(`/proc/sys/net/ipv4/conf/${s.name}/accept_local`, '1');
+  ip(['route', 'replace', `${formatIPv4(s.network.ip)}/${s.network.prefixLen}`, 'dev', s.name]);
+}
+
+export function tunExists(name: string): boolean {
+  try {
+    execFileSync('ip', ['link', 'show', 'dev', name], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}

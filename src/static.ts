@@ -1,0 +1,61 @@
+// Static peers: run the data plane without etcd, from one JSON file, so hosts can be wired by
+// hand. The file holds flannel's network config plus this node's subnet and its peers:
+//
+//   { "Network": "10.5.0.0/16", "Backend": { "Type": "vxlan" },
+//     "Subnet": "10.5.1.0/24", "VtepMAC": "0a:58:0a:05:01:00",
+//     "Peers": [ { "Subnet": "10.5.2.0/24", "PublicIP": "192.168.7.2", "VtepMAC": "0a:58:0a:05:02:00" } ] }
+//
+// VtepMAC is needed in VXLAN mode only (for this node: random when absent).
+import { readFileSync } from 'node:fs';
+import { parseNetworkConfig, type NetworkConfig } from './config.js';
+import { formatCIDR, netContains, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from './net.js';
+
+export interface StaticPeer { subnet: IPv4Net; publicIp: number; mac: Uint8Array | null }
+export interface StaticSetup { config: NetworkConfig; subnet: IPv4Net; mac: Uint8Array | null; peers: StaticPeer[] }
+
+function field(obj: Record<string, unknown>, name: string): unknown {
+  const key = Object.keys(obj).find((k) => k.toLowerCase() === name.toLowerCase());
+  return key === undefined ? undefined : obj[key];
+}
+
+export function parseStaticSetup(text: string, where = 'static peers'): StaticSetup {
+  let raw: unknown;
+  try { raw = JSON.parse(text); } catch (e) { throw new Error(`${where}: not JSON: ${(e as Error).message}`); }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${where}: expected a JSON object`);
+  const obj = raw as Record<string, unknown>;
+  const config = parseNetworkConfig(text);
+  const cidr = (v: unknown, name: string): IPv4Net => {
+    const n = typeof v === 'string' ? parseCIDR(v) : null;
+    if (!n) throw new Error(`${where}: ${name} must be a CIDR string, got ${JSON.stringify(v)}`);
+    if (!netContains(config.network, n.ip) || n.prefixLen < config.network.prefixLen) {
+      throw new Error(`${where}: ${name} ${formatCIDR(n)} is not inside Network ${formatCIDR(config.network)}`);
+    }
+    return n;
+  };
+  const macOf = (v: unknown, name: string): Uint8Array | null => {
+    if (v === undefined || v === null) return null;
+    const m = typeof v === 'string' ? parseMAC(v) : null;
+    if (!m || m.length !== 6) throw new Error(`${where}: ${name} is not a MAC address: ${JSON.stringify(v)}`);
+    return m;
+  };
+  const subnet = cidr(field(obj, 'Subnet'), 'Subnet');
+  const peersRaw = field(obj, 'Peers') ?? [];
+  if (!Array.isArray(peersRaw)) throw new Error(`${where}: Peers must be an array`);
+  const peers = peersRaw.map((p, i): StaticPeer => {
+    if (typeof p !== 'object' || p === null) throw new Error(`${where}: Peers[${i}] must be an object`);
+    const po = p as Record<string, unknown>;
+    const pub = field(po, 'PublicIP');
+    const publicIp = typeof pub === 'string' ? parseIPv4(pub) : null;
+    if (publicIp === null) throw new Error(`${where}: Peers[${i}].PublicIP must be an IPv4 address, got ${JSON.stringify(pub)}`);
+    const mac = macOf(field(po, 'VtepMAC'), `Peers[${i}].VtepMAC`);
+    if (config.backend.type === 'vxlan' && !mac) throw new Error(`${where}: Peers[${i}].VtepMAC is required with the vxlan backend`);
+    return { subnet: cidr(field(po, 'Subnet'), `Peers[${i}].Subnet`), publicIp, mac };
+  });
+  return { config, subnet, mac: macOf(field(obj, 'VtepMAC'), 'VtepMAC'), peers };
+}
+
+export function loadStaticSetup(path: string): StaticSetup {
+  let text: string;
+  try { text = readFileSync(path, 'utf8'); } catch (e) { throw new Error(`--static-peers ${path}: ${(e as Error).message}`); }
+  return parseStaticSetup(text, path);
+}

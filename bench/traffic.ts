@@ -255,6 +255,11 @@ export interface IperfCommon {
   omitSeconds?: number;
   /** Server sends, client receives (-R). */
   reverse?: boolean;
+  /**
+   * TCP congestion control (-C), e.g. 'cubic'. Default: the system's (bbr on this machine,
+   * where it gives markedly lower veth numbers than cubic); pin it for comparable runs.
+   */
+  congestion?: string;
   /** Processes whose CPU time is measured over the client's run (e.g. the dataplane daemons). */
   cpuPids?: number[];
   /** Extra client arguments. */
@@ -273,6 +278,8 @@ export interface IperfTcpResult {
   bytesReceived: number;
   seconds: number;
   streams: number;
+  /** Congestion control used by the sender (from iperf3's JSON). */
+  congestion: string;
   /** iperf3's own CPU utilisation (percent of one CPU, host_total) at both ends. */
   iperfCpu: { local: number; remote: number };
   cpu: CpuUsage;
@@ -322,6 +329,7 @@ interface IperfJson {
     sum_received?: IperfSum;
     sum?: IperfSum;
     cpu_utilization_percent?: { host_total?: number; remote_total?: number };
+    sender_tcp_congestion?: string;
   };
 }
 
@@ -337,7 +345,7 @@ async function iperf(opts: IperfCommon, proto: 'tcp' | 'udp', protoArgs: string[
   try {
     await waitForTcpListen(opts.to.ns, port, 5000, () => !serverExited);
     const args = ['-c', opts.to.ip, '-p', String(port), '-J', '-t', String(seconds), '-P', String(opts.streams ?? 1),
-      '--connect-timeout', '3000', ...(omit ? ['-O', String(omit)] : []), ...(opts.reverse ? ['-R'] : []),
+      '--connect-timeout', '3000', ...(opts.congestion ? ['-C', opts.congestion] : []), ...(omit ? ['-O', String(omit)] : []), ...(opts.reverse ? ['-R'] : []),
       ...(proto === 'udp' ? ['-u'] : []), ...protoArgs, ...(opts.clientArgs ?? [])];
     const meter = new CpuMeter(opts.cpuPids ?? []);
     const r = await runBounded(opts.from.ns, 'iperf3', args, { timeoutMs: Math.max(1000, deadline - Date.now()) });
@@ -372,6 +380,7 @@ export async function iperfTcp(opts: IperfCommon): Promise<IperfTcpResult> {
     bytesReceived: recv.bytes ?? 0,
     seconds: recv.seconds ?? sent.seconds ?? 0,
     streams: opts.streams ?? 1,
+    congestion: json.end?.sender_tcp_congestion ?? opts.congestion ?? '',
     iperfCpu: { local: json.end?.cpu_utilization_percent?.host_total ?? NaN, remote: json.end?.cpu_utilization_percent?.remote_total ?? NaN },
     cpu,
   };

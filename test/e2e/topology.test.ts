@@ -113,7 +113,8 @@ function main(): void {
       t.equal(p.received, 300, 'every ping answered');
       t.equal(p.samples.length, 300);
       t.ok(p.rttMs.p50 > 0 && p.rttMs.p99 >= p.rttMs.p50, `p50 ${p.rttMs.p50} ms, p99 ${p.rttMs.p99} ms`);
-      const r = await iperfTcp({ from: a.pod, to: b.pod, seconds: 2 });
+      const r = await iperfTcp({ from: a.pod, to: b.pod, seconds: 2, congestion: 'cubic' });
+      t.equal(r.congestion, 'cubic');
       t.ok(r.gbps > 0, `host-gw TCP ${r.gbps.toFixed(2)} Gbit/s, ${r.retransmits} retransmits`);
       t.ok(r.seconds > 1.5);
       t.ok(Number.isInteger(r.retransmits));

@@ -361,6 +361,7 @@ export class LeaseManager {
             if (ev.type === 'invalid') this.log.warn(`own subnet key ${ev.key} now holds a bad value: ${ev.error}`);
           }
         }
+        if (from !== null && !stop.aborted) await this.clock.sleep(backoff.next(), stop);
       } catch (e) {
         if (stop.aborted) break;
         const d = backoff.next();

@@ -86,6 +86,8 @@ const waitFor = async (cond: () => boolean | Promise<boolean>, ms = 5000): Promi
 
 const config = parseNetworkConfig('{"Network":"10.5.0.0/16"}');
 
+t.setTimeout(60_000);
+
 t.test('lease manager', async (t) => {
   const etcd = await startEtcd(t);
   const reg = new EtcdRegistry({ endpoints: etcd.endpoints });

@@ -33,6 +33,8 @@ async function leaseCount(etcd: EtcdHandle): Promise<number> {
   return out.leases?.length ?? 0;
 }
 
+t.setTimeout(60_000);
+
 t.test('registry against etcd', async (t) => {
   const etcd = await startEtcd(t);
   const reg = new EtcdRegistry({ endpoints: etcd.endpoints, prefix: '/coreos.com/network/' });

@@ -1,0 +1,197 @@
+// subnet.env, as flanneld writes and reads it (flannel-compat.md §5).
+//
+//   FLANNEL_NETWORK=10.1.0.0/16
+//   FLANNEL_SUBNET=10.1.74.1/24        first host address of the lease, with its length
+//   FLANNEL_MTU=1472
+//   FLANNEL_IPMASQ=false
+//
+// Written atomically like renameio.WriteFile: a temp file `.<name><random>` in the same
+// directory, mode 0644 for a new file regardless of the umask (an existing file keeps its
+// mode), fsync, rename over the target (then the directory is fsynced too). The directory
+// is created with 0755 if missing. Read back with a tolerant dotenv parser for the
+// previous subnet (§3 step 5) and the stale-iptables-rule cleanup (§9).
+
+import { constants as fsc } from 'node:fs';
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { randomInt } from 'node:crypto';
+import { formatCIDR, formatIPv4, parseCIDR, type IPv4Net } from './net.js';
+
+export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
+
+export interface SubnetEnv {
+  /** Cluster network (FLANNEL_NETWORK). */
+  readonly network: IPv4Net;
+  /** The node's lease subnet in network form; written as its first host address. */
+  readonly subnet: IPv4Net;
+  readonly mtu: number;
+  readonly ipMasq: boolean;
+  /** Only for IPv6-enabled configs (never produced by linen today); text as flannel prints it. */
+  readonly ipv6Network?: string;
+  readonly ipv6Subnet?: string;
+}
+
+/** The exact bytes flanneld writes. */
+export function formatSubnetEnv(e: SubnetEnv): string {
+  const first = { ip: (e.subnet.ip + 1) >>> 0, prefixLen: e.subnet.prefixLen };
+  let s = `FLANNEL_NETWORK=${formatCIDR(e.network)}\nFLANNEL_SUBNET=${formatIPv4(first.ip)}/${first.prefixLen}\n`;
+  if (e.ipv6Network !== undefined && e.ipv6Subnet !== undefined) {
+    s += `FLANNEL_IPV6_NETWORK=${e.ipv6Network}\nFLANNEL_IPV6_SUBNET=${e.ipv6Subnet}\n`;
+  }
+  s += `FLANNEL_MTU=${e.mtu}\nFLANNEL_IPMASQ=${e.ipMasq ? 'true' : 'false'}\n`;
+  return s;
+}
+
+/**
+ * Writes `data` to `path` atomically (temp file + fsync + rename). New files get `perm`
+ * (umask ignored); an existing file keeps its mode.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, perm = 0o644): Promise<void> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  let mode = perm;
+  try {
+    mode = (await stat(path)).mode & 0o7777;
+  } catch {
+    /* new file */
+  }
+  let tmp = '';
+  let fh;
+  for (let i = 0; ; i++) {
+    tmp = join(dir, `.${basename(path)}${randomInt(1e9)}`);
+    try {
+      fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || i > 100) throw e;
+    }
+  }
+  try {
+    await fh.writeFile(data);
+    await fh.chmod(mode); // explicit chmod: the umask does not apply
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, path);
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  try {
+    const d = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+    await d.sync().catch(() => undefined);
+    await d.close();
+  } catch {
+    /* best effort */
+  }
+}
+
+/** Writes subnet.env in flanneld's exact format, atomically. */
+export async function writeSubnetEnv(path: string, e: SubnetEnv): Promise<void> {
+  await writeFileAtomic(path, formatSubnetEnv(e), 0o644);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+/**
+ * A tolerant dotenv parser (what flanneld's godotenv accepts, and then some): blank lines
+ * and `#` comments, an optional `export ` prefix, `KEY=value` or `KEY: value`, single
+ * quotes (literal), double quotes (with \n, \t, \", \\ escapes), inline ` #` comments
+ * after unquoted values. Lines that make no sense are skipped; the last assignment wins.
+ */
+export function parseDotenv(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const lines = text.replace(/\r\n?/g, '\n').split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    let line = lines[i]!.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    if (line.startsWith('export ')) line = line.slice(7).trimStart();
+    const m = /^([A-Za-z_][A-Za-z0-9_.]*)\s*[=:]\s*(.*)$/.exec(line);
+    if (m === null) continue;
+    const key = m[1]!;
+    let rest = m[2]!;
+    let value: string;
+    const q = rest[0];
+    if (q === '"' || q === "'") {
+      // a quoted value may span lines
+      let body = rest.slice(1);
+      let end = findClosingQuote(body, q);
+      while (end < 0 && i + 1 < lines.length) {
+        body += '\n' + lines[++i]!;
+        end = findClosingQuote(body, q);
+      }
+      if (end < 0) continue;
+      value = body.slice(0, end);
+      if (q === '"') {
+        value = value.replace(/\\([\\"nrt$])/g, (_, c: string) => ({ n: '\n', r: '\r', t: '\t' })[c] ?? c);
+      }
+    } else {
+      const hash = rest.search(/\s#/);
+      if (hash >= 0) rest = rest.slice(0, hash);
+      value = rest.trim();
+    }
+    out[key] = value;
+  }
+  return out;
+}
+
+function findClosingQuote(s: string, q: string): number {
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === '\\' && q === '"') {
+      i++;
+      continue;
+    }
+    if (s[i] === q) return i;
+  }
+  return -1;
+}
+
+export interface PreviousSubnetEnv {
+  /** FLANNEL_NETWORK, or null when absent / unparseable / several values. */
+  readonly network: IPv4Net | null;
+  /** FLANNEL_SUBNET masked back to its network (10.5.72.1/24 -> 10.5.72.0/24), or null. */
+  readonly subnet: IPv4Net | null;
+  readonly ipv6Network: string | null;
+  readonly ipv6Subnet: string | null;
+  readonly mtu: number | null;
+  readonly ipMasq: boolean | null;
+  /** Every variable in the file. */
+  readonly vars: Readonly<Record<string, string>>;
+}
+
+/** A single IPv4 CIDR (masked), or null for absent, bad, or a comma-separated list. */
+function oneCIDR(v: string | undefined): IPv4Net | null {
+  if (v === undefined || v.includes(',')) return null;
+  return parseCIDR(v.trim());
+}
+
+/** Parses subnet.env text (see parseDotenv). */
+export function parseSubnetEnv(text: string): PreviousSubnetEnv {
+  const vars = parseDotenv(text);
+  const mtu = vars['FLANNEL_MTU'] !== undefined && /^\d+$/.test(vars['FLANNEL_MTU']) ? Number(vars['FLANNEL_MTU']) : null;
+  const masq = vars['FLANNEL_IPMASQ'];
+  const one6 = (v: string | undefined): string | null => (v === undefined || v === '' || v.includes(',') ? null : v);
+  return {
+    network: oneCIDR(vars['FLANNEL_NETWORK']),
+    subnet: oneCIDR(vars['FLANNEL_SUBNET']),
+    ipv6Network: one6(vars['FLANNEL_IPV6_NETWORK']),
+    ipv6Subnet: one6(vars['FLANNEL_IPV6_SUBNET']),
+    mtu,
+    ipMasq: masq === 'true' ? true : masq === 'false' ? false : null,
+    vars,
+  };
+}
+
+/** Reads a previous subnet.env; null when the file does not exist. Other errors throw. */
+export function readSubnetEnv(path: string): PreviousSubnetEnv | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  return parseSubnetEnv(text);
+}

@@ -1,0 +1,101 @@
+import t from 'tap';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { formatSubnetEnv, parseDotenv, parseSubnetEnv, readSubnetEnv, writeSubnetEnv } from '../../src/subnetenv.js';
+import { formatCIDR, parseCIDR } from '../../src/net.js';
+
+const sn = (s: string) => parseCIDR(s)!;
+
+function tmp(t: { teardown(f: () => void): void }): string {
+  const d = mkdtempSync(join(tmpdir(), 'linen-subnetenv-'));
+  t.teardown(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+t.test('format is flanneld byte for byte', async (t) => {
+  t.equal(
+    formatSubnetEnv({ network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: false }),
+    'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n',
+    'dist/sample_subnet.env',
+  );
+  t.equal(
+    formatSubnetEnv({ network: sn('10.5.0.0/16'), subnet: sn('10.5.72.128/26'), mtu: 1450, ipMasq: true }),
+    'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.129/26\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
+  );
+  t.equal(
+    formatSubnetEnv({ network: sn('10.5.0.0/16'), subnet: sn('10.5.72.0/24'), mtu: 1450, ipMasq: true, ipv6Network: '2001:cafe:42::/56', ipv6Subnet: '2001:cafe:42::1/64' }),
+    'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.72.1/24\nFLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
+    'IPv6 lines go between SUBNET and MTU',
+  );
+});
+
+t.test('atomic write: mkdir 0755, new file 0644 whatever the umask, existing mode kept, no temp left', async (t) => {
+  const d = tmp(t);
+  const path = join(d, 'run', 'flannel', 'subnet.env');
+  const old = process.umask(0o077);
+  try {
+    await writeSubnetEnv(path, { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: false });
+  } finally {
+    process.umask(old);
+  }
+  t.equal(readFileSync(path, 'utf8'), 'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.74.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n');
+  t.equal(statSync(path).mode & 0o777, 0o644, 'file 0644');
+  t.ok(statSync(join(d, 'run', 'flannel')).isDirectory(), 'missing directories created');
+  chmodSync(path, 0o600);
+  const ino = statSync(path).ino;
+  await writeSubnetEnv(path, { network: sn('10.1.0.0/16'), subnet: sn('10.1.75.0/24'), mtu: 1472, ipMasq: true });
+  t.equal(statSync(path).mode & 0o777, 0o600, 'existing mode kept');
+  t.not(statSync(path).ino, ino, 'replaced by rename, not rewritten in place');
+  t.match(readFileSync(path, 'utf8'), /FLANNEL_SUBNET=10\.1\.75\.1\/24/);
+  t.same(readdirSync(join(d, 'run', 'flannel')), ['subnet.env'], 'no temp files left');
+});
+
+t.test('directory mode 0755 when created with a default umask', async (t) => {
+  const d = tmp(t);
+  const old = process.umask(0o022);
+  try {
+    await writeSubnetEnv(join(d, 'x', 'subnet.env'), { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: false });
+  } finally {
+    process.umask(old);
+  }
+  t.equal(statSync(join(d, 'x')).mode & 0o777, 0o755);
+});
+
+t.test('read back: previous subnet masked, tolerant of dotenv syntax', async (t) => {
+  const d = tmp(t);
+  const path = join(d, 'subnet.env');
+  t.equal(readSubnetEnv(path), null, 'missing file => null');
+  await writeSubnetEnv(path, { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: true });
+  const p = readSubnetEnv(path)!;
+  t.equal(formatCIDR(p.subnet!), '10.1.74.0/24', '.1/24 masked back to .0/24');
+  t.equal(formatCIDR(p.network!), '10.1.0.0/16');
+  t.equal(p.mtu, 1472);
+  t.equal(p.ipMasq, true);
+
+  const q = parseSubnetEnv(
+    [
+      '# written by hand',
+      'export FLANNEL_NETWORK="10.2.0.0/16"',
+      "FLANNEL_SUBNET='10.2.3.1/24' ",
+      'FLANNEL_MTU=1450 # inline comment',
+      'FLANNEL_IPMASQ: false',
+      'garbage line without equals',
+      '',
+    ].join('\r\n'),
+  );
+  t.equal(formatCIDR(q.network!), '10.2.0.0/16');
+  t.equal(formatCIDR(q.subnet!), '10.2.3.0/24');
+  t.equal(q.mtu, 1450);
+  t.equal(q.ipMasq, false);
+  t.equal(parseSubnetEnv('FLANNEL_SUBNET=10.2.3.1/24,10.2.4.1/24\n').subnet, null, 'several CIDRs => absent');
+  t.equal(parseSubnetEnv('FLANNEL_SUBNET=nonsense\n').subnet, null);
+  t.equal(parseSubnetEnv('').subnet, null);
+  t.same(parseDotenv('A="x\\ny"\nB=\'$z\'\nA2="multi\nline"\n'), { A: 'x\ny', B: '$z', A2: 'multi\nline' });
+});
+
+t.test('write errors surface', async (t) => {
+  const d = tmp(t);
+  writeFileSync(join(d, 'file'), 'x');
+  await t.rejects(writeSubnetEnv(join(d, 'file', 'subnet.env'), { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: false }));
+});

@@ -34,10 +34,8 @@ export function renderMetrics(src: MetricsSource): string {
     for (const dir of DIRECTIONS) for (const v of VERDICTS) out += line('linen_packets_total', { direction: dir, verdict: v }, stats.counters[dir][v].packets);
     out += '# HELP linen_bytes_total Bytes of inner IPv4 packets handled, by direction and verdict.\n# TYPE linen_bytes_total counter\n';
     for (const dir of DIRECTIONS) for (const v of VERDICTS) out += line('linen_bytes_total', { direction: dir, verdict: v }, stats.counters[dir][v].bytes);
-    out += '# HELP linen_send_errors_total Datagrams the kernel refused to send.\n# TYPE linen_send_errors_total counter\n';
-    out += line('linen_send_errors_total', undefined, stats.sendErrors);
-    out += '# HELP linen_tun_write_errors_total Packets the TUN device refused.\n# TYPE linen_tun_write_errors_total counter\n';
-    out += line('linen_tun_write_errors_total', undefined, stats.tunWriteErrors);
+    out += '# HELP linen_io_total Data-plane I/O: TUN reads and writes, UDP sends and receives, errors, wake-ups.\n# TYPE linen_io_total counter\n';
+    for (const [name, v] of Object.entries(stats.io)) if (name !== 'heartbeat_ms') out += line('linen_io_total', { op: name }, v);
     out += '# HELP linen_workers Data-plane worker threads running.\n# TYPE linen_workers gauge\n';
     out += line('linen_workers', undefined, stats.workers);
     out += '# HELP linen_worker_restarts_total Data-plane workers that died and were restarted.\n# TYPE linen_worker_restarts_total counter\n';

@@ -8,7 +8,7 @@ import { read, writeSync } from 'node:fs';
 import { loadNative, type NativeIO } from './native.js';
 import { Core } from './core.js';
 import { formatIPv4 } from '../net.js';
-import type { Engine, EngineFeatures, EngineOptions, EngineStats, PeerRoute } from './engine.js';
+import { IO_STATS, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type IoStat, type PeerRoute } from './engine.js';
 
 const MAX_PACKET = 65535;
 
@@ -19,8 +19,7 @@ export class DgramEngine implements Engine {
   private tunFd = -1;
   private socket: Socket | null = null;
   private running = false;
-  private sendErrors = 0n;
-  private tunWriteErrors = 0n;
+  private readonly ioStats = Object.fromEntries(IO_STATS.map((n) => [n, 0n])) as Record<IoStat, bigint>;
   private readonly readBuf = Buffer.alloc(MAX_PACKET);
 
   constructor(private readonly opts: EngineOptions) {
@@ -39,7 +38,7 @@ export class DgramEngine implements Engine {
       sock.bind(this.opts.port, this.opts.bindAddr, () => { sock.off('error', reject); resolve(); });
     });
     sock.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo.address, rinfo.port));
-    sock.on('error', () => { this.sendErrors++; });
+    sock.on('error', () => { this.ioStats.send_errors++; });
     this.socket = sock;
     this.running = true;
     this.readLoop();
@@ -52,6 +51,7 @@ export class DgramEngine implements Engine {
     read(this.tunFd, this.readBuf, 0, MAX_PACKET, null, (err, n) => {
       if (!this.running) return;
       if (err) { setTimeout(() => this.readLoop(), 10); return; }
+      this.ioStats.tun_reads++;
       const L = this.core.layout;
       const mem = new Uint8Array(this.core.memory.buffer);
       const dv = new DataView(this.core.memory.buffer);
@@ -65,6 +65,7 @@ export class DgramEngine implements Engine {
   }
 
   private onDatagram(msg: Buffer, from: string, port: number): void {
+    this.ioStats.udp_receives++;
     const L = this.core.layout;
     const mem = new Uint8Array(this.core.memory.buffer);
     const dv = new DataView(this.core.memory.buffer);
@@ -91,7 +92,8 @@ export class DgramEngine implements Engine {
       const len = dv.getUint32(d + 4, true);
       const addr = formatIPv4(dv.getUint32(d + 8, false));
       const port = dv.getUint16(d + 12, false);
-      this.socket?.send(Buffer.from(mem.subarray(off, off + len)), port, addr, (err) => { if (err) this.sendErrors++; });
+      this.socket?.send(Buffer.from(mem.subarray(off, off + len)), port, addr, (err) => { if (err) this.ioStats.send_errors++; });
+      this.ioStats.udp_sends++;
     }
     for (let i = 0; i < this.core.tunWriteCount; i++) {
       const w = L.TUN_WRITES + i * L.TUNW_SIZE;
@@ -103,7 +105,7 @@ export class DgramEngine implements Engine {
         const off = dv.getUint32(v, true);
         parts.push(mem.subarray(off, off + dv.getUint32(v + 4, true)));
       }
-      try { writeSync(this.tunFd, Buffer.concat(parts)); } catch { this.tunWriteErrors++; }
+      try { writeSync(this.tunFd, Buffer.concat(parts)); this.ioStats.tun_writes++; } catch { this.ioStats.tun_write_errors++; }
     }
   }
 
@@ -113,8 +115,7 @@ export class DgramEngine implements Engine {
   stats(): EngineStats {
     return {
       counters: this.core.counters(),
-      sendErrors: this.sendErrors,
-      tunWriteErrors: this.tunWriteErrors,
+      io: { ...this.ioStats, heartbeat_ms: BigInt(Date.now()) },
       workers: this.running ? 1 : 0,
       workerRestarts: 0,
     };

@@ -34,11 +34,22 @@ export interface PeerRoute {
   mac?: Uint8Array;
 }
 
+/** I/O counters an engine keeps beside the core's verdict counters. */
+export const IO_STATS = [
+  'send_errors',      // datagrams the kernel refused to send
+  'tun_write_errors', // packets the TUN refused
+  'tun_reads',        // packets (or super-packets) read from the TUN
+  'tun_writes',       // writes to the TUN (a merged super-packet is one)
+  'udp_sends',        // datagrams or UDP_SEGMENT bursts handed to the kernel
+  'udp_receives',     // receives from the socket (a GRO batch is one)
+  'wakeups',          // times a worker woke from poll()
+  'heartbeat_ms',     // wall clock of the last publish
+] as const;
+export type IoStat = (typeof IO_STATS)[number];
+
 export interface EngineStats {
   counters: CounterSnapshot;
-  /** Datagrams the kernel refused to send, TUN writes that failed, worker restarts. */
-  sendErrors: bigint;
-  tunWriteErrors: bigint;
+  io: Record<IoStat, bigint>;
   workers: number;
   workerRestarts: number;
 }

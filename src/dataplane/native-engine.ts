@@ -9,7 +9,7 @@ import { Core, type CounterSnapshot } from './core.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 import type { Engine, EngineFeatures, EngineOptions, EngineStats, PeerRoute, EngineEvents } from './engine.js';
 import {
-  STAT_SEND_ERRORS, STAT_TUN_WRITE_ERRORS, STAT_EXTRA, type ControlMessage, type WorkerData,
+  IO_STATS, STAT_EXTRA, type IoStat, type ControlMessage, type WorkerData,
   type WorkerReport,
 } from './protocol.js';
 
@@ -156,8 +156,7 @@ export class NativeEngine implements Engine {
     });
     return {
       counters,
-      sendErrors: total[STAT_SEND_ERRORS],
-      tunWriteErrors: total[STAT_TUN_WRITE_ERRORS],
+      io: Object.fromEntries(IO_STATS.map((name, i) => [name, total[i]])) as Record<IoStat, bigint>,
       workers: this.slots.filter((s) => s && !s.stopped).length,
       workerRestarts: this.restarts,
     };

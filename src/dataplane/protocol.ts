@@ -23,9 +23,10 @@ export type WorkerReport =
   | { type: 'ready'; features: EngineFeatures }
   | { type: 'stopped' };
 
-// Layout of the stats SharedArrayBuffer (u64 each): the core's counters, then these.
-export const STAT_SEND_ERRORS = 0;
-export const STAT_TUN_WRITE_ERRORS = 1;
-export const STAT_HEARTBEAT = 2;
-export const STAT_EXTRA = 3;
+// Layout of the stats SharedArrayBuffer (u64 each): the I/O counters below, then the core's
+// verdict counters (COUNTERS region copied as is).
+export { IO_STATS, type IoStat } from './engine.js';
+import { IO_STATS } from './engine.js';
+export const STAT_HEARTBEAT = IO_STATS.indexOf('heartbeat_ms');
+export const STAT_EXTRA = IO_STATS.length;
 

@@ -6,9 +6,18 @@ import { Core } from './core.js';
 import { loadNative, enableTunOffload, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
 import {
-  STAT_SEND_ERRORS, STAT_TUN_WRITE_ERRORS, STAT_HEARTBEAT, STAT_EXTRA, type WorkerData,
-  type ControlMessage, type WorkerReport,
+  IO_STATS, STAT_HEARTBEAT, STAT_EXTRA, type IoStat, type WorkerData, type ControlMessage,
+  type WorkerReport,
 } from './protocol.js';
+
+const at = (name: IoStat): number => IO_STATS.indexOf(name);
+const SEND_ERRORS = at('send_errors');
+const TUN_WRITE_ERRORS = at('tun_write_errors');
+const TUN_READS = at('tun_reads');
+const TUN_WRITES = at('tun_writes');
+const UDP_SENDS = at('udp_sends');
+const UDP_RECEIVES = at('udp_receives');
+const WAKEUPS = at('wakeups');
 
 // With UDP GRO one receive can hold up to 64 datagrams; the core's TUN write table holds 256.
 const GRO_RECV_MAX = 4;
@@ -43,9 +52,9 @@ function openTun(io: NativeIO, opts: WorkerData['options'], features: EngineFeat
 }
 
 function run(data: WorkerData): void {
-  const io = loadNative();
+  const native = loadNative();
   const opts = data.options;
-  const tun = openTun(io, opts, data.features);
+  const tun = openTun(native, opts, data.features);
   const features = tun.features;
   const core = new Core({
     mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
@@ -53,11 +62,11 @@ function run(data: WorkerData): void {
   });
   for (const r of data.routes) core.setRoute(r.net, r.len, r.publicIp, r.mac);
   const wantGro = opts.offload !== 'off';
-  const sock = io.udpOpen({
+  const sock = native.udpOpen({
     address: opts.bindAddr, port: opts.port, reusePort: true, gro: wantGro,
     rcvbuf: SOCKET_BUFFER, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont',
   });
-  if (opts.offload === 'off') io.udpSetGso(sock.fd, false);
+  if (opts.offload === 'off') native.udpSetGso(sock.fd, false);
   features.udpGso = sock.gso && opts.offload !== 'off';
   features.udpGro = sock.gro;
   // VXLAN: extra send-only sockets on ephemeral ports, picked by the flow hash, so the outer
@@ -65,8 +74,8 @@ function run(data: WorkerData): void {
   const sendFds = [sock.fd];
   if (opts.mode === 'vxlan') {
     for (let i = 0; i < VXLAN_SOURCE_SOCKETS; i++) {
-      const s = io.udpOpen({ address: opts.bindAddr, port: 0, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont' });
-      if (opts.offload === 'off') io.udpSetGso(s.fd, false);
+      const s = native.udpOpen({ address: opts.bindAddr, port: 0, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont' });
+      if (opts.offload === 'off') native.udpSetGso(s.fd, false);
       sendFds.push(s.fd);
     }
   }
@@ -80,28 +89,29 @@ function run(data: WorkerData): void {
   const recvMax = sock.gro ? GRO_RECV_MAX : L.BATCH;
   const counterWords = L.COUNTER_DIRS * L.COUNTER_SLOTS * 2;
   const counters = new BigUint64Array(mem, L.COUNTERS, counterWords);
-  let sendErrors = 0n;
-  let tunWriteErrors = 0n;
+  // Plain numbers on the hot path; converted to u64 only when published.
+  const io = new Float64Array(IO_STATS.length);
   let lastPublish = 0;
 
   const publish = (now: number): void => {
     stats.set(counters, STAT_EXTRA);
-    stats[STAT_SEND_ERRORS] = sendErrors;
-    stats[STAT_TUN_WRITE_ERRORS] = tunWriteErrors;
-    stats[STAT_HEARTBEAT] = BigInt(now);
+    io[STAT_HEARTBEAT] = now;
+    for (let i = 0; i < io.length; i++) stats[i] = BigInt(io[i]);
     lastPublish = now;
   };
 
   const flush = (): void => {
     const ns = core.exports.sendCount();
     if (ns > 0) {
-      const sent = io.udpSendBatch(sendTable, mem, L.SEND_DESC, ns);
-      if (sent < ns) sendErrors += BigInt(ns - sent);
+      const sent = native.udpSendBatch(sendTable, mem, L.SEND_DESC, ns);
+      io[UDP_SENDS] += sent;
+      io[SEND_ERRORS] += ns - sent;
     }
     const nt = core.exports.tunWriteCount();
     if (nt > 0) {
-      const written = io.tunWriteBatch(tun.fd, mem, L.TUN_WRITES, nt, L.IOVECS);
-      if (written < nt) tunWriteErrors += BigInt(nt - written);
+      const written = native.tunWriteBatch(tun.fd, mem, L.TUN_WRITES, nt, L.IOVECS);
+      io[TUN_WRITES] += written;
+      io[TUN_WRITE_ERRORS] += nt - written;
     }
   };
 
@@ -121,23 +131,26 @@ function run(data: WorkerData): void {
   data.port.postMessage({ type: 'ready', features } satisfies WorkerReport);
   publish(Date.now());
   while (!stopping) {
-    const mask = io.wait(pollFds, PUBLISH_EVERY_MS);
+    const mask = native.wait(pollFds, PUBLISH_EVERY_MS);
+    io[WAKEUPS]++;
     if (mask & 4) {
-      io.eventfdDrain(data.eventFd);
+      native.eventfdDrain(data.eventFd);
       control();
       if (stopping) break;
     }
     // Work both directions until both are dry, bounded so control messages are seen promptly.
     for (let round = 0; round < 64; round++) {
       let worked = false;
-      const n = io.tunReadBatch(tun.fd, mem, L.EG_IN_DESC, L.BATCH, egCap);
+      const n = native.tunReadBatch(tun.fd, mem, L.EG_IN_DESC, L.BATCH, egCap);
       if (n > 0) {
+        io[TUN_READS] += n;
         core.egress(n, Date.now());
         flush();
         worked = true;
       }
-      const m = io.udpRecvBatch(sock.fd, mem, L.IN_IN_DESC, recvMax, inCap);
+      const m = native.udpRecvBatch(sock.fd, mem, L.IN_IN_DESC, recvMax, inCap);
       if (m > 0) {
+        io[UDP_RECEIVES] += m;
         core.ingress(m, Date.now());
         flush();
         worked = true;
@@ -148,8 +161,8 @@ function run(data: WorkerData): void {
     if (now - lastPublish >= PUBLISH_EVERY_MS) publish(now);
   }
   publish(Date.now());
-  for (const fd of sendFds) io.close(fd);
-  io.close(tun.fd);
+  for (const fd of sendFds) native.close(fd);
+  native.close(tun.fd);
   data.port.postMessage({ type: 'stopped' } satisfies WorkerReport);
 }
 

@@ -64,7 +64,7 @@ export function linenContender(o: LinenContenderOptions): Contender & { setup(to
       const start = (i: number): LinenNode => {
         const h = topo.hosts[i];
         const file = join(dir, `host${i + 1}.json`);
-        const args = [linendPath(), '--static-peers', file, '--iface', h.underlayDev, '--engine', engine,
+        const args = [linendPath(), '--static-peers', file, '--subnet-file', join(dir, `host${i + 1}.env`), '--iface', h.underlayDev, '--engine', engine,
           '--offload', offload, '--queues', String(o.queues ?? 1), ...(o.args ?? [])];
         let stderr = '';
         const child = topo.spawn(h.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -199,6 +199,11 @@ export interface Topology {
    * child's pid is the command's). It is killed by destroy(). Bound its lifetime yourself.
    */
   spawn(ns: string, cmd: string, args?: string[], opts?: SpawnOptions): ChildProcess;
+  /**
+   * An address on the underlay inside the bridge namespace (192.168.x.254), for services the
+   * hosts share, such as etcd. Needs a bridge (hosts > 2 or bridge: true).
+   */
+  serviceAddress(): string;
   /** Kills every process in the namespaces, deletes them. Idempotent, synchronous. */
   destroy(): void;
 }
@@ -352,6 +357,17 @@ class TopologyImpl implements Topology {
 
   namespaces(): string[] {
     return [...this.created];
+  }
+
+  private service: string | undefined;
+  serviceAddress(): string {
+    if (!this.bridgeNs) throw new Error('topology: a service address needs a bridge (bridge: true)');
+    if (!this.service) {
+      const ip = this.underlayNet.replace(/\.0\/24$/, '.254');
+      ipNs(this.bridgeNs, 'addr', 'add', `${ip}/24`, 'dev', `${this.id}-br`);
+      this.service = ip;
+    }
+    return this.service;
   }
 
   setPodMtu(mtu: number): void {

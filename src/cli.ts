@@ -1,35 +1,40 @@
 #!/usr/bin/env node
-// linend: the command-line entry point.
-import { parseArgs } from 'node:util';
-import { availableParallelism } from 'node:os';
+// linend: flanneld's command line, linen's data path.
+import { readFileSync } from 'node:fs';
 import { createLogger } from './log.js';
-import { runStatic, type DaemonOptions } from './daemon.js';
+import { parseFlags, FlagError } from './flags.js';
+import { runEtcd, runStatic, shutdownSignal } from './daemon.js';
+import { repoRoot } from './dataplane/native.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(`${repoRoot()}/package.json`, 'utf8')) as { version: string };
+  return `v${pkg.version}`;
+}
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      'static-peers': { type: 'string' }, iface: { type: 'string', multiple: true }, 'iface-regex': { type: 'string', multiple: true },
-      'iface-can-reach': { type: 'string' }, 'public-ip': { type: 'string' }, 'subnet-file': { type: 'string' },
-      'healthz-ip': { type: 'string' }, 'healthz-port': { type: 'string' }, engine: { type: 'string' },
-      queues: { type: 'string' }, offload: { type: 'string' }, v: { type: 'string' },
-    },
-  });
-  const o: DaemonOptions = {
-    staticPeers: values['static-peers'] ?? '', iface: values.iface ?? [], ifaceRegex: values['iface-regex'] ?? [],
-    ifaceCanReach: values['iface-can-reach'] ?? '', publicIp: values['public-ip'] ?? '', subnetFile: values['subnet-file'] ?? '/run/flannel/subnet.env',
-    healthzIp: values['healthz-ip'] ?? '0.0.0.0', healthzPort: Number(values['healthz-port'] ?? 0),
-    engine: values.engine === 'dgram' ? 'dgram' : 'native', queues: Number(values.queues ?? availableParallelism()),
-    offload: (values.offload ?? 'auto') as DaemonOptions['offload'],
-  };
-  const log = createLogger({ component: 'linend', verbosity: Number(values.v ?? 0) });
-  const running = await runStatic(o, log);
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => { log.info(`Received ${sig}, stopping`); resolve(); };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
-  await running.stop();
-  return 0;
+  let parsed;
+  try {
+    parsed = parseFlags(process.argv.slice(2), process.env);
+  } catch (e) {
+    if (e instanceof FlagError) {
+      process.stderr.write(`linend: ${e.message}\n`);
+      return e.exitCode;
+    }
+    throw e;
+  }
+  if (parsed.kind === 'help') {
+    process.stdout.write(parsed.text);
+    return 0;
+  }
+  if (parsed.kind === 'version') {
+    process.stderr.write(`${version()}\n`);
+    return 0;
+  }
+  const o = parsed.options;
+  const log = createLogger({ component: 'linend', verbosity: o.verbosity });
+  log.info(`linend ${version()} starting`);
+  const stop = shutdownSignal(log);
+  return o.staticPeers ? runStatic(o, log, stop.signal) : runEtcd(o, log, stop.signal);
 }
 
 main().then((code) => process.exit(code), (e: Error) => {

@@ -1,41 +1,23 @@
 // linend's start-up and shutdown, in flanneld's order (flannel-compat.md §8): health server,
-// network config, external interface, backend (device + lease), traffic rules, subnet.env,
-// data path, then peers; SIGTERM/SIGINT stop it cleanly and keep the lease.
+// network config, external interface, backend (lease), data path and device, traffic rules,
+// subnet.env, then peers; SIGTERM/SIGINT stop it cleanly and keep the lease.
 import type { Logger } from './log.js';
+import type { Options } from './flags.js';
 import { createBackend, randomVtepMAC, type Backend } from './backend/index.js';
 import { startDataplane } from './dataplane/index.js';
-import type { Engine, PeerRoute } from './dataplane/engine.js';
+import type { Engine } from './dataplane/engine.js';
 import { selectInterface, type ExternalInterface } from './device/iface.js';
 import { startHealthServer, type HealthServer, type Metric } from './health.js';
-import { formatCIDR, formatIPv4, formatMAC, parseIPv4, type IPv4Net } from './net.js';
+import { formatCIDR, formatIPv4, formatMAC, netContains, netOverlaps, parseIPv4, parseMAC, type IPv4Net } from './net.js';
 import type { NetworkConfig } from './config.js';
 import { loadStaticSetup } from './static.js';
-
-export interface DaemonOptions {
-  staticPeers: string;
-  iface: string[];
-  ifaceRegex: string[];
-  ifaceCanReach: string;
-  publicIp: string;
-  subnetFile: string;
-  healthzIp: string;
-  healthzPort: number;
-  engine: 'native' | 'dgram';
-  queues: number;
-  offload: 'auto' | 'on' | 'off';
-}
-
-/** What a running daemon holds; stop() undoes it. */
-export interface Running {
-  stop(): Promise<void>;
-}
-
-export interface ControlPlane {
-  /** Peer routes as the control plane sees them; the daemon applies diffs to the engine. */
-  start(apply: (set: PeerRoute[], removed: IPv4Net[]) => void): Promise<void>;
-  stop(): Promise<void>;
-  metrics(): Metric[];
-}
+import { EtcdRegistry } from './subnet/etcd.js';
+import { LeaseManager, fetchNetworkConfig, type AcquiredLease } from './subnet/manager.js';
+import { LeaseWatcher, type Peer, type PeerDiff } from './subnet/watcher.js';
+import { decodeVxlanBackendData } from './subnet/lease.js';
+import type { Registry } from './subnet/registry.js';
+import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
+import { installTrafficRules, type TrafficRules } from './device/rules.js';
 
 export interface NodeSetup {
   config: NetworkConfig;
@@ -47,30 +29,44 @@ export interface NodeSetup {
   mtu: number;
 }
 
-export function resolveInterface(o: DaemonOptions, log: Logger): { ext: ExternalInterface; publicIp: number } {
-  const ext = selectInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIp: o.publicIp });
-  const publicIp = o.publicIp ? parseIPv4(o.publicIp) : parseIPv4(ext.addr);
-  if (publicIp === null) throw new Error(`--public-ip ${o.publicIp} is not an IPv4 address`);
+export function resolveInterface(o: Options, log: Logger): { ext: ExternalInterface; publicIp: number } {
+  const ext = selectInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIp: o.publicIP });
+  const publicIp = parseIPv4(o.publicIP || ext.addr);
+  if (publicIp === null) throw new Error(`--public-ip ${o.publicIP} is not an IPv4 address`);
   log.info(`Using interface with name ${ext.name} and address ${ext.addr}`);
   log.info(`Using ${formatIPv4(publicIp)} as external address`);
   return { ext, publicIp };
 }
 
-/** Starts the data path for a node whose subnet is known, and keeps its routes. */
-export async function runDataplane(o: DaemonOptions, node: NodeSetup, log: Logger, health: HealthServer | null): Promise<Engine> {
+async function dataplaneFor(o: Options, node: NodeSetup, log: Logger): Promise<Engine> {
   const { engine, features } = await startDataplane({
     backend: node.backend, engine: o.engine, queues: o.queues, offload: o.offload, bindAddr: node.ext.addr,
     mtu: node.mtu, network: node.config.network, subnet: node.subnet, mac: node.mac,
     events: { workerRestart: (i, why) => log.warn(`data-plane worker ${i} died (${why}); restarted`) },
   });
-  log.info(`Data path up: ${o.engine} engine on ${node.backend.deviceName}, MTU ${node.mtu}, ${o.queues} queue(s), ` +
-    `vnet_hdr=${features.vnetHdr} tun_offload=0x${features.tunOffload.toString(16)} udp_gso=${features.udpGso} udp_gro=${features.udpGro}`);
-  void health;
+  log.info(`Data path up: ${o.engine} engine on ${node.backend.deviceName} (MTU ${node.mtu}, ${o.queues} queue(s), ` +
+    `vnet_hdr=${features.vnetHdr}, tun offload 0x${features.tunOffload.toString(16)}, udp gso=${features.udpGso} gro=${features.udpGro})`);
   return engine;
 }
 
+/** Waits for SIGTERM or SIGINT (or an abort from inside), then resolves. */
+export function shutdownSignal(log: Logger): AbortController {
+  const ac = new AbortController();
+  const on = (sig: string) => () => {
+    if (ac.signal.aborted) return;
+    log.info(`Received ${sig}, shutting down`);
+    ac.abort();
+  };
+  process.once('SIGTERM', on('SIGTERM'));
+  process.once('SIGINT', on('SIGINT'));
+  return ac;
+}
+
+const aborted = (signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+
 /** Static mode: no etcd; the subnet and peers come from --static-peers. */
-export async function runStatic(o: DaemonOptions, log: Logger): Promise<Running> {
+export async function runStatic(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   const setup = loadStaticSetup(o.staticPeers);
   const backend = createBackend(setup.config.backend);
   const { ext, publicIp } = resolveInterface(o, log);
@@ -78,20 +74,145 @@ export async function runStatic(o: DaemonOptions, log: Logger): Promise<Running>
   const node: NodeSetup = { config: setup.config, backend, ext, publicIp, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
   let engine: Engine | null = null;
   const health = o.healthzPort > 0
-    ? await startHealthServer(o.healthzIp, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: () => [] })
+    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: () => [] })
     : null;
-  engine = await runDataplane(o, node, log, health);
-  for (const p of setup.peers) {
-    engine.setRoute({ net: p.subnet.ip, len: p.subnet.prefixLen, publicIp: p.publicIp, mac: p.mac ?? undefined });
+  try {
+    engine = await dataplaneFor(o, node, log);
+    for (const p of setup.peers) {
+      engine.setRoute({ net: p.subnet.ip, len: p.subnet.prefixLen, publicIp: p.publicIp, mac: p.mac ?? undefined });
+    }
+    await writeSubnetEnv(o.subnetFile, { network: setup.config.network, subnet: setup.subnet, mtu: node.mtu, ipMasq: o.ipMasq });
+    log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIp)}`).join(', ') || 'none'}; ` +
+      `own subnet ${formatCIDR(setup.subnet)}${backend.mode === 'vxlan' ? `, VtepMAC ${formatMAC(mac)}` : ''}`);
+    health?.setReady(true);
+    await aborted(signal);
+    return 0;
+  } finally {
+    await engine?.stop();
+    await health?.close();
   }
-  log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIp)}`).join(', ') || 'none'}; ` +
-    `own subnet ${formatCIDR(setup.subnet)}${backend.mode === 'vxlan' ? `, VtepMAC ${formatMAC(mac)}` : ''}`);
-  health?.setReady(true);
-  const running = engine;
-  return {
-    async stop() {
-      await running.stop();
-      await health?.close();
-    },
+}
+
+/** The VtepMAC this node published before (same PublicIP), so peers' FDB entries stay valid. */
+async function previousVtepMAC(registry: Registry, publicIp: number): Promise<Uint8Array | null> {
+  const list = await registry.getLeases();
+  for (const l of list.leases) {
+    if (l.attrs.publicIP !== publicIp || l.attrs.backendType !== 'vxlan') continue;
+    const data = decodeVxlanBackendData(l.attrs.backendData);
+    if (data.ok) return parseMAC(data.value.vtepMAC);
+  }
+  return null;
+}
+
+/** etcd mode: flanneld's job, with linen's data path. */
+export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
+  if (!o.etcdKeyfile || !o.etcdCertfile) log.warn('no certificate provided: connecting to etcd with http. This is insecure');
+  const registry = new EtcdRegistry({
+    endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
+    caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),
+  });
+  let engine: Engine | null = null;
+  let watcher: LeaseWatcher | null = null;
+  let lease: AcquiredLease | null = null;
+  let rules: TrafficRules | null = null;
+  const metrics = (): Metric[] => {
+    const out: Metric[] = [
+      { name: 'linen_etcd_connected', help: 'Whether linend is connected to etcd.', type: 'gauge', value: registry.connection().state === 'connected' ? 1 : 0 },
+      { name: 'linen_peers', help: 'Peers (other nodes\' leases) with a route.', type: 'gauge', value: watcher ? watcher.peers().size : 0 },
+    ];
+    if (lease?.expiration) {
+      out.push({ name: 'linen_lease_expiration_timestamp_seconds', help: 'When the own subnet lease expires unless renewed.', type: 'gauge', value: Math.floor(lease.expiration / 1000) });
+    }
+    return out;
   };
+  const health = o.healthzPort > 0
+    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: metrics })
+    : null;
+  registry.onConnectionChange((s) => {
+    if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); forwarding continues with the last known peers`);
+    else if (s.state === 'connected') log.info('etcd connection established');
+  });
+  try {
+    const config = await fetchNetworkConfig(registry, { signal, log });
+    const { ext, publicIp } = resolveInterface(o, log);
+    const backend = createBackend(config.backend);
+    const mtu = backend.mtu(ext.mtu);
+    const previous = readSubnetEnv(o.subnetFile);
+    const mac = backend.mode === 'vxlan' ? (await previousVtepMAC(registry, publicIp)) ?? randomVtepMAC() : new Uint8Array(6);
+    const manager = new LeaseManager({
+      registry, attrs: backend.leaseAttrs(publicIp, mac), previousSubnet: previous?.subnet ?? null,
+      renewMarginMs: o.subnetLeaseRenewMargin * 60_000, log: log.child('subnet'),
+      onEvent: (e) => {
+        if (e.type === 'renewed') { lease = e.lease; log.info(`Lease renewed, new expiration ${e.lease.expiration ? new Date(e.lease.expiration).toISOString() : 'never'}`); }
+        else if (e.type === 'renew-failed') log.error(`Error renewing lease (trying again in ${Math.round(e.retryInMs / 1000)} s): ${e.error}`);
+        else if (e.type === 'taken-over') log.error(`Another writer changed this node's lease: ${JSON.stringify(e.attrs)}`);
+      },
+    });
+    lease = await manager.acquire(config, signal);
+    const own = lease.subnet;
+    log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
+    const node: NodeSetup = { config, backend, ext, publicIp, subnet: own, mac, mtu };
+    engine = await dataplaneFor(o, node, log);
+    rules = await installTrafficRules(o, config.network, own, previous, log);
+    await writeSubnetEnv(o.subnetFile, { network: config.network, subnet: own, mtu, ipMasq: o.ipMasq });
+    log.info(`Wrote subnet file to ${o.subnetFile}`);
+
+    const running = engine;
+    watcher = new LeaseWatcher({ registry, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
+    const apply = (d: PeerDiff): void => applyPeers(d, backend, running, config, own, log);
+    const watching = watcher.run(signal, apply);
+    await Promise.race([watcher.ready, aborted(signal)]);
+    if (!signal.aborted) {
+      health?.setReady(true);
+      log.info(`Running: ${watcher.peers().size} peer(s)`);
+    }
+    // Renew until shutdown; a revoked lease (etcd wiped, key deleted) is taken again.
+    while (!signal.aborted) {
+      const why = await manager.run(signal);
+      if (why !== 'revoked' || signal.aborted) break;
+      log.warn(`Lease ${formatCIDR(own)} has been revoked; acquiring it again`);
+      const again = await manager.acquire(config, signal);
+      if (again.subnet.ip !== own.ip || again.subnet.prefixLen !== own.prefixLen) {
+        log.error(`Could only get ${formatCIDR(again.subnet)} instead of ${formatCIDR(own)}; restart linend to use it`);
+        return 1;
+      }
+      lease = again;
+    }
+    await watching;
+    return 0;
+  } finally {
+    await engine?.stop();
+    await rules?.remove();
+    await health?.close();
+    await registry.close();
+  }
+}
+
+/** Applies a peer diff to the data plane, refusing leases that would hijack traffic. */
+export function applyPeers(d: PeerDiff, backend: Backend, engine: Engine, config: NetworkConfig, own: IPv4Net, log: Logger): void {
+  const accept = (p: Peer): boolean => {
+    if (!netContains(config.network, p.subnet.ip) || p.subnet.prefixLen < config.network.prefixLen) {
+      log.warn(`Ignoring lease ${p.key}: ${formatCIDR(p.subnet)} is outside the network ${formatCIDR(config.network)}`);
+      return false;
+    }
+    if (netOverlaps(p.subnet, own)) {
+      log.warn(`Ignoring lease ${p.key}: ${formatCIDR(p.subnet)} overlaps this node's subnet ${formatCIDR(own)}`);
+      return false;
+    }
+    return true;
+  };
+  for (const p of [...d.added, ...d.changed]) {
+    if (!accept(p)) continue;
+    const route = backend.route(p);
+    if (!route) {
+      log.warn(`Ignoring lease ${p.key}: no usable ${backend.mode} backend data`);
+      continue;
+    }
+    engine.setRoute(route);
+    log.info(`Peer ${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}${route.mac ? ` (VtepMAC ${formatMAC(route.mac)})` : ''}`);
+  }
+  for (const p of d.removed) {
+    engine.removeRoute(p.subnet.ip, p.subnet.prefixLen);
+    log.info(`Peer ${formatCIDR(p.subnet)} removed`);
+  }
 }

@@ -1,0 +1,198 @@
+// A real etcd (Debian's etcd-server) for tests, the demo and the benchmark: on 127.0.0.1 in
+// this namespace, or on an address inside a network namespace, with its own data directory,
+// killed and removed by destroy() and on process exit.
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+export const ETCD = '/usr/bin/etcd';
+export const ETCDCTL = '/usr/bin/etcdctl';
+
+export interface EtcdServerOptions {
+  /** Network namespace to run in; default: the current one. */
+  ns?: string;
+  /** Address to listen on; default 127.0.0.1. */
+  host?: string;
+  /** Client and peer ports; default: free ports (in the current namespace) or 2379/2380 in a namespace. */
+  clientPort?: number;
+  peerPort?: number;
+  /** Extra etcd flags, e.g. ['--auth-token=simple']. */
+  args?: string[];
+  /** Milliseconds to wait for health; default 20 000. */
+  startTimeout?: number;
+  /** TLS: server cert, key and the CA that signs client certs (enables https and client auth). */
+  tls?: { cert: string; key: string; ca: string };
+}
+
+export interface EtcdServer {
+  readonly name: string;
+  readonly dataDir: string;
+  readonly clientURL: string;
+  readonly endpoints: string[];
+  readonly clientPort: number;
+  readonly running: boolean;
+  start(): Promise<void>;
+  /** SIGTERM, data kept. */
+  stop(): Promise<void>;
+  /** SIGKILL, data kept. */
+  kill(): Promise<void>;
+  restart(opts?: { wipe?: boolean }): Promise<void>;
+  /** etcdctl against this member (in its namespace); resolves stdout. */
+  ctl(...args: string[]): Promise<string>;
+  /** The last of what etcd wrote to stderr. */
+  logs(): string;
+  /** Kills it and removes its data. Idempotent. */
+  destroy(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+let exitHook = false;
+function registerExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const p of live) {
+      try { p.kill('SIGKILL'); } catch { /* already gone */ }
+    }
+  });
+}
+
+/** A free TCP port on 127.0.0.1 (bound then released; etcd binds it right after). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const inNs = (ns: string | undefined, cmd: string, args: string[]): [string, string[]] =>
+  ns ? ['ip', ['netns', 'exec', ns, cmd, ...args]] : [cmd, args];
+
+export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<EtcdServer> {
+  if (!existsSync(ETCD)) throw new Error(`${ETCD} is missing: install Debian's etcd-server (apt-get install -y etcd-server etcd-client)`);
+  registerExitHook();
+  const name = `linen-${process.pid}-${randomBytes(4).toString('hex')}`;
+  let dataDir = mkdtempSync(join(tmpdir(), `${name}-`));
+  const host = opts.host ?? '127.0.0.1';
+  const clientPort = opts.clientPort ?? (opts.ns ? 2379 : await freePort());
+  let peerPort = opts.peerPort ?? (opts.ns ? 2380 : await freePort());
+  while (!opts.ns && peerPort === clientPort) peerPort = await freePort();
+  const scheme = opts.tls ? 'https' : 'http';
+  const clientURL = `${scheme}://${host}:${clientPort}`;
+  const peerURL = `http://${host}:${peerPort}`;
+  let proc: ChildProcess | null = null;
+  let exited: Promise<void> = Promise.resolve();
+  let stderr = '';
+  let destroyed = false;
+
+  const spawnEtcd = (): void => {
+    const args = [
+      `--name=${name}`, `--data-dir=${join(dataDir, 'data')}`,
+      `--listen-client-urls=${clientURL}`, `--advertise-client-urls=${clientURL}`,
+      `--listen-peer-urls=${peerURL}`, `--initial-advertise-peer-urls=${peerURL}`,
+      `--initial-cluster=${name}=${peerURL}`, '--initial-cluster-state=new', `--initial-cluster-token=${name}`,
+      '--heartbeat-interval=10', '--election-timeout=100',
+      '--logger=zap', '--log-level=warn', '--log-outputs=stderr',
+      ...(opts.tls ? [`--cert-file=${opts.tls.cert}`, `--key-file=${opts.tls.key}`, `--trusted-ca-file=${opts.tls.ca}`, '--client-cert-auth'] : []),
+      ...(opts.args ?? []),
+    ];
+    const [cmd, argv] = inNs(opts.ns, ETCD, args);
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc = p;
+    live.add(p);
+    p.stderr?.setEncoding('utf8');
+    p.stderr?.on('data', (d: string) => {
+      stderr += d;
+      if (stderr.length > 200_000) stderr = stderr.slice(-100_000);
+    });
+    exited = new Promise<void>((resolve) => {
+      p.once('exit', () => {
+        live.delete(p);
+        if (proc === p) proc = null;
+        resolve();
+      });
+    });
+  };
+
+  const ctl = (...args: string[]): Promise<string> => new Promise<string>((resolve, reject) => {
+    const tlsArgs = opts.tls ? [`--cacert=${opts.tls.ca}`, `--cert=${opts.tls.cert}`, `--key=${opts.tls.key}`] : [];
+    const [cmd, argv] = inNs(opts.ns, ETCDCTL, [`--endpoints=${clientURL}`, ...tlsArgs, ...args]);
+    execFile(cmd, argv, { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 15_000 }, (e, stdout, errout) => {
+      if (e !== null) reject(new Error(`etcdctl ${args.join(' ')}: ${e.message}\n${errout}`));
+      else resolve(stdout);
+    });
+  });
+
+  const waitHealthy = async (): Promise<void> => {
+    const deadline = Date.now() + (opts.startTimeout ?? 20_000);
+    for (;;) {
+      if (proc === null) throw new Error(`etcd ${name} exited during start-up:\n${stderr.slice(-4000)}`);
+      try {
+        await ctl('endpoint', 'health', '--command-timeout=1s');
+        return;
+      } catch { /* not up yet */ }
+      if (Date.now() > deadline) throw new Error(`etcd ${name} not healthy after start-up timeout:\n${stderr.slice(-4000)}`);
+      await sleep(50);
+    }
+  };
+
+  const signalAndWait = async (sig: NodeJS.Signals): Promise<void> => {
+    const p = proc;
+    if (p === null) return;
+    p.kill(sig);
+    const timer = setTimeout(() => p.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+
+  const server: EtcdServer = {
+    name,
+    get dataDir() { return dataDir; },
+    clientURL,
+    endpoints: [clientURL],
+    clientPort,
+    get running() { return proc !== null; },
+    async start() {
+      if (proc !== null) return;
+      spawnEtcd();
+      await waitHealthy();
+    },
+    stop: () => signalAndWait('SIGTERM'),
+    kill: () => signalAndWait('SIGKILL'),
+    async restart(o: { wipe?: boolean } = {}) {
+      await signalAndWait('SIGTERM');
+      if (o.wipe === true) {
+        rmSync(dataDir, { recursive: true, force: true });
+        dataDir = mkdtempSync(join(tmpdir(), `${name}-`));
+      }
+      spawnEtcd();
+      await waitHealthy();
+    },
+    ctl,
+    logs: () => stderr,
+    async destroy() {
+      if (destroyed) return;
+      destroyed = true;
+      await signalAndWait('SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  spawnEtcd();
+  try {
+    await waitHealthy();
+  } catch (e) {
+    await server.destroy();
+    throw e;
+  }
+  return server;
+}

@@ -11,7 +11,8 @@
 // kills whatever is still running if the test process dies first.
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,9 +22,21 @@ export interface Teardown {
   teardown(fn: () => void | Promise<void>): void;
 }
 
+export interface EtcdTLS {
+  /** Server certificate and key (PEM files); the client URL becomes https. */
+  certFile: string;
+  keyFile: string;
+  /** CA that signed client certificates; with it etcd requires client certificates. */
+  caFile: string;
+  /** Client certificate used by ctl() and the health check. */
+  clientCertFile: string;
+  clientKeyFile: string;
+}
+
 export interface EtcdOptions {
   /** Extra etcd flags, e.g. ['--auth-token=simple']. */
   args?: string[];
+  tls?: EtcdTLS;
   /** Milliseconds to wait for health; default 20 000. */
   startTimeout?: number;
 }
@@ -88,7 +101,8 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Et
   const clientPort = await freePort();
   let peerPort = await freePort();
   while (peerPort === clientPort) peerPort = await freePort();
-  const clientURL = `http://127.0.0.1:${clientPort}`;
+  const tls = opts.tls;
+  const clientURL = `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
   const peerURL = `http://127.0.0.1:${peerPort}`;
   let proc: ChildProcess | null = null;
   let exited: Promise<void> = Promise.resolve();
@@ -110,6 +124,9 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Et
       '--logger=zap',
       '--log-level=warn',
       '--log-outputs=stderr',
+      ...(tls
+        ? [`--cert-file=${tls.certFile}`, `--key-file=${tls.keyFile}`, `--trusted-ca-file=${tls.caFile}`, '--client-cert-auth']
+        : []),
       ...(opts.args ?? []),
     ];
     const p = spawn(ETCD, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -129,14 +146,46 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Et
     });
   };
 
+  const healthBody = async (): Promise<{ health?: string }> => {
+    if (!tls) {
+      const res = await fetch(`${clientURL}/health`, { signal: AbortSignal.timeout(1000) });
+      return (await res.json()) as { health?: string };
+    }
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        `${clientURL}/health`,
+        {
+          ca: readFileSync(tls.caFile),
+          cert: readFileSync(tls.clientCertFile),
+          key: readFileSync(tls.clientKeyFile),
+          servername: '', // no SNI for an IP address
+          timeout: 1000,
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (body += d));
+          res.on('end', () => {
+            try {
+              resolve(JSON.parse(body) as { health?: string });
+            } catch (e) {
+              reject(e as Error);
+            }
+          });
+        },
+      );
+      req.on('error', reject);
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.end();
+    });
+  };
+
   const waitHealthy = async (): Promise<void> => {
     const deadline = Date.now() + (opts.startTimeout ?? 20_000);
     for (;;) {
       if (proc === null) throw new Error(`etcd ${name} exited during start-up:\n${stderr.slice(-4000)}`);
       try {
-        const res = await fetch(`${clientURL}/health`, { signal: AbortSignal.timeout(1000) });
-        const body = (await res.json()) as { health?: string };
-        if (body.health === 'true') return;
+        if ((await healthBody()).health === 'true') return;
       } catch {
         /* not up yet */
       }
@@ -185,7 +234,11 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Et
       return new Promise<string>((resolve, reject) => {
         execFile(
           ETCDCTL,
-          [`--endpoints=${clientURL}`, ...args],
+          [
+            `--endpoints=${clientURL}`,
+            ...(tls ? [`--cacert=${tls.caFile}`, `--cert=${tls.clientCertFile}`, `--key=${tls.clientKeyFile}`] : []),
+            ...args,
+          ],
           { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 15_000 },
           (e, stdout, errout) => {
             if (e !== null) reject(new Error(`etcdctl ${args.join(' ')}: ${e.message}\n${errout}`));

@@ -1,5 +1,10 @@
 // EtcdRegistry against a real etcd: the exact bytes and etcd calls flanneld uses.
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { memoryLogger } from '../../src/log.js';
 import { startEtcd, type EtcdHandle } from '../helpers/etcd.js';
 import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { CONFIG_NOT_FOUND, ConfigNotFoundError, RegistryError, SubnetExistsError, type WatchItem } from '../../src/subnet/registry.js';
@@ -207,4 +212,51 @@ t.test('registry: auth errors are clear', async (t) => {
   t.throws(() => new EtcdRegistry({ endpoints: etcd.endpoints, keyFile: '/nonexistent/key.pem', certFile: '/nonexistent/cert.pem' }), {
     message: /cannot read --etcd-keyfile \/nonexistent\/key\.pem/,
   });
+});
+
+function makeCerts(dir: string): { ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string } {
+  const ossl = (...args: string[]): void => {
+    execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  };
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ossl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=linen-test-ca');
+  for (const [name, ext] of [
+    ['server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n'],
+    ['client', 'extendedKeyUsage=clientAuth\n'],
+  ] as const) {
+    writeFileSync(join(dir, `${name}.ext`), ext);
+    ossl('req', '-new', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    ossl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', `${name}.ext`);
+  }
+  return {
+    ca: join(dir, 'ca.crt'),
+    serverCert: join(dir, 'server.crt'),
+    serverKey: join(dir, 'server.key'),
+    clientCert: join(dir, 'client.crt'),
+    clientKey: join(dir, 'client.key'),
+  };
+}
+
+t.test('registry: TLS with client certificates (only when both key and cert are given)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'linen-tls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const c = makeCerts(dir);
+  const etcd = await startEtcd(t, {
+    tls: { certFile: c.serverCert, keyFile: c.serverKey, caFile: c.ca, clientCertFile: c.clientCert, clientKeyFile: c.clientKey },
+  });
+  t.match(etcd.endpoints[0], /^https:\/\//);
+  await etcd.ctl('put', '/coreos.com/network/config', '{"Network":"10.5.0.0/16"}');
+
+  const good = new EtcdRegistry({ endpoints: etcd.endpoints, keyFile: c.clientKey, certFile: c.clientCert, caFile: c.ca });
+  t.teardown(() => good.close());
+  t.equal(await good.getNetworkConfig(), '{"Network":"10.5.0.0/16"}', 'mutual TLS works');
+  await good.createLease(sn('10.5.4.0/24'), udpLeaseAttrs(ip('1.2.3.4')), 60);
+  t.equal((await good.getLeases()).leases.length, 1);
+
+  // Only the CA (or only the key): flanneld then does not configure TLS at all.
+  const { log, lines } = memoryLogger();
+  const half = new EtcdRegistry({ endpoints: etcd.endpoints, keyFile: c.clientKey, caFile: c.ca, requestTimeoutMs: 2000, log });
+  t.teardown(() => half.close());
+  t.ok(lines.some((l) => l.includes('only one of --etcd-keyfile/--etcd-certfile given')), 'warned');
+  await t.rejects(half.getNetworkConfig(), { kind: /unavailable|timeout/ });
 });

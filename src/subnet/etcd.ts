@@ -436,13 +436,22 @@ export class EtcdRegistry implements Registry {
             const res = r.value;
             self.setState('connected', null);
             if (res.compact_revision !== undefined && res.compact_revision !== '0' && res.compact_revision !== '') {
-              yield { kind: 'compacted', compactRevision: Number(res.compact_revision) };
+              yield { kind: 'compacted', compactRevision: Number(res.compact_revision), reason: 'compacted' };
               return;
             }
             if (res.canceled) {
               throw self.mapError('watch', what, new Error(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
             }
-            if (res.created && res.events.length === 0) continue;
+            if (res.created) {
+              // A store that went back in time (wiped, or restored from a backup) would make
+              // this watch wait silently for a revision it may not reach for a long time.
+              const current = Number(res.header.revision);
+              if (current + 1 < fromRevision) {
+                yield { kind: 'compacted', compactRevision: current, reason: 'revision-reset' };
+                return;
+              }
+              if (res.events.length === 0) continue;
+            }
             yield { kind: 'events', revision: Number(res.header.revision), events: res.events.map((ev) => self.toEvent(ev)) };
           }
         } finally {

@@ -350,7 +350,7 @@ export class LeaseManager {
         for await (const item of this.registry.watchLease(subnet, from, stop)) {
           backoff.reset();
           if (item.kind === 'compacted') {
-            this.log.warn(`own lease watch fell behind compaction (compact rev ${item.compactRevision}), re-reading`);
+            this.log.warn(`own lease watch lost history (${item.reason}, rev ${item.compactRevision}), re-reading`);
             from = null;
             break;
           }

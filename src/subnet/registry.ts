@@ -78,10 +78,12 @@ export type WatchItem =
   /** A batch of events (possibly empty: a progress notification). Resume from revision + 1. */
   | { readonly kind: 'events'; readonly revision: number; readonly events: WatchEvent[] }
   /**
-   * The start revision has been compacted away: history is lost. The stream ends after
-   * this item; the consumer must re-list and watch again from the new revision.
+   * History is lost: the start revision has been compacted away ('compacted'), or etcd's
+   * revision is now below it because the store was wiped or restored from an older
+   * snapshot ('revision-reset'; compactRevision is then etcd's current revision). The
+   * stream ends after this item; the consumer must re-list and watch from the new revision.
    */
-  | { readonly kind: 'compacted'; readonly compactRevision: number };
+  | { readonly kind: 'compacted'; readonly compactRevision: number; readonly reason: 'compacted' | 'revision-reset' };
 
 export type ConnectionState = 'connecting' | 'connected' | 'disconnected';
 

@@ -229,7 +229,11 @@ export class LeaseWatcher {
         for await (const item of this.registry.watchLeases(from, signal)) {
           backoff.reset();
           if (item.kind === 'compacted') {
-            this.log.warn(`etcd watch of subnet leases fell behind compaction (compact rev ${item.compactRevision}), re-listing`);
+            this.log.warn(
+              item.reason === 'compacted'
+                ? `etcd watch of subnet leases fell behind compaction (compact rev ${item.compactRevision}), re-listing`
+                : `etcd revision went back to ${item.compactRevision} (store wiped or restored?), re-listing`,
+            );
             from = null;
             break;
           }

@@ -284,7 +284,7 @@ t.test('lease manager', async (t) => {
         if (calls === 1) {
           return (async function* () {
             await etcd.ctl('del', `${P}/subnets/${formatCIDR(a.subnet).replace('/', '-')}`);
-            yield { kind: 'compacted' as const, compactRevision: from + 5 };
+            yield { kind: 'compacted' as const, compactRevision: from + 5, reason: 'compacted' as const };
           })();
         }
         return reg.watchLease(s, from, signal);

@@ -158,7 +158,7 @@ t.test('registry against etcd', async (t) => {
     await etcd.ctl('compact', String(now));
     const got: WatchItem[] = [];
     for await (const it of reg.watchLeases(old, new AbortController().signal)) got.push(it);
-    t.same(got, [{ kind: 'compacted', compactRevision: now }]);
+    t.same(got, [{ kind: 'compacted', compactRevision: now, reason: 'compacted' }]);
   });
 
   t.test('connection state and error messages when etcd is down', async (t) => {

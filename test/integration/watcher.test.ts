@@ -205,4 +205,17 @@ t.test('watcher', async (t) => {
     await waitFor(() => r.w.peers().has('10.5.14.0-24'), 2000);
     await r.stop();
   });
+
+  t.test('etcd wiped and restarted: the revision went back, the watcher re-lists', async (t) => {
+    const r = startWatcher(t, reg, 'all');
+    await r.w.ready;
+    t.ok(r.w.peers().size > 3);
+    await etcd.restart({ wipe: true });
+    await put('10.5.30.0-24', udp('192.168.0.30'));
+    await waitFor(() => r.w.peers().size === 1 && r.w.peers().has('10.5.30.0-24'), 10_000, 'state of the new store');
+    t.ok(r.lines.some((l) => l.includes('etcd revision went back')), 'logged');
+    const d = r.diffs.find((x) => x.cause === 'resync');
+    t.ok(d !== undefined && d.removed.length > 3, 'old peers removed by the resync');
+    await r.stop();
+  });
 });

@@ -1,0 +1,533 @@
+// Benchmark output: the results JSON (bench/results/<timestamp>.json and latest.json), standalone
+// SVG bar charts (throughput.svg, latency.svg, ratio.svg, udp.svg, cpu.svg and, with a scaling
+// run, scaling-routes.svg and scaling-queues.svg), a self-contained HTML report (latest.html,
+// the same charts inline), and the terminal summary table.
+
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { ScalingResults } from './scaling.js';
+import { METRICS, REFERENCE, type ContenderResult, type MachineFacts, type MetricDef, type MetricKey, type SuiteSettings, type Summary } from './suite.js';
+
+export interface BenchResults {
+  schema: 1;
+  /** What was run: `npm run bench` (full), `-- quick`, or `-- scaling` alone. */
+  kind: 'full' | 'quick' | 'scaling';
+  startedAt: string;
+  finishedAt: string;
+  durationSec: number;
+  /** Arguments after `node dist/bench/run.js`. */
+  argv: string[];
+  machine: MachineFacts;
+  settings?: SuiteSettings;
+  metrics: readonly MetricDef[];
+  reference: string;
+  contenders: ContenderResult[];
+  scaling?: ScalingResults;
+  /** Scaling step failed as a whole (the rest of the run is still reported). */
+  scalingError?: string;
+  notes: string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+export function fmtNum(x: number | null | undefined, digits = 2): string {
+  if (x === null || x === undefined || !Number.isFinite(x)) return 'n/a';
+  const a = Math.abs(x);
+  if (a >= 1e6) return `${(x / 1e6).toFixed(2)}M`;
+  if (a >= 1e4) return `${(x / 1e3).toFixed(1)}k`;
+  if (a >= 100) return x.toFixed(0);
+  if (a >= 10) return x.toFixed(Math.min(digits, 1));
+  return x.toFixed(a < 0.1 && x !== 0 ? Math.max(digits, 3) : digits);
+}
+
+export const fmtRatio = (r: number | null | undefined): string =>
+  (r === null || r === undefined || !Number.isFinite(r) ? '–' : `${r.toFixed(r !== 0 && Math.abs(r) < 0.1 ? 3 : 2)}×`);
+
+/** Axis tick labels: at most 3 significant digits, no trailing zeros. */
+const tick = (x: number): string => (x === 0 ? '0' : String(Number(x.toPrecision(3))));
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+export function metricDef(key: MetricKey): MetricDef {
+  return METRICS.find((m) => m.key === key)!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG bar charts (horizontal, grouped, with min–max whiskers)
+
+export interface ChartSeries {
+  label: string;
+  color: string;
+}
+
+export interface ChartRow {
+  name: string;
+  /** Shown instead of bars. */
+  failed?: string;
+  /** One entry per series: median and spread, or null (no value). */
+  values: ({ median: number; min?: number; max?: number } | null)[];
+}
+
+export interface ChartSpec {
+  title: string;
+  subtitle?: string;
+  unit: string;
+  series: ChartSeries[];
+  rows: ChartRow[];
+  /** A vertical reference line (e.g. 1.0 for ratios). */
+  refLine?: { value: number; label: string };
+  /** Value labels on the bars. */
+  format?: (x: number) => string;
+  /** Axis tick labels. */
+  tickFormat?: (x: number) => string;
+}
+
+const COLORS = ['#3b6ea8', '#e08a2e', '#5a9e4b', '#b8473d', '#7d5ba6'];
+
+function niceMax(x: number): number {
+  if (!(x > 0) || !Number.isFinite(x)) return 1;
+  const p = 10 ** Math.floor(Math.log10(x));
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= x) return m * p;
+  return 10 * p;
+}
+
+/** A standalone SVG document (with xmlns), usable inline in HTML as well. */
+export function barChartSvg(spec: ChartSpec): string {
+  const fmt = spec.format ?? ((x: number) => fmtNum(x));
+  const tickFmt = spec.tickFormat ?? tick;
+  const subLines = spec.subtitle ? spec.subtitle.split('\n') : [];
+  const W = 880;
+  const labelW = 230;
+  const valueW = 120;
+  const plotW = W - labelW - valueW;
+  const barH = 15;
+  const gap = 3;
+  const groupPad = 12;
+  const top = 58 + subLines.length * 15;
+  const groupH = spec.series.length * (barH + gap) - gap + groupPad;
+  const plotH = spec.rows.length * groupH;
+  const bottom = spec.refLine ? 56 : 40;
+  const H = top + plotH + bottom;
+  let vmax = 0;
+  for (const r of spec.rows) for (const v of r.values) if (v) vmax = Math.max(vmax, v.max ?? v.median, v.median);
+  if (spec.refLine) vmax = Math.max(vmax, spec.refLine.value);
+  const xmax = niceMax(vmax * 1.02);
+  const x = (v: number): number => labelW + Math.max(0, Math.min(1, v / xmax)) * plotW;
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12" role="img" aria-label="${esc(spec.title)}">`);
+  out.push(`<title>${esc(spec.title)}</title>`);
+  out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
+  out.push(`<text x="12" y="22" font-size="15" font-weight="bold" fill="#222">${esc(spec.title)}</text>`);
+  subLines.forEach((l, i) => out.push(`<text x="12" y="${40 + i * 15}" font-size="11" fill="#555">${esc(l)}</text>`));
+  // Legend.
+  let lx = labelW;
+  const ly = top - 16;
+  for (const s of spec.series) {
+    out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${s.color}"/>`);
+    out.push(`<text x="${lx + 16}" y="${ly}" fill="#333">${esc(s.label)}</text>`);
+    lx += 24 + s.label.length * 6.5;
+  }
+  // Grid and axis.
+  for (let i = 0; i <= 5; i++) {
+    const v = (xmax * i) / 5;
+    const gx = x(v).toFixed(1);
+    out.push(`<line x1="${gx}" y1="${top - 4}" x2="${gx}" y2="${top + plotH}" stroke="#e3e3e3"/>`);
+    out.push(`<text x="${gx}" y="${top + plotH + 16}" text-anchor="middle" fill="#555" font-size="11">${esc(tickFmt(v))}</text>`);
+  }
+  out.push(`<text x="${labelW + plotW / 2}" y="${top + plotH + bottom - 7}" text-anchor="middle" fill="#333">${esc(spec.unit)}</text>`);
+  // Rows.
+  spec.rows.forEach((row, ri) => {
+    const gy = top + ri * groupH;
+    const midY = gy + (groupH - groupPad) / 2;
+    out.push(`<text x="${labelW - 8}" y="${(midY + 4).toFixed(1)}" text-anchor="end" fill="#222">${esc(row.name)}</text>`);
+    if (row.failed !== undefined) {
+      out.push(`<text x="${labelW + 6}" y="${(midY + 4).toFixed(1)}" fill="#b8473d" font-weight="bold">failed: ${esc(row.failed.split('\n')[0]!.slice(0, 90))}</text>`);
+      return;
+    }
+    row.values.forEach((v, si) => {
+      const by = gy + si * (barH + gap);
+      const color = spec.series[si]!.color;
+      if (!v || !Number.isFinite(v.median)) {
+        out.push(`<text x="${labelW + 6}" y="${by + barH - 3}" fill="#999">n/a</text>`);
+        return;
+      }
+      const w = Math.max(1, x(v.median) - labelW);
+      out.push(`<rect x="${labelW}" y="${by}" width="${w.toFixed(1)}" height="${barH}" fill="${color}"><title>${esc(`${row.name}, ${spec.series[si]!.label}: ${fmt(v.median)} ${spec.unit}`)}</title></rect>`);
+      let textX = labelW + w;
+      if (v.min !== undefined && v.max !== undefined && Number.isFinite(v.min) && Number.isFinite(v.max) && v.max > v.min) {
+        const x1 = x(v.min).toFixed(1);
+        const x2 = x(v.max).toFixed(1);
+        const cy = by + barH / 2;
+        out.push(`<line x1="${x1}" y1="${cy}" x2="${x2}" y2="${cy}" stroke="#222" stroke-width="1.2"/>`);
+        out.push(`<line x1="${x1}" y1="${cy - 4}" x2="${x1}" y2="${cy + 4}" stroke="#222" stroke-width="1.2"/>`);
+        out.push(`<line x1="${x2}" y1="${cy - 4}" x2="${x2}" y2="${cy + 4}" stroke="#222" stroke-width="1.2"/>`);
+        textX = Math.max(textX, x(v.max));
+      }
+      out.push(`<text x="${(textX + 5).toFixed(1)}" y="${by + barH - 3}" fill="#222" font-size="11">${esc(fmt(v.median))}</text>`);
+    });
+  });
+  if (spec.refLine) {
+    const rx = x(spec.refLine.value).toFixed(1);
+    out.push(`<line x1="${rx}" y1="${top - 4}" x2="${rx}" y2="${top + plotH}" stroke="#b8473d" stroke-width="1.5" stroke-dasharray="5,3"/>`);
+    out.push(`<text x="${rx}" y="${top + plotH + 28}" text-anchor="middle" fill="#b8473d" font-size="11">${esc(spec.refLine.label)}</text>`);
+  }
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+// ---------------------------------------------------------------------------------------------
+// The charts of a run
+
+function sum(s: Summary | null, scale = 1): { median: number; min: number; max: number } | null {
+  return s ? { median: s.median * scale, min: s.min * scale, max: s.max * scale } : null;
+}
+
+function contenderRows(r: BenchResults, pick: (c: ContenderResult) => ChartRow['values']): ChartRow[] {
+  return r.contenders.map((c) => (c.status === 'failed'
+    ? { name: c.name, failed: c.error ?? 'failed', values: [] }
+    : { name: c.name, values: pick(c) }));
+}
+
+function subtitle(r: BenchResults): string {
+  const s = r.settings;
+  const runs = s ? `${s.runs} run${s.runs === 1 ? '' : 's'} of ${s.durationSec} s, median with min–max` : '';
+  return [runs, `${r.machine.cpuModel}, ${r.machine.cores} cores, kernel ${r.machine.kernel}`, `${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`]
+    .filter(Boolean).join(' · ');
+}
+
+/** Every chart of the run: file name → SVG. */
+export function charts(r: BenchResults): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (r.contenders.length) {
+    const sub = subtitle(r);
+    out['throughput.svg'] = barChartSvg({
+      title: 'Pod-to-pod TCP throughput (iperf3, cubic)', subtitle: sub, unit: 'Gbit/s',
+      series: [{ label: '1 stream', color: COLORS[0]! }, { label: '4 streams', color: COLORS[1]! }],
+      rows: contenderRows(r, (c) => [sum(c.metrics.tcp1Gbps), sum(c.metrics.tcp4Gbps)]),
+    });
+    out['latency.svg'] = barChartSvg({
+      title: 'Pod-to-pod round-trip time (ping)', subtitle: sub, unit: 'ms',
+      series: [{ label: 'p50', color: COLORS[0]! }, { label: 'p99', color: COLORS[1]! }],
+      rows: contenderRows(r, (c) => [sum(c.metrics.rttP50Ms), sum(c.metrics.rttP99Ms)]),
+      format: (x) => fmtNum(x, 3),
+    });
+    const ref = r.contenders.find((c) => c.name === REFERENCE && c.status === 'ok');
+    const ratio = (c: ContenderResult, k: MetricKey): { median: number; min?: number; max?: number } | null => {
+      const v = c.ratioToKernelVxlan[k];
+      const m = c.metrics[k];
+      const base = ref?.metrics[k]?.median;
+      if (v === null || v === undefined || !m || !base) return null;
+      return { median: v, min: m.min / base, max: m.max / base };
+    };
+    out['ratio.svg'] = barChartSvg({
+      title: 'Ratio to Linux kernel VXLAN, same run (higher is better)', subtitle: sub, unit: '× kernel VXLAN (median ÷ kernel VXLAN median)',
+      series: [
+        { label: 'TCP 1 stream', color: COLORS[0]! }, { label: 'TCP 4 streams', color: COLORS[1]! },
+        { label: 'UDP 64 B packets/s', color: COLORS[2]! },
+      ],
+      rows: contenderRows(r, (c) => [ratio(c, 'tcp1Gbps'), ratio(c, 'tcp4Gbps'), ratio(c, 'udp64Pps')]),
+      refLine: { value: 1, label: 'kernel VXLAN = 1' },
+      format: fmtRatio,
+      tickFormat: (x) => `${tick(x)}×`,
+    });
+    out['udp.svg'] = barChartSvg({
+      title: 'UDP packet rate received (iperf3 -u, unlimited bitrate)', subtitle: sub, unit: 'thousand packets/s',
+      series: [{ label: '64 B payload', color: COLORS[0]! }, { label: '1400 B payload', color: COLORS[1]! }],
+      rows: contenderRows(r, (c) => [sum(c.metrics.udp64Pps, 1e-3), sum(c.metrics.udp1400Pps, 1e-3)]),
+    });
+    out['cpu.svg'] = barChartSvg({
+      title: 'CPU seconds per gigabit, single-stream TCP (lower is better)',
+      subtitle: `${sub}\nforwarding CPU: linen = the linend processes (user+sys, all threads); kernel paths = machine-wide softirq+sys`,
+      unit: 'CPU s/Gbit',
+      series: [{ label: 'forwarding CPU (see basis)', color: COLORS[0]! }, { label: 'kernel softirq+sys, machine-wide', color: COLORS[3]! }],
+      rows: contenderRows(r, (c) => [sum(c.metrics.cpuPerGbit), sum(c.metrics.kernelCpuPerGbit)]),
+      format: (x) => fmtNum(x, 3),
+    });
+  }
+  const sc = r.scaling;
+  if (sc) {
+    const sizes = [...new Set(sc.routeTable.points.map((p) => p.routes))].sort((a, b) => a - b);
+    const modes = [...new Set(sc.routeTable.points.map((p) => p.mode))];
+    out['scaling-routes.svg'] = barChartSvg({
+      title: 'wasm core egress cost against route-table size', subtitle: sc.routeTable.note, unit: 'ns per packet',
+      series: modes.map((m, i) => ({ label: `${m} mode`, color: COLORS[i]! })),
+      rows: sizes.map((n) => ({
+        name: `${n.toLocaleString('en-US')} peers`,
+        values: modes.map((m) => {
+          const p = sc.routeTable.points.find((q) => q.mode === m && q.routes === n);
+          return p ? { median: p.nsPerPacket, min: p.min, max: p.max } : null;
+        }),
+      })),
+      format: (x) => fmtNum(x, 1),
+    });
+    out['scaling-queues.svg'] = barChartSvg({
+      title: 'linen VXLAN: workers (linend --queues) against 4-stream TCP',
+      subtitle: `${sc.queues.runs} run(s) of ${sc.queues.durationSec} s, median with min–max, ${r.machine.cores} cores`,
+      unit: 'Gbit/s',
+      series: [{ label: '4 streams', color: COLORS[1]! }],
+      rows: sc.queues.points.map((p) => (p.status === 'failed' && !p.tcp4Gbps
+        ? { name: `--queues ${p.queues}`, failed: p.error ?? 'failed', values: [] }
+        : { name: `--queues ${p.queues}`, values: [sum(p.tcp4Gbps)] })),
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal table
+
+function pad(s: string, w: number, left = false): string {
+  return left ? s.padEnd(w) : s.padStart(w);
+}
+
+/** The summary table: medians, ratios to kernel VXLAN, and spread when there were several runs. */
+export function summaryTable(r: BenchResults): string[] {
+  const lines: string[] = [];
+  if (r.contenders.length) {
+    const nameW = Math.max(10, ...r.contenders.map((c) => c.name.length)) + 1;
+    const head = [pad('contender', nameW, true), pad('TCPx1 Gb/s', 11), pad('xKV', 6), pad('TCPx4 Gb/s', 11), pad('xKV', 6),
+      pad('UDP64 kpps', 11), pad('loss%', 6), pad('UDP1400 kpps', 13), pad('loss%', 6), pad('p50 ms', 8), pad('p99 ms', 8),
+      pad('CPU s/Gbit', 11), '  CPU basis'];
+    lines.push(head.join(' '));
+    for (const c of r.contenders) {
+      if (c.status === 'failed') {
+        lines.push(`${pad(c.name, nameW, true)} FAILED: ${(c.error ?? '').split('\n')[0]!.slice(0, 140)}`);
+        continue;
+      }
+      const m = (k: MetricKey, scale = 1, digits = 2): string => fmtNum(c.metrics[k] ? c.metrics[k]!.median * scale : null, digits);
+      lines.push([
+        pad(c.name, nameW, true), pad(m('tcp1Gbps'), 11), pad(fmtRatio(c.ratioToKernelVxlan.tcp1Gbps), 6),
+        pad(m('tcp4Gbps'), 11), pad(fmtRatio(c.ratioToKernelVxlan.tcp4Gbps), 6),
+        pad(m('udp64Pps', 1e-3, 1), 11), pad(m('udp64LossPct', 1, 1), 6), pad(m('udp1400Pps', 1e-3, 1), 13), pad(m('udp1400LossPct', 1, 1), 6),
+        pad(m('rttP50Ms', 1, 3), 8), pad(m('rttP99Ms', 1, 3), 8), pad(m('cpuPerGbit', 1, 3), 11),
+        `  ${c.cpuBasis.startsWith('linend') ? 'linend' : 'softirq+sys'}`,
+      ].join(' '));
+    }
+    if ((r.settings?.runs ?? 1) > 1) {
+      lines.push('');
+      lines.push('spread over runs (min–max):');
+      for (const c of r.contenders) {
+        if (c.status === 'failed') continue;
+        const sp = (k: MetricKey, scale = 1, digits = 2): string => {
+          const s = c.metrics[k];
+          return s ? `${fmtNum(s.min * scale, digits)}–${fmtNum(s.max * scale, digits)}` : 'n/a';
+        };
+        lines.push(`${pad(c.name, nameW, true)} TCPx1 ${sp('tcp1Gbps')}  TCPx4 ${sp('tcp4Gbps')}  UDP64 ${sp('udp64Pps', 1e-3, 1)}k  ` +
+          `UDP1400 ${sp('udp1400Pps', 1e-3, 1)}k  p50 ${sp('rttP50Ms', 1, 3)}  p99 ${sp('rttP99Ms', 1, 3)}  CPU ${sp('cpuPerGbit', 1, 3)}`);
+      }
+    }
+    const failures = r.contenders.flatMap((c) => c.errors.map((e) => `${c.name} run ${e.run} ${e.step}: ${e.error.split('\n')[0]!.slice(0, 160)}`));
+    if (failures.length) {
+      lines.push('');
+      lines.push('measurement errors:');
+      for (const f of failures) lines.push(`  ${f}`);
+    }
+  }
+  const sc = r.scaling;
+  if (sc) {
+    lines.push('');
+    lines.push(`route-table scaling (${sc.routeTable.note}):`);
+    const sizes = [...new Set(sc.routeTable.points.map((p) => p.routes))].sort((a, b) => a - b);
+    const modes = [...new Set(sc.routeTable.points.map((p) => p.mode))];
+    lines.push(`  ${pad('peers', 7)} ${modes.map((m) => pad(`${m} ns/pkt`, 13)).join(' ')}`);
+    for (const n of sizes) {
+      lines.push(`  ${pad(String(n), 7)} ${modes.map((m) => pad(fmtNum(sc.routeTable.points.find((p) => p.mode === m && p.routes === n)?.nsPerPacket, 1), 13)).join(' ')}`);
+    }
+    lines.push(`workers (linen VXLAN, ${sc.queues.streams}-stream TCP, ${sc.queues.runs} run(s) of ${sc.queues.durationSec} s):`);
+    for (const p of sc.queues.points) {
+      lines.push(`  --queues ${p.queues}: ` + (p.tcp4Gbps
+        ? `${fmtNum(p.tcp4Gbps.median)} Gbit/s [${fmtNum(p.tcp4Gbps.min)}–${fmtNum(p.tcp4Gbps.max)}], ${fmtNum(p.cpuPerGbit?.median, 3)} linend CPU s/Gbit`
+        : `FAILED: ${(p.error ?? '').split('\n')[0]!.slice(0, 140)}`));
+    }
+  }
+  if (r.scalingError) lines.push(`scaling FAILED: ${r.scalingError.split('\n')[0]}`);
+  return lines;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTML
+
+function cell(s: Summary | null, digits: number, scale = 1): string {
+  if (!s) return '<td class="na">n/a</td>';
+  const spread = s.n > 1 ? `<span class="sp">${fmtNum(s.min * scale, digits)}–${fmtNum(s.max * scale, digits)}</span>` : '';
+  return `<td>${fmtNum(s.median * scale, digits)}${spread}</td>`;
+}
+
+export function htmlReport(r: BenchResults, svgs: Record<string, string>): string {
+  const m = r.machine;
+  const s = r.settings;
+  const h: string[] = [];
+  h.push('<!doctype html><html lang="en"><head><meta charset="utf-8">');
+  h.push(`<title>linen benchmark ${esc(r.startedAt)}</title>`);
+  h.push(`<style>
+body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px}h2{font-size:17px;margin-top:32px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#f4f4f4}td.name,th.name{text-align:left;font-weight:bold}
+td.na{color:#999}.sp{display:block;color:#777;font-size:11px}
+.failed{color:#b8473d;font-weight:bold}.err{font-family:monospace;font-size:12px;white-space:pre-wrap;text-align:left;color:#7a2a22}
+.facts td{text-align:left}.note{color:#555;font-size:13px}figure{margin:12px 0}
+</style></head><body>`);
+  h.push(`<h1>linen benchmark: ${esc(r.kind)} run, ${esc(r.startedAt)}</h1>`);
+  h.push(`<p class="note">Pod to pod across two simulated hosts (network namespaces joined by a veth pair, underlay MTU ${s?.underlayMtu ?? 1500}); ` +
+    `every contender on a fresh topology, one after another. Ratios are to Linux kernel VXLAN measured in the same run. ` +
+    `Total time ${r.durationSec.toFixed(0)} s.</p>`);
+  h.push('<h2>Machine</h2><table class="facts">');
+  const facts: [string, string][] = [
+    ['kernel', m.kernel], ['CPU', m.cpuModel], ['cores', String(m.cores)], ['Node', m.node],
+    ['linen commit', `${m.linenCommit}${m.linenDirty ? ' (working tree has uncommitted changes)' : ''}`],
+    ['iperf3', m.iperf3], ['default TCP congestion control', m.defaultCongestion],
+    ['TCP congestion control used', s?.congestion ?? ''], ['load average at start', m.loadavgAtStart.join(' ')], ['host', m.hostname],
+  ];
+  for (const [k, v] of facts) h.push(`<tr><th class="name">${esc(k)}</th><td>${esc(v)}</td></tr>`);
+  h.push('</table>');
+  if (s) {
+    h.push('<h2>Settings</h2><table class="facts">');
+    const rows: [string, string][] = [
+      ['runs per measurement', String(s.runs)], ['iperf3 seconds per run', String(s.durationSec)],
+      ['TCP streams', s.tcpStreams.join(', ')], ['UDP payloads (bytes)', s.udpPayloads.join(', ')],
+      ['UDP bitrate (iperf3 -b)', s.udpBitrate === '0' ? '0 (unlimited)' : s.udpBitrate],
+      ['UDP socket buffers (iperf3 -w)', s.udpSocketBuffer],
+      ['pings per run', `${s.pingCount} at ${s.pingIntervalSec * 1000} ms intervals`], ['linend queues', String(s.linenQueues)],
+      ['command', `node dist/bench/run.js ${r.argv.join(' ')}`],
+    ];
+    for (const [k, v] of rows) h.push(`<tr><th class="name">${esc(k)}</th><td>${esc(v)}</td></tr>`);
+    h.push('</table>');
+  }
+  if (r.contenders.length) {
+    h.push('<h2>Contenders</h2><table><tr><th class="name">name</th><th class="name">what</th><th>pod MTU</th><th class="name">status</th></tr>');
+    for (const c of r.contenders) {
+      h.push(`<tr><td class="name">${esc(c.name)}</td><td class="name" style="font-weight:normal">${esc(c.description)}</td><td>${c.tunnelMtu}</td>` +
+        (c.status === 'failed' ? `<td class="failed">failed</td>` : '<td class="name" style="font-weight:normal">ok</td>') + '</tr>');
+    }
+    h.push('</table>');
+    h.push('<h2>Results (median, min–max below)</h2><table><tr><th class="name">contender</th>');
+    for (const d of METRICS) h.push(`<th>${esc(d.label)}<br><small>${esc(d.unit)}</small></th>`);
+    h.push('<th class="name">CPU basis</th></tr>');
+    for (const c of r.contenders) {
+      if (c.status === 'failed') {
+        h.push(`<tr><td class="name">${esc(c.name)}</td><td colspan="${METRICS.length + 1}" class="err"><span class="failed">failed:</span> ${esc(c.error ?? '')}</td></tr>`);
+        continue;
+      }
+      h.push(`<tr><td class="name">${esc(c.name)}</td>`);
+      for (const d of METRICS) h.push(cell(c.metrics[d.key], d.unit === 'ms' || d.unit === 'CPU s/Gbit' ? 3 : 2));
+      h.push(`<td class="name" style="font-weight:normal">${esc(c.cpuBasis)}</td></tr>`);
+    }
+    h.push('</table>');
+    h.push('<h2>Ratio to kernel VXLAN (same run)</h2><p class="note">Contender median ÷ kernel VXLAN median. ' +
+      'Above 1 is better for throughput and packet rate, worse for latency and CPU.</p><table><tr><th class="name">contender</th>');
+    const ratioMetrics = METRICS.filter((d) => d.ratio);
+    for (const d of ratioMetrics) h.push(`<th>${esc(d.label)}</th>`);
+    h.push('</tr>');
+    for (const c of r.contenders) {
+      h.push(`<tr><td class="name">${esc(c.name)}</td>`);
+      for (const d of ratioMetrics) h.push(`<td>${esc(fmtRatio(c.ratioToKernelVxlan[d.key]))}</td>`);
+      h.push('</tr>');
+    }
+    h.push('</table>');
+    h.push('<h2>Charts</h2>');
+    for (const f of ['throughput.svg', 'ratio.svg', 'latency.svg', 'udp.svg', 'cpu.svg']) {
+      if (svgs[f]) h.push(`<figure id="${esc(f)}">${svgs[f]}<figcaption class="note">${esc(f)}</figcaption></figure>`);
+    }
+    const errs = r.contenders.flatMap((c) => c.errors.map((e) => ({ c: c.name, ...e })));
+    if (errs.length) {
+      h.push('<h2>Measurement errors</h2><table><tr><th class="name">contender</th><th>run</th><th class="name">step</th><th class="name">error</th></tr>');
+      for (const e of errs) h.push(`<tr><td class="name">${esc(e.c)}</td><td>${e.run}</td><td class="name">${esc(e.step)}</td><td class="err">${esc(e.error)}</td></tr>`);
+      h.push('</table>');
+    }
+    h.push('<h2>Per-run values</h2><table><tr><th class="name">contender</th><th>run</th>');
+    for (const d of METRICS) h.push(`<th>${esc(d.label)}</th>`);
+    h.push('<th>TCP×1 retransmits</th></tr>');
+    for (const c of r.contenders) {
+      for (const run of c.runs) {
+        h.push(`<tr><td class="name">${esc(c.name)}</td><td>${run.run}</td>`);
+        for (const d of METRICS) h.push(`<td>${esc(fmtNum(run.values[d.key], 3))}</td>`);
+        h.push(`<td>${run.tcp1?.retransmits ?? 'n/a'}</td></tr>`);
+      }
+    }
+    h.push('</table>');
+    const feats = r.contenders.filter((c) => Array.isArray(c.info.features));
+    if (feats.length) {
+      h.push('<h2>linend features reported at start</h2><table>');
+      for (const c of feats) h.push(`<tr><td class="name">${esc(c.name)}</td><td class="err" style="color:#333">${esc((c.info.features as string[]).join('\n'))}</td></tr>`);
+      h.push('</table>');
+    }
+  }
+  const sc = r.scaling;
+  if (sc) {
+    h.push('<h2>Scaling: route-table size</h2>');
+    h.push(`<p class="note">${esc(sc.routeTable.note)}.</p><table><tr><th>peers</th><th>mode</th><th>ns/packet</th><th>min–max</th><th>harness ns/packet (subtracted)</th></tr>`);
+    for (const p of sc.routeTable.points) {
+      h.push(`<tr><td>${p.routes}</td><td>${p.mode}</td><td>${fmtNum(p.nsPerPacket, 1)}</td><td>${fmtNum(p.min, 1)}–${fmtNum(p.max, 1)}</td><td>${fmtNum(p.harnessNsPerPacket, 1)}</td></tr>`);
+    }
+    h.push('</table>');
+    if (svgs['scaling-routes.svg']) h.push(`<figure>${svgs['scaling-routes.svg']}<figcaption class="note">scaling-routes.svg</figcaption></figure>`);
+    h.push('<h2>Scaling: workers</h2>');
+    h.push(`<table><tr><th>linend --queues</th><th>4-stream TCP Gbit/s</th><th>linend CPU s/Gbit</th><th class="name">status</th></tr>`);
+    for (const p of sc.queues.points) {
+      h.push(`<tr><td>${p.queues}</td>${cell(p.tcp4Gbps, 2)}${cell(p.cpuPerGbit, 3)}` +
+        (p.tcp4Gbps ? '<td class="name" style="font-weight:normal">ok</td>' : `<td class="err"><span class="failed">failed:</span> ${esc(p.error ?? '')}</td>`) + '</tr>');
+    }
+    h.push('</table>');
+    if (svgs['scaling-queues.svg']) h.push(`<figure>${svgs['scaling-queues.svg']}<figcaption class="note">scaling-queues.svg</figcaption></figure>`);
+  }
+  if (r.scalingError) h.push(`<h2>Scaling</h2><p class="err"><span class="failed">failed:</span> ${esc(r.scalingError)}</p>`);
+  if (r.notes.length) {
+    h.push('<h2>Notes</h2><ul class="note">');
+    for (const n of r.notes) h.push(`<li>${esc(n)}</li>`);
+    h.push('</ul>');
+  }
+  h.push('</body></html>\n');
+  return h.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+export interface Written {
+  json: string;
+  latest: string;
+  html: string;
+  svgs: string[];
+}
+
+/** Writes the SVG charts and the HTML report of `r` into `dir` (latest.html; scaling alone: latest-scaling.html). */
+export function renderReport(r: BenchResults, dir: string): { html: string; svgs: string[] } {
+  mkdirSync(dir, { recursive: true });
+  const svgs = charts(r);
+  const written: string[] = [];
+  for (const [name, svg] of Object.entries(svgs)) {
+    const p = join(dir, name);
+    writeAtomic(p, svg);
+    written.push(p);
+  }
+  const html = join(dir, r.kind === 'scaling' ? 'latest-scaling.html' : 'latest.html');
+  writeAtomic(html, htmlReport(r, svgs));
+  return { html, svgs: written };
+}
+
+/**
+ * Writes <dir>/<timestamp>[-quick|-scaling].json and <dir>/latest.json (a scaling-only run:
+ * latest-scaling.json), then the charts and the HTML report (renderReport).
+ */
+export function writeResults(r: BenchResults, dir: string): Written {
+  mkdirSync(dir, { recursive: true });
+  const stamp = r.startedAt.replace(/[:]/g, '-').replace(/\..*$/, '');
+  const text = JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n';
+  const json = join(dir, `${stamp}${r.kind === 'full' ? '' : `-${r.kind}`}.json`);
+  writeAtomic(json, text);
+  const latest = join(dir, r.kind === 'scaling' ? 'latest-scaling.json' : 'latest.json');
+  writeAtomic(latest, text);
+  return { json, latest, ...renderReport(r, dir) };
+}

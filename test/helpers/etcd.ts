@@ -63,6 +63,7 @@ const ETCD = '/usr/bin/etcd';
 const ETCDCTL = '/usr/bin/etcdctl';
 
 const live = new Set<ChildProcess>();
+const liveDirs = new Set<string>();
 let exitHook = false;
 function registerExitHook(): void {
   if (exitHook) return;
@@ -75,6 +76,7 @@ function registerExitHook(): void {
         /* already gone */
       }
     }
+    for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
   });
 }
 
@@ -98,6 +100,7 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Et
   registerExitHook();
   const name = `linen-test-${process.pid}-${randomBytes(4).toString('hex')}`;
   let dataDir = mkdtempSync(join(tmpdir(), `${name}-`));
+  liveDirs.add(dataDir);
   const clientPort = await freePort();
   let peerPort = await freePort();
   while (peerPort === clientPort) peerPort = await freePort();
@@ -225,7 +228,9 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Et
       await signalAndWait('SIGTERM');
       if (o.wipe === true) {
         rmSync(dataDir, { recursive: true, force: true });
+        liveDirs.delete(dataDir);
         dataDir = mkdtempSync(join(tmpdir(), `${name}-`));
+        liveDirs.add(dataDir);
       }
       spawnEtcd();
       await waitHealthy();
@@ -253,6 +258,7 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Et
   t.teardown(async () => {
     await signalAndWait('SIGKILL');
     rmSync(dataDir, { recursive: true, force: true });
+    liveDirs.delete(dataDir);
   });
 
   spawnEtcd();

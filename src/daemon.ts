@@ -5,7 +5,7 @@ import type { Logger } from './log.js';
 import type { Options } from './flags.js';
 import { createBackend, randomVtepMAC, type Backend } from './backend/index.js';
 import { startDataplane } from './dataplane/index.js';
-import type { Engine } from './dataplane/engine.js';
+import type { Engine, PeerRoute } from './dataplane/engine.js';
 import { selectInterface, type ExternalInterface } from './device/iface.js';
 import { startHealthServer, type HealthServer, type Metric } from './health.js';
 import { formatCIDR, formatIPv4, formatMAC, netContains, netOverlaps, parseIPv4, parseMAC, type IPv4Net } from './net.js';
@@ -115,10 +115,15 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   let watcher: LeaseWatcher | null = null;
   let lease: AcquiredLease | null = null;
   let rules: TrafficRules | null = null;
+  const installed = new Map<string, PeerRoute>();
   const metrics = (): Metric[] => {
     const out: Metric[] = [
       { name: 'linen_etcd_connected', help: 'Whether linend is connected to etcd.', type: 'gauge', value: registry.connection().state === 'connected' ? 1 : 0 },
-      { name: 'linen_peers', help: 'Peers (other nodes\' leases) with a route.', type: 'gauge', value: watcher ? watcher.peers().size : 0 },
+      { name: 'linen_peers', help: 'Peers (other nodes\' leases) with a route.', type: 'gauge', value: installed.size },
+      ...[...installed.values()].map((r): Metric => ({
+        name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1,
+        labels: { subnet: `${formatIPv4(r.net)}/${r.len}`, public_ip: formatIPv4(r.publicIp) },
+      })),
     ];
     if (lease?.expiration) {
       out.push({ name: 'linen_lease_expiration_timestamp_seconds', help: 'When the own subnet lease expires unless renewed.', type: 'gauge', value: Math.floor(lease.expiration / 1000) });
@@ -159,7 +164,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
 
     const running = engine;
     watcher = new LeaseWatcher({ registry, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
-    const apply = (d: PeerDiff): void => applyPeers(d, backend, running, config, own, log);
+    const apply = (d: PeerDiff): void => applyPeers(d, backend, running, config, own, log, installed);
     const watching = watcher.run(signal, apply);
     await Promise.race([watcher.ready, aborted(signal)]);
     if (!signal.aborted) {
@@ -189,7 +194,8 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
 }
 
 /** Applies a peer diff to the data plane, refusing leases that would hijack traffic. */
-export function applyPeers(d: PeerDiff, backend: Backend, engine: Engine, config: NetworkConfig, own: IPv4Net, log: Logger): void {
+export function applyPeers(d: PeerDiff, backend: Backend, engine: Engine, config: NetworkConfig, own: IPv4Net, log: Logger,
+  installed: Map<string, PeerRoute>): void {
   const accept = (p: Peer): boolean => {
     if (!netContains(config.network, p.subnet.ip) || p.subnet.prefixLen < config.network.prefixLen) {
       log.warn(`Ignoring lease ${p.key}: ${formatCIDR(p.subnet)} is outside the network ${formatCIDR(config.network)}`);
@@ -201,17 +207,27 @@ export function applyPeers(d: PeerDiff, backend: Backend, engine: Engine, config
     }
     return true;
   };
+  const drop = (p: Peer): void => {
+    // A peer whose new lease is refused loses the route its old lease had.
+    const old = installed.get(p.key);
+    if (!old) return;
+    installed.delete(p.key);
+    engine.removeRoute(old.net, old.len);
+  };
   for (const p of [...d.added, ...d.changed]) {
-    if (!accept(p)) continue;
+    if (!accept(p)) { drop(p); continue; }
     const route = backend.route(p);
     if (!route) {
       log.warn(`Ignoring lease ${p.key}: no usable ${backend.mode} backend data`);
+      drop(p);
       continue;
     }
     engine.setRoute(route);
+    installed.set(p.key, route);
     log.info(`Peer ${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}${route.mac ? ` (VtepMAC ${formatMAC(route.mac)})` : ''}`);
   }
   for (const p of d.removed) {
+    if (!installed.delete(p.key)) continue;
     engine.removeRoute(p.subnet.ip, p.subnet.prefixLen);
     log.info(`Peer ${formatCIDR(p.subnet)} removed`);
   }

@@ -1,0 +1,217 @@
+// A whole flannel-style cluster on one machine: the topology's hosts and pods, an etcd in the
+// bridge namespace holding flannel's network config, linend on every host, and each pod
+// addressed inside its host's leased subnet (what the CNI plugin would do from subnet.env).
+// The demo, the end-to-end tests and the reliability tests all build on this.
+import type { ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildTopology, type HostInfo, type Topology } from './topology.js';
+import { startEtcdServer, type EtcdServer } from './etcd.js';
+import { linendPath } from './linen.js';
+
+export const HEALTH_PORT = 8471;
+export const ETCD_PREFIX = '/coreos.com/network';
+
+export interface ClusterOptions {
+  hosts: number;
+  backend: 'udp' | 'vxlan';
+  /** Network config to store instead of {Network, Backend: {Type}}; `null` stores none. */
+  config?: Record<string, unknown> | null;
+  engine?: 'native' | 'dgram';
+  offload?: 'auto' | 'on' | 'off';
+  queues?: number;
+  /** Extra linend flags for every node. */
+  args?: string[];
+  /** Start linend on every host right away (default true). */
+  start?: boolean;
+}
+
+export interface HttpResult { status: number; body: string }
+
+export interface ClusterNode {
+  readonly index: number;
+  readonly host: HostInfo;
+  readonly subnetFile: string;
+  readonly process: ChildProcess | null;
+  /** Everything linend wrote to stderr across all its runs. */
+  log(): string;
+  /** Starts linend and waits for /readyz (unless wait is false). */
+  start(opts?: { wait?: boolean; args?: string[] }): Promise<void>;
+  /** Sends a signal and waits for the process to exit; resolves its exit code or signal. */
+  stop(signal?: NodeJS.Signals): Promise<number | string | null>;
+  alive(): boolean;
+  /** FLANNEL_SUBNET from this node's subnet.env (e.g. 10.5.3.1/24), or null. */
+  subnetEnv(): Record<string, string> | null;
+  /** The pod's address after attachPod(). */
+  podIp: string | null;
+  /** Readdresses the pod and its gateway inside the node's leased subnet. */
+  attachPod(): void;
+  http(path: string): Promise<HttpResult>;
+}
+
+export interface Cluster {
+  readonly topo: Topology;
+  readonly etcd: EtcdServer;
+  readonly nodes: ClusterNode[];
+  readonly etcdEndpoint: string;
+  readonly network: string;
+  /** Waits until every running node is ready and attaches the pods. */
+  ready(): Promise<void>;
+  /** True when the pod of node a answers ping from the pod of node b. */
+  reachable(from: number, to: number, timeoutSec?: number): Promise<boolean>;
+  destroy(): Promise<void>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function execIn(ns: string, cmd: string, args: string[], timeoutMs = 15000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs }, (e, stdout, stderr) => {
+      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** GET http://127.0.0.1:<port><path> inside a namespace. */
+export async function httpIn(ns: string, port: number, path: string): Promise<HttpResult> {
+  const r = await execIn(ns, 'curl', ['-s', '-m', '5', '-o', '-', '-w', '\n%{http_code}', `http://127.0.0.1:${port}${path}`]);
+  const i = r.stdout.lastIndexOf('\n');
+  return { status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, i) };
+}
+
+function parseEnv(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
+  const topo = buildTopology({ hosts: o.hosts, bridge: true });
+  const dir = mkdtempSync(join(tmpdir(), `linen-cluster-${topo.id}-`));
+  let etcd: EtcdServer | null = null;
+  try {
+    const ip = topo.serviceAddress();
+    etcd = await startEtcdServer({ ns: topo.bridgeNs, host: ip });
+    const config = o.config === undefined ? { Network: topo.clusterNet, Backend: { Type: o.backend } } : o.config;
+    if (config !== null) await etcd.ctl('put', `${ETCD_PREFIX}/config`, JSON.stringify(config));
+  } catch (e) {
+    await etcd?.destroy();
+    topo.destroy();
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const server = etcd;
+  const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, server, dir, host, index, o));
+  const cluster: Cluster = {
+    topo, etcd: server, nodes, etcdEndpoint: server.clientURL, network: topo.clusterNet,
+    async ready() {
+      await Promise.all(nodes.filter((n) => n.alive()).map(async (n) => {
+        await waitReady(n);
+        n.attachPod();
+      }));
+    },
+    async reachable(from, to, timeoutSec = 2) {
+      const target = nodes[to].podIp;
+      if (!target) return false;
+      const r = await execIn(nodes[from].host.pod.ns, 'ping', ['-c', '1', '-W', String(timeoutSec), target], (timeoutSec + 3) * 1000);
+      return r.code === 0;
+    },
+    async destroy() {
+      await Promise.all(nodes.map((n) => n.stop('SIGTERM').catch(() => null)));
+      await server.destroy();
+      topo.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  if (o.start !== false) {
+    try {
+      for (const n of nodes) await n.start({ wait: false });
+      await cluster.ready();
+    } catch (e) {
+      await cluster.destroy();
+      throw e;
+    }
+  }
+  return cluster;
+}
+
+async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!n.alive()) throw new Error(`linend on host ${n.index + 1} exited:\n${n.log().slice(-3000)}`);
+    const r = await n.http('/readyz').catch(() => ({ status: 0, body: '' }));
+    if (r.status === 200) return;
+    if (Date.now() > deadline) throw new Error(`linend on host ${n.index + 1} not ready after ${timeoutMs / 1000} s:\n${n.log().slice(-3000)}`);
+    await sleep(100);
+  }
+}
+
+function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo, index: number, o: ClusterOptions): ClusterNode {
+  const subnetFile = join(dir, `subnet-${index + 1}.env`);
+  let proc: ChildProcess | null = null;
+  let exited: Promise<number | string | null> = Promise.resolve(null);
+  let stderr = '';
+  const node: ClusterNode = {
+    index, host, subnetFile, podIp: null,
+    get process() { return proc; },
+    log: () => stderr,
+    alive: () => proc !== null,
+    async start(s = {}) {
+      if (proc) throw new Error(`linend on host ${index + 1} is already running`);
+      const args = [linendPath(), `--etcd-endpoints=${etcd.clientURL}`, `--iface=${host.underlayDev}`,
+        `--subnet-file=${subnetFile}`, `--healthz-ip=127.0.0.1`, `--healthz-port=${HEALTH_PORT}`,
+        `--engine=${o.engine ?? 'native'}`, `--offload=${o.offload ?? 'auto'}`, `--queues=${o.queues ?? 1}`,
+        ...(o.args ?? []), ...(s.args ?? [])];
+      const p = topo.spawn(host.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      proc = p;
+      p.stderr?.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.length > 400_000) stderr = stderr.slice(-200_000);
+      });
+      exited = new Promise((resolve) => p.once('exit', (code, sig) => {
+        if (proc === p) proc = null;
+        resolve(code ?? sig);
+      }));
+      if (s.wait !== false) {
+        await waitReady(node);
+        node.attachPod();
+      }
+    },
+    async stop(signal = 'SIGTERM') {
+      const p = proc;
+      if (!p) return null;
+      p.kill(signal);
+      const timer = setTimeout(() => p.kill('SIGKILL'), 10000);
+      const r = await exited;
+      clearTimeout(timer);
+      return r;
+    },
+    subnetEnv() {
+      return existsSync(subnetFile) ? parseEnv(readFileSync(subnetFile, 'utf8')) : null;
+    },
+    attachPod() {
+      const env = node.subnetEnv();
+      const m = env ? /^(\d+\.\d+\.\d+)\.(\d+)\/(\d+)$/.exec(env['FLANNEL_SUBNET'] ?? '') : null;
+      if (!env || !m) throw new Error(`host ${index + 1}: no FLANNEL_SUBNET in ${subnetFile}`);
+      const gateway = `${m[1]}.${m[2]}`;
+      const pod = `${m[1]}.${Number(m[2]) + 1}`;
+      const mtu = env['FLANNEL_MTU'] ?? '1450';
+      topo.ip(host.ns, 'addr', 'flush', 'dev', host.podGatewayDev);
+      topo.ip(host.ns, 'addr', 'add', `${gateway}/${m[3]}`, 'dev', host.podGatewayDev);
+      topo.ip(host.ns, 'link', 'set', 'dev', host.podGatewayDev, 'mtu', mtu);
+      topo.ip(host.pod.ns, 'addr', 'flush', 'dev', host.pod.dev);
+      topo.ip(host.pod.ns, 'link', 'set', 'dev', host.pod.dev, 'mtu', mtu);
+      topo.ip(host.pod.ns, 'addr', 'add', `${pod}/${m[3]}`, 'dev', host.pod.dev);
+      topo.ip(host.pod.ns, 'route', 'replace', 'default', 'via', gateway);
+      node.podIp = pod;
+    },
+    http: (path) => httpIn(host.ns, HEALTH_PORT, path),
+  };
+  return node;
+}

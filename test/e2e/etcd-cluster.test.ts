@@ -1,0 +1,184 @@
+// linend as a drop-in for flanneld: a real etcd, linend nodes in network namespaces, and the
+// etcd data, subnet.env, device and traffic checked against what flanneld produces.
+import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { buildCluster, ETCD_PREFIX, type Cluster } from '../../bench/cluster.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<Cluster> {
+  const c = await buildCluster(o);
+  t.teardown(() => c.destroy());
+  return c;
+}
+
+async function leases(c: Cluster): Promise<Map<string, string>> {
+  const out = await c.etcd.ctl('get', '--prefix', `${ETCD_PREFIX}/subnets`);
+  const lines = out.trim().split('\n').filter(Boolean);
+  const m = new Map<string, string>();
+  for (let i = 0; i + 1 < lines.length; i += 2) m.set(lines[i], lines[i + 1]);
+  return m;
+}
+
+async function allReachable(t: Test, c: Cluster, pairs: [number, number][]): Promise<void> {
+  const results = await Promise.all(pairs.map(([a, b]) => c.reachable(a, b, 3)));
+  const failed = pairs.filter((_, i) => !results[i]).map(([a, b]) => `${a + 1}->${b + 1}`);
+  t.same(failed, [], `all ${pairs.length} pod pairs reachable`);
+}
+
+function everyPair(n: number): [number, number][] {
+  const p: [number, number][] = [];
+  for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) if (a !== b) p.push([a, b]);
+  return p;
+}
+
+async function waitFor(what: () => Promise<boolean>, timeoutMs: number): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    if (await what()) return Date.now() - t0;
+    await sleep(50);
+  }
+  return -1;
+}
+
+for (const backend of ['udp', 'vxlan'] as const) {
+  t.test(`${backend}: etcd data, subnet.env, device and traffic as flanneld across three hosts`, async (t) => {
+    const c = await cluster(t, { hosts: 3, backend });
+    const ls = await leases(c);
+    t.equal(ls.size, 3, 'one lease per host');
+    const network = c.network;
+    const mtu = backend === 'udp' ? 1472 : 1450;
+    const dev = backend === 'udp' ? 'flannel0' : 'flannel.1';
+    for (const n of c.nodes) {
+      const env = readFileSync(n.subnetFile, 'utf8');
+      const sub = /FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/24/.exec(env);
+      t.ok(sub, `host ${n.index + 1}: FLANNEL_SUBNET is the first host address of a /24`);
+      if (!sub) continue;
+      t.equal(env, `FLANNEL_NETWORK=${network}\nFLANNEL_SUBNET=${sub[1]}.1/24\nFLANNEL_MTU=${mtu}\nFLANNEL_IPMASQ=false\n`, 'subnet.env byte for byte');
+      const key = `${ETCD_PREFIX}/subnets/${sub[1]}.0-24`;
+      const value = ls.get(key);
+      t.ok(value, `lease key ${key}`);
+      if (backend === 'udp') {
+        t.equal(value, `{"PublicIP":"${n.host.underlayIP}","PublicIPv6":null}`, 'UDP lease JSON exactly as flanneld writes it');
+      } else {
+        t.match(value ?? '', /^\{"PublicIP":"[\d.]+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"[0-9a-f]{2}(:[0-9a-f]{2}){5}"\}\}$/, 'VXLAN lease JSON field by field in flanneld order');
+        const parsed = JSON.parse(value ?? '{}') as { PublicIP: string; BackendData: { VtepMAC: string } };
+        t.equal(parsed.PublicIP, n.host.underlayIP);
+        t.equal(parseInt(parsed.BackendData.VtepMAC.slice(0, 2), 16) & 3, 2, 'VtepMAC is locally administered unicast');
+      }
+      const link = JSON.parse(c.topo.ip(n.host.ns, '-j', 'addr', 'show', 'dev', dev)) as { mtu: number; addr_info: { family: string; local: string; prefixlen: number }[] }[];
+      t.equal(link[0].mtu, mtu, `${dev} MTU`);
+      t.same(link[0].addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`), [`${sub[1]}.0/32`], `${dev} address is the subnet's .0/32`);
+      t.match(c.topo.ip(n.host.ns, 'route', 'show', network), new RegExp(`${network.replace(/\./g, '\\.')} dev ${dev.replace('.', '\\.')}`), 'route for the whole network via the device');
+      const ready = await n.http('/readyz');
+      t.same(ready, { status: 200, body: 'flanneld is ready' }, '/readyz');
+    }
+    await allReachable(t, c, everyPair(3));
+  });
+}
+
+t.test('20 linend started at the same moment get distinct subnets and all reach each other', async (t) => {
+  const c = await cluster(t, { hosts: 20, backend: 'vxlan', start: false });
+  await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
+  await c.ready();
+  const subnets = c.nodes.map((n) => n.subnetEnv()?.['FLANNEL_SUBNET']);
+  t.equal(new Set(subnets).size, 20, 'twenty distinct subnets');
+  t.equal(c.nodes.filter((n) => !n.alive()).length, 0, 'none exited');
+  t.equal((await leases(c)).size, 20, 'twenty leases in etcd');
+  const pairs: [number, number][] = [];
+  for (let i = 1; i < 20; i++) pairs.push([0, i], [i, 0]);
+  await allReachable(t, c, pairs);
+});
+
+t.test("a lease written by hand in flanneld's format becomes a route within a second, and goes with it", async (t) => {
+  const c = await cluster(t, { hosts: 2, backend: 'udp' });
+  const y = c.network.split('.')[1];
+  const fake = `10.${y}.200.0`;
+  const key = `${ETCD_PREFIX}/subnets/${fake}-24`;
+  const hasRoute = async (): Promise<boolean> => (await c.nodes[0].http('/metrics')).body.includes(`linen_peer_route{subnet="${fake}/24",public_ip="192.0.2.77"} 1`);
+  t.notOk(await hasRoute());
+  await c.etcd.ctl('put', key, '{"PublicIP":"192.0.2.77","PublicIPv6":null}');
+  const added = await waitFor(hasRoute, 5000);
+  t.ok(added >= 0 && added < 1000, `route installed after ${added} ms`);
+  await c.etcd.ctl('del', key);
+  const removed = await waitFor(async () => !(await hasRoute()), 5000);
+  t.ok(removed >= 0 && removed < 1000, `route removed after ${removed} ms`);
+  // And in the data path: with no route, linen answers net unreachable as flanneld does (not
+  // for ICMP, so probe with TCP).
+  const r = spawn('ip', ['netns', 'exec', c.nodes[0].host.pod.ns, 'curl', '-s', '-m', '3', `http://10.${y}.200.1/`]);
+  const code = await new Promise((res) => r.on('exit', res));
+  t.equal(code, 7, 'no route: the connection fails at once (ICMP net unreachable), not by timeout');
+});
+
+t.test('restart with SIGTERM and after kill -9: same subnet, traffic resumes', async (t) => {
+  const c = await cluster(t, { hosts: 2, backend: 'vxlan' });
+  const before = c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'];
+  const mac = (await leases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`);
+  t.equal(await c.nodes[1].stop('SIGTERM'), 0, 'SIGTERM: exit code 0');
+  t.equal(c.topo.ip(c.nodes[1].host.ns, 'link', 'show').includes('flannel.1'), false, 'device removed on shutdown');
+  t.equal((await leases(c)).size, 2, 'the lease is kept');
+  await c.nodes[1].start();
+  t.equal(c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'], before, 'same subnet after restart');
+  t.equal((await leases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`), mac, 'same lease value (VtepMAC kept)');
+  await allReachable(t, c, everyPair(2));
+  await c.nodes[1].stop('SIGKILL');
+  await c.nodes[1].start();
+  t.equal(c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'], before, 'same subnet after kill -9');
+  await allReachable(t, c, everyPair(2));
+});
+
+t.test('etcd down for 30 s during a transfer: forwarding goes on; a new peer is reachable after', async (t) => {
+  const c = await cluster(t, { hosts: 3, backend: 'udp', start: false });
+  await c.nodes[0].start();
+  await c.nodes[1].start();
+  const [a, b] = c.nodes;
+  const server = spawn('ip', ['netns', 'exec', b.host.pod.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
+  t.teardown(() => { server.kill('SIGKILL'); });
+  await sleep(500);
+  const client = spawn('ip', ['netns', 'exec', a.host.pod.ns, 'iperf3', '-c', b.podIp ?? '', '-t', '40', '-i', '5', '-J'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => { client.kill('SIGKILL'); });
+  let json = '';
+  client.stdout.on('data', (d: Buffer) => { json += d.toString(); });
+  const done = new Promise((res) => client.on('exit', res));
+  await sleep(3000);
+  await c.etcd.stop();
+  await sleep(30000);
+  await c.etcd.start();
+  await done;
+  const report = JSON.parse(json) as { intervals: { sum: { bytes: number } }[]; end: { sum_received: { bytes: number } } };
+  const empty = report.intervals.filter((i) => i.sum.bytes === 0).length;
+  t.equal(empty, 0, `all ${report.intervals.length} 5-second intervals carried data`);
+  t.ok(report.end.sum_received.bytes > 0);
+  t.ok(a.alive() && b.alive(), 'both nodes kept running');
+  t.match(a.log(), /etcd unreachable/, 'the outage is logged');
+  await c.nodes[2].start();
+  await allReachable(t, c, everyPair(3));
+});
+
+t.test('bad input: malformed config, unknown backend, malformed lease from another writer', async (t) => {
+  const c = await cluster(t, { hosts: 2, backend: 'udp', config: { Network: 5 }, start: false });
+  const n = c.nodes[0];
+  await n.start({ wait: false });
+  await waitFor(async () => /Couldn't fetch network config/.test(n.log()), 10000);
+  t.match(n.log(), /Couldn't fetch network config: .*Network/, 'a malformed config is named in the log');
+  t.ok(n.alive(), 'and linend keeps waiting');
+  await c.etcd.ctl('put', `${ETCD_PREFIX}/config`, JSON.stringify({ Network: c.network, Backend: { Type: 'carrier-pigeon' } }));
+  await waitFor(async () => /carrier-pigeon/.test(n.log()), 10000);
+  t.match(n.log(), /carrier-pigeon/, 'an unknown backend type is named in the log');
+  t.ok(n.alive(), 'still running');
+  await c.etcd.ctl('put', `${ETCD_PREFIX}/config`, JSON.stringify({ Network: c.network, Backend: { Type: 'udp' } }));
+  await c.ready();
+  await c.nodes[1].start();
+  await allReachable(t, c, everyPair(2));
+  const y = c.network.split('.')[1];
+  const bad = `${ETCD_PREFIX}/subnets/10.${y}.201.0-24`;
+  await c.etcd.ctl('put', bad, '{"PublicIP": garbage');
+  await c.etcd.ctl('put', `${ETCD_PREFIX}/subnets/10.${y}.202.0-24`, '{"PublicIP":12}');
+  await waitFor(async () => n.log().includes('10.' + y + '.202.0-24'), 5000);
+  t.match(n.log(), new RegExp(`10\\.${y}\\.201\\.0-24`), 'the bad key is named in the log');
+  t.ok(c.nodes.every((x) => x.alive()), 'no crash');
+  await allReachable(t, c, everyPair(2));
+  const metrics = (await n.http('/metrics')).body;
+  t.match(metrics, /linen_peers 1/, 'the other peer is still there');
+});

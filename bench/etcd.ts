@@ -23,8 +23,18 @@ export interface EtcdServerOptions {
   args?: string[];
   /** Milliseconds to wait for health; default 20 000. */
   startTimeout?: number;
-  /** TLS: server cert, key and the CA that signs client certs (enables https and client auth). */
-  tls?: { cert: string; key: string; ca: string };
+  tls?: EtcdTLS;
+}
+
+export interface EtcdTLS {
+  /** Server certificate and key (PEM files); the client URL becomes https. */
+  certFile: string;
+  keyFile: string;
+  /** CA that signed client certificates; with it etcd requires client certificates. */
+  caFile: string;
+  /** Client certificate used by ctl() and the health check. */
+  clientCertFile: string;
+  clientKeyFile: string;
 }
 
 export interface EtcdServer {
@@ -103,7 +113,7 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
       `--initial-cluster=${name}=${peerURL}`, '--initial-cluster-state=new', `--initial-cluster-token=${name}`,
       '--heartbeat-interval=10', '--election-timeout=100',
       '--logger=zap', '--log-level=warn', '--log-outputs=stderr',
-      ...(opts.tls ? [`--cert-file=${opts.tls.cert}`, `--key-file=${opts.tls.key}`, `--trusted-ca-file=${opts.tls.ca}`, '--client-cert-auth'] : []),
+      ...(opts.tls ? [`--cert-file=${opts.tls.certFile}`, `--key-file=${opts.tls.keyFile}`, `--trusted-ca-file=${opts.tls.caFile}`, '--client-cert-auth'] : []),
       ...(opts.args ?? []),
     ];
     const [cmd, argv] = inNs(opts.ns, ETCD, args);
@@ -125,7 +135,7 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
   };
 
   const ctl = (...args: string[]): Promise<string> => new Promise<string>((resolve, reject) => {
-    const tlsArgs = opts.tls ? [`--cacert=${opts.tls.ca}`, `--cert=${opts.tls.cert}`, `--key=${opts.tls.key}`] : [];
+    const tlsArgs = opts.tls ? [`--cacert=${opts.tls.caFile}`, `--cert=${opts.tls.clientCertFile}`, `--key=${opts.tls.clientKeyFile}`] : [];
     const [cmd, argv] = inNs(opts.ns, ETCDCTL, [`--endpoints=${clientURL}`, ...tlsArgs, ...args]);
     execFile(cmd, argv, { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 15_000 }, (e, stdout, errout) => {
       if (e !== null) reject(new Error(`etcdctl ${args.join(' ')}: ${e.message}\n${errout}`));

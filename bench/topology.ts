@@ -204,6 +204,8 @@ export interface Topology {
    * hosts share, such as etcd. Needs a bridge (hosts > 2 or bridge: true).
    */
   serviceAddress(): string;
+  /** Creates one more namespace (loopback up) that destroy() removes with the rest. */
+  addNamespace(name: string): void;
   /** Kills every process in the namespaces, deletes them. Idempotent, synchronous. */
   destroy(): void;
 }
@@ -357,6 +359,13 @@ class TopologyImpl implements Topology {
 
   namespaces(): string[] {
     return [...this.created];
+  }
+
+  addNamespace(name: string): void {
+    if (this.destroyed) throw new Error(`topology ${this.id} is destroyed`);
+    sh('ip', ['netns', 'add', name]);
+    this.created.push(name);
+    ipNs(name, 'link', 'set', 'lo', 'up');
   }
 
   private service: string | undefined;

@@ -27,7 +27,7 @@ async function withLinen(t: Test, o: LinenContenderOptions, fn: (topo: Topology,
 }
 
 function ping(topo: Topology, ns: string, ip: string, args: string[] = []): string {
-  return topo.exec(ns, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', ...args, ip], { timeoutMs: 15000 });
+  return topo.exec(ns, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', ...args, ip], { timeout: 15000 });
 }
 
 const configs: [string, LinenContenderOptions][] = [
@@ -62,7 +62,7 @@ t.test('path MTU: DF packets over the tunnel MTU get fragmentation needed, and T
     void h;
     let out = '';
     try {
-      out = topo.exec(a.pod.ns, 'ping', ['-c', '1', '-W', '2', '-M', 'do', '-s', '1472', b.pod.ip], { timeoutMs: 10000 });
+      out = topo.exec(a.pod.ns, 'ping', ['-c', '1', '-W', '2', '-M', 'do', '-s', '1472', b.pod.ip], { timeout: 10000 });
     } catch (e) {
       out = String((e as { stdout?: string }).stdout ?? '') + String((e as { stderr?: string }).stderr ?? '');
     }

@@ -34,7 +34,7 @@ function seeds(mode: 'udp' | 'vxlan'): Uint8Array[] {
 function mutate(seed: Uint8Array): Uint8Array {
   const kind = rand(6);
   if (kind === 0) return bytes(rand(1700), rand(1 << 30) + 1); // pure garbage
-  let p = seed.slice();
+  let p: Uint8Array = seed.slice();
   const flips = 1 + rand(4);
   for (let i = 0; i < flips; i++) {
     const at = rand(Math.max(1, Math.min(p.length, 64)));

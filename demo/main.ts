@@ -1,0 +1,202 @@
+// npm run demo [-- --backend udp|vxlan] [--hosts N] [--keep]
+//
+// A multi-host container network on this one machine: etcd in its own network namespace,
+// N hosts joined by an underlay bridge, two pods per host on a CNI-style bridge, flannel's
+// network config in etcd, and linend on every host. It shows each host's lease, a pod-to-pod
+// reachability matrix, a short iperf3 figure and the counters that moved; then tears it all
+// down (also on Ctrl-C or failure), unless --keep.
+import { parseArgs } from 'node:util';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { buildCluster, type Cluster, type ClusterNode } from '../bench/cluster.js';
+import { ETCD } from '../bench/etcd.js';
+
+interface Pod { host: number; ns: string; ip: string }
+
+const started = Date.now();
+let stepNo = 0;
+const TOTAL_STEPS = 7;
+function step(text: string): void {
+  stepNo++;
+  process.stdout.write(`[${stepNo}/${TOTAL_STEPS}] ${text} (${((Date.now() - started) / 1000).toFixed(1)} s)\n`);
+}
+
+function run(ns: string, cmd: string, args: string[], timeoutMs = 10000): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs }, (e, stdout, stderr) => {
+      resolve({ code: e ? 1 : 0, out: stdout + stderr });
+    });
+  });
+}
+
+async function pool<T, R>(items: T[], width: number, fn: (x: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  }));
+  return out;
+}
+
+/** A second pod per host, both on a bridge that holds the gateway (as the CNI bridge plugin sets up). */
+function addSecondPods(c: Cluster): Pod[] {
+  const pods: Pod[] = [];
+  for (const n of c.nodes) {
+    const h = n.host;
+    const env = n.subnetEnv();
+    const m = /^(\d+\.\d+\.\d+)\.1\/(\d+)$/.exec(env?.['FLANNEL_SUBNET'] ?? '');
+    if (!m || !env) throw new Error(`host ${n.index + 1} has no subnet`);
+    const mtu = env['FLANNEL_MTU'];
+    const bridge = `${c.topo.id}-c${h.index}`;
+    c.topo.ip(h.ns, 'link', 'add', bridge, 'mtu', mtu, 'type', 'bridge');
+    c.topo.ip(h.ns, 'addr', 'flush', 'dev', h.podGatewayDev);
+    c.topo.ip(h.ns, 'link', 'set', h.podGatewayDev, 'master', bridge);
+    c.topo.ip(h.ns, 'addr', 'add', `${m[1]}.1/${m[2]}`, 'dev', bridge);
+    c.topo.ip(h.ns, 'link', 'set', bridge, 'up');
+    pods.push({ host: n.index, ns: h.pod.ns, ip: n.podIp ?? `${m[1]}.2` });
+    const ns = `${c.topo.id}-q${h.index}`;
+    const veth = `${c.topo.id}-v${h.index}`;
+    c.topo.addNamespace(ns);
+    c.topo.ip(h.ns, 'link', 'add', veth, 'mtu', mtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', mtu, 'netns', ns);
+    c.topo.ip(h.ns, 'link', 'set', veth, 'master', bridge);
+    c.topo.ip(h.ns, 'link', 'set', veth, 'up');
+    c.topo.ip(ns, 'addr', 'add', `${m[1]}.3/${m[2]}`, 'dev', 'eth0');
+    c.topo.ip(ns, 'link', 'set', 'eth0', 'up');
+    c.topo.ip(ns, 'route', 'add', 'default', 'via', `${m[1]}.1`);
+    pods.push({ host: n.index, ns, ip: `${m[1]}.3` });
+  }
+  return pods;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join('  ')).join('\n');
+}
+
+function counters(metrics: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const line of metrics.split('\n')) {
+    const x = /^(linen_(?:packets|io)_total\{[^}]*\}) (\d+)$/.exec(line);
+    if (x) m.set(x[1], Number(x[2]));
+  }
+  return m;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { backend: { type: 'string', default: 'vxlan' }, hosts: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false } },
+  });
+  const backend = values.backend;
+  const hosts = Number(values.hosts);
+  if (backend !== 'udp' && backend !== 'vxlan') { console.error(`demo: --backend must be udp or vxlan, not ${backend}`); return 2; }
+  if (!Number.isInteger(hosts) || hosts < 2 || hosts > 40) { console.error(`demo: --hosts must be a whole number from 2 to 40, not ${values.hosts}`); return 2; }
+  if (process.getuid?.() !== 0) { console.error('demo: run as root (it creates network namespaces)'); return 1; }
+  if (!existsSync(ETCD)) {
+    console.error(`demo: ${ETCD} is missing and could not be installed; install it with: apt-get install -y etcd-server etcd-client`);
+    return 1;
+  }
+
+  step(`Building ${hosts} hosts with 2 pods each, an underlay bridge and etcd, then starting linend (${backend}) on every host`);
+  let cluster: Cluster | null = null;
+  const teardown = async (): Promise<void> => {
+    const c = cluster;
+    cluster = null;
+    if (c) await c.destroy();
+  };
+  const onSignal = (): void => {
+    process.stdout.write('\nInterrupted: tearing down\n');
+    void teardown().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    cluster = await buildCluster({ hosts, backend, start: false });
+    const c = cluster;
+    await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
+    step('Waiting for every linend to be ready (/readyz)');
+    await c.ready();
+    const pods = addSecondPods(c);
+
+    step('Hosts and their leases');
+    const leases = await c.etcd.ctl('get', '--prefix', '/coreos.com/network/subnets');
+    const rows = [['host', 'public IP', 'subnet (lease)', backend === 'vxlan' ? 'VtepMAC' : 'MTU', 'pods']];
+    for (const n of c.nodes) {
+      const env = n.subnetEnv() ?? {};
+      const net = (env['FLANNEL_SUBNET'] ?? '?').replace(/\.1\//, '.0/');
+      const key = `/coreos.com/network/subnets/${net.replace('/', '-')}`;
+      const value = leases.split('\n')[leases.split('\n').indexOf(key) + 1] ?? '';
+      const mac = /"VtepMAC":"([^"]+)"/.exec(value)?.[1] ?? '';
+      rows.push([`host${n.index + 1}`, n.host.underlayIP, net, backend === 'vxlan' ? mac : env['FLANNEL_MTU'] ?? '', pods.filter((p) => p.host === n.index).map((p) => p.ip).join(' ')]);
+    }
+    console.log(table(rows));
+
+    step(`Pod-to-pod reachability (${pods.length * (pods.length - 1)} pings)`);
+    const before = counters((await c.nodes[0].http('/metrics')).body);
+    const pairs: [Pod, Pod][] = [];
+    for (const a of pods) for (const b of pods) if (a !== b) pairs.push([a, b]);
+    const results = await pool(pairs, 24, async ([a, b]) => (await run(a.ns, 'ping', ['-c', '1', '-W', '2', b.ip])).code === 0);
+    const ok = new Map(pairs.map(([a, b], i) => [`${a.ip}>${b.ip}`, results[i]]));
+    let failures = results.filter((r) => !r).length;
+    if (pods.length <= 8) {
+      const m = [['from \\ to', ...pods.map((p) => p.ip)]];
+      for (const a of pods) m.push([a.ip, ...pods.map((b) => (a === b ? '-' : ok.get(`${a.ip}>${b.ip}`) ? 'ok' : 'FAIL'))]);
+      console.log(table(m));
+    } else {
+      const m = [['host \\ host', ...c.nodes.map((n) => String(n.index + 1))]];
+      for (const x of c.nodes) {
+        m.push([`host${x.index + 1}`, ...c.nodes.map((y) => {
+          const all = pairs.filter(([a, b]) => a.host === x.index && b.host === y.index).every(([a, b]) => ok.get(`${a.ip}>${b.ip}`));
+          return all ? 'ok' : 'FAIL';
+        })]);
+      }
+      console.log(table(m) + '\n(each cell: every pod of the row host reaches every pod of the column host)');
+    }
+    console.log(`${results.length - failures} of ${results.length} pod pairs reachable`);
+
+    step('Throughput between two pods on different hosts (iperf3, one TCP stream, 3 s)');
+    const [src, dst] = [pods[0], pods.find((p) => p.host !== pods[0].host) ?? pods[1]];
+    const server = spawn('ip', ['netns', 'exec', dst.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 400));
+    const ip = await run(src.ns, 'iperf3', ['-c', dst.ip, '-t', '3', '-C', 'cubic', '-J'], 20000);
+    server.kill('SIGKILL');
+    try {
+      const j = JSON.parse(ip.out.slice(ip.out.indexOf('{'))) as { end: { sum_received: { bits_per_second: number } } };
+      console.log(`${src.ip} (host${src.host + 1}) -> ${dst.ip} (host${dst.host + 1}): ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`);
+    } catch {
+      console.log(`iperf3 failed: ${ip.out.slice(0, 300)}`);
+      failures++;
+    }
+
+    step('Counters that moved on host1 (/metrics)');
+    const after = counters((await c.nodes[0].http('/metrics')).body);
+    const moved = [['counter', 'before', 'after']];
+    for (const [k, v] of after) if (v !== (before.get(k) ?? 0)) moved.push([k, String(before.get(k) ?? 0), String(v)]);
+    console.log(table(moved));
+
+    if (values.keep) {
+      step('Keeping the cluster running');
+      console.log(`\nExec into a pod:   ip netns exec ${pods[0].ns} bash      (pods: ${pods.map((p) => p.ns).join(' ')})`);
+      console.log(`Talk to etcd:      ip netns exec ${c.topo.bridgeNs} etcdctl --endpoints=${c.etcdEndpoint} get --prefix /coreos.com/network`);
+      console.log(`linend metrics:    ip netns exec ${c.nodes[0].host.ns} curl -s http://127.0.0.1:8471/metrics`);
+      console.log('\nPress Ctrl-C to tear everything down.');
+      await new Promise(() => undefined);
+    }
+    step('Tearing down');
+    await teardown();
+    if (failures > 0) {
+      console.error(`demo: ${failures} check(s) failed: some pods could not reach each other`);
+      return 1;
+    }
+    console.log(`Done in ${((Date.now() - started) / 1000).toFixed(1)} s: every pod reached every other pod.`);
+    return 0;
+  } catch (e) {
+    console.error(`demo failed: ${(e as Error).message}`);
+    await teardown();
+    return 1;
+  }
+}
+
+main().then((code) => process.exit(code), (e: Error) => { console.error(e); process.exit(1); });

@@ -18,6 +18,7 @@ import { decodeVxlanBackendData } from './subnet/lease.js';
 import type { Registry } from './subnet/registry.js';
 import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
 import { installTrafficRules, type TrafficRules } from './device/rules.js';
+import { addBlackholeRoute } from './device/tun.js';
 
 export interface NodeSetup {
   config: NetworkConfig;
@@ -106,7 +107,6 @@ async function previousVtepMAC(registry: Registry, publicIp: number): Promise<Ui
 
 /** etcd mode: flanneld's job, with linen's data path. */
 export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
-  if (!o.etcdKeyfile || !o.etcdCertfile) log.warn('no certificate provided: connecting to etcd with http. This is insecure');
   const registry = new EtcdRegistry({
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
     caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),
@@ -115,6 +115,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   let watcher: LeaseWatcher | null = null;
   let lease: AcquiredLease | null = null;
   let rules: TrafficRules | null = null;
+  let removeBlackhole: (() => void) | null = null;
   const installed = new Map<string, PeerRoute>();
   const metrics = (): Metric[] => {
     const out: Metric[] = [
@@ -147,11 +148,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const manager = new LeaseManager({
       registry, attrs: backend.leaseAttrs(publicIp, mac), previousSubnet: previous?.subnet ?? null,
       renewMarginMs: o.subnetLeaseRenewMargin * 60_000, log: log.child('subnet'),
-      onEvent: (e) => {
-        if (e.type === 'renewed') { lease = e.lease; log.info(`Lease renewed, new expiration ${e.lease.expiration ? new Date(e.lease.expiration).toISOString() : 'never'}`); }
-        else if (e.type === 'renew-failed') log.error(`Error renewing lease (trying again in ${Math.round(e.retryInMs / 1000)} s): ${e.error}`);
-        else if (e.type === 'taken-over') log.error(`Another writer changed this node's lease: ${JSON.stringify(e.attrs)}`);
-      },
+      onEvent: (e) => { if (e.type === 'renewed') lease = e.lease; },
     });
     lease = await manager.acquire(config, signal);
     const own = lease.subnet;
@@ -159,6 +156,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const node: NodeSetup = { config, backend, ext, publicIp, subnet: own, mac, mtu };
     engine = await dataplaneFor(o, node, log);
     rules = await installTrafficRules(o, config.network, own, previous, log);
+    if (o.ipBlackholeRoute) removeBlackhole = addBlackholeRoute(own);
     await writeSubnetEnv(o.subnetFile, { network: config.network, subnet: own, mtu, ipMasq: o.ipMasq });
     log.info(`Wrote subnet file to ${o.subnetFile}`);
 
@@ -188,6 +186,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   } finally {
     await engine?.stop();
     await rules?.remove();
+    removeBlackhole?.();
     await health?.close();
     await registry.close();
   }

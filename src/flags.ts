@@ -154,7 +154,7 @@ export const FLAGS: readonly FlagDef[] = [
   F('linen', 'engine', 'string', 'native', 'data path: "native" (batched TUN/UDP I/O through the addon) or "dgram" (Node dgram baseline)', { env: 'LINEN', placeholder: 'native|dgram' }),
   F('linen', 'queues', 'int', -1, 'worker threads / TUN queues (default: number of CPU cores)', { env: 'LINEN', base: 10, placeholder: 'n' }),
   F('linen', 'offload', 'string', 'auto', 'TSO/GSO/GRO offloads: "auto" (use what the kernel offers), "on" (fail without them) or "off"', { env: 'LINEN', placeholder: 'auto|on|off' }),
-  F('linen', 'static-peers', 'string', '', 'file of static peers (subnet and public IP per line) used in addition to etcd', { env: 'LINEN', placeholder: 'file' }),
+  F('linen', 'static-peers', 'string', '', 'run without etcd: a JSON file with the network config, this node\'s Subnet (and VtepMAC) and its Peers (see README)', { env: 'LINEN', placeholder: 'file' }),
 ];
 
 const BY_NAME = new Map(FLAGS.map((f) => [f.name, f]));

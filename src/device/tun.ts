@@ -40,3 +40,17 @@ export function tunExists(name: string): boolean {
     return false;
   }
 }
+
+/** flanneld's --ip-blackhole-route: traffic to unused addresses of the own subnet is dropped
+ * here instead of leaking out through the default route. Returns a function removing it. */
+export function addBlackholeRoute(subnet: IPv4Net): () => void {
+  const dst = `${formatIPv4(subnet.ip)}/${subnet.prefixLen}`;
+  try {
+    ip(['route', 'add', 'blackhole', dst, 'metric', '4096']);
+  } catch (e) {
+    if (!/File exists/.test((e as Error).message)) throw e;
+  }
+  return () => {
+    try { ip(['route', 'del', 'blackhole', dst, 'metric', '4096']); } catch { /* already gone */ }
+  };
+}

@@ -373,7 +373,7 @@ export class LeaseManager {
   }
 
   private revoked(): 'revoked' {
-    this.log.error('Lease has been revoked. Shutting down daemon.');
+    this.log.error('Lease has been revoked.');
     this.emit({ type: 'revoked' });
     return 'revoked';
   }

@@ -129,7 +129,7 @@ export function barChartSvg(spec: ChartSpec): string {
   for (const s of spec.series) {
     out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${s.color}"/>`);
     out.push(`<text x="${lx + 16}" y="${ly}" fill="#333">${esc(s.label)}</text>`);
-    lx += 24 + s.label.length * 6.5;
+    lx += 28 + s.label.length * 7.2;
   }
   // Grid and axis.
   for (let i = 0; i <= 5; i++) {
@@ -253,13 +253,16 @@ export function charts(r: BenchResults): Record<string, string> {
     const sizes = [...new Set(sc.routeTable.points.map((p) => p.routes))].sort((a, b) => a - b);
     const modes = [...new Set(sc.routeTable.points.map((p) => p.mode))];
     out['scaling-routes.svg'] = barChartSvg({
-      title: 'wasm core egress cost against route-table size', subtitle: sc.routeTable.note, unit: 'ns per packet',
+      title: 'wasm core egress cost against route-table size',
+      subtitle: `egress, batches of ${sc.routeTable.batch} ${sc.routeTable.packetBytes}-byte packets, /24 routes, random destinations among all N peers\n` +
+        `median of timed samples, whiskers p25–p75 · ${r.machine.cpuModel}, Node ${r.machine.node}`,
+      unit: 'ns per packet (wasm core only)',
       series: modes.map((m, i) => ({ label: `${m} mode`, color: COLORS[i]! })),
       rows: sizes.map((n) => ({
         name: `${n.toLocaleString('en-US')} peers`,
         values: modes.map((m) => {
           const p = sc.routeTable.points.find((q) => q.mode === m && q.routes === n);
-          return p ? { median: p.nsPerPacket, min: p.min, max: p.max } : null;
+          return p ? { median: p.nsPerPacket, min: p.p25 ?? p.min, max: p.p75 ?? p.max } : null;
         }),
       })),
       format: (x) => fmtNum(x, 1),
@@ -461,9 +464,10 @@ td.na{color:#999}.sp{display:block;color:#777;font-size:11px}
   const sc = r.scaling;
   if (sc) {
     h.push('<h2>Scaling: route-table size</h2>');
-    h.push(`<p class="note">${esc(sc.routeTable.note)}.</p><table><tr><th>peers</th><th>mode</th><th>ns/packet</th><th>min–max</th><th>harness ns/packet (subtracted)</th></tr>`);
+    h.push(`<p class="note">${esc(sc.routeTable.note)}.</p><table><tr><th>peers</th><th>mode</th><th>ns/packet (median)</th><th>p25–p75</th><th>min–max</th><th>harness ns/packet (subtracted)</th></tr>`);
     for (const p of sc.routeTable.points) {
-      h.push(`<tr><td>${p.routes}</td><td>${p.mode}</td><td>${fmtNum(p.nsPerPacket, 1)}</td><td>${fmtNum(p.min, 1)}–${fmtNum(p.max, 1)}</td><td>${fmtNum(p.harnessNsPerPacket, 1)}</td></tr>`);
+      h.push(`<tr><td>${p.routes}</td><td>${p.mode}</td><td>${fmtNum(p.nsPerPacket, 1)}</td><td>${fmtNum(p.p25, 1)}–${fmtNum(p.p75, 1)}</td>` +
+        `<td>${fmtNum(p.min, 1)}–${fmtNum(p.max, 1)}</td><td>${fmtNum(p.harnessNsPerPacket, 1)}</td></tr>`);
     }
     h.push('</table>');
     if (svgs['scaling-routes.svg']) h.push(`<figure>${svgs['scaling-routes.svg']}<figcaption class="note">scaling-routes.svg</figcaption></figure>`);

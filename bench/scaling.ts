@@ -21,10 +21,13 @@ export interface RouteScalingPoint {
   mode: Mode;
   routes: number;
   packetBytes: number;
-  /** Core only (harness cost subtracted): median over samples, and spread. */
+  /** Core only (harness cost subtracted): median over timed samples, and their spread. */
   nsPerPacket: number;
   min: number;
   max: number;
+  /** Inter-quartile range of the samples (what the chart's whiskers show: robust to preemption). */
+  p25: number;
+  p75: number;
   samples: number;
   /** The per-packet cost of the harness's header rewrite, measured alone (subtracted above). */
   harnessNsPerPacket: number;
@@ -141,7 +144,7 @@ function prepare(core: Core, routes: number, size: number): Bench {
 }
 
 /** ns per call of fn, median over `samples` timed samples of about `sampleMs` each, and spread. */
-function time(fn: () => void, samples: number, sampleMs: number): { median: number; min: number; max: number; n: number } {
+function time(fn: () => void, samples: number, sampleMs: number): { median: number; min: number; max: number; p25: number; p75: number; n: number } {
   // Warm up (let the JIT settle), then calibrate: rounds per sample.
   const warm = Date.now() + 150;
   while (Date.now() < warm) for (let i = 0; i < 64; i++) fn();
@@ -163,7 +166,9 @@ function time(fn: () => void, samples: number, sampleMs: number): { median: numb
     per.push(Number(process.hrtime.bigint() - t0) / reps);
   }
   const sum = summarize(per)!;
-  return { median: sum.median, min: sum.min, max: sum.max, n: sum.n };
+  const sorted = [...per].sort((a, b) => a - b);
+  const q = (f: number): number => sorted[Math.min(sorted.length - 1, Math.round(f * (sorted.length - 1)))]!;
+  return { median: sum.median, min: sum.min, max: sum.max, p25: q(0.25), p75: q(0.75), n: sum.n };
 }
 
 export interface RouteScalingOptions {
@@ -180,8 +185,8 @@ export function runRouteScaling(o: RouteScalingOptions = {}): ScalingResults['ro
   const log = o.log ?? ((l: string) => console.log(l));
   const sizes = [...(o.sizes ?? ROUTE_TABLE_SIZES)].sort((a, b) => a - b);
   const size = o.packetBytes ?? 64;
-  const samples = o.samples ?? 15;
-  const sampleMs = o.sampleMs ?? 40;
+  const samples = o.samples ?? 61;
+  const sampleMs = o.sampleMs ?? 5;
   const points: RouteScalingPoint[] = [];
   for (const mode of o.modes ?? (['udp', 'vxlan'] as const)) {
     const core = new Core({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, localAddr: ip(172, 16, 0, 0), vni: 1, mac: OWN_MAC });
@@ -201,17 +206,18 @@ export function runRouteScaling(o: RouteScalingOptions = {}): ScalingResults['ro
       const p: RouteScalingPoint = {
         mode, routes: n, packetBytes: size,
         nsPerPacket: t.median / BATCH - h, min: t.min / BATCH - h, max: t.max / BATCH - h,
-        samples: t.n, harnessNsPerPacket: h,
+        p25: t.p25 / BATCH - h, p75: t.p75 / BATCH - h, samples: t.n, harnessNsPerPacket: h,
       };
       points.push(p);
       log(`routes ${mode.padEnd(5)} ${String(n).padStart(6)} peers: ${p.nsPerPacket.toFixed(1).padStart(6)} ns/packet ` +
-        `[${p.min.toFixed(1)}–${p.max.toFixed(1)}] (harness ${h.toFixed(1)} ns/packet subtracted)`);
+        `[p25–p75 ${p.p25.toFixed(1)}–${p.p75.toFixed(1)}, min ${p.min.toFixed(1)}] (harness ${h.toFixed(1)} ns/packet subtracted)`);
     }
   }
   return {
     batch: BATCH, packetBytes: size, destinationPool: POOL, points,
     note: `egress, batches of ${BATCH} ${size}-byte IPv4/UDP packets, /24 routes, destinations drawn at random among ` +
-      `all N peers (pool of ${POOL}); header-rewrite harness cost measured alone and subtracted`,
+      `all N peers (pool of ${POOL}); median of ${samples} timed samples of ~${sampleMs} ms, spread p25–p75; ` +
+      `header-rewrite harness cost measured alone and subtracted`,
   };
 }
 

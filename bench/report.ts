@@ -397,7 +397,7 @@ td.na{color:#999}.sp{display:block;color:#777;font-size:11px}
       ['UDP bitrate (iperf3 -b)', s.udpBitrate === '0' ? '0 (unlimited)' : s.udpBitrate],
       ['UDP socket buffers (iperf3 -w)', s.udpSocketBuffer],
       ['pings per run', `${s.pingCount} at ${s.pingIntervalSec * 1000} ms intervals`], ['linend queues', String(s.linenQueues)],
-      ['command', `node dist/bench/run.js ${r.argv.join(' ')}`],
+      ['command', `npm run bench${r.argv.length ? ` -- ${r.argv.join(' ')}` : ''}`],
     ];
     for (const [k, v] of rows) h.push(`<tr><th class="name">${esc(k)}</th><td>${esc(v)}</td></tr>`);
     h.push('</table>');

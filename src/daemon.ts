@@ -7,7 +7,8 @@ import { createBackend, randomVtepMAC, type Backend } from './backend/index.js';
 import { startDataplane } from './dataplane/index.js';
 import type { Engine, PeerRoute } from './dataplane/engine.js';
 import { selectInterface, type ExternalInterface } from './device/iface.js';
-import { startHealthServer, type HealthServer, type Metric } from './health.js';
+import { startHealthServer, type DebugHandler, type Metric } from './health.js';
+import { NativeEngine } from './dataplane/native-engine.js';
 import { formatCIDR, formatIPv4, formatMAC, netContains, netOverlaps, parseIPv4, parseMAC, type IPv4Net } from './net.js';
 import type { NetworkConfig } from './config.js';
 import { loadStaticSetup } from './static.js';
@@ -50,6 +51,32 @@ async function dataplaneFor(o: Options, node: NodeSetup, log: Logger): Promise<E
   return engine;
 }
 
+/**
+ * Hooks for the reliability tests, off unless LINEN_DEBUG_HOOKS=1: /debug/crash-worker?index=N
+ * makes a data-plane worker throw, so the restart path can be tested.
+ */
+function debugHooks(engine: () => Engine | null): DebugHandler | undefined {
+  if (process.env.LINEN_DEBUG_HOOKS !== '1') return undefined;
+  return (path, query) => {
+    const e = engine();
+    if (path === '/debug/crash-worker' && e instanceof NativeEngine) {
+      e.crashWorker(Number(query.get('index') ?? 0));
+      return 'crashing\n';
+    }
+    return null;
+  };
+}
+
+/** Test-only lease timing (LINEN_DEBUG_LEASE_TTL_SECONDS, LINEN_DEBUG_RENEW_MARGIN_SECONDS). */
+function debugLeaseTiming(): { leaseTTLSeconds?: number; renewMarginMs?: number } {
+  const ttl = Number(process.env.LINEN_DEBUG_LEASE_TTL_SECONDS ?? '');
+  const margin = Number(process.env.LINEN_DEBUG_RENEW_MARGIN_SECONDS ?? '');
+  return {
+    ...(ttl > 0 ? { leaseTTLSeconds: ttl } : {}),
+    ...(margin > 0 ? { renewMarginMs: margin * 1000 } : {}),
+  };
+}
+
 /** Waits for SIGTERM or SIGINT (or an abort from inside), then resolves. */
 export function shutdownSignal(log: Logger): AbortController {
   const ac = new AbortController();
@@ -75,7 +102,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const node: NodeSetup = { config: setup.config, backend, ext, publicIp, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
   let engine: Engine | null = null;
   const health = o.healthzPort > 0
-    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: () => [] })
+    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: () => [] }, debugHooks(() => engine))
     : null;
   try {
     engine = await dataplaneFor(o, node, log);
@@ -132,7 +159,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     return out;
   };
   const health = o.healthzPort > 0
-    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: metrics })
+    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: metrics }, debugHooks(() => engine))
     : null;
   registry.onConnectionChange((s) => {
     if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); forwarding continues with the last known peers`);
@@ -147,7 +174,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const mac = backend.mode === 'vxlan' ? (await previousVtepMAC(registry, publicIp)) ?? randomVtepMAC() : new Uint8Array(6);
     const manager = new LeaseManager({
       registry, attrs: backend.leaseAttrs(publicIp, mac), previousSubnet: previous?.subnet ?? null,
-      renewMarginMs: o.subnetLeaseRenewMargin * 60_000, log: log.child('subnet'),
+      renewMarginMs: o.subnetLeaseRenewMargin * 60_000, log: log.child('subnet'), ...debugLeaseTiming(),
       onEvent: (e) => { if (e.type === 'renewed') lease = e.lease; },
     });
     lease = await manager.acquire(config, signal);

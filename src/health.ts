@@ -58,11 +58,18 @@ export interface HealthServer {
   readonly port: number;
 }
 
-export async function startHealthServer(ip: string, port: number, src: MetricsSource): Promise<HealthServer> {
+/** Test-only endpoints under /debug/, answered only when a handler is given. */
+export type DebugHandler = (path: string, query: URLSearchParams) => string | null;
+
+export async function startHealthServer(ip: string, port: number, src: MetricsSource, debug?: DebugHandler): Promise<HealthServer> {
   let ready = false;
   const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/healthz') {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const path = url.pathname;
+    const answer = debug && path.startsWith('/debug/') ? debug(path, url.searchParams) : null;
+    if (answer !== null) {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(answer);
+    } else if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('flanneld is running');
     } else if (path === '/readyz') {
       if (ready) res.writeHead(200, { 'content-type': 'text/plain' }).end('flanneld is ready');

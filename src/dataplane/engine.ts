@@ -73,6 +73,8 @@ export interface Engine {
 }
 
 export type EngineEvents = {
-  /** A worker died and was restarted (message says why). */
+  /** A worker died and is being restarted (message says why). */
   workerRestart?: (index: number, reason: string) => void;
+  /** A restarted worker is running again (the TUN may have been re-created with it). */
+  workerRestarted?: (index: number) => void;
 };

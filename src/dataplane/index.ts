@@ -25,10 +25,19 @@ export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Eng
     mode: o.backend.mode, device: o.backend.deviceName, bindAddr: o.bindAddr, port: o.backend.port,
     mtu: o.mtu, localAddr: o.subnet.ip, vni: o.backend.vni, mac: o.mac, queues: o.queues, offload: o.offload,
   };
-  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts) : new NativeEngine(engineOpts, o.events);
+  const tun = { name: o.backend.deviceName, addr: o.subnet.ip, mtu: o.mtu, network: o.network };
+  // A worker that died took a single-queue TUN with it; its replacement creates a bare one.
+  const events: EngineEvents = {
+    ...o.events,
+    workerRestarted: (i) => {
+      try { configureTun(tun); } catch (e) { o.events?.workerRestart?.(i, `reconfiguring ${tun.name} failed: ${(e as Error).message}`); }
+      o.events?.workerRestarted?.(i);
+    },
+  };
+  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts) : new NativeEngine(engineOpts, events);
   const features = await engine.start();
   try {
-    configureTun({ name: o.backend.deviceName, addr: o.subnet.ip, mtu: o.mtu, network: o.network });
+    configureTun(tun);
   } catch (e) {
     await engine.stop();
     throw e;

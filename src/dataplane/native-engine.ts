@@ -23,6 +23,9 @@ interface Slot {
   retired: bigint[];
   ready: Promise<EngineFeatures>;
   stopped: boolean;
+  /** Descriptors the worker opened: a dead worker's TUN queue and sockets must be closed
+   * before a new worker can attach the queue and bind the port. */
+  fds: number[];
 }
 
 const routeKey = (net: number, len: number): string => `${net >>> 0}/${len}`;
@@ -79,11 +82,11 @@ export class NativeEngine implements Engine {
     let resolveReady!: (f: EngineFeatures) => void;
     let rejectReady!: (e: Error) => void;
     const ready = new Promise<EngineFeatures>((res, rej) => { resolveReady = res; rejectReady = rej; });
-    const slot: Slot = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.statWords).fill(0n), ready, stopped: false };
+    const slot: Slot = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.statWords).fill(0n), ready, stopped: false, fds: [] };
     this.slots[index] = slot;
     let isReady = false;
     port1.on('message', (msg: WorkerReport) => {
-      if (msg.type === 'ready') { isReady = true; resolveReady(msg.features); }
+      if (msg.type === 'ready') { isReady = true; slot.fds = msg.fds; resolveReady(msg.features); }
     });
     worker.on('error', (err) => {
       if (!isReady) { rejectReady(err); return; }
@@ -103,10 +106,12 @@ export class NativeEngine implements Engine {
     const last = new BigUint64Array(slot.stats);
     const retired = slot.retired.map((v, i) => v + last[i]);
     slot.port.close();
-    try { this.io.close(slot.eventFd); } catch { /* already closed */ }
+    for (const fd of [slot.eventFd, ...slot.fds]) {
+      try { this.io.close(fd); } catch { /* already closed */ }
+    }
     this.restarts++;
     this.events.workerRestart?.(slot.index, reason);
-    this.spawn(slot.index, this.features, retired).catch((e: Error) => {
+    this.spawn(slot.index, this.features, retired).then(() => this.events.workerRestarted?.(slot.index), (e: Error) => {
       this.events.workerRestart?.(slot.index, `restart failed: ${e.message}`);
     });
   }

@@ -20,7 +20,8 @@ export type ControlMessage =
   | { type: 'stop' };
 
 export type WorkerReport =
-  | { type: 'ready'; features: EngineFeatures }
+  /** fds: every descriptor the worker opened, closed by the main thread if the worker dies. */
+  | { type: 'ready'; features: EngineFeatures; fds: number[] }
   | { type: 'stopped' };
 
 // Layout of the stats SharedArrayBuffer (u64 each): the I/O counters below, then the core's

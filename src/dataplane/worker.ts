@@ -128,7 +128,7 @@ function run(data: WorkerData): void {
     }
   };
 
-  data.port.postMessage({ type: 'ready', features } satisfies WorkerReport);
+  data.port.postMessage({ type: 'ready', features, fds: [tun.fd, ...sendFds] } satisfies WorkerReport);
   publish(Date.now());
   while (!stopping) {
     const mask = native.wait(pollFds, PUBLISH_EVERY_MS);

@@ -32,6 +32,7 @@ export interface ShOptions {
   /** Bytes written to stdin. */
   input?: string | Buffer;
   env?: NodeJS.ProcessEnv;
+  cwd?: string;
   /** Milliseconds before the command is killed; default 30 000. */
   timeout?: number;
 }
@@ -50,6 +51,7 @@ export function sh(cmd: string, args: string[], opts: ShOptions = {}): string {
       encoding: 'utf8',
       input: opts.input,
       env: opts.env,
+      cwd: opts.cwd,
       timeout: opts.timeout ?? 30_000,
       killSignal: 'SIGKILL',
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -10,8 +10,9 @@
 // short suffix), so device names stay within IFNAMSIZ (15). Devices are created directly inside
 // the namespaces; nothing is ever added to, or removed from, the root namespace.
 
-import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
+import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { sh } from "../../bench/topology.js";
 
 /** What netnsLab needs from a tap Test: just teardown. */
 export interface Teardown {
@@ -45,26 +46,8 @@ export function uniqueName(): string {
   return "ln" + n.toString(36).padStart(6, "0");
 }
 
-function run(cmd: string, args: string[], opts: ExecOptions = {}): string {
-  try {
-    return execFileSync(cmd, args, {
-      encoding: "utf8",
-      input: opts.input,
-      env: opts.env,
-      cwd: opts.cwd,
-      timeout: opts.timeout ?? 30_000,
-      stdio: ["pipe", "pipe", "pipe"],
-      maxBuffer: 64 << 20,
-    });
-  } catch (e) {
-    const err = e as Error & { stderr?: string | Buffer; stdout?: string | Buffer; status?: number | null };
-    const stderr = String(err.stderr ?? "").trim();
-    const stdout = String(err.stdout ?? "").trim();
-    const msg = `${cmd} ${args.join(" ")} failed (status ${err.status ?? "?"})` +
-      (stderr ? `: ${stderr}` : "") + (stdout ? `\nstdout: ${stdout}` : "");
-    throw Object.assign(new Error(msg), { stderr, stdout, status: err.status ?? null });
-  }
-}
+// One way of running commands for tests, the benchmark and the demo (bench/topology.ts).
+const run = (cmd: string, args: string[], opts: ExecOptions = {}): string => sh(cmd, args, opts);
 
 /** One namespace created by a Lab. */
 export class Netns {

@@ -12,6 +12,15 @@ for (const mode of ['udp', 'vxlan'] as const) {
   }
 }
 
+t.test('two queues: a multi-queue TUN with one worker each carries parallel flows', async (t) => {
+  await withLinen(t, { mode: 'vxlan', offload: 'on', queues: 2 }, async (topo, h) => {
+    const [a, b] = topo.hosts;
+    t.match(h.nodes[0].log(), /2 queue\(s\)/, 'linend runs two workers');
+    const flows = await Promise.all([0, 1, 2, 3].map(() => transfer(a.pod.ns, b.pod.ns, b.pod.ip, 16 * MB, 120000)));
+    t.ok(flows.every((r) => r.received === r.sent), 'four parallel transfers arrive intact');
+  });
+});
+
 t.test('path MTU: DF packets over the tunnel MTU get fragmentation needed, and TCP adapts', async (t) => {
   await withLinen(t, { mode: 'udp', offload: 'on' }, async (topo, h) => {
     const [a, b] = topo.hosts;

@@ -59,6 +59,7 @@ export interface EtcdServer {
 }
 
 const live = new Set<ChildProcess>();
+const dataDirs = new Set<string>();
 let exitHook = false;
 function registerExitHook(): void {
   if (exitHook) return;
@@ -67,6 +68,7 @@ function registerExitHook(): void {
     for (const p of live) {
       try { p.kill('SIGKILL'); } catch { /* already gone */ }
     }
+    for (const d of dataDirs) rmSync(d, { recursive: true, force: true });
   });
 }
 
@@ -93,6 +95,7 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
   registerExitHook();
   const name = `linen-${process.pid}-${randomBytes(4).toString('hex')}`;
   let dataDir = mkdtempSync(join(tmpdir(), `${name}-`));
+  dataDirs.add(dataDir);
   const host = opts.host ?? '127.0.0.1';
   const clientPort = opts.clientPort ?? (opts.ns ? 2379 : await freePort());
   let peerPort = opts.peerPort ?? (opts.ns ? 2380 : await freePort());
@@ -183,7 +186,9 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
       await signalAndWait('SIGTERM');
       if (o.wipe === true) {
         rmSync(dataDir, { recursive: true, force: true });
+        dataDirs.delete(dataDir);
         dataDir = mkdtempSync(join(tmpdir(), `${name}-`));
+        dataDirs.add(dataDir);
       }
       spawnEtcd();
       await waitHealthy();
@@ -195,6 +200,7 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
       destroyed = true;
       await signalAndWait('SIGKILL');
       rmSync(dataDir, { recursive: true, force: true });
+      dataDirs.delete(dataDir);
     },
   };
   spawnEtcd();

@@ -1,10 +1,10 @@
 // linen as a contender: linend in every host namespace, wired by hand with static peers
 // (no etcd), in either mode and with either engine.
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { repoRoot } from '../src/dataplane/native.js';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Contender, ContenderHandle } from './contenders.js';
 import type { Topology } from './topology.js';
 
@@ -34,12 +34,6 @@ export interface LinenHandle extends ContenderHandle {
   kill(index: number): Promise<void>;
   /** Starts one node's linend again with the same file and flags, and waits until it is ready. */
   restart(index: number): Promise<void>;
-}
-
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
-  return dir;
 }
 
 export function linendPath(): string {

@@ -1,10 +1,9 @@
 // Loads the wasm dataplane core and gives the shell a typed view of it: configuration, the
 // route table, batch entry points, and the memory layout the native addon works on.
 // The shell never reads or writes packet bytes; it only moves numbers in and out.
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from './native.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 
 export type Mode = 'udp' | 'vxlan';
@@ -61,17 +60,7 @@ export interface CoreOptions {
 export interface PeerCounters { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }
 export type CounterSnapshot = Record<Direction, Record<VerdictName, { packets: bigint; bytes: bigint }>>;
 
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('linen: cannot find the package root from ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-  return dir;
-}
-
-let compiled: Map<string, WebAssembly.Module> = new Map();
+const compiled: Map<string, WebAssembly.Module> = new Map();
 
 export function wasmPath(debug = false): string {
   return join(repoRoot(), 'dist', 'wasm', debug ? 'linen.debug.wasm' : 'linen.wasm');

@@ -1,11 +1,11 @@
 // EtcdRegistry against a real etcd: the exact bytes and etcd calls flanneld uses.
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryLogger } from '../../src/log.js';
 import { startEtcd, type EtcdHandle } from '../helpers/etcd.js';
+import { makeCerts } from '../helpers/certs.js';
 import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { CONFIG_NOT_FOUND, ConfigNotFoundError, RegistryError, SubnetExistsError, type WatchItem } from '../../src/subnet/registry.js';
 import { udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
@@ -213,29 +213,6 @@ t.test('registry: auth errors are clear', async (t) => {
     message: /cannot read --etcd-keyfile \/nonexistent\/key\.pem/,
   });
 });
-
-function makeCerts(dir: string): { ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string } {
-  const ossl = (...args: string[]): void => {
-    execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  };
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  ossl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=linen-test-ca');
-  for (const [name, ext] of [
-    ['server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n'],
-    ['client', 'extendedKeyUsage=clientAuth\n'],
-  ] as const) {
-    writeFileSync(join(dir, `${name}.ext`), ext);
-    ossl('req', '-new', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
-    ossl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', `${name}.ext`);
-  }
-  return {
-    ca: join(dir, 'ca.crt'),
-    serverCert: join(dir, 'server.crt'),
-    serverKey: join(dir, 'server.key'),
-    clientCert: join(dir, 'client.crt'),
-    clientKey: join(dir, 'client.key'),
-  };
-}
 
 t.test('registry: TLS with client certificates (only when both key and cert are given)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'linen-tls-'));

@@ -11,6 +11,13 @@
 // Differences, on purpose: listing does not call LeaseTimeToLive for every key (only the own
 // lease's TTL matters, see leaseTimeToLive); the own-key watch is on the exact key, not a
 // prefix; a reused reservation (key without lease) can be rewritten without a lease.
+//
+// Getting back after a network partition: a half-open connection (packets dropped, nothing
+// reset) is noticed by gRPC keepalive pings within 15 s, or by a call running into its
+// deadline. From then on the registry is 'disconnected' and probes etcd every second with a
+// fresh client (a fresh TCP connection: the old one may sit in exponential retransmission
+// backoff for as long as the partition lasted); the first probe that gets an answer replaces
+// the client and reports 'connected', which wakes the watch and renewal loops at once.
 
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
@@ -56,7 +63,15 @@ export interface EtcdRegistryOptions {
   password?: string;
   /** Deadline for each unary call, default 10 s. */
   requestTimeoutMs?: number;
+  /** While disconnected: how often a fresh client probes etcd, default 1 s (also its deadline). */
+  probeIntervalMs?: number;
   log?: Logger;
+}
+
+/** Per-call options of the writes that have a deadline of their own (lease renewal). */
+export interface CallTimeout {
+  /** Deadline of each etcd call made, instead of the registry's request timeout. */
+  timeoutMs?: number;
 }
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
@@ -144,7 +159,10 @@ class Channel<T> {
 
 export class EtcdRegistry implements Registry {
   readonly keys: { readonly config: string; readonly subnets: string; subnet(sn: IPv4Net): string };
-  private readonly client: Etcd3;
+  private client: Etcd3;
+  private readonly options: IOptions;
+  private readonly probeIntervalMs: number;
+  private probing = false;
   private readonly log: Logger;
   private readonly endpointsText: string;
   private readonly username: string;
@@ -167,8 +185,10 @@ export class EtcdRegistry implements Registry {
       grpcOptions: {
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 5000,
-        'grpc.keepalive_time_ms': 30_000,
-        'grpc.keepalive_timeout_ms': 10_000,
+        // A dead connection is noticed within 15 s. etcd accepts pings every 5 s or more
+        // (--grpc-keepalive-min-time) while streams are open, which linen's watches always are.
+        'grpc.keepalive_time_ms': 10_000,
+        'grpc.keepalive_timeout_ms': 5_000,
       },
     };
     const key = opts.keyFile ?? '';
@@ -189,6 +209,8 @@ export class EtcdRegistry implements Registry {
       }
     }
     if (this.username !== '') options.auth = { username: this.username, password: opts.password ?? '' };
+    this.options = options;
+    this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
     this.client = new Etcd3(options);
   }
 
@@ -212,6 +234,40 @@ export class EtcdRegistry implements Registry {
       else if (state === 'disconnected') this.log.warn(`lost etcd (${this.endpointsText}): ${lastError ?? ''}`);
     }
     for (const l of this.listeners) l(this.status);
+    if (state === 'disconnected') void this.recover();
+  }
+
+  /**
+   * While disconnected: every probeIntervalMs, a fresh client asks etcd for the config key's
+   * revision (with that same deadline). The first answer makes it the client; the old one is
+   * closed, which ends whatever still hangs on it (its callers retry on the new one).
+   */
+  private async recover(): Promise<void> {
+    if (this.probing) return;
+    this.probing = true;
+    try {
+      while (!this.closed && this.status.state === 'disconnected') {
+        const started = Date.now();
+        const fresh = new Etcd3(this.options);
+        try {
+          await fresh.kv.range({ key: Buffer.from(this.keys.config), count_only: true }, { deadline: Date.now() + this.probeIntervalMs });
+          if (this.closed || this.status.state !== 'disconnected') {
+            fresh.close();
+            return;
+          }
+          const old = this.client;
+          this.client = fresh;
+          old.close();
+          this.setState('connected', null);
+          return;
+        } catch {
+          fresh.close();
+        }
+        await new Promise((r) => setTimeout(r, Math.max(0, this.probeIntervalMs - (Date.now() - started))));
+      }
+    } finally {
+      this.probing = false;
+    }
   }
 
   /** Turns anything etcd3/grpc throws into a RegistryError with a clear message. */
@@ -239,14 +295,22 @@ export class EtcdRegistry implements Registry {
     return new RegistryError(`etcd ${where} failed: ${msg}`, 'other', e);
   }
 
-  /** Runs one etcd call, mapping errors and tracking the connection state. */
-  private async call<T>(op: string, key: string, f: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one etcd call on the current client, mapping errors and tracking the connection
+   * state (an answer means connected, unless markConnected is false: opening a watch stream
+   * sends nothing). A call cut short because its client was replaced counts as unavailable.
+   */
+  private async call<T>(op: string, key: string, f: (client: Etcd3) => Promise<T>, markConnected = true): Promise<T> {
     if (this.closed) throw new RegistryError('registry is closed', 'other');
+    const client = this.client;
     try {
-      const r = await f();
-      this.setState('connected', null);
+      const r = await f(client);
+      if (markConnected) this.setState('connected', null);
       return r;
     } catch (e) {
+      if (client !== this.client && !this.closed) {
+        throw new RegistryError(`etcd ${op} ${key} was cut short by a reconnect: ${e instanceof Error ? e.message : String(e)}`, 'unavailable', e);
+      }
       const err = this.mapError(op, key, e);
       if (err.kind === 'unavailable' || err.kind === 'timeout') this.setState('disconnected', err.message);
       else if (err.kind !== 'other') this.setState('connected', null);
@@ -258,7 +322,7 @@ export class EtcdRegistry implements Registry {
 
   async getNetworkConfig(): Promise<string> {
     const key = this.keys.config;
-    const res = await this.call('get', key, () => this.client.kv.range({ key: Buffer.from(key) }));
+    const res = await this.call('get', key, (c) => c.kv.range({ key: Buffer.from(key) }));
     const kv = res.kvs[0];
     if (kv === undefined) throw new ConfigNotFoundError();
     return kv.value.toString('utf8');
@@ -272,8 +336,8 @@ export class EtcdRegistry implements Registry {
 
   async getLeases(): Promise<LeaseList> {
     const prefix = Buffer.from(this.keys.subnets);
-    const res = await this.call('list', this.keys.subnets, () =>
-      this.client.kv.range({ key: prefix, range_end: prefixEnd(prefix) }),
+    const res = await this.call('list', this.keys.subnets, (c) =>
+      c.kv.range({ key: prefix, range_end: prefixEnd(prefix) }),
     );
     const leases: Lease[] = [];
     const skipped: SkippedEntry[] = [];
@@ -287,7 +351,7 @@ export class EtcdRegistry implements Registry {
 
   async getLease(subnet: IPv4Net): Promise<{ lease: Lease | null; invalid: string | null; revision: number }> {
     const key = this.keys.subnet(subnet);
-    const res = await this.call('get', key, () => this.client.kv.range({ key: Buffer.from(key) }));
+    const res = await this.call('get', key, (c) => c.kv.range({ key: Buffer.from(key) }));
     const revision = Number(res.header.revision);
     const kv = res.kvs[0];
     if (kv === undefined) return { lease: null, invalid: null, revision };
@@ -297,21 +361,25 @@ export class EtcdRegistry implements Registry {
 
   async leaseTimeToLive(leaseId: string): Promise<number> {
     if (leaseId === '0' || leaseId === '') return -1;
-    const res = await this.call('lease-ttl', leaseId, () => this.client.leaseClient.leaseTimeToLive({ ID: leaseId }));
+    const res = await this.call('lease-ttl', leaseId, (c) => c.leaseClient.leaseTimeToLive({ ID: leaseId }));
     return Number(res.TTL);
   }
 
   // --- writes ------------------------------------------------------------------------
 
-  private async grant(ttlSeconds: number, key: string): Promise<{ id: string; ttl: number }> {
-    const g = await this.call('grant', key, () => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
+  private callOptions(t: CallTimeout | undefined): { deadline: number } | undefined {
+    return t?.timeoutMs === undefined ? undefined : { deadline: Date.now() + t.timeoutMs };
+  }
+
+  private async grant(ttlSeconds: number, key: string, t?: CallTimeout): Promise<{ id: string; ttl: number }> {
+    const g = await this.call('grant', key, (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds }, this.callOptions(t)));
     if (g.error) throw new RegistryError(`etcd lease grant for ${key} failed: ${g.error}`, 'other');
     return { id: g.ID, ttl: Number(g.TTL) };
   }
 
   private async revoke(id: string, key: string): Promise<void> {
     try {
-      await this.call('revoke', key, () => this.client.leaseClient.leaseRevoke({ ID: id }));
+      await this.call('revoke', key, (c) => c.leaseClient.leaseRevoke({ ID: id }));
     } catch (e) {
       this.log.warn(`could not revoke etcd lease ${id} for ${key}: ${(e as Error).message}`);
     }
@@ -323,8 +391,8 @@ export class EtcdRegistry implements Registry {
     const g = await this.grant(ttlSeconds, key);
     let res;
     try {
-      res = await this.call('create', key, () =>
-        this.client.kv.txn({
+      res = await this.call('create', key, (c) =>
+        c.kv.txn({
           compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 }],
           success: [{ request_put: { key: Buffer.from(key), value, lease: g.id } }],
         }),
@@ -340,16 +408,16 @@ export class EtcdRegistry implements Registry {
     return { leaseId: g.id, ttlSeconds: g.ttl, revision: Number(res.header.revision) };
   }
 
-  async updateLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number | null): Promise<LeaseGrant> {
+  async updateLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number | null, t?: CallTimeout): Promise<LeaseGrant> {
     const key = this.keys.subnet(subnet);
     const value = Buffer.from(encodeLeaseAttrs(attrs));
     if (ttlSeconds === null) {
-      const res = await this.call('put', key, () => this.client.kv.put({ key: Buffer.from(key), value }));
+      const res = await this.call('put', key, (c) => c.kv.put({ key: Buffer.from(key), value }, this.callOptions(t)));
       return { leaseId: '0', ttlSeconds: null, revision: Number(res.header.revision) };
     }
-    const g = await this.grant(ttlSeconds, key);
+    const g = await this.grant(ttlSeconds, key, t);
     try {
-      const res = await this.call('put', key, () => this.client.kv.put({ key: Buffer.from(key), value, lease: g.id }));
+      const res = await this.call('put', key, (c) => c.kv.put({ key: Buffer.from(key), value, lease: g.id }, this.callOptions(t)));
       return { leaseId: g.id, ttlSeconds: g.ttl, revision: Number(res.header.revision) };
     } catch (e) {
       await this.revoke(g.id, key);
@@ -359,7 +427,7 @@ export class EtcdRegistry implements Registry {
 
   async deleteLease(subnet: IPv4Net): Promise<void> {
     const key = this.keys.subnet(subnet);
-    await this.call('delete', key, () => this.client.kv.deleteRange({ key: Buffer.from(key) }));
+    await this.call('delete', key, (c) => c.kv.deleteRange({ key: Buffer.from(key) }));
   }
 
   // --- watches -----------------------------------------------------------------------
@@ -397,7 +465,14 @@ export class EtcdRegistry implements Registry {
       async *[Symbol.asyncIterator](): AsyncGenerator<WatchItem> {
         if (signal.aborted) return;
         const ch = new Channel<IWatchResponse>();
-        const stream = await self.call('watch', what, () => self.client.watchClient.watch());
+        // Opening the stream sends nothing: only an answer on it says etcd is there.
+        let used: Etcd3 | null = null;
+        const stream = await self.call('watch', what, (c) => {
+          used = c;
+          return c.watchClient.watch();
+        }, false);
+        // A stream whose client has been replaced says nothing about the connection now.
+        const current = (): boolean => used === self.client;
         let cancelled = false;
         const onAbort = (): void => {
           cancelled = true;
@@ -428,13 +503,14 @@ export class EtcdRegistry implements Registry {
             try {
               r = await ch.next();
             } catch (e) {
+              if (!current()) throw new RegistryError(`etcd watch ${what} was cut short by a reconnect`, 'unavailable', e);
               const err = self.mapError('watch', what, e);
               if (err.kind !== 'permission' && err.kind !== 'auth') self.setState('disconnected', err.message);
               throw err;
             }
             if (r.done === true) return;
             const res = r.value;
-            self.setState('connected', null);
+            if (current()) self.setState('connected', null);
             if (res.compact_revision !== undefined && res.compact_revision !== '0' && res.compact_revision !== '') {
               yield { kind: 'compacted', compactRevision: Number(res.compact_revision), reason: 'compacted' };
               return;

@@ -107,8 +107,11 @@ export interface Registry {
   getLease(subnet: IPv4Net): Promise<{ lease: Lease | null; invalid: string | null; revision: number }>;
   /** Grant(ttl) + Txn(If Version(key)==0 Then Put(key, attrs, lease)); SubnetExistsError if taken. */
   createLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number): Promise<LeaseGrant>;
-  /** Grant(ttl) + plain Put (no compare). ttlSeconds null writes the key without a lease. */
-  updateLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number | null): Promise<LeaseGrant>;
+  /**
+   * Grant(ttl) + plain Put (no compare). ttlSeconds null writes the key without a lease.
+   * opts.timeoutMs bounds each of the calls (renewals near expiry must not wait long).
+   */
+  updateLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number | null, opts?: { timeoutMs?: number }): Promise<LeaseGrant>;
   /** Plain Delete of the subnet key. */
   deleteLease(subnet: IPv4Net): Promise<void>;
   /** Remaining TTL of an etcd lease in seconds; -1 when the lease does not exist (or id "0"). */

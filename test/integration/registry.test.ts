@@ -241,3 +241,33 @@ t.test('registry: TLS with client certificates (only when both key and cert are 
   );
   t.ok(err instanceof RegistryError && (err.kind === 'unavailable' || err.kind === 'timeout'), 'no TLS => cannot talk to a TLS etcd');
 });
+
+t.test('registry: while etcd is away it reports disconnected (opening a watch is not an answer), and notices its return by itself', async (t) => {
+  const etcd = await startEtcd(t);
+  const reg = new EtcdRegistry({ endpoints: etcd.endpoints, requestTimeoutMs: 2000 });
+  t.teardown(() => reg.close());
+  await etcd.ctl('put', '/coreos.com/network/config', '{"Network":"10.5.0.0/16"}');
+  await reg.getNetworkConfig();
+  const states: string[] = [];
+  reg.onConnectionChange((s) => states.push(s.state));
+  await etcd.stop();
+  await t.rejects(reg.getNetworkConfig());
+  t.equal(reg.connection().state, 'disconnected');
+  const ac = new AbortController();
+  const watching = (async () => {
+    for (let i = 0; i < 3; i++) {
+      try {
+        for await (const _ of reg.watchLeases(1, ac.signal)) break;
+      } catch { /* expected while etcd is down */ }
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  })();
+  await watching;
+  t.ok(states.length > 0 && states.every((s) => s === 'disconnected'), `watch attempts during the outage never report connected (${states.join(', ')})`);
+  await etcd.start();
+  const t0 = Date.now();
+  while (reg.connection().state !== 'connected' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+  t.equal(reg.connection().state, 'connected', `reconnected without a call being made (${Date.now() - t0} ms)`);
+  t.equal(await reg.getNetworkConfig(), '{"Network":"10.5.0.0/16"}', 'and works');
+  ac.abort();
+});

@@ -19,6 +19,10 @@
 // and watches the own key: a DELETE (or the key found missing after a compaction) resolves
 // run() with 'revoked', which the daemon acts on (flanneld logs "Lease has been revoked.
 // Shutting down daemon." and exits 0).
+// Unlike flanneld, a failed renewal is never retried after the lease would have expired: with
+// less than two minutes left the retry comes after half the remaining time (at least 1 s),
+// each call's deadline is at most half the remaining time, and a retry that is waiting goes
+// at once when the registry reports that etcd is reachable again.
 
 import { parseNetworkConfig, type NetworkConfig } from '../config.js';
 import { formatCIDR, formatIPv4, netEqual, netNext, netOverlaps, type IPv4Net } from '../net.js';
@@ -137,6 +141,9 @@ export class LeaseManager {
   private current: AcquiredLease | null = null;
   /** Wakes the renewal sleep when the expiration changes. */
   private wake: AbortController = new AbortController();
+  /** A failed renewal is waiting for its retry; set retryNow to make it go at once. */
+  private retryPending = false;
+  private retryNow = false;
 
   constructor(opts: LeaseManagerOptions) {
     this.registry = opts.registry;
@@ -256,7 +263,10 @@ export class LeaseManager {
     const cur = this.current;
     if (cur === null) throw new LeaseError('no lease to renew');
     const reservation = cur.expiration === null;
-    const g = await this.registry.updateLease(cur.subnet, this.attrs, reservation ? null : this.ttl);
+    // Close to expiry, a call stuck on a dead connection must not eat the time that is left.
+    const left = cur.expiration === null ? Infinity : cur.expiration - this.clock.now();
+    const opts = left / 2 < 10_000 ? { timeoutMs: Math.max(1000, Math.floor(left / 2)) } : undefined;
+    const g = await this.registry.updateLease(cur.subnet, this.attrs, reservation ? null : this.ttl, opts);
     const next: AcquiredLease = { ...cur, attrs: this.attrs, leaseId: g.leaseId, expiration: this.expirationFrom(g.ttlSeconds) };
     this.current = next;
     return next;
@@ -284,13 +294,25 @@ export class LeaseManager {
     if (this.current === null) throw new LeaseError('run() needs acquire() first');
     const inner = new AbortController();
     const stop = AbortSignal.any([signal, inner.signal]);
-    const watch = this.watchOwn(stop).then((r) => {
-      inner.abort();
-      return r;
+    const unsubscribe = this.registry.onConnectionChange((st) => {
+      if (st.state !== 'connected') return;
+      if (this.retryPending) {
+        this.retryNow = true;
+        this.wake.abort();
+      }
+      this.reconnected.abort();
     });
-    await this.renewLoop(stop);
-    const r = await watch;
-    return r === 'revoked' && !signal.aborted ? 'revoked' : 'stopped';
+    try {
+      const watch = this.watchOwn(stop).then((r) => {
+        inner.abort();
+        return r;
+      });
+      await this.renewLoop(stop);
+      const r = await watch;
+      return r === 'revoked' && !signal.aborted ? 'revoked' : 'stopped';
+    } finally {
+      unsubscribe();
+    }
   }
 
   private async renewLoop(stop: AbortSignal): Promise<void> {
@@ -298,7 +320,8 @@ export class LeaseManager {
     while (!stop.aborted) {
       const cur = this.current!;
       let due: number | null;
-      if (retryAt !== null) due = retryAt;
+      if (retryAt !== null && this.retryNow) due = this.clock.now();
+      else if (retryAt !== null) due = retryAt;
       else if (cur.expiration === null) due = null;
       else due = cur.expiration - this.margin;
       this.wake = new AbortController();
@@ -315,19 +338,34 @@ export class LeaseManager {
         if (stop.aborted) return;
         if (this.wake.signal.aborted) continue; // expiration changed: recompute
       }
+      this.retryNow = false;
       try {
         const l = await this.renew();
         retryAt = null;
+        this.retryPending = false;
         this.log.info(`Lease renewed, new expiration: ${l.expiration === null ? 'none' : new Date(l.expiration).toISOString()}`);
         this.emit({ type: 'renewed', lease: l });
       } catch (e) {
         if (stop.aborted) return;
         const msg = (e as Error).message;
-        this.log.error(`Error renewing lease (trying again in ${Math.round(this.renewRetryMs / 1000)}s): ${msg}`);
-        this.emit({ type: 'renew-failed', error: msg, retryInMs: this.renewRetryMs });
-        retryAt = this.clock.now() + this.renewRetryMs;
+        const exp = this.current?.expiration ?? null;
+        const left = exp === null ? Infinity : exp - this.clock.now();
+        const retryIn = Math.min(this.renewRetryMs, Math.max(1000, Math.floor(left / 2)));
+        this.log.error(`Error renewing lease (trying again in ${Math.round(retryIn / 1000)}s): ${msg}`);
+        this.emit({ type: 'renew-failed', error: msg, retryInMs: retryIn });
+        retryAt = this.clock.now() + retryIn;
+        this.retryPending = true;
       }
     }
+  }
+
+  /** Aborted (and replaced) whenever the registry reconnects: cuts reconnect backoffs short. */
+  private reconnected: AbortController = new AbortController();
+
+  /** Sleeps a reconnect backoff, or less if etcd comes back meanwhile. */
+  private async backoffSleep(ms: number, stop: AbortSignal): Promise<void> {
+    if (this.reconnected.signal.aborted) this.reconnected = new AbortController();
+    await this.clock.sleep(ms, AbortSignal.any([stop, this.reconnected.signal]));
   }
 
   /** Own-key watch with reconnects; resolves 'revoked' on DELETE, 'stopped' on abort. */
@@ -361,12 +399,12 @@ export class LeaseManager {
             if (ev.type === 'invalid') this.log.warn(`own subnet key ${ev.key} now holds a bad value: ${ev.error}`);
           }
         }
-        if (from !== null && !stop.aborted) await this.clock.sleep(backoff.next(), stop);
+        if (from !== null && !stop.aborted) await this.backoffSleep(backoff.next(), stop);
       } catch (e) {
         if (stop.aborted) break;
         const d = backoff.next();
         this.log.warn(`own lease watch failed: ${(e as Error).message}; reconnecting in ${d} ms`);
-        await this.clock.sleep(d, stop);
+        await this.backoffSleep(d, stop);
       }
     }
     return 'stopped';

@@ -50,8 +50,8 @@ class FaultyRegistry implements Registry {
   createLease(s: IPv4Net, a: LeaseAttrs, ttl: number): Promise<LeaseGrant> {
     return (this.over.createLease ?? ((x: IPv4Net, y: LeaseAttrs, z: number) => this.inner.createLease(x, y, z)))(s, a, ttl);
   }
-  updateLease(s: IPv4Net, a: LeaseAttrs, ttl: number | null): Promise<LeaseGrant> {
-    return (this.over.updateLease ?? ((x: IPv4Net, y: LeaseAttrs, z: number | null) => this.inner.updateLease(x, y, z)))(s, a, ttl);
+  updateLease(s: IPv4Net, a: LeaseAttrs, ttl: number | null, opts?: { timeoutMs?: number }): Promise<LeaseGrant> {
+    return (this.over.updateLease ?? ((x: IPv4Net, y: LeaseAttrs, z: number | null, o?: { timeoutMs?: number }) => this.inner.updateLease(x, y, z, o)))(s, a, ttl, opts);
   }
   deleteLease(s: IPv4Net) {
     return this.inner.deleteLease(s);
@@ -257,6 +257,36 @@ t.test('lease manager', async (t) => {
     );
     const failed = events.find((e) => e.type === 'renew-failed');
     t.equal(failed?.type === 'renew-failed' ? failed.retryInMs : null, 60_000);
+    ac.abort();
+    await run;
+  });
+
+  t.test('a renewal failing close to expiry is retried before the lease runs out, with a shorter deadline', async (t) => {
+    const clock = new ManualClock();
+    let failures = 1;
+    const timeouts: (number | undefined)[] = [];
+    const flaky = new FaultyRegistry(reg, {
+      updateLease: async (s, a, ttl, opts) => {
+        timeouts.push(opts?.timeoutMs);
+        if (failures-- > 0) throw new RegistryError('etcd unavailable (test)', 'unavailable');
+        return reg.updateLease(s, a, ttl);
+      },
+    });
+    const events: LeaseEvent[] = [];
+    const m = new LeaseManager({ registry: flaky, attrs: udpLeaseAttrs(ip('192.168.5.9')), clock, leaseTTLSeconds: 20, renewMarginMs: 10_000, onEvent: (e) => events.push(e) });
+    await m.acquire(config);
+    const ac = new AbortController();
+    const run = m.run(ac.signal);
+    await waitFor(() => clock.pendingDelays().includes(10_000));
+    await clock.advance(10_000);
+    await waitFor(() => events.some((e) => e.type === 'renew-failed'));
+    const failed = events.find((e) => e.type === 'renew-failed');
+    t.equal(failed?.type === 'renew-failed' ? failed.retryInMs : null, 5000, 'retried after half the 10 s left, not after a minute');
+    t.equal(timeouts[0], 5000, 'each call may take at most half the time left');
+    await waitFor(() => clock.pendingDelays().includes(5000));
+    await clock.advance(5000);
+    await waitFor(() => events.some((e) => e.type === 'renewed'));
+    t.pass('renewed before the lease expired');
     ac.abort();
     await run;
   });

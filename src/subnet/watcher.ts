@@ -8,9 +8,13 @@
 //     changed in the gap (flanneld emits nothing for those, §4.3);
 //   * a renewal (PUT with the same attributes) is not reported again;
 //   * a peer that switches to another backend type is removed from a vxlan node's set.
+//   * when etcd's revision went back (the store was wiped, or restored from a backup), the
+//     peers missing from the new listing are kept for resetGraceMs (15 s) while their owners
+//     notice and put their leases back, so that forwarding does not stop in the meantime; a
+//     re-list after the grace drops the ones that did not come back.
 // Kept as flanneld: the own subnet is filtered out; the vxlan backend ignores leases whose
 // BackendType is not "vxlan"; the UDP backend accepts every lease (§6.7); reconnects back
-// off from 100 ms doubling to 5 s.
+// off from 100 ms doubling to 5 s (cut short when the registry reports etcd reachable again).
 
 import { formatCIDR, netEqual, type IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
@@ -55,6 +59,8 @@ export interface LeaseWatcherOptions {
   clock?: Clock;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /** How long peers missing after a revision reset are kept; default 15 s. */
+  resetGraceMs?: number;
 }
 
 export const isEmptyDiff = (d: PeerDiff): boolean => d.added.length + d.changed.length + d.removed.length === 0;
@@ -69,6 +75,7 @@ export class LeaseWatcher {
   private readonly clock: Clock;
   private readonly backoffInitial: number;
   private readonly backoffMax: number;
+  private readonly resetGraceMs: number;
   private readonly state = new Map<string, Peer>();
   private rev = 0;
   private readyResolve!: () => void;
@@ -83,6 +90,7 @@ export class LeaseWatcher {
     this.clock = opts.clock ?? realClock;
     this.backoffInitial = opts.backoffInitialMs ?? 100;
     this.backoffMax = opts.backoffMaxMs ?? 5000;
+    this.resetGraceMs = opts.resetGraceMs ?? 15_000;
     this.ready = new Promise((r) => (this.readyResolve = r));
   }
 
@@ -162,8 +170,11 @@ export class LeaseWatcher {
     return this.diffFrom(before, 'events');
   }
 
-  /** Reconciles the state with a full listing (first snapshot or after a compaction). */
-  applySnapshot(list: LeaseList, cause: 'snapshot' | 'resync'): PeerDiff {
+  /**
+   * Reconciles the state with a full listing (first snapshot or after a compaction). With
+   * keepMissing, peers absent from the listing stay (after a revision reset).
+   */
+  applySnapshot(list: LeaseList, cause: 'snapshot' | 'resync', keepMissing = false): PeerDiff {
     const before = new Map<string, Peer | undefined>();
     const seen = new Set<string>();
     for (const s of list.skipped) {
@@ -188,7 +199,7 @@ export class LeaseWatcher {
       this.state.set(k, v.peer);
     }
     for (const k of [...this.state.keys()]) {
-      if (!seen.has(k)) {
+      if (!seen.has(k) && !keepMissing) {
         this.remember(before, k);
         this.state.delete(k);
       }
@@ -206,6 +217,19 @@ export class LeaseWatcher {
     const backoff = new Backoff(this.backoffInitial, this.backoffMax);
     let from: number | null = null;
     let first = true;
+    // Backoff sleeps end early when the registry reconnects.
+    let reconnected = new AbortController();
+    const unsubscribe = this.registry.onConnectionChange((st) => {
+      if (st.state === 'connected') reconnected.abort();
+    });
+    const backoffSleep = async (ms: number): Promise<void> => {
+      if (reconnected.signal.aborted) reconnected = new AbortController();
+      await this.clock.sleep(ms, AbortSignal.any([signal, reconnected.signal]));
+    };
+    // After a revision reset: until when missing peers are kept; graceEnded aborts then.
+    let graceUntil = 0;
+    let graceEnded = new AbortController();
+    const stopTimers = new AbortController();
     const deliver = async (d: PeerDiff): Promise<void> => {
       if (!first && isEmptyDiff(d)) return;
       first = false;
@@ -216,43 +240,67 @@ export class LeaseWatcher {
       }
       if (d.cause === 'snapshot') this.readyResolve();
     };
-    while (!signal.aborted) {
-      try {
-        if (from === null) {
-          const list = await this.registry.getLeases();
-          const d = this.applySnapshot(list, first ? 'snapshot' : 'resync');
-          from = list.revision + 1;
-          backoff.reset();
-          await deliver(d);
-        }
-        this.log.v(4).info(`watching subnet leases from revision ${from}`);
-        for await (const item of this.registry.watchLeases(from, signal)) {
-          backoff.reset();
-          if (item.kind === 'compacted') {
-            this.log.warn(
-              item.reason === 'compacted'
-                ? `etcd watch of subnet leases fell behind compaction (compact rev ${item.compactRevision}), re-listing`
-                : `etcd revision went back to ${item.compactRevision} (store wiped or restored?), re-listing`,
-            );
-            from = null;
-            break;
+    try {
+      while (!signal.aborted) {
+        try {
+          if (from === null) {
+            const list = await this.registry.getLeases();
+            const keep = this.clock.now() < graceUntil;
+            if (!keep) graceUntil = 0;
+            const d = this.applySnapshot(list, first ? 'snapshot' : 'resync', keep);
+            if (keep) {
+              const missing = [...this.state.values()].filter((p) => !list.leases.some((l) => l.key === p.key)).length;
+              if (missing > 0) this.log.warn(`keeping ${missing} peer(s) missing from etcd for ${Math.round((graceUntil - this.clock.now()) / 1000)} s while their nodes put their leases back`);
+            }
+            from = list.revision + 1;
+            backoff.reset();
+            await deliver(d);
           }
-          from = item.revision + 1;
-          await deliver(this.applyEvents(item.events, item.revision));
-        }
-        if (from !== null && !signal.aborted) {
+          this.log.v(4).info(`watching subnet leases from revision ${from}`);
+          const watchSignal = graceUntil > 0 ? AbortSignal.any([signal, graceEnded.signal]) : signal;
+          for await (const item of this.registry.watchLeases(from, watchSignal)) {
+            backoff.reset();
+            if (item.kind === 'compacted') {
+              this.log.warn(
+                item.reason === 'compacted'
+                  ? `etcd watch of subnet leases fell behind compaction (compact rev ${item.compactRevision}), re-listing`
+                  : `etcd revision went back to ${item.compactRevision} (store wiped or restored?), re-listing`,
+              );
+              if (item.reason === 'revision-reset') {
+                graceUntil = this.clock.now() + this.resetGraceMs;
+                graceEnded.abort(); // a previous grace's timer, if any, has nothing left to end
+                const ended = (graceEnded = new AbortController());
+                void this.clock.sleep(this.resetGraceMs, AbortSignal.any([stopTimers.signal, ended.signal])).then(() => ended.abort());
+              }
+              from = null;
+              break;
+            }
+            from = item.revision + 1;
+            await deliver(this.applyEvents(item.events, item.revision));
+          }
+          if (graceUntil > 0 && this.clock.now() >= graceUntil && !signal.aborted) {
+            // The grace is over: a full listing drops the peers that did not come back.
+            graceUntil = 0;
+            from = null;
+            continue;
+          }
+          if (from !== null && !signal.aborted) {
+            const d = backoff.next();
+            this.log.warn(`watch of subnet leases ended; reconnecting from rev ${from} in ${d} ms`);
+            await backoffSleep(d);
+          }
+        } catch (e) {
+          if (signal.aborted) break;
           const d = backoff.next();
-          this.log.warn(`watch of subnet leases ended; reconnecting from rev ${from} in ${d} ms`);
-          await this.clock.sleep(d, signal);
+          this.log.warn(
+            `watch of subnet leases failed: ${(e as Error).message}; ${from === null ? 're-listing' : `reconnecting from rev ${from}`} in ${d} ms`,
+          );
+          await backoffSleep(d);
         }
-      } catch (e) {
-        if (signal.aborted) break;
-        const d = backoff.next();
-        this.log.warn(
-          `watch of subnet leases failed: ${(e as Error).message}; ${from === null ? 're-listing' : `reconnecting from rev ${from}`} in ${d} ms`,
-        );
-        await this.clock.sleep(d, signal);
       }
+    } finally {
+      unsubscribe();
+      stopTimers.abort();
     }
   }
 }

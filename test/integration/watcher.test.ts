@@ -28,9 +28,9 @@ interface Run {
   stop(): Promise<void>;
 }
 
-function startWatcher(t: Tap, registry: Registry, accept: PeerFilter, own: string | null = null): Run {
+function startWatcher(t: Tap, registry: Registry, accept: PeerFilter, own: string | null = null, resetGraceMs?: number): Run {
   const { log, lines } = memoryLogger(1);
-  const w = new LeaseWatcher({ registry, ownSubnet: own === null ? null : parseCIDR(own), accept, log });
+  const w = new LeaseWatcher({ registry, ownSubnet: own === null ? null : parseCIDR(own), accept, log, ...(resetGraceMs === undefined ? {} : { resetGraceMs }) });
   const diffs: PeerDiff[] = [];
   const ac = new AbortController();
   const done = w.run(ac.signal, (d) => {
@@ -206,16 +206,20 @@ t.test('watcher', async (t) => {
     await r.stop();
   });
 
-  t.test('etcd wiped and restarted: the revision went back, the watcher re-lists', async (t) => {
-    const r = startWatcher(t, reg, 'all');
+  t.test('etcd wiped and restarted: the revision went back, the watcher re-lists, keeps the missing peers for a grace period, then drops them', async (t) => {
+    const r = startWatcher(t, reg, 'all', null, 3000);
     await r.w.ready;
-    t.ok(r.w.peers().size > 3);
+    const before = r.w.peers().size;
+    t.ok(before > 3);
     await etcd.restart({ wipe: true });
     await put('10.5.30.0-24', udp('192.168.0.30'));
-    await waitFor(() => r.w.peers().size === 1 && r.w.peers().has('10.5.30.0-24'), 10_000, 'state of the new store');
+    await waitFor(() => r.w.peers().has('10.5.30.0-24'), 10_000, 'the new store is followed');
     t.ok(r.lines.some((l) => l.includes('etcd revision went back')), 'logged');
-    const d = r.diffs.find((x) => x.cause === 'resync');
-    t.ok(d !== undefined && d.removed.length > 3, 'old peers removed by the resync');
+    t.equal(r.w.peers().size, before + 1, 'the peers missing from the wiped store are still there during the grace');
+    t.notOk(r.diffs.some((x) => x.removed.length > 0), 'nothing removed yet');
+    await waitFor(() => r.w.peers().size === 1 && r.w.peers().has('10.5.30.0-24'), 10_000, 'state of the new store after the grace');
+    const d = r.diffs.find((x) => x.cause === 'resync' && x.removed.length > 0);
+    t.ok(d !== undefined && d.removed.length > 3, 'old peers removed by the re-list after the grace');
     await r.stop();
   });
 });

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTopology, type HostInfo, type Topology } from './topology.js';
-import { startEtcdServer, type EtcdServer } from './etcd.js';
+import { startEtcdServer, type EtcdServer, type EtcdTLS } from './etcd.js';
 import { linendPath } from './linen.js';
 
 export const HEALTH_PORT = 8471;
@@ -26,6 +26,14 @@ export interface ClusterOptions {
   args?: string[];
   /** Start linend on every host right away (default true). */
   start?: boolean;
+  /** Extra environment for every linend (on top of this process's), e.g. LINEN_DEBUG_HOOKS. */
+  env?: Record<string, string>;
+  /**
+   * Run etcd with TLS and client-certificate authentication, and give every linend
+   * --etcd-cafile/--etcd-certfile/--etcd-keyfile (the CA and the client certificate and key).
+   * A function gets etcd's address, for the server certificate's subjectAltName.
+   */
+  tls?: EtcdTLS | ((etcdIp: string) => EtcdTLS);
 }
 
 export interface HttpResult { status: number; body: string }
@@ -37,8 +45,11 @@ export interface ClusterNode {
   readonly process: ChildProcess | null;
   /** Everything linend wrote to stderr across all its runs. */
   log(): string;
-  /** Starts linend and waits for /readyz (unless wait is false). */
-  start(opts?: { wait?: boolean; args?: string[] }): Promise<void>;
+  /**
+   * Starts linend and waits for /readyz (unless wait is false). args are appended to the
+   * cluster's (a repeated flag: the last one wins); env is added to the cluster's.
+   */
+  start(opts?: { wait?: boolean; args?: string[]; env?: Record<string, string> }): Promise<void>;
   /** Sends a signal and waits for the process to exit; resolves its exit code or signal. */
   stop(signal?: NodeJS.Signals): Promise<number | string | null>;
   alive(): boolean;
@@ -53,6 +64,8 @@ export interface ClusterNode {
 
 export interface Cluster {
   readonly topo: Topology;
+  /** The TLS files etcd runs with, when ClusterOptions.tls was given. */
+  readonly tls: EtcdTLS | null;
   readonly etcd: EtcdServer;
   readonly nodes: ClusterNode[];
   readonly etcdEndpoint: string;
@@ -95,9 +108,11 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
   const topo = buildTopology({ hosts: o.hosts, bridge: true });
   const dir = mkdtempSync(join(tmpdir(), `linen-cluster-${topo.id}-`));
   let etcd: EtcdServer | null = null;
+  let tls: EtcdTLS | null = null;
   try {
     const ip = topo.serviceAddress();
-    etcd = await startEtcdServer({ ns: topo.bridgeNs, host: ip });
+    tls = o.tls === undefined ? null : typeof o.tls === 'function' ? o.tls(ip) : o.tls;
+    etcd = await startEtcdServer({ ns: topo.bridgeNs, host: ip, ...(tls ? { tls } : {}) });
     const config = o.config === undefined ? { Network: topo.clusterNet, Backend: { Type: o.backend } } : o.config;
     if (config !== null) await etcd.ctl('put', `${ETCD_PREFIX}/config`, JSON.stringify(config));
   } catch (e) {
@@ -107,9 +122,9 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
     throw e;
   }
   const server = etcd;
-  const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, server, dir, host, index, o));
+  const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, server, dir, host, index, o, tls));
   const cluster: Cluster = {
-    topo, etcd: server, nodes, etcdEndpoint: server.clientURL, network: topo.clusterNet,
+    topo, etcd: server, tls, nodes, etcdEndpoint: server.clientURL, network: topo.clusterNet,
     async ready() {
       await Promise.all(nodes.filter((n) => n.alive()).map(async (n) => {
         await waitReady(n);
@@ -152,7 +167,7 @@ async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
   }
 }
 
-function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo, index: number, o: ClusterOptions): ClusterNode {
+function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo, index: number, o: ClusterOptions, tls: EtcdTLS | null): ClusterNode {
   const subnetFile = join(dir, `subnet-${index + 1}.env`);
   let proc: ChildProcess | null = null;
   let exited: Promise<number | string | null> = Promise.resolve(null);
@@ -167,8 +182,10 @@ function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo,
       const args = [linendPath(), `--etcd-endpoints=${etcd.clientURL}`, `--iface=${host.underlayDev}`,
         `--subnet-file=${subnetFile}`, `--healthz-ip=127.0.0.1`, `--healthz-port=${HEALTH_PORT}`,
         `--engine=${o.engine ?? 'native'}`, `--offload=${o.offload ?? 'auto'}`, `--queues=${o.queues ?? 1}`,
+        ...(tls ? [`--etcd-cafile=${tls.caFile}`, `--etcd-certfile=${tls.clientCertFile}`, `--etcd-keyfile=${tls.clientKeyFile}`] : []),
         ...(o.args ?? []), ...(s.args ?? [])];
-      const p = topo.spawn(host.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      const env = o.env || s.env ? { ...process.env, ...o.env, ...s.env } : undefined;
+      const p = topo.spawn(host.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(env ? { env } : {}) });
       proc = p;
       p.stderr?.on('data', (d: Buffer) => {
         stderr += d.toString();

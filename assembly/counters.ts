@@ -20,7 +20,8 @@ export enum Verdict {
   IcmpRateLimited = 11,
   NoRoom = 12,
   Unsupported = 13,
-  Count = 14,
+  ChecksumCompleted = 14,
+  Count = 15,
 }
 
 @inline export function count(dir: u32, v: Verdict, bytes: u32): void {

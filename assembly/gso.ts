@@ -272,14 +272,22 @@ function mergeFinish(it: u32): void {
   let total = hdrLen + load<u32>(it + I_PAYLOAD);
   store16be(head + 2, total);
   ipSetChecksum(head, 20);
-  // The kernel completes the TCP checksum from the pseudo-header sum (CHECKSUM_PARTIAL).
-  let ps = fold(pseudoHeaderSum(load32be(head + 12), load32be(head + 16), PROTO_TCP, total - 20));
-  store16be(head + 36, ps);
+  tcpGsoHeader(vnet, head, total, hdrLen, load<u32>(it + I_GSO));
+}
+
+// Prepares the TCP super-packet at ip (total bytes, IP + TCP headers hdrLen) for a TUN write
+// with the virtio_net_hdr at vnet: the kernel cuts it into segments of gsoSize payload bytes
+// and completes the TCP checksum from the pseudo-header sum left in the field.
+export function tcpGsoHeader(vnet: u32, ip: u32, total: u32, hdrLen: u32, gsoSize: u32): void {
+  let hlen = ipHeaderLen(ip);
+  let ps = fold(pseudoHeaderSum(load32be(ip + 12), load32be(ip + 16), PROTO_TCP, total - hlen));
+  store16be(ip + hlen + 16, ps);
+  memory.fill(vnet, 0, VNET_HDR_LEN);
   store<u8>(vnet, <u8>VNET_F_NEEDS_CSUM);
   store<u8>(vnet + 1, <u8>VNET_GSO_TCPV4);
   store<u16>(vnet + 2, <u16>hdrLen);
-  store<u16>(vnet + 4, <u16>load<u32>(it + I_GSO));
-  store<u16>(vnet + 6, 20);
+  store<u16>(vnet + 4, <u16>gsoSize);
+  store<u16>(vnet + 6, <u16>hlen);
   store<u16>(vnet + 8, 16);
 }
 

@@ -15,7 +15,7 @@ import {
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
   ipVersion, ipHeaderLen, ipTotalLen, ipTtl, ipSrc, ipDst, hasDF, ipHeaderValid,
-  ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP,
+  ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP, completePartialL4, isFragment,
 } from './ip';
 import {
   routeLookup, routeAddr, routesReset, R_PUBLIC_IP, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
@@ -25,7 +25,7 @@ import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan
 import { udpFrame } from './udp';
 import {
   gsoHeaderLen, splitSegments, mergeCandidate, mergeAppend, mergeOpen, mergeFinishAll,
-  mergeReset, mergeCloseFlow, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4,
+  mergeReset, mergeCloseFlow, tcpGsoHeader, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4,
 } from './gso';
 import {
   icmpBuild, icmpErrorExempt, flannelUnreachableExempt, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED,
@@ -52,6 +52,10 @@ const ICMP_BURST: u32 = 50;
 const ICMP_PER_SEC: u32 = 1000;
 
 let mode: u32 = MODE_UDP;
+// flanneld's UDP backend counts the tunnel as a hop and decrements the TTL at both ends; the
+// kernel's VXLAN device does not. TTL 0 is never forwarded.
+let hopInTunnel: bool = true;
+let ttlFloor: u32 = 1;
 let vnetHdr: bool = false;
 let mergeOnIngress: bool = false;
 let splitUsed: u32 = 0;
@@ -78,6 +82,8 @@ let nowMs: u32 = 0;
 export function init(modeValue: u32, useVnetHdr: bool): i32 {
   if (<usize>memory.size() << 16 < <usize>REGION_END || __heap_base > <usize>EG_IN_DESC - 65536) return -1;
   mode = modeValue;
+  hopInTunnel = mode == MODE_UDP;
+  ttlFloor = hopInTunnel ? 1 : 0;
   vnetHdr = useVnetHdr;
   mergeOnIngress = useVnetHdr;
   resetCounters();
@@ -281,9 +287,9 @@ function routeEgress(ip: u32, total: u32, wireLen: u32): u32 {
     }
     return 0;
   }
-  if (ipTtl(ip) <= 1) {
+  if (ipTtl(ip) <= ttlFloor) {
     count(DIR_EGRESS, Verdict.TtlExpired, total);
-    if (!icmpErrorExempt(ip, total)) icmpToTun(ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, ip, total, ICMP_TTL);
+    if (hopInTunnel && !icmpErrorExempt(ip, total)) icmpToTun(ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, ip, total, ICMP_TTL);
     return 0;
   }
   if (wireLen > tunnelMtu && hasDF(ip)) {
@@ -303,7 +309,7 @@ function routeEgress(ip: u32, total: u32, wireLen: u32): u32 {
 function forwardEgress(ip: u32, total: u32): void {
   let route = routeEgress(ip, total, total);
   if (route == 0) return;
-  ipDecrementTtl(ip);
+  if (hopInTunnel) ipDecrementTtl(ip);
   if (emitSend(DIR_EGRESS, ip, total, route)) {
     count(DIR_EGRESS, Verdict.Forwarded, total);
     countTx(route, 1, total);
@@ -317,7 +323,7 @@ function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
   if (hdrLen == 0 || gsoSize == 0 || gsoSize > 65535 - hdrLen) { count(DIR_EGRESS, Verdict.Malformed, total); return; }
   let route = routeEgress(ip, total, hdrLen + min(gsoSize, total - hdrLen));
   if (route == 0) return;
-  ipDecrementTtl(ip);
+  if (hopInTunnel) ipDecrementTtl(ip);
   let framing: u32 = mode == MODE_VXLAN ? VXLAN_OVERHEAD : 0;
   let out = SPLIT_AREA + splitUsed;
   let nseg = splitSegments(ip, total, hdrLen, gsoSize, gsoType, out, SPLIT_SIZE - splitUsed, framing);
@@ -351,11 +357,20 @@ function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
 
 // --- ingress: wire -> TUN ---------------------------------------------------------------
 
-export function ingress(n: u32, now: u32): void {
+// Room one received datagram may need in the output tables: a GRO batch is at most 64
+// datagrams, and one oversized TCP packet cut here at most ~64 segments.
+const INGRESS_ROOM_WRITES: u32 = 64;
+
+// Processes the received datagrams [first, n). Stops early, before a datagram, when the output
+// tables could overflow; returns the index to resume from after the outputs have been flushed.
+export function ingress(n: u32, now: u32, first: u32): u32 {
   beginBatch(now);
   if (n > BATCH) n = BATCH;
   let cap = ingressReadCapacity();
-  for (let i: u32 = 0; i < n; i++) {
+  let i = first;
+  for (; i < n; i++) {
+    if (i > first && (nTunw + INGRESS_ROOM_WRITES > TUNW_CAP || nIov + 2 * INGRESS_ROOM_WRITES + ITEM_IOVS > IOV_CAP ||
+        splitUsed + 73728 > SPLIT_SIZE || nSend + INGRESS_ROOM_WRITES > SEND_CAP)) break;
     let d = IN_IN_DESC + i * DESC_SIZE;
     let off = load<u32>(d + D_OFFSET);
     let len = load<u32>(d + D_LENGTH);
@@ -373,6 +388,7 @@ export function ingress(n: u32, now: u32): void {
     }
   }
   mergeFinishAll();
+  return i;
 }
 
 function ingressDatagram(p: u32, len: u32, outerSrc: u32): void {
@@ -395,12 +411,19 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32): void {
     return;
   }
   let route = routeAddr(r);
-  if (ipTtl(ip) <= 1) {
+  if (ipTtl(ip) <= ttlFloor) {
     count(DIR_INGRESS, Verdict.TtlExpired, total);
-    if (!icmpErrorExempt(ip, total)) icmpToPeer(ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, ip, total, route);
+    if (hopInTunnel && !icmpErrorExempt(ip, total)) icmpToPeer(ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, ip, total, route);
     return;
   }
-  ipDecrementTtl(ip);
+  if (hopInTunnel) ipDecrementTtl(ip);
+  if (completePartialL4(ip, total)) count(DIR_INGRESS, Verdict.ChecksumCompleted, 0);
+  if (total > tunnelMtu && ipProto(ip) == PROTO_TCP && !isFragment(ip)) {
+    // A peer's kernel may hand over an unsegmented TCP super-packet (kernel VXLAN with GSO
+    // over veth or a virtual switch): cut it back to the tunnel MTU for the pod.
+    if (oversizeTcpToTun(ip, total)) countRx(route, total);
+    return;
+  }
   if (mergeOnIngress && ipProto(ip) == PROTO_TCP && mergeTcp(ip, total)) {
     countRx(route, total);
     return;
@@ -412,6 +435,42 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32): void {
   count(DIR_INGRESS, Verdict.Forwarded, total);
   store<u64>(route + R_RX_PACKETS, load<u64>(route + R_RX_PACKETS) + 1);
   store<u64>(route + R_RX_BYTES, load<u64>(route + R_RX_BYTES) + <u64>total);
+}
+
+// Writes a TCP packet larger than the tunnel MTU to the TUN in MTU-sized segments: with a GSO
+// virtio_net_hdr when the TUN has one (the kernel segments, nothing is copied), otherwise cut
+// here into the split area. Returns false when it was dropped (counted).
+function oversizeTcpToTun(ip: u32, total: u32): bool {
+  let hdrLen = gsoHeaderLen(ip, total, VNET_GSO_TCPV4);
+  if (hdrLen == 0 || hdrLen >= tunnelMtu) { count(DIR_INGRESS, Verdict.Malformed, total); return false; }
+  let gsoSize = tunnelMtu - hdrLen;
+  if (vnetHdr) {
+    if (nTunw >= TUNW_CAP || nIov + 2 > IOV_CAP) { count(DIR_INGRESS, Verdict.NoRoom, total); return false; }
+    let vnet = VNET_SCRATCH + nTunw * 16;
+    tcpGsoHeader(vnet, ip, total, hdrLen, gsoSize);
+    let w = TUN_WRITES + nTunw * TUNW_SIZE;
+    store<u32>(w, nIov);
+    store<u32>(w + 4, 2);
+    let v = IOVECS + nIov * IOV_SIZE;
+    store<u32>(v, vnet);
+    store<u32>(v + 4, VNET_HDR_LEN);
+    store<u32>(v + IOV_SIZE, ip);
+    store<u32>(v + IOV_SIZE + 4, total);
+    nIov += 2;
+    nTunw++;
+    return true;
+  }
+  let out = SPLIT_AREA + splitUsed;
+  let nseg = splitSegments(ip, total, hdrLen, gsoSize, VNET_GSO_TCPV4, out, SPLIT_SIZE - splitUsed, 0);
+  if (nseg == 0) { count(DIR_INGRESS, Verdict.NoRoom, total); return false; }
+  let p = out;
+  for (let i: u32 = 0; i < nseg; i++) {
+    let segLen = ipTotalLen(p);
+    if (!emitTun(DIR_INGRESS, p, segLen)) return false;
+    p += segLen;
+  }
+  splitUsed += (p - out + 15) & ~15;
+  return true;
 }
 
 // Adds a TCP segment to the batch's merge items. Returns false when it must be written alone.

@@ -122,3 +122,33 @@ export function pseudoHeaderSum(src: u32, dst: u32, proto: u32, l4len: u32): u64
   acc = addBE(acc, l4len);
   return acc;
 }
+
+// A TCP or UDP checksum that holds only the pseudo-header sum, as a peer's kernel leaves it for
+// checksum offload (CHECKSUM_PARTIAL, e.g. kernel VXLAN over veth), is completed in place.
+// Completing always yields the right checksum for the bytes, so a real checksum that happens
+// to equal the pseudo-header sum is rewritten to itself. Returns true when it completed one.
+export function completePartialL4(ip: u32, total: u32): bool {
+  if (isFragment(ip)) return false;
+  let proto = ipProto(ip);
+  let hlen = ipHeaderLen(ip);
+  let l4len = total - hlen;
+  let at: u32;
+  if (proto == PROTO_TCP) {
+    if (l4len < 20) return false;
+    at = 16;
+  } else if (proto == PROTO_UDP) {
+    if (l4len < 8) return false;
+    at = 6;
+  } else {
+    return false;
+  }
+  let field = ip + hlen + at;
+  let current = load16be(field);
+  let pseudo = pseudoHeaderSum(ipSrc(ip), ipDst(ip), <u32>proto, l4len);
+  if (current == 0 || current != fold(pseudo)) return false; // UDP 0: no checksum at all
+  store<u16>(field, 0);
+  let sum = (~fold(sumBytes(ip + hlen, l4len, pseudo))) & 0xffff;
+  if (proto == PROTO_UDP && sum == 0) sum = 0xffff;
+  store16be(field, sum);
+  return true;
+}

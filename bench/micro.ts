@@ -50,7 +50,7 @@ function setup(mode: Mode, direction: 'egress' | 'ingress', size: number): () =>
     ipAt.push(at + 8);
     saved.push(dv.getUint32(at + 8));
   }
-  const run = direction === 'egress' ? core.exports.egress : core.exports.ingress;
+  const run = direction === 'egress' ? core.exports.egress : (n: number, now: number) => { core.exports.ingress(n, now, 0); };
   return () => {
     // Undo the TTL decrement of the previous round (4 bytes per packet) so every round forwards.
     for (let i = 0; i < BATCH; i++) dv.setUint32(ipAt[i], saved[i]);

@@ -13,7 +13,9 @@ command -v tshark >/dev/null || need+=(tshark)
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v curl >/dev/null || need+=(curl)
-[ -x /usr/lib/cni/flannel ] || need+=(containernetworking-plugins)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v ethtool >/dev/null || need+=(ethtool)
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: linen needs these Debian packages: ${need[*]}; run as root or install them" >&2

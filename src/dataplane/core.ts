@@ -13,7 +13,7 @@ interface CoreExports {
   init(mode: number, vnetHdr: number): number;
   configure(port: number, mtu: number, local: number, vni: number, macHi: number, macLo: number, seed: number): void;
   egress(n: number, nowMs: number): void;
-  ingress(n: number, nowMs: number): void;
+  ingress(n: number, nowMs: number, first: number): number;
   setIngressMerge(on: number): void;
   sendCount(): number;
   tunWriteCount(): number;
@@ -157,7 +157,8 @@ export class Core {
   }
 
   egress(n: number, nowMs: number): void { this.exports.egress(n, nowMs >>> 0); }
-  ingress(n: number, nowMs: number): void { this.exports.ingress(n, nowMs >>> 0); }
+  /** Processes received datagrams [first, n); returns where to resume after flushing the outputs. */
+  ingress(n: number, nowMs: number, first = 0): number { return this.exports.ingress(n, nowMs >>> 0, first); }
   get sendCount(): number { return this.exports.sendCount(); }
   get tunWriteCount(): number { return this.exports.tunWriteCount(); }
 }

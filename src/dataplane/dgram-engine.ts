@@ -77,7 +77,7 @@ export class DgramEngine implements Engine {
     from.split('.').forEach((x, i) => { mem[d + 8 + i] = Number(x); });
     dv.setUint16(d + 12, port, false);
     dv.setUint16(d + 14, 0, true);
-    this.core.ingress(1, Date.now());
+    this.core.ingress(1, Date.now(), 0);
     this.flush();
   }
 

@@ -15,6 +15,8 @@ export const VERDICTS = [
   'icmp_rate_limited',
   'no_room',
   'unsupported',
+  // not a drop: a peer's partial (offload) TCP/UDP checksum completed before the TUN write
+  'checksum_completed',
 ] as const;
 
 export type VerdictName = (typeof VERDICTS)[number];

@@ -151,8 +151,10 @@ function run(data: WorkerData): void {
       const m = native.udpRecvBatch(sock.fd, mem, L.IN_IN_DESC, recvMax, inCap);
       if (m > 0) {
         io[UDP_RECEIVES] += m;
-        core.ingress(m, Date.now());
-        flush();
+        for (let next = 0; next < m;) {
+          next = core.ingress(m, Date.now(), next);
+          flush();
+        }
         worked = true;
       }
       if (!worked) break;

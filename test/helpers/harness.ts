@@ -30,8 +30,15 @@ export class Harness {
 
   ingress(datagrams: { data: Uint8Array; from: string; port?: number; seg?: number }[], now = 0): { sends: Sent[]; tun: Uint8Array[] } {
     datagrams.forEach((g, i) => this.fill(this.core.layout.IN_IN_DESC, i, g.data, g.from, g.port ?? 8285, g.seg ?? 0));
-    this.core.ingress(datagrams.length, now);
-    return this.outputs();
+    // As a worker does: resume where the core stopped, collecting each round's outputs.
+    const all = { sends: [] as Sent[], tun: [] as Uint8Array[] };
+    for (let next = 0; next < datagrams.length;) {
+      next = this.core.ingress(datagrams.length, now, next);
+      const out = this.outputs();
+      all.sends.push(...out.sends);
+      all.tun.push(...out.tun);
+    }
+    return all;
   }
 
   outputs(): { sends: Sent[]; tun: Uint8Array[] } {

@@ -84,7 +84,7 @@ t.test('VXLAN egress frames exactly as the kernel: flags 0x08, VNI, inner Ethern
   const s = sends[0];
   t.same(s.bytes.subarray(0, 8), vxlanHeader(1), 'VXLAN header');
   t.same(s.bytes.subarray(8, 22), ethHeader(PEER2_MAC, OWN_MAC), 'inner Ethernet dst=peer VTEP, src=own, IPv4');
-  t.same(s.bytes.subarray(22), decremented(p));
+  t.same(s.bytes.subarray(22), p, 'inner packet as is: kernel VXLAN does not count the tunnel as a hop');
   t.equal(s.addr, '192.168.1.21');
   t.equal(s.port, 8472);
   t.ok(s.srcPort >= 32768 && s.srcPort < 60999, `source port ${s.srcPort} in the kernel's default range`);
@@ -256,7 +256,7 @@ t.test('VXLAN ingress accepts a kernel-built frame and drops every deviation', a
   const good = concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), inner);
   const r = h.ingress([{ data: good, from: '192.168.1.20', port: 8472 }]);
   t.equal(r.tun.length, 1);
-  t.same(r.tun[0], decremented(inner));
+  t.same(r.tun[0], inner);
   const cases: [string, Uint8Array, string][] = [
     ['wrong VNI', concat(vxlanHeader(2), ethHeader(OWN_MAC, PEER_MAC), inner), 'wrong_vni'],
     ['I flag missing', concat(vxlanHeader(1, 0x00), ethHeader(OWN_MAC, PEER_MAC), inner), 'bad_vxlan_flags'],
@@ -321,10 +321,10 @@ t.test('virtio_net_hdr: partial checksums are completed on egress; writes carry 
   vnet[0] = 1; vnet[6] = 20; vnet[8] = 16; // NEEDS_CSUM, csum_start 20, csum_offset 16
   const { sends } = h.egress([concat(vnet, partial)]);
   t.equal(sends.length, 1);
-  t.same(sends[0].bytes.subarray(22), decremented(p), 'checksum completed to the full value');
+  t.same(sends[0].bytes.subarray(22), p, 'checksum completed to the full value');
   const inner = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(64));
   const { tun } = h.ingress([{ data: concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), inner), from: '192.168.1.20' }]);
-  t.same(tun[0], concat(new Uint8Array(10), decremented(inner)));
+  t.same(tun[0], concat(new Uint8Array(10), inner));
   const badStart = vnet.slice(); badStart[6] = 400 & 255; badStart[7] = 400 >> 8;
   t.equal(h.egress([concat(badStart, partial)]).sends.length, 0, 'csum_start outside the packet is malformed');
 });
@@ -339,4 +339,44 @@ t.test('a full batch: 64 packets in, 64 datagrams out, in order', async (t) => {
     if (s.bytes.length !== pkts[i].length) t.fail(`datagram ${i} length`);
   });
   t.equal(h.counter('egress', 'forwarded'), 64);
+});
+
+t.test('VXLAN mode leaves the TTL alone, as the kernel does, but never forwards TTL 0', async (t) => {
+  const h = vxlanCore();
+  const one = buildUdp('10.5.72.5', '10.5.33.7', 1, 2, bytes(16), { ttl: 1 });
+  const out = h.egress([one]);
+  t.equal(out.sends.length, 1, 'TTL 1 is forwarded (the host already counted its hop)');
+  t.equal(parseIp4(out.sends[0].bytes.subarray(22)).ttl, 1);
+  const zero = buildUdp('10.5.72.5', '10.5.33.7', 1, 2, bytes(16), { ttl: 0 });
+  t.equal(h.egress([zero]).sends.length, 0, 'TTL 0 is dropped');
+  const inZero = concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(16), { ttl: 0 }));
+  t.equal(h.ingress([{ data: inZero, from: '192.168.1.20' }]).tun.length, 0);
+  t.equal(h.counter('egress', 'ttl_expired') + h.counter('ingress', 'ttl_expired'), 2);
+});
+
+t.test("ingress completes a peer's partial (offload) TCP and UDP checksums", async (t) => {
+  for (const vnetHdr of [false, true]) {
+    const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 1, mac: OWN_MAC, vnetHdr });
+    h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
+    const partial = (p: Uint8Array, at: number): Uint8Array => {
+      // What a sending kernel leaves for the NIC: the folded pseudo-header sum.
+      const q = p.slice();
+      const src = ip4('10.5.33.7'), dst = ip4('10.5.72.5'), len = q.length - 20;
+      let ps = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + q[9] + len;
+      while (ps > 0xffff) ps = (ps & 0xffff) + (ps >>> 16);
+      q[at] = ps >> 8; q[at + 1] = ps & 255;
+      return q;
+    };
+    const tcp = buildTcp('10.5.33.7', '10.5.72.5', 80, 3000, 1, 0x18, bytes(700));
+    const udp = buildUdp('10.5.33.7', '10.5.72.5', 53, 3000, bytes(300));
+    const frames = [partial(tcp, 36), partial(udp, 26)].map((p) => concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), p));
+    const { tun } = h.ingress(frames.map((data) => ({ data, from: '192.168.1.20' })));
+    const inner = tun.map((w) => (vnetHdr ? w.subarray(10) : w));
+    t.same(inner, [tcp, udp], `${vnetHdr ? 'with' : 'without'} vnet header: both written with full, valid checksums`);
+    t.ok(inner.every((p) => l4ChecksumOk(p)));
+    t.equal(h.counter('ingress', 'checksum_completed'), 2);
+    const ok = h.ingress([{ data: concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), tcp), from: '192.168.1.20' }]);
+    t.same(vnetHdr ? ok.tun[0].subarray(10) : ok.tun[0], tcp, 'a complete checksum is left as it is');
+    t.equal(h.counter('ingress', 'checksum_completed'), 2);
+  }
 });

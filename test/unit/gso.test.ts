@@ -66,7 +66,7 @@ for (const mode of ['udp', 'vxlan'] as const) {
       const p = d.subarray(framing);
       const ip = parseIp4(p);
       const f = tcpFields(p);
-      if (!ip.headerOk || !l4ChecksumOk(p) || ip.ttl !== 63 || ip.id !== ((0xfff0 + i) & 0xffff) || ip.total !== p.length) bad++;
+      if (!ip.headerOk || !l4ChecksumOk(p) || ip.ttl !== (mode === 'udp' ? 63 : 64) || ip.id !== ((0xfff0 + i) & 0xffff) || ip.total !== p.length) bad++;
       if (f.seq !== ((0xfffff000 + i * mss) >>> 0)) bad++;
       const lastFlags = i === nseg - 1 ? 0x18 : 0x10;
       if (f.flags !== lastFlags) bad++;

@@ -80,25 +80,26 @@ t.test('tshark decodes every layer of what the core produces, with good checksum
     expect.push({ stack: new RegExp(`^${wire}:udp`) });
     expect.push({ stack: new RegExp(`^${wire}:icmp`), icmp: '8' });
 
-    // ICMP errors the core writes into the TUN: net unreachable, time exceeded, frag needed.
+    // ICMP errors the core writes into the TUN: net unreachable, frag needed, and in UDP mode
+    // (where the tunnel counts as a hop, as in flanneld) time exceeded.
     const errs = h.egress([
       buildUdp('10.5.72.5', '10.99.0.1', 4000, 53, bytes(40)),
-      buildUdp('10.5.72.5', '10.5.33.7', 4000, 53, bytes(40), { ttl: 1 }),
       buildTcp('10.5.72.5', '10.5.33.7', 1, 2, 1, 0x10, bytes(1600), { df: true }),
+      ...(mode === 'udp' ? [buildUdp('10.5.72.5', '10.5.33.7', 4000, 53, bytes(40), { ttl: 1 })] : []),
     ]).tun;
-    t.equal(errs.length, 3, `${mode}: three ICMP errors`);
+    t.equal(errs.length, mode === 'udp' ? 3 : 2, `${mode}: ICMP errors`);
     for (const e of errs) frames.push(ether(e));
     expect.push({ stack: /^eth:ethertype:ip:icmp:ip:udp/, icmp: '3' });
-    expect.push({ stack: /^eth:ethertype:ip:icmp:ip:udp/, icmp: '11' });
     expect.push({ stack: /^eth:ethertype:ip:icmp:ip:tcp/, icmp: '3' });
-
-    // Time exceeded sent back to a peer through the tunnel.
-    const incoming = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(16), { ttl: 1 });
-    const data = mode === 'udp' ? incoming : concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), incoming);
-    const back = h.ingress([{ data, from: '192.168.1.20', port }]).sends;
-    t.equal(back.length, 1, `${mode}: time exceeded to the peer`);
-    frames.push(ether(outer(SELF_PUBLIC, back[0].addr, mode === 'udp' ? port : back[0].srcPort, port, back[0].bytes)));
-    expect.push({ stack: new RegExp(`^${wire}:icmp:ip:udp`), icmp: '11' });
+    if (mode === 'udp') {
+      expect.push({ stack: /^eth:ethertype:ip:icmp:ip:udp/, icmp: '11' });
+      // Time exceeded sent back to a peer through the tunnel.
+      const incoming = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(16), { ttl: 1 });
+      const back = h.ingress([{ data: incoming, from: '192.168.1.20', port }]).sends;
+      t.equal(back.length, 1, `${mode}: time exceeded to the peer`);
+      frames.push(ether(outer(SELF_PUBLIC, back[0].addr, port, port, back[0].bytes)));
+      expect.push({ stack: new RegExp(`^${wire}:icmp:ip:udp`), icmp: '11' });
+    }
   }
 
   const file = join(dir, 'core.pcap');

@@ -12,10 +12,9 @@
 // A contender that fails to start is recorded as failed with its error, and the suite goes on.
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
 import { hostGwContender, kernelVxlanContender, startContender, type Contender, type ContenderHandle } from './contenders.js';
 import { linenContender } from './linen.js';
@@ -169,15 +168,8 @@ export interface SuiteResults {
 // ---------------------------------------------------------------------------------------------
 // Machine facts
 
-export function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('bench: cannot find the package root');
-    dir = up;
-  }
-  return dir;
-}
+export { repoRoot } from '../src/dataplane/native.js';
+import { repoRoot } from '../src/dataplane/native.js';
 
 function tryRun(cmd: string, args: string[], cwd?: string): string {
   try {

@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { buildCluster, type Cluster, type ClusterNode } from '../bench/cluster.js';
+import { buildCluster, type Cluster } from '../bench/cluster.js';
 import { ETCD } from '../bench/etcd.js';
 
 interface Pod { host: number; ns: string; ip: string }

@@ -14,7 +14,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
 
 import { hostGwContender, kernelVxlanContender, startContender, type Contender, type ContenderHandle } from './contenders.js';
 import { linenContender } from './linen.js';

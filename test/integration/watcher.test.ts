@@ -1,6 +1,6 @@
 // Peer discovery against a real etcd, with leases written by hand in flanneld's format.
 import t from 'tap';
-import { startEtcd, type EtcdHandle } from '../helpers/etcd.js';
+import { startEtcd } from '../helpers/etcd.js';
 import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { LeaseWatcher, type PeerDiff, type PeerFilter } from '../../src/subnet/watcher.js';
 import { RegistryError, type Registry, type WatchItem } from '../../src/subnet/registry.js';

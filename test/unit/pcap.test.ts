@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Harness } from '../helpers/harness.js';
 import {
-  ip4, buildUdp, buildTcp, buildIcmpEcho, buildIp4, inetChecksum, bytes, vxlanHeader, ethHeader,
+  ip4, buildUdp, buildTcp, buildIcmpEcho, buildIp4, inetChecksum, bytes, ethHeader,
   concat, mac,
 } from '../helpers/packets.js';
 

@@ -124,6 +124,26 @@ function readTLSFile(flag: string, path: string): Buffer {
   }
 }
 
+/**
+ * What went wrong in a TLS handshake, in words, from a gRPC connection error (null when the
+ * error is not about TLS). OpenSSL's text is kept, without its source-file coordinates.
+ */
+export function tlsFailure(msg: string): string | null {
+  const last = /Last error: ([\s\S]*?)(?: \(\d{4}-\d\d-\d\dT[^)]*\))?\.? Resolution note:/.exec(msg)?.[1] ?? msg;
+  const text = last.replace(/^Error: /, '').replace(/\s+/g, ' ').trim();
+  const alert = /alert ([a-z ]+?)(?::|$)/i.exec(text)?.[1]?.trim();
+  if (alert !== undefined && /certificate|unknown ca|certificate required|access denied/i.test(alert)) {
+    return `etcd refused this client's certificate (TLS alert "${alert}"): --etcd-certfile must be signed by a CA etcd trusts (--trusted-ca-file)`;
+  }
+  if (/unable to verify|self[- ]signed|certificate (has expired|is not yet valid)|unable to get (local )?issuer|Hostname\/IP does not match|ERR_TLS_CERT/i.test(text)) {
+    return `etcd's server certificate was not accepted (${text.replace(/:\.\.\/deps\/\S+/g, '')}): --etcd-cafile must be the CA that signed it, and it must name this endpoint`;
+  }
+  if (/SSL routines|wrong version number|tlsv1 alert|handshake/i.test(text)) {
+    return `${text.replace(/:\.\.\/deps\/\S+/g, '').replace(/^[0-9A-F]+:error:[0-9A-F]+:/, '')} (check --etcd-cafile, --etcd-certfile and --etcd-keyfile)`;
+  }
+  return null;
+}
+
 /** A small async queue for turning stream callbacks into an async iterator. */
 class Channel<T> {
   private items: T[] = [];
@@ -275,6 +295,15 @@ export class EtcdRegistry implements Registry {
     if (e instanceof RegistryError) return e;
     const msg = e instanceof Error ? e.message : String(e);
     const where = `${op} ${key}`;
+    const tls = tlsFailure(msg);
+    if (tls !== null) {
+      // Still 'unavailable' (retried): the other side may be fixed while linend waits.
+      return new RegistryError(
+        `etcd TLS handshake failed (endpoints ${this.endpointsText}, during ${where}): ${tls}`,
+        'unavailable',
+        e,
+      );
+    }
     if (e instanceof GRPCDeadlineExceededError) {
       return new RegistryError(`etcd request timed out (${where}, endpoints ${this.endpointsText}): ${msg}`, 'timeout', e);
     }

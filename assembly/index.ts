@@ -243,11 +243,12 @@ function completeChecksum(ip: u32, total: u32, start: u32, offset: u32): bool {
 export function egress(n: u32, now: u32): void {
   beginBatch(now);
   if (n > BATCH) n = BATCH;
+  let cap = egressReadCapacity();
   for (let i: u32 = 0; i < n; i++) {
     let d = EG_IN_DESC + i * DESC_SIZE;
     let off = load<u32>(d + D_OFFSET);
     let len = load<u32>(d + D_LENGTH);
-    if (len > egressReadCapacity()) len = egressReadCapacity();
+    if (len > cap) len = cap;
     if (vnetHdr) {
       if (len < VNET_HDR_LEN) { count(DIR_EGRESS, Verdict.Malformed, len); continue; }
       let flags = <u32>load<u8>(off);

@@ -1,0 +1,141 @@
+// linend killed and restarted, and a data-plane worker crashing, on one two-host UDP cluster
+// with --ip-masq (so both of flanneld's rule sets are installed): SIGKILL in the middle of a
+// transfer, repeated kill -9 / start cycles (some of them while linend is still starting) that
+// must leak no device, iptables rule, process or descriptor, and a worker thread that throws.
+//
+// LINEN_LONG_TESTS=1: 50 kill/restart cycles instead of 8.
+import t from 'tap';
+import { randomInt } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { buildCluster, type Cluster, type ClusterNode } from '../../bench/cluster.js';
+import { namespacePids } from '../../bench/topology.js';
+import { transfer } from '../helpers/transfer.js';
+import { LONG, bothWays, etcdLeases, fdCount, metrics, pidOf, startIperf, threadCount, waitFor } from '../helpers/reliability.js';
+
+const CYCLES = LONG ? 50 : 8;
+
+t.setTimeout((LONG ? 600 : 240) * 1000);
+
+let c: Cluster;
+
+t.before(async () => {
+  c = await buildCluster({ hosts: 2, backend: 'udp', args: ['--ip-masq'], env: { LINEN_DEBUG_HOOKS: '1' } });
+});
+t.teardown(() => c?.destroy());
+
+/** flannel devices in the host's namespace. */
+function flannelLinks(n: ClusterNode): string[] {
+  return c.topo.ip(n.host.ns, '-o', 'link', 'show').split('\n').map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1] ?? '').filter((d) => d.startsWith('flannel'));
+}
+
+/** iptables-save lines (rules) carrying flanneld's comments, with how often each appears. */
+function flannelRules(n: ClusterNode): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const l of c.topo.exec(n.host.ns, 'iptables-save', []).split('\n')) {
+    if (!l.startsWith('-A ') || !/flanneld (masq|forward)/.test(l)) continue;
+    out.set(l, (out.get(l) ?? 0) + 1);
+  }
+  return out;
+}
+
+function routeToNetwork(n: ClusterNode): string {
+  return c.topo.ip(n.host.ns, 'route', 'show', c.network).trim();
+}
+
+t.test('SIGKILL in the middle of a transfer: same subnet, device, rules and routes after the restart; the transfer in flight and a new one complete', async (t) => {
+  const [a, b] = c.nodes;
+  const subnet = b.subnetEnv()?.['FLANNEL_SUBNET'];
+  const rulesBefore = flannelRules(b);
+  t.equal(rulesBefore.size, 10, "flanneld's 7 masquerade and 3 forward rules installed");
+  // A transfer long enough to be cut in the middle (1 GB: several seconds at ~2 Gbit/s).
+  const started = Date.now();
+  let finishedAt = 0;
+  const inFlight = transfer(a.host.pod.ns, b.host.pod.ns, b.podIp!, 1_000_000_000, 120_000).then((r) => { finishedAt = Date.now(); return r; });
+  await sleep(1000);
+  const killedAt = Date.now();
+  t.equal(await b.stop('SIGKILL'), 'SIGKILL', 'killed');
+  await b.start();
+  const readyAt = Date.now();
+  const readyMs = readyAt - killedAt;
+  t.equal(b.subnetEnv()?.['FLANNEL_SUBNET'], subnet, 'same subnet');
+  t.same(flannelLinks(b), ['flannel0'], 'one flannel0');
+  t.match(routeToNetwork(b), /dev flannel0/, 'the network routed to flannel0');
+  t.same([...flannelRules(b).entries()].filter(([, n]) => n !== 1), [], 'every flanneld rule exactly once');
+  t.same([...flannelRules(b).keys()].sort(), [...rulesBefore.keys()].sort(), 'the same rules as before');
+  t.same((await metrics(b)).routes(), [`${a.subnetEnv()?.['FLANNEL_SUBNET']?.replace(/\.1\/24$/, '.0/24')} via ${a.host.underlayIP}`], 'the peer route is back');
+  const r = await inFlight;
+  t.equal(r.received, r.sent, `the transfer in flight survived the restart: ${(r.bytes / 1e9).toFixed(1)} GB in ${r.seconds.toFixed(1)} s, checksums match`);
+  t.ok(finishedAt > readyAt, `it was still running when linend was back (finished ${finishedAt - readyAt} ms after; started ${killedAt - started} ms before the kill)`);
+  const fresh = await transfer(b.host.pod.ns, a.host.pod.ns, a.podIp!, 50_000_000, 60_000);
+  t.equal(fresh.received, fresh.sent, 'a new 50 MB transfer the other way: checksums match');
+  t.comment(`figures: kill_to_ready_ms=${readyMs} inflight_seconds=${r.seconds.toFixed(1)}`);
+});
+
+t.test(`${CYCLES} kill -9 / start cycles: nothing leaks`, async (t) => {
+  const n = c.nodes[0];
+  const subnet = n.subnetEnv()?.['FLANNEL_SUBNET'];
+  const rules = [...flannelRules(n).keys()].sort();
+  const fds0 = fdCount(pidOf(n));
+  const leases0 = await etcdLeases(c);
+  let duringStartup = 0;
+  const t0 = Date.now();
+  for (let i = 0; i < CYCLES; i++) {
+    t.equal(await n.stop('SIGKILL'), 'SIGKILL', `cycle ${i + 1}: killed`);
+    if (i % 2 === 1) {
+      // Every other cycle also kills it while it starts (anywhere from flag parsing to the
+      // first peer list).
+      await n.start({ wait: false });
+      await sleep(randomInt(50, 2500));
+      if (n.alive()) {
+        await n.stop('SIGKILL');
+        duringStartup++;
+      }
+    }
+    await n.start();
+  }
+  const elapsed = Date.now() - t0;
+  t.equal(n.subnetEnv()?.['FLANNEL_SUBNET'], subnet, 'still the same subnet');
+  t.same(flannelLinks(n), ['flannel0'], 'exactly one flannel device in the host namespace');
+  t.match(routeToNetwork(n), /dev flannel0/, 'network route in place');
+  const now = flannelRules(n);
+  t.same([...now.entries()].filter(([, k]) => k !== 1), [], 'iptables-save shows each flanneld rule exactly once');
+  t.same([...now.keys()].sort(), rules, 'and the same rules');
+  const pid = pidOf(n);
+  t.same(namespacePids(n.host.ns), [pid], 'the only process in the host namespace is the running linend');
+  // Same descriptors and threads as the first run (allow a few for timing: sockets to etcd).
+  await sleep(1000);
+  const fds = fdCount(pid);
+  t.ok(Math.abs(fds - fds0) <= 4, `open descriptors ${fds} (first run: ${fds0})`);
+  t.same([...(await etcdLeases(c)).keys()].sort(), [...leases0.keys()].sort(), 'no extra lease keys in etcd');
+  t.ok(await waitFor(() => bothWays(c, 0, 1), 10_000, 200) >= 0, 'pods reach each other');
+  t.comment(`figures: cycles=${CYCLES} killed_during_startup=${duringStartup} seconds=${(elapsed / 1000).toFixed(1)} fds=${fds0}->${fds} threads=${threadCount(pid)}`);
+});
+
+t.test('a data-plane worker crashes: restarted, logged, counted, traffic resumes', async (t) => {
+  const [a, b] = c.nodes;
+  const before = await metrics(a);
+  t.equal(before.get('linen_workers'), 1, 'one worker');
+  const restarts0 = before.get('linen_worker_restarts_total');
+  const iperf = await startIperf(a, b, { seconds: 10, interval: 1 });
+  await sleep(3000);
+  const crash = await a.http('/debug/crash-worker?index=0');
+  t.equal(crash.status, 200, 'debug hook answered');
+  const crashedAt = Date.now();
+  const back = await waitFor(async () => {
+    const m = await metrics(a);
+    return m.get('linen_worker_restarts_total') === restarts0 + 1 && m.get('linen_workers') === 1;
+  }, 10_000, 50);
+  t.ok(back >= 0, `linen_worker_restarts_total went up by one and linen_workers is 1 again (${back} ms)`);
+  t.match(a.log(), /data-plane worker 0 died \(.*crash requested through the debug hook.*\); restarted/, 'the death is logged with its reason');
+  t.ok(a.alive(), 'linend itself kept running');
+  const run = await iperf.done;
+  const after = run.intervals.slice(-5);
+  t.ok(after.every((x) => x > 0), `the last 5 intervals after the crash carry data (${after.map((x) => (x / 1e6).toFixed(0)).join(', ')} MB)`);
+  const gaps = run.intervals.filter((x) => x === 0).length;
+  t.ok(gaps <= 1, `at most one empty 1-second interval around the crash (${gaps})`);
+  t.match(routeToNetwork(a), /dev flannel0/, 'network route restored on the re-created device');
+  t.ok(await bothWays(c, 0, 1), 'pods reach each other');
+  const r = await transfer(a.host.pod.ns, b.host.pod.ns, b.podIp!, 50_000_000, 60_000);
+  t.equal(r.received, r.sent, 'a 50 MB transfer after the crash: checksums match');
+  t.comment(`figures: worker_back_ms=${back} empty_intervals=${gaps} since_crash_ms=${Date.now() - crashedAt}`);
+});

@@ -75,10 +75,11 @@ export function linenContender(o: LinenContenderOptions): Contender & { setup(to
         nodes.push(start(i));
       });
       const ready = async (n: LinenNode): Promise<void> => {
-        const deadline = Date.now() + 20000;
+        // Generous: on a loaded 2-core machine a worker thread and its wasm compile can be slow.
+        const deadline = Date.now() + 90000;
         while (!n.log().includes('Static peers:')) {
           if (n.child.exitCode !== null || n.child.signalCode !== null) throw new Error(`linend in ${n.ns} exited:\n${n.log()}`);
-          if (Date.now() > deadline) throw new Error(`linend in ${n.ns} not ready after 20 s:\n${n.log()}`);
+          if (Date.now() > deadline) throw new Error(`linend in ${n.ns} not ready after 90 s:\n${n.log()}`);
           await new Promise((r) => setTimeout(r, 50));
         }
       };

@@ -1,6 +1,8 @@
 // linend's start-up and shutdown, in flanneld's order (flannel-compat.md §8): health server,
 // network config, external interface, backend (lease), data path and device, traffic rules,
 // subnet.env, then peers; SIGTERM/SIGINT stop it cleanly and keep the lease.
+import { accessSync, constants as fsc, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Logger } from './log.js';
 import type { Options } from './flags.js';
 import { createBackend, randomVtepMAC, type Backend } from './backend/index.js';
@@ -77,6 +79,39 @@ function debugLeaseTiming(): { leaseTTLSeconds?: number; renewMarginMs?: number 
   };
 }
 
+/**
+ * Refuses a --subnet-file that can never be written (a directory, a parent that is a file,
+ * a read-only place) before anything is set up: otherwise linend would lease a subnet, create
+ * the device and install the rules, and only then fail.
+ */
+export function checkSubnetFile(path: string): void {
+  const bad = (why: string): never => { throw new Error(`--subnet-file ${path}: ${why}`); };
+  try {
+    if (statSync(path).isDirectory()) bad('is a directory');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;
+  }
+  // The nearest existing ancestor must be a directory we can write in (it is created from there).
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    let isDir: boolean;
+    try {
+      isDir = statSync(dir).isDirectory();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && dirname(dir) !== dir) continue;
+      return bad(`${dir}: ${(e as Error).message}`);
+    }
+    if (!isDir) bad(`${dir} is not a directory`);
+    try {
+      accessSync(dir, fsc.W_OK);
+    } catch (e) {
+      bad(`cannot write in ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    return;
+  }
+}
+
 /** Waits for SIGTERM or SIGINT (or an abort from inside), then resolves. */
 export function shutdownSignal(log: Logger): AbortController {
   const ac = new AbortController();
@@ -96,6 +131,7 @@ const aborted = (signal: AbortSignal): Promise<void> =>
 /** Static mode: no etcd; the subnet and peers come from --static-peers. */
 export async function runStatic(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   const setup = loadStaticSetup(o.staticPeers);
+  checkSubnetFile(o.subnetFile);
   const backend = createBackend(setup.config.backend);
   const { ext, publicIp } = resolveInterface(o, log);
   const mac = setup.mac ?? randomVtepMAC();
@@ -134,6 +170,7 @@ async function previousVtepMAC(registry: Registry, publicIp: number): Promise<Ui
 
 /** etcd mode: flanneld's job, with linen's data path. */
 export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
+  checkSubnetFile(o.subnetFile);
   const registry = new EtcdRegistry({
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
     caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),

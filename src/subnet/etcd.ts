@@ -19,6 +19,7 @@
 // backoff for as long as the partition lasted); the first probe that gets an answer replaces
 // the client and reports 'connected', which wakes the watch and renewal loops at once.
 
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import {
@@ -116,12 +117,21 @@ export function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]); // all 0xff: to the end of the keyspace
 }
 
-function readTLSFile(flag: string, path: string): Buffer {
+function readTLSFile(flag: string, path: string, kind: 'key' | 'certificate'): Buffer {
+  let data: Buffer;
   try {
-    return readFileSync(path);
+    data = readFileSync(path);
   } catch (e) {
     throw new RegistryError(`cannot read ${flag} ${path}: ${(e as Error).message}`, 'other', e);
   }
+  // Checked here, where the flag is known: gRPC would only say "PEM routines::no start line".
+  try {
+    if (kind === 'key') createPrivateKey(data);
+    else new X509Certificate(data);
+  } catch (e) {
+    throw new RegistryError(`${flag} ${path} is not a PEM ${kind === 'key' ? 'private key' : 'certificate'}: ${(e as Error).message}`, 'other', e);
+  }
+  return data;
 }
 
 /**
@@ -216,9 +226,9 @@ export class EtcdRegistry implements Registry {
     if (key !== '' && cert !== '') {
       options.credentials = {
         // No --etcd-cafile: verify against the system roots, as Go does with RootCAs nil.
-        rootCertificate: opts.caFile ? readTLSFile('--etcd-cafile', opts.caFile) : Buffer.from(rootCertificates.join('\n')),
-        privateKey: readTLSFile('--etcd-keyfile', key),
-        certChain: readTLSFile('--etcd-certfile', cert),
+        rootCertificate: opts.caFile ? readTLSFile('--etcd-cafile', opts.caFile, 'certificate') : Buffer.from(rootCertificates.join('\n')),
+        privateKey: readTLSFile('--etcd-keyfile', key, 'key'),
+        certChain: readTLSFile('--etcd-certfile', cert, 'certificate'),
       };
     } else {
       if (key !== '' || cert !== '') {

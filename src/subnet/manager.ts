@@ -23,6 +23,10 @@
 // less than two minutes left the retry comes after half the remaining time (at least 1 s),
 // each call's deadline is at most half the remaining time, and a retry that is waiting goes
 // at once when the registry reports that etcd is reachable again.
+// Also unlike flanneld, the own key rewritten by someone else (another PublicIP or VtepMAC, or
+// a value that is no lease) is put back at once (at most every reassertMinIntervalMs, 10 s, so
+// that two misconfigured nodes cannot flood etcd): until then every peer routes this node's
+// subnet to whatever was written there. flanneld would only rewrite it at its next renewal.
 
 import { parseNetworkConfig, type NetworkConfig } from '../config.js';
 import { formatCIDR, formatIPv4, netEqual, netNext, netOverlaps, type IPv4Net } from '../net.js';
@@ -77,6 +81,8 @@ export interface LeaseManagerOptions {
   log?: Logger;
   /** Called for every lease event (renewals, failures, revocation). */
   onEvent?: (e: LeaseEvent) => void;
+  /** Least time between two puts of the own lease after it was rewritten; default 10 s. */
+  reassertMinIntervalMs?: number;
 }
 
 const isTransient = (e: unknown): boolean => e instanceof RegistryError && (e.kind === 'unavailable' || e.kind === 'timeout');
@@ -144,6 +150,10 @@ export class LeaseManager {
   /** A failed renewal is waiting for its retry; set retryNow to make it go at once. */
   private retryPending = false;
   private retryNow = false;
+  /** When the own lease is to be put back after someone rewrote it (null: not needed). */
+  private reassertAt: number | null = null;
+  private lastReassert = -Infinity;
+  private readonly reassertEveryMs: number;
 
   constructor(opts: LeaseManagerOptions) {
     this.registry = opts.registry;
@@ -158,6 +168,7 @@ export class LeaseManager {
     this.renewRetryMs = opts.renewRetryMs ?? 60_000;
     this.candidates = opts.candidates ?? 100;
     this.emit = opts.onEvent ?? (() => undefined);
+    this.reassertEveryMs = opts.reassertMinIntervalMs ?? 10_000;
   }
 
   /** The lease currently held (after acquire()). */
@@ -324,6 +335,7 @@ export class LeaseManager {
       else if (retryAt !== null) due = retryAt;
       else if (cur.expiration === null) due = null;
       else due = cur.expiration - this.margin;
+      if (this.reassertAt !== null) due = due === null ? this.reassertAt : Math.min(due, this.reassertAt);
       this.wake = new AbortController();
       const waitSignal = AbortSignal.any([stop, this.wake.signal]);
       if (due === null) {
@@ -340,9 +352,15 @@ export class LeaseManager {
       }
       this.retryNow = false;
       try {
+        const reasserting = this.reassertAt !== null;
         const l = await this.renew();
         retryAt = null;
         this.retryPending = false;
+        if (reasserting) {
+          this.reassertAt = null;
+          this.lastReassert = this.clock.now();
+          this.log.warn(`put the own lease ${formatCIDR(l.subnet)} back with this node's attributes`);
+        }
         this.log.info(`Lease renewed, new expiration: ${l.expiration === null ? 'none' : new Date(l.expiration).toISOString()}`);
         this.emit({ type: 'renewed', lease: l });
       } catch (e) {
@@ -383,6 +401,10 @@ export class LeaseManager {
             return this.revoked();
           }
           if (g.lease !== null) await this.noteOwnPut(g.lease);
+          if (g.invalid !== null) {
+            this.log.warn(`own subnet key ${makeSubnetKey(subnet)} holds a bad value: ${g.invalid}`);
+            this.requestReassert();
+          }
           from = g.revision + 1;
         }
         for await (const item of this.registry.watchLease(subnet, from, stop)) {
@@ -396,7 +418,10 @@ export class LeaseManager {
           for (const ev of item.events) {
             if (ev.type === 'delete') return this.revoked();
             if (ev.type === 'put') await this.noteOwnPut(ev.lease);
-            if (ev.type === 'invalid') this.log.warn(`own subnet key ${ev.key} now holds a bad value: ${ev.error}`);
+            if (ev.type === 'invalid') {
+              this.log.warn(`own subnet key ${ev.key} now holds a bad value: ${ev.error}`);
+              this.requestReassert();
+            }
           }
         }
         if (from !== null && !stop.aborted) await this.backoffSleep(backoff.next(), stop);
@@ -416,13 +441,25 @@ export class LeaseManager {
     return 'revoked';
   }
 
-  /** A PUT of the own key: update the expiration from its etcd lease; notice a takeover. */
+  /** Makes the renewal loop put the own lease back soon (rate-limited). */
+  private requestReassert(): void {
+    if (this.reassertAt !== null) return;
+    this.reassertAt = Math.max(this.clock.now(), this.lastReassert + this.reassertEveryMs);
+    this.wake.abort();
+  }
+
+  /**
+   * A PUT of the own key: update the expiration from its etcd lease; a takeover (someone
+   * else's attributes) is put back, and its etcd lease (or none) is not adopted as ours.
+   */
   private async noteOwnPut(l: Lease): Promise<void> {
     const cur = this.current!;
     if (!netEqual(l.subnet, cur.subnet)) return;
     if (!sameLeaseAttrs(l.attrs, this.attrs)) {
-      this.log.warn(`own subnet ${formatCIDR(cur.subnet)} was rewritten by someone else (PublicIP ${formatIPv4(l.attrs.publicIP)})`);
+      this.log.warn(`own subnet ${formatCIDR(cur.subnet)} was rewritten by someone else (PublicIP ${formatIPv4(l.attrs.publicIP)}); putting it back`);
       this.emit({ type: 'taken-over', attrs: l.attrs });
+      this.requestReassert();
+      return;
     }
     if (l.leaseId === cur.leaseId) return;
     if (l.leaseId === '0') {

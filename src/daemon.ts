@@ -226,7 +226,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
 
     const running = engine;
     watcher = new LeaseWatcher({ registry, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
-    const apply = (d: PeerDiff): void => applyPeers(d, backend, running, config, own, log, installed);
+    const apply = (d: PeerDiff): void => applyPeers(d, backend, running, config, own, log, installed, publicIp);
     const watching = watcher.run(signal, apply);
     await Promise.race([watcher.ready, aborted(signal)]);
     if (!signal.aborted) {
@@ -256,10 +256,32 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   }
 }
 
+/**
+ * Whether a peer's PublicIP is something the data plane may send tunnel traffic to: not
+ * unspecified, loopback, "this network", multicast, reserved or the limited broadcast, and not
+ * this node itself (traffic for the peer's subnet would loop through this node until its TTL
+ * ran out). Returns why not, or null.
+ */
+export function badPublicIP(ip: number, self: number | null): string | null {
+  const a = ip >>> 24;
+  if (ip === 0 || a === 0) return 'is in 0.0.0.0/8 ("this network")';
+  if (a === 127) return 'is a loopback address';
+  if (a >= 224 && a <= 239) return 'is a multicast address';
+  if (ip >>> 0 === 0xffffffff) return 'is the broadcast address';
+  if (a >= 240) return 'is a reserved address';
+  if (self !== null && ip >>> 0 === self >>> 0) return "is this node's own address";
+  return null;
+}
+
 /** Applies a peer diff to the data plane, refusing leases that would hijack traffic. */
 export function applyPeers(d: PeerDiff, backend: Backend, engine: Engine, config: NetworkConfig, own: IPv4Net, log: Logger,
-  installed: Map<string, PeerRoute>): void {
+  installed: Map<string, PeerRoute>, self: number | null = null): void {
   const accept = (p: Peer): boolean => {
+    const bad = badPublicIP(p.publicIP, self);
+    if (bad !== null) {
+      log.warn(`Ignoring lease ${p.key}: its PublicIP ${formatIPv4(p.publicIP)} ${bad}`);
+      return false;
+    }
     if (!netContains(config.network, p.subnet.ip) || p.subnet.prefixLen < config.network.prefixLen) {
       log.warn(`Ignoring lease ${p.key}: ${formatCIDR(p.subnet)} is outside the network ${formatCIDR(config.network)}`);
       return false;

@@ -107,6 +107,8 @@ export class LeaseWatcher {
   /** Classifies one lease: a peer, something to ignore silently, or a bad entry. */
   private verdict(l: Lease): Verdict {
     if (this.own !== null && netEqual(l.subnet, this.own)) return { ignore: 'own subnet' };
+    // `null`, `{}` or a value without PublicIP decode (as in Go) to PublicIP 0.0.0.0: no peer.
+    if (l.attrs.publicIP === 0) return { invalid: 'no PublicIP (0.0.0.0)' };
     let vxlan: VxlanBackendData | null = null;
     if (l.attrs.backendType === 'vxlan') {
       const d = decodeVxlanBackendData(l.attrs.backendData);

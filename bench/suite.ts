@@ -306,6 +306,12 @@ async function measure(
   const to = { ns: b.pod.ns, ip: b.pod.ip };
   const records: RunRecord[] = [];
   const isKernel = handle.pids().length === 0;
+  // One unrecorded second of traffic first, the same for every contender: a userspace path's
+  // code is compiled to its fast tier during its first moments of traffic, which would
+  // otherwise land in run 1.
+  const w0 = Date.now();
+  await iperfTcp({ from, to, seconds: 1, streams: 1, congestion: s.congestion }).catch(() => null);
+  step(`${c.name} warm-up: 1 s of TCP, not recorded (${((Date.now() - w0) / 1000).toFixed(1)} s)`);
   for (let run = 1; run <= s.runs; run++) {
     const rec: RunRecord = { run, values: NAN_VALUES(), errors: [] };
     const tag = `${c.name} run ${run}/${s.runs}`;

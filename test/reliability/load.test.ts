@@ -1,0 +1,178 @@
+// Load on one four-host UDP cluster: a soak at full throughput (iperf3 between two pods) while
+// fake peers come and go every few seconds, then 200 peers (196 leases written to etcd beside
+// the four real hosts): route updates applied within a second and pod-to-pod throughput not
+// dramatically lower than with four peers.
+//
+// LINEN_LONG_TESTS=1: a 10-minute soak instead of 60 s.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
+import { ETCDCTL } from '../../bench/etcd.js';
+import {
+  LONG, delta, fdCount, leaseValue, linkDrops, metrics, pidOf, rssKiB, snmp, startIperf, threadCount, waitFor, type Metrics,
+} from '../helpers/reliability.js';
+
+const SOAK_S = LONG ? 600 : 60;
+const PEERS = 200;
+
+t.setTimeout((SOAK_S + 180) * 1000);
+
+let c: Cluster;
+t.before(async () => {
+  c = await buildCluster({ hosts: 4, backend: 'udp' });
+});
+t.teardown(() => c?.destroy());
+
+const y = (): string => c.network.split('.')[1]!;
+/** Fake peer i (0..): subnet 10.y.(100+i/…) — 10.y.X.0/24 with X from 100 up, skipping real hosts' subnets. */
+function fakeThirds(n: number): number[] {
+  const real = new Set(c.nodes.map((x) => Number(x.subnetEnv()?.['FLANNEL_SUBNET']?.split('.')[2])));
+  const out: number[] = [];
+  for (let v = 2; out.length < n && v < 255; v++) if (!real.has(v)) out.push(v);
+  return out;
+}
+const fakeKey = (third: number): string => `${ETCD_PREFIX}/subnets/10.${y()}.${third}.0-24`;
+const fakeIp = (third: number): string => `198.18.${third >> 8}.${third & 255}`;
+
+/** Median of a few RSS samples (GC makes single samples jumpy). */
+async function rssMedian(pid: number): Promise<number> {
+  const v: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    v.push(rssKiB(pid));
+    await sleep(200);
+  }
+  return v.sort((a, b) => a - b)[2]!;
+}
+
+function drops(m0: Metrics, m1: Metrics): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const dir of ['egress', 'ingress'] as const) {
+    for (const [v, n] of Object.entries(delta(m0.verdicts(dir), m1.verdicts(dir)))) {
+      if (v === 'forwarded' || v === 'checksum_completed') continue;
+      out[`${dir}/${v}`] = n;
+    }
+  }
+  for (const op of ['send_errors', 'tun_write_errors']) {
+    const d = m1.get('linen_io_total', { op }) - m0.get('linen_io_total', { op });
+    if (d !== 0) out[op] = d;
+  }
+  return out;
+}
+
+t.test(`soak: ${SOAK_S} s of iperf3 at full speed while peers come and go`, async (t) => {
+  const [a, b] = c.nodes;
+  const nodes = [a, b];
+  const pids = nodes.map(pidOf);
+  const m0 = await Promise.all(nodes.map(metrics));
+  const fds0 = pids.map(fdCount);
+  // What the kernels dropped around linen: the TUN's queue (linen not reading fast enough) and
+  // the UDP socket's receive buffer.
+  const kernelDrops = (): number[] => nodes.map((n) => linkDrops(n.host.ns, 'flannel0').tx + linkDrops(n.host.ns, 'flannel0').rx + snmp(n.host.ns)['Udp.InErrors']!);
+  const k0 = kernelDrops();
+  const iperf = await startIperf(a, b, { seconds: SOAK_S, interval: 1 });
+  const t0 = Date.now();
+  // Churn: every 2 s one fake peer joins and the oldest of the last five leaves.
+  const thirds = fakeThirds(400);
+  const live: number[] = [];
+  let joined = 0;
+  let rssWarm: number[] | null = null;
+  const warmAt = Math.min(15, SOAK_S / 4) * 1000;
+  while (Date.now() - t0 < (SOAK_S - 3) * 1000) {
+    const third = thirds[joined % thirds.length]!;
+    joined++;
+    await c.etcd.ctl('put', fakeKey(third), leaseValue('udp', fakeIp(third)));
+    live.push(third);
+    if (live.length > 5) await c.etcd.ctl('del', fakeKey(live.shift()!));
+    if (rssWarm === null && Date.now() - t0 >= warmAt) rssWarm = await Promise.all(pids.map(rssMedian));
+    await sleep(2000);
+  }
+  for (const third of live.splice(0)) await c.etcd.ctl('del', fakeKey(third));
+  const run = await iperf.done;
+  const ok = await waitFor(async () => (await metrics(a)).get('linen_peers') === 3, 5000, 100);
+  t.ok(ok >= 0, 'after the churn, host 1 routes exactly the three other hosts again');
+  const rssEnd = await Promise.all(pids.map(rssMedian));
+  const m1 = await Promise.all(nodes.map(metrics));
+  const fds1 = pids.map(fdCount);
+  const k1 = kernelDrops();
+
+  t.equal(run.intervals.filter((x) => x === 0).length, 0, `all ${run.intervals.length} one-second intervals carried data: ${run.gbps.toFixed(2)} Gbit/s, ${run.retransmits} retransmits`);
+  t.ok(run.intervals.length >= SOAK_S - 1, 'the run lasted its full length');
+  nodes.forEach((n, i) => {
+    const growth = (rssEnd[i]! - rssWarm![i]!) / rssWarm![i]!;
+    t.ok(growth < 0.05, `host ${n.index + 1}: RSS ${(rssWarm![i]! / 1024).toFixed(1)} MiB after warm-up, ${(rssEnd[i]! / 1024).toFixed(1)} MiB at the end (${(growth * 100).toFixed(1)}%)`);
+    // The only packets dropped may be the host kernel's own IPv6 (router solicitations, MLD) on
+    // the TUN, counted as egress not_ipv4: nothing of the transfer, no send or TUN write error.
+    const d = drops(m0[i]!, m1[i]!);
+    t.same(Object.keys(d).filter((k) => k !== 'egress/not_ipv4'), [], `host ${n.index + 1}: nothing dropped but the kernel's IPv6 on the TUN (${JSON.stringify(d)}), no send or TUN write error`);
+    t.equal(fds1[i], fds0[i], `host ${n.index + 1}: open descriptors ${fds0[i]} -> ${fds1[i]}`);
+  });
+  t.comment(`figures: soak_s=${SOAK_S} gbps=${run.gbps.toFixed(2)} bytes=${run.bytes} retransmits=${run.retransmits} peers_joined=${joined} ` +
+    `rss_kib=${rssWarm!.join('/')}->${rssEnd.join('/')} fds=${fds0.join('/')}->${fds1.join('/')} threads=${pids.map(threadCount).join('/')} ` +
+    `forwarded_egress=${m1[0]!.verdicts('egress')['forwarded']! - m0[0]!.verdicts('egress')['forwarded']!} ` +
+    `kernel_drops(tun queue + udp InErrors)=${k1.map((v, i) => v - k0[i]!).join('/')}`);
+});
+
+/** etcdctl txn with the given puts or deletes (etcd allows 128 operations per transaction). */
+function txn(ops: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('ip', ['netns', 'exec', c.topo.bridgeNs!, ETCDCTL, `--endpoints=${c.etcdEndpoint}`, 'txn'], {
+      stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ETCDCTL_API: '3' },
+    });
+    let err = '';
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else reject(new Error(`etcdctl txn exited ${code}: ${err}`));
+    });
+    p.stdin.end(`\n${ops.join('\n')}\n\n\n`);
+  });
+}
+
+async function bulk(ops: string[]): Promise<void> {
+  for (let i = 0; i < ops.length; i += 100) await txn(ops.slice(i, i + 100));
+}
+
+t.test(`${PEERS} peers: route updates within a second, throughput not dramatically lower`, async (t) => {
+  const [a, b] = c.nodes;
+  const real = c.nodes.length;
+  const few = await startIperf(a, b, { seconds: 5, interval: 1, port: 5202 });
+  const fewRun = await few.done;
+
+  const thirds = fakeThirds(PEERS - real);
+  const routes = async (n: ClusterNode): Promise<number> => (await metrics(n)).get('linen_peers');
+  const t0 = Date.now();
+  // etcdctl txn reads Go-quoted strings: JSON.stringify quotes the value the same way.
+  await bulk(thirds.map((x) => `put ${fakeKey(x)} ${JSON.stringify(leaseValue('udp', fakeIp(x)))}`));
+  const written = Date.now();
+  const all = await waitFor(async () => (await Promise.all(c.nodes.map(routes))).every((n) => n === PEERS - 1), 20_000, 50);
+  t.ok(all >= 0, `${PEERS - real} leases written in ${written - t0} ms; every host routes ${PEERS - 1} peers ${all} ms after the last write`);
+  t.ok(all >= 0 && all < 1000, 'within a second');
+
+  // Single changes with 200 peers in place: one more peer, then one less.
+  const extra = 250;
+  const lat: number[] = [];
+  for (const op of ['put', 'del'] as const) {
+    const s = Date.now();
+    if (op === 'put') await c.etcd.ctl('put', fakeKey(extra), leaseValue('udp', fakeIp(extra)));
+    else await c.etcd.ctl('del', fakeKey(extra));
+    const want = op === 'put' ? PEERS : PEERS - 1;
+    const ms = await waitFor(async () => (await Promise.all(c.nodes.map(routes))).every((n) => n === want), 10_000, 20);
+    lat.push(ms);
+    void s;
+    t.ok(ms >= 0 && ms < 1000, `one peer ${op === 'put' ? 'added' : 'removed'} with ${PEERS} present: on all ${real} hosts within ${ms} ms`);
+  }
+
+  const many = await startIperf(a, b, { seconds: 5, interval: 1, port: 5203 });
+  const manyRun = await many.done;
+  t.ok(manyRun.gbps > 0.5 * fewRun.gbps, `pod-to-pod throughput with ${PEERS} peers ${manyRun.gbps.toFixed(2)} Gbit/s vs ${fewRun.gbps.toFixed(2)} Gbit/s with ${real}: not dramatically lower (> 50%)`);
+  t.ok(c.nodes.every((n) => n.alive()), 'all hosts running');
+
+  const del = Date.now();
+  await bulk(thirds.map((x) => `del ${fakeKey(x)}`));
+  const gone = await waitFor(async () => (await Promise.all(c.nodes.map(routes))).every((n) => n === real - 1), 20_000, 50);
+  t.ok(gone >= 0 && gone < 1000, `all ${PEERS - real} removed again: routes gone on every host ${gone} ms after the last delete (${Date.now() - del} ms in all)`);
+  t.comment(`figures: peers=${PEERS} bulk_apply_ms=${all} single_add_ms=${lat[0]} single_del_ms=${lat[1]} bulk_remove_ms=${gone} gbps_few=${fewRun.gbps.toFixed(2)} gbps_200=${manyRun.gbps.toFixed(2)}`);
+});

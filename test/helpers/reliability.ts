@@ -1,7 +1,7 @@
 // Shared pieces of the reliability tests (test/reliability/): reading linend's /metrics and
 // /proc, waiting for conditions, cutting a host off from etcd, bounded iperf3 runs with their
 // per-interval figures, fake peer leases in etcd, the kernel's UDP counters of a namespace.
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
 import { startBounded, waitForTcpListen, type BoundedProcess } from '../../bench/traffic.js';
@@ -90,6 +90,47 @@ export function rssKiB(pid: number): number {
 /** Open file descriptors of a process. */
 export function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** Open descriptors of a process with what they point to (fd -> readlink target). */
+export function fdTargets(pid: number): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try { out.set(fd, readlinkSync(`/proc/${pid}/fd/${fd}`)); } catch { /* closed meanwhile */ }
+  }
+  return out;
+}
+
+/**
+ * The process's descriptors at rest: the smallest of `samples` readings 200 ms apart (a health
+ * request being answered or an iptables check running holds a descriptor or three for a
+ * moment; a leak shows in every reading). Returns the count and the targets of that reading.
+ */
+export async function fdsAtRest(pid: number, samples = 6): Promise<{ count: number; targets: Map<string, string> }> {
+  let best: Map<string, string> | null = null;
+  for (let i = 0; i < samples; i++) {
+    const m = fdTargets(pid);
+    if (best === null || m.size < best.size) best = m;
+    await sleep(200);
+  }
+  return { count: best!.size, targets: best! };
+}
+
+/** What changed between two fdTargets() readings, for messages. */
+export function fdDiff(a: Map<string, string>, b: Map<string, string>): string {
+  const kind = (t: string): string => t.replace(/\[\d+\]$/, '[]').replace(/^\/.*/, 'file');
+  const count = (m: Map<string, string>): Map<string, number> => {
+    const c = new Map<string, number>();
+    for (const t of m.values()) c.set(kind(t), (c.get(kind(t)) ?? 0) + 1);
+    return c;
+  };
+  const ca = count(a), cb = count(b);
+  const parts: string[] = [];
+  for (const k of new Set([...ca.keys(), ...cb.keys()])) {
+    const d = (cb.get(k) ?? 0) - (ca.get(k) ?? 0);
+    if (d !== 0) parts.push(`${k} ${d > 0 ? '+' : ''}${d}`);
+  }
+  return parts.join(', ') || 'same kinds';
 }
 
 /** Threads of a process. */

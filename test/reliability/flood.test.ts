@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { buildCluster, ETCD_PREFIX, type Cluster } from '../../bench/cluster.js';
 import { startBounded } from '../../bench/traffic.js';
 import { transfer, type TransferResult } from '../helpers/transfer.js';
-import { LONG, delta, fdCount, linkDrops, metrics, pidOf, rssKiB, snmp, bothWays } from '../helpers/reliability.js';
+import { LONG, delta, fdDiff, fdsAtRest, linkDrops, metrics, pidOf, rssKiB, snmp, bothWays } from '../helpers/reliability.js';
 
 const FLOOD_S = LONG ? 30 : 8;
 const FLOODER = fileURLToPath(new URL('../fixtures/flood.py', import.meta.url));
@@ -55,7 +55,7 @@ t.test(`${FLOOD_S} s flood of bad VXLAN datagrams during transfers: no crash, fl
   const y = c.network.split('.')[1];
 
   const pid = pidOf(a);
-  const fds0 = fdCount(pid);
+  const fds0 = await fdsAtRest(pid);
   const devs = (): number => {
     const l = [linkDrops(fl, `${id}-f`), linkDrops(topo.bridgeNs!, `${id}-bf`), linkDrops(topo.bridgeNs!, `${id}-b1`), linkDrops(a.host.ns, a.host.underlayDev)];
     return l.reduce((s, d) => s + d.rx + d.tx, 0);
@@ -137,8 +137,8 @@ t.test(`${FLOOD_S} s flood of bad VXLAN datagrams during transfers: no crash, fl
 
   const growth = (rssEnd - rssWarm) / rssWarm;
   t.ok(growth < 0.2, `RSS ${(rssWarm / 1024).toFixed(1)} MiB after warm-up, ${(rssEnd / 1024).toFixed(1)} MiB at the end (max ${(rssMax / 1024).toFixed(1)}): ${(growth * 100).toFixed(1)}% growth`);
-  const fds = fdCount(pid);
-  t.equal(fds, fds0, `open descriptors unchanged (${fds0} -> ${fds})`);
+  const fds = await fdsAtRest(pid);
+  t.equal(fds.count, fds0.count, `open descriptors at rest unchanged (${fds0.count} -> ${fds.count}: ${fdDiff(fds0.targets, fds.targets)})`);
   t.equal(m1.get('linen_worker_restarts_total'), 0, 'no worker restarted');
   t.ok(await bothWays(c, 0, 1), 'pods reach each other after the flood');
   t.comment(`figures: flood_s=${report.seconds} sent=${sentTotal} rate_per_s=${Math.round(sentTotal / report.seconds)} counted=${counted} kernel_drops=${kernelDrops} rcvbuf_errors=${kernel.udpRcvbufErrors} rss_warm_kib=${rssWarm} rss_end_kib=${rssEnd} rss_growth_pct=${(growth * 100).toFixed(1)} transfers=${transfers.length} icmp_sent=${got['icmp_sent'] ?? 0} icmp_rate_limited=${got['icmp_rate_limited'] ?? 0}`);

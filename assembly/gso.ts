@@ -8,7 +8,7 @@
 // Ingress: consecutive TCP segments of one flow in a received batch are merged into one
 // super-packet (wireguard-go's rules) and written to the TUN with a GSO virtio_net_hdr, so the
 // kernel's stack is crossed once per burst instead of once per segment.
-import { IOVECS, IOV_SIZE, IOV_CAP, VNET_HDR_LEN, TUN_WRITES, TUNW_SIZE } from './ring';
+import { IOVECS, IOV_SIZE, IOV_CAP, VNET_HDR_LEN, TUN_WRITES, TUNW_SIZE, setTunWrite2 } from './ring';
 import {
   load16be, load32be, store16be, store32be, ipHeaderLen, ipSetChecksum, sumBytes, fold,
   pseudoHeaderSum, isFragment, PROTO_TCP, PROTO_UDP,
@@ -243,14 +243,7 @@ export function mergeOpen(ip: u32, total: u32, thlen: u32, w: u32, iov: u32, vne
   store<u32>(it + I_MATCH, matchBits(ip));
   store<u32>(it + I_VNET, vnet);
   store<u32>(it + I_WRITE, w);
-  let tw = TUN_WRITES + w * TUNW_SIZE;
-  store<u32>(tw, iov);
-  store<u32>(tw + 4, 2);
-  let v = IOVECS + iov * IOV_SIZE;
-  store<u32>(v, vnet);
-  store<u32>(v + 4, VNET_HDR_LEN);
-  store<u32>(v + IOV_SIZE, ip);
-  store<u32>(v + IOV_SIZE + 4, total);
+  setTunWrite2(w, iov, vnet, VNET_HDR_LEN, ip, total);
   return true;
 }
 

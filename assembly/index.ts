@@ -11,6 +11,7 @@ import {
   ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
   SEND_DESC, TUN_WRITES, IOVECS, ZERO_VNET, VNET_SCRATCH, ICMP_AREA, EG_SLOTS, IN_SLOTS,
   SPLIT_AREA, SPLIT_SIZE, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END, egressSlot, ingressSlot,
+  setTunWrite2,
 } from './ring';
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
@@ -449,14 +450,7 @@ function oversizeTcpToTun(ip: u32, total: u32): bool {
     if (nTunw >= TUNW_CAP || nIov + 2 > IOV_CAP) { count(DIR_INGRESS, Verdict.NoRoom, total); return false; }
     let vnet = VNET_SCRATCH + nTunw * 16;
     tcpGsoHeader(vnet, ip, total, hdrLen, gsoSize);
-    let w = TUN_WRITES + nTunw * TUNW_SIZE;
-    store<u32>(w, nIov);
-    store<u32>(w + 4, 2);
-    let v = IOVECS + nIov * IOV_SIZE;
-    store<u32>(v, vnet);
-    store<u32>(v + 4, VNET_HDR_LEN);
-    store<u32>(v + IOV_SIZE, ip);
-    store<u32>(v + IOV_SIZE + 4, total);
+    setTunWrite2(nTunw, nIov, vnet, VNET_HDR_LEN, ip, total);
     nIov += 2;
     nTunw++;
     return true;

@@ -75,6 +75,30 @@ for (const backend of ['udp', 'vxlan'] as const) {
       t.same(ready, { status: 200, body: 'flanneld is ready' }, '/readyz');
     }
     await allReachable(t, c, everyPair(3));
+
+    // /metrics is current shortly after traffic stops: workers publish their counters once idle.
+    const forwarded = async (): Promise<[number, number]> => {
+      const body = (await c.nodes[0].http('/metrics')).body;
+      const get = (dir: string): number => Number(new RegExp(`^linen_packets_total\\{direction="${dir}",verdict="forwarded"\\} (\\d+)$`, 'm').exec(body)?.[1] ?? -1);
+      return [get('egress'), get('ingress')];
+    };
+    const [eg0, in0] = await forwarded();
+    const pings = 20;
+    const r = await execPing(c.nodes[0].host.pod.ns, c.nodes[1].podIp ?? '', pings);
+    t.equal(r, pings, `${pings} pings host 1 -> host 2 answered`);
+    await sleep(50);
+    const [eg1, in1] = await forwarded();
+    t.ok(eg1 - eg0 >= pings && in1 - in0 >= pings, `host 1's /metrics counts them 50 ms later: egress +${eg1 - eg0}, ingress +${in1 - in0}`);
+  });
+}
+
+function execPing(ns: string, ip: string, count: number): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(count), '-i', '0.01', '-W', '2', ip], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
+    child.once('exit', () => { clearTimeout(timer); resolve(Number(/(\d+) received/.exec(out)?.[1] ?? 0)); });
   });
 }
 

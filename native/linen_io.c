@@ -17,6 +17,7 @@
 #include <netinet/udp.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -798,9 +800,39 @@ static napi_value set_blocking(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---- systemd ----------------------------------------------------------------------------------
+
+// sdNotify(socketPath, message): one datagram to the service manager's NOTIFY_SOCKET, as
+// sd_notify(3) sends it. A leading '@' names a socket in the abstract namespace. Node has no
+// Unix datagram sockets, hence this call.
+static napi_value sd_notify(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  size_t plen;
+  if (napi_get_value_string_utf8(env, argv[0], sa.sun_path, sizeof sa.sun_path, &plen) != napi_ok)
+    return throw_type(env, "sdNotify: socketPath must be a string");
+  if (plen == 0 || plen >= sizeof sa.sun_path - 1)
+    return throw_range(env, "sdNotify: socketPath must be 1 to %d bytes", (int)sizeof sa.sun_path - 2);
+  if (sa.sun_path[0] == '@') sa.sun_path[0] = 0;
+  char msg[1024];
+  size_t mlen;
+  if (napi_get_value_string_utf8(env, argv[1], msg, sizeof msg, &mlen) != napi_ok)
+    return throw_type(env, "sdNotify: message must be a string");
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "sdNotify socket", errno);
+  socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
+  ssize_t r = sendto(fd, msg, mlen, MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+  int err = errno;
+  close(fd);
+  if (r < 0) return throw_errno(env, "sdNotify sendto", err);
+  return NULL;
+}
+
 static napi_value abi_version(napi_env env, napi_callback_info info) {
   (void)info;
-  return num(env, 1);
+  return num(env, 2);
 }
 
 // ---- module -----------------------------------------------------------------------------------
@@ -821,7 +853,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"eventfdOpen", eventfd_open},
     {"eventfdSignal", eventfd_signal},  {"eventfdDrain", eventfd_drain},
     {"wait", wait_fds},                 {"close", close_fd},
-    {"setBlocking", set_blocking},
+    {"setBlocking", set_blocking},     {"sdNotify", sd_notify},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;

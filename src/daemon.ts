@@ -22,6 +22,7 @@ import type { Registry } from './subnet/registry.js';
 import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
 import { installTrafficRules, type TrafficRules } from './device/rules.js';
 import { addBlackholeRoute } from './device/tun.js';
+import { notifyReady } from './systemd.js';
 
 export interface NodeSetup {
   config: NetworkConfig;
@@ -149,6 +150,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
     log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIp)}`).join(', ') || 'none'}; ` +
       `own subnet ${formatCIDR(setup.subnet)}${backend.mode === 'vxlan' ? `, VtepMAC ${formatMAC(mac)}` : ''}`);
     health?.setReady(true);
+    notifyReady(log);
     await aborted(signal);
     return 0;
   } finally {
@@ -231,6 +233,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     await Promise.race([watcher.ready, aborted(signal)]);
     if (!signal.aborted) {
       health?.setReady(true);
+      notifyReady(log);
       log.info(`Running: ${watcher.peers().size} peer(s)`);
     }
     // Renew until shutdown; a revoked lease (etcd wiped, key deleted) is taken again.

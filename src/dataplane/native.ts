@@ -130,10 +130,12 @@ export interface NativeIO {
   close(fd: number): void;
   /** Clears (true) or sets (false) O_NONBLOCK on fd. */
   setBlocking(fd: number, blocking: boolean): void;
+  /** Sends `message` to systemd's NOTIFY_SOCKET (a leading '@' is the abstract namespace). */
+  sdNotify(socketPath: string, message: string): void;
 }
 
 /** The ABI version this wrapper was written for (the addon's abiVersion()). */
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 
 /** The TUNSETOFFLOAD flag values (also in `constants`), usable before loading the addon. */
 export const TUN_F = {

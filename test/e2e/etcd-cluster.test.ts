@@ -2,7 +2,9 @@
 // etcd data, subnet.env, device and traffic checked against what flanneld produces.
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, type Cluster } from '../../bench/cluster.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -92,6 +94,27 @@ for (const backend of ['udp', 'vxlan'] as const) {
   });
 }
 
+/** A Unix datagram socket standing in for systemd's NOTIFY_SOCKET (Node cannot bind one). */
+async function notifyListener(t: Test): Promise<{ path: string; messages(): Promise<string[]> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'linen-notify-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'notify');
+  const script = 'import socket,sys\n' +
+    's=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); s.bind(sys.argv[1]); print("bound",flush=True)\n' +
+    's.settimeout(30); print(s.recv(4096).decode(),flush=True)\n' +
+    's.settimeout(0.5)\n' +
+    'while True:\n' +
+    '  try: print(s.recv(4096).decode(),flush=True)\n' +
+    '  except socket.timeout: break\n';
+  const child = spawn('python3', ['-c', script, path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => { child.kill('SIGKILL'); });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await waitFor(async () => out.startsWith('bound\n'), 5000);
+  return { path, messages: async () => { await exited; return out.split('\n').slice(1).filter(Boolean); } };
+}
+
 function execPing(ns: string, ip: string, count: number): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(count), '-i', '0.01', '-W', '2', ip], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -142,7 +165,10 @@ t.test('restart with SIGTERM and after kill -9: same subnet, traffic resumes', a
   t.equal(await c.nodes[1].stop('SIGTERM'), 0, 'SIGTERM: exit code 0');
   t.equal(c.topo.ip(c.nodes[1].host.ns, 'link', 'show').includes('flannel.1'), false, 'device removed on shutdown');
   t.equal((await leases(c)).size, 2, 'the lease is kept');
-  await c.nodes[1].start();
+  // Started as by a systemd unit with Type=notify (flanneld's own unit): READY=1 once ready.
+  const notify = await notifyListener(t);
+  await c.nodes[1].start({ env: { NOTIFY_SOCKET: notify.path } });
+  t.same(await notify.messages(), ['READY=1'], 'READY=1 sent to NOTIFY_SOCKET, once');
   t.equal(c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'], before, 'same subnet after restart');
   t.equal((await leases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`), mac, 'same lease value (VtepMAC kept)');
   await allReachable(t, c, everyPair(2));

@@ -1,7 +1,8 @@
 // The native I/O addon against the real kernel: TUN devices, UDP sockets (mmsg, GSO, GRO),
 // eventfd and wait. Anything that touches the network runs as a child script
 // (test/fixtures/native/*.mjs) inside a namespace the test creates, so the host is untouched.
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
@@ -219,6 +220,17 @@ t.test("udpOpen options and errors", async (t) => {
   t.equal(errorOf(r.noReuse).message, "udpOpen bind: Address already in use (EADDRINUSE)");
   t.equal(errorOf(r.bad).name, "TypeError");
   t.equal(errorOf(r.badPmtu).name, "TypeError");
+});
+
+t.test("sdNotify: errors name the call and errno; bad paths are refused before any syscall", async (t) => {
+  const io = loadNative();
+  const dir = mkdtempSync(join(tmpdir(), "linen-notify-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const missing = join(dir, "absent");
+  t.throws(() => io.sdNotify(missing, "READY=1"), { message: "sdNotify sendto: No such file or directory (ENOENT)", code: "ENOENT" });
+  t.throws(() => io.sdNotify("", "READY=1"), { name: "RangeError" });
+  t.throws(() => io.sdNotify("/" + "x".repeat(200), "READY=1"), { name: "RangeError" });
+  t.throws(() => (io.sdNotify as unknown as (a: number, b: string) => void)(5, "READY=1"), { name: "TypeError" });
 });
 
 t.test("udpSendBatch: a blocked socket waits ~5 ms, then marks the rest EAGAIN", async (t) => {

@@ -332,17 +332,36 @@ static napi_value tun_set_offload(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// The arguments shared by the two batched reads: (fd, memory, descTable, max, capacity), with
+// every descriptor's [offset, +capacity) checked to lie in memory.
+typedef struct {
+  int32_t fd;
+  uint8_t *base;
+  uint32_t table, max, cap;
+} read_batch;
+
+static int read_batch_args(napi_env env, napi_callback_info info, const char *call, read_batch *b) {
+  static const char *const names[3] = {"descTable", "max", "capacity"};
+  uint32_t u[3];
+  size_t len;
+  if (!batch_args(env, info, names, &b->fd, &b->base, &len, u)) return 0;
+  b->table = u[0];
+  b->max = u[1];
+  b->cap = u[2];
+  if (b->cap == 0) {
+    throw_range(env, "%s: capacity must be > 0", call);
+    return 0;
+  }
+  return check_descs(env, call, b->base, len, b->table, b->max, b->cap);
+}
+
 // tunReadBatch(fd, memory, descTable, max, capacity) -> count
 static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
-  static const char *const names[3] = {"descTable", "max", "capacity"};
-  int32_t fd;
-  uint32_t u[3];
-  uint8_t *base;
-  size_t len;
-  if (!batch_args(env, info, names, &fd, &base, &len, u)) return NULL;
-  uint32_t table = u[0], max = u[1], cap = u[2];
-  if (cap == 0) return throw_range(env, "tunReadBatch: capacity must be > 0");
-  if (!check_descs(env, "tunReadBatch", base, len, table, max, cap)) return NULL;
+  read_batch b;
+  if (!read_batch_args(env, info, "tunReadBatch", &b)) return NULL;
+  int32_t fd = b.fd;
+  uint8_t *base = b.base;
+  uint32_t table = b.table, max = b.max, cap = b.cap;
   uint32_t n = 0;
   while (n < max) {
     uint8_t *d = base + table + (size_t)n * DESC_SIZE;
@@ -508,15 +527,11 @@ fail: {
 
 // udpRecvBatch(fd, memory, descTable, max, capacity) -> count
 static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
-  static const char *const names[3] = {"descTable", "max", "capacity"};
-  int32_t fd;
-  uint32_t u[3];
-  uint8_t *base;
-  size_t len;
-  if (!batch_args(env, info, names, &fd, &base, &len, u)) return NULL;
-  uint32_t table = u[0], max = u[1], cap = u[2];
-  if (cap == 0) return throw_range(env, "udpRecvBatch: capacity must be > 0");
-  if (!check_descs(env, "udpRecvBatch", base, len, table, max, cap)) return NULL;
+  read_batch b;
+  if (!read_batch_args(env, info, "udpRecvBatch", &b)) return NULL;
+  int32_t fd = b.fd;
+  uint8_t *base = b.base;
+  uint32_t table = b.table, max = b.max, cap = b.cap;
   struct mmsghdr msgs[MSG_CHUNK];
   struct iovec iov[MSG_CHUNK];
   struct sockaddr_in sa[MSG_CHUNK];

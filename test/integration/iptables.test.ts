@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { forwardRules, IPTables, masqRules, netnsExec, type Exec } from '../../src/device/iptables.js';
 import { parseCIDR } from '../../src/net.js';
+import { FORWARD, MASQ } from '../helpers/flanneld-rules.js';
 
 t.setTimeout(60_000);
 
@@ -35,22 +36,8 @@ const rulesOf = (table: string): string[] =>
 const cluster = parseCIDR('10.5.0.0/16')!;
 const pod = parseCIDR('10.5.72.0/24')!;
 
-const NAT = [
-  '-N FLANNEL-POSTRTG',
-  '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
-  '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.5.72.0/24 -d 10.5.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-  '-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-];
-const FILTER = [
-  '-N FLANNEL-FWD',
-  '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
-  '-A FLANNEL-FWD -s 10.5.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-  '-A FLANNEL-FWD -d 10.5.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-];
+const NAT = ['-N FLANNEL-POSTRTG', ...MASQ];
+const FILTER = ['-N FLANNEL-FWD', ...FORWARD];
 
 t.test('apply, re-apply, repair and remove in a network namespace', async (t) => {
   const ipt = new IPTables({ exec });

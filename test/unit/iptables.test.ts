@@ -11,21 +11,14 @@ import {
   type IptRule,
 } from '../../src/device/iptables.js';
 import { parseCIDR } from '../../src/net.js';
+import { FORWARD, MASQ } from '../helpers/flanneld-rules.js';
 
 const cluster = parseCIDR('10.5.0.0/16')!;
 const pod = parseCIDR('10.5.72.0/24')!;
 const lines = (rs: IptRule[]): string[] => rs.map((r) => `${r.table} ${ruleLine(r, '-A')}`);
 
 t.test('masquerade rules, byte for byte', async (t) => {
-  t.same(lines(masqRules(cluster, pod, true)), [
-    'nat -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
-    'nat -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
-    'nat -A FLANNEL-POSTRTG -s 10.5.72.0/24 -d 10.5.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
-    'nat -A FLANNEL-POSTRTG -s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment "flanneld masq" -j RETURN',
-    'nat -A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment "flanneld masq" -j RETURN',
-    'nat -A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-    'nat -A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-  ]);
+  t.same(lines(masqRules(cluster, pod, true)), MASQ.map((l) => `nat ${l}`));
   const noRF = lines(masqRules(cluster, pod, false));
   t.equal(noRF[5], 'nat -A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE');
   t.equal(noRF[6], 'nat -A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE');
@@ -33,11 +26,7 @@ t.test('masquerade rules, byte for byte', async (t) => {
 });
 
 t.test('forward rules, byte for byte', async (t) => {
-  t.same(lines(forwardRules(cluster)), [
-    'filter -A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
-    'filter -A FLANNEL-FWD -s 10.5.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-    'filter -A FLANNEL-FWD -d 10.5.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-  ]);
+  t.same(lines(forwardRules(cluster)), FORWARD.map((l) => `filter ${l}`));
 });
 
 t.test('iptables-restore payloads', async (t) => {
@@ -46,19 +35,11 @@ t.test('iptables-restore payloads', async (t) => {
     [
       '*nat',
       ':FLANNEL-POSTRTG - [0:0]',
-      '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
-      '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
-      '-A FLANNEL-POSTRTG -s 10.5.72.0/24 -d 10.5.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
-      '-A FLANNEL-POSTRTG -s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment "flanneld masq" -j RETURN',
-      '-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment "flanneld masq" -j RETURN',
-      '-A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-      '-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+      ...MASQ,
       'COMMIT',
       '*filter',
       ':FLANNEL-FWD - [0:0]',
-      '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
-      '-A FLANNEL-FWD -s 10.5.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-      '-A FLANNEL-FWD -d 10.5.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+      ...FORWARD,
       'COMMIT',
       '',
     ].join('\n'),

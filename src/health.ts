@@ -4,6 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import { VERDICTS, DIRECTIONS } from './dataplane/verdicts.js';
 import type { EngineStats } from './dataplane/engine.js';
+import { formatIPv4 } from './net.js';
 
 export interface MetricsSource {
   engine(): EngineStats | null;
@@ -36,6 +37,18 @@ export function renderMetrics(src: MetricsSource): string {
     for (const dir of DIRECTIONS) for (const v of VERDICTS) out += line('linen_bytes_total', { direction: dir, verdict: v }, stats.counters[dir][v].bytes);
     out += '# HELP linen_io_total Data-plane I/O: TUN reads and writes, UDP sends and receives, errors, wake-ups.\n# TYPE linen_io_total counter\n';
     for (const [name, v] of Object.entries(stats.io)) if (name !== 'heartbeat_ms') out += line('linen_io_total', { op: name }, v);
+    out += '# HELP linen_peer_packets_total Packets forwarded to (egress) and accepted from (ingress) each peer subnet.\n# TYPE linen_peer_packets_total counter\n';
+    for (const p of stats.peers) {
+      const subnet = `${formatIPv4(p.net)}/${p.len}`;
+      out += line('linen_peer_packets_total', { subnet, direction: 'egress' }, p.txPackets);
+      out += line('linen_peer_packets_total', { subnet, direction: 'ingress' }, p.rxPackets);
+    }
+    out += '# HELP linen_peer_bytes_total Bytes of inner IPv4 packets forwarded to and accepted from each peer subnet.\n# TYPE linen_peer_bytes_total counter\n';
+    for (const p of stats.peers) {
+      const subnet = `${formatIPv4(p.net)}/${p.len}`;
+      out += line('linen_peer_bytes_total', { subnet, direction: 'egress' }, p.txBytes);
+      out += line('linen_peer_bytes_total', { subnet, direction: 'ingress' }, p.rxBytes);
+    }
     out += '# HELP linen_workers Data-plane worker threads running.\n# TYPE linen_workers gauge\n';
     out += line('linen_workers', undefined, stats.workers);
     out += '# HELP linen_worker_restarts_total Data-plane workers that died and were restarted.\n# TYPE linen_worker_restarts_total counter\n';

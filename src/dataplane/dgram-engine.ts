@@ -8,7 +8,7 @@ import { read, writeSync } from 'node:fs';
 import { loadNative, type NativeIO } from './native.js';
 import { Core } from './core.js';
 import { formatIPv4 } from '../net.js';
-import { IO_STATS, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type IoStat, type PeerRoute } from './engine.js';
+import { IO_STATS, routeKey, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type IoStat, type PeerRoute } from './engine.js';
 
 const MAX_PACKET = 65535;
 
@@ -16,6 +16,7 @@ export class DgramEngine implements Engine {
   readonly name = 'dgram' as const;
   private readonly io: NativeIO;
   private readonly core: Core;
+  private readonly routes = new Map<string, PeerRoute>();
   private tunFd = -1;
   private socket: Socket | null = null;
   private running = false;
@@ -109,12 +110,23 @@ export class DgramEngine implements Engine {
     }
   }
 
-  setRoute(route: PeerRoute): void { this.core.setRoute(route.net, route.len, route.publicIp, route.mac); }
-  removeRoute(net: number, len: number): void { this.core.removeRoute(net, len); }
+  setRoute(route: PeerRoute): void {
+    this.core.setRoute(route.net, route.len, route.publicIp, route.mac);
+    this.routes.set(routeKey(route.net, route.len), route);
+  }
+
+  removeRoute(net: number, len: number): void {
+    this.core.removeRoute(net, len);
+    this.routes.delete(routeKey(net, len));
+  }
 
   stats(): EngineStats {
     return {
       counters: this.core.counters(),
+      peers: [...this.routes.values()].flatMap((r) => {
+        const c = this.core.peerCounters(r.net, r.len);
+        return c ? [{ net: r.net, len: r.len, ...c }] : [];
+      }),
       io: { ...this.ioStats, heartbeat_ms: BigInt(Date.now()) },
       workers: this.running ? 1 : 0,
       workerRestarts: 0,

@@ -34,6 +34,9 @@ export interface PeerRoute {
   mac?: Uint8Array;
 }
 
+/** The key of a route in an engine's maps: one per (network, prefix length). */
+export const routeKey = (net: number, len: number): string => `${net >>> 0}/${len}`;
+
 /** I/O counters an engine keeps beside the core's verdict counters. */
 export const IO_STATS = [
   'send_errors',      // datagrams the kernel refused to send
@@ -47,8 +50,20 @@ export const IO_STATS = [
 ] as const;
 export type IoStat = (typeof IO_STATS)[number];
 
+/** One peer route's traffic: egress (tx) towards the peer, ingress (rx) from it. */
+export interface PeerTraffic {
+  net: number;
+  len: number;
+  txPackets: bigint;
+  txBytes: bigint;
+  rxPackets: bigint;
+  rxBytes: bigint;
+}
+
 export interface EngineStats {
   counters: CounterSnapshot;
+  /** Per peer route, for the first PEER_SLOTS routes (see protocol.ts). */
+  peers: PeerTraffic[];
   io: Record<IoStat, bigint>;
   workers: number;
   workerRestarts: number;

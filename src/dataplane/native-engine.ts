@@ -7,9 +7,9 @@ import { fileURLToPath } from 'node:url';
 import { loadNative, type NativeIO } from './native.js';
 import { Core, type CounterSnapshot } from './core.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
-import type { Engine, EngineFeatures, EngineOptions, EngineStats, PeerRoute, EngineEvents } from './engine.js';
+import { routeKey, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type PeerRoute, type EngineEvents, type PeerTraffic } from './engine.js';
 import {
-  IO_STATS, STAT_EXTRA, type IoStat, type ControlMessage, type WorkerData,
+  IO_STATS, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, type IoStat, type ControlMessage, type WorkerData,
   type WorkerReport,
 } from './protocol.js';
 
@@ -28,8 +28,6 @@ interface Slot {
   fds: number[];
 }
 
-const routeKey = (net: number, len: number): string => `${net >>> 0}/${len}`;
-
 function workerUrl(): URL {
   const js = new URL('./worker.js', import.meta.url);
   if (existsSync(fileURLToPath(js))) return js;
@@ -40,6 +38,13 @@ export class NativeEngine implements Engine {
   readonly name = 'native' as const;
   private readonly io: NativeIO;
   private readonly routes = new Map<string, PeerRoute>();
+  /** Stats slot of each route's per-peer counters. Freed slots are reused last (FIFO), so a
+   * worker has long finished clearing a slot before another route gets it. */
+  private readonly peerSlot = new Map<string, number>();
+  private readonly freePeerSlots: number[] = [];
+  private nextPeerSlot = 0;
+  /** Words before the per-peer slots: I/O and verdict counters. */
+  private readonly baseWords: number;
   private readonly slots: Slot[] = [];
   private features: EngineFeatures | null = null;
   private restarts = 0;
@@ -52,7 +57,8 @@ export class NativeEngine implements Engine {
     // The layout comes from the wasm module itself; a throwaway instance reads it.
     const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr }).layout;
     this.counterWords = L.COUNTER_DIRS * L.COUNTER_SLOTS * 2;
-    this.statWords = STAT_EXTRA + this.counterWords;
+    this.baseWords = STAT_EXTRA + this.counterWords;
+    this.statWords = this.baseWords + PEER_SLOTS * PEER_WORDS;
   }
 
   async start(): Promise<EngineFeatures> {
@@ -76,7 +82,7 @@ export class NativeEngine implements Engine {
       eventFd,
       port: port2,
       stats,
-      routes: [...this.routes.values()],
+      routes: [...this.routes.entries()].map(([key, route]) => ({ route, slot: this.peerSlot.get(key) ?? -1 })),
     };
     const worker = new Worker(workerUrl(), { workerData: data, transferList: [port2] });
     let resolveReady!: (f: EngineFeatures) => void;
@@ -125,13 +131,27 @@ export class NativeEngine implements Engine {
   }
 
   setRoute(route: PeerRoute): void {
-    this.routes.set(routeKey(route.net, route.len), route);
-    this.broadcast({ type: 'set', route });
+    const key = routeKey(route.net, route.len);
+    this.routes.set(key, route);
+    let slot = this.peerSlot.get(key);
+    if (slot === undefined) {
+      slot = this.nextPeerSlot < PEER_SLOTS ? this.nextPeerSlot++ : this.freePeerSlots.shift() ?? -1;
+      if (slot >= 0) this.peerSlot.set(key, slot);
+    }
+    this.broadcast({ type: 'set', route, slot });
   }
 
   removeRoute(net: number, len: number): void {
-    if (!this.routes.delete(routeKey(net, len))) return;
-    this.broadcast({ type: 'remove', net, len });
+    const key = routeKey(net, len);
+    if (!this.routes.delete(key)) return;
+    const slot = this.peerSlot.get(key) ?? -1;
+    if (slot >= 0) {
+      this.peerSlot.delete(key);
+      this.freePeerSlots.push(slot);
+      // What dead workers counted for this peer goes with it.
+      for (const s of this.slots) if (s) s.retired.fill(0n, this.baseWords + slot * PEER_WORDS, this.baseWords + (slot + 1) * PEER_WORDS);
+    }
+    this.broadcast({ type: 'remove', net, len, slot });
   }
 
   /** Debug hook for the reliability tests: makes worker `index` throw. */
@@ -143,11 +163,19 @@ export class NativeEngine implements Engine {
   }
 
   stats(): EngineStats {
-    const total = new Array<bigint>(this.statWords).fill(0n);
-    for (const s of this.slots) {
-      if (!s) continue;
-      const live = new BigUint64Array(s.stats);
-      for (let i = 0; i < this.statWords; i++) total[i] += s.retired[i] + live[i];
+    const total = new Array<bigint>(this.baseWords).fill(0n);
+    const live = this.slots.filter((s) => s).map((s) => ({ s, words: new BigUint64Array(s.stats) }));
+    for (const { s, words } of live) {
+      for (let i = 0; i < this.baseWords; i++) total[i] += s.retired[i] + words[i];
+    }
+    const peers: PeerTraffic[] = [];
+    for (const [key, slot] of this.peerSlot) {
+      const route = this.routes.get(key);
+      if (!route) continue;
+      const sum = [0n, 0n, 0n, 0n];
+      const at = this.baseWords + slot * PEER_WORDS;
+      for (const { s, words } of live) for (let k = 0; k < PEER_WORDS; k++) sum[k] += s.retired[at + k] + words[at + k];
+      peers.push({ net: route.net, len: route.len, txPackets: sum[0], txBytes: sum[1], rxPackets: sum[2], rxBytes: sum[3] });
     }
     const counters = {} as CounterSnapshot;
     const slotsPerDir = this.counterWords / 2 / DIRECTIONS.length;
@@ -161,6 +189,7 @@ export class NativeEngine implements Engine {
     });
     return {
       counters,
+      peers,
       io: Object.fromEntries(IO_STATS.map((name, i) => [name, total[i]])) as Record<IoStat, bigint>,
       workers: this.slots.filter((s) => s && !s.stopped).length,
       workerRestarts: this.restarts,

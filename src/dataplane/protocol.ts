@@ -10,12 +10,15 @@ export interface WorkerData {
   eventFd: number;
   port: MessagePort;
   stats: SharedArrayBuffer;
-  routes: PeerRoute[];
+  routes: SlottedRoute[];
 }
 
+/** A route and the stats slot its per-peer counters are published to (-1: none). */
+export interface SlottedRoute { route: PeerRoute; slot: number }
+
 export type ControlMessage =
-  | { type: 'set'; route: PeerRoute }
-  | { type: 'remove'; net: number; len: number }
+  | { type: 'set'; route: PeerRoute; slot: number }
+  | { type: 'remove'; net: number; len: number; slot: number }
   | { type: 'crash' }
   | { type: 'stop' };
 
@@ -25,9 +28,14 @@ export type WorkerReport =
   | { type: 'stopped' };
 
 // Layout of the stats SharedArrayBuffer (u64 each): the I/O counters below, then the core's
-// verdict counters (COUNTERS region copied as is).
+// verdict counters (COUNTERS region copied as is), then PEER_SLOTS slots of PEER_WORDS words
+// with each peer route's counters in the core's order (tx packets, tx bytes, rx packets, rx
+// bytes). The main thread assigns the slots; a route beyond PEER_SLOTS is forwarded but not
+// counted per peer.
 export { IO_STATS, type IoStat } from './engine.js';
 import { IO_STATS } from './engine.js';
 export const STAT_HEARTBEAT = IO_STATS.indexOf('heartbeat_ms');
 export const STAT_EXTRA = IO_STATS.length;
+export const PEER_SLOTS = 4096;
+export const PEER_WORDS = 4;
 

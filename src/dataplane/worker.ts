@@ -6,8 +6,8 @@ import { Core } from './core.js';
 import { loadNative, enableTunOffload, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
 import {
-  IO_STATS, STAT_HEARTBEAT, STAT_EXTRA, type IoStat, type WorkerData, type ControlMessage,
-  type WorkerReport,
+  IO_STATS, STAT_HEARTBEAT, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, type IoStat, type WorkerData,
+  type ControlMessage, type WorkerReport, type SlottedRoute,
 } from './protocol.js';
 
 const at = (name: IoStat): number => IO_STATS.indexOf(name);
@@ -54,6 +54,41 @@ function openTun(io: NativeIO, opts: WorkerData['options'], features: EngineFeat
   return { fd, features: found };
 }
 
+// Per-peer counters: which core route each stats slot shows, copied out on every publish.
+class PeerSlots {
+  private readonly routeOf = new Int32Array(PEER_SLOTS).fill(-1);
+  private used: number[] = [];
+  private readonly words: BigUint64Array;
+
+  constructor(private readonly core: Core, private readonly stats: BigUint64Array, private readonly base: number) {
+    this.words = new BigUint64Array(core.memory.buffer);
+  }
+
+  set({ route, slot }: SlottedRoute): void {
+    const index = this.core.setRoute(route.net, route.len, route.publicIp, route.mac);
+    if (slot < 0 || slot >= PEER_SLOTS) return;
+    if (this.routeOf[slot] < 0) this.used.push(slot);
+    this.routeOf[slot] = index;
+  }
+
+  remove(net: number, len: number, slot: number): void {
+    this.core.removeRoute(net, len);
+    if (slot < 0 || slot >= PEER_SLOTS || this.routeOf[slot] < 0) return;
+    this.routeOf[slot] = -1;
+    this.used = this.used.filter((s) => s !== slot);
+    this.stats.fill(0n, this.base + slot * PEER_WORDS, this.base + (slot + 1) * PEER_WORDS);
+  }
+
+  publish(): void {
+    for (const slot of this.used) {
+      // Route entries are 64-byte aligned, so their u64 counters are too.
+      const at = this.core.exports.routeCounterAddr(this.routeOf[slot]) >>> 3;
+      const to = this.base + slot * PEER_WORDS;
+      for (let k = 0; k < PEER_WORDS; k++) this.stats[to + k] = this.words[at + k];
+    }
+  }
+}
+
 function run(data: WorkerData): void {
   const native = loadNative();
   const opts = data.options;
@@ -63,7 +98,6 @@ function run(data: WorkerData): void {
     mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
     localAddr: opts.localAddr, vni: opts.vni, mac: Uint8Array.from(opts.mac),
   });
-  for (const r of data.routes) core.setRoute(r.net, r.len, r.publicIp, r.mac);
   const wantGro = opts.offload !== 'off';
   const sock = native.udpOpen({
     address: opts.bindAddr, port: opts.port, reusePort: true, gro: wantGro,
@@ -92,12 +126,15 @@ function run(data: WorkerData): void {
   const recvMax = sock.gro ? GRO_RECV_MAX : L.BATCH;
   const counterWords = L.COUNTER_DIRS * L.COUNTER_SLOTS * 2;
   const counters = new BigUint64Array(mem, L.COUNTERS, counterWords);
+  const peers = new PeerSlots(core, stats, STAT_EXTRA + counterWords);
+  for (const r of data.routes) peers.set(r);
   // Plain numbers on the hot path; converted to u64 only when published.
   const io = new Float64Array(IO_STATS.length);
   let lastPublish = 0;
 
   const publish = (now: number): void => {
     stats.set(counters, STAT_EXTRA);
+    peers.publish();
     io[STAT_HEARTBEAT] = now;
     for (let i = 0; i < io.length; i++) stats[i] = BigInt(io[i]);
     lastPublish = now;
@@ -124,8 +161,8 @@ function run(data: WorkerData): void {
       const m = receiveMessageOnPort(data.port);
       if (!m) return;
       const msg = m.message as ControlMessage;
-      if (msg.type === 'set') core.setRoute(msg.route.net, msg.route.len, msg.route.publicIp, msg.route.mac);
-      else if (msg.type === 'remove') core.removeRoute(msg.net, msg.len);
+      if (msg.type === 'set') peers.set(msg);
+      else if (msg.type === 'remove') peers.remove(msg.net, msg.len, msg.slot);
       else if (msg.type === 'stop') stopping = true;
       else if (msg.type === 'crash') throw new Error(`worker ${data.index}: crash requested through the debug hook`);
     }

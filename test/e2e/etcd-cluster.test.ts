@@ -78,19 +78,29 @@ for (const backend of ['udp', 'vxlan'] as const) {
     }
     await allReachable(t, c, everyPair(3));
 
-    // /metrics is current shortly after traffic stops: workers publish their counters once idle.
-    const forwarded = async (): Promise<[number, number]> => {
+    // /metrics is current shortly after traffic stops (workers publish their counters once
+    // idle), in total and per peer subnet.
+    const subnetOf = (i: number): string => c.nodes[i].subnetEnv()?.['FLANNEL_SUBNET']?.replace(/\.1\/24$/, '.0/24') ?? '?';
+    const counted = async (): Promise<Record<string, number>> => {
       const body = (await c.nodes[0].http('/metrics')).body;
-      const get = (dir: string): number => Number(new RegExp(`^linen_packets_total\\{direction="${dir}",verdict="forwarded"\\} (\\d+)$`, 'm').exec(body)?.[1] ?? -1);
-      return [get('egress'), get('ingress')];
+      const get = (re: string): number => Number(new RegExp(`^${re} (\\d+)$`, 'm').exec(body)?.[1] ?? -1);
+      const out: Record<string, number> = {};
+      for (const dir of ['egress', 'ingress']) {
+        out[`forwarded ${dir}`] = get(`linen_packets_total\\{direction="${dir}",verdict="forwarded"\\}`);
+        for (const i of [1, 2]) out[`host ${i + 1} ${dir}`] = get(`linen_peer_packets_total\\{subnet="${subnetOf(i).replace(/\./g, '\\.')}",direction="${dir}"\\}`);
+      }
+      return out;
     };
-    const [eg0, in0] = await forwarded();
+    const before = await counted();
+    t.ok(Object.values(before).every((v) => v >= 0), `host 1's /metrics has the totals and both peers' counters: ${JSON.stringify(before)}`);
     const pings = 20;
     const r = await execPing(c.nodes[0].host.pod.ns, c.nodes[1].podIp ?? '', pings);
     t.equal(r, pings, `${pings} pings host 1 -> host 2 answered`);
     await sleep(50);
-    const [eg1, in1] = await forwarded();
-    t.ok(eg1 - eg0 >= pings && in1 - in0 >= pings, `host 1's /metrics counts them 50 ms later: egress +${eg1 - eg0}, ingress +${in1 - in0}`);
+    const after = await counted();
+    const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - before[k]!]));
+    t.same(d, { 'forwarded egress': pings, 'host 2 egress': pings, 'host 3 egress': 0, 'forwarded ingress': pings, 'host 2 ingress': pings, 'host 3 ingress': 0 },
+      'host 1\'s /metrics counts exactly them 50 ms later, in total and for host 2\'s subnet only');
   });
 }
 
@@ -145,12 +155,16 @@ t.test("a lease written by hand in flanneld's format becomes a route within a se
   const key = `${ETCD_PREFIX}/subnets/${fake}-24`;
   const hasRoute = async (): Promise<boolean> => (await c.nodes[0].http('/metrics')).body.includes(`linen_peer_route{subnet="${fake}/24",public_ip="192.0.2.77"} 1`);
   t.notOk(await hasRoute());
+  const peerLines = (body: string): string[] => body.split('\n').filter((l) => l.startsWith(`linen_peer_packets_total{subnet="${fake}/24"`));
   await c.etcd.ctl('put', key, '{"PublicIP":"192.0.2.77","PublicIPv6":null}');
   const added = await waitFor(hasRoute, 5000);
   t.ok(added >= 0 && added < 1000, `route installed after ${added} ms`);
+  t.same(peerLines((await c.nodes[0].http('/metrics')).body).map((l) => l.replace(/ \d+$/, ' N')),
+    [`linen_peer_packets_total{subnet="${fake}/24",direction="egress"} N`, `linen_peer_packets_total{subnet="${fake}/24",direction="ingress"} N`], 'per-peer packet counters for it');
   await c.etcd.ctl('del', key);
   const removed = await waitFor(async () => !(await hasRoute()), 5000);
   t.ok(removed >= 0 && removed < 1000, `route removed after ${removed} ms`);
+  t.same(peerLines((await c.nodes[0].http('/metrics')).body), [], 'and its per-peer counters with it');
   // And in the data path: with no route, linen answers net unreachable as flanneld does (not
   // for ICMP, so probe with TCP).
   const r = spawn('ip', ['netns', 'exec', c.nodes[0].host.pod.ns, 'curl', '-s', '-m', '3', `http://10.${y}.200.1/`]);

@@ -118,6 +118,8 @@ t.test('a data-plane worker crashes: restarted, logged, counted, traffic resumes
   const restarts0 = before.get('linen_worker_restarts_total');
   const iperf = await startIperf(a, b, { seconds: 10, interval: 1 });
   await sleep(3000);
+  const peerEgress = async (): Promise<number> => (await metrics(a)).get('linen_peer_packets_total', { direction: 'egress' });
+  const peerBefore = await peerEgress();
   const crash = await a.http('/debug/crash-worker?index=0');
   t.equal(crash.status, 200, 'debug hook answered');
   const crashedAt = Date.now();
@@ -126,6 +128,9 @@ t.test('a data-plane worker crashes: restarted, logged, counted, traffic resumes
     return m.get('linen_worker_restarts_total') === restarts0 + 1 && m.get('linen_workers') === 1;
   }, 10_000, 50);
   t.ok(back >= 0, `linen_worker_restarts_total went up by one and linen_workers is 1 again (${back} ms)`);
+  // Read at once: the new worker has counted only a few ms of traffic yet.
+  const peerAfter = await peerEgress();
+  t.ok(peerBefore > 1000 && peerAfter >= peerBefore, `the per-peer counters kept what the dead worker counted (${peerBefore} -> ${peerAfter} packets to the peer)`);
   t.match(a.log(), /data-plane worker 0 died \(.*crash requested through the debug hook.*\); restarted/, 'the death is logged with its reason');
   t.ok(a.alive(), 'linend itself kept running');
   const run = await iperf.done;
@@ -137,5 +142,6 @@ t.test('a data-plane worker crashes: restarted, logged, counted, traffic resumes
   t.ok(await bothWays(c, 0, 1), 'pods reach each other');
   const r = await transfer(a.host.pod.ns, b.host.pod.ns, b.podIp!, 50_000_000, 60_000);
   t.equal(r.received, r.sent, 'a 50 MB transfer after the crash: checksums match');
+
   t.comment(`figures: worker_back_ms=${back} empty_intervals=${gaps} since_crash_ms=${Date.now() - crashedAt}`);
 });

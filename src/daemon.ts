@@ -139,7 +139,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const node: NodeSetup = { config: setup.config, backend, ext, publicIp, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
   let engine: Engine | null = null;
   const health = o.healthzPort > 0
-    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: () => [] }, debugHooks(() => engine))
+    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: () => [] }, debugHooks(() => engine))
     : null;
   try {
     engine = await dataplaneFor(o, node, log);
@@ -198,7 +198,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     return out;
   };
   const health = o.healthzPort > 0
-    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, extra: metrics }, debugHooks(() => engine))
+    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine))
     : null;
   registry.onConnectionChange((s) => {
     if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); forwarding continues with the last known peers`);

@@ -8,6 +8,8 @@ import { formatIPv4 } from './net.js';
 
 export interface MetricsSource {
   engine(): EngineStats | null;
+  /** Called before each scrape so the engine's counters are current. */
+  refresh?(): Promise<void>;
   /** Extra gauges and counters: name -> value (and optional help/type). */
   extra(): Metric[];
 }
@@ -88,7 +90,8 @@ export async function startHealthServer(ip: string, port: number, src: MetricsSo
       if (ready) res.writeHead(200, { 'content-type': 'text/plain' }).end('flanneld is ready');
       else res.writeHead(503, { 'content-type': 'text/plain' }).end('flanneld is not ready yet');
     } else if (path === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(src));
+      const render = (): void => { res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(src)); };
+      (src.refresh?.() ?? Promise.resolve()).then(render, render);
     } else {
       res.writeHead(404).end('404 page not found\n');
     }

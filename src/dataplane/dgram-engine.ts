@@ -133,6 +133,9 @@ export class DgramEngine implements Engine {
     };
   }
 
+  /** The core runs on this thread: its counters are always current. */
+  async refresh(): Promise<void> {}
+
   async stop(): Promise<void> {
     this.running = false;
     await new Promise<void>((resolve) => (this.socket ? this.socket.close(() => resolve()) : resolve()));

@@ -84,6 +84,8 @@ export interface Engine {
   setRoute(route: PeerRoute): void;
   removeRoute(net: number, len: number): void;
   stats(): EngineStats;
+  /** Brings stats() up to the packets handled so far (workers publish on request). */
+  refresh(): Promise<void>;
   stop(): Promise<void>;
 }
 

@@ -43,6 +43,7 @@ export class NativeEngine implements Engine {
   private readonly peerSlot = new Map<string, number>();
   private readonly freePeerSlots: number[] = [];
   private nextPeerSlot = 0;
+  private publishSeq = 0;
   /** Words before the per-peer slots: I/O and verdict counters. */
   private readonly baseWords: number;
   private readonly slots: Slot[] = [];
@@ -58,7 +59,7 @@ export class NativeEngine implements Engine {
     const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr }).layout;
     this.counterWords = L.COUNTER_DIRS * L.COUNTER_SLOTS * 2;
     this.baseWords = STAT_EXTRA + this.counterWords;
-    this.statWords = this.baseWords + PEER_SLOTS * PEER_WORDS;
+    this.statWords = this.baseWords + PEER_SLOTS * PEER_WORDS + 1; // + the publish seq
   }
 
   async start(): Promise<EngineFeatures> {
@@ -160,6 +161,21 @@ export class NativeEngine implements Engine {
     if (!s) throw new Error(`no worker ${index}`);
     s.port.postMessage({ type: 'crash' } satisfies ControlMessage);
     this.io.eventfdSignal(s.eventFd);
+  }
+
+  /** Asks every worker to publish and waits until each has (at most timeoutMs). */
+  async refresh(timeoutMs = 200): Promise<void> {
+    const seq = BigInt(++this.publishSeq);
+    this.broadcast({ type: 'publish', seq: Number(seq) });
+    const deadline = Date.now() + timeoutMs;
+    const served = (s: Slot): boolean => {
+      const words = new BigUint64Array(s.stats);
+      return Atomics.load(words, words.length - 1) >= seq;
+    };
+    while (!this.slots.every((s) => !s || s.stopped || served(s))) {
+      if (Date.now() >= deadline) return;
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 
   stats(): EngineStats {

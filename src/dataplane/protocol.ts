@@ -20,6 +20,8 @@ export type ControlMessage =
   | { type: 'set'; route: PeerRoute; slot: number }
   | { type: 'remove'; net: number; len: number; slot: number }
   | { type: 'crash' }
+  /** Publish the counters now and then store seq in the stats' last word. */
+  | { type: 'publish'; seq: number }
   | { type: 'stop' };
 
 export type WorkerReport =
@@ -30,8 +32,8 @@ export type WorkerReport =
 // Layout of the stats SharedArrayBuffer (u64 each): the I/O counters below, then the core's
 // verdict counters (COUNTERS region copied as is), then PEER_SLOTS slots of PEER_WORDS words
 // with each peer route's counters in the core's order (tx packets, tx bytes, rx packets, rx
-// bytes). The main thread assigns the slots; a route beyond PEER_SLOTS is forwarded but not
-// counted per peer.
+// bytes), then one word: the seq of the last 'publish' request served. The main thread assigns
+// the slots; a route beyond PEER_SLOTS is forwarded but not counted per peer.
 export { IO_STATS, type IoStat } from './engine.js';
 import { IO_STATS } from './engine.js';
 export const STAT_HEARTBEAT = IO_STATS.indexOf('heartbeat_ms');

@@ -164,7 +164,11 @@ function run(data: WorkerData): void {
       if (msg.type === 'set') peers.set(msg);
       else if (msg.type === 'remove') peers.remove(msg.net, msg.len, msg.slot);
       else if (msg.type === 'stop') stopping = true;
-      else if (msg.type === 'crash') throw new Error(`worker ${data.index}: crash requested through the debug hook`);
+      else if (msg.type === 'publish') {
+        publish(Date.now());
+        // Stored last and atomically: whoever sees the seq sees the counters before it.
+        Atomics.store(stats, stats.length - 1, BigInt(msg.seq));
+      } else if (msg.type === 'crash') throw new Error(`worker ${data.index}: crash requested through the debug hook`);
     }
   };
 

@@ -182,7 +182,8 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   let lease: AcquiredLease | null = null;
   let rules: TrafficRules | null = null;
   let removeBlackhole: (() => void) | null = null;
-  const installed = new Map<string, PeerRoute>();
+  const peerRoutes: PeerRoutes = { installed: new Map(), overlapping: new Set() };
+  const installed = peerRoutes.installed;
   const metrics = (): Metric[] => {
     const out: Metric[] = [
       { name: 'linen_etcd_connected', help: 'Whether linend is connected to etcd.', type: 'gauge', value: registry.connection().state === 'connected' ? 1 : 0 },
@@ -227,9 +228,10 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     log.info(`Wrote subnet file to ${o.subnetFile}`);
 
     const running = engine;
-    watcher = new LeaseWatcher({ registry, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
-    const apply = (d: PeerDiff): void => applyPeers(d, backend, running, config, own, log, installed, publicIp);
-    const watching = watcher.run(signal, apply);
+    const leases = new LeaseWatcher({ registry, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
+    watcher = leases;
+    const apply = (d: PeerDiff): void => applyPeers(d, leases.peers(), backend, running, config, own, log, peerRoutes, publicIp);
+    const watching = leases.run(signal, apply);
     await Promise.race([watcher.ready, aborted(signal)]);
     if (!signal.aborted) {
       health?.setReady(true);
@@ -277,8 +279,27 @@ export function badPublicIP(ip: number, self: number | null): string | null {
 }
 
 /** Applies a peer diff to the data plane, refusing leases that would hijack traffic. */
-export function applyPeers(d: PeerDiff, backend: Backend, engine: Engine, config: NetworkConfig, own: IPv4Net, log: Logger,
-  installed: Map<string, PeerRoute>, self: number | null = null): void {
+/** What applyPeers keeps between calls. */
+export interface PeerRoutes {
+  /** Routes in the data plane, by lease key. */
+  readonly installed: Map<string, PeerRoute>;
+  /** Leases refused only because they overlap a /SubnetLen lease: looked at again on change. */
+  readonly overlapping: Set<string>;
+}
+
+export function applyPeers(d: PeerDiff, all: ReadonlyMap<string, Peer>, backend: Backend, engine: Engine, config: NetworkConfig,
+  own: IPv4Net, log: Logger, state: PeerRoutes, self: number | null = null): void {
+  const { installed, overlapping } = state;
+  // flanneld only writes leases of the network's SubnetLen, and those cannot overlap each
+  // other. A lease of another length that overlaps one would take part of that peer's pods
+  // (the longest prefix wins), so it is refused while the overlap lasts.
+  const overlapped = (p: Peer): Peer | undefined => {
+    if (p.subnet.prefixLen === config.subnetLen) return undefined;
+    for (const q of all.values()) {
+      if (q.key !== p.key && q.subnet.prefixLen === config.subnetLen && netOverlaps(q.subnet, p.subnet)) return q;
+    }
+    return undefined;
+  };
   const accept = (p: Peer): boolean => {
     const bad = badPublicIP(p.publicIP, self);
     if (bad !== null) {
@@ -293,6 +314,12 @@ export function applyPeers(d: PeerDiff, backend: Backend, engine: Engine, config
       log.warn(`Ignoring lease ${p.key}: ${formatCIDR(p.subnet)} overlaps this node's subnet ${formatCIDR(own)}`);
       return false;
     }
+    const q = overlapped(p);
+    if (q) {
+      log.warn(`Ignoring lease ${p.key}: ${formatCIDR(p.subnet)} overlaps the lease ${q.key} and is not a /${config.subnetLen} as the network's leases are`);
+      overlapping.add(p.key);
+      return false;
+    }
     return true;
   };
   const drop = (p: Peer): void => {
@@ -302,21 +329,30 @@ export function applyPeers(d: PeerDiff, backend: Backend, engine: Engine, config
     installed.delete(p.key);
     engine.removeRoute(old.net, old.len);
   };
-  for (const p of [...d.added, ...d.changed]) {
-    if (!accept(p)) { drop(p); continue; }
+  const add = (p: Peer): void => {
+    overlapping.delete(p.key);
+    if (!accept(p)) { drop(p); return; }
     const route = backend.route(p);
     if (!route) {
       log.warn(`Ignoring lease ${p.key}: no usable ${backend.mode} backend data`);
       drop(p);
-      continue;
+      return;
     }
     engine.setRoute(route);
     installed.set(p.key, route);
     log.info(`Peer ${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}${route.mac ? ` (VtepMAC ${formatMAC(route.mac)})` : ''}`);
-  }
+  };
+  for (const p of [...d.added, ...d.changed]) add(p);
   for (const p of d.removed) {
+    overlapping.delete(p.key);
     if (!installed.delete(p.key)) continue;
     engine.removeRoute(p.subnet.ip, p.subnet.prefixLen);
     log.info(`Peer ${formatCIDR(p.subnet)} removed`);
+  }
+  // The change may have created or ended an overlap for leases it did not touch.
+  for (const p of all.values()) {
+    if (p.subnet.prefixLen === config.subnetLen) continue;
+    if (installed.has(p.key) && overlapped(p)) add(p);
+    else if (overlapping.has(p.key) && !overlapped(p)) add(p);
   }
 }

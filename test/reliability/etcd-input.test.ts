@@ -66,17 +66,43 @@ t.test('bad leases from another writer are skipped one by one, naming the key; n
     t.ok(a.alive() && b.alive(), `${k.what}: both running`);
   }
   // Host 2 sees the same writes: it must not route any part of host 1's subnet elsewhere either
-  // (the /25 and /23 above are inside host 1's lease, not host 2's: host 2 takes what it can).
+  // (the /25 and the /23 overlap host 1's /24 lease, so host 2 refuses them too).
+  const toU32 = (ip: string): number => ip.split('.').reduce((v, o) => ((v << 8) | Number(o)) >>> 0, 0);
+  const overlapsHost1 = (route: string): boolean => {
+    const [net, len] = route.split(' ')[0]!.split('/');
+    const shift = 32 - Math.min(Number(len), 24);
+    return toU32(net!) >>> shift === toU32(`10.${y}.${own}.0`) >>> shift;
+  };
   const bRoutes = (await metrics(b)).routes();
-  t.ok(bRoutes.includes(`10.${y}.${own}.0/24 via ${a.host.underlayIP}`), 'host 2 still routes host 1');
-  // Known limit (see RELIABILITY.md): a lease more specific than another peer's subnet is not
-  // refused by the other nodes; longest-prefix match then sends that part elsewhere.
-  t.comment(`host 2's routes with the bad leases in place: ${bRoutes.join('; ')}`);
+  t.same(bRoutes.filter(overlapsHost1), [`10.${y}.${own}.0/24 via ${a.host.underlayIP}`],
+    `host 2 routes all of host 1's /24 to host 1 and no part of it elsewhere (its routes: ${bRoutes.join('; ')})`);
   t.ok(await bothWays(c, 0, 1), 'pods reach each other');
   // And removing the garbage again is no event either.
   for (const k of cases) await c.etcd.ctl('del', k.key);
   t.same((await metrics(a)).routes(), [peerRoute], 'deleting the bad keys changes nothing');
   t.comment(`figures: bad_etcd_values=${cases.length}`);
+});
+
+t.test('a lease of another length than SubnetLen is routed while it overlaps no /24 lease, and refused while it does', async (t) => {
+  const [a, b] = c.nodes;
+  const y = c.network.split('.')[1];
+  const peerRoute = `10.${y}.${third(b)}.0/24 via ${b.host.underlayIP}`;
+  const f = Array.from({ length: 20 }, (_, i) => 90 + i).find((x) => x !== third(a) && x !== third(b))!;
+  const small = { key: `${ETCD_PREFIX}/subnets/10.${y}.${f}.0-25`, route: `10.${y}.${f}.0/25 via 192.0.2.40` };
+  const full = { key: `${ETCD_PREFIX}/subnets/10.${y}.${f}.0-24`, route: `10.${y}.${f}.0/24 via 192.0.2.41` };
+  const routesAre = async (want: string[]): Promise<number> =>
+    waitFor(async () => JSON.stringify((await metrics(a)).routes()) === JSON.stringify([...want].sort()), 5000, 50);
+  await c.etcd.ctl('put', small.key, vx('192.0.2.40'));
+  t.ok(await routesAre([peerRoute, small.route]) >= 0, 'alone, the /25 is routed (a cluster in the middle of a SubnetLen change)');
+  const logFrom = a.log().length;
+  await c.etcd.ctl('put', full.key, vx('192.0.2.41'));
+  t.ok(await routesAre([peerRoute, full.route]) >= 0, 'a /24 lease over it arrives: the /24 is routed, the /25 is withdrawn');
+  t.match(a.log().slice(logFrom), new RegExp(`Ignoring lease ${small.key}: .* overlaps the lease ${full.key}`), 'the log names both keys');
+  await c.etcd.ctl('del', full.key);
+  t.ok(await routesAre([peerRoute, small.route]) >= 0, 'the /24 goes: the /25 is routed again');
+  await c.etcd.ctl('del', small.key);
+  t.ok(await routesAre([peerRoute]) >= 0, 'both gone: host 1 routes exactly host 2 again');
+  t.ok(a.alive() && b.alive(), 'both running');
 });
 
 t.test("host 1's own key rewritten with another PublicIP: no route for its own subnet, and the cluster keeps reaching it", async (t) => {

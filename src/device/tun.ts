@@ -25,11 +25,24 @@ export interface TunSetup {
 export function configureTun(s: TunSetup): void {
   ip(['link', 'set', 'dev', s.name, 'mtu', String(s.mtu)]);
   ip(['addr', 'replace', `${formatIPv4(s.addr)}/32`, 'dev', s.name]);
+  // The overlay carries IPv4 only: without this the kernel would give the device a link-local
+  // IPv6 address when it comes up and send router solicitations into it, which the data plane
+  // can only count and drop.
+  disableIpv6(s.name);
   ip(['link', 'set', 'dev', s.name, 'up']);
   // ICMP errors the core writes back into the TUN come from the device's own address; without
   // accept_local the kernel would drop them as martians.
   writeFileSync(`/proc/sys/net/ipv4/conf/${s.name}/accept_local`, '1');
   ip(['route', 'replace', `${formatIPv4(s.network.ip)}/${s.network.prefixLen}`, 'dev', s.name]);
+}
+
+function disableIpv6(dev: string): void {
+  try {
+    writeFileSync(`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`, '1');
+  } catch (e) {
+    // No IPv6 in this kernel or namespace: nothing to turn off.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`disabling IPv6 on ${dev}: ${(e as Error).message}`);
+  }
 }
 
 export function tunExists(name: string): boolean {

@@ -73,6 +73,7 @@ for (const backend of ['udp', 'vxlan'] as const) {
       t.equal(link[0].mtu, mtu, `${dev} MTU`);
       t.same(link[0].addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`), [`${sub[1]}.0/32`], `${dev} address is the subnet's .0/32`);
       t.match(c.topo.ip(n.host.ns, 'route', 'show', network), new RegExp(`${network.replace(/\./g, '\\.')} dev ${dev.replace('.', '\\.')}`), 'route for the whole network via the device');
+      t.equal(c.topo.exec(n.host.ns, 'cat', [`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`]).trim(), '1', `${dev}: IPv6 off (the overlay carries IPv4 only)`);
       const ready = await n.http('/readyz');
       t.same(ready, { status: 200, body: 'flanneld is ready' }, '/readyz');
     }
@@ -98,6 +99,8 @@ for (const backend of ['udp', 'vxlan'] as const) {
     t.equal(r, pings, `${pings} pings host 1 -> host 2 answered`);
     const after = await counted();
     const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - before[k]!]));
+    t.equal(Number(/^linen_packets_total\{direction="egress",verdict="not_ipv4"\} (\d+)$/m.exec((await c.nodes[0].http('/metrics')).body)?.[1] ?? -1), 0,
+      'no IPv6 from the kernel reached the data plane');
     t.same(d, { 'forwarded egress': pings, 'host 2 egress': pings, 'host 3 egress': 0, 'forwarded ingress': pings, 'host 2 ingress': pings, 'host 3 ingress': 0 },
       'host 1\'s /metrics, read at once, counts exactly them, in total and for host 2\'s subnet only');
   });

@@ -359,13 +359,10 @@ static int read_batch_args(napi_env env, napi_callback_info info, const char *ca
 static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
   read_batch b;
   if (!read_batch_args(env, info, "tunReadBatch", &b)) return NULL;
-  int32_t fd = b.fd;
-  uint8_t *base = b.base;
-  uint32_t table = b.table, max = b.max, cap = b.cap;
   uint32_t n = 0;
-  while (n < max) {
-    uint8_t *d = base + table + (size_t)n * DESC_SIZE;
-    ssize_t r = read(fd, base + rd32(d + D_OFFSET), cap);
+  while (n < b.max) {
+    uint8_t *d = b.base + b.table + (size_t)n * DESC_SIZE;
+    ssize_t r = read(b.fd, b.base + rd32(d + D_OFFSET), b.cap);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK || n > 0) break;
@@ -529,20 +526,17 @@ fail: {
 static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
   read_batch b;
   if (!read_batch_args(env, info, "udpRecvBatch", &b)) return NULL;
-  int32_t fd = b.fd;
-  uint8_t *base = b.base;
-  uint32_t table = b.table, max = b.max, cap = b.cap;
   struct mmsghdr msgs[MSG_CHUNK];
   struct iovec iov[MSG_CHUNK];
   struct sockaddr_in sa[MSG_CHUNK];
   union { struct cmsghdr align; char buf[64]; } ctl[MSG_CHUNK];
   uint32_t total = 0;
-  while (total < max) {
-    uint32_t n = max - total < MSG_CHUNK ? max - total : MSG_CHUNK;
+  while (total < b.max) {
+    uint32_t n = b.max - total < MSG_CHUNK ? b.max - total : MSG_CHUNK;
     for (uint32_t i = 0; i < n; i++) {
-      const uint8_t *d = base + table + (size_t)(total + i) * DESC_SIZE;
-      iov[i].iov_base = base + rd32(d + D_OFFSET);
-      iov[i].iov_len = cap;
+      const uint8_t *d = b.base + b.table + (size_t)(total + i) * DESC_SIZE;
+      iov[i].iov_base = b.base + rd32(d + D_OFFSET);
+      iov[i].iov_len = b.cap;
       memset(&msgs[i], 0, sizeof msgs[i]);
       msgs[i].msg_hdr.msg_name = &sa[i];
       msgs[i].msg_hdr.msg_namelen = sizeof sa[i];
@@ -551,17 +545,17 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
       msgs[i].msg_hdr.msg_control = ctl[i].buf;
       msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
     }
-    int r = recvmmsg(fd, msgs, n, MSG_DONTWAIT, NULL);
+    int r = recvmmsg(b.fd, msgs, n, MSG_DONTWAIT, NULL);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK || total > 0) break;
       return throw_errno(env, "udpRecvBatch recvmmsg", errno);
     }
     for (int i = 0; i < r; i++) {
-      uint8_t *d = base + table + (size_t)(total + i) * DESC_SIZE;
+      uint8_t *d = b.base + b.table + (size_t)(total + i) * DESC_SIZE;
       struct msghdr *h = &msgs[i].msg_hdr;
       uint32_t got = msgs[i].msg_len;
-      if ((h->msg_flags & MSG_TRUNC) && got > cap) got = cap;  // truncated: report what is stored
+      if ((h->msg_flags & MSG_TRUNC) && got > b.cap) got = b.cap;  // truncated: report what is stored
       wr32(d + D_LENGTH, got);
       if (h->msg_namelen >= sizeof(struct sockaddr_in) && sa[i].sin_family == AF_INET) {
         memcpy(d + D_ADDR, &sa[i].sin_addr, 4);

@@ -229,8 +229,13 @@ t.test('etcd restarted with its data wiped: every node takes its subnet again, f
   const ms = await waitFor(async () => {
     const now = await etcdLeases(c);
     return [...before].every(([k, v]) => now.get(k) === v);
-  }, 20_000, 100);
+  }, 30_000, 100);
   t.ok(ms >= 0, `every node re-created its lease, same subnet and value, ${ms} ms after etcd came back empty`);
+  if (ms < 0) {
+    const now = await etcdLeases(c);
+    t.comment(`leases before: ${JSON.stringify([...before])}\nleases now: ${JSON.stringify([...now])}`);
+    for (const n of c.nodes) t.comment(`host ${n.index + 1} log tail:\n${n.log().split('\n').slice(-40).join('\n')}`);
+  }
   t.ok(await converged(c, c.nodes, 10_000) >= 0, 'routes on every node match etcd again');
   const run = await iperf.done;
   t.equal(run.intervals.filter((x) => x === 0).length, 0, `all ${run.intervals.length} iperf3 intervals carried data (min ${Math.min(...run.intervals)} B)`);

@@ -10,13 +10,13 @@ import {
   D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, TUNW_SIZE, IOV_SIZE, SEND_CAP, TUNW_CAP, IOV_CAP,
   ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
   SEND_DESC, TUN_WRITES, IOVECS, ZERO_VNET, VNET_SCRATCH, ICMP_AREA, EG_SLOTS, IN_SLOTS,
-  SPLIT_AREA, SPLIT_SIZE, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END, egressSlot, ingressSlot,
+  SPLIT_AREA, SPLIT_SIZE, SPLIT_PER_PACKET, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END, egressSlot, ingressSlot,
   setTunWrite2,
 } from './ring';
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
   ipVersion, ipHeaderLen, ipTotalLen, ipTtl, ipSrc, ipDst, hasDF, ipHeaderValid,
-  ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP, completePartialL4, isFragment,
+  ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
 } from './ip';
 import {
   routeLookup, routeAddr, routesReset, R_PUBLIC_IP, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
@@ -172,17 +172,16 @@ function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
 function emitTun(dir: u32, ip: u32, len: u32): bool {
   let need: u32 = vnetHdr ? 2 : 1;
   if (nTunw >= TUNW_CAP || nIov + need > IOV_CAP) { count(dir, Verdict.NoRoom, len); return false; }
-  let w = TUN_WRITES + nTunw * TUNW_SIZE;
-  store<u32>(w, nIov);
-  store<u32>(w + 4, need);
-  let v = IOVECS + nIov * IOV_SIZE;
   if (vnetHdr) {
-    store<u32>(v, ZERO_VNET);
-    store<u32>(v + 4, VNET_HDR_LEN);
-    v += IOV_SIZE;
+    setTunWrite2(nTunw, nIov, ZERO_VNET, VNET_HDR_LEN, ip, len);
+  } else {
+    let w = TUN_WRITES + nTunw * TUNW_SIZE;
+    store<u32>(w, nIov);
+    store<u32>(w + 4, 1);
+    let v = IOVECS + nIov * IOV_SIZE;
+    store<u32>(v, ip);
+    store<u32>(v + 4, len);
   }
-  store<u32>(v, ip);
-  store<u32>(v + 4, len);
   nIov += need;
   nTunw++;
   return true;
@@ -226,17 +225,6 @@ function validateIpv4(ip: u32, avail: u32): i32 {
   if (total < hlen || total > avail) return -<i32>Verdict.Malformed;
   if (!ipHeaderValid(ip, hlen)) return -<i32>Verdict.Malformed;
   return <i32>total;
-}
-
-// Completes a partial L4 checksum (virtio NEEDS_CSUM): the field holds the pseudo-header sum.
-function completeChecksum(ip: u32, total: u32, start: u32, offset: u32): bool {
-  if (start < ipHeaderLen(ip) || start + offset + 2 > total) return false;
-  let field = ip + start + offset;
-  let seed = <u64>load<u16>(field);
-  store<u16>(field, 0);
-  let sum = (~fold(sumBytes(ip + start, total - start, seed))) & 0xffff;
-  store16be(field, sum);
-  return true;
 }
 
 // --- egress: TUN -> wire ----------------------------------------------------------------
@@ -372,7 +360,7 @@ export function ingress(n: u32, now: u32, first: u32): u32 {
   let i = first;
   for (; i < n; i++) {
     if (i > first && (nTunw + INGRESS_ROOM_WRITES > TUNW_CAP || nIov + 2 * INGRESS_ROOM_WRITES + ITEM_IOVS > IOV_CAP ||
-        splitUsed + 73728 > SPLIT_SIZE || nSend + INGRESS_ROOM_WRITES > SEND_CAP)) break;
+        splitUsed + SPLIT_PER_PACKET > SPLIT_SIZE || nSend + INGRESS_ROOM_WRITES > SEND_CAP)) break;
     let d = IN_IN_DESC + i * DESC_SIZE;
     let off = load<u32>(d + D_OFFSET);
     let len = load<u32>(d + D_LENGTH);

@@ -127,6 +127,20 @@ export function pseudoHeaderSum(src: u32, dst: u32, proto: u32, l4len: u32): u64
 // checksum offload (CHECKSUM_PARTIAL, e.g. kernel VXLAN over veth), is completed in place.
 // Completing always yields the right checksum for the bytes, so a real checksum that happens
 // to equal the pseudo-header sum is rewritten to itself. Returns true when it completed one.
+// Completes a partial L4 checksum whose field, at ip + start + offset, holds the pseudo-header
+// sum (virtio NEEDS_CSUM, CHECKSUM_PARTIAL): sums the L4 bytes from start over it. A result of
+// 0 is written as 0xffff, as the kernel does (skb_checksum_help): for UDP, 0 means "no
+// checksum". Returns false when the offsets do not fit the packet.
+export function completeChecksum(ip: u32, total: u32, start: u32, offset: u32): bool {
+  if (start < ipHeaderLen(ip) || start + offset + 2 > total) return false;
+  let field = ip + start + offset;
+  let seed = <u64>load<u16>(field);
+  store<u16>(field, 0);
+  let sum = (~fold(sumBytes(ip + start, total - start, seed))) & 0xffff;
+  store16be(field, sum == 0 ? 0xffff : sum);
+  return true;
+}
+
 export function completePartialL4(ip: u32, total: u32): bool {
   if (isFragment(ip)) return false;
   let proto = ipProto(ip);
@@ -142,14 +156,8 @@ export function completePartialL4(ip: u32, total: u32): bool {
   } else {
     return false;
   }
-  let field = ip + hlen + at;
-  let current = load16be(field);
+  let current = load16be(ip + hlen + at);
   if (current == 0) return false; // UDP: no checksum at all
-  let pseudo = pseudoHeaderSum(ipSrc(ip), ipDst(ip), <u32>proto, l4len);
-  if (current != fold(pseudo)) return false;
-  store<u16>(field, 0);
-  let sum = (~fold(sumBytes(ip + hlen, l4len, pseudo))) & 0xffff;
-  if (proto == PROTO_UDP && sum == 0) sum = 0xffff;
-  store16be(field, sum);
-  return true;
+  if (current != fold(pseudoHeaderSum(ipSrc(ip), ipDst(ip), <u32>proto, l4len))) return false;
+  return completeChecksum(ip, total, hlen, at);
 }

@@ -47,8 +47,10 @@ export const TUNW_CAP: u32 = 256;
 export const IOV_CAP: u32 = 8192;
 export const ICMP_CAP: u32 = 128;
 export const ICMP_STRIDE: u32 = 256;
-// Egress output area for packets the core builds itself (TSO segments, fragments): per batch.
-export const SPLIT_SIZE: u32 = BATCH * 73728;
+// Output area for packets the core builds itself (TSO segments, fragments): room for the
+// segments of one 64 KiB super-packet (payload plus a header per segment) per batch slot.
+export const SPLIT_PER_PACKET: u32 = 73728;
+export const SPLIT_SIZE: u32 = BATCH * SPLIT_PER_PACKET;
 
 export const MAX_ROUTES: u32 = 131072;
 export const ROUTE_SIZE: u32 = 64;

@@ -9,7 +9,7 @@ import { Core, type CounterSnapshot } from './core.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 import { routeKey, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type PeerRoute, type EngineEvents, type PeerTraffic } from './engine.js';
 import {
-  IO_STATS, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, type IoStat, type ControlMessage, type WorkerData,
+  IO_STATS, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type StatsLayout, type IoStat, type ControlMessage, type WorkerData,
   type WorkerReport,
 } from './protocol.js';
 
@@ -44,22 +44,18 @@ export class NativeEngine implements Engine {
   private readonly freePeerSlots: number[] = [];
   private nextPeerSlot = 0;
   private publishSeq = 0;
-  /** Words before the per-peer slots: I/O and verdict counters. */
-  private readonly baseWords: number;
   private readonly slots: Slot[] = [];
   private features: EngineFeatures | null = null;
   private restarts = 0;
   private closing = false;
-  private readonly statWords: number;
-  private readonly counterWords: number;
+  /** Where each counter lives in a worker's stats buffer. */
+  private readonly layout: StatsLayout;
 
   constructor(private readonly opts: EngineOptions, private readonly events: EngineEvents = {}) {
     this.io = loadNative();
     // The layout comes from the wasm module itself; a throwaway instance reads it.
     const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr }).layout;
-    this.counterWords = L.COUNTER_DIRS * L.COUNTER_SLOTS * 2;
-    this.baseWords = STAT_EXTRA + this.counterWords;
-    this.statWords = this.baseWords + PEER_SLOTS * PEER_WORDS + 1; // + the publish seq
+    this.layout = statsLayout(L);
   }
 
   async start(): Promise<EngineFeatures> {
@@ -75,7 +71,7 @@ export class NativeEngine implements Engine {
   private spawn(index: number, features: EngineFeatures | null, retired?: bigint[]): Promise<EngineFeatures> {
     const { port1, port2 } = new MessageChannel();
     const eventFd = this.io.eventfdOpen();
-    const stats = new SharedArrayBuffer(this.statWords * 8);
+    const stats = new SharedArrayBuffer(this.layout.words * 8);
     const data: WorkerData = {
       index,
       options: { ...this.opts, mac: Array.from(this.opts.mac) },
@@ -89,7 +85,7 @@ export class NativeEngine implements Engine {
     let resolveReady!: (f: EngineFeatures) => void;
     let rejectReady!: (e: Error) => void;
     const ready = new Promise<EngineFeatures>((res, rej) => { resolveReady = res; rejectReady = rej; });
-    const slot: Slot = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.statWords).fill(0n), ready, stopped: false, fds: [] };
+    const slot: Slot = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.layout.words).fill(0n), ready, stopped: false, fds: [] };
     this.slots[index] = slot;
     let isReady = false;
     port1.on('message', (msg: WorkerReport) => {
@@ -150,7 +146,7 @@ export class NativeEngine implements Engine {
       this.peerSlot.delete(key);
       this.freePeerSlots.push(slot);
       // What dead workers counted for this peer goes with it.
-      for (const s of this.slots) if (s) s.retired.fill(0n, this.baseWords + slot * PEER_WORDS, this.baseWords + (slot + 1) * PEER_WORDS);
+      for (const s of this.slots) if (s) s.retired.fill(0n, this.layout.peers + slot * PEER_WORDS, this.layout.peers + (slot + 1) * PEER_WORDS);
     }
     this.broadcast({ type: 'remove', net, len, slot });
   }
@@ -170,7 +166,7 @@ export class NativeEngine implements Engine {
     const deadline = Date.now() + timeoutMs;
     const served = (s: Slot): boolean => {
       const words = new BigUint64Array(s.stats);
-      return Atomics.load(words, words.length - 1) >= seq;
+      return Atomics.load(words, this.layout.seq) >= seq;
     };
     while (!this.slots.every((s) => !s || s.stopped || served(s))) {
       if (Date.now() >= deadline) return;
@@ -179,22 +175,22 @@ export class NativeEngine implements Engine {
   }
 
   stats(): EngineStats {
-    const total = new Array<bigint>(this.baseWords).fill(0n);
+    const total = new Array<bigint>(this.layout.peers).fill(0n);
     const live = this.slots.filter((s) => s).map((s) => ({ s, words: new BigUint64Array(s.stats) }));
     for (const { s, words } of live) {
-      for (let i = 0; i < this.baseWords; i++) total[i] += s.retired[i] + words[i];
+      for (let i = 0; i < this.layout.peers; i++) total[i] += s.retired[i] + words[i];
     }
     const peers: PeerTraffic[] = [];
     for (const [key, slot] of this.peerSlot) {
       const route = this.routes.get(key);
       if (!route) continue;
       const sum = [0n, 0n, 0n, 0n];
-      const at = this.baseWords + slot * PEER_WORDS;
+      const at = this.layout.peers + slot * PEER_WORDS;
       for (const { s, words } of live) for (let k = 0; k < PEER_WORDS; k++) sum[k] += s.retired[at + k] + words[at + k];
       peers.push({ net: route.net, len: route.len, txPackets: sum[0], txBytes: sum[1], rxPackets: sum[2], rxBytes: sum[3] });
     }
     const counters = {} as CounterSnapshot;
-    const slotsPerDir = this.counterWords / 2 / DIRECTIONS.length;
+    const slotsPerDir = this.layout.counterWords / 2 / DIRECTIONS.length;
     DIRECTIONS.forEach((dir: Direction, d) => {
       const byVerdict = {} as Record<VerdictName, { packets: bigint; bytes: bigint }>;
       VERDICTS.forEach((name, v) => {

@@ -1,6 +1,7 @@
 // Messages and shared-memory layout between the native engine (main thread) and its workers.
 import type { MessagePort } from 'node:worker_threads';
 import type { EngineOptions, PeerRoute, EngineFeatures } from './engine.js';
+import type { Layout } from './core.js';
 
 export interface WorkerData {
   index: number;
@@ -40,4 +41,23 @@ export const STAT_HEARTBEAT = IO_STATS.indexOf('heartbeat_ms');
 export const STAT_EXTRA = IO_STATS.length;
 export const PEER_SLOTS = 4096;
 export const PEER_WORDS = 4;
+
+/** Word indexes of that layout for a core whose counters take counterWords words. */
+export interface StatsLayout {
+  /** The core's verdict counters: [STAT_EXTRA, STAT_EXTRA + counterWords). */
+  counterWords: number;
+  /** First word of the per-peer slots (the words before it are summed as totals). */
+  peers: number;
+  /** The publish seq word. */
+  seq: number;
+  /** Words in all. */
+  words: number;
+}
+
+export function statsLayout(core: Pick<Layout, 'COUNTER_DIRS' | 'COUNTER_SLOTS'>): StatsLayout {
+  const counterWords = core.COUNTER_DIRS * core.COUNTER_SLOTS * 2; // packets and bytes
+  const peers = STAT_EXTRA + counterWords;
+  const seq = peers + PEER_SLOTS * PEER_WORDS;
+  return { counterWords, peers, seq, words: seq + 1 };
+}
 

@@ -6,7 +6,7 @@ import { Core } from './core.js';
 import { loadNative, enableTunOffload, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
 import {
-  IO_STATS, STAT_HEARTBEAT, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, type IoStat, type WorkerData,
+  IO_STATS, STAT_HEARTBEAT, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type IoStat, type WorkerData,
   type ControlMessage, type WorkerReport, type SlottedRoute,
 } from './protocol.js';
 
@@ -124,9 +124,9 @@ function run(data: WorkerData): void {
   const egCap = core.exports.egressReadCapacity();
   const inCap = core.exports.ingressReadCapacity();
   const recvMax = sock.gro ? GRO_RECV_MAX : L.BATCH;
-  const counterWords = L.COUNTER_DIRS * L.COUNTER_SLOTS * 2;
-  const counters = new BigUint64Array(mem, L.COUNTERS, counterWords);
-  const peers = new PeerSlots(core, stats, STAT_EXTRA + counterWords);
+  const SL = statsLayout(L);
+  const counters = new BigUint64Array(mem, L.COUNTERS, SL.counterWords);
+  const peers = new PeerSlots(core, stats, SL.peers);
   for (const r of data.routes) peers.set(r);
   // Plain numbers on the hot path; converted to u64 only when published.
   const io = new Float64Array(IO_STATS.length);
@@ -167,7 +167,7 @@ function run(data: WorkerData): void {
       else if (msg.type === 'publish') {
         publish(Date.now());
         // Stored last and atomically: whoever sees the seq sees the counters before it.
-        Atomics.store(stats, stats.length - 1, BigInt(msg.seq));
+        Atomics.store(stats, SL.seq, BigInt(msg.seq));
       } else if (msg.type === 'crash') throw new Error(`worker ${data.index}: crash requested through the debug hook`);
     }
   };

@@ -33,7 +33,7 @@ import { formatCIDR, formatIPv4, netEqual, netNext, netOverlaps, type IPv4Net } 
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
 import { makeSubnetKey, parseSubnetKey, sameLeaseAttrs, type Lease, type LeaseAttrs } from './lease.js';
-import { RegistryError, SUBNET_TTL_SECONDS, SubnetExistsError, type Registry } from './registry.js';
+import { ReconnectWait, RegistryError, SUBNET_TTL_SECONDS, SubnetExistsError, type Registry } from './registry.js';
 
 export class LeaseError extends Error {
   constructor(message: string) {
@@ -311,10 +311,10 @@ export class LeaseManager {
         this.retryNow = true;
         this.wake.abort();
       }
-      this.reconnected.abort();
     });
+    const waits = new ReconnectWait(this.registry, this.clock);
     try {
-      const watch = this.watchOwn(stop).then((r) => {
+      const watch = this.watchOwn(stop, waits).then((r) => {
         inner.abort();
         return r;
       });
@@ -323,6 +323,7 @@ export class LeaseManager {
       return r === 'revoked' && !signal.aborted ? 'revoked' : 'stopped';
     } finally {
       unsubscribe();
+      waits.close();
     }
   }
 
@@ -377,17 +378,8 @@ export class LeaseManager {
     }
   }
 
-  /** Aborted (and replaced) whenever the registry reconnects: cuts reconnect backoffs short. */
-  private reconnected: AbortController = new AbortController();
-
-  /** Sleeps a reconnect backoff, or less if etcd comes back meanwhile. */
-  private async backoffSleep(ms: number, stop: AbortSignal): Promise<void> {
-    if (this.reconnected.signal.aborted) this.reconnected = new AbortController();
-    await this.clock.sleep(ms, AbortSignal.any([stop, this.reconnected.signal]));
-  }
-
   /** Own-key watch with reconnects; resolves 'revoked' on DELETE, 'stopped' on abort. */
-  private async watchOwn(stop: AbortSignal): Promise<'revoked' | 'stopped'> {
+  private async watchOwn(stop: AbortSignal, waits: ReconnectWait): Promise<'revoked' | 'stopped'> {
     const subnet = this.current!.subnet;
     const backoff = new Backoff();
     let from: number | null = null;
@@ -424,12 +416,12 @@ export class LeaseManager {
             }
           }
         }
-        if (from !== null && !stop.aborted) await this.backoffSleep(backoff.next(), stop);
+        if (from !== null && !stop.aborted) await waits.sleep(backoff.next(), stop);
       } catch (e) {
         if (stop.aborted) break;
         const d = backoff.next();
         this.log.warn(`own lease watch failed: ${(e as Error).message}; reconnecting in ${d} ms`);
-        await this.backoffSleep(d, stop);
+        await waits.sleep(d, stop);
       }
     }
     return 'stopped';

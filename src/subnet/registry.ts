@@ -6,6 +6,7 @@
 
 import type { IPv4Net } from '../net.js';
 import type { Lease, LeaseAttrs } from './lease.js';
+import type { Clock } from './clock.js';
 
 /** flannel's own text for a missing <prefix>/config (§1.5). */
 export const CONFIG_NOT_FOUND = 'flannel config not found in etcd store. Did you create your config using etcdv3 API?';
@@ -131,4 +132,29 @@ export interface Registry {
   /** The key layout in use (for logs and tests). */
   readonly keys: { readonly config: string; readonly subnets: string; subnet(sn: IPv4Net): string };
   close(): Promise<void>;
+}
+
+/**
+ * Reconnect backoff sleeps that end early when the registry reports etcd reachable again, so
+ * a watch or renewal loop does not sit out the rest of a long backoff. A reconnect from before
+ * a sleep began does not cut that sleep short.
+ */
+export class ReconnectWait {
+  private reconnected = new AbortController();
+  private readonly unsubscribe: () => void;
+
+  constructor(registry: Pick<Registry, 'onConnectionChange'>, private readonly clock: Clock) {
+    this.unsubscribe = registry.onConnectionChange((st) => {
+      if (st.state === 'connected') this.reconnected.abort();
+    });
+  }
+
+  async sleep(ms: number, stop: AbortSignal): Promise<void> {
+    if (this.reconnected.signal.aborted) this.reconnected = new AbortController();
+    await this.clock.sleep(ms, AbortSignal.any([stop, this.reconnected.signal]));
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
 }

@@ -20,7 +20,7 @@ import { formatCIDR, netEqual, type IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
 import { decodeVxlanBackendData, makeSubnetKey, sameLeaseAttrs, type Lease, type LeaseAttrs, type VxlanBackendData } from './lease.js';
-import type { LeaseList, Registry, WatchEvent } from './registry.js';
+import { ReconnectWait, type LeaseList, type Registry, type WatchEvent } from './registry.js';
 
 export interface Peer {
   /** Full etcd key. */
@@ -219,15 +219,7 @@ export class LeaseWatcher {
     const backoff = new Backoff(this.backoffInitial, this.backoffMax);
     let from: number | null = null;
     let first = true;
-    // Backoff sleeps end early when the registry reconnects.
-    let reconnected = new AbortController();
-    const unsubscribe = this.registry.onConnectionChange((st) => {
-      if (st.state === 'connected') reconnected.abort();
-    });
-    const backoffSleep = async (ms: number): Promise<void> => {
-      if (reconnected.signal.aborted) reconnected = new AbortController();
-      await this.clock.sleep(ms, AbortSignal.any([signal, reconnected.signal]));
-    };
+    const waits = new ReconnectWait(this.registry, this.clock);
     // After a revision reset: until when missing peers are kept; graceEnded aborts then.
     let graceUntil = 0;
     let graceEnded = new AbortController();
@@ -289,7 +281,7 @@ export class LeaseWatcher {
           if (from !== null && !signal.aborted) {
             const d = backoff.next();
             this.log.warn(`watch of subnet leases ended; reconnecting from rev ${from} in ${d} ms`);
-            await backoffSleep(d);
+            await waits.sleep(d, signal);
           }
         } catch (e) {
           if (signal.aborted) break;
@@ -297,11 +289,11 @@ export class LeaseWatcher {
           this.log.warn(
             `watch of subnet leases failed: ${(e as Error).message}; ${from === null ? 're-listing' : `reconnecting from rev ${from}`} in ${d} ms`,
           );
-          await backoffSleep(d);
+          await waits.sleep(d, signal);
         }
       }
     } finally {
-      unsubscribe();
+      waits.close();
       stopTimers.abort();
     }
   }

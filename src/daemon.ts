@@ -278,7 +278,6 @@ export function badPublicIP(ip: number, self: number | null): string | null {
   return null;
 }
 
-/** Applies a peer diff to the data plane, refusing leases that would hijack traffic. */
 /** What applyPeers keeps between calls. */
 export interface PeerRoutes {
   /** Routes in the data plane, by lease key. */
@@ -287,6 +286,7 @@ export interface PeerRoutes {
   readonly overlapping: Set<string>;
 }
 
+/** Applies a peer diff to the data plane, refusing leases that would hijack traffic. */
 export function applyPeers(d: PeerDiff, all: ReadonlyMap<string, Peer>, backend: Backend, engine: Engine, config: NetworkConfig,
   own: IPv4Net, log: Logger, state: PeerRoutes, self: number | null = null): void {
   const { installed, overlapping } = state;

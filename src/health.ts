@@ -39,17 +39,17 @@ export function renderMetrics(src: MetricsSource): string {
     for (const dir of DIRECTIONS) for (const v of VERDICTS) out += line('linen_bytes_total', { direction: dir, verdict: v }, stats.counters[dir][v].bytes);
     out += '# HELP linen_io_total Data-plane I/O: TUN reads and writes, UDP sends and receives, errors, wake-ups.\n# TYPE linen_io_total counter\n';
     for (const [name, v] of Object.entries(stats.io)) if (name !== 'heartbeat_ms') out += line('linen_io_total', { op: name }, v);
-    out += '# HELP linen_peer_packets_total Packets forwarded to (egress) and accepted from (ingress) each peer subnet.\n# TYPE linen_peer_packets_total counter\n';
-    for (const p of stats.peers) {
-      const subnet = `${formatIPv4(p.net)}/${p.len}`;
-      out += line('linen_peer_packets_total', { subnet, direction: 'egress' }, p.txPackets);
-      out += line('linen_peer_packets_total', { subnet, direction: 'ingress' }, p.rxPackets);
-    }
-    out += '# HELP linen_peer_bytes_total Bytes of inner IPv4 packets forwarded to and accepted from each peer subnet.\n# TYPE linen_peer_bytes_total counter\n';
-    for (const p of stats.peers) {
-      const subnet = `${formatIPv4(p.net)}/${p.len}`;
-      out += line('linen_peer_bytes_total', { subnet, direction: 'egress' }, p.txBytes);
-      out += line('linen_peer_bytes_total', { subnet, direction: 'ingress' }, p.rxBytes);
+    const subnets = stats.peers.map((p) => `${formatIPv4(p.net)}/${p.len}`);
+    for (const [what, help, tx, rx] of [
+      ['packets', 'Packets forwarded to (egress) and accepted from (ingress) each peer subnet.', 'txPackets', 'rxPackets'],
+      ['bytes', 'Bytes of inner IPv4 packets forwarded to and accepted from each peer subnet.', 'txBytes', 'rxBytes'],
+    ] as const) {
+      const name = `linen_peer_${what}_total`;
+      out += `# HELP ${name} ${help}\n# TYPE ${name} counter\n`;
+      stats.peers.forEach((p, i) => {
+        out += line(name, { subnet: subnets[i]!, direction: 'egress' }, p[tx]);
+        out += line(name, { subnet: subnets[i]!, direction: 'ingress' }, p[rx]);
+      });
     }
     out += '# HELP linen_workers Data-plane worker threads running.\n# TYPE linen_workers gauge\n';
     out += line('linen_workers', undefined, stats.workers);

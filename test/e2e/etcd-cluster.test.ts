@@ -6,6 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, type Cluster } from '../../bench/cluster.js';
+import { ping } from '../helpers/ping.js';
+import { Metrics, waitFor } from '../helpers/reliability.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -33,15 +35,6 @@ function everyPair(n: number): [number, number][] {
   const p: [number, number][] = [];
   for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) if (a !== b) p.push([a, b]);
   return p;
-}
-
-async function waitFor(what: () => Promise<boolean>, timeoutMs: number): Promise<number> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    if (await what()) return Date.now() - t0;
-    await sleep(50);
-  }
-  return -1;
 }
 
 for (const backend of ['udp', 'vxlan'] as const) {
@@ -82,24 +75,24 @@ for (const backend of ['udp', 'vxlan'] as const) {
     // /metrics is current the moment it is read (workers publish on request), in total and per
     // peer subnet.
     const subnetOf = (i: number): string => c.nodes[i].subnetEnv()?.['FLANNEL_SUBNET']?.replace(/\.1\/24$/, '.0/24') ?? '?';
+    const scrape = async (): Promise<Metrics> => Metrics.parse((await c.nodes[0].http('/metrics')).body);
     const counted = async (): Promise<Record<string, number>> => {
-      const body = (await c.nodes[0].http('/metrics')).body;
-      const get = (re: string): number => Number(new RegExp(`^${re} (\\d+)$`, 'm').exec(body)?.[1] ?? -1);
+      const m = await scrape();
       const out: Record<string, number> = {};
-      for (const dir of ['egress', 'ingress']) {
-        out[`forwarded ${dir}`] = get(`linen_packets_total\\{direction="${dir}",verdict="forwarded"\\}`);
-        for (const i of [1, 2]) out[`host ${i + 1} ${dir}`] = get(`linen_peer_packets_total\\{subnet="${subnetOf(i).replace(/\./g, '\\.')}",direction="${dir}"\\}`);
+      for (const direction of ['egress', 'ingress']) {
+        out[`forwarded ${direction}`] = m.find('linen_packets_total', { direction, verdict: 'forwarded' }) ?? -1;
+        for (const i of [1, 2]) out[`host ${i + 1} ${direction}`] = m.find('linen_peer_packets_total', { subnet: subnetOf(i), direction }) ?? -1;
       }
       return out;
     };
     const before = await counted();
     t.ok(Object.values(before).every((v) => v >= 0), `host 1's /metrics has the totals and both peers' counters: ${JSON.stringify(before)}`);
     const pings = 20;
-    const r = await execPing(c.nodes[0].host.pod.ns, c.nodes[1].podIp ?? '', pings);
-    t.equal(r, pings, `${pings} pings host 1 -> host 2 answered`);
+    const r = await ping(c.nodes[0].host.pod.ns, c.nodes[1].podIp ?? '', { count: pings, intervalS: 0.01 });
+    t.equal(r.received, pings, `${pings} pings host 1 -> host 2 answered`);
     const after = await counted();
     const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - before[k]!]));
-    t.equal(Number(/^linen_packets_total\{direction="egress",verdict="not_ipv4"\} (\d+)$/m.exec((await c.nodes[0].http('/metrics')).body)?.[1] ?? -1), 0,
+    t.equal((await scrape()).find('linen_packets_total', { direction: 'egress', verdict: 'not_ipv4' }) ?? -1, 0,
       'no IPv6 from the kernel reached the data plane');
     t.same(d, { 'forwarded egress': pings, 'host 2 egress': pings, 'host 3 egress': 0, 'forwarded ingress': pings, 'host 2 ingress': pings, 'host 3 ingress': 0 },
       'host 1\'s /metrics, read at once, counts exactly them, in total and for host 2\'s subnet only');
@@ -127,15 +120,6 @@ async function notifyListener(t: Test): Promise<{ path: string; messages(): Prom
   return { path, messages: async () => { await exited; return out.split('\n').slice(1).filter(Boolean); } };
 }
 
-function execPing(ns: string, ip: string, count: number): Promise<number> {
-  return new Promise((resolve) => {
-    const child = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(count), '-i', '0.01', '-W', '2', ip], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
-    child.once('exit', () => { clearTimeout(timer); resolve(Number(/(\d+) received/.exec(out)?.[1] ?? 0)); });
-  });
-}
 
 t.test('20 linend started at the same moment get distinct subnets and all reach each other', async (t) => {
   const c = await cluster(t, { hosts: 20, backend: 'vxlan', start: false });

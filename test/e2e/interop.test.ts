@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
 import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../bench/kernel.js';
 import { transfer } from '../helpers/transfer.js';
+import { ping, type PingResult } from '../helpers/ping.js';
+import { Metrics, waitFor } from '../helpers/reliability.js';
 
 const UDP_PEER = fileURLToPath(new URL('../fixtures/udp-peer.py', import.meta.url));
 const BRIDGE_CNI = '/usr/lib/cni/bridge';
@@ -30,15 +32,6 @@ async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<
   const c = await buildCluster(o);
   t.teardown(() => c.destroy());
   return c;
-}
-
-async function waitFor(what: () => Promise<boolean> | boolean, timeoutMs: number, stepMs = 100): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await what()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(stepMs);
-  }
 }
 
 async function leases(c: Cluster): Promise<Map<string, string>> {
@@ -99,10 +92,8 @@ function addressPod(c: Cluster, i: number, subnet: string, mtu: number): string 
 /** Waits until linend on `n` has a data-plane route to `subnet` via `publicIP` (its /metrics). */
 async function waitPeerRoute(n: ClusterNode, subnet: string, publicIP: string, timeoutMs = 5000): Promise<boolean> {
   const line = `linen_peer_route{subnet="${subnet}",public_ip="${publicIP}"} 1`;
-  return waitFor(async () => (await n.http('/metrics')).body.includes(line), timeoutMs);
+  return (await waitFor(async () => (await n.http('/metrics')).body.includes(line), timeoutMs, 100)) >= 0;
 }
-
-interface PingResult { ok: boolean; received: number; ttl: number | null; out: string }
 
 function run(cmd: string, args: string[], timeoutMs: number, opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -114,21 +105,6 @@ function run(cmd: string, args: string[], timeoutMs: number, opts: { input?: str
   });
 }
 
-async function ping(ns: string, ip: string, count = 3): Promise<PingResult> {
-  const r = await run('ip', ['netns', 'exec', ns, 'ping', '-n', '-c', String(count), '-i', '0.2', '-W', '2', ip], (count + 5) * 1000);
-  const received = Number(/(\d+) received/.exec(r.stdout)?.[1] ?? 0);
-  const ttl = /ttl=(\d+)/.exec(r.stdout);
-  return { ok: r.code === 0 && received === count, received, ttl: ttl ? Number(ttl[1]) : null, out: r.stdout + r.stderr };
-}
-
-/** linen_packets_total{direction, verdict} from /metrics. */
-function packetCounters(metrics: string): Record<string, Record<string, number>> {
-  const out: Record<string, Record<string, number>> = {};
-  for (const m of metrics.matchAll(/^linen_packets_total\{direction="(\w+)",verdict="(\w+)"\} (\d+)$/gm)) {
-    (out[m[1]!] ??= {})[m[2]!] = Number(m[3]);
-  }
-  return out;
-}
 
 /** Lines of a tshark capture in `ns`: start it, wait until it captures, run `during`, stop it. */
 async function capture(t: Test, ns: string, dev: string, filter: string, during: () => Promise<void>): Promise<string> {
@@ -142,7 +118,7 @@ async function capture(t: Test, ns: string, dev: string, filter: string, during:
   let err = '';
   child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const started = await waitFor(() => /Capturing on/.test(err) || child.exitCode !== null, 15000, 50);
+  const started = (await waitFor(() => /Capturing on/.test(err) || child.exitCode !== null, 15000, 50)) >= 0;
   if (!started || child.exitCode !== null) throw new Error(`tshark did not start: ${err}`);
   await during();
   await sleep(300);
@@ -262,10 +238,10 @@ t.test('vxlan: linend and a Linux kernel VXLAN node set up as flanneld does', as
   const k = linkCounters(h2.ns, kernel.dev);
   t.equal(linkErrorCount(k), 0, `kernel ${kernel.dev}: no errors (rx ${k.rx.packets} packets, ${k.rx.dropped} dropped; tx ${k.tx.packets}, ${k.tx.dropped} dropped)`);
   t.ok(k.rx.packets > 0 && k.tx.packets > 0, `kernel ${kernel.dev}: received and sent packets`);
-  const counters = packetCounters((await linen.http('/metrics')).body);
-  const ingress = counters['ingress'] ?? {};
-  t.ok((counters['egress']?.['forwarded'] ?? 0) > 0 && (ingress['forwarded'] ?? 0) > 0, 'linen forwarded packets both ways');
-  t.comment(`linen counters: ${JSON.stringify(counters)}`);
+  const m = Metrics.parse((await linen.http('/metrics')).body);
+  const ingress = m.verdicts('ingress');
+  t.ok((m.verdicts('egress')['forwarded'] ?? 0) > 0 && (ingress['forwarded'] ?? 0) > 0, 'linen forwarded packets both ways');
+  t.comment(`linen counters: ${JSON.stringify({ egress: m.verdicts('egress'), ingress })}`);
   t.ok((ingress['checksum_completed'] ?? 0) > 0, `linen completed the kernel node's partial inner checksums (${ingress['checksum_completed'] ?? 0})`);
   const rejected = Object.fromEntries(['malformed', 'spoofed', 'wrong_vni', 'bad_vxlan_flags', 'wrong_mac', 'not_ipv4'].map((v) => [v, ingress[v] ?? -1]));
   t.same(rejected, { malformed: 0, spoofed: 0, wrong_vni: 0, bad_vxlan_flags: 0, wrong_mac: 0, not_ipv4: 0 }, 'linen rejected none of the kernel\'s frames');
@@ -314,7 +290,7 @@ t.test('CNI on a linend node: the flannel delegation from subnet.env wires a pod
   // that cni0 alone owns the subnet's .1.
   c.topo.ip(h1.ns, 'addr', 'flush', 'dev', h1.podGatewayDev);
   await linen1.start({ wait: false });
-  t.ok(await waitFor(async () => linen1.alive() && (await linen1.http('/readyz')).status === 200, 60000), `linend on host 1 ready\n${linen1.alive() ? '' : linen1.log()}`);
+  t.ok((await waitFor(async () => linen1.alive() && (await linen1.http('/readyz')).status === 200, 60000, 100)) >= 0, `linend on host 1 ready\n${linen1.alive() ? '' : linen1.log()}`);
   await linen2.start();
   const env = linen1.subnetEnv() ?? {};
   const subnet = env['FLANNEL_SUBNET'] ?? '';
@@ -412,7 +388,7 @@ t.test('udp: linend and an independent flanneld-UDP peer (Python, no shared code
   peer.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
   peer.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
   const peerExit = new Promise<number | null>((r) => peer.once('exit', (code) => r(code)));
-  t.ok(await waitFor(() => out.includes('"ready"') || peer.exitCode !== null, 15000, 50), `Python peer ready: ${out.trim()}${err}`);
+  t.ok((await waitFor(() => out.includes('"ready"') || peer.exitCode !== null, 15000, 50)) >= 0, `Python peer ready: ${out.trim()}${err}`);
   // flannel0 as flanneld configures it (flannel-compat §6.2).
   const net2 = subnet2.replace(/\.0\/24$/, '.0/32');
   c.topo.ip(h2.ns, 'addr', 'add', net2, 'dev', 'flannel0');
@@ -435,8 +411,8 @@ t.test('udp: linend and an independent flanneld-UDP peer (Python, no shared code
     t.equal(r.received, r.sent, `8 MB ${what}: SHA-256 matches (${r.seconds.toFixed(1)} s)`);
   }
 
-  const counters = packetCounters((await linen.http('/metrics')).body);
-  const [eg, ing] = [counters['egress'] ?? {}, counters['ingress'] ?? {}];
+  const m = Metrics.parse((await linen.http('/metrics')).body);
+  const [eg, ing] = [m.verdicts('egress'), m.verdicts('ingress')];
   t.ok((eg['forwarded'] ?? 0) > 5000, `linen egress forwarded ${eg['forwarded']} packets`);
   t.ok((ing['forwarded'] ?? 0) > 5000, `linen ingress forwarded ${ing['forwarded']} packets`);
   t.same({ spoofed: ing['spoofed'], malformed: ing['malformed'], egress_malformed: eg['malformed'] }, { spoofed: 0, malformed: 0, egress_malformed: 0 },

@@ -35,6 +35,11 @@ export class Metrics {
     return new Metrics(out);
   }
 
+  /** The first sample of `name` whose labels include `labels`, or undefined when there is none. */
+  find(name: string, labels: Record<string, string> = {}): number | undefined {
+    return this.samples.find((s) => s.name === name && Object.entries(labels).every(([k, want]) => s.labels[k] === want))?.value;
+  }
+
   /** Sum of the samples of `name` whose labels include `labels`. */
   get(name: string, labels: Record<string, string> = {}): number {
     let v = 0;

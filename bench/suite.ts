@@ -167,7 +167,6 @@ export interface SuiteResults {
 // ---------------------------------------------------------------------------------------------
 // Machine facts
 
-export { repoRoot } from '../src/dataplane/native.js';
 import { repoRoot } from '../src/dataplane/native.js';
 
 function tryRun(cmd: string, args: string[], cwd?: string): string {

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
 import { startBounded, waitForTcpListen, type BoundedProcess } from '../../bench/traffic.js';
 import { nsExec } from '../../bench/topology.js';
+import { linkCounters } from '../../bench/kernel.js';
 
 /** LINEN_LONG_TESTS=1 runs the long versions. */
 export const LONG = process.env.LINEN_LONG_TESTS === '1';
@@ -286,8 +287,7 @@ export function snmp(ns: string): Record<string, number> {
 
 /** RX/TX drop counters of a device in a namespace. */
 export function linkDrops(ns: string, dev: string): { rx: number; tx: number; rxPackets: number } {
-  const j = JSON.parse(nsExec(ns, 'ip', ['-j', '-s', 'link', 'show', 'dev', dev])) as { stats64: { rx: { dropped: number; packets: number }; tx: { dropped: number } } }[];
-  const s = j[0]!.stats64;
+  const s = linkCounters(ns, dev);
   return { rx: s.rx.dropped, tx: s.tx.dropped, rxPackets: s.rx.packets };
 }
 

@@ -68,7 +68,10 @@ t.test(`soak: ${SOAK_S} s of iperf3 at full speed while peers come and go`, asyn
   const m0 = await Promise.all(nodes.map(metrics));
   // What the kernels dropped around linen: the TUN's queue (linen not reading fast enough) and
   // the UDP socket's receive buffer.
-  const kernelDrops = (): number[] => nodes.map((n) => linkDrops(n.host.ns, 'flannel0').tx + linkDrops(n.host.ns, 'flannel0').rx + snmp(n.host.ns)['Udp.InErrors']!);
+  const kernelDrops = (): number[] => nodes.map((n) => {
+    const l = linkDrops(n.host.ns, 'flannel0');
+    return l.tx + l.rx + snmp(n.host.ns)['Udp.InErrors']!;
+  });
   const k0 = kernelDrops();
   const iperf = await startIperf(a, b, { seconds: SOAK_S, interval: 1 });
   const t0 = Date.now();

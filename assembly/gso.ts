@@ -8,7 +8,7 @@
 // Ingress: consecutive TCP segments of one flow in a received batch are merged into one
 // super-packet (wireguard-go's rules) and written to the TUN with a GSO virtio_net_hdr, so the
 // kernel's stack is crossed once per burst instead of once per segment.
-import { IOVECS, IOV_SIZE, IOV_CAP, VNET_HDR_LEN, TUN_WRITES, TUNW_SIZE, setTunWrite2 } from './ring';
+import { IOV_CAP, VNET_HDR_LEN, setTunWrite, setTunWrite2, setIovec } from './ring';
 import {
   load16be, load32be, store16be, store32be, ipHeaderLen, ipSetChecksum, sumBytes, fold,
   pseudoHeaderSum, isFragment, PROTO_TCP, PROTO_UDP,
@@ -194,9 +194,7 @@ export function mergeAppend(ip: u32, total: u32, thlen: u32): bool {
     let merged = load<u32>(it + I_PAYLOAD);
     let niov = load<u32>(it + I_NIOV);
     if (hdrLen + merged + payload > 65535 || niov >= ITEM_IOVS) return false;
-    let v = IOVECS + (load<u32>(it + I_IOV) + niov) * IOV_SIZE;
-    store<u32>(v, ip + hdrLen);
-    store<u32>(v + 4, payload);
+    setIovec(load<u32>(it + I_IOV) + niov, ip + hdrLen, payload);
     store<u32>(it + I_NIOV, niov + 1);
     store<u32>(it + I_PAYLOAD, merged + payload);
     store<u32>(it + I_NEXTSEQ, load<u32>(it + I_NEXTSEQ) + payload);
@@ -257,7 +255,7 @@ export function mergeFinishAll(): void {
 function mergeFinish(it: u32): void {
   let niov = load<u32>(it + I_NIOV);
   let vnet = load<u32>(it + I_VNET);
-  store<u32>(TUN_WRITES + load<u32>(it + I_WRITE) * TUNW_SIZE + 4, niov);
+  setTunWrite(load<u32>(it + I_WRITE), load<u32>(it + I_IOV), niov);
   memory.fill(vnet, 0, VNET_HDR_LEN);
   if (niov == 2) return;
   let head = load<u32>(it + I_IP);

@@ -11,7 +11,7 @@ import {
   ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
   SEND_DESC, TUN_WRITES, IOVECS, ZERO_VNET, VNET_SCRATCH, ICMP_AREA, EG_SLOTS, IN_SLOTS,
   SPLIT_AREA, SPLIT_SIZE, SPLIT_PER_PACKET, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END, egressSlot, ingressSlot,
-  setTunWrite2,
+  setTunWrite, setTunWrite2, setIovec,
 } from './ring';
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
@@ -175,12 +175,8 @@ function emitTun(dir: u32, ip: u32, len: u32): bool {
   if (vnetHdr) {
     setTunWrite2(nTunw, nIov, ZERO_VNET, VNET_HDR_LEN, ip, len);
   } else {
-    let w = TUN_WRITES + nTunw * TUNW_SIZE;
-    store<u32>(w, nIov);
-    store<u32>(w + 4, 1);
-    let v = IOVECS + nIov * IOV_SIZE;
-    store<u32>(v, ip);
-    store<u32>(v + 4, len);
+    setTunWrite(nTunw, nIov, 1);
+    setIovec(nIov, ip, len);
   }
   nIov += need;
   nTunw++;

@@ -81,14 +81,22 @@ export const REGION_END: u32 = ROUTE_HASH + HASH_SLOTS * 4;
 @inline export function egressSlot(i: u32): u32 { return EG_SLOTS + i * SLOT_STRIDE; }
 @inline export function ingressSlot(i: u32): u32 { return IN_SLOTS + i * SLOT_STRIDE; }
 
-// Fills TUN write w with two iovecs from index iov on: a header (the virtio_net_hdr) and a packet.
-@inline export function setTunWrite2(w: u32, iov: u32, hdr: u32, hdrLen: u32, pkt: u32, pktLen: u32): void {
+// TUN write w gathers the n iovecs from index iov on.
+@inline export function setTunWrite(w: u32, iov: u32, n: u32): void {
   let tw = TUN_WRITES + w * TUNW_SIZE;
   store<u32>(tw, iov);
-  store<u32>(tw + 4, 2);
-  let v = IOVECS + iov * IOV_SIZE;
-  store<u32>(v, hdr);
-  store<u32>(v + 4, hdrLen);
-  store<u32>(v + IOV_SIZE, pkt);
-  store<u32>(v + IOV_SIZE + 4, pktLen);
+  store<u32>(tw + 4, n);
+}
+
+@inline export function setIovec(i: u32, addr: u32, len: u32): void {
+  let v = IOVECS + i * IOV_SIZE;
+  store<u32>(v, addr);
+  store<u32>(v + 4, len);
+}
+
+// Fills TUN write w with two iovecs from index iov on: a header (the virtio_net_hdr) and a packet.
+@inline export function setTunWrite2(w: u32, iov: u32, hdr: u32, hdrLen: u32, pkt: u32, pktLen: u32): void {
+  setTunWrite(w, iov, 2);
+  setIovec(iov, hdr, hdrLen);
+  setIovec(iov + 1, pkt, pktLen);
 }

@@ -301,7 +301,7 @@ t.test('lease manager', async (t) => {
     await new Promise((r) => setTimeout(r, 200));
     await etcd.ctl('del', `${P}/subnets/${formatCIDR(a.subnet).replace('/', '-')}`);
     t.equal(await run, 'revoked');
-    t.ok(Date.now() - t0 < 3000, 'promptly');
+    t.ok(Date.now() - t0 < 15_000, `promptly (${Date.now() - t0} ms; bound 15 s)`);
   });
 
   t.test('own key found missing after a compaction => revoked', async (t) => {

@@ -243,7 +243,7 @@ t.test("udpSendBatch: a blocked socket waits ~5 ms, then marks the rest EAGAIN",
   const r = a.nodeJson<{ n: number; sent: number; ms: number; status: Record<string, number> }>(udpScript, ["eagain", "10.204.0.2"]);
   t.ok(r.sent > 0 && r.sent < r.n, `some sent (${r.sent}), not all`);
   t.same(r.status, { 0: r.sent, 11: r.n - r.sent }, "the rest: status EAGAIN");
-  t.ok(r.ms >= 4 && r.ms < 500, `bounded wait (${r.ms.toFixed(1)} ms)`);
+  t.ok(r.ms >= 4 && r.ms < 2000, `bounded wait (${r.ms.toFixed(1)} ms; expected ~5 ms, bound 2 s)`);
 });
 
 t.test("bounds checking throws instead of touching memory outside the buffer", async (t) => {

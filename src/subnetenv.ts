@@ -6,13 +6,13 @@
 //   FLANNEL_IPMASQ=false
 //
 // Written atomically like renameio.WriteFile: a temp file `.<name><random>` in the same
-// directory, mode 0644 for a new file regardless of the umask (an existing file keeps its
+// directory, mode 0644 for a new file regardless of the umask (an existing regular file keeps its
 // mode), fsync, rename over the target (then the directory is fsynced too). The directory
 // is created with 0755 if missing. Read back with a tolerant dotenv parser for the
 // previous subnet (§3 step 5) and the stale-iptables-rule cleanup (§9).
 
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomInt } from 'node:crypto';
@@ -45,14 +45,18 @@ export function formatSubnetEnv(e: SubnetEnv): string {
 
 /**
  * Writes `data` to `path` atomically (temp file + fsync + rename). New files get `perm`
- * (umask ignored); an existing file keeps its mode.
+ * (umask ignored); an existing regular file keeps its permission bits. The mode is read with
+ * lstat: a symlink planted at the path (in a directory others can write) is replaced, never
+ * followed, so its target's mode (say 0666) cannot end up on a root-owned file; setuid, setgid
+ * and sticky bits are never carried over.
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, perm = 0o644): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: 0o755 });
   let mode = perm;
   try {
-    mode = (await stat(path)).mode & 0o7777;
+    const st = await lstat(path);
+    if (st.isFile()) mode = st.mode & 0o777;
   } catch {
     /* new file */
   }

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync, symlinkSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSubnetEnv, parseDotenv, parseSubnetEnv, readSubnetEnv, writeSubnetEnv } from '../../src/subnetenv.js';
@@ -49,6 +49,26 @@ t.test('atomic write: mkdir 0755, new file 0644 whatever the umask, existing mod
   t.not(statSync(path).ino, ino, 'replaced by rename, not rewritten in place');
   t.match(readFileSync(path, 'utf8'), /FLANNEL_SUBNET=10\.1\.75\.1\/24/);
   t.same(readdirSync(join(d, 'run', 'flannel')), ['subnet.env'], 'no temp files left');
+});
+
+t.test('a symlink at the path: replaced by a 0644 regular file, its target untouched; special mode bits never copied', async (t) => {
+  const d = tmp(t);
+  // A world-writable file elsewhere, and a link to it where subnet.env goes (anyone who can
+  // write the directory could plant one): the mode must not be copied through the link.
+  const target = join(d, 'planted');
+  writeFileSync(target, 'planted\n');
+  chmodSync(target, 0o666);
+  const path = join(d, 'subnet.env');
+  symlinkSync(target, path);
+  await writeSubnetEnv(path, { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: false });
+  t.ok(lstatSync(path).isFile(), 'subnet.env is a regular file now, not the link');
+  t.equal(lstatSync(path).mode & 0o7777, 0o644, `mode 0644, not the link target's 0666 (got 0${(lstatSync(path).mode & 0o7777).toString(8)})`);
+  t.equal(readFileSync(target, 'utf8'), 'planted\n', 'the target was not written');
+  t.equal(statSync(target).mode & 0o777, 0o666, "the target's mode is unchanged");
+  // An existing regular file with setuid/setgid/sticky bits: only the permission bits carry over.
+  chmodSync(path, 0o6640);
+  await writeSubnetEnv(path, { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: false });
+  t.equal(lstatSync(path).mode & 0o7777, 0o640, 'setuid/setgid dropped, 0640 kept');
 });
 
 t.test('directory mode 0755 when created with a default umask', async (t) => {

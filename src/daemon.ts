@@ -9,7 +9,7 @@ import { createBackend, randomVtepMAC, type Backend } from './backend/index.js';
 import { startDataplane } from './dataplane/index.js';
 import type { Engine, PeerRoute } from './dataplane/engine.js';
 import { selectInterface, type ExternalInterface } from './device/iface.js';
-import { startHealthServer, type DebugHandler, type Metric } from './health.js';
+import { startHttpServers, type DebugHandler, type Metric } from './health.js';
 import { NativeEngine } from './dataplane/native-engine.js';
 import { formatCIDR, formatIPv4, formatMAC, netContains, netOverlaps, parseIPv4, parseMAC, type IPv4Net } from './net.js';
 import type { NetworkConfig } from './config.js';
@@ -55,20 +55,31 @@ async function dataplaneFor(o: Options, node: NodeSetup, log: Logger): Promise<E
 }
 
 /**
- * Hooks for the reliability tests, off unless LINEN_DEBUG_HOOKS=1: /debug/crash-worker?index=N
- * makes a data-plane worker throw, so the restart path can be tested.
+ * Hooks for the reliability tests, off unless LINEN_DEBUG_HOOKS=1 and answered only to loopback
+ * clients: /debug/crash-worker?index=N makes a data-plane worker throw, so the restart path can
+ * be tested.
  */
 function debugHooks(engine: () => Engine | null): DebugHandler | undefined {
   if (process.env.LINEN_DEBUG_HOOKS !== '1') return undefined;
   return (path, query) => {
     const e = engine();
     if (path === '/debug/crash-worker' && e instanceof NativeEngine) {
-      e.crashWorker(Number(query.get('index') ?? 0));
-      return 'crashing\n';
+      const raw = query.get('index') ?? '0';
+      const index = /^\d{1,4}$/.test(raw) ? Number(raw) : -1;
+      try {
+        if (index < 0) throw new Error(`no worker ${JSON.stringify(raw)}`);
+        e.crashWorker(index);
+      } catch (err) {
+        return { status: 400, body: `${(err as Error).message}\n` };
+      }
+      return { status: 200, body: 'crashing\n' };
     }
     return null;
   };
 }
+
+/** The HTTP servers' addresses from the flags. */
+const httpEndpoints = (o: Options) => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort });
 
 /** Test-only lease timing (LINEN_DEBUG_LEASE_TTL_SECONDS, LINEN_DEBUG_RENEW_MARGIN_SECONDS). */
 function debugLeaseTiming(): { leaseTTLSeconds?: number; renewMarginMs?: number } {
@@ -138,9 +149,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const mac = setup.mac ?? randomVtepMAC();
   const node: NodeSetup = { config: setup.config, backend, ext, publicIp, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
   let engine: Engine | null = null;
-  const health = o.healthzPort > 0
-    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: () => [] }, debugHooks(() => engine))
-    : null;
+  const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: () => [] }, debugHooks(() => engine));
   try {
     engine = await dataplaneFor(o, node, log);
     for (const p of setup.peers) {
@@ -198,9 +207,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     }
     return out;
   };
-  const health = o.healthzPort > 0
-    ? await startHealthServer(o.healthzIP, o.healthzPort, { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine))
-    : null;
+  const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   registry.onConnectionChange((s) => {
     if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); forwarding continues with the last known peers`);
     else if (s.state === 'connected') log.info('etcd connection established');

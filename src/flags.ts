@@ -62,6 +62,9 @@ export interface Options {
   readonly healthzIP: string;
   /** 0 = disabled. */
   readonly healthzPort: number;
+  /** linen: where /metrics is served when metricsPort is not 0 (then only there). */
+  readonly metricsIP: string;
+  readonly metricsPort: number;
   // kube mode (accepted for compatibility; kube-subnet-mgr itself is refused)
   readonly kubeSubnetMgr: boolean;
   readonly kubeApiUrl: string;
@@ -138,6 +141,8 @@ export const FLAGS: readonly FlagDef[] = [
 
   F('health', 'healthz-ip', 'string', '0.0.0.0', 'address of the /healthz and /readyz HTTP server', { placeholder: 'ip' }),
   F('health', 'healthz-port', 'int', 0, 'port of the /healthz and /readyz HTTP server (0 disables it)', { placeholder: 'port' }),
+  F('health', 'metrics-ip', 'string', '127.0.0.1', 'address of the separate /metrics server (linen; used with --metrics-port)', { env: 'LINEN', placeholder: 'ip' }),
+  F('health', 'metrics-port', 'int', 0, 'serve /metrics on --metrics-ip:this port only (linen; 0: /metrics beside /healthz on the healthz server)', { env: 'LINEN', placeholder: 'port' }),
 
   F('kube', 'kube-subnet-mgr', 'bool', false, 'use the Kubernetes API instead of etcd (not supported by linen)'),
   F('kube', 'kube-api-url', 'string', '', 'Kubernetes API server URL (kube mode only)', { placeholder: 'url' }),
@@ -396,6 +401,7 @@ function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
   ipFlag('public-ipv6', 6);
   ipFlag('iface-can-reach', 46);
   ipFlag('healthz-ip', 46);
+  ipFlag('metrics-ip', 46);
 
   for (const re of fs.list('iface-regex')) {
     try {
@@ -408,6 +414,9 @@ function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
 
   const port = fs.int('healthz-port');
   if (port < 0 || port > 65535) bad('healthz-port', `${port} is not a TCP port (0-65535, 0 disables)`);
+  const metricsPort = fs.int('metrics-port');
+  if (metricsPort < 0 || metricsPort > 65535) bad('metrics-port', `${metricsPort} is not a TCP port (0-65535, 0: /metrics on the healthz server)`);
+  if (metricsPort !== 0 && metricsPort === port) bad('metrics-port', `${metricsPort} is also --healthz-port: give /metrics a port of its own, or 0 to serve it beside /healthz`);
   const resync = fs.int('iptables-resync');
   if (resync < 1) bad('iptables-resync', `${resync}: must be at least 1 second`);
   const v = fs.int('v');
@@ -443,6 +452,8 @@ function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
     ipBlackholeRoute: fs.bool('ip-blackhole-route'),
     healthzIP: fs.str('healthz-ip'),
     healthzPort: port,
+    metricsIP: fs.str('metrics-ip'),
+    metricsPort,
     kubeSubnetMgr: false,
     kubeApiUrl: fs.str('kube-api-url'),
     kubeconfigFile: fs.str('kubeconfig-file'),

@@ -1,7 +1,7 @@
 // /healthz, /readyz and /metrics on --healthz-ip:--healthz-port. The first two answer as
 // flanneld does (same codes and bodies, so existing probes keep working); /metrics is linen's
 // own, in the Prometheus text format.
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { VERDICTS, DIRECTIONS } from './dataplane/verdicts.js';
 import type { EngineStats } from './dataplane/engine.js';
 import { formatIPv4 } from './net.js';
@@ -70,40 +70,187 @@ export function renderMetrics(src: MetricsSource): string {
 export interface HealthServer {
   setReady(ready: boolean): void;
   close(): Promise<void>;
+  /** The port /healthz is served on (the first server's). */
   readonly port: number;
 }
 
-/** Test-only endpoints under /debug/, answered only when a handler is given. */
-export type DebugHandler = (path: string, query: URLSearchParams) => string | null;
+/** A test-only endpoint's answer; null: not a debug path this handler knows. */
+export interface DebugAnswer { status: number; body: string }
+/** Test-only endpoints under /debug/, answered only when a handler is given, and only to loopback clients. */
+export type DebugHandler = (path: string, query: URLSearchParams) => DebugAnswer | null;
 
-export async function startHealthServer(ip: string, port: number, src: MetricsSource, debug?: DebugHandler): Promise<HealthServer> {
-  let ready = false;
-  const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const path = url.pathname;
-    const answer = debug && path.startsWith('/debug/') ? debug(path, url.searchParams) : null;
-    if (answer !== null) {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end(answer);
-    } else if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('flanneld is running');
-    } else if (path === '/readyz') {
-      if (ready) res.writeHead(200, { 'content-type': 'text/plain' }).end('flanneld is ready');
-      else res.writeHead(503, { 'content-type': 'text/plain' }).end('flanneld is not ready yet');
-    } else if (path === '/metrics') {
-      const render = (): void => { res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(src)); };
-      (src.refresh?.() ?? Promise.resolve()).then(render, render);
-    } else {
-      res.writeHead(404).end('404 page not found\n');
+/** Where each endpoint is served: flanneld's --healthz-ip/--healthz-port, and linen's optional separate /metrics server. */
+export interface HttpEndpoints {
+  healthzIP: string;
+  healthzPort: number;
+  /** 0: /metrics is served beside /healthz; otherwise only on metricsIP:metricsPort. */
+  metricsPort: number;
+  metricsIP: string;
+}
+
+/**
+ * Limits that keep one client (or a pod flooding the node's health port) from holding the
+ * server: short header and request timeouts, a small header size and a connection cap. The
+ * probes and scrapes this server exists for send one small GET and read a small answer.
+ */
+export const HTTP_LIMITS = {
+  maxHeaderSize: 8192,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnections: 64,
+} as const;
+
+/**
+ * The path and query of a request target, without trusting it: origin-form ("/path?q") and
+ * absolute-form ("http://host/path?q", which HTTP/1.1 servers must accept); anything else (no
+ * leading slash, "//", "*", control characters) is null and answered 400.
+ */
+export function parseTarget(target: string | undefined): { path: string; query: URLSearchParams } | null {
+  if (target === undefined || target.length === 0 || target.length > 2048) return null;
+  let rest = target;
+  if (/^[a-z][a-z0-9+.-]*:/i.test(rest)) {
+    // Absolute-form: the authority must be a host name, an IPv4 or a bracketed IPv6 literal,
+    // with an optional port in range; the path after it is what is served.
+    const abs = /^https?:\/\/(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?(?=[/?#]|$)/i.exec(rest);
+    if (!abs || (abs[1] !== undefined && Number(abs[1]) > 65535)) return null;
+    rest = rest.slice(abs[0].length) || '/';
+  }
+  if (rest.startsWith('?')) rest = '/' + rest;
+  if (!rest.startsWith('/') || rest.startsWith('//')) return null;
+  if (/[\x00-\x20\x7f]/.test(rest)) return null;
+  const hash = rest.indexOf('#');
+  if (hash >= 0) rest = rest.slice(0, hash);
+  const q = rest.indexOf('?');
+  return q < 0 ? { path: rest, query: new URLSearchParams() } : { path: rest.slice(0, q), query: new URLSearchParams(rest.slice(q + 1)) };
+}
+
+/** True for 127.0.0.0/8, ::1 and their IPv4-mapped forms: the debug hooks answer only these. */
+export function isLoopback(addr: string | undefined): boolean {
+  if (!addr) return false;
+  const v4 = addr.startsWith('::ffff:') ? addr.slice(7) : addr;
+  return v4 === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
+/** Counts of what the HTTP servers refused, for /metrics. */
+export interface HttpStats { badRequests: number; handlerErrors: number }
+
+function text(res: ServerResponse, status: number, body: string, type = 'text/plain'): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { 'content-type': type }).end(body);
+}
+
+function listen(server: Server, ip: string, port: number, what: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.once('error', (e) => reject(new Error(`${what} server on ${ip}:${port}: ${e.message}`)));
+    server.listen(port, ip, () => {
+      const addr = server.address();
+      resolve(typeof addr === 'object' && addr ? addr.port : port);
+    });
+  });
+}
+
+function newServer(handler: (req: IncomingMessage, res: ServerResponse) => void, stats: HttpStats): Server {
+  const server = createServer({
+    maxHeaderSize: HTTP_LIMITS.maxHeaderSize,
+    headersTimeout: HTTP_LIMITS.headersTimeoutMs,
+    requestTimeout: HTTP_LIMITS.requestTimeoutMs,
+    keepAliveTimeout: HTTP_LIMITS.keepAliveTimeoutMs,
+    // How often the two timeouts above are checked (Node's default, 30 s, would let them slip).
+    connectionsCheckingInterval: 1000,
+  }, (req, res) => {
+    try {
+      handler(req, res);
+    } catch {
+      // Nothing a client sends may end the process: answer 500 and go on.
+      stats.handlerErrors++;
+      text(res, 500, 'internal error\n');
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e) => reject(new Error(`healthz server on ${ip}:${port}: ${e.message}`)));
-    server.listen(port, ip, () => resolve());
+  server.maxConnections = HTTP_LIMITS.maxConnections;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Unparsable requests, oversized headers, timeouts: a short answer where the socket can
+    // still take one, then close. (Node's own default does the same but cannot be counted.)
+    stats.badRequests++;
+    if (err.code !== 'ECONNRESET' && socket.writable) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large'
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    }
+    socket.destroy();
   });
-  const addr = server.address();
-  return {
-    setReady: (r) => { ready = r; },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-    port: typeof addr === 'object' && addr ? addr.port : port,
+  return server;
+}
+
+/**
+ * Starts the /healthz, /readyz and /metrics server(s); null when --healthz-port is 0 and no
+ * separate metrics port is set. With a metrics port, /metrics is served only there.
+ */
+export async function startHttpServers(ep: HttpEndpoints, src: MetricsSource, debug?: DebugHandler): Promise<HealthServer | null> {
+  let ready = false;
+  const stats: HttpStats = { badRequests: 0, handlerErrors: 0 };
+  const separateMetrics = ep.metricsPort > 0;
+  const httpMetrics = (): Metric[] => [
+    { name: 'linen_http_bad_requests_total', help: 'HTTP requests on the health/metrics servers refused as malformed, oversized or too slow.', type: 'counter', value: stats.badRequests },
+    { name: 'linen_http_handler_errors_total', help: 'HTTP requests whose handling failed (answered 500).', type: 'counter', value: stats.handlerErrors },
+  ];
+  const metrics = (res: ServerResponse): void => {
+    const render = (): void => {
+      try {
+        text(res, 200, renderMetrics({ ...src, extra: () => [...src.extra(), ...httpMetrics()] }), 'text/plain; version=0.0.4');
+      } catch {
+        stats.handlerErrors++;
+        text(res, 500, 'internal error\n');
+      }
+    };
+    (src.refresh?.() ?? Promise.resolve()).then(render, render);
   };
+  const handler = (serveHealth: boolean, serveMetrics: boolean) => (req: IncomingMessage, res: ServerResponse): void => {
+    const target = parseTarget(req.url);
+    if (target === null) {
+      stats.badRequests++;
+      text(res, 400, 'bad request\n');
+      return;
+    }
+    const { path, query } = target;
+    if (debug && path.startsWith('/debug/') && isLoopback(req.socket.remoteAddress)) {
+      const answer = debug(path, query);
+      if (answer !== null) {
+        text(res, answer.status, answer.body);
+        return;
+      }
+    }
+    if (serveHealth && path === '/healthz') text(res, 200, 'flanneld is running');
+    else if (serveHealth && path === '/readyz') {
+      if (ready) text(res, 200, 'flanneld is ready');
+      else text(res, 503, 'flanneld is not ready yet');
+    } else if (serveMetrics && path === '/metrics') metrics(res);
+    else text(res, 404, '404 page not found\n');
+  };
+  const servers: Server[] = [];
+  const closeAll = async (): Promise<void> => {
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
+      s.close(() => resolve());
+      s.closeAllConnections();
+    })));
+  };
+  let port = 0;
+  try {
+    if (ep.healthzPort > 0) {
+      const s = newServer(handler(true, !separateMetrics), stats);
+      servers.push(s);
+      port = await listen(s, ep.healthzIP, ep.healthzPort, 'healthz');
+    }
+    if (separateMetrics) {
+      const s = newServer(handler(false, true), stats);
+      servers.push(s);
+      const p = await listen(s, ep.metricsIP, ep.metricsPort, 'metrics');
+      if (port === 0) port = p;
+    }
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+  if (servers.length === 0) return null;
+  return { setReady: (r) => { ready = r; }, close: closeAll, port };
 }

@@ -138,6 +138,8 @@ const wrong: Record<string, string[]> = {
   'ip-blackhole-route': ['on'],
   'healthz-ip': ['localhost', '1.2.3.4.5'],
   'healthz-port': ['x', '-1', '65536'],
+  'metrics-ip': ['localhost', '1.2.3.4.5'],
+  'metrics-port': ['x', '-1', '65536', '18471'],
   'kube-subnet-mgr': ['true', 'nope'],
   'set-node-network-unavailable': ['nope'],
   version: ['nope'],

@@ -139,7 +139,7 @@ const wrong: Record<string, string[]> = {
   'healthz-ip': ['localhost', '1.2.3.4.5'],
   'healthz-port': ['x', '-1', '65536'],
   'metrics-ip': ['localhost', '1.2.3.4.5'],
-  'metrics-port': ['x', '-1', '65536', '18471'],
+  'metrics-port': ['x', '-1', '65536'],
   'kube-subnet-mgr': ['true', 'nope'],
   'set-node-network-unavailable': ['nope'],
   version: ['nope'],
@@ -169,6 +169,7 @@ add({ what: 'a key file that is not a PEM key', args: [`--etcd-keyfile=${junk}`,
 add({ what: 'a cert file that is not a PEM certificate', args: [`--etcd-keyfile=${pki.clientKey}`, `--etcd-certfile=${pki.clientKey}`], names: /--etcd-certfile .* is not a PEM certificate/ });
 add({ what: 'a CA file that is not a PEM certificate', args: [`--etcd-keyfile=${pki.clientKey}`, `--etcd-certfile=${pki.clientCert}`, `--etcd-cafile=${junk}`], names: /--etcd-cafile .* is not a PEM certificate/ });
 const tlsFlags = ['etcd-keyfile', 'etcd-certfile', 'etcd-cafile'];
+add({ what: '--metrics-port equal to --healthz-port', args: ['--healthz-port=18475', '--metrics-port=18475'], names: /-metrics-port\b/ });
 // Value missing entirely, in the separate-argument form.
 add({ what: '--queues with no value', args: ['--queues'], names: /-queues/ });
 add({ what: '--etcd-endpoints with no value', args: ['--etcd-endpoints'], names: /-etcd-endpoints/ });

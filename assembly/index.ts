@@ -7,7 +7,8 @@
 // Nothing here allocates: all state lives at the fixed addresses of ring.ts.
 import {
   BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, D_OFFSET, D_LENGTH,
-  D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, TUNW_SIZE, IOV_SIZE, SEND_CAP, TUNW_CAP, IOV_CAP,
+  D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_SIZE, TW_FIRST, TW_COUNT, IOV_SIZE,
+  IOV_OFFSET, IOV_LENGTH, SEND_CAP, TUNW_CAP, IOV_CAP,
   ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
   SEND_DESC, TUN_WRITES, IOVECS, ZERO_VNET, VNET_SCRATCH, ICMP_AREA, EG_SLOTS, IN_SLOTS,
   SPLIT_AREA, SPLIT_SIZE, SPLIT_PER_PACKET, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END, egressSlot, ingressSlot,
@@ -19,8 +20,8 @@ import {
   ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
 } from './ip';
 import {
-  routeLookup, routeAddr, routesReset, R_PUBLIC_IP, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
-  R_RX_BYTES,
+  routeLookup, routeAddr, routesReset, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES,
+  R_RX_PACKETS, R_RX_BYTES,
 } from './routes';
 import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan';
 import { udpFrame } from './udp';
@@ -33,9 +34,12 @@ import {
   CODE_NET_UNREACH, CODE_FRAG_NEEDED, CODE_TTL_EXCEEDED, FLANNEL_ICMP_TTL, ICMP_TTL,
 } from './icmp';
 
+// Every size, address and field offset of the layout (ring.ts, routes.ts), as globals.
 export {
-  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, TUNW_SIZE, IOV_SIZE,
-  SEND_CAP, TUNW_CAP, IOV_CAP, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
+  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, D_OFFSET, D_LENGTH, D_ADDR,
+  D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_SIZE, TW_FIRST, TW_COUNT, IOV_SIZE,
+  IOV_OFFSET, IOV_LENGTH, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
+  R_RX_BYTES, SEND_CAP, TUNW_CAP, IOV_CAP, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
   SEND_DESC, TUN_WRITES, IOVECS, EG_SLOTS, IN_SLOTS, SPLIT_AREA, SPLIT_SIZE, ROUTES, ROUTE_SIZE,
   MAX_ROUTES, REGION_END,
 };
@@ -152,8 +156,8 @@ function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u32, src
   store<u16>(d + D_PORT, bswap<u16>(<u16>port));
   store<u16>(d + D_SEGSIZE, <u16>segSize);
   store<u16>(d + D_SRCPORT, <u16>srcPort);
-  store<u32>(d + D_STATUS, 0);
-  store<u16>(d + D_STATUS + 4, 0);
+  store<u16>(d + D_STATUS, 0);
+  store<u32>(d + D_SPARE, 0);
   nSend++;
   return true;
 }

@@ -29,9 +29,13 @@ interface CoreExports {
   checksum(p: number, len: number): number;
 }
 
+// Every layout value the module exports (assembly/ring.ts and the route entry of routes.ts).
 const LAYOUT_NAMES = [
-  'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_OVERHEAD', 'DESC_SIZE', 'TUNW_SIZE',
-  'IOV_SIZE', 'SEND_CAP', 'TUNW_CAP', 'IOV_CAP', 'COUNTERS', 'COUNTER_SLOTS', 'COUNTER_DIRS',
+  'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_OVERHEAD',
+  'DESC_SIZE', 'D_OFFSET', 'D_LENGTH', 'D_ADDR', 'D_PORT', 'D_SEGSIZE', 'D_SRCPORT', 'D_STATUS', 'D_SPARE',
+  'TUNW_SIZE', 'TW_FIRST', 'TW_COUNT', 'IOV_SIZE', 'IOV_OFFSET', 'IOV_LENGTH',
+  'R_NET', 'R_LEN', 'R_PUBLIC_IP', 'R_MAC', 'R_TX_PACKETS', 'R_TX_BYTES', 'R_RX_PACKETS', 'R_RX_BYTES',
+  'SEND_CAP', 'TUNW_CAP', 'IOV_CAP', 'COUNTERS', 'COUNTER_SLOTS', 'COUNTER_DIRS',
   'EG_IN_DESC', 'IN_IN_DESC', 'SEND_DESC', 'TUN_WRITES', 'IOVECS', 'EG_SLOTS', 'IN_SLOTS',
   'SPLIT_AREA', 'SPLIT_SIZE',
   'ROUTES', 'ROUTE_SIZE', 'MAX_ROUTES', 'REGION_END', 'VERDICT_COUNT', 'MODE_UDP', 'MODE_VXLAN',

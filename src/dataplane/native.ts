@@ -85,9 +85,15 @@ export interface NativeError extends Error {
   written?: number;
 }
 
+/** The memory layout the addon was compiled with (native/linen_abi.h, generated from the wasm
+ * core's exports): DESC_SIZE, the D_* descriptor field offsets, TUNW_SIZE, TW_*, IOV_SIZE,
+ * IOV_* and VNET_HDR_LEN. checkAddonLayout() (descriptors.ts) compares it with the core's. */
+export type NativeLayout = Readonly<Record<string, number>>;
+
 export interface NativeIO {
   abiVersion(): number;
   readonly constants: NativeConstants;
+  readonly layout: NativeLayout;
 
   tunOpen(name: string, opts?: TunOpenOptions): TunHandle;
   /** TUNSETOFFLOAD; throws EINVAL for a combination the kernel refuses. */

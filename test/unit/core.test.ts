@@ -130,7 +130,7 @@ t.test('65,536 routes: every one found, removals exact, table stays consistent',
   let wrong = 0;
   for (let i = 0; i < N; i++) {
     const idx = e.routeLookup((0x0a000000 + i * 256 + 7) >>> 0);
-    if (idx < 0 || h.dv.getUint32(h.core.layout.ROUTES + idx * h.core.layout.ROUTE_SIZE + 8, true) !== ((0xc0a80000 + i) >>> 0)) wrong++;
+    if (idx < 0 || h.dv.getUint32(h.core.layout.ROUTES + idx * h.core.layout.ROUTE_SIZE + h.core.layout.R_PUBLIC_IP, true) !== ((0xc0a80000 + i) >>> 0)) wrong++;
   }
   t.equal(wrong, 0, 'all lookups hit the right peer');
   for (let i = 0; i < N; i += 2) h.core.removeRoute((0x0a000000 + i * 256) >>> 0, 24);

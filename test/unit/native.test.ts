@@ -1,6 +1,7 @@
 // The native I/O addon against the real kernel: TUN devices, UDP sockets (mmsg, GSO, GRO),
 // eventfd and wait. Anything that touches the network runs as a child script
 // (test/fixtures/native/*.mjs) inside a namespace the test creates, so the host is untouched.
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -12,6 +13,8 @@ import {
   enableTunOffload, isNativeError, loadNative, NATIVE_ABI_VERSION, nativeAddonPath, repoRoot, TUN_F,
   type NativeIO,
 } from "../../src/dataplane/native.js";
+import { Core } from "../../src/dataplane/core.js";
+import { ADDON_LAYOUT_FIELDS, checkAddonLayout } from "../../src/dataplane/descriptors.js";
 import { netnsLab } from "../helpers/netns.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -60,6 +63,23 @@ t.test("native.ts loads the addon from the repository's build/", async (t) => {
     t.notOk(isNativeError(e, "EINVAL"));
   }
   t.notOk(isNativeError(new Error("x")));
+});
+
+t.test("the addon was compiled with the wasm core's layout; a differing layout is refused", async (t) => {
+  const core = new Core({ mode: "udp", port: 8285, mtu: 1472, localAddr: 0 });
+  for (const name of ADDON_LAYOUT_FIELDS) t.equal(io.layout[name], core.layout[name], `addon ${name} = core ${name}`);
+  t.doesNotThrow(() => checkAddonLayout(io.layout, core.layout), "the built pair agrees");
+  const moved = { ...core.layout, D_LENGTH: core.layout.D_LENGTH + 4 };
+  t.throws(() => checkAddonLayout(io.layout, moved), {
+    message: `linen: the native addon and the wasm core disagree on the memory layout: D_LENGTH is ${io.layout.D_LENGTH} in the addon and ${moved.D_LENGTH} in the core; rebuild both with "npm run build"`,
+  }, "a moved field is named");
+  t.throws(() => checkAddonLayout(io.layout, { ...core.layout, DESC_SIZE: 32 }), /DESC_SIZE is 24 in the addon and 32 in the core/);
+  const { D_SPARE: _spare, ...older } = io.layout;
+  t.throws(() => checkAddonLayout(older, core.layout), /built without layout field D_SPARE/, "an addon lacking a field");
+  t.throws(() => checkAddonLayout({ ...io.layout, D_FLAGS: 22 }, core.layout), /D_FLAGS = 22, which the wasm core does not export/);
+  t.throws(() => checkAddonLayout(undefined, core.layout), /reports no memory layout/, "an addon from before the check");
+  const check = spawnSync(process.execPath, [join(repoRoot(), "scripts", "gen-abi-header.mjs"), "--check"], { encoding: "utf8" });
+  t.equal(check.status, 0, `native/linen_abi.h is what the built core generates ${check.stderr}`);
 });
 
 t.test("tunOpen: plain, vnetHdr, multi-queue; TUNSETOFFLOAD probing", async (t) => {

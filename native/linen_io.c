@@ -45,6 +45,7 @@
 #include "linen_abi.h"
 
 #define MAX_IOV 1024      // UIO_MAXIOV: writev() refuses more
+#define MAX_READ 1024     // descriptors per tunReadBatch/udpRecvBatch call (their offsets are kept)
 #define MSG_CHUNK 64      // mmsghdrs per recvmmsg/sendmmsg call
 #define MAX_WAIT_FDS 32   // wait() returns a 32-bit mask
 #define SEND_WAIT_MS 5    // total POLLOUT wait per udpSendBatch call
@@ -325,11 +326,14 @@ static napi_value tun_set_offload(napi_env env, napi_callback_info info) {
 }
 
 // The arguments shared by the two batched reads: (fd, memory, descTable, max, capacity), with
-// every descriptor's [offset, +capacity) checked to lie in memory.
+// every descriptor's [offset, +capacity) checked to lie in memory. The checked offsets are kept
+// in off[] and the reads use those: the kernel writes packet bytes into the same memory, and a
+// buffer that overlaps the table (a caller error) must not steer a later read elsewhere.
 typedef struct {
   int32_t fd;
   uint8_t *base;
   uint32_t table, max, cap;
+  uint32_t off[MAX_READ];
 } read_batch;
 
 static int read_batch_args(napi_env env, napi_callback_info info, const char *call, read_batch *b) {
@@ -344,7 +348,14 @@ static int read_batch_args(napi_env env, napi_callback_info info, const char *ca
     throw_range(env, "%s: capacity must be > 0", call);
     return 0;
   }
-  return check_descs(env, call, b->base, len, b->table, b->max, b->cap);
+  if (b->max > MAX_READ) {
+    throw_range(env, "%s: max %u is over %d", call, b->max, MAX_READ);
+    return 0;
+  }
+  if (!check_descs(env, call, b->base, len, b->table, b->max, b->cap)) return 0;
+  for (uint32_t i = 0; i < b->max; i++)
+    b->off[i] = rd32(b->base + b->table + (size_t)i * DESC_SIZE + D_OFFSET);
+  return 1;
 }
 
 // tunReadBatch(fd, memory, descTable, max, capacity) -> count
@@ -354,14 +365,14 @@ static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
   uint32_t n = 0;
   while (n < b.max) {
     uint8_t *d = b.base + b.table + (size_t)n * DESC_SIZE;
-    ssize_t r = read(b.fd, b.base + rd32(d + D_OFFSET), b.cap);
+    ssize_t r = read(b.fd, b.base + b.off[n], b.cap);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK || n > 0) break;
       return throw_errno(env, "tunReadBatch read", errno);
     }
     if (r == 0) break;
-    wr32(d + D_LENGTH, (uint32_t)r);
+    wr32(d + D_LENGTH, (uint32_t)r < b.cap ? (uint32_t)r : b.cap);
     n++;
   }
   return num(env, n);
@@ -526,8 +537,7 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
   while (total < b.max) {
     uint32_t n = b.max - total < MSG_CHUNK ? b.max - total : MSG_CHUNK;
     for (uint32_t i = 0; i < n; i++) {
-      const uint8_t *d = b.base + b.table + (size_t)(total + i) * DESC_SIZE;
-      iov[i].iov_base = b.base + rd32(d + D_OFFSET);
+      iov[i].iov_base = b.base + b.off[total + i];
       iov[i].iov_len = b.cap;
       memset(&msgs[i], 0, sizeof msgs[i]);
       msgs[i].msg_hdr.msg_name = &sa[i];
@@ -547,7 +557,7 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
       uint8_t *d = b.base + b.table + (size_t)(total + i) * DESC_SIZE;
       struct msghdr *h = &msgs[i].msg_hdr;
       uint32_t got = msgs[i].msg_len;
-      if ((h->msg_flags & MSG_TRUNC) && got > b.cap) got = b.cap;  // truncated: report what is stored
+      if (got > b.cap) got = b.cap;  // truncated (MSG_TRUNC): report what is stored
       wr32(d + D_LENGTH, got);
       if (h->msg_namelen >= sizeof(struct sockaddr_in) && sa[i].sin_family == AF_INET) {
         memcpy(d + D_ADDR, &sa[i].sin_addr, 4);

@@ -230,6 +230,25 @@ t.test("UDP GRO: a GSO burst arrives as one buffer with segSize", async (t) => {
   t.ok(r.rcvbuf >= 8 << 20, `SO_RCVBUFFORCE raised the buffer past rmem_max (${r.rcvbuf})`);
 });
 
+t.test("reads use the descriptor values validated before the system call, not what the kernel wrote over them", async (t) => {
+  // A read buffer that overlaps the descriptor table is the caller's error, but it must not let
+  // packet bytes steer a later read: the addon keeps the offsets it checked.
+  const lab = netnsLab(t);
+  const tun = lab.ns().nodeJson<{ n: number; descriptor1Offset: number; decoy: number; atSlot: string; atDecoy: string; length1: number; expectLength1: number }>(
+    tunScript, ["overlap", lab.name()]);
+  t.equal(tun.n, 2, "tunReadBatch: both packets read");
+  t.equal(tun.descriptor1Offset, tun.decoy, "packet 0 did overwrite descriptor 1's offset field");
+  t.equal(tun.atSlot, "linen-overlap-second-packet", "tunReadBatch: packet 1 landed at its validated offset");
+  t.not(tun.atDecoy, "linen-overlap-second-packet", "tunReadBatch: nothing was read to the offset the packet wrote");
+  t.equal(tun.length1, tun.expectLength1);
+  const udp = lab.ns().nodeJson<{ sent: number; n: number; atSlot: number; atDecoy: number; want: number; length64: number }>(udpScript, ["overlap"]);
+  t.equal(udp.sent, 65);
+  t.equal(udp.n, 65, "udpRecvBatch: 65 datagrams in two recvmmsg calls");
+  t.equal(udp.atSlot, udp.want, "udpRecvBatch: datagram 64 landed at its validated offset");
+  t.not(udp.atDecoy, udp.want, "udpRecvBatch: nothing was received to the offset datagram 0 wrote");
+  t.equal(udp.length64, 64);
+});
+
 t.test("udpOpen options and errors", async (t) => {
   const lab = netnsLab(t);
   const r = lab.ns().nodeJson<{

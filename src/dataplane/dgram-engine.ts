@@ -28,7 +28,8 @@ export class DgramEngine implements Engine {
   constructor(private readonly opts: EngineOptions) {
     this.io = loadNative();
     this.core = new Core({
-      mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr, vni: opts.vni, mac: opts.mac,
+      mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr, subnetLen: opts.subnetLen,
+      network: opts.network, vni: opts.vni, mac: opts.mac,
     });
     checkAddonLayout(this.io.layout, this.core.layout);
     this.desc = new DescriptorView(this.core.memory.buffer, this.core.layout);

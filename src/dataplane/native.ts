@@ -101,6 +101,7 @@ export interface NativeIO {
   /**
    * Reads up to `max` packets, one per descriptor of the table at `descTable`, each into
    * `offset` with at most `capacity` bytes; stores `length`. Stops at EAGAIN. Returns the count.
+   * `max` is at most 1024; the offsets checked before the first read are the ones used.
    */
   tunReadBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
   /**
@@ -111,7 +112,8 @@ export interface NativeIO {
   tunWriteBatch(fd: number, memory: NativeMemory, writesTable: number, count: number, iovTable: number): number;
 
   udpOpen(opts: UdpOpenOptions): UdpSocket;
-  /** recvmmsg into the descriptors; fills length, addr, port and segSize (GRO). */
+  /** recvmmsg into the descriptors; fills length, addr, port and segSize (GRO). As tunReadBatch:
+   * `max` at most 1024, offsets checked once before the first call. */
   udpRecvBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
   /**
    * sendmmsg of `count` descriptors. Descriptor i goes out on fds[srcPort % fds.length]

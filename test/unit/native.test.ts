@@ -14,6 +14,9 @@ import {
   type NativeIO,
 } from "../../src/dataplane/native.js";
 import { Core } from "../../src/dataplane/core.js";
+import { DgramEngine } from "../../src/dataplane/dgram-engine.js";
+import type { EngineOptions } from "../../src/dataplane/engine.js";
+import { NativeEngine } from "../../src/dataplane/native-engine.js";
 import { ADDON_LAYOUT_FIELDS, checkAddonLayout } from "../../src/dataplane/descriptors.js";
 import { netnsLab } from "../helpers/netns.js";
 
@@ -78,6 +81,20 @@ t.test("the addon was compiled with the wasm core's layout; a differing layout i
   t.throws(() => checkAddonLayout(older, core.layout), /built without layout field D_SPARE/, "an addon lacking a field");
   t.throws(() => checkAddonLayout({ ...io.layout, D_FLAGS: 22 }, core.layout), /D_FLAGS = 22, which the wasm core does not export/);
   t.throws(() => checkAddonLayout(undefined, core.layout), /reports no memory layout/, "an addon from before the check");
+  // Both engines check before they open anything: an addon built with D_SEGSIZE elsewhere.
+  const options: EngineOptions = {
+    mode: "udp", device: "lnlayout0", bindAddr: "127.0.0.1", port: 8285, mtu: 1472, localAddr: 0x0a054800,
+    subnetLen: 24, network: { ip: 0x0a050000, prefixLen: 16 }, vni: 1, mac: new Uint8Array(6), queues: 1, offload: "off",
+  };
+  const real = io.layout;
+  Object.defineProperty(io, "layout", { value: { ...real, D_SEGSIZE: real.D_SEGSIZE + 2 }, configurable: true });
+  try {
+    t.throws(() => new NativeEngine(options), /disagree on the memory layout: D_SEGSIZE is 16 in the addon and 14 in the core/, "native engine refuses");
+    t.throws(() => new DgramEngine(options), /D_SEGSIZE is 16 in the addon and 14 in the core/, "dgram engine refuses");
+  } finally {
+    Object.defineProperty(io, "layout", { value: real, configurable: true });
+  }
+  t.equal(io.layout, real);
   const check = spawnSync(process.execPath, [join(repoRoot(), "scripts", "gen-abi-header.mjs"), "--check"], { encoding: "utf8" });
   t.equal(check.status, 0, `native/linen_abi.h is what the built core generates ${check.stderr}`);
 });

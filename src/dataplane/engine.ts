@@ -2,6 +2,7 @@
 // step with the peers, read its counters, stop it. Two engines implement it: the native one
 // (batched, zero-copy, one worker thread per queue) and the dgram baseline (one packet per call).
 import type { CounterSnapshot, Mode } from './core.js';
+import type { IPv4Net } from '../net.js';
 
 export interface EngineOptions {
   mode: Mode;
@@ -15,6 +16,10 @@ export interface EngineOptions {
   mtu: number;
   /** Own subnet's network address (host-order): the TUN address and ICMP source. */
   localAddr: number;
+  /** Own subnet's prefix length: ingress delivers only inside the own subnet. */
+  subnetLen: number;
+  /** flannel's Network: ICMP errors go only to sources inside it. */
+  network: IPv4Net;
   vni: number;
   /** Own VTEP MAC (VXLAN). */
   mac: Uint8Array;

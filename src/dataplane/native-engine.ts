@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadNative, type NativeIO } from './native.js';
 import { Core, type CounterSnapshot } from './core.js';
+import { checkAddonLayout } from './descriptors.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 import { routeKey, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type PeerRoute, type EngineEvents, type PeerTraffic } from './engine.js';
 import {
@@ -55,6 +56,7 @@ export class NativeEngine implements Engine {
     this.io = loadNative();
     // The layout comes from the wasm module itself; a throwaway instance reads it.
     const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr }).layout;
+    checkAddonLayout(this.io.layout, L);
     this.layout = statsLayout(L);
   }
 

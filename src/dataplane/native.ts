@@ -85,9 +85,15 @@ export interface NativeError extends Error {
   written?: number;
 }
 
+/** The memory layout the addon was compiled with (native/linen_abi.h, generated from the wasm
+ * core's exports): DESC_SIZE, the D_* descriptor field offsets, TUNW_SIZE, TW_*, IOV_SIZE,
+ * IOV_* and VNET_HDR_LEN. checkAddonLayout() (descriptors.ts) compares it with the core's. */
+export type NativeLayout = Readonly<Record<string, number>>;
+
 export interface NativeIO {
   abiVersion(): number;
   readonly constants: NativeConstants;
+  readonly layout: NativeLayout;
 
   tunOpen(name: string, opts?: TunOpenOptions): TunHandle;
   /** TUNSETOFFLOAD; throws EINVAL for a combination the kernel refuses. */
@@ -95,6 +101,7 @@ export interface NativeIO {
   /**
    * Reads up to `max` packets, one per descriptor of the table at `descTable`, each into
    * `offset` with at most `capacity` bytes; stores `length`. Stops at EAGAIN. Returns the count.
+   * `max` is at most 1024; the offsets checked before the first read are the ones used.
    */
   tunReadBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
   /**
@@ -105,7 +112,8 @@ export interface NativeIO {
   tunWriteBatch(fd: number, memory: NativeMemory, writesTable: number, count: number, iovTable: number): number;
 
   udpOpen(opts: UdpOpenOptions): UdpSocket;
-  /** recvmmsg into the descriptors; fills length, addr, port and segSize (GRO). */
+  /** recvmmsg into the descriptors; fills length, addr, port and segSize (GRO). As tunReadBatch:
+   * `max` at most 1024, offsets checked once before the first call. */
   udpRecvBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
   /**
    * sendmmsg of `count` descriptors. Descriptor i goes out on fds[srcPort % fds.length]

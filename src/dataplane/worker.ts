@@ -96,7 +96,7 @@ function run(data: WorkerData): void {
   const features = tun.features;
   const core = new Core({
     mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
-    localAddr: opts.localAddr, vni: opts.vni, mac: Uint8Array.from(opts.mac),
+    localAddr: opts.localAddr, subnetLen: opts.subnetLen, network: opts.network, vni: opts.vni, mac: Uint8Array.from(opts.mac),
   });
   const wantGro = opts.offload !== 'off';
   const sock = native.udpOpen({

@@ -6,6 +6,9 @@ import t from 'tap';
 import { parseNetworkConfig } from '../../src/config.js';
 import { createBackend } from '../../src/backend/index.js';
 import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
+import { Core } from '../../src/dataplane/core.js';
+import { DgramEngine } from '../../src/dataplane/dgram-engine.js';
+import { NativeEngine } from '../../src/dataplane/native-engine.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatIPv4, parseCIDR, parseIPv4 } from '../../src/net.js';
 import { PeerSet, REFUSAL_REASONS, type RefusalReason } from '../../src/peers/peer-set.js';
@@ -265,4 +268,19 @@ t.test('static peers: installed as given, through the same map', async (t) => {
   t.same([...s.peers.routes()].map((r) => r.slot), [0, 1]);
   t.same(s.peers.metrics().filter((m) => m.name === 'linen_peer_route').map((m) => `${m.labels?.subnet} via ${m.labels?.public_ip}`),
     ['10.5.2.0/24 via 192.168.7.2', '10.5.3.0/24 via 192.168.7.3'], 'linen_peer_route lists them');
+});
+
+t.test("the engine's route capacity is the core's: it holds exactly that many routes and refuses one more", async (t) => {
+  const opts = {
+    mode: 'udp', device: 'unused', bindAddr: '127.0.0.1', port: 8285, mtu: 1472, localAddr: ip('10.5.1.0'), vni: 1,
+    mac: new Uint8Array(6), queues: 1, offload: 'off',
+  } as const;
+  const engine = new DgramEngine(opts, { routes: () => [] });
+  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip('10.5.1.0') });
+  t.equal(engine.routeCapacity, core.layout.MAX_ROUTES, `the dgram engine's capacity is the core's MAX_ROUTES (${core.layout.MAX_ROUTES})`);
+  t.equal(new NativeEngine(opts, { routes: () => [] }).routeCapacity, core.layout.MAX_ROUTES, "so is the native engine's (nothing started)");
+  // /30s from 10.0.0.0 up: distinct networks, enough of them.
+  for (let i = 0; i < engine.routeCapacity; i++) core.setRoute((0x0a000000 + i * 4) >>> 0, 30, 1);
+  t.equal(core.routeCount, engine.routeCapacity, 'the core holds that many');
+  t.throws(() => core.setRoute(0xc0000000, 30, 1), /route table full/, 'and not one more');
 });

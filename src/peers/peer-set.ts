@@ -10,6 +10,7 @@ import type { Engine, PeerRoute, RouteSource, SlottedRoute } from '../dataplane/
 import type { Metric } from '../health.js';
 import type { Logger } from '../log.js';
 import { formatCIDR, formatIPv4, formatMAC, makeNet, netContains, netEqual, netOverlaps, type IPv4Net } from '../net.js';
+import { makeSubnetKey } from '../subnet/lease.js';
 import type { LeaseWatcher, Peer, PeerDiff } from '../subnet/watcher.js';
 
 /** Why a lease got no route (the label of linen_leases_refused_total). */
@@ -68,8 +69,9 @@ export class PeerSet implements RouteSource {
   private readonly admitted = new Map<NetKey, Admitted>();
   /** Leases refused only because they overlap a /SubnetLen lease: looked at again on change. */
   private readonly overlapping = new Set<string>();
-  /** Leases refused only because the route table was full: admitted when room is made. */
-  private readonly waiting = new Set<string>();
+  /** Leases refused only because the route table was full, by lease key (in the order they
+   * came), with their subnet key in the watcher's map: admitted when room is made. */
+  private readonly waiting = new Map<string, string>();
   private readonly refused = new Map<RefusalReason, number>(REFUSAL_REASONS.map((r) => [r, 0]));
   private engine: Engine | null = null;
   /** Stats slots: handed out in order, then freed ones reused oldest first (FIFO), so a worker
@@ -114,7 +116,8 @@ export class PeerSet implements RouteSource {
 
   /**
    * Applies a diff of the lease set. `all` is every lease the watcher knows now (refused ones
-   * included): a change may create or end an overlap for leases it did not touch.
+   * included), keyed by subnet key as the watcher keys them: a change may create or end an
+   * overlap for leases it did not touch, and a removal may make room for a waiting lease.
    */
   apply(d: PeerDiff, all: ReadonlyMap<string, Peer>): void {
     for (const p of [...d.added, ...d.changed]) this.add(p, all);
@@ -135,10 +138,10 @@ export class PeerSet implements RouteSource {
       else if (this.overlapping.has(p.key) && !this.overlapped(p, all)) this.add(p, all);
     }
     // Room made: leases refused for want of it get their turn, in the order they came.
-    for (const key of [...this.waiting]) {
+    for (const [key, subnetKey] of [...this.waiting]) {
       if (this.admitted.size >= this.capacity()) break;
-      const p = [...all.values()].find((q) => q.key === key);
-      if (p) this.add(p, all);
+      const p = all.get(subnetKey);
+      if (p?.key === key) this.add(p, all);
       else this.waiting.delete(key);
     }
   }
@@ -227,7 +230,7 @@ export class PeerSet implements RouteSource {
     }
     const k = netKey(p.subnet);
     if (this.full(k)) {
-      this.waiting.add(p.key);
+      this.waiting.set(p.key, makeSubnetKey(p.subnet));
       this.refuse(p.key, 'capacity', this.capacityText());
       return;
     }

@@ -246,6 +246,31 @@ t.test('route table capacity: new routes beyond it are refused by key and counte
   t.equal(big.lines.filter((l) => /route table is full/.test(l)).length, 50, 'one log line per refused key');
 });
 
+t.test("a snapshot larger than the core's table (a /8 network of /30 leases): capped at the capacity, one refusal per extra key", async (t) => {
+  const config = parseNetworkConfig(JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 30, Backend: { Type: 'udp' } }));
+  const engine = new FakeEngine();
+  const { log, lines } = memoryLogger(0);
+  const peers = new PeerSet({ backend: createBackend(config.backend), config, own: { ip: ip('10.0.0.0'), prefixLen: 30 }, self: null, log });
+  peers.attach(engine);
+  const N = engine.routeCapacity + 1000;
+  const all = new Map<string, Peer>();
+  for (let i = 1; i <= N; i++) {
+    const subnet = { ip: (ip('10.0.0.0') + i * 4) >>> 0, prefixLen: 30 };
+    all.set(makeSubnetKey(subnet), { key: `/coreos.com/network/subnets/${makeSubnetKey(subnet)}`, subnet, publicIP: ip('192.168.0.2'), attrs: udpLeaseAttrs(ip('192.168.0.2')), vxlan: null });
+  }
+  const t0 = Date.now();
+  peers.apply({ added: [...all.values()], changed: [], removed: [], cause: 'snapshot', revision: 1 }, all);
+  const ms = Date.now() - t0;
+  t.equal(engine.table.size, engine.routeCapacity, `${N} leases: ${engine.routeCapacity} routes, the capacity`);
+  t.equal(peers.refusals().get('capacity'), 1000, '1000 refused');
+  t.equal(lines.filter((l) => /route table is full/.test(l)).length, 1000, 'one log line each');
+  const first = [...all.values()][0]!;
+  all.delete(makeSubnetKey(first.subnet));
+  peers.apply({ added: [], changed: [], removed: [first], cause: 'events', revision: 2 }, all);
+  t.equal(engine.table.size, engine.routeCapacity, 'one removed: one waiting lease takes its place');
+  t.comment(`figures: leases=${N} routes=${engine.table.size} snapshot_apply_ms=${ms}`);
+});
+
 t.test('stats slots: handed out in order, kept on replacement, freed ones reused oldest first, none beyond the engine\'s slots', async (t) => {
   const s = setup({ slots: 2 });
   s.put('10.5.10.0-24', '192.168.0.10');

@@ -10,10 +10,12 @@
 //     come up as flannel1 (it asks for the template flannel%d);
 //   - a non-persistent TUN: some process has it open right now (flanneld or another linend
 //     still running): refused, never deleted;
+//   - any of them while a flanneld process runs in this network namespace: refused;
 //   - anything else (a bridge, a dummy...): refused, it is not a flannel leftover.
 // flanneld's UDP backend leaves nothing: its flannel0 is not persistent and goes (with its
 // address and route) when flanneld exits.
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import type { Logger } from '../log.js';
 import { parseMAC } from '../net.js';
 
@@ -113,6 +115,25 @@ function inventory(link: LinkJson): Removed {
 }
 
 /**
+ * The pid of a flanneld process in this network namespace, or null. A kernel vxlan device
+ * does not say whether flanneld still runs; deleting it under a live flanneld would start a
+ * fight (flanneld recreates its device when it goes). Best effort: processes of another PID
+ * namespace (linend in a container without the host's PIDs) are not seen.
+ */
+export function runningFlanneld(): number | null {
+  let own: string;
+  try { own = readlinkSync('/proc/self/ns/net'); } catch { return null; }
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'flanneld') continue;
+      if (readlinkSync(`/proc/${entry}/ns/net`) === own) return Number(entry);
+    } catch { /* gone meanwhile, or not ours to read */ }
+  }
+  return null;
+}
+
+/**
  * Makes room for linend's TUN `name`: nothing to do when no device has that name; deletes a
  * flanneld leftover (logging what went with it) and returns what was removed; throws for a
  * device that must not be touched.
@@ -122,6 +143,8 @@ export function takeOverDevice(name: string, log: Logger): Removed | null {
   if (link === null) return null;
   const v = verdict(link);
   if (!v.replace) throw new Error(`device ${name} already exists and ${v.why}`);
+  const pid = runningFlanneld();
+  if (pid !== null) throw new Error(`device ${name} belongs to flanneld, which is still running (pid ${pid}): stop it first`);
   const removed = inventory(link);
   try {
     execFileSync('ip', ['link', 'del', 'dev', name], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -8,7 +8,9 @@
 // replies are the forwarding gap, printed, never bounded tightly.
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
 import { configureKernelVxlanNode, randomVtepMac, subnetNetworkAddress, type KernelVxlanNode, type VxlanPeer } from '../../bench/kernel.js';
@@ -212,6 +214,20 @@ t.test('vxlan: linend takes over a flanneld node (kernel flannel.1 left behind) 
   for (const [from, to, what] of [[hB.pod.ns, podA, 'B → A'], [hA.pod.ns, podC, 'A → C'], [hC.pod.ns, podA, 'C → A'], [hB.pod.ns, podC, 'B → C']] as const) {
     t.ok(await reaches(from, to), `before: ${what} through flanneld's kernel VXLAN`);
   }
+
+  // While flanneld still runs on A (here a stand-in process of that name), linend leaves its
+  // device alone.
+  const dir = mkdtempSync(join(tmpdir(), 'linen-takeover-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  copyFileSync('/bin/sleep', join(dir, 'flanneld'));
+  const fake = c.topo.spawn(hA.ns, join(dir, 'flanneld'), ['60'], { stdio: 'ignore' });
+  t.teardown(() => { fake.kill('SIGKILL'); });
+  await nodeA.start({ wait: false });
+  t.ok((await waitFor(() => !nodeA.alive(), 30000, 100)) >= 0, 'linend exits while flanneld runs on A');
+  t.match(nodeA.log(), `device flannel.1 belongs to flanneld, which is still running (pid ${fake.pid})`, 'and says why');
+  t.equal(linkKind(c, hA, 'flannel.1'), 'vxlan', 'flanneld\'s device untouched');
+  fake.kill('SIGKILL');
+  await new Promise((r) => (fake.exitCode !== null || fake.signalCode !== null ? r(null) : fake.once('exit', r)));
 
   // Takeover.
   const fromB = startPinger(t, hB.pod.ns, podA);

@@ -16,7 +16,7 @@ import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../..
 import { configureKernelVxlanNode, randomVtepMac, subnetNetworkAddress, type KernelVxlanNode, type VxlanPeer } from '../../bench/kernel.js';
 import type { HostInfo } from '../../bench/topology.js';
 import { ping } from '../helpers/ping.js';
-import { waitFor } from '../helpers/reliability.js';
+import { Metrics, waitFor } from '../helpers/reliability.js';
 
 const UDP_PEER = fileURLToPath(new URL('../fixtures/udp-peer.py', import.meta.url));
 const PING_INTERVAL_S = 0.1;
@@ -166,6 +166,20 @@ async function pingersRunning(t: Test, ...ps: { replies(): number }[]): Promise<
   t.ok(ok, 'pings flow before the switch');
 }
 
+/** Seconds from the first step's log line to each later one (klog's time of day). */
+function stepTimes(log: string, steps: string[]): string {
+  const at = (step: string): number | null => {
+    const lines = log.split('\n').filter((l) => l.includes(step));
+    const m = /(\d\d):(\d\d):(\d\d\.\d+)/.exec(lines[lines.length - 1] ?? '');
+    return m ? Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]) : null;
+  };
+  const t0 = at(steps[0]!);
+  return steps.slice(1).map((s) => {
+    const t1 = at(s);
+    return `${s} +${t0 === null || t1 === null ? '?' : (t1 - t0).toFixed(2)} s`;
+  }).join(', ') + ` after "${steps[0]}"`;
+}
+
 const fmtGap = (g: Gap): string => `${g.seconds.toFixed(1)} s (${g.missing} of ${g.sent} replies missing, longest run ${g.longestS.toFixed(1)} s)`;
 
 async function reaches(ns: string, ip: string, timeoutMs = 20000): Promise<boolean> {
@@ -244,6 +258,7 @@ t.test('vxlan: linend takes over a flanneld node (kernel flannel.1 left behind) 
   t.ok(gapC.sent > 0 && gapC.missing < gapC.sent, 'C reaches A again after the takeover');
 
   const log = nodeA.log();
+  t.comment(`linend on A: ${stepTimes(log, ['Replaced flannel.1', 'Data path up', 'Installed iptables rules', 'Running:'])}`);
   const line = /Replaced flannel\.1 left behind by flanneld: deleted vxlan device \(VNI 1, [^)]*MAC ([0-9a-f:]+)\) with address\(es\) ([^,]+), (\d+) route\(s\) \([^)]*\), (\d+) neighbour entr\w+, (\d+) FDB entr\w+/.exec(log);
   t.ok(line, `linend logs what it removed: ${line?.[0] ?? log.slice(-2000)}`);
   t.same(line?.slice(1), [macA, `${subnetNetworkAddress(subnetA)}/32`, '2', '2', '2'], 'the old device: its MAC, its .0/32 address, 2 routes, 2 neighbours, 2 FDB entries (peers B and C)');
@@ -253,6 +268,8 @@ t.test('vxlan: linend takes over a flanneld node (kernel flannel.1 left behind) 
   const la = await leaseOf(c, subnetA, hA.underlayIP);
   t.equal(la.value, vxlanLease(hA.underlayIP, macA), 'A\'s lease keeps flanneld\'s VtepMAC, so B\'s FDB and neighbour entries stay valid');
   t.equal(la.sameIp, 1, 'one lease for A\'s PublicIP');
+  const ingress = Metrics.parse((await nodeA.http('/metrics')).body).verdicts('ingress');
+  t.ok((ingress['forwarded'] ?? 0) > 0 && ingress['wrong_mac'] === 0, `linend on A forwarded B's frames addressed to the old VtepMAC, none dropped for their MAC (${JSON.stringify(ingress)})`);
   checkRulesOnce(t, c, hA, subnetA, 'linend on A');
 
   // Rollback: linend stops, flanneld starts. Its new device gets a new random MAC, which it
@@ -340,6 +357,7 @@ t.test('udp: linend takes over a flanneld-UDP node and hands it back', async (t)
   t.comment(`takeover gap (flanneld stopped → linend forwarding), flanneld-UDP peer B → A: ${fmtGap(gapB)}`);
   t.comment(`takeover gap, linen peer C → A: ${fmtGap(gapC)}`);
   t.ok(gapB.missing < gapB.sent && gapC.missing < gapC.sent, 'B and C reach A again');
+  t.comment(`linend on A: ${stepTimes(nodeA.log(), ['starting', 'Data path up', 'Installed iptables rules', 'Running:'])}`);
   t.equal(nodeA.subnetEnv()?.['FLANNEL_SUBNET'], `${subnetNetworkAddress(subnetA).replace(/\.0$/, '.1')}/24`, 'A keeps its subnet');
   const la = await leaseOf(c, subnetA, hA.underlayIP);
   t.equal(la.value, udpLease(hA.underlayIP), 'A\'s lease as flanneld wrote it');

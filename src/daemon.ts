@@ -17,6 +17,7 @@ import { LeaseWatcher } from './subnet/watcher.js';
 import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
 import { installTrafficRules, type TrafficRules } from './device/rules.js';
 import { addBlackholeRoute } from './device/tun.js';
+import { leftoverVtepMAC, takeOverDevice } from './device/takeover.js';
 import { notifyReady } from './systemd.js';
 import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
@@ -34,6 +35,7 @@ export interface NodeSetup {
 }
 
 async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine> {
+  takeOverDevice(node.backend.deviceName, log); // flanneld's leftover flannel.<VNI> / flannel0
   const { engine, features } = await startDataplane({
     backend: node.backend, engine: o.engine, queues: o.queues, offload: o.offload, bindAddr: node.ext.addr,
     mtu: node.mtu, network: node.config.network, subnet: node.subnet, mac: node.mac, routes: peers, events: ready.events,
@@ -128,7 +130,8 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const backend = createBackend(config.backend);
     const mtu = backend.mtu(ext.mtu);
     const previous = readSubnetEnv(o.subnetFile);
-    const mac = backend.mode === 'vxlan' ? (await previousVtepMAC(registry, publicIp)) ?? randomVtepMAC() : new Uint8Array(6);
+    // The lease's VtepMAC is in the peers' FDB; a flanneld device's MAC if the lease is gone (device/takeover.ts).
+    const mac = backend.mode === 'vxlan' ? (await previousVtepMAC(registry, publicIp)) ?? leftoverVtepMAC(backend.deviceName) ?? randomVtepMAC() : new Uint8Array(6);
     const manager = new LeaseManager({
       registry, attrs: backend.leaseAttrs(publicIp, mac), previousSubnet: previous?.subnet ?? null,
       renewMarginMs: o.subnetLeaseRenewMargin * 60_000, log: log.child('subnet'), ...debugLeaseTiming(),

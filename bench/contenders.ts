@@ -1,16 +1,16 @@
 // What the benchmark compares: each contender makes pod-to-pod traffic flow across the
-// topology (bench/topology.ts) in its own way and undoes it on stop().
+// topology (lab/topology.ts) in its own way and undoes it on stop().
 //
 //   const topo = buildTopology();
 //   const h = await startContender(kernelVxlanContender(), topo);   // sets the pod MTU, then setup()
-//   ... measure (bench/traffic.ts), with cpuPids = h.pids() ...
+//   ... measure (lab/traffic.ts), with cpuPids = h.pids() ...
 //   await h.stop(); topo.destroy();
 //
 // Contenders run one at a time on a topology; stop() must leave it as built (pods unreachable
 // from each other), so the next contender starts from the same state.
 
-import { setupHostGw, setupKernelVxlan, VXLAN_OVERHEAD, type KernelVxlanNode } from './kernel.js';
-import type { Topology } from './topology.js';
+import { setupHostGw, setupKernelVxlan, VXLAN_OVERHEAD, type KernelVxlanNode } from '../lab/kernel.js';
+import type { Topology } from '../lab/topology.js';
 
 export interface ContenderHandle {
   /** Undoes everything setup() did (kills its processes, removes its devices and routes). Idempotent. */
@@ -18,7 +18,7 @@ export interface ContenderHandle {
   /**
    * PIDs of the userspace dataplane processes (one per host) whose CPU time is charged to this
    * contender: "CPU seconds per gigabit". Empty for kernel paths (their cost is softirq time:
-   * see systemCpu in bench/traffic.ts).
+   * see systemCpu in lab/traffic.ts).
    */
   pids(): number[];
   /** Details for the report (e.g. VTEP MACs, device names). */
@@ -119,7 +119,7 @@ export function kernelVxlanContender(opts: KernelVxlanContenderOptions = {}): Ke
 //   4. Return { stop: kill the children (SIGTERM, then SIGKILL after a deadline) and remove the
 //      temp dir, pids: () => child pids (for CPU seconds per gigabit), info }.
 //   tunnelMtu: 1472 for UDP (flannel: MTU − 28), 1450 for VXLAN.
-//   A kernel node for interop is configureKernelVxlanNode() in bench/kernel.ts.
+//   A kernel node for interop is configureKernelVxlanNode() in lab/kernel.ts.
 //
 // Register them in contenderFactories below.
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import { repoRoot } from '../src/dataplane/native.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Contender, ContenderHandle } from './contenders.js';
-import type { Topology } from './topology.js';
+import type { Topology } from '../lab/topology.js';
 
 export interface LinenContenderOptions {
   mode: 'udp' | 'vxlan';

@@ -174,7 +174,7 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
-// Exit explicitly: the exit hooks (bench/topology.ts) still remove whatever is left.
+// Exit explicitly: the exit hooks (lab/topology.ts) still remove whatever is left.
 main().then((code) => process.exit(code), (e: unknown) => {
   console.error(`bench: ${(e as Error).stack ?? String(e)}`);
   process.exit(1);

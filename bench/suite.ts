@@ -1,5 +1,5 @@
 // The benchmark suite: every contender, one after another, on a fresh two-host topology
-// (bench/topology.ts), measured the same way:
+// (lab/topology.ts), measured the same way:
 //
 //   - TCP throughput, 1 stream and 4 streams (iperf3 -J, congestion control pinned to cubic);
 //   - UDP packet rate at 64- and 1400-byte payloads with loss (iperf3 -u, unlimited bitrate);
@@ -17,8 +17,8 @@ import { cpus, loadavg } from 'node:os';
 
 import { hostGwContender, kernelVxlanContender, startContender, type Contender, type ContenderHandle } from './contenders.js';
 import { linenContender } from './linen.js';
-import { buildTopology, type Topology } from './topology.js';
-import { iperfTcp, iperfUdp, ping, type CpuUsage, type IperfTcpResult, type IperfUdpResult, type PingResult } from './traffic.js';
+import { buildTopology, type Topology } from '../lab/topology.js';
+import { iperfTcp, iperfUdp, ping, type CpuUsage, type IperfTcpResult, type IperfUdpResult, type PingResult } from '../lab/traffic.js';
 
 // ---------------------------------------------------------------------------------------------
 // Metrics

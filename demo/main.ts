@@ -8,8 +8,8 @@
 import { parseArgs } from 'node:util';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { buildCluster, type Cluster } from '../bench/cluster.js';
-import { ETCD } from '../bench/etcd.js';
+import { buildCluster, type Cluster } from '../lab/cluster.js';
+import { ETCD } from '../lab/etcd.js';
 
 interface Pod { host: number; ns: string; ip: string }
 

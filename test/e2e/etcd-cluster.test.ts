@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildCluster, ETCD_PREFIX, type Cluster } from '../../bench/cluster.js';
+import { buildCluster, ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
 import { ping } from '../helpers/ping.js';
 import { Metrics, waitFor } from '../helpers/reliability.js';
 

@@ -5,15 +5,15 @@
 //   3. an independent flanneld-UDP peer (test/fixtures/udp-peer.py, Python stdlib only).
 // The foreign node's lease is written to etcd by hand, byte for byte as flanneld writes it,
 // with a 24 h etcd lease as flanneld grants. Everything runs in the namespaces of one
-// bench/cluster.ts topology and is removed in the test's teardown.
+// lab/cluster.ts topology and is removed in the test's teardown.
 import t, { type Test } from 'tap';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../bench/kernel.js';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../lab/kernel.js';
 import { transfer } from '../helpers/transfer.js';
 import { ping, type PingResult } from '../helpers/ping.js';
 import { Metrics, waitFor } from '../helpers/reliability.js';

@@ -10,13 +10,13 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 
 import { hostGwContender, kernelVxlanContender, startContender } from '../../bench/contenders.js';
-import { linkCounters, linkDetails, linkErrorCount, subnetNetworkAddress } from '../../bench/kernel.js';
-import { buildTopology, leftovers, listLinks, listNamespaces, sh, type Topology } from '../../bench/topology.js';
-import { CpuMeter, iperfTcp, iperfUdp, parsePing, percentile, ping, processCpuSeconds, reachable } from '../../bench/traffic.js';
+import { linkCounters, linkDetails, linkErrorCount, subnetNetworkAddress } from '../../lab/kernel.js';
+import { buildTopology, leftovers, listLinks, listNamespaces, sh, type Topology } from '../../lab/topology.js';
+import { CpuMeter, iperfTcp, iperfUdp, parsePing, percentile, ping, processCpuSeconds, reachable } from '../../lab/traffic.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const topologyModule = pathToFileURL(join(here, '..', '..', 'bench', 'topology.ts')).href;
-const trafficModule = pathToFileURL(join(here, '..', '..', 'bench', 'traffic.ts')).href;
+const topologyModule = pathToFileURL(join(here, '..', '..', 'lab', 'topology.ts')).href;
+const trafficModule = pathToFileURL(join(here, '..', '..', 'lab', 'traffic.ts')).href;
 
 /** True while a process exists and is not a zombie. */
 function alive(pid: number): boolean {

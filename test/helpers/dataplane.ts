@@ -1,6 +1,6 @@
 // Shared setup for the data path end-to-end tests: a two-host topology with linen on both.
 import type { Test } from 'tap';
-import { buildTopology, type Topology } from '../../bench/topology.js';
+import { buildTopology, type Topology } from '../../lab/topology.js';
 import { linenContender, type LinenContenderOptions, type LinenHandle } from '../../bench/linen.js';
 import { startContender } from '../../bench/contenders.js';
 import { transfer } from './transfer.js';

@@ -12,7 +12,7 @@
 
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { sh } from "../../bench/topology.js";
+import { sh } from "../../lab/topology.js";
 
 /** What netnsLab needs from a tap Test: just teardown. */
 export interface Teardown {
@@ -46,7 +46,7 @@ export function uniqueName(): string {
   return "ln" + n.toString(36).padStart(6, "0");
 }
 
-// One way of running commands for tests, the benchmark and the demo (bench/topology.ts).
+// One way of running commands for tests, the benchmark and the demo (lab/topology.ts).
 const run = (cmd: string, args: string[], opts: ExecOptions = {}): string => sh(cmd, args, opts);
 
 /** One namespace created by a Lab. */

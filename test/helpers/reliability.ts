@@ -3,10 +3,10 @@
 // per-interval figures, fake peer leases in etcd, the kernel's UDP counters of a namespace.
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { startBounded, waitForTcpListen, type BoundedProcess } from '../../bench/traffic.js';
-import { nsExec } from '../../bench/topology.js';
-import { linkCounters } from '../../bench/kernel.js';
+import { ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { startBounded, waitForTcpListen, type BoundedProcess } from '../../lab/traffic.js';
+import { nsExec } from '../../lab/topology.js';
+import { linkCounters } from '../../lab/kernel.js';
 
 /** LINEN_LONG_TESTS=1 runs the long versions. */
 export const LONG = process.env.LINEN_LONG_TESTS === '1';

@@ -7,8 +7,8 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { ETCDCTL } from '../../bench/etcd.js';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { ETCDCTL } from '../../lab/etcd.js';
 import {
   LONG, delta, fdDiff, fdsAtRest, leaseValue, linkDrops, metrics, pidOf, rssKiB, snmp, startIperf, threadCount, waitFor, type Metrics,
 } from '../helpers/reliability.js';

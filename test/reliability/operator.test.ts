@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { linendPath } from '../../bench/linen.js';
-import { startEtcdServer, type EtcdServer } from '../../bench/etcd.js';
-import { ipNs, nsExec, runId, sh } from '../../bench/topology.js';
+import { startEtcdServer, type EtcdServer } from '../../lab/etcd.js';
+import { ipNs, nsExec, runId, sh } from '../../lab/topology.js';
 import { FLAGS } from '../../src/flags.js';
 import { makeCerts } from '../helpers/certs.js';
 

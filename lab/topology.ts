@@ -1,4 +1,4 @@
-// The standard topology for the benchmark and the end-to-end tests: N ≥ 2 simulated hosts on
+// The standard topology for the benchmark, the demo and the end-to-end tests: N ≥ 2 simulated hosts on
 // one underlay, each with one pod behind it.
 //
 //   pod 1 ─veth─ host 1 ─┐                          N = 2: host 1 and host 2 joined by one veth pair
@@ -19,8 +19,8 @@
 // namespace, and deleting the namespaces removes everything. destroy() is idempotent and also
 // runs on process exit, SIGINT and SIGTERM.
 //
-// Only node: modules are used here: bench/ is compiled on its own (tsconfig includes src/ and
-// bench/) and must not import from test/.
+// lab/ is the simulated cluster that the benchmark, the demo and the tests share; it is
+// compiled with src/, bench/ and demo/ (tsconfig.json) and never imports from bench/, demo/ or test/.
 
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -218,7 +218,7 @@ let hooksInstalled = false;
 
 /**
  * Registers a synchronous function to run on process exit, SIGINT and SIGTERM, before the
- * topologies are destroyed (bench/traffic.ts kills its processes this way). One signal handler
+ * topologies are destroyed (lab/traffic.ts kills its processes this way). One signal handler
  * serves all of them; it hands the signal on afterwards.
  */
 export function addCleanupHook(fn: () => void): void {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTopology, type HostInfo, type Topology } from './topology.js';
 import { startEtcdServer, type EtcdServer, type EtcdTLS } from './etcd.js';
-import { linendPath } from '../bench/linen.js';
+import { linendPath } from './linend.js';
 
 export const HEALTH_PORT = 8471;
 export const ETCD_PREFIX = '/coreos.com/network';

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { linendPath } from '../../bench/linen.js';
+import { linendPath } from '../../lab/linend.js';
 import { startEtcdServer, type EtcdServer } from '../../lab/etcd.js';
 import { ipNs, nsExec, runId, sh } from '../../lab/topology.js';
 import { FLAGS } from '../../src/flags.js';

@@ -9,7 +9,8 @@
 // Contenders run one at a time on a topology; stop() must leave it as built (pods unreachable
 // from each other), so the next contender starts from the same state.
 
-import { setupHostGw, setupKernelVxlan, VXLAN_OVERHEAD, type KernelVxlanNode } from '../lab/kernel.js';
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHEAD } from '../src/config.js';
+import { setupHostGw, setupKernelVxlan, type KernelVxlanNode } from '../lab/kernel.js';
 import type { Topology } from '../lab/topology.js';
 
 export interface ContenderHandle {
@@ -90,7 +91,7 @@ export function kernelVxlanContender(opts: KernelVxlanContenderOptions = {}): Ke
   const mtu = (opts.underlayMtu ?? 1500) - VXLAN_OVERHEAD;
   return {
     name: 'kernel-vxlan',
-    description: `Linux kernel VXLAN as flanneld configures it (flannel.${opts.vni ?? 1}, port ${opts.port ?? 8472}, MTU ${mtu})`,
+    description: `Linux kernel VXLAN as flanneld configures it (flannel.${opts.vni ?? VXLAN_DEFAULT_VNI}, port ${opts.port ?? VXLAN_DEFAULT_PORT}, MTU ${mtu})`,
     tunnelMtu: mtu,
     async setup(topo) {
       const mesh = setupKernelVxlan(topo, { vni: opts.vni, port: opts.port });

@@ -10,9 +10,11 @@ import { join } from 'node:path';
 import { buildTopology, type HostInfo, type Topology } from './topology.js';
 import { startEtcdServer, type EtcdServer, type EtcdTLS } from './etcd.js';
 import { linendPath } from './linend.js';
+import { DEFAULT_ETCD_PREFIX } from '../src/subnet/etcd.js';
+import { parseDotenv } from '../src/subnetenv.js';
 
 export const HEALTH_PORT = 8471;
-export const ETCD_PREFIX = '/coreos.com/network';
+export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;
 
 export interface ClusterOptions {
   hosts: number;
@@ -93,15 +95,6 @@ export async function httpIn(ns: string, port: number, path: string): Promise<Ht
   const r = await execIn(ns, 'curl', ['-s', '-m', '5', '-o', '-', '-w', '\n%{http_code}', `http://127.0.0.1:${port}${path}`]);
   const i = r.stdout.lastIndexOf('\n');
   return { status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, i) };
-}
-
-function parseEnv(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2];
-  }
-  return out;
 }
 
 export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
@@ -210,7 +203,7 @@ function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo,
       return r;
     },
     subnetEnv() {
-      return existsSync(subnetFile) ? parseEnv(readFileSync(subnetFile, 'utf8')) : null;
+      return existsSync(subnetFile) ? parseDotenv(readFileSync(subnetFile, 'utf8')) : null;
     },
     attachPod() {
       const env = node.subnetEnv();

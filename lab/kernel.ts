@@ -10,7 +10,8 @@
 import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHEAD } from '../src/config.js';
 import { randomVtepMAC } from '../src/backend/backend.js';
 import { formatIPv4, formatMAC, parseCIDR } from '../src/net.js';
-import { ipNs, nsSysctl, sh, type HostInfo, type Topology } from './topology.js';
+import { ipNs, nsSysctl, sh } from './netns.js';
+import type { HostInfo, Topology } from './topology.js';
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers

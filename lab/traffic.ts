@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { addCleanupHook, nsExec, sh } from './topology.js';
+import { addCleanupHook, nsExec, sh } from './netns.js';
 
 /** Where a program runs (namespace) and the address it is reached at. PodInfo fits. */
 export interface Endpoint {

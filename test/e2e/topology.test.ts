@@ -11,7 +11,8 @@ import t from 'tap';
 
 import { hostGwContender, kernelVxlanContender, startContender } from '../../bench/contenders.js';
 import { linkCounters, linkDetails, linkErrorCount, subnetNetworkAddress } from '../../lab/kernel.js';
-import { buildTopology, leftovers, listLinks, listNamespaces, sh, type Topology } from '../../lab/topology.js';
+import { leftovers, listLinks, listNamespaces, sh } from '../../lab/netns.js';
+import { buildTopology, type Topology } from '../../lab/topology.js';
 import { CpuMeter, iperfTcp, iperfUdp, parsePing, percentile, ping, processCpuSeconds, reachable } from '../../lab/traffic.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

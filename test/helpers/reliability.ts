@@ -5,7 +5,7 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { startBounded, waitForTcpListen, type BoundedProcess } from '../../lab/traffic.js';
-import { nsExec } from '../../lab/topology.js';
+import { nsExec } from '../../lab/netns.js';
 import { linkCounters } from '../../lab/kernel.js';
 
 /** LINEN_LONG_TESTS=1 runs the long versions. */

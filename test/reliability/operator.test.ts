@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { linendPath } from '../../lab/linend.js';
 import { startEtcdServer, type EtcdServer } from '../../lab/etcd.js';
-import { ipNs, nsExec, runId, sh } from '../../lab/topology.js';
+import { ipNs, nsExec, runId, sh } from '../../lab/netns.js';
 import { FLAGS } from '../../src/flags.js';
 import { makeCerts } from '../helpers/certs.js';
 

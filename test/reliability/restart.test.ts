@@ -8,7 +8,7 @@ import t from 'tap';
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildCluster, type Cluster, type ClusterNode } from '../../lab/cluster.js';
-import { namespacePids } from '../../lab/topology.js';
+import { namespacePids } from '../../lab/netns.js';
 import { transfer } from '../helpers/transfer.js';
 import { LONG, bothWays, etcdLeases, fdDiff, fdsAtRest, metrics, pidOf, startIperf, threadCount, waitFor } from '../helpers/reliability.js';
 

@@ -364,8 +364,8 @@ async function measure(
       });
     }
     if (s.pingCount > 0) await attempt(`ping x${s.pingCount}`, async () => {
-      const p = await ping({ from, to: to.ip, count: s.pingCount, intervalSec: s.pingIntervalSec });
-      if (p.received === 0) throw new Error(`no ping replies (${p.transmitted} sent)`);
+      const p = await ping({ from, to: to.ip, count: s.pingCount, intervalSec: s.pingIntervalSec, waitSec: 1, deadline: true });
+      if (p.received === 0) throw new Error(`no ping replies (${p.transmitted} sent): ${p.out.trim().slice(-2000)}`);
       rec.ping = { count: s.pingCount, transmitted: p.transmitted, received: p.received, lossPercent: p.lossPercent, rttMs: p.rttMs };
       rec.values.rttP50Ms = p.rttMs.p50;
       rec.values.rttP99Ms = p.rttMs.p99;

@@ -3,13 +3,13 @@
 // addressed inside its host's leased subnet (what the CNI plugin would do from subnet.env).
 // The demo, the end-to-end tests and the reliability tests all build on this.
 import type { ChildProcess } from 'node:child_process';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTopology, type HostInfo, type Topology } from './topology.js';
 import { startEtcdServer, type EtcdServer, type EtcdTLS } from './etcd.js';
 import { linendPath } from './linend.js';
+import { reachable, runBounded } from './traffic.js';
 import { DEFAULT_ETCD_PREFIX } from '../src/subnet/etcd.js';
 import { parseDotenv } from '../src/subnetenv.js';
 
@@ -81,18 +81,9 @@ export interface Cluster {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function execIn(ns: string, cmd: string, args: string[], timeoutMs = 15000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 /** GET http://127.0.0.1:<port><path> inside a namespace. */
 export async function httpIn(ns: string, port: number, path: string): Promise<HttpResult> {
-  const r = await execIn(ns, 'curl', ['-s', '-m', '5', '-o', '-', '-w', '\n%{http_code}', `http://127.0.0.1:${port}${path}`]);
+  const r = await runBounded(ns, 'curl', ['-s', '-m', '5', '-o', '-', '-w', '\n%{http_code}', `http://127.0.0.1:${port}${path}`], { timeoutMs: 15000 });
   const i = r.stdout.lastIndexOf('\n');
   return { status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, i) };
 }
@@ -127,8 +118,7 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
     async reachable(from, to, timeoutSec = 2) {
       const target = nodes[to].podIp;
       if (!target) return false;
-      const r = await execIn(nodes[from].host.pod.ns, 'ping', ['-c', '1', '-W', String(timeoutSec), target], (timeoutSec + 3) * 1000);
-      return r.code === 0;
+      return reachable(nodes[from].host.pod.ns, target, timeoutSec);
     },
     async destroy() {
       await Promise.all(nodes.map((n) => n.stop('SIGTERM').catch(() => null)));

@@ -424,17 +424,26 @@ export interface PingOptions {
   from: { ns: string };
   /** Destination address (or an Endpoint). */
   to: string | { ip: string };
-  /** Default 1000. */
+  /** Echo requests (-c); default 3. */
   count?: number;
-  /** Seconds between pings (-i); default 0.002 (root may go lower). */
+  /** Seconds between pings (-i); default 0.2 (root may go much lower). */
   intervalSec?: number;
+  /** Seconds to wait for each reply (-W); default 2. */
+  waitSec?: number;
+  /**
+   * Keep sending until `count` replies or a deadline of count × interval + 3 s (-w), as a
+   * latency burst wants; default false (exactly `count` requests).
+   */
+  deadline?: boolean;
   /** ICMP payload bytes (-s); default 56. */
   payloadBytes?: number;
-  /** Hard limit; default count × interval + 5 s (ping's own -w deadline is 2 s shorter). */
+  /** Hard limit; default: with deadline, 2 s past it; without, (count + 5) s. */
   timeoutMs?: number;
 }
 
 export interface PingResult {
+  /** Every one of `count` requests was answered (and ping exited 0). */
+  ok: boolean;
   transmitted: number;
   received: number;
   lossPercent: number;
@@ -442,6 +451,10 @@ export interface PingResult {
   rttMs: { min: number; avg: number; p50: number; p90: number; p99: number; max: number };
   /** Per-packet round-trip times, ms, in arrival order (duplicates excluded). */
   samples: number[];
+  /** TTL of the first reply, or null. */
+  ttl: number | null;
+  /** What ping printed (stdout and stderr), for messages. */
+  out: string;
 }
 
 /** Nearest-rank percentile of an ascending array (p in 0..100). NaN for an empty array. */
@@ -451,8 +464,8 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 
-/** Parses iputils ping output (not -q): per-packet times and the summary counts. */
-export function parsePing(out: string): PingResult {
+/** Parses iputils ping output (not -q): per-packet times, the summary counts, the first TTL. */
+export function parsePing(out: string): Omit<PingResult, 'ok'> {
   const samples: number[] = [];
   for (const line of out.split('\n')) {
     if (line.includes('(DUP!)')) continue;
@@ -464,6 +477,7 @@ export function parsePing(out: string): PingResult {
   const received = s ? Number(s[2]) : samples.length;
   const sorted = [...samples].sort((a, b) => a - b);
   const avg = sorted.length ? sorted.reduce((a, b) => a + b, 0) / sorted.length : NaN;
+  const ttl = /\bttl=(\d+)/.exec(out);
   return {
     transmitted,
     received,
@@ -473,26 +487,30 @@ export function parsePing(out: string): PingResult {
       max: sorted[sorted.length - 1] ?? NaN,
     },
     samples,
+    ttl: ttl ? Number(ttl[1]) : null,
+    out,
   };
 }
 
-/** `ping` from a namespace: `count` echo requests `intervalSec` apart; bounded in time. */
+/**
+ * `ping` from a namespace: `count` echo requests `intervalSec` apart; bounded in time. A ping
+ * that gets no answer is a result (ok false, `out` says why); only the hard limit throws.
+ */
 export async function ping(opts: PingOptions): Promise<PingResult> {
-  const count = opts.count ?? 1000;
-  const interval = opts.intervalSec ?? 0.002;
+  const count = opts.count ?? 3;
+  const interval = opts.intervalSec ?? 0.2;
   const dst = typeof opts.to === 'string' ? opts.to : opts.to.ip;
   const deadlineSec = Math.ceil(count * interval) + 3;
-  const timeoutMs = opts.timeoutMs ?? (deadlineSec + 2) * 1000;
-  const args = ['-n', '-c', String(count), '-i', String(interval), '-W', '1', '-w', String(deadlineSec),
-    '-s', String(opts.payloadBytes ?? 56), dst];
+  const timeoutMs = opts.timeoutMs ?? (opts.deadline ? (deadlineSec + 2) * 1000 : (count + 5) * 1000);
+  const args = ['-n', '-c', String(count), '-i', String(interval), '-W', String(opts.waitSec ?? 2),
+    ...(opts.deadline ? ['-w', String(deadlineSec)] : []), '-s', String(opts.payloadBytes ?? 56), dst];
   const r = await runBounded(opts.from.ns, 'ping', args, { timeoutMs });
-  // Exit 1: some replies missing (still a result); anything else is an error.
-  if (r.timedOut || (r.code !== 0 && r.code !== 1)) throw new Error(describe(r));
-  return parsePing(r.stdout);
+  if (r.timedOut) throw new Error(describe(r));
+  const result = parsePing(r.stdout + r.stderr);
+  return { ok: r.code === 0 && result.received === count, ...result };
 }
 
-/** True when one ping from `ns` to `ip` is answered within a second. */
-export async function reachable(ns: string, ip: string): Promise<boolean> {
-  const r = await runBounded(ns, 'ping', ['-n', '-c', '1', '-W', '1', ip], { timeoutMs: 3000 });
-  return r.code === 0;
+/** True when one ping from `ns` to `ip` is answered within `waitSec` (default 1). */
+export async function reachable(ns: string, ip: string, waitSec = 1): Promise<boolean> {
+  return (await ping({ from: { ns }, to: ip, count: 1, waitSec })).ok;
 }

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
-import { ping } from '../helpers/ping.js';
+import { ping } from '../../lab/traffic.js';
 import { Metrics, waitFor } from '../helpers/reliability.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -88,7 +88,7 @@ for (const backend of ['udp', 'vxlan'] as const) {
     const before = await counted();
     t.ok(Object.values(before).every((v) => v >= 0), `host 1's /metrics has the totals and both peers' counters: ${JSON.stringify(before)}`);
     const pings = 20;
-    const r = await ping(c.nodes[0].host.pod.ns, c.nodes[1].podIp ?? '', { count: pings, intervalS: 0.01 });
+    const r = await ping({ from: c.nodes[0].host.pod, to: c.nodes[1].podIp ?? '', count: pings, intervalSec: 0.01 });
     t.equal(r.received, pings, `${pings} pings host 1 -> host 2 answered`);
     const after = await counted();
     const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - before[k]!]));

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../lab/kernel.js';
 import { transfer } from '../helpers/transfer.js';
-import { ping, type PingResult } from '../helpers/ping.js';
+import { ping, type PingResult } from '../../lab/traffic.js';
 import { Metrics, waitFor } from '../helpers/reliability.js';
 
 const UDP_PEER = fileURLToPath(new URL('../fixtures/udp-peer.py', import.meta.url));
@@ -185,8 +185,8 @@ t.test('vxlan: linend and a Linux kernel VXLAN node set up as flanneld does', as
   // Ping both ways and a short TCP exchange, capturing on host 1's underlay.
   const pings: Record<string, PingResult> = {};
   const pcap = await capture(t, h1.ns, h1.underlayDev, 'udp port 8472', async () => {
-    pings['linen→kernel'] = await ping(h1.pod.ns, pod2);
-    pings['kernel→linen'] = await ping(h2.pod.ns, pod1);
+    pings['linen→kernel'] = await ping({ from: h1.pod, to: pod2 });
+    pings['kernel→linen'] = await ping({ from: h2.pod, to: pod1 });
     await transfer(h1.pod.ns, h2.pod.ns, pod2, 256 << 10, 6000).catch(() => null);
   });
   for (const [dir, p] of Object.entries(pings)) {
@@ -337,9 +337,9 @@ t.test('CNI on a linend node: the flannel delegation from subnet.env wires a pod
 
   // Traffic through linen to host 2's pod and back.
   const pod2 = linen2.podIp ?? '';
-  const there = await ping(podNs, pod2);
+  const there = await ping({ from: { ns: podNs }, to: pod2 });
   t.ok(there.ok, `ping CNI pod → host 2's pod ${pod2}${there.ok ? '' : `\n${there.out}`}`);
-  const back = await ping(h2.pod.ns, podIp);
+  const back = await ping({ from: h2.pod, to: podIp });
   t.ok(back.ok, `ping host 2's pod → CNI pod ${podIp}${back.ok ? '' : `\n${back.out}`}`);
   for (const [from, to, dst, what] of [[podNs, h2.pod.ns, pod2, 'CNI pod → host 2'], [h2.pod.ns, podNs, podIp, 'host 2 → CNI pod']] as const) {
     const r = await transfer(from, to, dst, 4 * MB, 30000);
@@ -402,7 +402,7 @@ t.test('udp: linend and an independent flanneld-UDP peer (Python, no shared code
   // (kernel forward, −1) → pod: a reply leaves with 64 and arrives with 60 when linen and the
   // peer each decrement once per direction as flanneld does.
   for (const [from, dst, what] of [[h1.pod.ns, pod2, 'linen → Python peer'], [h2.pod.ns, pod1, 'Python peer → linen']] as const) {
-    const p = await ping(from, dst);
+    const p = await ping({ from: { ns: from }, to: dst });
     t.ok(p.ok, `ping ${what}: ${p.received}/3${p.ok ? '' : `\n${p.out}`}`);
     t.equal(p.ttl, 60, `ping ${what}: reply TTL 60 (each tunnel end decrements once)`);
   }

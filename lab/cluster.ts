@@ -10,6 +10,7 @@ import { buildTopology, type HostInfo, type Topology } from './topology.js';
 import { startEtcdServer, type EtcdServer, type EtcdTLS } from './etcd.js';
 import { linendPath } from './linend.js';
 import { reachable, runBounded } from './traffic.js';
+import { waitFor } from './wait.js';
 import { DEFAULT_ETCD_PREFIX } from '../src/subnet/etcd.js';
 import { parseDotenv } from '../src/subnetenv.js';
 
@@ -79,7 +80,6 @@ export interface Cluster {
   destroy(): Promise<void>;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** GET http://127.0.0.1:<port><path> inside a namespace. */
 export async function httpIn(ns: string, port: number, path: string): Promise<HttpResult> {
@@ -140,14 +140,11 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
 }
 
 async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  const took = await waitFor(async () => {
     if (!n.alive()) throw new Error(`linend on host ${n.index + 1} exited:\n${n.log().slice(-3000)}`);
-    const r = await n.http('/readyz').catch(() => ({ status: 0, body: '' }));
-    if (r.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`linend on host ${n.index + 1} not ready after ${timeoutMs / 1000} s:\n${n.log().slice(-3000)}`);
-    await sleep(100);
-  }
+    return (await n.http('/readyz').catch(() => ({ status: 0, body: '' }))).status === 200;
+  }, timeoutMs, 100);
+  if (took < 0) throw new Error(`linend on host ${n.index + 1} not ready after ${timeoutMs / 1000} s:\n${n.log().slice(-3000)}`);
 }
 
 function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo, index: number, o: ClusterOptions, tls: EtcdTLS | null): ClusterNode {

@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { waitFor } from './wait.js';
 
 export const ETCD = '/usr/bin/etcd';
 export const ETCDCTL = '/usr/bin/etcdctl';
@@ -86,7 +87,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const inNs = (ns: string | undefined, cmd: string, args: string[]): [string, string[]] =>
   ns ? ['ip', ['netns', 'exec', ns, cmd, ...args]] : [cmd, args];
 
@@ -147,16 +147,11 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
   });
 
   const waitHealthy = async (): Promise<void> => {
-    const deadline = Date.now() + (opts.startTimeout ?? 20_000);
-    for (;;) {
+    const took = await waitFor(async () => {
       if (proc === null) throw new Error(`etcd ${name} exited during start-up:\n${stderr.slice(-4000)}`);
-      try {
-        await ctl('endpoint', 'health', '--command-timeout=1s');
-        return;
-      } catch { /* not up yet */ }
-      if (Date.now() > deadline) throw new Error(`etcd ${name} not healthy after start-up timeout:\n${stderr.slice(-4000)}`);
-      await sleep(50);
-    }
+      return ctl('endpoint', 'health', '--command-timeout=1s').then(() => true, () => false);
+    }, opts.startTimeout ?? 20_000);
+    if (took < 0) throw new Error(`etcd ${name} not healthy after start-up timeout:\n${stderr.slice(-4000)}`);
   };
 
   const signalAndWait = async (sig: NodeJS.Signals): Promise<void> => {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { UDP_OVERHEAD, VXLAN_OVERHEAD } from '../src/config.js';
 import { repoRoot } from '../src/dataplane/native.js';
 import type { Topology } from './topology.js';
+import { waitFor } from './wait.js';
 
 export interface StaticLinenOptions {
   mode: 'udp' | 'vxlan';
@@ -81,12 +82,12 @@ export async function startStaticLinen(topo: Topology, o: StaticLinenOptions): P
   });
   const ready = async (n: LinenNode): Promise<void> => {
     // Generous: on a loaded 2-core machine a worker thread and its wasm compile can be slow.
-    const deadline = Date.now() + 90000;
-    while (!n.log().includes('Static peers:')) {
+    const took = await waitFor(() => {
+      if (n.log().includes('Static peers:')) return true;
       if (n.child.exitCode !== null || n.child.signalCode !== null) throw new Error(`linend in ${n.ns} exited:\n${n.log()}`);
-      if (Date.now() > deadline) throw new Error(`linend in ${n.ns} not ready after 90 s:\n${n.log()}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+      return false;
+    }, 90000);
+    if (took < 0) throw new Error(`linend in ${n.ns} not ready after 90 s:\n${n.log()}`);
   };
   const stopNode = async (n: LinenNode, signal: NodeJS.Signals): Promise<void> => {
     if (n.child.exitCode !== null || n.child.signalCode !== null) return;

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { addCleanupHook, nsExec, sh } from './netns.js';
+import { waitFor } from './wait.js';
 
 /** Where a program runs (namespace) and the address it is reached at. PodInfo fits. */
 export interface Endpoint {
@@ -129,14 +130,12 @@ function describe(r: BoundedResult): string {
 
 /** Waits until something listens on TCP `port` in `ns`; throws after timeoutMs or if `alive()` turns false. */
 export async function waitForTcpListen(ns: string, port: number, timeoutMs = 5000, alive: () => boolean = () => true): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const out = nsExec(ns, 'ss', ['-Hltn', `sport = :${port}`], { timeout: 5000 });
-    if (out.trim() !== '') return;
+  const took = await waitFor(() => {
+    if (nsExec(ns, 'ss', ['-Hltn', `sport = :${port}`], { timeout: 5000 }).trim() !== '') return true;
     if (!alive()) throw new Error(`nothing listens on TCP ${port} in ${ns}: the server exited`);
-    if (Date.now() > deadline) throw new Error(`nothing listens on TCP ${port} in ${ns} after ${timeoutMs} ms`);
-    await sleep(20);
-  }
+    return false;
+  }, timeoutMs, 20);
+  if (took < 0) throw new Error(`nothing listens on TCP ${port} in ${ns} after ${timeoutMs} ms`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
 import { ping } from '../../lab/traffic.js';
 import { Metrics, waitFor } from '../helpers/reliability.js';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<Cluster> {
   const c = await buildCluster(o);

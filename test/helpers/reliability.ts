@@ -151,18 +151,7 @@ export function pidOf(n: ClusterNode): number {
   return pid;
 }
 
-/**
- * Polls `what` every `everyMs` until it returns true; resolves the milliseconds it took, or
- * -1 after timeoutMs.
- */
-export async function waitFor(what: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 50): Promise<number> {
-  const t0 = Date.now();
-  for (;;) {
-    if (await what()) return Date.now() - t0;
-    if (Date.now() - t0 > timeoutMs) return -1;
-    await sleep(everyMs);
-  }
-}
+export { waitFor } from '../../lab/wait.js';
 
 // ---------------------------------------------------------------------------------------------
 // Cutting a host off from etcd

@@ -7,9 +7,10 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTopology, type HostInfo, type Topology } from './topology.js';
+import { nsExec } from './netns.js';
 import { startEtcdServer, type EtcdServer, type EtcdTLS } from './etcd.js';
 import { linendPath } from './linend.js';
-import { reachable, runBounded } from './traffic.js';
+import { reachable, runBounded, startBounded, startIperfServer, type BoundedProcess } from './traffic.js';
 import { waitFor } from './wait.js';
 import { DEFAULT_ETCD_PREFIX } from '../src/subnet/etcd.js';
 import { parseDotenv } from '../src/subnetenv.js';
@@ -211,4 +212,97 @@ function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo,
     http: (path) => httpIn(host.ns, HEALTH_PORT, path),
   };
   return node;
+}
+
+// ---------------------------------------------------------------------------------------------
+// iperf3 between two nodes' pods, with intervals
+
+export interface IperfRun {
+  /** Bytes received per interval (the receiver's view when -J gives it, else the sender's). */
+  intervals: number[];
+  bytes: number;
+  seconds: number;
+  gbps: number;
+  retransmits: number;
+}
+
+export interface IperfHandle {
+  done: Promise<IperfRun>;
+  kill(): void;
+}
+
+/**
+ * Starts an iperf3 TCP run between two pods (server one-off), bounded: `seconds` of traffic,
+ * intervals of `interval` seconds, killed after seconds + 30 s whatever happens.
+ */
+export async function startIperf(from: ClusterNode, to: ClusterNode, o: { seconds: number; interval?: number; port?: number; streams?: number }): Promise<IperfHandle> {
+  const port = o.port ?? 5201;
+  const ip = to.podIp;
+  if (!ip) throw new Error(`host ${to.index + 1} has no pod address`);
+  const timeoutMs = o.seconds * 1000 + 30_000;
+  const server = await startIperfServer({ ns: to.host.pod.ns, ip }, port, timeoutMs);
+  const client: BoundedProcess = startBounded(from.host.pod.ns, 'iperf3', ['-c', ip, '-p', String(port), '-J', '-t', String(o.seconds),
+    '-i', String(o.interval ?? 1), '-P', String(o.streams ?? 1), '--connect-timeout', '3000'], { timeoutMs });
+  const done = (async (): Promise<IperfRun> => {
+    const r = await client.done;
+    server.kill();
+    await server.done;
+    let j: { error?: string; intervals?: { sum: { bytes: number } }[]; end?: { sum_received?: { bytes: number; seconds: number; bits_per_second: number }; sum_sent?: { retransmits?: number } } };
+    try {
+      j = JSON.parse(r.stdout) as typeof j;
+    } catch {
+      throw new Error(`iperf3 printed no JSON (code ${r.code}, timed out ${r.timedOut}): ${r.stderr.slice(-500)}`);
+    }
+    if (j.error) throw new Error(`iperf3: ${j.error}`);
+    const recv = j.end?.sum_received;
+    return {
+      intervals: (j.intervals ?? []).map((i) => i.sum.bytes),
+      bytes: recv?.bytes ?? 0,
+      seconds: recv?.seconds ?? 0,
+      gbps: (recv?.bits_per_second ?? 0) / 1e9,
+      retransmits: j.end?.sum_sent?.retransmits ?? 0,
+    };
+  })();
+  return { done, kill: () => { client.kill(); server.kill(); } };
+}
+
+/** Pods of a and b reach each other (both directions). */
+export async function bothWays(c: Cluster, a: number, b: number): Promise<boolean> {
+  const [x, y] = await Promise.all([c.reachable(a, b, 2), c.reachable(b, a, 2)]);
+  return x && y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cutting a host off from etcd
+
+export interface Partition {
+  /** Removes the rule (idempotent). */
+  heal(): void;
+}
+
+/**
+ * Drops (or rejects with a TCP reset) everything the host sends to etcd, with one iptables
+ * rule in the host's own namespace; with kill, also destroys its open connections to etcd
+ * (ss -K) so that the client has to connect again. heal() removes the rule.
+ */
+export function partitionFromEtcd(c: Cluster, n: ClusterNode, o: { reject?: boolean; kill?: boolean } = {}): Partition {
+  const [, host, port] = /^https?:\/\/([^:/]+):(\d+)/.exec(c.etcdEndpoint) ?? [];
+  if (!host || !port) throw new Error(`cannot parse ${c.etcdEndpoint}`);
+  const target = o.reject ? ['REJECT', '--reject-with', 'tcp-reset'] : ['DROP'];
+  const comment = ['-m', 'comment', '--comment', 'linen-reliability-partition'];
+  // Both ways: with only the requests dropped, etcd would still push watch events in.
+  const rules = [
+    ['OUTPUT', '-d', host, '-p', 'tcp', '--dport', port, ...comment, '-j', ...target],
+    ['INPUT', '-s', host, '-p', 'tcp', '--sport', port, ...comment, '-j', 'DROP'],
+  ];
+  for (const r of rules) nsExec(n.host.ns, 'iptables', ['-w', '-I', ...r]);
+  if (o.kill) nsExec(n.host.ns, 'ss', ['-K', 'dst', host, 'dport', '=', port]);
+  let healed = false;
+  return {
+    heal() {
+      if (healed) return;
+      healed = true;
+      for (const r of rules) nsExec(n.host.ns, 'iptables', ['-w', '-D', ...r]);
+    },
+  };
 }

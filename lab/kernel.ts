@@ -10,7 +10,7 @@
 import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHEAD } from '../src/config.js';
 import { randomVtepMAC } from '../src/backend/backend.js';
 import { formatIPv4, formatMAC, parseCIDR } from '../src/net.js';
-import { ipNs, nsSysctl, sh } from './netns.js';
+import { ipNs, nsExec, nsSysctl, sh } from './netns.js';
 import type { HostInfo, Topology } from './topology.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -278,4 +278,27 @@ export function setupKernelVxlan(topo: Topology, opts: { vni?: number; port?: nu
     throw e;
   }
   return { nodes, stop };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel counters
+
+/** /proc/net/snmp of a namespace as "Udp.InErrors" -> value. */
+export function snmp(ns: string): Record<string, number> {
+  const text = nsExec(ns, 'cat', ['/proc/net/snmp']);
+  const out: Record<string, number> = {};
+  const lines = text.trim().split('\n');
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const head = lines[i]!.split(/\s+/);
+    const vals = lines[i + 1]!.split(/\s+/);
+    const proto = head[0]!.replace(':', '');
+    for (let k = 1; k < head.length; k++) out[`${proto}.${head[k]}`] = Number(vals[k]);
+  }
+  return out;
+}
+
+/** RX/TX drop counters of a device in a namespace. */
+export function linkDrops(ns: string, dev: string): { rx: number; tx: number; rxPackets: number } {
+  const s = linkCounters(ns, dev);
+  return { rx: s.rx.dropped, tx: s.tx.dropped, rxPackets: s.rx.packets };
 }

@@ -332,17 +332,32 @@ interface IperfJson {
   };
 }
 
+/**
+ * Starts a one-off iperf3 server (-s -1) bound to `to` and resolves once it listens (within
+ * 5 s); it is killed when that fails. Bounded by timeoutMs.
+ */
+export async function startIperfServer(to: Endpoint, port: number, timeoutMs: number): Promise<BoundedProcess> {
+  const server = startBounded(to.ns, 'iperf3', ['-s', '-1', '-B', to.ip, '-p', String(port)], { timeoutMs });
+  let serverExited = false;
+  void server.done.then(() => { serverExited = true; });
+  try {
+    await waitForTcpListen(to.ns, port, 5000, () => !serverExited);
+  } catch (e) {
+    server.kill();
+    await server.done;
+    throw e;
+  }
+  return server;
+}
+
 async function iperf(opts: IperfCommon, proto: 'tcp' | 'udp', protoArgs: string[]): Promise<{ json: IperfJson; cpu: CpuUsage }> {
   const seconds = opts.seconds ?? 5;
   const omit = opts.omitSeconds ?? 0;
   const port = opts.port ?? 5201;
   const timeoutMs = opts.timeoutMs ?? (seconds + omit) * 1000 + 15_000;
   const deadline = Date.now() + timeoutMs;
-  const server = startBounded(opts.to.ns, 'iperf3', ['-s', '-1', '-B', opts.to.ip, '-p', String(port)], { timeoutMs });
-  let serverExited = false;
-  void server.done.then(() => { serverExited = true; });
+  const server = await startIperfServer(opts.to, port, timeoutMs);
   try {
-    await waitForTcpListen(opts.to.ns, port, 5000, () => !serverExited);
     const args = ['-c', opts.to.ip, '-p', String(port), '-J', '-t', String(seconds), '-P', String(opts.streams ?? 1),
       '--connect-timeout', '3000', ...(opts.congestion ? ['-C', opts.congestion] : []), ...(omit ? ['-O', String(omit)] : []), ...(opts.reverse ? ['-R'] : []),
       ...(proto === 'udp' ? ['-u'] : []), ...protoArgs, ...(opts.clientArgs ?? [])];

@@ -8,21 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
 import { ping } from '../../lab/traffic.js';
-import { Metrics, waitFor } from '../helpers/reliability.js';
-
+import { Metrics, etcdLeases, waitFor } from '../helpers/reliability.js';
 
 async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<Cluster> {
   const c = await buildCluster(o);
   t.teardown(() => c.destroy());
   return c;
-}
-
-async function leases(c: Cluster): Promise<Map<string, string>> {
-  const out = await c.etcd.ctl('get', '--prefix', `${ETCD_PREFIX}/subnets`);
-  const lines = out.trim().split('\n').filter(Boolean);
-  const m = new Map<string, string>();
-  for (let i = 0; i + 1 < lines.length; i += 2) m.set(lines[i], lines[i + 1]);
-  return m;
 }
 
 async function allReachable(t: Test, c: Cluster, pairs: [number, number][]): Promise<void> {
@@ -40,7 +31,7 @@ function everyPair(n: number): [number, number][] {
 for (const backend of ['udp', 'vxlan'] as const) {
   t.test(`${backend}: etcd data, subnet.env, device and traffic as flanneld across three hosts`, async (t) => {
     const c = await cluster(t, { hosts: 3, backend });
-    const ls = await leases(c);
+    const ls = await etcdLeases(c);
     t.equal(ls.size, 3, 'one lease per host');
     const network = c.network;
     const mtu = backend === 'udp' ? 1472 : 1450;
@@ -120,7 +111,6 @@ async function notifyListener(t: Test): Promise<{ path: string; messages(): Prom
   return { path, messages: async () => { await exited; return out.split('\n').slice(1).filter(Boolean); } };
 }
 
-
 t.test('20 linend started at the same moment get distinct subnets and all reach each other', async (t) => {
   const c = await cluster(t, { hosts: 20, backend: 'vxlan', start: false });
   await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
@@ -128,7 +118,7 @@ t.test('20 linend started at the same moment get distinct subnets and all reach 
   const subnets = c.nodes.map((n) => n.subnetEnv()?.['FLANNEL_SUBNET']);
   t.equal(new Set(subnets).size, 20, 'twenty distinct subnets');
   t.equal(c.nodes.filter((n) => !n.alive()).length, 0, 'none exited');
-  t.equal((await leases(c)).size, 20, 'twenty leases in etcd');
+  t.equal((await etcdLeases(c)).size, 20, 'twenty leases in etcd');
   const pairs: [number, number][] = [];
   for (let i = 1; i < 20; i++) pairs.push([0, i], [i, 0]);
   await allReachable(t, c, pairs);
@@ -161,16 +151,16 @@ t.test("a lease written by hand in flanneld's format becomes a route within a se
 t.test('restart with SIGTERM and after kill -9: same subnet, traffic resumes', async (t) => {
   const c = await cluster(t, { hosts: 2, backend: 'vxlan' });
   const before = c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'];
-  const mac = (await leases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`);
+  const mac = (await etcdLeases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`);
   t.equal(await c.nodes[1].stop('SIGTERM'), 0, 'SIGTERM: exit code 0');
   t.equal(c.topo.ip(c.nodes[1].host.ns, 'link', 'show').includes('flannel.1'), false, 'device removed on shutdown');
-  t.equal((await leases(c)).size, 2, 'the lease is kept');
+  t.equal((await etcdLeases(c)).size, 2, 'the lease is kept');
   // Started as by a systemd unit with Type=notify (flanneld's own unit): READY=1 once ready.
   const notify = await notifyListener(t);
   await c.nodes[1].start({ env: { NOTIFY_SOCKET: notify.path } });
   t.same(await notify.messages(), ['READY=1'], 'READY=1 sent to NOTIFY_SOCKET, once');
   t.equal(c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'], before, 'same subnet after restart');
-  t.equal((await leases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`), mac, 'same lease value (VtepMAC kept)');
+  t.equal((await etcdLeases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`), mac, 'same lease value (VtepMAC kept)');
   await allReachable(t, c, everyPair(2));
   await c.nodes[1].stop('SIGKILL');
   await c.nodes[1].start();

@@ -17,13 +17,12 @@ import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../..
 import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../lab/kernel.js';
 import { transfer } from '../helpers/transfer.js';
 import { ping, type PingResult } from '../../lab/traffic.js';
-import { Metrics, waitFor } from '../helpers/reliability.js';
+import { Metrics, etcdLeases, waitFor } from '../helpers/reliability.js';
 
 const UDP_PEER = fileURLToPath(new URL('../fixtures/udp-peer.py', import.meta.url));
 const BRIDGE_CNI = '/usr/lib/cni/bridge';
 const CNI_PATH = '/usr/lib/cni';
 const MB = 1 << 20;
-
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -34,21 +33,13 @@ async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<
   return c;
 }
 
-async function leases(c: Cluster): Promise<Map<string, string>> {
-  const out = await c.etcd.ctl('get', '--prefix', `${ETCD_PREFIX}/subnets`);
-  const lines = out.trim().split('\n').filter(Boolean);
-  const m = new Map<string, string>();
-  for (let i = 0; i + 1 < lines.length; i += 2) m.set(lines[i]!, lines[i + 1]!);
-  return m;
-}
-
 interface LeaseAttrs { PublicIP: string; PublicIPv6: null; BackendType?: string; BackendData?: { VNI: number; VtepMAC: string } }
 
 /** linend's own lease: subnet (from its subnet.env) and the attributes it wrote to etcd. */
 async function linenLease(c: Cluster, n: ClusterNode): Promise<{ subnet: string; attrs: LeaseAttrs; raw: string }> {
   const m = /^(\d+\.\d+\.\d+)\.1\/24$/.exec(n.subnetEnv()?.['FLANNEL_SUBNET'] ?? '');
   if (!m) throw new Error(`host ${n.index + 1}: no FLANNEL_SUBNET in ${n.subnetFile}`);
-  const raw = (await leases(c)).get(`${ETCD_PREFIX}/subnets/${m[1]}.0-24`);
+  const raw = (await etcdLeases(c)).get(`${ETCD_PREFIX}/subnets/${m[1]}.0-24`);
   if (!raw) throw new Error(`host ${n.index + 1}: no lease for ${m[1]}.0/24 in etcd`);
   return { subnet: `${m[1]}.0/24`, attrs: JSON.parse(raw) as LeaseAttrs, raw };
 }
@@ -56,7 +47,7 @@ async function linenLease(c: Cluster, n: ClusterNode): Promise<{ subnet: string;
 /** The lowest /24 of the cluster network from SubnetMin (.1.0) that no lease overlaps. */
 async function freeSubnet(c: Cluster): Promise<string> {
   const y = c.network.split('.')[1];
-  const taken = new Set([...(await leases(c)).keys()].map((k) => k.slice(k.lastIndexOf('/') + 1)));
+  const taken = new Set([...(await etcdLeases(c)).keys()].map((k) => k.slice(k.lastIndexOf('/') + 1)));
   for (let z = 1; z < 255; z++) if (!taken.has(`10.${y}.${z}.0-24`)) return `10.${y}.${z}.0/24`;
   throw new Error('out of subnets');
 }
@@ -104,7 +95,6 @@ function run(cmd: string, args: string[], timeoutMs: number, opts: { input?: str
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
 }
-
 
 /** Lines of a tshark capture in `ns`: start it, wait until it captures, run `during`, stop it. */
 async function capture(t: Test, ns: string, dev: string, filter: string, during: () => Promise<void>): Promise<string> {

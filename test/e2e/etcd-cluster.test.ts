@@ -6,15 +6,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
-import { buildCluster, ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
+import { testCluster } from '../helpers/cluster.js';
+import { ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
 import { ping } from '../../lab/traffic.js';
 import { Metrics, etcdLeases, waitFor } from '../helpers/reliability.js';
-
-async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<Cluster> {
-  const c = await buildCluster(o);
-  t.teardown(() => c.destroy());
-  return c;
-}
 
 async function allReachable(t: Test, c: Cluster, pairs: [number, number][]): Promise<void> {
   const results = await Promise.all(pairs.map(([a, b]) => c.reachable(a, b, 3)));
@@ -30,7 +25,7 @@ function everyPair(n: number): [number, number][] {
 
 for (const backend of ['udp', 'vxlan'] as const) {
   t.test(`${backend}: etcd data, subnet.env, device and traffic as flanneld across three hosts`, async (t) => {
-    const c = await cluster(t, { hosts: 3, backend });
+    const c = await testCluster(t, { hosts: 3, backend });
     const ls = await etcdLeases(c);
     t.equal(ls.size, 3, 'one lease per host');
     const network = c.network;
@@ -112,7 +107,7 @@ async function notifyListener(t: Test): Promise<{ path: string; messages(): Prom
 }
 
 t.test('20 linend started at the same moment get distinct subnets and all reach each other', async (t) => {
-  const c = await cluster(t, { hosts: 20, backend: 'vxlan', start: false });
+  const c = await testCluster(t, { hosts: 20, backend: 'vxlan', start: false });
   await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
   await c.ready();
   const subnets = c.nodes.map((n) => n.subnetEnv()?.['FLANNEL_SUBNET']);
@@ -125,7 +120,7 @@ t.test('20 linend started at the same moment get distinct subnets and all reach 
 });
 
 t.test("a lease written by hand in flanneld's format becomes a route within a second, and goes with it", async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'udp' });
+  const c = await testCluster(t, { hosts: 2, backend: 'udp' });
   const y = c.network.split('.')[1];
   const fake = `10.${y}.200.0`;
   const key = `${ETCD_PREFIX}/subnets/${fake}-24`;
@@ -149,7 +144,7 @@ t.test("a lease written by hand in flanneld's format becomes a route within a se
 });
 
 t.test('restart with SIGTERM and after kill -9: same subnet, traffic resumes', async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'vxlan' });
+  const c = await testCluster(t, { hosts: 2, backend: 'vxlan' });
   const before = c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'];
   const mac = (await etcdLeases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`);
   t.equal(await c.nodes[1].stop('SIGTERM'), 0, 'SIGTERM: exit code 0');
@@ -169,7 +164,7 @@ t.test('restart with SIGTERM and after kill -9: same subnet, traffic resumes', a
 });
 
 t.test('etcd down for 30 s during a transfer: forwarding goes on; a new peer is reachable after', async (t) => {
-  const c = await cluster(t, { hosts: 3, backend: 'udp', start: false });
+  const c = await testCluster(t, { hosts: 3, backend: 'udp', start: false });
   await c.nodes[0].start();
   await c.nodes[1].start();
   const [a, b] = c.nodes;
@@ -197,7 +192,7 @@ t.test('etcd down for 30 s during a transfer: forwarding goes on; a new peer is 
 });
 
 t.test('bad input: malformed config, unknown backend, malformed lease from another writer', async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'udp', config: { Network: 5 }, start: false });
+  const c = await testCluster(t, { hosts: 2, backend: 'udp', config: { Network: 5 }, start: false });
   const n = c.nodes[0];
   await n.start({ wait: false });
   await waitFor(async () => /Couldn't fetch network config/.test(n.log()), 10000);

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { testCluster } from '../helpers/cluster.js';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../lab/kernel.js';
 import { transfer } from '../helpers/transfer.js';
@@ -26,12 +27,6 @@ const MB = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<Cluster> {
-  const c = await buildCluster(o);
-  t.teardown(() => c.destroy());
-  return c;
-}
 
 interface LeaseAttrs { PublicIP: string; PublicIPv6: null; BackendType?: string; BackendData?: { VNI: number; VtepMAC: string } }
 
@@ -148,7 +143,7 @@ function decodeVxlan(pcap: string): Frame[] {
 }
 
 t.test('vxlan: linend and a Linux kernel VXLAN node set up as flanneld does', async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'vxlan', start: false });
+  const c = await testCluster(t, { hosts: 2, backend: 'vxlan', start: false });
   const [h1, h2] = [c.topo.hosts[0]!, c.topo.hosts[1]!];
   const linen = c.nodes[0]!;
   await linen.start();
@@ -360,7 +355,7 @@ interface PeerStats {
 }
 
 t.test('udp: linend and an independent flanneld-UDP peer (Python, no shared code)', async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'udp', start: false });
+  const c = await testCluster(t, { hosts: 2, backend: 'udp', start: false });
   const [h1, h2] = [c.topo.hosts[0]!, c.topo.hosts[1]!];
   const linen = c.nodes[0]!;
   await linen.start();

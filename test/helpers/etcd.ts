@@ -12,9 +12,7 @@ export { freePort, type EtcdTLS } from '../../lab/etcd.js';
 export type EtcdHandle = EtcdServer;
 export type EtcdOptions = EtcdServerOptions;
 
-export interface Teardown {
-  teardown(fn: () => void | Promise<void>): void;
-}
+import type { Teardown } from './netns.js';
 
 export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<EtcdHandle> {
   const server = await startEtcdServer(opts);

@@ -53,6 +53,8 @@ export interface EtcdServer {
   restart(opts?: { wipe?: boolean }): Promise<void>;
   /** etcdctl against this member (in its namespace); resolves stdout. */
   ctl(...args: string[]): Promise<string>;
+  /** `etcdctl txn` with no compares and `ops` (e.g. "put k v", "del k"; at most 128) as the success branch. */
+  txn(ops: string[]): Promise<string>;
   /** The last of what etcd wrote to stderr. */
   logs(): string;
   /** Kills it and removes its data. Idempotent. */
@@ -137,14 +139,18 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
     });
   };
 
-  const ctl = (...args: string[]): Promise<string> => new Promise<string>((resolve, reject) => {
+  const etcdctl = (args: string[], input?: string): Promise<string> => new Promise<string>((resolve, reject) => {
     const tlsArgs = opts.tls ? [`--cacert=${opts.tls.caFile}`, `--cert=${opts.tls.clientCertFile}`, `--key=${opts.tls.clientKeyFile}`] : [];
     const [cmd, argv] = inNs(opts.ns, ETCDCTL, [`--endpoints=${clientURL}`, ...tlsArgs, ...args]);
-    execFile(cmd, argv, { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 15_000 }, (e, stdout, errout) => {
+    const child = execFile(cmd, argv, { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 15_000, killSignal: 'SIGKILL' }, (e, stdout, errout) => {
       if (e !== null) reject(new Error(`etcdctl ${args.join(' ')}: ${e.message}\n${errout}`));
       else resolve(stdout);
     });
+    if (input !== undefined) child.stdin?.end(input);
   });
+  const ctl = (...args: string[]): Promise<string> => etcdctl(args);
+  // etcdctl txn reads compares, then success ops, then failure ops, each block ended by a blank line.
+  const txn = (ops: string[]): Promise<string> => etcdctl(['txn'], `\n${ops.join('\n')}\n\n\n`);
 
   const waitHealthy = async (): Promise<void> => {
     const took = await waitFor(async () => {
@@ -189,6 +195,7 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
       await waitHealthy();
     },
     ctl,
+    txn,
     logs: () => stderr,
     async destroy() {
       if (destroyed) return;

@@ -11,12 +11,12 @@
 // spread (min/max), and each contender's ratio to kernel VXLAN measured in the same run.
 // A contender that fails to start is recorded as failed with its error, and the suite goes on.
 
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 
 import { hostGwContender, kernelVxlanContender, startContender, type Contender, type ContenderHandle } from './contenders.js';
 import { linenContender } from './linen.js';
+import { sh } from '../lab/netns.js';
 import { buildTopology, type Topology } from '../lab/topology.js';
 import { iperfTcp, iperfUdp, ping, type CpuUsage, type IperfTcpResult, type IperfUdpResult, type PingResult } from '../lab/traffic.js';
 
@@ -169,9 +169,10 @@ export interface SuiteResults {
 
 import { repoRoot } from '../src/dataplane/native.js';
 
+/** A command's trimmed stdout, or '' when it fails. */
 function tryRun(cmd: string, args: string[], cwd?: string): string {
   try {
-    return execFileSync(cmd, args, { encoding: 'utf8', cwd, timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+    return sh(cmd, args, { cwd, timeout: 10_000 }).trim();
   } catch {
     return '';
   }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { testCluster } from '../helpers/cluster.js';
 import { ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
 import { ping } from '../../lab/traffic.js';
-import { Metrics, etcdLeases, waitFor } from '../helpers/reliability.js';
+import { Metrics, etcdLeases, startIperf, waitFor } from '../helpers/reliability.js';
 
 async function allReachable(t: Test, c: Cluster, pairs: [number, number][]): Promise<void> {
   const results = await Promise.all(pairs.map(([a, b]) => c.reachable(a, b, 3)));
@@ -168,23 +168,16 @@ t.test('etcd down for 30 s during a transfer: forwarding goes on; a new peer is 
   await c.nodes[0].start();
   await c.nodes[1].start();
   const [a, b] = c.nodes;
-  const server = spawn('ip', ['netns', 'exec', b.host.pod.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
-  t.teardown(() => { server.kill('SIGKILL'); });
-  await sleep(500);
-  const client = spawn('ip', ['netns', 'exec', a.host.pod.ns, 'iperf3', '-c', b.podIp ?? '', '-t', '40', '-i', '5', '-J'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  t.teardown(() => { client.kill('SIGKILL'); });
-  let json = '';
-  client.stdout.on('data', (d: Buffer) => { json += d.toString(); });
-  const done = new Promise((res) => client.on('exit', res));
+  const iperf = await startIperf(a, b, { seconds: 40, interval: 5 });
+  t.teardown(() => iperf.kill());
   await sleep(3000);
   await c.etcd.stop();
   await sleep(30000);
   await c.etcd.start();
-  await done;
-  const report = JSON.parse(json) as { intervals: { sum: { bytes: number } }[]; end: { sum_received: { bytes: number } } };
-  const empty = report.intervals.filter((i) => i.sum.bytes === 0).length;
+  const report = await iperf.done;
+  const empty = report.intervals.filter((bytes) => bytes === 0).length;
   t.equal(empty, 0, `all ${report.intervals.length} 5-second intervals carried data`);
-  t.ok(report.end.sum_received.bytes > 0);
+  t.ok(report.bytes > 0);
   t.ok(a.alive() && b.alive(), 'both nodes kept running');
   t.match(a.log(), /etcd unreachable/, 'the outage is logged');
   await c.nodes[2].start();

@@ -18,7 +18,7 @@ import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../..
 import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../lab/kernel.js';
 import { transfer } from '../helpers/transfer.js';
 import { ping, type PingResult } from '../../lab/traffic.js';
-import { Metrics, etcdLeases, waitFor } from '../helpers/reliability.js';
+import { Metrics, etcdLeases, snmp, waitFor } from '../helpers/reliability.js';
 
 const UDP_PEER = fileURLToPath(new URL('../fixtures/udp-peer.py', import.meta.url));
 const BRIDGE_CNI = '/usr/lib/cni/bridge';
@@ -119,10 +119,7 @@ async function capture(t: Test, ns: string, dev: string, filter: string, during:
 
 /** TCP InCsumErrors of a namespace (/proc/net/snmp): segments its stack dropped for a bad checksum. */
 function tcpInCsumErrors(ns: string): number {
-  const snmp = execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' });
-  const [names, values] = snmp.split('\n').filter((l) => l.startsWith('Tcp:')).map((l) => l.split(/\s+/));
-  const i = names?.indexOf('InCsumErrors') ?? -1;
-  return i < 0 ? 0 : Number(values?.[i] ?? 0);
+  return snmp(ns)['Tcp.InCsumErrors'] ?? 0;
 }
 
 const hasEthtool = ['/usr/sbin/ethtool', '/sbin/ethtool', '/usr/bin/ethtool'].some((p) => existsSync(p));

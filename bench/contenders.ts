@@ -49,7 +49,8 @@ export async function startContender<H extends ContenderHandle>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernel contenders (no linen code)
+// Kernel contenders (no linen code; the linen ones are in bench/linen.ts, the suite's list in
+// bench/suite.ts)
 
 export interface KernelContenderOptions {
   /** Underlay MTU the topology is built with; default 1500. */
@@ -104,35 +105,4 @@ export function kernelVxlanContender(opts: KernelVxlanContenderOptions = {}): Ke
       };
     },
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// linen contenders: NOT IMPLEMENTED HERE. To be added (linen-udp, linen-vxlan, offloads on/off,
-// dgram engine) through the same interface. Sketch of what each one's setup(topo) does:
-//
-//   1. For each host h in topo.hosts, write a static peers file (one entry per other host:
-//      subnet h'.podSubnet, public IP h'.underlayIP, VtepMAC for VXLAN) in a temp dir.
-//   2. Start linend inside the host namespace, tracked by the topology so destroy() kills it:
-//        const child = topo.spawn(h.ns, process.execPath,
-//          ['dist/src/cli.js', '--static-peers', file, '--iface', h.underlayDev, ...flags]);
-//      (topo.spawn uses `ip netns exec`, which execs: child.pid is linend's own pid.)
-//   3. Wait until it is ready (e.g. its TUN/route exists or /readyz answers) with a deadline.
-//   4. Return { stop: kill the children (SIGTERM, then SIGKILL after a deadline) and remove the
-//      temp dir, pids: () => child pids (for CPU seconds per gigabit), info }.
-//   tunnelMtu: 1472 for UDP (flannel: MTU − 28), 1450 for VXLAN.
-//   A kernel node for interop is configureKernelVxlanNode() in lab/kernel.ts.
-//
-// Register them in contenderFactories below.
-// ---------------------------------------------------------------------------------------------
-
-/** Every known contender by name (linen contenders are to be added here). */
-export const contenderFactories: Record<string, (opts?: KernelVxlanContenderOptions) => Contender> = {
-  'host-gw': hostGwContender,
-  'kernel-vxlan': kernelVxlanContender,
-  // 'linen-udp': ..., 'linen-vxlan': ..., 'linen-vxlan-nooffload': ..., 'linen-udp-dgram': ...
-};
-
-/** The contenders that need no linen code. */
-export function kernelContenders(opts: KernelContenderOptions = {}): Contender[] {
-  return [hostGwContender(opts), kernelVxlanContender(opts)];
 }

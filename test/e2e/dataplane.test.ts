@@ -4,7 +4,7 @@ import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { MB, BIG, withLinen, pingAndTransfer } from '../helpers/dataplane.js';
 import { ping } from '../../lab/traffic.js';
-import { transfer } from '../helpers/transfer.js';
+import { transfer } from '../../lab/transfer.js';
 
 for (const mode of ['udp', 'vxlan'] as const) {
   for (const offload of ['on', 'off'] as const) {

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { testCluster } from '../helpers/cluster.js';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../lab/kernel.js';
-import { transfer } from '../helpers/transfer.js';
+import { transfer } from '../../lab/transfer.js';
 import { ping, type PingResult } from '../../lab/traffic.js';
 import { Metrics, etcdLeases, snmp, waitFor } from '../helpers/reliability.js';
 

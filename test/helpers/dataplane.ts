@@ -3,7 +3,7 @@ import type { Test } from 'tap';
 import { buildTopology, type Topology } from '../../lab/topology.js';
 import { linenTunnelMtu, startStaticLinen, type StaticLinen, type StaticLinenOptions } from '../../lab/linend.js';
 import { ping } from '../../lab/traffic.js';
-import { transfer } from './transfer.js';
+import { transfer } from '../../lab/transfer.js';
 
 export const MB = 1 << 20;
 export const BIG = Number(process.env.LINEN_E2E_BYTES ?? 200 * MB);

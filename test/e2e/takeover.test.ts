@@ -12,10 +12,12 @@ import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { configureKernelVxlanNode, randomVtepMac, subnetNetworkAddress, type KernelVxlanNode, type VxlanPeer } from '../../bench/kernel.js';
-import type { HostInfo } from '../../bench/topology.js';
-import { ping } from '../helpers/ping.js';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { configureKernelVxlanNode, subnetNetworkAddress, type KernelVxlanNode, type VxlanPeer } from '../../lab/kernel.js';
+import type { HostInfo } from '../../lab/topology.js';
+import { ping } from '../../lab/traffic.js';
+import { randomVtepMAC } from '../../src/backend/index.js';
+import { formatMAC } from '../../src/net.js';
 import { Metrics, waitFor } from '../helpers/reliability.js';
 
 const UDP_PEER = fileURLToPath(new URL('../fixtures/udp-peer.py', import.meta.url));
@@ -183,7 +185,7 @@ function stepTimes(log: string, steps: string[]): string {
 const fmtGap = (g: Gap): string => `${g.seconds.toFixed(1)} s (${g.missing} of ${g.sent} replies missing, longest run ${g.longestS.toFixed(1)} s)`;
 
 async function reaches(ns: string, ip: string, timeoutMs = 20000): Promise<boolean> {
-  return (await waitFor(async () => (await ping(ns, ip, { count: 1 })).ok, timeoutMs, 100)) >= 0;
+  return (await waitFor(async () => (await ping({ from: { ns }, to: ip, count: 1 })).ok, timeoutMs, 100)) >= 0;
 }
 
 async function buildThree(t: Test, backend: 'udp' | 'vxlan'): Promise<Cluster> {
@@ -206,7 +208,7 @@ t.test('vxlan: linend takes over a flanneld node (kernel flannel.1 left behind) 
   const [hA, hB, hC] = [c.topo.hosts[0]!, c.topo.hosts[1]!, c.topo.hosts[2]!];
   const [nodeA, nodeC] = [c.nodes[0]!, c.nodes[2]!];
   const [subnetA, subnetB] = [hA.podSubnet, hB.podSubnet];
-  const [macA, macB] = [randomVtepMac(), randomVtepMac()];
+  const [macA, macB] = [formatMAC(randomVtepMAC()), formatMAC(randomVtepMAC())];
 
   // etcd as two flanneld VXLAN nodes left it, then linen on C allocates its own subnet.
   await putFlannelLease(c, subnetA, vxlanLease(hA.underlayIP, macA));
@@ -279,7 +281,7 @@ t.test('vxlan: linend takes over a flanneld node (kernel flannel.1 left behind) 
   await pingersRunning(t, backB, backC);
   t.equal(await nodeA.stop('SIGTERM'), 0, 'linend on A exits 0');
   t.equal(linkKind(c, hA, 'flannel.1'), null, 'flannel.1 gone with linend');
-  const macA2 = randomVtepMac();
+  const macA2 = formatMAC(randomVtepMAC());
   const kA = await kernelNode(hA, subnetA, macA2);
   t.teardown(() => kA.destroy());
   await putFlannelLease(c, subnetA, vxlanLease(hA.underlayIP, macA2));

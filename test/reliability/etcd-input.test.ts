@@ -6,7 +6,7 @@
 // routes its own subnet (or part of it) anywhere else, and the pods keep reaching each other.
 import t from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { bothWays, metrics, waitFor } from '../helpers/reliability.js';
 
 t.setTimeout(180_000);

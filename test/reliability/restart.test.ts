@@ -7,9 +7,9 @@
 import t from 'tap';
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildCluster, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { namespacePids } from '../../bench/topology.js';
-import { transfer } from '../helpers/transfer.js';
+import { buildCluster, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { namespacePids } from '../../lab/netns.js';
+import { transfer } from '../../lab/transfer.js';
 import { LONG, bothWays, etcdLeases, fdDiff, fdsAtRest, metrics, pidOf, startIperf, threadCount, waitFor } from '../helpers/reliability.js';
 
 const CYCLES = LONG ? 50 : 8;

@@ -518,7 +518,7 @@ export function usage(program = 'linend'): string {
     '',
     'Environment: every flag not given on the command line is read from FLANNELD_<FLAG> (linen',
     "flags: LINEN_<FLAG>), upper case with '-' turned into '_', e.g. FLANNELD_ETCD_ENDPOINTS,",
-    'FLANNELD_IP_MASQ=true, LINEN_QUEUES=4. The command line wins. --version is read from the command line only.',
+    'FLANNELD_IP_MASQ=true, LINEN_QUEUES=4. The command line wins; --version is read from it only.',
     '',
   );
   return lines.join('\n');

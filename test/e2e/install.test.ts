@@ -121,7 +121,7 @@ t.test('npm pack, install without a compiler, linend forwards between two hosts'
   const smoke = join(root, 'test', 'fixtures', 'addon-smoke.mjs');
   interface Smoke { arch: string; node: string; path: string; abi: number; sent: number; received: { text: string }[]; eventfd: { ready: number; drained: number }; badClose: { code: string } | null }
   const check = (r: Smoke, arch: string): void => {
-    t.equal(r.arch, arch);
+    t.equal(r.arch, arch, `${arch}: that Node runs as ${arch}`);
     t.match(r.path, `prebuilds/linux-${arch}/linen.glibc.node`, `${arch}: node-gyp-build picked the ${arch} prebuild`);
     t.equal(r.sent, 3, `${arch}: udpSendBatch sent 3 datagrams`);
     t.same(r.received.map((x) => x.text), ['one', 'two', 'three'].map((s) => `linen ${arch} ${s}`), `${arch}: udpRecvBatch got them`);

@@ -196,7 +196,14 @@ let cached: NativeIO | undefined;
 export function loadNative(): NativeIO {
   if (cached) return cached;
   const path = nativeAddonPath();
-  const io = require(path) as NativeIO;
+  let io: NativeIO;
+  try {
+    io = require(path) as NativeIO;
+  } catch (e) {
+    // e.g. a prebuild linked against a newer glibc than this system's.
+    throw new Error(`linen: cannot load the native addon ${path}: ${(e as Error).message}; ` +
+      `build one for this system (needs gcc, make, python3 and Node's headers): cd ${repoRoot()} && npx node-gyp rebuild`);
+  }
   const v = io.abiVersion();
   if (v !== NATIVE_ABI_VERSION) {
     throw new Error(`linen: native addon ${path} has ABI ${v}, expected ${NATIVE_ABI_VERSION}; rebuild it (npm run build)`);

@@ -76,7 +76,7 @@ t.test('npm pack, install without a compiler, linend forwards between two hosts'
   const names = listing.map((l) => l.split(/\s+/).pop() ?? '');
   t.comment(`tarball: ${names.length} files, packed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   for (const want of ['package/dist/src/cli.js', 'package/dist/wasm/linen.wasm', 'package/binding.gyp',
-    'package/native/linen_io.c', 'package/prebuilds/linux-x64/linen.glibc.node', 'package/prebuilds/linux-arm64/linen.glibc.node']) {
+    'package/native/linen_io.c', 'package/native/linen_abi.h', 'package/prebuilds/linux-x64/linen.glibc.node', 'package/prebuilds/linux-arm64/linen.glibc.node']) {
     t.ok(names.includes(want), `the tarball carries ${want}`);
   }
   t.same(names.filter((n) => /^package\/(test|bench|demo|assembly|src|scripts)\/|\.ts$|\.map$/.test(n)), [],

@@ -6,7 +6,8 @@
 // reachability matrix, a short iperf3 figure and the counters that moved; then tears it all
 // down (also on Ctrl-C or failure), unless --keep.
 import { parseArgs } from 'node:util';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, HEALTH_PORT, type Cluster } from '../lab/cluster.js';
 import { ETCD } from '../lab/etcd.js';
 import { etcdLeases } from '../lab/leases.js';
@@ -101,12 +102,18 @@ async function main(): Promise<number> {
     cluster = null;
     if (c) await c.destroy();
   };
+  // Stays registered (not once) until the process exits: the topology's own handler
+  // (bench/topology.ts) hands a signal on only when nobody else listens for it, and a second
+  // Ctrl-C must not cut the tear-down short either.
+  let interrupted = false;
   const onSignal = (): void => {
+    if (interrupted) return;
+    interrupted = true;
     process.stdout.write('\nInterrupted: tearing down\n');
     void teardown().finally(() => process.exit(130));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     cluster = await buildCluster({ hosts, backend, start: false });
     const c = cluster;
@@ -171,7 +178,18 @@ async function main(): Promise<number> {
       console.log(`\nExec into a pod:   ip netns exec ${pods[0].ns} bash      (pods: ${pods.map((p) => p.ns).join(' ')})`);
       console.log(`Talk to etcd:      ip netns exec ${c.topo.bridgeNs} etcdctl --endpoints=${c.etcdEndpoint} get --prefix ${ETCD_PREFIX}`);
       console.log(`linend metrics:    ip netns exec ${c.nodes[0].host.ns} curl -s http://127.0.0.1:${HEALTH_PORT}/metrics`);
-      console.log('\nPress Ctrl-C to tear everything down.');
+      // linend's stderr goes to this process; from now on it is copied to a file per host too.
+      const dir = dirname(c.nodes[0].subnetFile);
+      for (const n of c.nodes) {
+        const file = join(dir, `linend-host${n.index + 1}.log`);
+        writeFileSync(file, n.log());
+        n.process?.stderr?.on('data', (d: Buffer) => appendFileSync(file, d));
+        console.log(`host${n.index + 1} linend log:  ${file}`);
+      }
+      console.log(`Cluster files:     ${dir}`);
+      console.log(`etcd data:         ${c.etcd.dataDir}`);
+      console.log(`\nTo tear everything down (and remove those files): Ctrl-C here, or from another shell:`);
+      console.log(`  kill -INT ${process.pid}`);
       await new Promise(() => undefined);
     }
     step('Tearing down');

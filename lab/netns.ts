@@ -145,10 +145,11 @@ function installHooks(): void {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     const handler = (): void => {
       cleanupAll();
-      // Hand the signal on: without our listener, the remaining listeners (or the default
-      // action, when there are none) decide what happens, as if we had never been here.
+      // Hand the signal on only when nobody else listens: the others got this same signal and
+      // decide when the process ends (the demo tears down asynchronously first); raising it
+      // again would end the process under them. With no listener left, the default action.
       process.removeListener(sig, handler);
-      process.kill(process.pid, sig);
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
     };
     process.on(sig, handler);
   }

@@ -16,6 +16,9 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
+# npm pack builds the arm64 prebuild; the install test loads it with arm64 Node under qemu-user.
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: linen needs these Debian packages: ${need[*]}; run as root or install them" >&2
@@ -27,6 +30,7 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+if [ "$(id -u)" = 0 ]; then bash scripts/arm64-node.sh >/dev/null; fi
 
 # npm ci only when the lock file changed since the last install.
 stamp=node_modules/.linen-lock

@@ -121,7 +121,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
   registry.onConnectionChange((s) => {
-    if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); forwarding continues with the last known peers`);
+    if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); ${engine === null ? 'forwarding starts once it answers' : `forwarding continues with the ${peers?.size ?? 0} last known peer(s)`}`);
     else if (s.state === 'connected') log.info('etcd connection established');
   });
   try {

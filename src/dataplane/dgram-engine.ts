@@ -9,7 +9,7 @@ import { loadNative, type NativeIO } from './native.js';
 import { Core } from './core.js';
 import { DescriptorView, checkAddonLayout } from './descriptors.js';
 import { formatIPv4, parseIPv4 } from '../net.js';
-import { IO_STATS, routeKey, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type IoStat, type PeerRoute } from './engine.js';
+import { IO_STATS, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type IoStat, type RouteSource, type SlottedRoute } from './engine.js';
 
 const MAX_PACKET = 65535;
 
@@ -17,7 +17,8 @@ export class DgramEngine implements Engine {
   readonly name = 'dgram' as const;
   private readonly io: NativeIO;
   private readonly core: Core;
-  private readonly routes = new Map<string, PeerRoute>();
+  readonly routeCapacity: number;
+  readonly peerSlots = 0; // the core's own per-route counters are read directly
   private tunFd = -1;
   private socket: Socket | null = null;
   private running = false;
@@ -25,7 +26,7 @@ export class DgramEngine implements Engine {
   private readonly readBuf = Buffer.alloc(MAX_PACKET);
   private readonly desc: DescriptorView;
 
-  constructor(private readonly opts: EngineOptions) {
+  constructor(private readonly opts: EngineOptions, private readonly source: RouteSource) {
     this.io = loadNative();
     this.core = new Core({
       mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr, subnetLen: opts.subnetLen,
@@ -33,6 +34,7 @@ export class DgramEngine implements Engine {
     });
     checkAddonLayout(this.io.layout, this.core.layout);
     this.desc = new DescriptorView(this.core.memory.buffer, this.core.layout);
+    this.routeCapacity = this.core.layout.MAX_ROUTES;
   }
 
   async start(): Promise<EngineFeatures> {
@@ -107,20 +109,18 @@ export class DgramEngine implements Engine {
     }
   }
 
-  setRoute(route: PeerRoute): void {
+  setRoute({ route }: SlottedRoute): void {
     this.core.setRoute(route.net, route.len, route.publicIp, route.mac);
-    this.routes.set(routeKey(route.net, route.len), route);
   }
 
-  removeRoute(net: number, len: number): void {
-    this.core.removeRoute(net, len);
-    this.routes.delete(routeKey(net, len));
+  removeRoute({ route }: SlottedRoute): void {
+    this.core.removeRoute(route.net, route.len);
   }
 
   stats(): EngineStats {
     return {
       counters: this.core.counters(),
-      peers: [...this.routes.values()].flatMap((r) => {
+      peers: [...this.source.routes()].flatMap(({ route: r }) => {
         const c = this.core.peerCounters(r.net, r.len);
         return c ? [{ net: r.net, len: r.len, ...c }] : [];
       }),

@@ -39,8 +39,17 @@ export interface PeerRoute {
   mac?: Uint8Array;
 }
 
-/** The key of a route in an engine's maps: one per (network, prefix length). */
-export const routeKey = (net: number, len: number): string => `${net >>> 0}/${len}`;
+/** A peer route and the per-peer stats slot the peer set gave it (-1: not counted per peer). */
+export interface SlottedRoute {
+  readonly route: PeerRoute;
+  readonly slot: number;
+}
+
+/** Where an engine reads its routes back (the peer set): to fill a (re)started worker's core,
+ * and to name its per-peer counters. An engine keeps no route map of its own. */
+export interface RouteSource {
+  routes(): Iterable<SlottedRoute>;
+}
 
 /** I/O counters an engine keeps beside the core's verdict counters. */
 export const IO_STATS = [
@@ -70,6 +79,7 @@ export interface EngineStats {
   /** Per peer route, for the first PEER_SLOTS routes (see protocol.ts). */
   peers: PeerTraffic[];
   io: Record<IoStat, bigint>;
+  /** Workers running (started and not dead); fewer than the queues while one is restarting. */
   workers: number;
   workerRestarts: number;
 }
@@ -85,9 +95,14 @@ export interface EngineFeatures {
 
 export interface Engine {
   readonly name: 'native' | 'dgram';
+  /** Most peer routes the core holds (its MAX_ROUTES): the peer set never pushes more. */
+  readonly routeCapacity: number;
+  /** Per-peer stats slots, numbered from 0; a route without one is forwarded but not counted. */
+  readonly peerSlots: number;
   start(): Promise<EngineFeatures>;
-  setRoute(route: PeerRoute): void;
-  removeRoute(net: number, len: number): void;
+  /** Adds the route, or replaces the one for the same network. */
+  setRoute(r: SlottedRoute): void;
+  removeRoute(r: SlottedRoute): void;
   stats(): EngineStats;
   /** Brings stats() up to the packets handled so far (workers publish on request). */
   refresh(): Promise<void>;
@@ -99,4 +114,8 @@ export type EngineEvents = {
   workerRestart?: (index: number, reason: string) => void;
   /** A restarted worker is running again (the TUN may have been re-created with it). */
   workerRestarted?: (index: number) => void;
+  /** A worker failed before it was ready; it is started again after retryMs. */
+  workerStartFailed?: (index: number, reason: string, retryMs: number) => void;
+  /** A worker could not apply a control message (a route change); it keeps running. */
+  workerError?: (index: number, reason: string) => void;
 };

@@ -5,7 +5,7 @@ import { configureTun } from '../device/tun.js';
 import type { IPv4Net } from '../net.js';
 import { DgramEngine } from './dgram-engine.js';
 import { NativeEngine } from './native-engine.js';
-import type { Engine, EngineEvents, EngineFeatures } from './engine.js';
+import type { Engine, EngineEvents, EngineFeatures, RouteSource } from './engine.js';
 
 export interface DataplaneOptions {
   backend: Backend;
@@ -17,6 +17,8 @@ export interface DataplaneOptions {
   network: IPv4Net;
   subnet: IPv4Net;
   mac: Uint8Array;
+  /** The peer set: the engine reads its routes from there. */
+  routes: RouteSource;
   events?: EngineEvents;
 }
 
@@ -34,7 +36,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Eng
       o.events?.workerRestarted?.(i);
     },
   };
-  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts) : new NativeEngine(engineOpts, events);
+  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts, o.routes) : new NativeEngine(engineOpts, o.routes, events);
   const features = await engine.start();
   try {
     configureTun(tun);

@@ -1,0 +1,51 @@
+// Test-only knobs, off unless the environment turns them on: the debug endpoints
+// (LINEN_DEBUG_HOOKS=1, answered only to loopback clients) and short lease timings (LINEN_DEBUG_LEASE_TTL_SECONDS,
+// LINEN_DEBUG_RENEW_MARGIN_SECONDS).
+import type { DebugHandler } from './health.js';
+import type { Engine } from './dataplane/engine.js';
+import { NativeEngine } from './dataplane/native-engine.js';
+
+/**
+ * Hooks for the reliability tests, off unless LINEN_DEBUG_HOOKS=1, all on the native engine's
+ * workers: /debug/crash-worker?index=N makes worker N throw (the restart path);
+ * /debug/bad-route?index=N sends it a route its core refuses (a control message that fails);
+ * /debug/fail-worker-starts?index=N&count=K makes its next K starts fail before it is ready.
+ */
+export function debugHooks(engine: () => Engine | null): DebugHandler | undefined {
+  if (process.env.LINEN_DEBUG_HOOKS !== '1') return undefined;
+  const count = (query: URLSearchParams, name: string, dflt: number): number | null => {
+    const n = Number(query.get(name) ?? dflt);
+    return Number.isInteger(n) && n >= 0 && n < 1024 ? n : null;
+  };
+  const ok = (body: string) => ({ status: 200, body });
+  const bad = (body: string) => ({ status: 400, body });
+  return (path, query) => {
+    const e = engine();
+    if (!(e instanceof NativeEngine)) return null;
+    const index = count(query, 'index', 0);
+    if (index === null) return bad('bad index\n');
+    try {
+      if (path === '/debug/crash-worker') { e.crashWorker(index); return ok('crashing\n'); }
+      if (path === '/debug/bad-route') { e.badRouteToWorker(index); return ok('sent\n'); }
+      if (path === '/debug/fail-worker-starts') {
+        const k = count(query, 'count', 1);
+        if (k === null) return bad('bad count\n');
+        e.failWorkerStarts(index, k);
+        return ok('armed\n');
+      }
+    } catch (err) {
+      return bad(`${(err as Error).message}\n`);
+    }
+    return null;
+  };
+}
+
+/** Test-only lease timing (LINEN_DEBUG_LEASE_TTL_SECONDS, LINEN_DEBUG_RENEW_MARGIN_SECONDS). */
+export function debugLeaseTiming(): { leaseTTLSeconds?: number; renewMarginMs?: number } {
+  const ttl = Number(process.env.LINEN_DEBUG_LEASE_TTL_SECONDS ?? '');
+  const margin = Number(process.env.LINEN_DEBUG_RENEW_MARGIN_SECONDS ?? '');
+  return {
+    ...(ttl > 0 ? { leaseTTLSeconds: ttl } : {}),
+    ...(margin > 0 ? { renewMarginMs: margin * 1000 } : {}),
+  };
+}

@@ -104,6 +104,13 @@ t.test('host-gw: adjacent linen and flanneld nodes route to each other; the node
   const links = c.topo.ip(h[0]!.ns, '-o', 'link', 'show');
   t.notMatch(links, /flannel/, 'no flannel0 or flannel.N device');
 
+  // host-gw behind NAT (a PublicIP other than the interface's) is refused at start, as flanneld.
+  const n4 = c.nodes[3]!;
+  await n4.start({ wait: false, args: [`--public-ip=${c.topo.underlayNet.replace(/\.0\/24$/, '.77')}`] });
+  const exited = await waitFor(() => !n4.alive(), 30000, 100);
+  t.ok(exited >= 0, `linend with --public-ip ≠ interface address exits (${exited} ms)`);
+  t.match(n4.log(), /differs from the interface IP .* NAT, which is not supported by the host-gw backend/, 'with flanneld\'s reason');
+
   // Host 4 as a flanneld host-gw node: lease by etcdctl, pod, routes to the adjacent nodes.
   const s4 = await freeSubnet(c);
   await putFlannelLease(c, s4, `{"PublicIP":"${h[3]!.underlayIP}","PublicIPv6":null,"BackendType":"host-gw"}`);

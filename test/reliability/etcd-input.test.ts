@@ -1,12 +1,12 @@
 // Bad input from etcd, written by someone else under <prefix>/subnets while a two-host VXLAN
 // cluster runs: values that are not JSON or have wrong types, keys that are not subnet keys,
-// subnets outside the network, leases overlapping a node's own subnet, and the node's own key
-// rewritten with another PublicIP. Each is skipped with a log line naming the key; linend
-// never crashes, never drops the other peers, never routes its own subnet (or part of it)
-// anywhere else, and the pods keep reaching each other.
+// subnets outside the network, leases overlapping a node's own subnet, the node's own key
+// rewritten with another PublicIP, and a key whose address has host bits set. Each is skipped
+// with a log line naming the key; linend never crashes, never drops the other peers, never
+// routes its own subnet (or part of it) anywhere else, and the pods keep reaching each other.
 import t from 'tap';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
 import { bothWays, metrics, waitFor } from '../helpers/reliability.js';
 
 t.setTimeout(180_000);

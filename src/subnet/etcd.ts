@@ -2,7 +2,8 @@
 // (flannel-compat.md §1.4) so that linen and flanneld nodes can share one etcd:
 //
 //   config      Get(<prefix>/config)
-//   list        Get(<prefix>/subnets, prefix)              (no trailing slash, as flanneld)
+//   list        Get(<prefix>/subnets, prefix)              (no trailing slash, as flanneld), in pages
+//               of LIST_PAGE_KEYS keys at the revision of the first page
 //   create      Grant(ttl); Txn(If Version(key)==0 Then Put(key, json, lease)); Revoke if not
 //   update      Grant(ttl); Put(key, json, lease)           (no compare); Revoke on error
 //   delete      Delete(key)
@@ -27,6 +28,7 @@ import {
   EtcdAuthenticationFailedError,
   EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
+  GRPCResourceExhastedError,
   GRPCUnauthenticatedError,
   GRPCUnavailableError,
   isRecoverableError,
@@ -66,6 +68,8 @@ export interface EtcdRegistryOptions {
   requestTimeoutMs?: number;
   /** While disconnected: how often a fresh client probes etcd, default 1 s (also its deadline). */
   probeIntervalMs?: number;
+  /** Keys per page of the lease listing, default LIST_PAGE_KEYS. */
+  listPageKeys?: number;
   log?: Logger;
 }
 
@@ -76,6 +80,17 @@ export interface CallTimeout {
 }
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+
+/** Keys per page of the lease listing: about 200 KB of ordinary leases. */
+export const LIST_PAGE_KEYS = 1000;
+
+/**
+ * The largest gRPC message linen accepts from etcd. A lease listing is paged and a watch
+ * response carries at most what etcd accepted in one request (--max-request-bytes, 1.5 MiB
+ * by default) per revision, but etcd batches the events of many revisions into one response
+ * while a watch catches up; the 4 MiB default would then cut the stream.
+ */
+export const MAX_RECEIVE_BYTES = 64 << 20;
 
 type Policy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
 
@@ -192,6 +207,7 @@ export class EtcdRegistry implements Registry {
   private client: Etcd3;
   private readonly options: IOptions;
   private readonly probeIntervalMs: number;
+  private readonly listPageKeys: number;
   private probing = false;
   private readonly log: Logger;
   private readonly endpointsText: string;
@@ -219,6 +235,7 @@ export class EtcdRegistry implements Registry {
         // (--grpc-keepalive-min-time) while streams are open, which linen's watches always are.
         'grpc.keepalive_time_ms': 10_000,
         'grpc.keepalive_timeout_ms': 5_000,
+        'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
       },
     };
     const key = opts.keyFile ?? '';
@@ -241,6 +258,7 @@ export class EtcdRegistry implements Registry {
     if (this.username !== '') options.auth = { username: this.username, password: opts.password ?? '' };
     this.options = options;
     this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
+    this.listPageKeys = Math.max(1, opts.listPageKeys ?? LIST_PAGE_KEYS);
     this.client = new Etcd3(options);
   }
 
@@ -314,6 +332,10 @@ export class EtcdRegistry implements Registry {
         e,
       );
     }
+    if (e instanceof GRPCResourceExhastedError) {
+      // An answer larger than the receive limit: etcd is there, asking again the same way fails again.
+      return new RegistryError(`etcd answer too large (${where}): ${msg}`, 'other', e);
+    }
     if (e instanceof GRPCDeadlineExceededError) {
       return new RegistryError(`etcd request timed out (${where}, endpoints ${this.endpointsText}): ${msg}`, 'timeout', e);
     }
@@ -373,19 +395,60 @@ export class EtcdRegistry implements Registry {
     return r.ok ? { lease: r.value } : { skipped: { key, error: r.error } };
   }
 
+  /**
+   * Every lease under <prefix>/subnets, read in pages of at most listPageKeys keys: one
+   * response for a large cluster would exceed gRPC's receive limit (4 MiB by default, about
+   * 22,000 VXLAN leases). The first page fixes the revision and every later page is read at
+   * that same revision, so the listing is one consistent snapshot and the watch that follows
+   * from revision + 1 misses nothing. A page too large for the receive limit (huge values)
+   * is asked again with half the keys. If the revision is compacted away between two pages,
+   * the listing starts over (a few times) at the current revision.
+   */
   async getLeases(): Promise<LeaseList> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.listPaged();
+      } catch (e) {
+        if (!(e instanceof RegistryError && /required revision has been compacted/.test(e.message)) || attempt >= 3) throw e;
+        this.log.warn(`listing ${this.keys.subnets} restarts: its revision was compacted between two pages`);
+      }
+    }
+  }
+
+  private async listPaged(): Promise<LeaseList> {
     const prefix = Buffer.from(this.keys.subnets);
-    const res = await this.call('list', this.keys.subnets, (c) =>
-      c.kv.range({ key: prefix, range_end: prefixEnd(prefix) }),
-    );
+    const end = prefixEnd(prefix);
     const leases: Lease[] = [];
     const skipped: SkippedEntry[] = [];
-    for (const kv of res.kvs) {
-      const r = this.toLease(kv);
-      if ('lease' in r) leases.push(r.lease);
-      else skipped.push(r.skipped);
+    let from = prefix;
+    let revision: number | null = null;
+    let limit = this.listPageKeys;
+    for (;;) {
+      let res;
+      try {
+        res = await this.call('list', this.keys.subnets, (c) =>
+          c.kv.range({ key: from, range_end: end, limit, ...(revision === null ? {} : { revision }) }),
+        );
+      } catch (e) {
+        if (e instanceof RegistryError && e.cause instanceof GRPCResourceExhastedError && limit > 1) {
+          this.log.warn(`a page of ${limit} keys of ${this.keys.subnets} is larger than ${MAX_RECEIVE_BYTES} bytes: asking for ${Math.max(1, Math.floor(limit / 2))}`);
+          limit = Math.max(1, Math.floor(limit / 2));
+          continue;
+        }
+        throw e;
+      }
+      if (revision === null) revision = Number(res.header.revision);
+      for (const kv of res.kvs) {
+        const r = this.toLease(kv);
+        if ('lease' in r) leases.push(r.lease);
+        else skipped.push(r.skipped);
+      }
+      const last = res.kvs[res.kvs.length - 1];
+      if (!res.more || last === undefined) break;
+      from = Buffer.concat([last.key, Buffer.from([0])]); // the next key after the last one
+      limit = this.listPageKeys;
     }
-    return { leases, skipped, revision: Number(res.header.revision) };
+    return { leases, skipped, revision };
   }
 
   async getLease(subnet: IPv4Net): Promise<{ lease: Lease | null; invalid: string | null; revision: number }> {

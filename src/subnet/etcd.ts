@@ -23,6 +23,8 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
+// etcd3's own gRPC library (a dependency of etcd3), for call metadata.
+import { credentials as grpcCredentials, Metadata } from '@grpc/grpc-js';
 import {
   Etcd3,
   EtcdAuthenticationFailedError,
@@ -91,6 +93,22 @@ export const LIST_PAGE_KEYS = 1000;
  * while a watch catches up; the 4 MiB default would then cut the stream.
  */
 export const MAX_RECEIVE_BYTES = 64 << 20;
+
+/**
+ * etcd's "require leader" call metadata (clientv3's WithRequireLeader), sent with every call.
+ * A member cut off from the rest of its cluster then answers "no leader" at once (a
+ * recoverable error: the call goes to the next endpoint) instead of holding the call until
+ * its deadline, and cancels the watches it holds within a few election timeouts instead of
+ * keeping them open without events for as long as the partition lasts.
+ */
+const requireLeader = grpcCredentials.createFromMetadataGenerator((_params, callback) => {
+  const md = new Metadata();
+  md.set('hasleader', 'true');
+  callback(null, md);
+});
+
+/** The error etcd answers on a call (or watch) to a member that has no leader. */
+const isNoLeader = (e: unknown): boolean => e instanceof Error && /no leader/.test(e.message);
 
 type Policy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
 
@@ -208,6 +226,8 @@ export class EtcdRegistry implements Registry {
   private readonly options: IOptions;
   private readonly probeIntervalMs: number;
   private readonly listPageKeys: number;
+  /** Complete lease listings so far (a watch that resumes from its revision needs none). */
+  listings = 0;
   private probing = false;
   private readonly log: Logger;
   private readonly endpointsText: string;
@@ -226,7 +246,7 @@ export class EtcdRegistry implements Registry {
 
     const options: IOptions = {
       hosts: opts.endpoints,
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+      defaultCallOptions: (ctx) => (ctx.isStream ? { credentials: requireLeader } : { deadline: Date.now() + timeout, credentials: requireLeader }),
       faultHandling: { host: () => retryPolicy(0), global: retryPolicy(opts.endpoints.length - 1) },
       grpcOptions: {
         'grpc.initial_reconnect_backoff_ms': 100,
@@ -407,7 +427,10 @@ export class EtcdRegistry implements Registry {
   async getLeases(): Promise<LeaseList> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.listPaged();
+        const list = await this.listPaged();
+        this.listings++;
+        this.log.info(`listed ${list.leases.length} lease(s) under ${this.keys.subnets} at revision ${list.revision}`);
+        return list;
       } catch (e) {
         if (!(e instanceof RegistryError && /required revision has been compacted/.test(e.message)) || attempt >= 3) throw e;
         this.log.warn(`listing ${this.keys.subnets} restarts: its revision was compacted between two pages`);
@@ -606,6 +629,10 @@ export class EtcdRegistry implements Registry {
               r = await ch.next();
             } catch (e) {
               if (!current()) throw new RegistryError(`etcd watch ${what} was cut short by a reconnect`, 'unavailable', e);
+              if (isNoLeader(e)) {
+                // One member lost its cluster: watch again (on another endpoint), etcd is still there.
+                throw new RegistryError(`etcd watch ${what}: the member answering it has no leader: ${(e as Error).message}`, 'unavailable', e);
+              }
               const err = self.mapError('watch', what, e);
               if (err.kind !== 'permission' && err.kind !== 'auth') self.setState('disconnected', err.message);
               throw err;
@@ -625,8 +652,15 @@ export class EtcdRegistry implements Registry {
               // this watch wait silently for a revision it may not reach for a long time.
               const current = Number(res.header.revision);
               if (current + 1 < fromRevision) {
-                yield { kind: 'compacted', compactRevision: current, reason: 'revision-reset' };
-                return;
+                // Or a member that is behind the others (back from a partition, or new and
+                // still catching up): a linearizable read says where the cluster is.
+                const cluster = await self.call('watch', what, (c) => c.kv.range({ key, count_only: true }));
+                const clusterRevision = Number(cluster.header.revision);
+                if (clusterRevision + 1 < fromRevision) {
+                  yield { kind: 'compacted', compactRevision: clusterRevision, reason: 'revision-reset' };
+                  return;
+                }
+                self.log.v(1).info(`etcd watch ${what}: the member is at revision ${current}, behind the cluster (${clusterRevision}); waiting for it to catch up`);
               }
               if (res.events.length === 0) continue;
             }

@@ -99,7 +99,6 @@ t.before(async () => {
   presence = ownKeysPresent(c.nodes);
 });
 t.teardown(async () => {
-  if (process.env.LINEN_DEBUG_DUMP) for (const n of c?.nodes ?? []) (await import('node:fs')).writeFileSync(`/tmp/etcd-members-host${n.index + 1}.log`, n.log());
   await c?.destroy();
   await m?.destroy();
 });

@@ -34,6 +34,8 @@ export interface EtcdMembers {
   leader(): Promise<EtcdMember | null>;
   /** Drops the member's peer traffic in its namespace; returns heal(). */
   partition(m: EtcdMember): { heal(): void };
+  /** Takes the member's link down: nothing reaches it, nothing is reset. Returns heal(). */
+  unplug(m: EtcdMember): { heal(): void };
   /** Removes the member from the cluster, wipes it, and adds a fresh one at the same address. */
   replace(m: EtcdMember): Promise<void>;
   destroy(): Promise<void>;
@@ -117,6 +119,20 @@ export async function startEtcdMembers(c: Cluster, count: number): Promise<EtcdM
           if (healed) return;
           healed = true;
           for (const r of rules) nsExec(m.ns, 'iptables', ['-w', '-D', ...r, '-j', 'DROP']);
+          cut.delete(m);
+        },
+      };
+    },
+    unplug(m) {
+      const dev = `${topo.id}-e${members.indexOf(m) + 1}`;
+      topo.ip(m.ns, 'link', 'set', dev, 'down');
+      cut.add(m);
+      let healed = false;
+      return {
+        heal() {
+          if (healed) return;
+          healed = true;
+          topo.ip(m.ns, 'link', 'set', dev, 'up');
           cut.delete(m);
         },
       };

@@ -17,6 +17,8 @@ const TTL = 20;
 const MARGIN = 12;
 /** Each member's partition: longer than the renewal interval (TTL - MARGIN). */
 const PARTITION_S = 10;
+/** A member's link down: longer than two renewal intervals and gRPC's keepalive (15 s). */
+const UNPLUG_S = 20;
 
 t.setTimeout(300_000);
 
@@ -166,6 +168,33 @@ t.test(`each member in turn cut off from the other two for ${PARTITION_S} s: eve
   t.comment(`figures: partition converge ${figures.join(' ')}`);
   for (const i of [0, 1, 2]) await m.ctl('del', fakePeer(220 + i).key);
   t.ok(await converged(c.nodes, 30_000) >= 0, 'the peers are gone again everywhere');
+});
+
+t.test(`a member unreachable (its link down, connections left hanging) for ${UNPLUG_S} s: new peers routed, leases renewed`, async (t) => {
+  const renewals = (n: ClusterNode): number => [...n.log().matchAll(/Lease renewed/g)].length;
+  const member = m.members[0]!;
+  const before = c.nodes.map(renewals);
+  const cut = m.unplug(member);
+  const start = Date.now();
+  let ms = -1;
+  try {
+    await sleep(1500);
+    const p = fakePeer(225);
+    const wrote = await waitFor(async () => m.ctl('put', p.key, p.value, '--command-timeout=2s').then(() => true, () => false), 30_000, 200);
+    t.ok(wrote >= 0, `${member.name} unreachable: a write through the others succeeds`);
+    ms = await converged(c.nodes, 40_000);
+    t.ok(ms >= 0, `${member.name} unreachable: every node routes the new peer ${ms} ms after it was written`);
+    await sleep(Math.max(0, UNPLUG_S * 1000 - (Date.now() - start)));
+  } finally {
+    cut.heal();
+  }
+  const renewed = c.nodes.map((n, k) => renewals(n) - before[k]!);
+  t.ok(renewed.every((r) => r >= 1), `every node renewed its lease meanwhile (${renewed.join(', ')})`);
+  t.ok(await waitFor(async () => (await m.leader()) !== null && (await m.ctl('endpoint', 'health', '--cluster').then(() => true, () => false)), 30_000, 200) >= 0,
+    `${member.name} is back`);
+  await m.ctl('del', fakePeer(225).key);
+  t.ok(await converged(c.nodes, 30_000) >= 0, 'the peer is gone again everywhere');
+  t.comment(`figures: unplugged ${member.name} for ${UNPLUG_S} s: route_new_peer_ms=${ms} renewals=${renewed.join(',')}`);
 });
 
 t.test('a member replaced by a fresh one (member remove, member add, new data dir): nothing changes for linen', async (t) => {

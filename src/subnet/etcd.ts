@@ -9,6 +9,10 @@
 //   delete      Delete(key)
 //   watch       Watch(<prefix>/subnets, prefix, from rev)    compaction reported, not hidden
 //
+// Every call carries etcd's require-leader metadata (as clientv3's WithRequireLeader): with
+// several endpoints, a member cut off from its cluster refuses calls at once and cancels its
+// watches, so they go to a member that has a leader instead of stalling.
+//
 // Differences, on purpose: listing does not call LeaseTimeToLive for every key (only the own
 // lease's TTL matters, see leaseTimeToLive); the own-key watch is on the exact key, not a
 // prefix; a reused reservation (key without lease) can be rewritten without a lease.
@@ -226,8 +230,7 @@ export class EtcdRegistry implements Registry {
   private readonly options: IOptions;
   private readonly probeIntervalMs: number;
   private readonly listPageKeys: number;
-  /** Complete lease listings so far (a watch that resumes from its revision needs none). */
-  listings = 0;
+  private listed = 0;
   private probing = false;
   private readonly log: Logger;
   private readonly endpointsText: string;
@@ -424,11 +427,16 @@ export class EtcdRegistry implements Registry {
    * is asked again with half the keys. If the revision is compacted away between two pages,
    * the listing starts over (a few times) at the current revision.
    */
+  /** Complete lease listings so far (a watch that resumes from its revision needs none). */
+  get listings(): number {
+    return this.listed;
+  }
+
   async getLeases(): Promise<LeaseList> {
     for (let attempt = 1; ; attempt++) {
       try {
         const list = await this.listPaged();
-        this.listings++;
+        this.listed++;
         this.log.info(`listed ${list.leases.length} lease(s) under ${this.keys.subnets} at revision ${list.revision}`);
         return list;
       } catch (e) {

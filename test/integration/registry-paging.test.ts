@@ -25,6 +25,7 @@ t.test('pages of 3 keys: every lease in key order, bad entries reported, one rev
   t.same(list.skipped.map((s) => s.key), [`${P}/not-a-subnet`], 'the bad key is reported once');
   const rev = JSON.parse(await etcd.ctl('get', `${P}/`, '-w', 'json')) as { header: { revision: number } };
   t.equal(list.revision, rev.header.revision, 'the revision of the snapshot');
+  t.equal(reg.listings, 1, 'counted as one listing, however many pages');
 });
 
 t.test('a writer adding keys while the pages are read: the listing is exactly etcd at its revision', async (t) => {

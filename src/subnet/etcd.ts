@@ -142,6 +142,50 @@ function retryPolicy(retries: number): Policy {
   };
 }
 
+/** How long an endpoint on which a call timed out or found no usable member is passed over. */
+export const STALLED_ENDPOINT_SKIP_MS = 15_000;
+
+/** A call that ran into its deadline, or found the member unusable (down, gone, without leader). */
+const endpointFailed = (e: unknown): boolean => {
+  if (e instanceof GRPCDeadlineExceededError || e instanceof GRPCUnavailableError) return true;
+  const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
+  return code === 4 || code === 14; // DEADLINE_EXCEEDED, UNAVAILABLE (not yet cast by etcd3)
+};
+
+/**
+ * The fault-handling policy of one endpoint. An endpoint on which a call (or a watch stream)
+ * ran into its deadline or found the member unusable (a member whose connection hangs:
+ * unplugged, or its machine frozen; a member down or without leader) is passed over for
+ * STALLED_ENDPOINT_SKIP_MS, so that the next call (a renewal's retry, a watch re-opened) goes
+ * to another member instead of hanging on this one again until gRPC's keepalive or connect
+ * timeout gives up on it. When every endpoint is passed over, none is. `stalled` outlives the
+ * client (it is replaced after every reconnect).
+ */
+function endpointPolicy(host: string, all: readonly string[], stalled: Map<string, number>): Policy {
+  return {
+    get _altReturn(): never {
+      throw new Error('_altReturn is a type-only property');
+    },
+    onSuccess: () => ({ dispose: () => undefined }),
+    onFailure: () => ({ dispose: () => undefined }),
+    async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+      const now = Date.now();
+      if ((stalled.get(host) ?? 0) > now && all.some((h) => (stalled.get(h) ?? 0) <= now)) {
+        // Not called through: etcd3 goes on to the next endpoint.
+        throw new Error(`etcd endpoint ${host} passed over: a call failed on it`);
+      }
+      try {
+        const r = await fn({ signal: signal ?? new AbortController().signal });
+        stalled.delete(host);
+        return r;
+      } catch (e) {
+        if (endpointFailed(e) && all.length > 1) stalled.set(host, Date.now() + STALLED_ENDPOINT_SKIP_MS);
+        throw e;
+      }
+    },
+  };
+}
+
 /** The exclusive end of a prefix range: the prefix with its last byte incremented. */
 export function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
@@ -231,6 +275,8 @@ export class EtcdRegistry implements Registry {
   private readonly probeIntervalMs: number;
   private readonly listPageKeys: number;
   private listed = 0;
+  /** Endpoints passed over until then (ms), after a call timed out on them. */
+  private readonly stalled = new Map<string, number>();
   private probing = false;
   private readonly log: Logger;
   private readonly endpointsText: string;
@@ -250,7 +296,7 @@ export class EtcdRegistry implements Registry {
     const options: IOptions = {
       hosts: opts.endpoints,
       defaultCallOptions: (ctx) => (ctx.isStream ? { credentials: requireLeader } : { deadline: Date.now() + timeout, credentials: requireLeader }),
-      faultHandling: { host: () => retryPolicy(0), global: retryPolicy(opts.endpoints.length - 1) },
+      faultHandling: { host: (h) => endpointPolicy(h, opts.endpoints, this.stalled), global: retryPolicy(opts.endpoints.length - 1) },
       grpcOptions: {
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 5000,

@@ -13,6 +13,7 @@ import { ETCD } from '../lab/etcd.js';
 import { etcdLeases } from '../lab/leases.js';
 import { Metrics } from '../lab/metrics.js';
 import { iperfTcp, reachable, runBounded } from '../lab/traffic.js';
+import { ownSignals } from '../lab/netns.js';
 
 interface Pod { host: number; ns: string; ip: string }
 
@@ -102,9 +103,9 @@ async function main(): Promise<number> {
     cluster = null;
     if (c) await c.destroy();
   };
-  // Stays registered (not once) until the process exits: the topology's own handler
-  // (bench/topology.ts) hands a signal on only when nobody else listens for it, and a second
-  // Ctrl-C must not cut the tear-down short either.
+  // The demo ends itself once its tear-down is done (the lab must not raise the signal again
+  // under it); the handler stays registered so a second Ctrl-C cannot cut the tear-down short.
+  ownSignals();
   let interrupted = false;
   const onSignal = (): void => {
     if (interrupted) return;

@@ -9,10 +9,10 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildTopology, type Topology } from '../../bench/topology.js';
-import { buildCluster, httpIn, HEALTH_PORT } from '../../bench/cluster.js';
-import { linendPath, vtepMacFor } from '../../bench/linen.js';
-import { transfer } from '../helpers/transfer.js';
+import { buildTopology, type Topology } from '../../lab/topology.js';
+import { buildCluster, httpIn, HEALTH_PORT } from '../../lab/cluster.js';
+import { linendPath, linenTunnelMtu, vtepMacFor } from '../../lab/linend.js';
+import { transfer } from '../../lab/transfer.js';
 
 const MiB = 1 << 20;
 const IDLE_MS = 3000;
@@ -47,7 +47,7 @@ const fmt = (m: Memory): string =>
 interface Linend { child: ChildProcess; pid: number; log(): string }
 
 /**
- * Starts linend in ns as a node runs it. Not through bench/linen.ts or bench/cluster.ts: tap's
+ * Starts linend in ns as a node runs it. Not through lab/linend.ts or lab/cluster.ts: tap's
  * process-info hook adds itself to NODE_OPTIONS of every child this test spawns, and loaded
  * into linend and each worker it costs some 35 MB; env -u drops it (env execs node: same pid).
  */
@@ -82,7 +82,7 @@ for (const queues of [1, 2]) {
     const topo = buildTopology({});
     const dir = mkdtempSync(join(tmpdir(), `linen-mem-${topo.id}-`));
     t.teardown(() => { topo.destroy(); rmSync(dir, { recursive: true, force: true }); });
-    topo.setPodMtu(1472);
+    topo.setPodMtu(linenTunnelMtu('udp'));
     const nodes = topo.hosts.map((h, i) => {
       const file = join(dir, `host${i + 1}.json`);
       writeFileSync(file, JSON.stringify({

@@ -39,7 +39,10 @@ let generation: u32 = 1;
 @inline function slotAddr(s: u32): u32 { return ROUTE_HASH + (s << 2); }
 
 export function routesReset(): void {
-  memory.fill(ROUTE_HASH, 0, HASH_SLOTS * 4);
+  // The hash holds exactly routeCount non-zero slots (deletion leaves no tombstones), so an
+  // empty table is already clear: a fresh instance leaves its 1 MiB of hash pages untouched,
+  // out of the process's resident memory.
+  if (routeCount != 0) memory.fill(ROUTE_HASH, 0, HASH_SLOTS * 4);
   memory.fill(lenCount, 0, 33 * 4);
   memory.fill(cache, 0, CACHE_SLOTS * 12);
   nActiveLens = 0;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // linend: flanneld's command line, linen's data path.
+import './heap-limits.js';
 import { readFileSync } from 'node:fs';
 import { createLogger } from './log.js';
 import { parseFlags, FlagError } from './flags.js';

@@ -23,6 +23,7 @@ import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
 import { installTrafficRules, type TrafficRules } from './device/rules.js';
 import { addBlackholeRoute } from './device/tun.js';
 import { notifyReady } from './systemd.js';
+import { controlPlaneMetrics } from './control-metrics.js';
 
 export interface NodeSetup {
   config: NetworkConfig;
@@ -79,7 +80,7 @@ function debugHooks(engine: () => Engine | null): DebugHandler | undefined {
 }
 
 /** The HTTP servers' addresses from the flags. */
-const httpEndpoints = (o: Options) => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort });
+const httpEndpoints = (o: Options) => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort, peerMetricsLimit: o.peerMetricsLimit });
 
 /** Test-only lease timing (LINEN_DEBUG_LEASE_TTL_SECONDS, LINEN_DEBUG_RENEW_MARGIN_SECONDS). */
 function debugLeaseTiming(): { leaseTTLSeconds?: number; renewMarginMs?: number } {
@@ -189,6 +190,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   let engine: Engine | null = null;
   let watcher: LeaseWatcher | null = null;
   let lease: AcquiredLease | null = null;
+  let leaseManager: LeaseManager | null = null;
   let rules: TrafficRules | null = null;
   let removeBlackhole: (() => void) | null = null;
   const peerRoutes: PeerRoutes = { installed: new Map(), overlapping: new Set() };
@@ -198,9 +200,10 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
       { name: 'linen_etcd_connected', help: 'Whether linend is connected to etcd.', type: 'gauge', value: registry.connection().state === 'connected' ? 1 : 0 },
       { name: 'linen_peers', help: 'Peers (other nodes\' leases) with a route.', type: 'gauge', value: installed.size },
       ...[...installed.values()].map((r): Metric => ({
-        name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1,
+        name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1, perPeer: true,
         labels: { subnet: `${formatIPv4(r.net)}/${r.len}`, public_ip: formatIPv4(r.publicIp) },
       })),
+      ...controlPlaneMetrics({ etcd: registry, lease: leaseManager, rules }),
     ];
     if (lease?.expiration) {
       out.push({ name: 'linen_lease_expiration_timestamp_seconds', help: 'When the own subnet lease expires unless renewed.', type: 'gauge', value: Math.floor(lease.expiration / 1000) });
@@ -224,6 +227,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
       renewMarginMs: o.subnetLeaseRenewMargin * 60_000, log: log.child('subnet'), ...debugLeaseTiming(),
       onEvent: (e) => { if (e.type === 'renewed') lease = e.lease; },
     });
+    leaseManager = manager;
     lease = await manager.acquire(config, signal);
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);

@@ -79,7 +79,7 @@ function table(rows: string[][]): string {
 function counters(metrics: string): Map<string, number> {
   const m = new Map<string, number>();
   for (const line of metrics.split('\n')) {
-    const x = /^(linen_(?:packets|peer_packets|io)_total\{[^}]*\}) (\d+)$/.exec(line);
+    const x = /^(linen_(?:packets|events|peer_packets|io_operations|io_errors)_total\{[^}]*\}) (\d+)$/.exec(line);
     if (x) m.set(x[1], Number(x[2]));
   }
   return m;

@@ -16,6 +16,8 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
+# promtool (Debian ships it in the prometheus package): checks /metrics and deploy/alerts.yml.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: linen needs these Debian packages: ${need[*]}; run as root or install them" >&2

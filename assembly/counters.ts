@@ -21,7 +21,9 @@ export enum Verdict {
   NoRoom = 12,
   Unsupported = 13,
   ChecksumCompleted = 14,
-  Count = 15,
+  ForeignDestination = 15,
+  WrongSourcePort = 16,
+  Count = 17,
 }
 
 @inline export function count(dir: u32, v: Verdict, bytes: u32): void {

@@ -7,7 +7,8 @@
 // Nothing here allocates: all state lives at the fixed addresses of ring.ts.
 import {
   BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, D_OFFSET, D_LENGTH,
-  D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, TUNW_SIZE, IOV_SIZE, SEND_CAP, TUNW_CAP, IOV_CAP,
+  D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_SIZE, TW_FIRST, TW_COUNT, IOV_SIZE,
+  IOV_OFFSET, IOV_LENGTH, SEND_CAP, TUNW_CAP, IOV_CAP,
   ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
   SEND_DESC, TUN_WRITES, IOVECS, ZERO_VNET, VNET_SCRATCH, ICMP_AREA, EG_SLOTS, IN_SLOTS,
   SPLIT_AREA, SPLIT_SIZE, SPLIT_PER_PACKET, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END, egressSlot, ingressSlot,
@@ -19,8 +20,8 @@ import {
   ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
 } from './ip';
 import {
-  routeLookup, routeAddr, routesReset, R_PUBLIC_IP, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
-  R_RX_BYTES,
+  routeLookup, routeAddr, routesReset, maskOf, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES,
+  R_RX_PACKETS, R_RX_BYTES,
 } from './routes';
 import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan';
 import { udpFrame } from './udp';
@@ -33,9 +34,12 @@ import {
   CODE_NET_UNREACH, CODE_FRAG_NEEDED, CODE_TTL_EXCEEDED, FLANNEL_ICMP_TTL, ICMP_TTL,
 } from './icmp';
 
+// Every size, address and field offset of the layout (ring.ts, routes.ts), as globals.
 export {
-  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, TUNW_SIZE, IOV_SIZE,
-  SEND_CAP, TUNW_CAP, IOV_CAP, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
+  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, D_OFFSET, D_LENGTH, D_ADDR,
+  D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_SIZE, TW_FIRST, TW_COUNT, IOV_SIZE,
+  IOV_OFFSET, IOV_LENGTH, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
+  R_RX_BYTES, SEND_CAP, TUNW_CAP, IOV_CAP, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
   SEND_DESC, TUN_WRITES, IOVECS, EG_SLOTS, IN_SLOTS, SPLIT_AREA, SPLIT_SIZE, ROUTES, ROUTE_SIZE,
   MAX_ROUTES, REGION_END,
 };
@@ -48,9 +52,15 @@ export const VERDICT_COUNT: u32 = Verdict.Count;
 // virtio_net_hdr flags and GSO types
 const VNET_NEEDS_CSUM: u32 = 1;
 
-// ICMP error budget: a burst of 50, refilled at 1000 per second (Linux's icmp_msgs_per_sec).
+// ICMP error budget per destination (the offending packet's source): a burst of 50, refilled
+// at 1000 per second (Linux's icmp_msgs_per_sec), so one pod's flood cannot use up the path-MTU
+// messages of the others. Sources share ICMP_BUCKETS buckets by a seeded hash: no allocation,
+// and a pod cannot pick addresses that collide with a given victim's bucket.
 const ICMP_BURST: u32 = 50;
 const ICMP_PER_SEC: u32 = 1000;
+const ICMP_BUCKET_BITS: u32 = 10;
+const ICMP_BUCKETS: u32 = 1 << ICMP_BUCKET_BITS;
+const icmpBuckets = memory.data(ICMP_BUCKETS * 8); // [tokens u32, last refill ms u32]
 
 let mode: u32 = MODE_UDP;
 // flanneld's UDP backend counts the tunnel as a hop and decrements the TTL at both ends; the
@@ -67,13 +77,16 @@ const MAX_GSO_BYTES: u32 = 65507;
 let port: u32 = 8285;
 let tunnelMtu: u32 = 1472;
 let localAddr: u32 = 0; // own subnet's network address: source of our ICMP messages
+let localMask: u32 = 0xffffff00; // own subnet's mask: ingress delivers only inside it
+// The cluster network: ICMP errors go only to sources inside it (own subnet included).
+let clusterAddr: u32 = 0;
+let clusterMask: u32 = 0;
+let icmpSeed: u32 = 0;
 
 let nSend: u32 = 0;
 let nTunw: u32 = 0;
 let nIov: u32 = 0;
 let nIcmp: u32 = 0;
-let icmpTokens: u32 = ICMP_BURST;
-let icmpLastMs: u32 = 0;
 let nowMs: u32 = 0;
 
 // Sets up the instance. Must be called before anything else; may be called again to reset.
@@ -101,7 +114,10 @@ export function init(modeValue: u32, useVnetHdr: bool): i32 {
     memory.fill(g, 0, DESC_SIZE);
     store<u32>(g + D_OFFSET, ingressSlot(i) + iRead);
   }
-  icmpTokens = ICMP_BURST;
+  for (let b: u32 = 0; b < ICMP_BUCKETS; b++) {
+    store<u32>(icmpBuckets + b * 8, ICMP_BURST);
+    store<u32>(icmpBuckets + b * 8 + 4, 0);
+  }
   return 0;
 }
 
@@ -109,13 +125,19 @@ export function init(modeValue: u32, useVnetHdr: bool): i32 {
 export function egressReadCapacity(): u32 { return SLOT_STRIDE - HEADROOM + (vnetHdr ? VNET_HDR_LEN : 0); }
 export function ingressReadCapacity(): u32 { return SLOT_STRIDE - HEADROOM + (mode == MODE_VXLAN ? VXLAN_OVERHEAD : 0); }
 
-// Local settings: the UDP port peers listen on, the largest inner packet the tunnel carries,
-// the own subnet's network address (ICMP source), and for VXLAN the VNI, own VTEP MAC and a
-// random seed for flow hashing.
-export function configure(portValue: u32, mtu: u32, local: u32, vni: u32, macHi: u32, macLo: u32, seed: u32): void {
+// Local settings: the UDP port peers listen on (and, in UDP mode, send from), the largest inner
+// packet the tunnel carries, the own subnet (its network address is the ICMP source), the
+// cluster network, and for VXLAN the VNI and own VTEP MAC; the random seed keys the flow and
+// ICMP bucket hashes.
+export function configure(portValue: u32, mtu: u32, local: u32, localLen: u32, cluster: u32, clusterLen: u32,
+                          vni: u32, macHi: u32, macLo: u32, seed: u32): void {
   port = portValue;
   tunnelMtu = mtu;
-  localAddr = local;
+  localMask = maskOf(min(localLen, 32));
+  localAddr = local & localMask;
+  clusterMask = maskOf(min(clusterLen, 32));
+  clusterAddr = cluster & clusterMask;
+  icmpSeed = seed;
   vxlanConfigure(vni, macHi, macLo, seed);
 }
 
@@ -130,13 +152,7 @@ export function routeCounterAddr(index: i32): u32 { return routeAddr(index) + R_
 function beginBatch(now: u32): void {
   nSend = 0; nTunw = 0; nIov = 0; nIcmp = 0; splitUsed = 0;
   mergeReset();
-  let elapsed = now - nowMs;
   nowMs = now;
-  if (elapsed > 0) {
-    let add = <u64>elapsed * ICMP_PER_SEC / 1000;
-    let t = <u64>icmpTokens + add;
-    icmpTokens = t > <u64>ICMP_BURST ? ICMP_BURST : <u32>t;
-  }
 }
 
 // --- outputs ---------------------------------------------------------------------------
@@ -152,8 +168,8 @@ function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u32, src
   store<u16>(d + D_PORT, bswap<u16>(<u16>port));
   store<u16>(d + D_SEGSIZE, <u16>segSize);
   store<u16>(d + D_SRCPORT, <u16>srcPort);
-  store<u32>(d + D_STATUS, 0);
-  store<u16>(d + D_STATUS + 4, 0);
+  store<u16>(d + D_STATUS, 0);
+  store<u32>(d + D_SPARE, 0);
   nSend++;
   return true;
 }
@@ -183,16 +199,28 @@ function emitTun(dir: u32, ip: u32, len: u32): bool {
   return true;
 }
 
-function icmpAllowed(dir: u32): bool {
+// Whether an ICMP error may go to the source of the packet at orig: only inside the cluster
+// network (never to a forged outside address), and within that source's bucket.
+function icmpAllowed(dir: u32, orig: u32): bool {
+  let to = ipSrc(orig);
+  if ((to & clusterMask) != clusterAddr) return false;
   if (nIcmp >= ICMP_CAP) { count(dir, Verdict.NoRoom, 0); return false; }
-  if (icmpTokens == 0) { count(dir, Verdict.IcmpRateLimited, 0); return false; }
-  icmpTokens--;
+  let b = icmpBuckets + ((((to ^ icmpSeed) * 0x9e3779b1) >> (32 - ICMP_BUCKET_BITS)) << 3);
+  let tokens = load<u32>(b);
+  let elapsed = nowMs - load<u32>(b + 4);
+  if (elapsed > 0) {
+    let t = <u64>tokens + <u64>elapsed * ICMP_PER_SEC / 1000;
+    tokens = t > <u64>ICMP_BURST ? ICMP_BURST : <u32>t;
+    store<u32>(b + 4, nowMs);
+  }
+  if (tokens == 0) { count(dir, Verdict.IcmpRateLimited, 0); return false; }
+  store<u32>(b, tokens - 1);
   return true;
 }
 
 // ICMP error written back into the TUN, towards a local sender.
 function icmpToTun(type: u32, code: u32, rest: u32, orig: u32, origLen: u32, ttl: u32): void {
-  if (!icmpAllowed(DIR_EGRESS)) return;
+  if (!icmpAllowed(DIR_EGRESS, orig)) return;
   let out = ICMP_AREA + nIcmp * ICMP_STRIDE + HEADROOM;
   nIcmp++;
   let len = icmpBuild(out, type, code, rest, orig, origLen, localAddr, ttl);
@@ -201,7 +229,7 @@ function icmpToTun(type: u32, code: u32, rest: u32, orig: u32, origLen: u32, ttl
 
 // ICMP error sent through the tunnel to the peer that owns the offending packet's source.
 function icmpToPeer(type: u32, code: u32, rest: u32, orig: u32, origLen: u32, route: u32): void {
-  if (!icmpAllowed(DIR_INGRESS)) return;
+  if (!icmpAllowed(DIR_INGRESS, orig)) return;
   let out = ICMP_AREA + nIcmp * ICMP_STRIDE + HEADROOM;
   nIcmp++;
   let len = icmpBuild(out, type, code, rest, orig, origLen, localAddr, ICMP_TTL);
@@ -362,14 +390,15 @@ export function ingress(n: u32, now: u32, first: u32): u32 {
     let len = load<u32>(d + D_LENGTH);
     if (len > cap) len = cap;
     let src = bswap<u32>(load<u32>(d + D_ADDR));
+    let fromPort = <u32>bswap<u16>(load<u16>(d + D_PORT));
     let seg = <u32>load<u16>(d + D_SEGSIZE);
     if (seg == 0 || seg >= len) {
-      ingressDatagram(off, len, src);
+      ingressDatagram(off, len, src, fromPort);
     } else {
       // UDP GRO handed us several datagrams of seg bytes back to back; the last may be shorter.
       let end = off + len;
       for (let p = off; p < end; p += seg) {
-        ingressDatagram(p, min(seg, end - p), src);
+        ingressDatagram(p, min(seg, end - p), src, fromPort);
       }
     }
   }
@@ -377,9 +406,12 @@ export function ingress(n: u32, now: u32, first: u32): u32 {
   return i;
 }
 
-function ingressDatagram(p: u32, len: u32, outerSrc: u32): void {
+function ingressDatagram(p: u32, len: u32, outerSrc: u32, outerPort: u32): void {
   let ip = p;
   let plen = len;
+  // flanneld's UDP backend sends from the port it listens on; the kernel's VXLAN picks a
+  // source port per flow.
+  if (mode == MODE_UDP && outerPort != port) { count(DIR_INGRESS, Verdict.WrongSourcePort, len); return; }
   if (mode == MODE_VXLAN) {
     if (len < VXLAN_OVERHEAD + 20) { count(DIR_INGRESS, Verdict.Malformed, len); return; }
     let v = vxlanCheck(p);
@@ -394,6 +426,12 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32): void {
   let r = routeLookup(ipSrc(ip));
   if (r < 0 || load<u32>(routeAddr(r) + R_PUBLIC_IP) != outerSrc) {
     count(DIR_INGRESS, Verdict.Spoofed, total);
+    return;
+  }
+  // A peer delivers only to this node's pods: never to other networks (metadata address, the
+  // node's own services, the internet through masquerading) nor to another peer's subnet.
+  if ((ipDst(ip) & localMask) != localAddr) {
+    count(DIR_INGRESS, Verdict.ForeignDestination, total);
     return;
   }
   let route = routeAddr(r);

@@ -2,8 +2,10 @@
 //
 // Everything lives at fixed addresses in a fixed-size linear memory (initial == maximum, never
 // grown), so the native addon can keep one base pointer for the life of the instance.
-// The authoritative description is docs/memory-abi.md; the shell reads these values from the
-// module's exported globals, never from a second copy.
+// This file is the one source of the layout: the module exports every value below as a global;
+// the shell reads them from the instance, and the native addon's C header
+// (native/linen_abi.h) is generated from those exports by scripts/gen-abi-header.mjs.
+// docs/memory-abi.md describes it.
 
 // Packets handled per egress() or ingress() call: one TUN read burst or one recvmmsg.
 export const BATCH: u32 = 64;
@@ -36,11 +38,16 @@ export const D_PORT: u32 = 12;
 export const D_SEGSIZE: u32 = 14;
 export const D_SRCPORT: u32 = 16;
 export const D_STATUS: u32 = 18;
+export const D_SPARE: u32 = 20;
 
 // TUN write (8 bytes): the iovecs [first, first + count) of the iovec table, written with one
 // writev(). Iovec (8 bytes): u32 offset, u32 length.
 export const TUNW_SIZE: u32 = 8;
+export const TW_FIRST: u32 = 0;
+export const TW_COUNT: u32 = 4;
 export const IOV_SIZE: u32 = 8;
+export const IOV_OFFSET: u32 = 0;
+export const IOV_LENGTH: u32 = 4;
 
 export const SEND_CAP: u32 = 512;
 export const TUNW_CAP: u32 = 256;
@@ -84,14 +91,14 @@ export const REGION_END: u32 = ROUTE_HASH + HASH_SLOTS * 4;
 // TUN write w gathers the n iovecs from index iov on.
 @inline export function setTunWrite(w: u32, iov: u32, n: u32): void {
   let tw = TUN_WRITES + w * TUNW_SIZE;
-  store<u32>(tw, iov);
-  store<u32>(tw + 4, n);
+  store<u32>(tw + TW_FIRST, iov);
+  store<u32>(tw + TW_COUNT, n);
 }
 
 @inline export function setIovec(i: u32, addr: u32, len: u32): void {
   let v = IOVECS + i * IOV_SIZE;
-  store<u32>(v, addr);
-  store<u32>(v + 4, len);
+  store<u32>(v + IOV_OFFSET, addr);
+  store<u32>(v + IOV_LENGTH, len);
 }
 
 // Fills TUN write w with two iovecs from index iov on: a header (the virtio_net_hdr) and a packet.

@@ -32,7 +32,7 @@ let freeHead: i32 = -1;
 let generation: u32 = 1;
 
 @inline export function routeAddr(i: i32): u32 { return ROUTES + <u32>i * ROUTE_SIZE; }
-@inline function maskOf(len: u32): u32 { return len == 0 ? 0 : (0xffffffff << (32 - len)); }
+@inline export function maskOf(len: u32): u32 { return len == 0 ? 0 : (0xffffffff << (32 - len)); }
 @inline function home(net: u32, len: u32): u32 {
   return ((net ^ (len * 0x9e3779b9)) * 0x85ebca6b) >> (32 - HASH_BITS);
 }

@@ -1,16 +1,17 @@
 // What the benchmark compares: each contender makes pod-to-pod traffic flow across the
-// topology (bench/topology.ts) in its own way and undoes it on stop().
+// topology (lab/topology.ts) in its own way and undoes it on stop().
 //
 //   const topo = buildTopology();
 //   const h = await startContender(kernelVxlanContender(), topo);   // sets the pod MTU, then setup()
-//   ... measure (bench/traffic.ts), with cpuPids = h.pids() ...
+//   ... measure (lab/traffic.ts), with cpuPids = h.pids() ...
 //   await h.stop(); topo.destroy();
 //
 // Contenders run one at a time on a topology; stop() must leave it as built (pods unreachable
 // from each other), so the next contender starts from the same state.
 
-import { setupHostGw, setupKernelVxlan, VXLAN_OVERHEAD, type KernelVxlanNode } from './kernel.js';
-import type { Topology } from './topology.js';
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHEAD } from '../src/config.js';
+import { setupHostGw, setupKernelVxlan, type KernelVxlanNode } from '../lab/kernel.js';
+import type { Topology } from '../lab/topology.js';
 
 export interface ContenderHandle {
   /** Undoes everything setup() did (kills its processes, removes its devices and routes). Idempotent. */
@@ -18,7 +19,7 @@ export interface ContenderHandle {
   /**
    * PIDs of the userspace dataplane processes (one per host) whose CPU time is charged to this
    * contender: "CPU seconds per gigabit". Empty for kernel paths (their cost is softirq time:
-   * see systemCpu in bench/traffic.ts).
+   * see systemCpu in lab/traffic.ts).
    */
   pids(): number[];
   /** Details for the report (e.g. VTEP MACs, device names). */
@@ -48,7 +49,8 @@ export async function startContender<H extends ContenderHandle>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernel contenders (no linen code)
+// Kernel contenders (no linen code; the linen ones are in bench/linen.ts, the suite's list in
+// bench/suite.ts)
 
 export interface KernelContenderOptions {
   /** Underlay MTU the topology is built with; default 1500. */
@@ -90,7 +92,7 @@ export function kernelVxlanContender(opts: KernelVxlanContenderOptions = {}): Ke
   const mtu = (opts.underlayMtu ?? 1500) - VXLAN_OVERHEAD;
   return {
     name: 'kernel-vxlan',
-    description: `Linux kernel VXLAN as flanneld configures it (flannel.${opts.vni ?? 1}, port ${opts.port ?? 8472}, MTU ${mtu})`,
+    description: `Linux kernel VXLAN as flanneld configures it (flannel.${opts.vni ?? VXLAN_DEFAULT_VNI}, port ${opts.port ?? VXLAN_DEFAULT_PORT}, MTU ${mtu})`,
     tunnelMtu: mtu,
     async setup(topo) {
       const mesh = setupKernelVxlan(topo, { vni: opts.vni, port: opts.port });
@@ -103,35 +105,4 @@ export function kernelVxlanContender(opts: KernelVxlanContenderOptions = {}): Ke
       };
     },
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// linen contenders: NOT IMPLEMENTED HERE. To be added (linen-udp, linen-vxlan, offloads on/off,
-// dgram engine) through the same interface. Sketch of what each one's setup(topo) does:
-//
-//   1. For each host h in topo.hosts, write a static peers file (one entry per other host:
-//      subnet h'.podSubnet, public IP h'.underlayIP, VtepMAC for VXLAN) in a temp dir.
-//   2. Start linend inside the host namespace, tracked by the topology so destroy() kills it:
-//        const child = topo.spawn(h.ns, process.execPath,
-//          ['dist/src/cli.js', '--static-peers', file, '--iface', h.underlayDev, ...flags]);
-//      (topo.spawn uses `ip netns exec`, which execs: child.pid is linend's own pid.)
-//   3. Wait until it is ready (e.g. its TUN/route exists or /readyz answers) with a deadline.
-//   4. Return { stop: kill the children (SIGTERM, then SIGKILL after a deadline) and remove the
-//      temp dir, pids: () => child pids (for CPU seconds per gigabit), info }.
-//   tunnelMtu: 1472 for UDP (flannel: MTU − 28), 1450 for VXLAN.
-//   A kernel node for interop is configureKernelVxlanNode() in bench/kernel.ts.
-//
-// Register them in contenderFactories below.
-// ---------------------------------------------------------------------------------------------
-
-/** Every known contender by name (linen contenders are to be added here). */
-export const contenderFactories: Record<string, (opts?: KernelVxlanContenderOptions) => Contender> = {
-  'host-gw': hostGwContender,
-  'kernel-vxlan': kernelVxlanContender,
-  // 'linen-udp': ..., 'linen-vxlan': ..., 'linen-vxlan-nooffload': ..., 'linen-udp-dgram': ...
-};
-
-/** The contenders that need no linen code. */
-export function kernelContenders(opts: KernelContenderOptions = {}): Contender[] {
-  return [hostGwContender(opts), kernelVxlanContender(opts)];
 }

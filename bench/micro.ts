@@ -47,6 +47,7 @@ function setup(mode: Mode, direction: 'egress' | 'ingress', size: number): () =>
     else writePacket(dv, at, size, ip(10, 5, peer, 9), ip(10, 5, 72, 5), 1000 + i);
     dv.setUint32(d + 4, len, true);
     dv.setUint32(d + 8, ((192 << 0) | (168 << 8) | (0 << 16) | (peer << 24)) >>> 0, true);
+    dv.setUint16(d + L.D_PORT, mode === 'udp' ? 8285 : 8472, false); // UDP mode accepts only the flannel port
     ipAt.push(at + 8);
     saved.push(dv.getUint32(at + 8));
   }

@@ -3,7 +3,8 @@
 // run, scaling-routes.svg and scaling-queues.svg), a self-contained HTML report (latest.html,
 // the same charts inline), and the terminal summary table.
 
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { writeFileAtomic } from '../src/subnetenv.js';
 import { join } from 'node:path';
 
 import type { ScalingResults } from './scaling.js';
@@ -493,12 +494,6 @@ td.na{color:#999}.sp{display:block;color:#777;font-size:11px}
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
 export interface Written {
   json: string;
   latest: string;
@@ -507,17 +502,17 @@ export interface Written {
 }
 
 /** Writes the SVG charts and the HTML report of `r` into `dir` (latest.html; scaling alone: latest-scaling.html). */
-export function renderReport(r: BenchResults, dir: string): { html: string; svgs: string[] } {
+export async function renderReport(r: BenchResults, dir: string): Promise<{ html: string; svgs: string[] }> {
   mkdirSync(dir, { recursive: true });
   const svgs = charts(r);
   const written: string[] = [];
   for (const [name, svg] of Object.entries(svgs)) {
     const p = join(dir, name);
-    writeAtomic(p, svg);
+    await writeFileAtomic(p, svg);
     written.push(p);
   }
   const html = join(dir, r.kind === 'scaling' ? 'latest-scaling.html' : 'latest.html');
-  writeAtomic(html, htmlReport(r, svgs));
+  await writeFileAtomic(html, htmlReport(r, svgs));
   return { html, svgs: written };
 }
 
@@ -525,13 +520,13 @@ export function renderReport(r: BenchResults, dir: string): { html: string; svgs
  * Writes <dir>/<timestamp>[-quick|-scaling].json and <dir>/latest.json (a scaling-only run:
  * latest-scaling.json), then the charts and the HTML report (renderReport).
  */
-export function writeResults(r: BenchResults, dir: string): Written {
+export async function writeResults(r: BenchResults, dir: string): Promise<Written> {
   mkdirSync(dir, { recursive: true });
   const stamp = r.startedAt.replace(/[:]/g, '-').replace(/\..*$/, '');
   const text = JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n';
   const json = join(dir, `${stamp}${r.kind === 'full' ? '' : `-${r.kind}`}.json`);
-  writeAtomic(json, text);
+  await writeFileAtomic(json, text);
   const latest = join(dir, r.kind === 'scaling' ? 'latest-scaling.json' : 'latest.json');
-  writeAtomic(latest, text);
-  return { json, latest, ...renderReport(r, dir) };
+  await writeFileAtomic(latest, text);
+  return { json, latest, ...(await renderReport(r, dir)) };
 }

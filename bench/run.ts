@@ -71,7 +71,7 @@ async function main(): Promise<number> {
     const dir = values.out ?? join(repoRoot(), 'bench', 'results');
     const file = positionals[1] ?? join(dir, 'latest.json');
     const r = JSON.parse(readFileSync(file, 'utf8')) as BenchResults;
-    const w = renderReport(r, dir);
+    const w = await renderReport(r, dir);
     for (const l of summaryTable(r)) console.log(l);
     console.log(`report:  ${w.html}\ncharts:  ${w.svgs.join(' ')}`);
     return 0;
@@ -153,7 +153,7 @@ async function main(): Promise<number> {
 
   results.finishedAt = new Date().toISOString();
   results.durationSec = (Date.now() - t0) / 1000;
-  const w = writeResults(results, outDir);
+  const w = await writeResults(results, outDir);
   console.log('');
   for (const l of summaryTable(results)) console.log(l);
   console.log('');
@@ -174,7 +174,7 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
-// Exit explicitly: the exit hooks (bench/topology.ts) still remove whatever is left.
+// Exit explicitly: the exit hooks (lab/topology.ts) still remove whatever is left.
 main().then((code) => process.exit(code), (e: unknown) => {
   console.error(`bench: ${(e as Error).stack ?? String(e)}`);
   process.exit(1);

@@ -1,5 +1,5 @@
 // The benchmark suite: every contender, one after another, on a fresh two-host topology
-// (bench/topology.ts), measured the same way:
+// (lab/topology.ts), measured the same way:
 //
 //   - TCP throughput, 1 stream and 4 streams (iperf3 -J, congestion control pinned to cubic);
 //   - UDP packet rate at 64- and 1400-byte payloads with loss (iperf3 -u, unlimited bitrate);
@@ -11,14 +11,14 @@
 // spread (min/max), and each contender's ratio to kernel VXLAN measured in the same run.
 // A contender that fails to start is recorded as failed with its error, and the suite goes on.
 
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 
 import { hostGwContender, kernelVxlanContender, startContender, type Contender, type ContenderHandle } from './contenders.js';
 import { linenContender } from './linen.js';
-import { buildTopology, type Topology } from './topology.js';
-import { iperfTcp, iperfUdp, ping, type CpuUsage, type IperfTcpResult, type IperfUdpResult, type PingResult } from './traffic.js';
+import { sh } from '../lab/netns.js';
+import { buildTopology, type Topology } from '../lab/topology.js';
+import { iperfTcp, iperfUdp, ping, type CpuUsage, type IperfTcpResult, type IperfUdpResult, type PingResult } from '../lab/traffic.js';
 
 // ---------------------------------------------------------------------------------------------
 // Metrics
@@ -169,9 +169,10 @@ export interface SuiteResults {
 
 import { repoRoot } from '../src/dataplane/native.js';
 
+/** A command's trimmed stdout, or '' when it fails. */
 function tryRun(cmd: string, args: string[], cwd?: string): string {
   try {
-    return execFileSync(cmd, args, { encoding: 'utf8', cwd, timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+    return sh(cmd, args, { cwd, timeout: 10_000 }).trim();
   } catch {
     return '';
   }
@@ -364,8 +365,8 @@ async function measure(
       });
     }
     if (s.pingCount > 0) await attempt(`ping x${s.pingCount}`, async () => {
-      const p = await ping({ from, to: to.ip, count: s.pingCount, intervalSec: s.pingIntervalSec });
-      if (p.received === 0) throw new Error(`no ping replies (${p.transmitted} sent)`);
+      const p = await ping({ from, to: to.ip, count: s.pingCount, intervalSec: s.pingIntervalSec, waitSec: 1, deadline: true });
+      if (p.received === 0) throw new Error(`no ping replies (${p.transmitted} sent): ${p.out.trim().slice(-2000)}`);
       rec.ping = { count: s.pingCount, transmitted: p.transmitted, received: p.received, lossPercent: p.lossPercent, rttMs: p.rttMs };
       rec.values.rttP50Ms = p.rttMs.p50;
       rec.values.rttP99Ms = p.rttMs.p99;

@@ -6,10 +6,13 @@
 // reachability matrix, a short iperf3 figure and the counters that moved; then tears it all
 // down (also on Ctrl-C or failure), unless --keep.
 import { parseArgs } from 'node:util';
-import { execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { buildCluster, type Cluster } from '../bench/cluster.js';
-import { ETCD } from '../bench/etcd.js';
+import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { buildCluster, ETCD_PREFIX, HEALTH_PORT, type Cluster } from '../lab/cluster.js';
+import { ETCD } from '../lab/etcd.js';
+import { etcdLeases } from '../lab/leases.js';
+import { Metrics } from '../lab/metrics.js';
+import { iperfTcp, reachable } from '../lab/traffic.js';
 
 interface Pod { host: number; ns: string; ip: string }
 
@@ -19,14 +22,6 @@ const TOTAL_STEPS = 7;
 function step(text: string): void {
   stepNo++;
   process.stdout.write(`[${stepNo}/${TOTAL_STEPS}] ${text} (${((Date.now() - started) / 1000).toFixed(1)} s)\n`);
-}
-
-function run(ns: string, cmd: string, args: string[], timeoutMs = 10000): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    execFile('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs }, (e, stdout, stderr) => {
-      resolve({ code: e ? 1 : 0, out: stdout + stderr });
-    });
-  });
 }
 
 async function pool<T, R>(items: T[], width: number, fn: (x: T) => Promise<R>): Promise<R[]> {
@@ -76,11 +71,12 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join('  ')).join('\n');
 }
 
+/** The packet and I/O counters of a /metrics page, as `name{labels}` -> value. */
 function counters(metrics: string): Map<string, number> {
   const m = new Map<string, number>();
-  for (const line of metrics.split('\n')) {
-    const x = /^(linen_(?:packets|events|peer_packets|io_operations|io_errors)_total\{[^}]*\}) (\d+)$/.exec(line);
-    if (x) m.set(x[1], Number(x[2]));
+  for (const s of Metrics.parse(metrics).samples) {
+    if (!/^linen_(?:packets|events|peer_packets|io_operations|io_errors)_total$/.test(s.name)) continue;
+    m.set(`${s.name}{${Object.entries(s.labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`, s.value);
   }
   return m;
 }
@@ -106,12 +102,18 @@ async function main(): Promise<number> {
     cluster = null;
     if (c) await c.destroy();
   };
+  // Stays registered (not once) until the process exits: the topology's own handler
+  // (bench/topology.ts) hands a signal on only when nobody else listens for it, and a second
+  // Ctrl-C must not cut the tear-down short either.
+  let interrupted = false;
   const onSignal = (): void => {
+    if (interrupted) return;
+    interrupted = true;
     process.stdout.write('\nInterrupted: tearing down\n');
     void teardown().finally(() => process.exit(130));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     cluster = await buildCluster({ hosts, backend, start: false });
     const c = cluster;
@@ -121,13 +123,12 @@ async function main(): Promise<number> {
     const pods = addSecondPods(c);
 
     step('Hosts and their leases');
-    const leases = await c.etcd.ctl('get', '--prefix', '/coreos.com/network/subnets');
+    const leases = await etcdLeases(c);
     const rows = [['host', 'public IP', 'subnet (lease)', backend === 'vxlan' ? 'VtepMAC' : 'MTU', 'pods']];
     for (const n of c.nodes) {
       const env = n.subnetEnv() ?? {};
       const net = (env['FLANNEL_SUBNET'] ?? '?').replace(/\.1\//, '.0/');
-      const key = `/coreos.com/network/subnets/${net.replace('/', '-')}`;
-      const value = leases.split('\n')[leases.split('\n').indexOf(key) + 1] ?? '';
+      const value = leases.get(`${ETCD_PREFIX}/subnets/${net.replace('/', '-')}`) ?? '';
       const mac = /"VtepMAC":"([^"]+)"/.exec(value)?.[1] ?? '';
       rows.push([`host${n.index + 1}`, n.host.underlayIP, net, backend === 'vxlan' ? mac : env['FLANNEL_MTU'] ?? '', pods.filter((p) => p.host === n.index).map((p) => p.ip).join(' ')]);
     }
@@ -137,7 +138,7 @@ async function main(): Promise<number> {
     const before = counters((await c.nodes[0].http('/metrics')).body);
     const pairs: [Pod, Pod][] = [];
     for (const a of pods) for (const b of pods) if (a !== b) pairs.push([a, b]);
-    const results = await pool(pairs, 24, async ([a, b]) => (await run(a.ns, 'ping', ['-c', '1', '-W', '2', b.ip])).code === 0);
+    const results = await pool(pairs, 24, ([a, b]) => reachable(a.ns, b.ip, 2));
     const ok = new Map(pairs.map(([a, b], i) => [`${a.ip}>${b.ip}`, results[i]]));
     let failures = results.filter((r) => !r).length;
     if (pods.length <= 8) {
@@ -158,15 +159,11 @@ async function main(): Promise<number> {
 
     step('Throughput between two pods on different hosts (iperf3, one TCP stream, 3 s)');
     const [src, dst] = [pods[0], pods.find((p) => p.host !== pods[0].host) ?? pods[1]];
-    const server = spawn('ip', ['netns', 'exec', dst.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
-    await new Promise((r) => setTimeout(r, 400));
-    const ip = await run(src.ns, 'iperf3', ['-c', dst.ip, '-t', '3', '-C', 'cubic', '-J'], 20000);
-    server.kill('SIGKILL');
     try {
-      const j = JSON.parse(ip.out.slice(ip.out.indexOf('{'))) as { end: { sum_received: { bits_per_second: number } } };
-      console.log(`${src.ip} (host${src.host + 1}) -> ${dst.ip} (host${dst.host + 1}): ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`);
-    } catch {
-      console.log(`iperf3 failed: ${ip.out.slice(0, 300)}`);
+      const r = await iperfTcp({ from: src, to: dst, seconds: 3, congestion: 'cubic' });
+      console.log(`${src.ip} (host${src.host + 1}) -> ${dst.ip} (host${dst.host + 1}): ${r.gbps.toFixed(2)} Gbit/s`);
+    } catch (e) {
+      console.log(`iperf3 failed: ${(e as Error).message.slice(0, 300)}`);
       failures++;
     }
 
@@ -179,9 +176,20 @@ async function main(): Promise<number> {
     if (values.keep) {
       step('Keeping the cluster running');
       console.log(`\nExec into a pod:   ip netns exec ${pods[0].ns} bash      (pods: ${pods.map((p) => p.ns).join(' ')})`);
-      console.log(`Talk to etcd:      ip netns exec ${c.topo.bridgeNs} etcdctl --endpoints=${c.etcdEndpoint} get --prefix /coreos.com/network`);
-      console.log(`linend metrics:    ip netns exec ${c.nodes[0].host.ns} curl -s http://127.0.0.1:8471/metrics`);
-      console.log('\nPress Ctrl-C to tear everything down.');
+      console.log(`Talk to etcd:      ip netns exec ${c.topo.bridgeNs} etcdctl --endpoints=${c.etcdEndpoint} get --prefix ${ETCD_PREFIX}`);
+      console.log(`linend metrics:    ip netns exec ${c.nodes[0].host.ns} curl -s http://127.0.0.1:${HEALTH_PORT}/metrics`);
+      // linend's stderr goes to this process; from now on it is copied to a file per host too.
+      const dir = dirname(c.nodes[0].subnetFile);
+      for (const n of c.nodes) {
+        const file = join(dir, `linend-host${n.index + 1}.log`);
+        writeFileSync(file, n.log());
+        n.process?.stderr?.on('data', (d: Buffer) => appendFileSync(file, d));
+        console.log(`host${n.index + 1} linend log:  ${file}`);
+      }
+      console.log(`Cluster files:     ${dir}`);
+      console.log(`etcd data:         ${c.etcd.dataDir}`);
+      console.log(`\nTo tear everything down (and remove those files): Ctrl-C here, or from another shell:`);
+      console.log(`  kill -INT ${process.pid}`);
       await new Promise(() => undefined);
     }
     step('Tearing down');

@@ -41,18 +41,11 @@
 #define TUN_F_USO6 0x40
 #endif
 
-#define DESC_SIZE 24u
-#define D_OFFSET 0
-#define D_LENGTH 4
-#define D_ADDR 8
-#define D_PORT 12
-#define D_SEGSIZE 14
-#define D_SRCPORT 16
-#define D_STATUS 18
-#define TUNW_SIZE 8u
-#define IOV_SIZE 8u
-#define VNET_HDR_SZ 10
+// DESC_SIZE, D_*, TUNW_SIZE, TW_*, IOV_SIZE, IOV_*, VNET_HDR_LEN: generated from the wasm core.
+#include "linen_abi.h"
+
 #define MAX_IOV 1024      // UIO_MAXIOV: writev() refuses more
+#define MAX_READ 1024     // descriptors per tunReadBatch/udpRecvBatch call (their offsets are kept)
 #define MSG_CHUNK 64      // mmsghdrs per recvmmsg/sendmmsg call
 #define MAX_WAIT_FDS 32   // wait() returns a 32-bit mask
 #define SEND_WAIT_MS 5    // total POLLOUT wait per udpSendBatch call
@@ -234,8 +227,8 @@ static void wr16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static int check_descs(napi_env env, const char *call, uint8_t *base, size_t len, uint32_t table,
                        uint32_t n, uint32_t cap) {
   if (!in_bounds(len, table, (uint64_t)n * DESC_SIZE)) {
-    throw_range(env, "%s: descriptor table [%u, +%u x 24) outside memory of %zu bytes", call,
-                table, n, len);
+    throw_range(env, "%s: descriptor table [%u, +%u x %u) outside memory of %zu bytes", call,
+                table, n, DESC_SIZE, len);
     return 0;
   }
   for (uint32_t i = 0; i < n; i++) {
@@ -302,7 +295,7 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   memcpy(ifr.ifr_name, name, nlen);
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mq ? IFF_MULTI_QUEUE : 0) | (vnet ? IFF_VNET_HDR : 0);
   const char *step = "TUNSETIFF";
-  int sz = VNET_HDR_SZ, fl;
+  int sz = VNET_HDR_LEN, fl;
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) goto fail;
   step = "TUNSETVNETHDRSZ";
   if (vnet && ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) goto fail;
@@ -333,11 +326,14 @@ static napi_value tun_set_offload(napi_env env, napi_callback_info info) {
 }
 
 // The arguments shared by the two batched reads: (fd, memory, descTable, max, capacity), with
-// every descriptor's [offset, +capacity) checked to lie in memory.
+// every descriptor's [offset, +capacity) checked to lie in memory. The checked offsets are kept
+// in off[] and the reads use those: the kernel writes packet bytes into the same memory, and a
+// buffer that overlaps the table (a caller error) must not steer a later read elsewhere.
 typedef struct {
   int32_t fd;
   uint8_t *base;
   uint32_t table, max, cap;
+  uint32_t off[MAX_READ];
 } read_batch;
 
 static int read_batch_args(napi_env env, napi_callback_info info, const char *call, read_batch *b) {
@@ -352,7 +348,14 @@ static int read_batch_args(napi_env env, napi_callback_info info, const char *ca
     throw_range(env, "%s: capacity must be > 0", call);
     return 0;
   }
-  return check_descs(env, call, b->base, len, b->table, b->max, b->cap);
+  if (b->max > MAX_READ) {
+    throw_range(env, "%s: max %u is over %d", call, b->max, MAX_READ);
+    return 0;
+  }
+  if (!check_descs(env, call, b->base, len, b->table, b->max, b->cap)) return 0;
+  for (uint32_t i = 0; i < b->max; i++)
+    b->off[i] = rd32(b->base + b->table + (size_t)i * DESC_SIZE + D_OFFSET);
+  return 1;
 }
 
 // tunReadBatch(fd, memory, descTable, max, capacity) -> count
@@ -362,14 +365,14 @@ static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
   uint32_t n = 0;
   while (n < b.max) {
     uint8_t *d = b.base + b.table + (size_t)n * DESC_SIZE;
-    ssize_t r = read(b.fd, b.base + rd32(d + D_OFFSET), b.cap);
+    ssize_t r = read(b.fd, b.base + b.off[n], b.cap);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK || n > 0) break;
       return throw_errno(env, "tunReadBatch read", errno);
     }
     if (r == 0) break;
-    wr32(d + D_LENGTH, (uint32_t)r);
+    wr32(d + D_LENGTH, (uint32_t)r < b.cap ? (uint32_t)r : b.cap);
     n++;
   }
   return num(env, n);
@@ -385,31 +388,31 @@ static napi_value tun_write_batch(napi_env env, napi_callback_info info) {
   if (!batch_args(env, info, names, &fd, &base, &len, u)) return NULL;
   uint32_t wtab = u[0], count = u[1], iovtab = u[2];
   if (!in_bounds(len, wtab, (uint64_t)count * TUNW_SIZE))
-    return throw_range(env, "tunWriteBatch: writes table [%u, +%u x 8) outside memory of %zu bytes",
-                       wtab, count, len);
+    return throw_range(env, "tunWriteBatch: writes table [%u, +%u x %u) outside memory of %zu bytes",
+                       wtab, count, TUNW_SIZE, len);
   // Validate everything before writing anything.
   for (uint32_t i = 0; i < count; i++) {
     const uint8_t *w = base + wtab + (size_t)i * TUNW_SIZE;
-    uint32_t first = rd32(w), n = rd32(w + 4);
+    uint32_t first = rd32(w + TW_FIRST), n = rd32(w + TW_COUNT);
     if (n > MAX_IOV) return throw_range(env, "tunWriteBatch: write %u: %u iovecs (max %d)", i, n, MAX_IOV);
     if (!in_bounds(len, (uint64_t)iovtab + (uint64_t)first * IOV_SIZE, (uint64_t)n * IOV_SIZE))
       return throw_range(env, "tunWriteBatch: write %u: iovecs [%u, +%u) outside memory", i, first, n);
     for (uint32_t k = 0; k < n; k++) {
       const uint8_t *v = base + iovtab + ((size_t)first + k) * IOV_SIZE;
-      if (!in_bounds(len, rd32(v), rd32(v + 4)))
+      if (!in_bounds(len, rd32(v + IOV_OFFSET), rd32(v + IOV_LENGTH)))
         return throw_range(env, "tunWriteBatch: write %u: iovec %u [%u, +%u) outside memory of %zu bytes",
-                           i, first + k, rd32(v), rd32(v + 4), len);
+                           i, first + k, rd32(v + IOV_OFFSET), rd32(v + IOV_LENGTH), len);
     }
   }
   struct iovec iov[MAX_IOV];
   uint32_t written = 0;
   for (uint32_t i = 0; i < count; i++) {
     const uint8_t *w = base + wtab + (size_t)i * TUNW_SIZE;
-    uint32_t first = rd32(w), n = rd32(w + 4);
+    uint32_t first = rd32(w + TW_FIRST), n = rd32(w + TW_COUNT);
     for (uint32_t k = 0; k < n; k++) {
       const uint8_t *v = base + iovtab + ((size_t)first + k) * IOV_SIZE;
-      iov[k].iov_base = base + rd32(v);
-      iov[k].iov_len = rd32(v + 4);
+      iov[k].iov_base = base + rd32(v + IOV_OFFSET);
+      iov[k].iov_len = rd32(v + IOV_LENGTH);
     }
     ssize_t r;
     do r = writev(fd, iov, (int)n); while (r < 0 && errno == EINTR);
@@ -534,8 +537,7 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
   while (total < b.max) {
     uint32_t n = b.max - total < MSG_CHUNK ? b.max - total : MSG_CHUNK;
     for (uint32_t i = 0; i < n; i++) {
-      const uint8_t *d = b.base + b.table + (size_t)(total + i) * DESC_SIZE;
-      iov[i].iov_base = b.base + rd32(d + D_OFFSET);
+      iov[i].iov_base = b.base + b.off[total + i];
       iov[i].iov_len = b.cap;
       memset(&msgs[i], 0, sizeof msgs[i]);
       msgs[i].msg_hdr.msg_name = &sa[i];
@@ -555,7 +557,7 @@ static napi_value udp_recv_batch(napi_env env, napi_callback_info info) {
       uint8_t *d = b.base + b.table + (size_t)(total + i) * DESC_SIZE;
       struct msghdr *h = &msgs[i].msg_hdr;
       uint32_t got = msgs[i].msg_len;
-      if ((h->msg_flags & MSG_TRUNC) && got > b.cap) got = b.cap;  // truncated: report what is stored
+      if (got > b.cap) got = b.cap;  // truncated (MSG_TRUNC): report what is stored
       wr32(d + D_LENGTH, got);
       if (h->msg_namelen >= sizeof(struct sockaddr_in) && sa[i].sin_family == AF_INET) {
         memcpy(d + D_ADDR, &sa[i].sin_addr, 4);
@@ -872,7 +874,7 @@ static napi_value init(napi_env env, napi_value exports) {
   static const struct { const char *name; uint32_t v; } consts[] = {
     {"TUN_F_CSUM", TUN_F_CSUM}, {"TUN_F_TSO4", TUN_F_TSO4}, {"TUN_F_TSO6", TUN_F_TSO6},
     {"TUN_F_TSO_ECN", TUN_F_TSO_ECN}, {"TUN_F_UFO", TUN_F_UFO}, {"TUN_F_USO4", TUN_F_USO4},
-    {"TUN_F_USO6", TUN_F_USO6}, {"VNET_HDR_LEN", VNET_HDR_SZ}, {"DESC_SIZE", DESC_SIZE},
+    {"TUN_F_USO6", TUN_F_USO6}, {"VNET_HDR_LEN", VNET_HDR_LEN}, {"DESC_SIZE", DESC_SIZE},
     {"TUNW_SIZE", TUNW_SIZE}, {"IOV_SIZE", IOV_SIZE}, {"MAX_IOV", MAX_IOV},
     {"MAX_WAIT_FDS", MAX_WAIT_FDS},
   };
@@ -882,6 +884,19 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_set_named_property(env, c, consts[i].name, num(env, consts[i].v));
   napi_object_freeze(env, c);
   napi_set_named_property(env, exports, "constants", c);
+  // The layout this addon was compiled with: the shell compares it with the wasm core's exports
+  // and refuses to start when a field differs.
+  static const struct { const char *name; uint32_t v; } abi[] = {
+#define ABI_ENTRY(n) {#n, n},
+    LINEN_ABI_FIELDS(ABI_ENTRY)
+#undef ABI_ENTRY
+  };
+  napi_value l;
+  napi_create_object(env, &l);
+  for (size_t i = 0; i < sizeof abi / sizeof abi[0]; i++)
+    napi_set_named_property(env, l, abi[i].name, num(env, abi[i].v));
+  napi_object_freeze(env, l);
+  napi_set_named_property(env, exports, "layout", l);
   return exports;
 }
 

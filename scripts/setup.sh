@@ -18,6 +18,9 @@ command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
 # promtool (Debian ships it in the prometheus package): checks /metrics and deploy/alerts.yml.
 command -v promtool >/dev/null || need+=(prometheus)
+# npm pack builds the arm64 prebuild; the install test loads it with arm64 Node under qemu-user.
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: linen needs these Debian packages: ${need[*]}; run as root or install them" >&2
@@ -29,6 +32,7 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+if [ "$(id -u)" = 0 ]; then bash scripts/arm64-node.sh >/dev/null; fi
 
 # npm ci only when the lock file changed since the last install.
 stamp=node_modules/.linen-lock

@@ -103,6 +103,10 @@ interface FlagDef {
   readonly base?: 0 | 10;
   readonly section: string;
   readonly placeholder?: string;
+  /** The default as help states it when the value alone would mislead (e.g. -1 = CPU count). */
+  readonly defaultText?: string;
+  /** Never read from the environment (--version: flanneld ignores FLANNELD_VERSION too). */
+  readonly noEnv?: true;
 }
 
 const F = (
@@ -111,7 +115,7 @@ const F = (
   kind: Kind,
   def: FlagDef['def'],
   usage: string,
-  extra: Partial<Pick<FlagDef, 'env' | 'base' | 'placeholder'>> = {},
+  extra: Partial<Pick<FlagDef, 'env' | 'base' | 'placeholder' | 'defaultText' | 'noEnv'>> = {},
 ): FlagDef => ({ section, name, kind, def, usage, env: extra.env ?? 'FLANNELD', ...extra });
 
 export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379';
@@ -163,13 +167,13 @@ export const FLAGS: readonly FlagDef[] = [
   F('kube', 'net-config-path', 'string', '/etc/kube-flannel/net-conf.json', 'network config file (kube mode only)', { placeholder: 'file' }),
   F('kube', 'set-node-network-unavailable', 'bool', true, 'set the node condition NetworkUnavailable=false when ready (kube mode only)'),
 
-  F('general', 'version', 'bool', false, 'print the version to stderr and exit'),
+  F('general', 'version', 'bool', false, 'print the version to stderr and exit', { noEnv: true }),
   F('general', 'v', 'int', 0, 'log verbosity (klog -v); 1 adds data-path messages', { base: 10, placeholder: 'level' }),
   F('general', 'vmodule', 'string', '', 'accepted for klog compatibility (ignored)', { placeholder: 'pattern=N,...' }),
   F('general', 'log_backtrace_at', 'string', '', 'accepted for klog compatibility (ignored)', { placeholder: 'file:line' }),
 
   F('linen', 'engine', 'string', 'native', 'data path: "native" (batched TUN/UDP I/O through the addon) or "dgram" (Node dgram baseline)', { env: 'LINEN', placeholder: 'native|dgram' }),
-  F('linen', 'queues', 'int', -1, 'worker threads / TUN queues (default: number of CPU cores)', { env: 'LINEN', base: 10, placeholder: 'n' }),
+  F('linen', 'queues', 'int', -1, 'worker threads / TUN queues', { env: 'LINEN', base: 10, placeholder: 'n', defaultText: 'number of CPU cores' }),
   F('linen', 'offload', 'string', 'auto', 'TSO/GSO/GRO offloads: "auto" (use what the kernel offers), "on" (fail without them) or "off"', { env: 'LINEN', placeholder: 'auto|on|off' }),
   F('linen', 'static-peers', 'string', '', 'run without etcd: a JSON file with the network config, this node\'s Subnet (and VtepMAC) and its Peers (see README)', { env: 'LINEN', placeholder: 'file' }),
 ];
@@ -353,7 +357,7 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
 
   // --- environment (flagutil.SetFlagsFromEnv) ----------------------------------------
   for (const f of FLAGS) {
-    if (fs.sources.get(f.name) === 'flag' || f.name === 'version') continue;
+    if (fs.sources.get(f.name) === 'flag' || f.noEnv) continue;
     const key = envName(f);
     const v = env[key];
     if (v === undefined || v === '') continue;
@@ -517,19 +521,19 @@ export function usage(program = 'linend'): string {
     }
     const arg = f.kind === 'bool' ? '' : `=${f.placeholder ?? 'value'}`;
     let def = '';
-    if (f.name === 'queues') def = ' (default: number of CPU cores)';
+    if (f.defaultText !== undefined) def = ` (default: ${f.defaultText})`;
     else if (f.kind === 'bool') def = f.def === true ? ' (default true)' : '';
     else if (f.kind === 'list') def = '';
     else if (f.def !== '' && f.def !== 0) def = ` (default ${typeof f.def === 'string' ? JSON.stringify(f.def) : String(f.def)})`;
     lines.push(`  --${f.name}${arg}`);
     lines.push(`      ${f.usage}${def}`);
-    lines.push(`      env: ${envName(f)}`);
+    if (!f.noEnv) lines.push(`      env: ${envName(f)}`);
   }
   lines.push(
     '',
     'Environment: every flag not given on the command line is read from FLANNELD_<FLAG> (linen',
     "flags: LINEN_<FLAG>), upper case with '-' turned into '_', e.g. FLANNELD_ETCD_ENDPOINTS,",
-    'FLANNELD_IP_MASQ=true, LINEN_QUEUES=4. The command line wins. FLANNELD_VERSION has no effect.',
+    'FLANNELD_IP_MASQ=true, LINEN_QUEUES=4. The command line wins; --version is read from it only.',
     '',
   );
   return lines.join('\n');

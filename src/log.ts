@@ -34,23 +34,45 @@ export interface LoggerOptions {
   component?: string;
   verbosity?: number;
   sink?: LogSink;
-  /** Clock for the timestamps (tests). */
-  now?: () => Date;
+  /** Clock for the timestamps (tests): a Date, or microseconds since the epoch. */
+  now?: () => Date | number;
   pid?: number;
 }
 
 interface Shared {
   verbosity: number;
   sink: LogSink;
-  now: () => Date;
+  now: () => Date | number;
   pid: number;
 }
 
 const pad = (n: number, w: number): string => String(n).padStart(w, '0');
 
-/** The klog-style header for one line, e.g. `I1121 00:51:02.123456   12345 subnet] `. */
-export function formatHeader(sev: Severity, d: Date, pid: number, component: string): string {
-  const micros = pad(d.getMilliseconds() * 1000, 6);
+// Date.now() has milliseconds only; performance.now() has microseconds but is monotonic, so
+// timeOrigin + now() drifts from the wall clock (NTP slews, clock steps). Sub-millisecond digits
+// come from the monotonic clock, anchored again whenever it leaves the wall clock's millisecond.
+let origin = performance.timeOrigin;
+
+/** Microseconds since the epoch: the wall clock's millisecond, refined by the monotonic clock. */
+export function wallClockMicros(): number {
+  const wall = Date.now();
+  const mono = performance.now();
+  let ms = origin + mono;
+  if (ms < wall || ms >= wall + 1) {
+    origin = wall - mono;
+    ms = wall;
+  }
+  return Math.floor(ms * 1000);
+}
+
+/**
+ * The klog-style header for one line, e.g. `I1121 00:51:02.123456   12345 subnet] `, for a
+ * Date (millisecond precision) or microseconds since the epoch.
+ */
+export function formatHeader(sev: Severity, t: Date | number, pid: number, component: string): string {
+  const us = typeof t === 'number' ? t : t.getTime() * 1000;
+  const d = new Date(Math.floor(us / 1000));
+  const micros = pad(((us % 1_000_000) + 1_000_000) % 1_000_000, 6);
   const date = `${pad(d.getMonth() + 1, 2)}${pad(d.getDate(), 2)}`;
   const time = `${pad(d.getHours(), 2)}:${pad(d.getMinutes(), 2)}:${pad(d.getSeconds(), 2)}.${micros}`;
   return `${sev}${date} ${time} ${String(pid).padStart(7, ' ')} ${component}] `;
@@ -100,7 +122,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const shared: Shared = {
     verbosity: opts.verbosity ?? 0,
     sink: opts.sink ?? process.stderr,
-    now: opts.now ?? (() => new Date()),
+    now: opts.now ?? wallClockMicros,
     pid: opts.pid ?? process.pid,
   };
   return new KLogger(shared, opts.component ?? 'linen');

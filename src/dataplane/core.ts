@@ -5,13 +5,15 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './native.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
+import type { IPv4Net } from '../net.js';
 
 export type Mode = 'udp' | 'vxlan';
 
 interface CoreExports {
   memory: WebAssembly.Memory;
   init(mode: number, vnetHdr: number): number;
-  configure(port: number, mtu: number, local: number, vni: number, macHi: number, macLo: number, seed: number): void;
+  configure(port: number, mtu: number, local: number, localLen: number, cluster: number, clusterLen: number,
+    vni: number, macHi: number, macLo: number, seed: number): void;
   egress(n: number, nowMs: number): void;
   ingress(n: number, nowMs: number, first: number): number;
   setIngressMerge(on: number): void;
@@ -29,9 +31,13 @@ interface CoreExports {
   checksum(p: number, len: number): number;
 }
 
+// Every layout value the module exports (assembly/ring.ts and the route entry of routes.ts).
 const LAYOUT_NAMES = [
-  'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_OVERHEAD', 'DESC_SIZE', 'TUNW_SIZE',
-  'IOV_SIZE', 'SEND_CAP', 'TUNW_CAP', 'IOV_CAP', 'COUNTERS', 'COUNTER_SLOTS', 'COUNTER_DIRS',
+  'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_OVERHEAD',
+  'DESC_SIZE', 'D_OFFSET', 'D_LENGTH', 'D_ADDR', 'D_PORT', 'D_SEGSIZE', 'D_SRCPORT', 'D_STATUS', 'D_SPARE',
+  'TUNW_SIZE', 'TW_FIRST', 'TW_COUNT', 'IOV_SIZE', 'IOV_OFFSET', 'IOV_LENGTH',
+  'R_NET', 'R_LEN', 'R_PUBLIC_IP', 'R_MAC', 'R_TX_PACKETS', 'R_TX_BYTES', 'R_RX_PACKETS', 'R_RX_BYTES',
+  'SEND_CAP', 'TUNW_CAP', 'IOV_CAP', 'COUNTERS', 'COUNTER_SLOTS', 'COUNTER_DIRS',
   'EG_IN_DESC', 'IN_IN_DESC', 'SEND_DESC', 'TUN_WRITES', 'IOVECS', 'EG_SLOTS', 'IN_SLOTS',
   'SPLIT_AREA', 'SPLIT_SIZE',
   'ROUTES', 'ROUTE_SIZE', 'MAX_ROUTES', 'REGION_END', 'VERDICT_COUNT', 'MODE_UDP', 'MODE_VXLAN',
@@ -48,6 +54,12 @@ export interface CoreOptions {
   mtu: number;
   /** Own subnet's network address, as a host-order number: source of ICMP errors. */
   localAddr: number;
+  /** Own subnet's prefix length: ingress delivers only inside localAddr/subnetLen. Default 24
+   * (flannel's default SubnetLen); the engines always pass the lease's. */
+  subnetLen?: number;
+  /** The cluster network: ICMP errors go only to sources inside it. Default: anywhere (tests
+   * and benches); the engines always pass flannel's Network. */
+  network?: IPv4Net;
   vni?: number;
   /** Own VTEP MAC, 6 bytes. */
   mac?: Uint8Array;
@@ -113,7 +125,13 @@ export class Core {
     }
     const [hi, lo] = macWords(opts.mac ?? new Uint8Array(6));
     const seed = opts.seed ?? (Math.random() * 0x100000000) >>> 0;
-    this.exports.configure(opts.port, opts.mtu, opts.localAddr >>> 0, opts.vni ?? 1, hi, lo, seed);
+    const subnetLen = opts.subnetLen ?? 24;
+    const network = opts.network ?? { ip: 0, prefixLen: 0 };
+    for (const len of [subnetLen, network.prefixLen]) {
+      if (!Number.isInteger(len) || len < 0 || len > 32) throw new Error(`linen: bad prefix length ${len}`);
+    }
+    this.exports.configure(opts.port, opts.mtu, opts.localAddr >>> 0, subnetLen, network.ip >>> 0, network.prefixLen,
+      opts.vni ?? 1, hi, lo, seed);
     this.view = new DataView(this.memory.buffer);
   }
 

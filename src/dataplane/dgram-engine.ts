@@ -7,8 +7,9 @@ import { createSocket, type Socket } from 'node:dgram';
 import { read, writeSync } from 'node:fs';
 import { loadNative, type NativeIO } from './native.js';
 import { Core } from './core.js';
-import { formatIPv4 } from '../net.js';
-import { IO_STATS, routeKey, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type IoStat, type PeerRoute } from './engine.js';
+import { DescriptorView, checkAddonLayout } from './descriptors.js';
+import { formatIPv4, parseIPv4 } from '../net.js';
+import { IO_STATS, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type IoStat, type RouteSource, type SlottedRoute } from './engine.js';
 
 const MAX_PACKET = 65535;
 
@@ -16,18 +17,24 @@ export class DgramEngine implements Engine {
   readonly name = 'dgram' as const;
   private readonly io: NativeIO;
   private readonly core: Core;
-  private readonly routes = new Map<string, PeerRoute>();
+  readonly routeCapacity: number;
+  readonly peerSlots = 0; // the core's own per-route counters are read directly
   private tunFd = -1;
   private socket: Socket | null = null;
   private running = false;
   private readonly ioStats = Object.fromEntries(IO_STATS.map((n) => [n, 0n])) as Record<IoStat, bigint>;
   private readonly readBuf = Buffer.alloc(MAX_PACKET);
+  private readonly desc: DescriptorView;
 
-  constructor(private readonly opts: EngineOptions) {
+  constructor(private readonly opts: EngineOptions, private readonly source: RouteSource) {
     this.io = loadNative();
     this.core = new Core({
-      mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr, vni: opts.vni, mac: opts.mac,
+      mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr, subnetLen: opts.subnetLen,
+      network: opts.network, vni: opts.vni, mac: opts.mac,
     });
+    checkAddonLayout(this.io.layout, this.core.layout);
+    this.desc = new DescriptorView(this.core.memory.buffer, this.core.layout);
+    this.routeCapacity = this.core.layout.MAX_ROUTES;
   }
 
   async start(): Promise<EngineFeatures> {
@@ -53,12 +60,10 @@ export class DgramEngine implements Engine {
       if (!this.running) return;
       if (err) { setTimeout(() => this.readLoop(), 10); return; }
       this.ioStats.tun_reads++;
-      const L = this.core.layout;
       const mem = new Uint8Array(this.core.memory.buffer);
-      const dv = new DataView(this.core.memory.buffer);
-      const d = L.EG_IN_DESC;
-      mem.set(this.readBuf.subarray(0, n), dv.getUint32(d, true));
-      dv.setUint32(d + 4, n, true);
+      const d = this.desc.at(this.core.layout.EG_IN_DESC, 0);
+      mem.set(this.readBuf.subarray(0, n), this.desc.offset(d));
+      this.desc.setLength(d, n);
       this.core.egress(1, Date.now());
       this.flush();
       this.readLoop();
@@ -67,17 +72,15 @@ export class DgramEngine implements Engine {
 
   private onDatagram(msg: Buffer, from: string, port: number): void {
     this.ioStats.udp_receives++;
-    const L = this.core.layout;
     const mem = new Uint8Array(this.core.memory.buffer);
-    const dv = new DataView(this.core.memory.buffer);
-    const d = L.IN_IN_DESC;
+    const d = this.desc.at(this.core.layout.IN_IN_DESC, 0);
     const cap = this.core.exports.ingressReadCapacity();
     const n = Math.min(msg.length, cap);
-    mem.set(msg.subarray(0, n), dv.getUint32(d, true));
-    dv.setUint32(d + 4, n, true);
-    from.split('.').forEach((x, i) => { mem[d + 8 + i] = Number(x); });
-    dv.setUint16(d + 12, port, false);
-    dv.setUint16(d + 14, 0, true);
+    mem.set(msg.subarray(0, n), this.desc.offset(d));
+    this.desc.setLength(d, n);
+    this.desc.setAddr(d, parseIPv4(from) ?? 0);
+    this.desc.setPort(d, port);
+    this.desc.setSegSize(d, 0);
     this.core.ingress(1, Date.now(), 0);
     this.flush();
   }
@@ -86,44 +89,38 @@ export class DgramEngine implements Engine {
   private flush(): void {
     const L = this.core.layout;
     const mem = new Uint8Array(this.core.memory.buffer);
-    const dv = new DataView(this.core.memory.buffer);
     for (let i = 0; i < this.core.sendCount; i++) {
-      const d = L.SEND_DESC + i * L.DESC_SIZE;
-      const off = dv.getUint32(d, true);
-      const len = dv.getUint32(d + 4, true);
-      const addr = formatIPv4(dv.getUint32(d + 8, false));
-      const port = dv.getUint16(d + 12, false);
+      const d = this.desc.at(L.SEND_DESC, i);
+      const off = this.desc.offset(d);
+      const len = this.desc.length(d);
+      const addr = formatIPv4(this.desc.addr(d));
+      const port = this.desc.port(d);
       this.socket?.send(Buffer.from(mem.subarray(off, off + len)), port, addr, (err) => { if (err) this.ioStats.send_errors++; });
       this.ioStats.udp_sends++;
     }
     for (let i = 0; i < this.core.tunWriteCount; i++) {
-      const w = L.TUN_WRITES + i * L.TUNW_SIZE;
-      const first = dv.getUint32(w, true);
-      const count = dv.getUint32(w + 4, true);
+      const { first, count } = this.desc.tunWrite(L.TUN_WRITES, i);
       const parts: Uint8Array[] = [];
       for (let k = 0; k < count; k++) {
-        const v = L.IOVECS + (first + k) * L.IOV_SIZE;
-        const off = dv.getUint32(v, true);
-        parts.push(mem.subarray(off, off + dv.getUint32(v + 4, true)));
+        const v = this.desc.iovec(L.IOVECS, first + k);
+        parts.push(mem.subarray(v.offset, v.offset + v.length));
       }
       try { writeSync(this.tunFd, Buffer.concat(parts)); this.ioStats.tun_writes++; } catch { this.ioStats.tun_write_errors++; }
     }
   }
 
-  setRoute(route: PeerRoute): void {
+  setRoute({ route }: SlottedRoute): void {
     this.core.setRoute(route.net, route.len, route.publicIp, route.mac);
-    this.routes.set(routeKey(route.net, route.len), route);
   }
 
-  removeRoute(net: number, len: number): void {
-    this.core.removeRoute(net, len);
-    this.routes.delete(routeKey(net, len));
+  removeRoute({ route }: SlottedRoute): void {
+    this.core.removeRoute(route.net, route.len);
   }
 
   stats(): EngineStats {
     return {
       counters: this.core.counters(),
-      peers: [...this.routes.values()].flatMap((r) => {
+      peers: [...this.source.routes()].flatMap(({ route: r }) => {
         const c = this.core.peerCounters(r.net, r.len);
         return c ? [{ net: r.net, len: r.len, ...c }] : [];
       }),

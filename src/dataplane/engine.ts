@@ -2,6 +2,7 @@
 // step with the peers, read its counters, stop it. Two engines implement it: the native one
 // (batched, zero-copy, one worker thread per queue) and the dgram baseline (one packet per call).
 import type { CounterSnapshot, Mode } from './core.js';
+import type { IPv4Net } from '../net.js';
 
 export interface EngineOptions {
   mode: Mode;
@@ -15,6 +16,10 @@ export interface EngineOptions {
   mtu: number;
   /** Own subnet's network address (host-order): the TUN address and ICMP source. */
   localAddr: number;
+  /** Own subnet's prefix length: ingress delivers only inside the own subnet. */
+  subnetLen: number;
+  /** flannel's Network: ICMP errors go only to sources inside it. */
+  network: IPv4Net;
   vni: number;
   /** Own VTEP MAC (VXLAN). */
   mac: Uint8Array;
@@ -34,8 +39,17 @@ export interface PeerRoute {
   mac?: Uint8Array;
 }
 
-/** The key of a route in an engine's maps: one per (network, prefix length). */
-export const routeKey = (net: number, len: number): string => `${net >>> 0}/${len}`;
+/** A peer route and the per-peer stats slot the peer set gave it (-1: not counted per peer). */
+export interface SlottedRoute {
+  readonly route: PeerRoute;
+  readonly slot: number;
+}
+
+/** Where an engine reads its routes back (the peer set): to fill a (re)started worker's core,
+ * and to name its per-peer counters. An engine keeps no route map of its own. */
+export interface RouteSource {
+  routes(): Iterable<SlottedRoute>;
+}
 
 /** I/O counters an engine keeps beside the core's verdict counters. */
 export const IO_STATS = [
@@ -65,6 +79,7 @@ export interface EngineStats {
   /** Per peer route, for the first PEER_SLOTS routes (see protocol.ts). */
   peers: PeerTraffic[];
   io: Record<IoStat, bigint>;
+  /** Workers running (started and not dead); fewer than the queues while one is restarting. */
   workers: number;
   workerRestarts: number;
 }
@@ -80,9 +95,14 @@ export interface EngineFeatures {
 
 export interface Engine {
   readonly name: 'native' | 'dgram';
+  /** Most peer routes the core holds (its MAX_ROUTES): the peer set never pushes more. */
+  readonly routeCapacity: number;
+  /** Per-peer stats slots, numbered from 0; a route without one is forwarded but not counted. */
+  readonly peerSlots: number;
   start(): Promise<EngineFeatures>;
-  setRoute(route: PeerRoute): void;
-  removeRoute(net: number, len: number): void;
+  /** Adds the route, or replaces the one for the same network. */
+  setRoute(r: SlottedRoute): void;
+  removeRoute(r: SlottedRoute): void;
   stats(): EngineStats;
   /** Brings stats() up to the packets handled so far (workers publish on request). */
   refresh(): Promise<void>;
@@ -94,4 +114,8 @@ export type EngineEvents = {
   workerRestart?: (index: number, reason: string) => void;
   /** A restarted worker is running again (the TUN may have been re-created with it). */
   workerRestarted?: (index: number) => void;
+  /** A worker failed before it was ready; it is started again after retryMs. */
+  workerStartFailed?: (index: number, reason: string, retryMs: number) => void;
+  /** A worker could not apply a control message (a route change); it keeps running. */
+  workerError?: (index: number, reason: string) => void;
 };

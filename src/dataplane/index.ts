@@ -5,7 +5,7 @@ import { configureTun } from '../device/tun.js';
 import type { IPv4Net } from '../net.js';
 import { DgramEngine } from './dgram-engine.js';
 import { NativeEngine } from './native-engine.js';
-import type { Engine, EngineEvents, EngineFeatures } from './engine.js';
+import type { Engine, EngineEvents, EngineFeatures, RouteSource } from './engine.js';
 
 export interface DataplaneOptions {
   backend: Backend;
@@ -17,13 +17,15 @@ export interface DataplaneOptions {
   network: IPv4Net;
   subnet: IPv4Net;
   mac: Uint8Array;
+  /** The peer set: the engine reads its routes from there. */
+  routes: RouteSource;
   events?: EngineEvents;
 }
 
 export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Engine; features: EngineFeatures }> {
   const engineOpts = {
     mode: o.backend.mode, device: o.backend.deviceName, bindAddr: o.bindAddr, port: o.backend.port,
-    mtu: o.mtu, localAddr: o.subnet.ip, vni: o.backend.vni, mac: o.mac, queues: o.queues, offload: o.offload,
+    mtu: o.mtu, localAddr: o.subnet.ip, subnetLen: o.subnet.prefixLen, network: o.network, vni: o.backend.vni, mac: o.mac, queues: o.queues, offload: o.offload,
   };
   const tun = { name: o.backend.deviceName, addr: o.subnet.ip, mtu: o.mtu, network: o.network };
   // A worker that died took a single-queue TUN with it; its replacement creates a bare one.
@@ -34,7 +36,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Eng
       o.events?.workerRestarted?.(i);
     },
   };
-  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts) : new NativeEngine(engineOpts, events);
+  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts, o.routes) : new NativeEngine(engineOpts, o.routes, events);
   const features = await engine.start();
   try {
     configureTun(tun);

@@ -1,13 +1,15 @@
 // The batched, zero-copy engine: one worker thread per TUN queue, each with its own wasm core
-// and UDP socket. The main thread keeps the authoritative route set, pushes every change to
-// all workers, restarts a worker that dies, and sums their counters.
+// and UDP socket. The main thread pushes every route change (from the peer set, which owns the
+// routes) to all workers, restarts a worker that dies, retrying with backoff while it fails to
+// start, and sums their counters.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadNative, type NativeIO } from './native.js';
 import { Core, type CounterSnapshot } from './core.js';
+import { checkAddonLayout } from './descriptors.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
-import { routeKey, type Engine, type EngineFeatures, type EngineOptions, type EngineStats, type PeerRoute, type EngineEvents, type PeerTraffic } from './engine.js';
+import type { Engine, EngineFeatures, EngineOptions, EngineStats, EngineEvents, PeerTraffic, RouteSource, SlottedRoute } from './engine.js';
 import {
   IO_STATS, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type StatsLayout, type IoStat, type ControlMessage, type WorkerData,
   type WorkerReport,
@@ -22,11 +24,17 @@ interface Slot {
   /** Counters of workers that died, kept so totals never go backwards. */
   retired: bigint[];
   ready: Promise<EngineFeatures>;
+  /** Started and not dead: what linen_workers counts. */
+  running: boolean;
   stopped: boolean;
   /** Descriptors the worker opened: a dead worker's TUN queue and sockets must be closed
    * before a new worker can attach the queue and bind the port. */
   fds: number[];
 }
+
+// A worker that fails before it is ready is started again after 100 ms, doubling up to 5 s.
+const RETRY_INITIAL_MS = 100;
+const RETRY_MAX_MS = 5000;
 
 function workerUrl(): URL {
   const js = new URL('./worker.js', import.meta.url);
@@ -37,25 +45,27 @@ function workerUrl(): URL {
 export class NativeEngine implements Engine {
   readonly name = 'native' as const;
   private readonly io: NativeIO;
-  private readonly routes = new Map<string, PeerRoute>();
-  /** Stats slot of each route's per-peer counters. Freed slots are reused last (FIFO), so a
-   * worker has long finished clearing a slot before another route gets it. */
-  private readonly peerSlot = new Map<string, number>();
-  private readonly freePeerSlots: number[] = [];
-  private nextPeerSlot = 0;
+  readonly routeCapacity: number;
+  readonly peerSlots = PEER_SLOTS;
   private publishSeq = 0;
   private readonly slots: Slot[] = [];
   private features: EngineFeatures | null = null;
   private restarts = 0;
   private closing = false;
+  /** Pending restarts of workers that failed to start, cancelled by stop(). */
+  private readonly retries = new Set<NodeJS.Timeout>();
+  /** Test only (LINEN_DEBUG_HOOKS): how many more starts of each worker fail before ready. */
+  private readonly failStarts = new Map<number, number>();
   /** Where each counter lives in a worker's stats buffer. */
   private readonly layout: StatsLayout;
 
-  constructor(private readonly opts: EngineOptions, private readonly events: EngineEvents = {}) {
+  constructor(private readonly opts: EngineOptions, private readonly source: RouteSource, private readonly events: EngineEvents = {}) {
     this.io = loadNative();
     // The layout comes from the wasm module itself; a throwaway instance reads it.
     const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr }).layout;
+    checkAddonLayout(this.io.layout, L);
     this.layout = statsLayout(L);
+    this.routeCapacity = L.MAX_ROUTES;
   }
 
   async start(): Promise<EngineFeatures> {
@@ -72,6 +82,8 @@ export class NativeEngine implements Engine {
     const { port1, port2 } = new MessageChannel();
     const eventFd = this.io.eventfdOpen();
     const stats = new SharedArrayBuffer(this.layout.words * 8);
+    const failing = this.failStarts.get(index) ?? 0;
+    if (failing > 0) this.failStarts.set(index, failing - 1);
     const data: WorkerData = {
       index,
       options: { ...this.opts, mac: Array.from(this.opts.mac) },
@@ -79,24 +91,35 @@ export class NativeEngine implements Engine {
       eventFd,
       port: port2,
       stats,
-      routes: [...this.routes.entries()].map(([key, route]) => ({ route, slot: this.peerSlot.get(key) ?? -1 })),
+      routes: [...this.source.routes()].map(({ route, slot }) => ({ route, slot })),
+      ...(failing > 0 ? { failBeforeReady: true } : {}),
     };
     const worker = new Worker(workerUrl(), { workerData: data, transferList: [port2] });
     let resolveReady!: (f: EngineFeatures) => void;
     let rejectReady!: (e: Error) => void;
     const ready = new Promise<EngineFeatures>((res, rej) => { resolveReady = res; rejectReady = rej; });
-    const slot: Slot = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.layout.words).fill(0n), ready, stopped: false, fds: [] };
+    const slot: Slot = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.layout.words).fill(0n), ready, running: false, stopped: false, fds: [] };
     this.slots[index] = slot;
     let isReady = false;
+    // A worker that fails before it is ready has closed what it opened; its channel and
+    // eventfd are ours to close.
+    const failed = (why: string): void => {
+      if (slot.stopped) return;
+      slot.stopped = true;
+      slot.port.close();
+      try { this.io.close(slot.eventFd); } catch { /* closed */ }
+      rejectReady(new Error(why));
+    };
     port1.on('message', (msg: WorkerReport) => {
-      if (msg.type === 'ready') { isReady = true; slot.fds = msg.fds; resolveReady(msg.features); }
+      if (msg.type === 'ready') { isReady = true; slot.running = true; slot.fds = msg.fds; resolveReady(msg.features); }
+      else if (msg.type === 'error') this.events.workerError?.(index, msg.message);
     });
     worker.on('error', (err) => {
-      if (!isReady) { rejectReady(err); return; }
+      if (!isReady) { failed(err.message); return; }
       this.onWorkerDeath(slot, err.message);
     });
     worker.on('exit', (code) => {
-      if (!isReady) { rejectReady(new Error(`worker ${index} exited with code ${code} before it was ready`)); return; }
+      if (!isReady) { failed(`worker ${index} exited with code ${code} before it was ready`); return; }
       if (!slot.stopped && !this.closing) this.onWorkerDeath(slot, `exited with code ${code}`);
     });
     return ready;
@@ -105,6 +128,7 @@ export class NativeEngine implements Engine {
   private onWorkerDeath(slot: Slot, reason: string): void {
     if (slot.stopped || this.closing) return;
     slot.stopped = true;
+    slot.running = false;
     // Keep what it counted, then start a fresh worker on the same queue.
     const last = new BigUint64Array(slot.stats);
     const retired = slot.retired.map((v, i) => v + last[i]);
@@ -114,8 +138,18 @@ export class NativeEngine implements Engine {
     }
     this.restarts++;
     this.events.workerRestart?.(slot.index, reason);
-    this.spawn(slot.index, this.features, retired).then(() => this.events.workerRestarted?.(slot.index), (e: Error) => {
-      this.events.workerRestart?.(slot.index, `restart failed: ${e.message}`);
+    this.restart(slot.index, retired, 0);
+  }
+
+  /** Starts worker `index` again; while it fails before it is ready, retries with backoff. */
+  private restart(index: number, retired: bigint[], failures: number): void {
+    if (this.closing) return;
+    this.spawn(index, this.features, retired).then(() => this.events.workerRestarted?.(index), (e: Error) => {
+      if (this.closing) return;
+      const delay = Math.min(RETRY_INITIAL_MS * 2 ** failures, RETRY_MAX_MS);
+      this.events.workerStartFailed?.(index, e.message, delay);
+      const timer = setTimeout(() => { this.retries.delete(timer); this.restart(index, retired, failures + 1); }, delay);
+      this.retries.add(timer);
     });
   }
 
@@ -127,35 +161,36 @@ export class NativeEngine implements Engine {
     }
   }
 
-  setRoute(route: PeerRoute): void {
-    const key = routeKey(route.net, route.len);
-    this.routes.set(key, route);
-    let slot = this.peerSlot.get(key);
-    if (slot === undefined) {
-      slot = this.nextPeerSlot < PEER_SLOTS ? this.nextPeerSlot++ : this.freePeerSlots.shift() ?? -1;
-      if (slot >= 0) this.peerSlot.set(key, slot);
-    }
+  setRoute({ route, slot }: SlottedRoute): void {
     this.broadcast({ type: 'set', route, slot });
   }
 
-  removeRoute(net: number, len: number): void {
-    const key = routeKey(net, len);
-    if (!this.routes.delete(key)) return;
-    const slot = this.peerSlot.get(key) ?? -1;
-    if (slot >= 0) {
-      this.peerSlot.delete(key);
-      this.freePeerSlots.push(slot);
-      // What dead workers counted for this peer goes with it.
-      for (const s of this.slots) if (s) s.retired.fill(0n, this.layout.peers + slot * PEER_WORDS, this.layout.peers + (slot + 1) * PEER_WORDS);
-    }
-    this.broadcast({ type: 'remove', net, len, slot });
+  removeRoute({ route, slot }: SlottedRoute): void {
+    // What dead workers counted for this peer goes with it.
+    if (slot >= 0) for (const s of this.slots) if (s) s.retired.fill(0n, this.layout.peers + slot * PEER_WORDS, this.layout.peers + (slot + 1) * PEER_WORDS);
+    this.broadcast({ type: 'remove', net: route.net, len: route.len, slot });
   }
 
   /** Debug hook for the reliability tests: makes worker `index` throw. */
   crashWorker(index: number): void {
+    this.post(index, { type: 'crash' });
+  }
+
+  /** Debug hook: sends worker `index` a route its core refuses (prefix length 33), so that its
+   * control path throws. */
+  badRouteToWorker(index: number): void {
+    this.post(index, { type: 'set', route: { net: 0, len: 33, publicIp: 0 }, slot: -1 });
+  }
+
+  /** Debug hook: the next `count` starts of worker `index` fail before it is ready. */
+  failWorkerStarts(index: number, count: number): void {
+    this.failStarts.set(index, count);
+  }
+
+  private post(index: number, msg: ControlMessage): void {
     const s = this.slots[index];
-    if (!s) throw new Error(`no worker ${index}`);
-    s.port.postMessage({ type: 'crash' } satisfies ControlMessage);
+    if (!s || s.stopped) throw new Error(`no worker ${index}`);
+    s.port.postMessage(msg);
     this.io.eventfdSignal(s.eventFd);
   }
 
@@ -168,7 +203,7 @@ export class NativeEngine implements Engine {
       const words = new BigUint64Array(s.stats);
       return Atomics.load(words, this.layout.seq) >= seq;
     };
-    while (!this.slots.every((s) => !s || s.stopped || served(s))) {
+    while (!this.slots.every((s) => !s || !s.running || served(s))) {
       if (Date.now() >= deadline) return;
       await new Promise((r) => setTimeout(r, 1));
     }
@@ -181,9 +216,8 @@ export class NativeEngine implements Engine {
       for (let i = 0; i < this.layout.peers; i++) total[i] += s.retired[i] + words[i];
     }
     const peers: PeerTraffic[] = [];
-    for (const [key, slot] of this.peerSlot) {
-      const route = this.routes.get(key);
-      if (!route) continue;
+    for (const { route, slot } of this.source.routes()) {
+      if (slot < 0 || slot >= PEER_SLOTS) continue;
       const sum = [0n, 0n, 0n, 0n];
       const at = this.layout.peers + slot * PEER_WORDS;
       for (const { s, words } of live) for (let k = 0; k < PEER_WORDS; k++) sum[k] += s.retired[at + k] + words[at + k];
@@ -203,23 +237,28 @@ export class NativeEngine implements Engine {
       counters,
       peers,
       io: Object.fromEntries(IO_STATS.map((name, i) => [name, total[i]])) as Record<IoStat, bigint>,
-      workers: this.slots.filter((s) => s && !s.stopped).length,
+      workers: this.slots.filter((s) => s && s.running).length,
       workerRestarts: this.restarts,
     };
   }
 
   async stop(): Promise<void> {
     this.closing = true;
-    const exits = this.slots.filter((s) => s && !s.stopped).map((s) => new Promise<void>((res) => {
+    for (const timer of this.retries) clearTimeout(timer);
+    this.retries.clear();
+    // Dead and failed workers' descriptors are closed already.
+    const live = this.slots.filter((s) => s && !s.stopped);
+    const exits = live.map((s) => new Promise<void>((res) => {
       const timer = setTimeout(() => { void s.worker.terminate().then(() => res()); }, 3000);
       s.worker.once('exit', () => { clearTimeout(timer); res(); });
       s.port.postMessage({ type: 'stop' } satisfies ControlMessage);
       this.io.eventfdSignal(s.eventFd);
     }));
     await Promise.all(exits);
-    for (const s of this.slots) {
-      if (!s) continue;
+    for (const s of live) {
+      if (s.stopped) continue; // failed before it was ready: closed then
       s.stopped = true;
+      s.running = false;
       s.port.close();
       try { this.io.close(s.eventFd); } catch { /* closed */ }
     }

@@ -1,4 +1,6 @@
-// Typed access to the native I/O addon (native/linen_io.c, built to build/Release/linen_io.node).
+// Typed access to the native I/O addon (native/linen_io.c). node-gyp-build finds it: a local
+// build (build/Release/linen_io.node, from npm run build) first, else the prebuilt one the
+// package ships for this platform (prebuilds/<platform>-<arch>/, made by scripts/prebuild.sh).
 //
 // The addon knows file descriptors and memory regions, nothing about packets. Batched calls take
 // the wasm instance's linear memory (its ArrayBuffer) and byte offsets of descriptor tables
@@ -6,7 +8,7 @@
 // whose `code` is the errno name (e.g. 'EINVAL') and `errno` its number; out-of-bounds tables
 // throw a RangeError with code 'ERR_OUT_OF_RANGE' before any I/O happens.
 
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -85,9 +87,15 @@ export interface NativeError extends Error {
   written?: number;
 }
 
+/** The memory layout the addon was compiled with (native/linen_abi.h, generated from the wasm
+ * core's exports): DESC_SIZE, the D_* descriptor field offsets, TUNW_SIZE, TW_*, IOV_SIZE,
+ * IOV_* and VNET_HDR_LEN. checkAddonLayout() (descriptors.ts) compares it with the core's. */
+export type NativeLayout = Readonly<Record<string, number>>;
+
 export interface NativeIO {
   abiVersion(): number;
   readonly constants: NativeConstants;
+  readonly layout: NativeLayout;
 
   tunOpen(name: string, opts?: TunOpenOptions): TunHandle;
   /** TUNSETOFFLOAD; throws EINVAL for a combination the kernel refuses. */
@@ -95,6 +103,7 @@ export interface NativeIO {
   /**
    * Reads up to `max` packets, one per descriptor of the table at `descTable`, each into
    * `offset` with at most `capacity` bytes; stores `length`. Stops at EAGAIN. Returns the count.
+   * `max` is at most 1024; the offsets checked before the first read are the ones used.
    */
   tunReadBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
   /**
@@ -105,7 +114,8 @@ export interface NativeIO {
   tunWriteBatch(fd: number, memory: NativeMemory, writesTable: number, count: number, iovTable: number): number;
 
   udpOpen(opts: UdpOpenOptions): UdpSocket;
-  /** recvmmsg into the descriptors; fills length, addr, port and segSize (GRO). */
+  /** recvmmsg into the descriptors; fills length, addr, port and segSize (GRO). As tunReadBatch:
+   * `max` at most 1024, offsets checked once before the first call. */
   udpRecvBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
   /**
    * sendmmsg of `count` descriptors. Descriptor i goes out on fds[srcPort % fds.length]
@@ -159,9 +169,25 @@ export function repoRoot(from: string = dirname(fileURLToPath(import.meta.url)))
   }
 }
 
-/** Where the addon is expected. */
-export function nativeAddonPath(): string {
-  return join(repoRoot(), "build", "Release", "linen_io.node");
+const require = createRequire(import.meta.url);
+
+/**
+ * The addon node-gyp-build picks under `root`: build/Release first, then the prebuild matching
+ * this platform, arch and libc. Throws an error that says what to do when none fits.
+ */
+export function nativeAddonPath(root: string = repoRoot()): string {
+  const nodeGypBuild = require("node-gyp-build") as { path(dir: string): string };
+  try {
+    return nodeGypBuild.path(root);
+  } catch {
+    let shipped: string[] = [];
+    try { shipped = readdirSync(join(root, "prebuilds")); } catch { /* a source checkout has none */ }
+    throw new Error(
+      `linen: no native addon for ${process.platform}-${process.arch} in ${join(root, "build", "Release")} ` +
+        `or ${join(root, "prebuilds")} (prebuilt for: ${shipped.join(", ") || "none"}, glibc); ` +
+        `build it from source (needs gcc, make, python3 and Node's headers): cd ${root} && npx node-gyp rebuild`,
+    );
+  }
 }
 
 let cached: NativeIO | undefined;
@@ -170,14 +196,17 @@ let cached: NativeIO | undefined;
 export function loadNative(): NativeIO {
   if (cached) return cached;
   const path = nativeAddonPath();
-  if (!existsSync(path)) {
-    throw new Error(`linen: native addon not found at ${path}; run npm run build (or npx node-gyp rebuild)`);
+  let io: NativeIO;
+  try {
+    io = require(path) as NativeIO;
+  } catch (e) {
+    // e.g. a prebuild linked against a newer glibc than this system's.
+    throw new Error(`linen: cannot load the native addon ${path}: ${(e as Error).message}; ` +
+      `build one for this system (needs gcc, make, python3 and Node's headers): cd ${repoRoot()} && npx node-gyp rebuild`);
   }
-  const require = createRequire(import.meta.url);
-  const io = require(path) as NativeIO;
   const v = io.abiVersion();
   if (v !== NATIVE_ABI_VERSION) {
-    throw new Error(`linen: native addon ${path} has ABI ${v}, expected ${NATIVE_ABI_VERSION}; run npm run build`);
+    throw new Error(`linen: native addon ${path} has ABI ${v}, expected ${NATIVE_ABI_VERSION}; rebuild it (npm run build)`);
   }
   cached = io;
   return io;

@@ -1,6 +1,6 @@
 // Messages and shared-memory layout between the native engine (main thread) and its workers.
 import type { MessagePort } from 'node:worker_threads';
-import type { EngineOptions, PeerRoute, EngineFeatures } from './engine.js';
+import type { EngineOptions, PeerRoute, EngineFeatures, SlottedRoute } from './engine.js';
 import type { Layout } from './core.js';
 
 export interface WorkerData {
@@ -12,10 +12,11 @@ export interface WorkerData {
   port: MessagePort;
   stats: SharedArrayBuffer;
   routes: SlottedRoute[];
+  /** Test only (LINEN_DEBUG_HOOKS): throw after opening everything, before 'ready'. */
+  failBeforeReady?: boolean;
 }
 
-/** A route and the stats slot its per-peer counters are published to (-1: none). */
-export interface SlottedRoute { route: PeerRoute; slot: number }
+export type { SlottedRoute };
 
 export type ControlMessage =
   | { type: 'set'; route: PeerRoute; slot: number }
@@ -28,6 +29,8 @@ export type ControlMessage =
 export type WorkerReport =
   /** fds: every descriptor the worker opened, closed by the main thread if the worker dies. */
   | { type: 'ready'; features: EngineFeatures; fds: number[] }
+  /** A control message failed; the worker carries on. */
+  | { type: 'error'; message: string }
   | { type: 'stopped' };
 
 // Layout of the stats SharedArrayBuffer (u64 each): the I/O counters below, then the core's

@@ -17,6 +17,10 @@ export const VERDICTS = [
   'unsupported',
   // not a drop: a peer's partial (offload) TCP/UDP checksum completed before the TUN write
   'checksum_completed',
+  // ingress: the inner destination is not in this node's subnet (a peer may only deliver here)
+  'foreign_destination',
+  // ingress, UDP mode: the datagram did not come from the flannel port every node sends from
+  'wrong_source_port',
 ] as const;
 
 export type VerdictName = (typeof VERDICTS)[number];

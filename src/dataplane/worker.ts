@@ -5,6 +5,7 @@ import { workerData, isMainThread, receiveMessageOnPort } from 'node:worker_thre
 import { Core } from './core.js';
 import { loadNative, enableTunOffload, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
+import { formatIPv4 } from '../net.js';
 import {
   IO_STATS, STAT_HEARTBEAT, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type IoStat, type WorkerData,
   type ControlMessage, type WorkerReport, type SlottedRoute,
@@ -28,11 +29,21 @@ const PUBLISH_EVERY_MS = 100;
 // scrape right after a transfer sees all of it without publishing on every busy wake-up.
 const PUBLISH_WHEN_IDLE_MS = 5;
 
+/** Runs fn on fd; if it throws, closes fd first. */
+function orClose(io: NativeIO, fd: number, fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    io.close(fd);
+    throw e;
+  }
+}
+
 function openTun(io: NativeIO, opts: WorkerData['options'], features: EngineFeatures | null): { fd: number; features: EngineFeatures } {
   const multiQueue = opts.queues > 1;
   if (features) {
     const { fd } = io.tunOpen(opts.device, { multiQueue, vnetHdr: features.vnetHdr });
-    if (features.tunOffload) io.tunSetOffload(fd, features.tunOffload);
+    if (features.tunOffload) orClose(io, fd, () => io.tunSetOffload(fd, features.tunOffload));
     return { fd, features };
   }
   const found: EngineFeatures = { vnetHdr: false, tunOffload: 0, udpGso: false, udpGro: false, multiQueue };
@@ -42,7 +53,7 @@ function openTun(io: NativeIO, opts: WorkerData['options'], features: EngineFeat
       try {
         found.tunOffload = enableTunOffload(io, fd);
       } catch (e) {
-        if (opts.offload === 'on') throw e;
+        if (opts.offload === 'on') { io.close(fd); throw e; }
       }
       found.vnetHdr = true;
       return { fd, features: found };
@@ -64,6 +75,7 @@ class PeerSlots {
     this.words = new BigUint64Array(core.memory.buffer);
   }
 
+  /** Throws when the core refuses the route (bad prefix length, table full). */
   set({ route, slot }: SlottedRoute): void {
     const index = this.core.setRoute(route.net, route.len, route.publicIp, route.mac);
     if (slot < 0 || slot >= PEER_SLOTS) return;
@@ -89,33 +101,64 @@ class PeerSlots {
   }
 }
 
-function run(data: WorkerData): void {
-  const native = loadNative();
+/** Reports a failed control message to the main thread; the worker carries on. */
+function report(data: WorkerData, what: string, e: unknown): void {
+  data.port.postMessage({ type: 'error', message: `${what}: ${(e as Error).message ?? String(e)}` } satisfies WorkerReport);
+}
+
+interface Opened {
+  tun: { fd: number; features: EngineFeatures };
+  sock: { fd: number; gso: boolean; gro: boolean };
+  sendFds: number[];
+  core: Core;
+}
+
+/** Opens the TUN queue and the sockets and makes the core. If anything fails, closes what
+ * was opened before throwing: the main thread only learns the descriptors from 'ready'. */
+function open(native: NativeIO, data: WorkerData): Opened {
   const opts = data.options;
   const tun = openTun(native, opts, data.features);
-  const features = tun.features;
-  const core = new Core({
-    mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
-    localAddr: opts.localAddr, vni: opts.vni, mac: Uint8Array.from(opts.mac),
-  });
-  const wantGro = opts.offload !== 'off';
-  const sock = native.udpOpen({
-    address: opts.bindAddr, port: opts.port, reusePort: true, gro: wantGro,
-    rcvbuf: SOCKET_BUFFER, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont',
-  });
-  if (opts.offload === 'off') native.udpSetGso(sock.fd, false);
-  features.udpGso = sock.gso && opts.offload !== 'off';
-  features.udpGro = sock.gro;
-  // VXLAN: extra send-only sockets on ephemeral ports, picked by the flow hash, so the outer
-  // source port varies per flow as the kernel's does and receivers can spread the load.
-  const sendFds = [sock.fd];
-  if (opts.mode === 'vxlan') {
-    for (let i = 0; i < VXLAN_SOURCE_SOCKETS; i++) {
-      const s = native.udpOpen({ address: opts.bindAddr, port: 0, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont' });
-      if (opts.offload === 'off') native.udpSetGso(s.fd, false);
-      sendFds.push(s.fd);
+  const opened = [tun.fd];
+  try {
+    const features = tun.features;
+    const core = new Core({
+      mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
+      localAddr: opts.localAddr, subnetLen: opts.subnetLen, network: opts.network, vni: opts.vni, mac: Uint8Array.from(opts.mac),
+    });
+    const wantGro = opts.offload !== 'off';
+    const sock = native.udpOpen({
+      address: opts.bindAddr, port: opts.port, reusePort: true, gro: wantGro,
+      rcvbuf: SOCKET_BUFFER, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont',
+    });
+    opened.push(sock.fd);
+    if (opts.offload === 'off') native.udpSetGso(sock.fd, false);
+    features.udpGso = sock.gso && opts.offload !== 'off';
+    features.udpGro = sock.gro;
+    // VXLAN: extra send-only sockets on ephemeral ports, picked by the flow hash, so the outer
+    // source port varies per flow as the kernel's does and receivers can spread the load.
+    const sendFds = [sock.fd];
+    if (opts.mode === 'vxlan') {
+      for (let i = 0; i < VXLAN_SOURCE_SOCKETS; i++) {
+        const s = native.udpOpen({ address: opts.bindAddr, port: 0, sndbuf: SOCKET_BUFFER, pmtuDisc: 'dont' });
+        opened.push(s.fd);
+        if (opts.offload === 'off') native.udpSetGso(s.fd, false);
+        sendFds.push(s.fd);
+      }
     }
+    if (data.failBeforeReady) throw new Error(`worker ${data.index}: start failure requested through the debug hook`);
+    return { tun, sock, sendFds, core };
+  } catch (e) {
+    for (const fd of opened) {
+      try { native.close(fd); } catch { /* nothing more to do */ }
+    }
+    throw e;
   }
+}
+
+function run(data: WorkerData): void {
+  const native = loadNative();
+  const { tun, sock, sendFds, core } = open(native, data);
+  const features = tun.features;
   const sendTable = Int32Array.from(sendFds);
   const pollFds = Int32Array.of(tun.fd, sock.fd, data.eventFd);
   const stats = new BigUint64Array(data.stats);
@@ -127,7 +170,11 @@ function run(data: WorkerData): void {
   const SL = statsLayout(L);
   const counters = new BigUint64Array(mem, L.COUNTERS, SL.counterWords);
   const peers = new PeerSlots(core, stats, SL.peers);
-  for (const r of data.routes) peers.set(r);
+  // A route the core refuses is reported and skipped: it must not stop the others (nor make
+  // every restart of this worker fail the same way).
+  for (const r of data.routes) {
+    try { peers.set(r); } catch (e) { report(data, `route ${formatIPv4(r.route.net)}/${r.route.len}`, e); }
+  }
   // Plain numbers on the hot path; converted to u64 only when published.
   const io = new Float64Array(IO_STATS.length);
   let lastPublish = 0;
@@ -161,14 +208,20 @@ function run(data: WorkerData): void {
       const m = receiveMessageOnPort(data.port);
       if (!m) return;
       const msg = m.message as ControlMessage;
-      if (msg.type === 'set') peers.set(msg);
-      else if (msg.type === 'remove') peers.remove(msg.net, msg.len, msg.slot);
-      else if (msg.type === 'stop') stopping = true;
-      else if (msg.type === 'publish') {
-        publish(Date.now());
-        // Stored last and atomically: whoever sees the seq sees the counters before it.
-        Atomics.store(stats, SL.seq, BigInt(msg.seq));
-      } else if (msg.type === 'crash') throw new Error(`worker ${data.index}: crash requested through the debug hook`);
+      if (msg.type === 'crash') throw new Error(`worker ${data.index}: crash requested through the debug hook`);
+      // Anything else that throws is one message lost, reported; the worker keeps forwarding.
+      try {
+        if (msg.type === 'set') peers.set(msg);
+        else if (msg.type === 'remove') peers.remove(msg.net, msg.len, msg.slot);
+        else if (msg.type === 'stop') stopping = true;
+        else if (msg.type === 'publish') {
+          publish(Date.now());
+          // Stored last and atomically: whoever sees the seq sees the counters before it.
+          Atomics.store(stats, SL.seq, BigInt(msg.seq));
+        }
+      } catch (e) {
+        report(data, `control message ${msg.type}${msg.type === 'set' ? ` ${formatIPv4(msg.route.net)}/${msg.route.len}` : ''}`, e);
+      }
     }
   };
 

@@ -154,6 +154,14 @@ export function tlsFailure(msg: string): string | null {
   return null;
 }
 
+/**
+ * gRPC ends a connection error with "Resolution note: <what name resolution said>", which is
+ * empty for a plain address: the line then ends on a dangling label. Drop it when empty.
+ */
+export function withoutEmptyResolutionNote(msg: string): string {
+  return msg.replace(/\.?\s*Resolution note:\s*$/, '');
+}
+
 /** A small async queue for turning stream callbacks into an async iterator. */
 class Channel<T> {
   private items: T[] = [];
@@ -310,9 +318,10 @@ export class EtcdRegistry implements Registry {
   /** Turns anything etcd3/grpc throws into a RegistryError with a clear message. */
   private mapError(op: string, key: string, e: unknown): RegistryError {
     if (e instanceof RegistryError) return e;
-    const msg = e instanceof Error ? e.message : String(e);
+    const raw = e instanceof Error ? e.message : String(e);
+    const msg = withoutEmptyResolutionNote(raw);
     const where = `${op} ${key}`;
-    const tls = tlsFailure(msg);
+    const tls = tlsFailure(raw);
     if (tls !== null) {
       // Still 'unavailable' (retried): the other side may be fixed while linend waits.
       return new RegistryError(
@@ -355,7 +364,7 @@ export class EtcdRegistry implements Registry {
       return r;
     } catch (e) {
       if (client !== this.client && !this.closed) {
-        throw new RegistryError(`etcd ${op} ${key} was cut short by a reconnect: ${e instanceof Error ? e.message : String(e)}`, 'unavailable', e);
+        throw new RegistryError(`etcd ${op} ${key} was cut short by a reconnect: ${withoutEmptyResolutionNote(e instanceof Error ? e.message : String(e))}`, 'unavailable', e);
       }
       const err = this.mapError(op, key, e);
       if (err.kind === 'unavailable' || err.kind === 'timeout') this.setState('disconnected', err.message);

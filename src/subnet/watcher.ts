@@ -1,5 +1,5 @@
 // Peer discovery: list the leases, then watch <prefix>/subnets from revision + 1, and hand
-// the consumer (the backend) a diff of the peer set: added / changed / removed.
+// the consumer (the peer set, src/peers/) a diff of the leases: added / changed / removed.
 //
 // flanneld's behaviour (flannel-compat.md §4) with its data-losing quirks fixed:
 //   * a PUT that is not a lease (bad key or value) is skipped with a log line naming the
@@ -94,7 +94,11 @@ export class LeaseWatcher {
     this.ready = new Promise((r) => (this.readyResolve = r));
   }
 
-  /** Current peers keyed by subnet key (`10.5.7.0-24`). */
+  /**
+   * The leases etcd holds now, keyed by their subnet key as written (`10.5.7.0-24`, host bits
+   * and all): a mirror of the store that diffs are computed against, not the routed peers. Which
+   * of them get a route, keyed by the masked network, is the peer set's (src/peers/) decision.
+   */
   peers(): ReadonlyMap<string, Peer> {
     return this.state;
   }

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 
-import { leftovers, sh } from '../../bench/topology.js';
+import { leftovers, sh } from '../../lab/netns.js';
 import { METRICS, suiteContenders } from '../../bench/suite.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

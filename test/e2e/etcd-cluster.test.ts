@@ -4,26 +4,12 @@ import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
-import { buildCluster, ETCD_PREFIX, type Cluster } from '../../bench/cluster.js';
-import { ping } from '../helpers/ping.js';
-import { Metrics, waitFor } from '../helpers/reliability.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<Cluster> {
-  const c = await buildCluster(o);
-  t.teardown(() => c.destroy());
-  return c;
-}
-
-async function leases(c: Cluster): Promise<Map<string, string>> {
-  const out = await c.etcd.ctl('get', '--prefix', `${ETCD_PREFIX}/subnets`);
-  const lines = out.trim().split('\n').filter(Boolean);
-  const m = new Map<string, string>();
-  for (let i = 0; i + 1 < lines.length; i += 2) m.set(lines[i], lines[i + 1]);
-  return m;
-}
+import { testCluster } from '../helpers/cluster.js';
+import { ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
+import { ping } from '../../lab/traffic.js';
+import { Metrics, etcdLeases, startIperf, waitFor } from '../helpers/reliability.js';
 
 async function allReachable(t: Test, c: Cluster, pairs: [number, number][]): Promise<void> {
   const results = await Promise.all(pairs.map(([a, b]) => c.reachable(a, b, 3)));
@@ -39,8 +25,8 @@ function everyPair(n: number): [number, number][] {
 
 for (const backend of ['udp', 'vxlan'] as const) {
   t.test(`${backend}: etcd data, subnet.env, device and traffic as flanneld across three hosts`, async (t) => {
-    const c = await cluster(t, { hosts: 3, backend });
-    const ls = await leases(c);
+    const c = await testCluster(t, { hosts: 3, backend });
+    const ls = await etcdLeases(c);
     t.equal(ls.size, 3, 'one lease per host');
     const network = c.network;
     const mtu = backend === 'udp' ? 1472 : 1450;
@@ -88,7 +74,7 @@ for (const backend of ['udp', 'vxlan'] as const) {
     const before = await counted();
     t.ok(Object.values(before).every((v) => v >= 0), `host 1's /metrics has the totals and both peers' counters: ${JSON.stringify(before)}`);
     const pings = 20;
-    const r = await ping(c.nodes[0].host.pod.ns, c.nodes[1].podIp ?? '', { count: pings, intervalS: 0.01 });
+    const r = await ping({ from: c.nodes[0].host.pod, to: c.nodes[1].podIp ?? '', count: pings, intervalSec: 0.01 });
     t.equal(r.received, pings, `${pings} pings host 1 -> host 2 answered`);
     const after = await counted();
     const d = Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - before[k]!]));
@@ -120,22 +106,21 @@ async function notifyListener(t: Test): Promise<{ path: string; messages(): Prom
   return { path, messages: async () => { await exited; return out.split('\n').slice(1).filter(Boolean); } };
 }
 
-
 t.test('20 linend started at the same moment get distinct subnets and all reach each other', async (t) => {
-  const c = await cluster(t, { hosts: 20, backend: 'vxlan', start: false });
+  const c = await testCluster(t, { hosts: 20, backend: 'vxlan', start: false });
   await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
   await c.ready();
   const subnets = c.nodes.map((n) => n.subnetEnv()?.['FLANNEL_SUBNET']);
   t.equal(new Set(subnets).size, 20, 'twenty distinct subnets');
   t.equal(c.nodes.filter((n) => !n.alive()).length, 0, 'none exited');
-  t.equal((await leases(c)).size, 20, 'twenty leases in etcd');
+  t.equal((await etcdLeases(c)).size, 20, 'twenty leases in etcd');
   const pairs: [number, number][] = [];
   for (let i = 1; i < 20; i++) pairs.push([0, i], [i, 0]);
   await allReachable(t, c, pairs);
 });
 
 t.test("a lease written by hand in flanneld's format becomes a route, and goes with it", async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'udp' });
+  const c = await testCluster(t, { hosts: 2, backend: 'udp' });
   const y = c.network.split('.')[1];
   const fake = `10.${y}.200.0`;
   const key = `${ETCD_PREFIX}/subnets/${fake}-24`;
@@ -159,18 +144,18 @@ t.test("a lease written by hand in flanneld's format becomes a route, and goes w
 });
 
 t.test('restart with SIGTERM and after kill -9: same subnet, traffic resumes', async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'vxlan' });
+  const c = await testCluster(t, { hosts: 2, backend: 'vxlan' });
   const before = c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'];
-  const mac = (await leases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`);
+  const mac = (await etcdLeases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`);
   t.equal(await c.nodes[1].stop('SIGTERM'), 0, 'SIGTERM: exit code 0');
   t.equal(c.topo.ip(c.nodes[1].host.ns, 'link', 'show').includes('flannel.1'), false, 'device removed on shutdown');
-  t.equal((await leases(c)).size, 2, 'the lease is kept');
+  t.equal((await etcdLeases(c)).size, 2, 'the lease is kept');
   // Started as by a systemd unit with Type=notify (flanneld's own unit): READY=1 once ready.
   const notify = await notifyListener(t);
   await c.nodes[1].start({ env: { NOTIFY_SOCKET: notify.path } });
   t.same(await notify.messages(), ['READY=1'], 'READY=1 sent to NOTIFY_SOCKET, once');
   t.equal(c.nodes[1].subnetEnv()?.['FLANNEL_SUBNET'], before, 'same subnet after restart');
-  t.equal((await leases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`), mac, 'same lease value (VtepMAC kept)');
+  t.equal((await etcdLeases(c)).get(`${ETCD_PREFIX}/subnets/${before?.replace(/\.1\/24$/, '.0')}-24`), mac, 'same lease value (VtepMAC kept)');
   await allReachable(t, c, everyPair(2));
   await c.nodes[1].stop('SIGKILL');
   await c.nodes[1].start();
@@ -179,27 +164,20 @@ t.test('restart with SIGTERM and after kill -9: same subnet, traffic resumes', a
 });
 
 t.test('etcd down for 30 s during a transfer: forwarding goes on; a new peer is reachable after', async (t) => {
-  const c = await cluster(t, { hosts: 3, backend: 'udp', start: false });
+  const c = await testCluster(t, { hosts: 3, backend: 'udp', start: false });
   await c.nodes[0].start();
   await c.nodes[1].start();
   const [a, b] = c.nodes;
-  const server = spawn('ip', ['netns', 'exec', b.host.pod.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
-  t.teardown(() => { server.kill('SIGKILL'); });
-  await sleep(500);
-  const client = spawn('ip', ['netns', 'exec', a.host.pod.ns, 'iperf3', '-c', b.podIp ?? '', '-t', '40', '-i', '5', '-J'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  t.teardown(() => { client.kill('SIGKILL'); });
-  let json = '';
-  client.stdout.on('data', (d: Buffer) => { json += d.toString(); });
-  const done = new Promise((res) => client.on('exit', res));
+  const iperf = await startIperf(a, b, { seconds: 40, interval: 5 });
+  t.teardown(() => iperf.kill());
   await sleep(3000);
   await c.etcd.stop();
   await sleep(30000);
   await c.etcd.start();
-  await done;
-  const report = JSON.parse(json) as { intervals: { sum: { bytes: number } }[]; end: { sum_received: { bytes: number } } };
-  const empty = report.intervals.filter((i) => i.sum.bytes === 0).length;
+  const report = await iperf.done;
+  const empty = report.intervals.filter((bytes) => bytes === 0).length;
   t.equal(empty, 0, `all ${report.intervals.length} 5-second intervals carried data`);
-  t.ok(report.end.sum_received.bytes > 0);
+  t.ok(report.bytes > 0);
   t.ok(a.alive() && b.alive(), 'both nodes kept running');
   t.match(a.log(), /etcd unreachable/, 'the outage is logged');
   await c.nodes[2].start();
@@ -207,7 +185,7 @@ t.test('etcd down for 30 s during a transfer: forwarding goes on; a new peer is 
 });
 
 t.test('bad input: malformed config, unknown backend, malformed lease from another writer', async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'udp', config: { Network: 5 }, start: false });
+  const c = await testCluster(t, { hosts: 2, backend: 'udp', config: { Network: 5 }, start: false });
   const n = c.nodes[0];
   await n.start({ wait: false });
   await waitFor(async () => /Couldn't fetch network config/.test(n.log()), 10000);

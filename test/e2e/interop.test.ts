@@ -5,42 +5,28 @@
 //   3. an independent flanneld-UDP peer (test/fixtures/udp-peer.py, Python stdlib only).
 // The foreign node's lease is written to etcd by hand, byte for byte as flanneld writes it,
 // with a 24 h etcd lease as flanneld grants. Everything runs in the namespaces of one
-// bench/cluster.ts topology and is removed in the test's teardown.
+// lab/cluster.ts topology and is removed in the test's teardown.
 import t, { type Test } from 'tap';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../bench/kernel.js';
-import { transfer } from '../helpers/transfer.js';
-import { ping, type PingResult } from '../helpers/ping.js';
-import { Metrics, waitFor } from '../helpers/reliability.js';
+import { testCluster } from '../helpers/cluster.js';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../lab/kernel.js';
+import { transfer } from '../../lab/transfer.js';
+import { ping, type PingResult } from '../../lab/traffic.js';
+import { Metrics, etcdLeases, snmp, waitFor } from '../helpers/reliability.js';
 
 const UDP_PEER = fileURLToPath(new URL('../fixtures/udp-peer.py', import.meta.url));
 const BRIDGE_CNI = '/usr/lib/cni/bridge';
 const CNI_PATH = '/usr/lib/cni';
 const MB = 1 << 20;
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-async function cluster(t: Test, o: Parameters<typeof buildCluster>[0]): Promise<Cluster> {
-  const c = await buildCluster(o);
-  t.teardown(() => c.destroy());
-  return c;
-}
-
-async function leases(c: Cluster): Promise<Map<string, string>> {
-  const out = await c.etcd.ctl('get', '--prefix', `${ETCD_PREFIX}/subnets`);
-  const lines = out.trim().split('\n').filter(Boolean);
-  const m = new Map<string, string>();
-  for (let i = 0; i + 1 < lines.length; i += 2) m.set(lines[i]!, lines[i + 1]!);
-  return m;
-}
 
 interface LeaseAttrs { PublicIP: string; PublicIPv6: null; BackendType?: string; BackendData?: { VNI: number; VtepMAC: string } }
 
@@ -48,7 +34,7 @@ interface LeaseAttrs { PublicIP: string; PublicIPv6: null; BackendType?: string;
 async function linenLease(c: Cluster, n: ClusterNode): Promise<{ subnet: string; attrs: LeaseAttrs; raw: string }> {
   const m = /^(\d+\.\d+\.\d+)\.1\/24$/.exec(n.subnetEnv()?.['FLANNEL_SUBNET'] ?? '');
   if (!m) throw new Error(`host ${n.index + 1}: no FLANNEL_SUBNET in ${n.subnetFile}`);
-  const raw = (await leases(c)).get(`${ETCD_PREFIX}/subnets/${m[1]}.0-24`);
+  const raw = (await etcdLeases(c)).get(`${ETCD_PREFIX}/subnets/${m[1]}.0-24`);
   if (!raw) throw new Error(`host ${n.index + 1}: no lease for ${m[1]}.0/24 in etcd`);
   return { subnet: `${m[1]}.0/24`, attrs: JSON.parse(raw) as LeaseAttrs, raw };
 }
@@ -56,7 +42,7 @@ async function linenLease(c: Cluster, n: ClusterNode): Promise<{ subnet: string;
 /** The lowest /24 of the cluster network from SubnetMin (.1.0) that no lease overlaps. */
 async function freeSubnet(c: Cluster): Promise<string> {
   const y = c.network.split('.')[1];
-  const taken = new Set([...(await leases(c)).keys()].map((k) => k.slice(k.lastIndexOf('/') + 1)));
+  const taken = new Set([...(await etcdLeases(c)).keys()].map((k) => k.slice(k.lastIndexOf('/') + 1)));
   for (let z = 1; z < 255; z++) if (!taken.has(`10.${y}.${z}.0-24`)) return `10.${y}.${z}.0/24`;
   throw new Error('out of subnets');
 }
@@ -105,7 +91,6 @@ function run(cmd: string, args: string[], timeoutMs: number, opts: { input?: str
   });
 }
 
-
 /** Lines of a tshark capture in `ns`: start it, wait until it captures, run `during`, stop it. */
 async function capture(t: Test, ns: string, dev: string, filter: string, during: () => Promise<void>): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'linen-interop-pcap-'));
@@ -134,10 +119,7 @@ async function capture(t: Test, ns: string, dev: string, filter: string, during:
 
 /** TCP InCsumErrors of a namespace (/proc/net/snmp): segments its stack dropped for a bad checksum. */
 function tcpInCsumErrors(ns: string): number {
-  const snmp = execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' });
-  const [names, values] = snmp.split('\n').filter((l) => l.startsWith('Tcp:')).map((l) => l.split(/\s+/));
-  const i = names?.indexOf('InCsumErrors') ?? -1;
-  return i < 0 ? 0 : Number(values?.[i] ?? 0);
+  return snmp(ns)['Tcp.InCsumErrors'] ?? 0;
 }
 
 const hasEthtool = ['/usr/sbin/ethtool', '/sbin/ethtool', '/usr/bin/ethtool'].some((p) => existsSync(p));
@@ -158,7 +140,7 @@ function decodeVxlan(pcap: string): Frame[] {
 }
 
 t.test('vxlan: linend and a Linux kernel VXLAN node set up as flanneld does', async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'vxlan', start: false });
+  const c = await testCluster(t, { hosts: 2, backend: 'vxlan', start: false });
   const [h1, h2] = [c.topo.hosts[0]!, c.topo.hosts[1]!];
   const linen = c.nodes[0]!;
   await linen.start();
@@ -185,8 +167,8 @@ t.test('vxlan: linend and a Linux kernel VXLAN node set up as flanneld does', as
   // Ping both ways and a short TCP exchange, capturing on host 1's underlay.
   const pings: Record<string, PingResult> = {};
   const pcap = await capture(t, h1.ns, h1.underlayDev, 'udp port 8472', async () => {
-    pings['linen→kernel'] = await ping(h1.pod.ns, pod2);
-    pings['kernel→linen'] = await ping(h2.pod.ns, pod1);
+    pings['linen→kernel'] = await ping({ from: h1.pod, to: pod2 });
+    pings['kernel→linen'] = await ping({ from: h2.pod, to: pod1 });
     await transfer(h1.pod.ns, h2.pod.ns, pod2, 256 << 10, 6000).catch(() => null);
   });
   for (const [dir, p] of Object.entries(pings)) {
@@ -337,9 +319,9 @@ t.test('CNI on a linend node: the flannel delegation from subnet.env wires a pod
 
   // Traffic through linen to host 2's pod and back.
   const pod2 = linen2.podIp ?? '';
-  const there = await ping(podNs, pod2);
+  const there = await ping({ from: { ns: podNs }, to: pod2 });
   t.ok(there.ok, `ping CNI pod → host 2's pod ${pod2}${there.ok ? '' : `\n${there.out}`}`);
-  const back = await ping(h2.pod.ns, podIp);
+  const back = await ping({ from: h2.pod, to: podIp });
   t.ok(back.ok, `ping host 2's pod → CNI pod ${podIp}${back.ok ? '' : `\n${back.out}`}`);
   for (const [from, to, dst, what] of [[podNs, h2.pod.ns, pod2, 'CNI pod → host 2'], [h2.pod.ns, podNs, podIp, 'host 2 → CNI pod']] as const) {
     const r = await transfer(from, to, dst, 4 * MB, 30000);
@@ -370,7 +352,7 @@ interface PeerStats {
 }
 
 t.test('udp: linend and an independent flanneld-UDP peer (Python, no shared code)', async (t) => {
-  const c = await cluster(t, { hosts: 2, backend: 'udp', start: false });
+  const c = await testCluster(t, { hosts: 2, backend: 'udp', start: false });
   const [h1, h2] = [c.topo.hosts[0]!, c.topo.hosts[1]!];
   const linen = c.nodes[0]!;
   await linen.start();
@@ -402,7 +384,7 @@ t.test('udp: linend and an independent flanneld-UDP peer (Python, no shared code
   // (kernel forward, −1) → pod: a reply leaves with 64 and arrives with 60 when linen and the
   // peer each decrement once per direction as flanneld does.
   for (const [from, dst, what] of [[h1.pod.ns, pod2, 'linen → Python peer'], [h2.pod.ns, pod1, 'Python peer → linen']] as const) {
-    const p = await ping(from, dst);
+    const p = await ping({ from: { ns: from }, to: dst });
     t.ok(p.ok, `ping ${what}: ${p.received}/3${p.ok ? '' : `\n${p.out}`}`);
     t.equal(p.ttl, 60, `ping ${what}: reply TTL 60 (each tunnel end decrements once)`);
   }

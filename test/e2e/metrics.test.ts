@@ -6,10 +6,11 @@
 // back, iptables rules removed and put back).
 import t from 'tap';
 import { readFileSync } from 'node:fs';
-import { buildCluster, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { nsExec } from '../../bench/topology.js';
+import { buildCluster, partitionFromEtcd, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { nsExec } from '../../lab/netns.js';
+import { Metrics, metrics } from '../../lab/metrics.js';
+import { waitFor } from '../../lab/wait.js';
 import { FWD_CHAIN } from '../../src/device/iptables.js';
-import { Metrics, metrics, partitionFromEtcd, waitFor } from '../helpers/reliability.js';
 import { DASHBOARD, alertQueries, dashboardQueries, exposedNames, metricNames, promtool } from '../helpers/promtool.js';
 
 t.setTimeout(240_000);

@@ -10,13 +10,14 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 
 import { hostGwContender, kernelVxlanContender, startContender } from '../../bench/contenders.js';
-import { linkCounters, linkDetails, linkErrorCount, subnetNetworkAddress } from '../../bench/kernel.js';
-import { buildTopology, leftovers, listLinks, listNamespaces, sh, type Topology } from '../../bench/topology.js';
-import { CpuMeter, iperfTcp, iperfUdp, parsePing, percentile, ping, processCpuSeconds, reachable } from '../../bench/traffic.js';
+import { linkCounters, linkDetails, linkErrorCount, subnetNetworkAddress } from '../../lab/kernel.js';
+import { leftovers, listLinks, listNamespaces, sh } from '../../lab/netns.js';
+import { buildTopology, type Topology } from '../../lab/topology.js';
+import { CpuMeter, iperfTcp, iperfUdp, parsePing, percentile, ping, processCpuSeconds, reachable } from '../../lab/traffic.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const topologyModule = pathToFileURL(join(here, '..', '..', 'bench', 'topology.ts')).href;
-const trafficModule = pathToFileURL(join(here, '..', '..', 'bench', 'traffic.ts')).href;
+const topologyModule = pathToFileURL(join(here, '..', '..', 'lab', 'topology.ts')).href;
+const trafficModule = pathToFileURL(join(here, '..', '..', 'lab', 'traffic.ts')).href;
 
 /** True while a process exists and is not a zombie. */
 function alive(pid: number): boolean {
@@ -114,7 +115,7 @@ function main(): void {
       t.teardown(() => h.stop());
       t.equal(topo.podMtu, 1500);
       t.match(topo.ip(a.ns, 'route', 'show', b.podSubnet), `${b.podSubnet} via ${b.underlayIP} dev ${a.underlayDev}`);
-      const p = await ping({ from: a.pod, to: b.pod, count: 300 });
+      const p = await ping({ from: a.pod, to: b.pod, count: 300, intervalSec: 0.002, waitSec: 1, deadline: true });
       t.equal(p.received, 300, 'every ping answered');
       t.equal(p.samples.length, 300);
       t.ok(p.rttMs.p50 > 0 && p.rttMs.p99 >= p.rttMs.p50, `p50 ${p.rttMs.p50} ms, p99 ${p.rttMs.p99} ms`);
@@ -159,7 +160,7 @@ function main(): void {
       t.notMatch(topo.ip(a.ns, 'route', 'show'), topo.clusterNet, 'no route for the whole Network');
 
       const before = linkCounters(a.ns, 'flannel.1');
-      const p = await ping({ from: a.pod, to: b.pod, count: 300 });
+      const p = await ping({ from: a.pod, to: b.pod, count: 300, intervalSec: 0.002, waitSec: 1, deadline: true });
       t.equal(p.received, 300, 'every ping answered');
       t.ok(p.rttMs.p50 > 0, `p50 ${p.rttMs.p50} ms, p99 ${p.rttMs.p99} ms`);
       const r = await iperfTcp({ from: a.pod, to: b.pod, seconds: 2 });

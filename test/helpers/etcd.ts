@@ -1,4 +1,4 @@
-// A real etcd for one test (bench/etcd.ts), removed in the test's teardown.
+// A real etcd for one test (lab/etcd.ts), removed in the test's teardown.
 //
 //   const etcd = await startEtcd(t);          // waits until it is healthy
 //   etcd.endpoints                            // ["http://127.0.0.1:PORT"]
@@ -6,15 +6,13 @@
 //   await etcd.stop(); await etcd.start();    // SIGTERM and start again, data kept
 //   await etcd.kill();                        // SIGKILL
 //   await etcd.restart({ wipe: true })        // stop, delete the data dir, start (same ports)
-import { startEtcdServer, type EtcdServer, type EtcdServerOptions } from '../../bench/etcd.js';
+import { startEtcdServer, type EtcdServer, type EtcdServerOptions } from '../../lab/etcd.js';
 
-export { freePort, type EtcdTLS } from '../../bench/etcd.js';
+export { freePort, type EtcdTLS } from '../../lab/etcd.js';
 export type EtcdHandle = EtcdServer;
 export type EtcdOptions = EtcdServerOptions;
 
-export interface Teardown {
-  teardown(fn: () => void | Promise<void>): void;
-}
+import type { Teardown } from './netns.js';
 
 export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<EtcdHandle> {
   const server = await startEtcdServer(opts);

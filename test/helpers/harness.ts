@@ -1,25 +1,31 @@
 // Drives the wasm core with byte arrays: fills input descriptors as the native addon would,
 // runs a batch, and returns what the core asked to send and to write.
 import { Core, type CoreOptions } from '../../src/dataplane/core.js';
+import { DescriptorView } from '../../src/dataplane/descriptors.js';
 import type { Direction, VerdictName } from '../../src/dataplane/verdicts.js';
+import { formatIPv4 } from '../../src/net.js';
+import { ip4 } from './packets.js';
 
 export interface Sent { bytes: Uint8Array; addr: string; port: number; srcPort: number; segSize: number }
 
 export class Harness {
   readonly core: Core;
-  constructor(opts: CoreOptions) { this.core = new Core(opts); }
+  readonly desc: DescriptorView;
+  constructor(opts: CoreOptions) {
+    this.core = new Core(opts);
+    this.desc = new DescriptorView(this.core.memory.buffer, this.core.layout);
+  }
 
   get mem(): Uint8Array { return new Uint8Array(this.core.memory.buffer); }
   get dv(): DataView { return new DataView(this.core.memory.buffer); }
 
   private fill(table: number, i: number, data: Uint8Array, addr?: string, port = 0, seg = 0): void {
-    const d = table + i * this.core.layout.DESC_SIZE;
-    const off = this.dv.getUint32(d, true);
-    this.mem.set(data, off);
-    this.dv.setUint32(d + 4, data.length, true);
-    if (addr) addr.split('.').forEach((x, k) => { this.mem[d + 8 + k] = Number(x); });
-    this.dv.setUint16(d + 12, port, false);
-    this.dv.setUint16(d + 14, seg, true);
+    const d = this.desc.at(table, i);
+    this.mem.set(data, this.desc.offset(d));
+    this.desc.setLength(d, data.length);
+    if (addr) this.desc.setAddr(d, ip4(addr));
+    this.desc.setPort(d, port);
+    this.desc.setSegSize(d, seg);
   }
 
   egress(packets: Uint8Array[], now = 0): { sends: Sent[]; tun: Uint8Array[] } {
@@ -45,25 +51,22 @@ export class Harness {
     const L = this.core.layout;
     const sends: Sent[] = [];
     for (let i = 0; i < this.core.sendCount; i++) {
-      const d = L.SEND_DESC + i * L.DESC_SIZE;
-      const off = this.dv.getUint32(d, true), len = this.dv.getUint32(d + 4, true);
+      const d = this.desc.read(this.desc.at(L.SEND_DESC, i));
       sends.push({
-        bytes: this.mem.slice(off, off + len),
-        addr: Array.from(this.mem.subarray(d + 8, d + 12)).join('.'),
-        port: this.dv.getUint16(d + 12, false),
-        segSize: this.dv.getUint16(d + 14, true),
-        srcPort: this.dv.getUint16(d + 16, true),
+        bytes: this.mem.slice(d.offset, d.offset + d.length),
+        addr: formatIPv4(d.addr),
+        port: d.port,
+        segSize: d.segSize,
+        srcPort: d.srcPort,
       });
     }
     const tun: Uint8Array[] = [];
     for (let i = 0; i < this.core.tunWriteCount; i++) {
-      const w = L.TUN_WRITES + i * L.TUNW_SIZE;
-      const first = this.dv.getUint32(w, true), n = this.dv.getUint32(w + 4, true);
+      const { first, count } = this.desc.tunWrite(L.TUN_WRITES, i);
       const parts: Uint8Array[] = [];
-      for (let k = 0; k < n; k++) {
-        const v = L.IOVECS + (first + k) * L.IOV_SIZE;
-        const off = this.dv.getUint32(v, true), len = this.dv.getUint32(v + 4, true);
-        parts.push(this.mem.slice(off, off + len));
+      for (let k = 0; k < count; k++) {
+        const v = this.desc.iovec(L.IOVECS, first + k);
+        parts.push(this.mem.slice(v.offset, v.offset + v.length));
       }
       const total = parts.reduce((s, p) => s + p.length, 0);
       const out = new Uint8Array(total);

@@ -8,7 +8,7 @@
 // LINEN_LONG_TESTS=1: etcd stays down 60 s instead of 20 s.
 import t from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import {
   LONG, bothWays, etcdLeases, etcdRevision, expectedRoutes, fakeSubnet, grantLease, keyLease, leaseTTL, leaseValue, metrics,
   partitionFromEtcd, startIperf, waitFor,

@@ -1,11 +1,12 @@
 // Bad input from etcd, written by someone else under <prefix>/subnets while a two-host VXLAN
 // cluster runs: values that are not JSON or have wrong types, keys that are not subnet keys,
-// subnets outside the network, leases overlapping a node's own subnet, and the node's own key
-// rewritten with another PublicIP. Each is skipped with a log line naming the key; linend
-// never crashes, never drops the other peers, never routes its own subnet (or part of it)
-// anywhere else, and the pods keep reaching each other.
+// subnets outside the network, leases overlapping a node's own subnet, the node's own key
+// rewritten with another PublicIP, and a key whose address has host bits set. Each is skipped
+// with a log line naming the key; linend never crashes, never drops the other peers, never
+// routes its own subnet (or part of it) anywhere else, and the pods keep reaching each other.
 import t from 'tap';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { bothWays, metrics, waitFor } from '../helpers/reliability.js';
 
 t.setTimeout(180_000);
@@ -124,4 +125,25 @@ t.test("host 1's own key rewritten with another PublicIP: no route for its own s
   t.ok(await bothWays(c, 0, 1), 'pods reach each other');
   t.ok(a.alive() && b.alive(), 'both running');
   t.comment(`figures: own_key_restored_ms=${restored} peer_healed_ms=${healed}`);
+});
+
+t.test("a lease key with host bits set (10.y.<host 2>.7-24) is refused by key and counted: it takes nothing from host 2, and deleting it removes nothing", async (t) => {
+  const [a, b] = c.nodes;
+  const y = c.network.split('.')[1];
+  const peerRoute = `10.${y}.${third(b)}.0/24 via ${b.host.underlayIP}`;
+  const key = `${ETCD_PREFIX}/subnets/10.${y}.${third(b)}.7-24`;
+  const refused = async (): Promise<number> => (await metrics(a)).get('linen_leases_refused_total', { reason: 'host_bits' });
+  const refused0 = await refused();
+  const logFrom = a.log().length;
+  await c.etcd.ctl('put', key, vx('192.0.2.77'));
+  const logged = await waitFor(() => a.log().slice(logFrom).includes(`Ignoring lease ${key}`), 3000, 20);
+  t.ok(logged >= 0, `refused, the log naming the key (${a.log().slice(logFrom).split('\n').find((l) => l.includes(key))?.replace(/^\S+ \S+ +\d+ /, '').slice(0, 200) ?? 'nothing'})`);
+  t.equal(await refused(), refused0 + 1, 'counted in linen_leases_refused_total{reason="host_bits"}');
+  t.same((await metrics(a)).routes(), [peerRoute], 'host 1 still routes exactly host 2');
+  t.ok(await bothWays(c, 0, 1), "pods reach each other: host 2's subnet still goes to host 2");
+  await c.etcd.ctl('del', key);
+  await sleep(1000); // deleting a refused key logs nothing: give the watch time to deliver it
+  t.same((await metrics(a)).routes(), [peerRoute], 'after deleting the key, host 1 still routes host 2');
+  t.ok(await bothWays(c, 0, 1), "pods still reach each other: the deletion did not take host 2's route");
+  t.ok(a.alive() && b.alive(), 'both running');
 });

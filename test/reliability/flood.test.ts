@@ -10,9 +10,9 @@
 import t from 'tap';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildCluster, ETCD_PREFIX, type Cluster } from '../../bench/cluster.js';
-import { startBounded } from '../../bench/traffic.js';
-import { transfer, type TransferResult } from '../helpers/transfer.js';
+import { buildCluster, ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
+import { startBounded } from '../../lab/traffic.js';
+import { transfer, type TransferResult } from '../../lab/transfer.js';
 import { LONG, delta, fdDiff, fdsAtRest, linkDrops, metrics, pidOf, rssKiB, snmp, bothWays } from '../helpers/reliability.js';
 import { SIDE_EVENT_VERDICTS } from '../../src/dataplane/verdicts.js';
 

@@ -7,7 +7,7 @@ import t from 'tap';
 import { execFile } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildCluster, HEALTH_PORT, type Cluster, type ClusterNode } from '../../bench/cluster.js';
+import { buildCluster, HEALTH_PORT, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { HTTP_LIMITS } from '../../src/health.js';
 import { fdDiff, fdsAtRest, metrics, pidOf } from '../helpers/reliability.js';
 

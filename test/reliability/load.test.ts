@@ -5,10 +5,8 @@
 //
 // LINEN_LONG_TESTS=1: a 10-minute soak instead of 60 s.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { ETCDCTL } from '../../bench/etcd.js';
+import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import {
   LONG, delta, fdDiff, fdsAtRest, leaseValue, linkDrops, metrics, pidOf, rssKiB, snmp, startIperf, threadCount, waitFor, type Metrics,
 } from '../helpers/reliability.js';
@@ -113,26 +111,9 @@ t.test(`soak: ${SOAK_S} s of iperf3 at full speed while peers come and go`, asyn
     `kernel_drops(tun queue + udp InErrors)=${k1.map((v, i) => v - k0[i]!).join('/')}`);
 });
 
-/** etcdctl txn with the given puts or deletes (etcd allows 128 operations per transaction). */
-function txn(ops: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('ip', ['netns', 'exec', c.topo.bridgeNs!, ETCDCTL, `--endpoints=${c.etcdEndpoint}`, 'txn'], {
-      stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ETCDCTL_API: '3' },
-    });
-    let err = '';
-    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    const timer = setTimeout(() => p.kill('SIGKILL'), 15_000);
-    p.on('exit', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve();
-      else reject(new Error(`etcdctl txn exited ${code}: ${err}`));
-    });
-    p.stdin.end(`\n${ops.join('\n')}\n\n\n`);
-  });
-}
-
+/** Puts or deletes in etcd transactions of 100 (etcd allows 128 operations per transaction). */
 async function bulk(ops: string[]): Promise<void> {
-  for (let i = 0; i < ops.length; i += 100) await txn(ops.slice(i, i + 100));
+  for (let i = 0; i < ops.length; i += 100) await c.etcd.txn(ops.slice(i, i + 100));
 }
 
 /** Time (ms since the epoch) of a klog line's header, e.g. `I1121 02:51:22.111000 ...`. */

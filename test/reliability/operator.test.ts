@@ -11,9 +11,9 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { linendPath } from '../../bench/linen.js';
-import { startEtcdServer, type EtcdServer } from '../../bench/etcd.js';
-import { ipNs, nsExec, runId, sh } from '../../bench/topology.js';
+import { linendPath } from '../../lab/linend.js';
+import { startEtcdServer, type EtcdServer } from '../../lab/etcd.js';
+import { ipNs, listLinks, nsExec, runId, sh } from '../../lab/netns.js';
 import { FLAGS } from '../../src/flags.js';
 import { makeCerts } from '../helpers/certs.js';
 
@@ -83,7 +83,7 @@ function linend(args: string[], env: Record<string, string> = {}, timeoutMs = 6_
 
 /** Everything linend could have changed in the namespace. */
 async function hostState(): Promise<{ links: string[]; rules: string[]; subnetFile: boolean; keys: string[] }> {
-  const links = ipNs(ns, '-o', 'link', 'show').split('\n').map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1]).filter((x): x is string => !!x);
+  const links = listLinks(ns);
   const rules = nsExec(ns, 'iptables-save', []).split('\n').filter((l) => /FLANNEL|flanneld/.test(l));
   const keys = (await etcd.ctl('get', '--prefix', '--keys-only', `${PREFIX}/subnets`)).split('\n').filter(Boolean);
   return { links: links.sort(), rules, subnetFile: existsSync(subnetFile), keys };

@@ -7,9 +7,9 @@
 import t from 'tap';
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildCluster, type Cluster, type ClusterNode } from '../../bench/cluster.js';
-import { namespacePids } from '../../bench/topology.js';
-import { transfer } from '../helpers/transfer.js';
+import { buildCluster, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { namespacePids } from '../../lab/netns.js';
+import { transfer } from '../../lab/transfer.js';
 import { LONG, bothWays, etcdLeases, fdDiff, fdsAtRest, metrics, pidOf, startIperf, threadCount, waitFor } from '../helpers/reliability.js';
 
 const CYCLES = LONG ? 50 : 8;
@@ -145,4 +145,53 @@ t.test('a data-plane worker crashes: restarted, logged, counted, traffic resumes
   t.equal(r.received, r.sent, 'a 50 MB transfer after the crash: checksums match');
 
   t.comment(`figures: worker_back_ms=${back} empty_intervals=${gaps} since_crash_ms=${Date.now() - crashedAt}`);
+});
+
+t.test('a route change a worker cannot apply is contained: reported, counted, and the worker keeps forwarding', async (t) => {
+  const [a, b] = c.nodes;
+  const before = await metrics(a);
+  const restarts0 = before.get('linen_worker_restarts_total');
+  const errors0 = before.get('linen_worker_errors_total');
+  const routes0 = before.routes();
+  const logFrom = a.log().length;
+  // The hook posts worker 0 a route its core refuses (prefix length 33): its control path throws.
+  t.equal((await a.http('/debug/bad-route?index=0')).status, 200, 'debug hook answered');
+  const reported = await waitFor(async () => (await metrics(a)).get('linen_worker_errors_total') === errors0 + 1, 10_000, 50);
+  t.ok(reported >= 0, `counted in linen_worker_errors_total (${reported} ms)`);
+  t.match(a.log().slice(logFrom), /data-plane worker 0: control message set 0\.0\.0\.0\/33: bad prefix length 33; the worker carries on/, 'logged with the route and the reason');
+  await sleep(500);
+  const after = await metrics(a);
+  t.equal(after.get('linen_worker_restarts_total'), restarts0, 'the worker did not die: no restart');
+  t.equal(after.get('linen_workers'), 1, 'linen_workers 1');
+  t.equal((await a.http('/readyz')).status, 200, '/readyz 200');
+  t.same(after.routes(), routes0, 'the peer routes are as before');
+  t.ok(await bothWays(c, 0, 1), 'pods reach each other');
+  t.ok(a.alive() && b.alive(), 'both running');
+});
+
+t.test('a worker that fails before it is ready closes what it opened and is retried with backoff; /readyz and linen_workers tell the truth meanwhile', async (t) => {
+  const [a] = c.nodes;
+  const pid = pidOf(a);
+  const fds0 = await fdsAtRest(pid);
+  const restarts0 = (await metrics(a)).get('linen_worker_restarts_total');
+  const logFrom = a.log().length;
+  const FAILS = 4; // retries after 100, 200, 400 and 800 ms
+  t.equal((await a.http(`/debug/fail-worker-starts?index=0&count=${FAILS}`)).status, 200, 'armed: the next starts of worker 0 fail before it is ready');
+  t.equal((await a.http('/debug/crash-worker?index=0')).status, 200, 'worker 0 crashed');
+  const down = await waitFor(async () => (await a.http('/readyz')).status === 503 && (await metrics(a)).get('linen_workers') === 0, 5000, 20);
+  t.ok(down >= 0, `while it fails to start: /readyz 503 and linen_workers 0 (seen after ${down} ms)`);
+  const back = await waitFor(async () => (await a.http('/readyz')).status === 200 && (await metrics(a)).get('linen_workers') === 1, 30_000, 50);
+  t.ok(back >= 0, `then it runs: /readyz 200 and linen_workers 1 (${back} ms after the crash was seen)`);
+  const log = a.log().slice(logFrom);
+  const failures = log.split('\n').filter((l) => /data-plane worker 0 failed to start \(.*start failure requested through the debug hook.*\); retrying in \d+ ms/.test(l));
+  t.equal(failures.length, FAILS, `each failed start logged (${failures.length})`);
+  const delays = failures.map((l) => Number(/retrying in (\d+) ms/.exec(l)?.[1]));
+  t.same(delays, [100, 200, 400, 800], 'with a doubling backoff');
+  t.equal((await metrics(a)).get('linen_worker_restarts_total'), restarts0 + 1, 'one restart counted');
+  await sleep(500);
+  const fds = await fdsAtRest(pid);
+  t.equal(fds.count, fds0.count, `no descriptor leaked by the failed starts: ${fds0.count} -> ${fds.count} (${fdDiff(fds0.targets, fds.targets)})`);
+  t.match(routeToNetwork(a), /dev flannel0/, 'network route restored on the re-created device');
+  t.ok(await waitFor(() => bothWays(c, 0, 1), 10_000, 200) >= 0, 'pods reach each other');
+  t.comment(`figures: worker_start_failures=${FAILS} down_seen_ms=${down} back_ms=${back} fds=${fds0.count}->${fds.count}`);
 });

@@ -8,7 +8,7 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildCluster, type Cluster } from '../../bench/cluster.js';
+import { buildCluster, type Cluster } from '../../lab/cluster.js';
 import { makeCerts, type TestCerts } from '../helpers/certs.js';
 import { bothWays, etcdLeases, metrics, waitFor } from '../helpers/reliability.js';
 

@@ -130,7 +130,7 @@ t.test('65,536 routes: every one found, removals exact, table stays consistent',
   let wrong = 0;
   for (let i = 0; i < N; i++) {
     const idx = e.routeLookup((0x0a000000 + i * 256 + 7) >>> 0);
-    if (idx < 0 || h.dv.getUint32(h.core.layout.ROUTES + idx * h.core.layout.ROUTE_SIZE + 8, true) !== ((0xc0a80000 + i) >>> 0)) wrong++;
+    if (idx < 0 || h.dv.getUint32(h.core.layout.ROUTES + idx * h.core.layout.ROUTE_SIZE + h.core.layout.R_PUBLIC_IP, true) !== ((0xc0a80000 + i) >>> 0)) wrong++;
   }
   t.equal(wrong, 0, 'all lookups hit the right peer');
   for (let i = 0; i < N; i += 2) h.core.removeRoute((0x0a000000 + i * 256) >>> 0, 24);
@@ -379,4 +379,66 @@ t.test("ingress completes a peer's partial (offload) TCP and UDP checksums", asy
     t.same(vnetHdr ? ok.tun[0].subarray(10) : ok.tun[0], tcp, 'a complete checksum is left as it is');
     t.equal(h.counter('ingress', 'checksum_completed'), 2);
   }
+});
+
+t.test('ingress delivers only to the own subnet: anything else a peer sends is foreign_destination', async (t) => {
+  for (const make of [udpCore, () => vxlanCore()]) {
+    const h = make();
+    const vx = h.core.mode === 'vxlan';
+    const wrap = (p: Uint8Array) => (vx ? concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), p) : p);
+    const port = vx ? 8472 : 8285;
+    const from = (dst: string) => h.ingress([{ data: wrap(buildUdp('10.5.33.7', dst, 1, 2, bytes(20))), from: '192.168.1.20', port }]).tun.length;
+    for (const dst of ['169.254.169.254', '10.5.34.9', '10.5.73.1', '10.5.71.255', '8.8.8.8', '127.0.0.1', '255.255.255.255', '224.0.0.1']) {
+      t.equal(from(dst), 0, `${h.core.mode}: to ${dst} dropped`);
+    }
+    t.equal(h.counter('ingress', 'foreign_destination'), 8, `${h.core.mode}: counted as foreign_destination`);
+    for (const dst of ['10.5.72.0', '10.5.72.5', '10.5.72.255']) t.equal(from(dst), 1, `${h.core.mode}: to ${dst} (own /24) delivered`);
+    t.equal(h.counter('ingress', 'forwarded'), 3);
+  }
+  const wide = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4('10.6.0.0'), subnetLen: 20 });
+  wide.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'));
+  const to = (dst: string) => wide.ingress([{ data: buildUdp('10.5.33.7', dst, 1, 2, bytes(20)), from: '192.168.1.20' }]).tun.length;
+  t.equal(to('10.6.15.200'), 1, 'a /20 subnet: its last block delivered');
+  t.equal(to('10.6.16.1'), 0, 'a /20 subnet: the next one is foreign');
+});
+
+t.test('UDP mode ingress only from the flannel port; VXLAN from any source port', async (t) => {
+  const h = udpCore();
+  const p = buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(20));
+  t.equal(h.ingress([{ data: p, from: '192.168.1.20', port: 8285 }]).tun.length, 1, 'from 8285: delivered');
+  t.equal(h.ingress([{ data: p, from: '192.168.1.20', port: 40000 }]).tun.length, 0, 'from another port: dropped');
+  t.equal(h.ingress([{ data: concat(p, p), from: '192.168.1.20', port: 53, seg: p.length }]).tun.length, 0, 'a GRO batch from another port: dropped');
+  t.equal(h.counter('ingress', 'wrong_source_port'), 3, 'each datagram counted as wrong_source_port');
+  const v = vxlanCore();
+  const frame = concat(vxlanHeader(1), ethHeader(OWN_MAC, PEER_MAC), p);
+  t.equal(v.ingress([{ data: frame, from: '192.168.1.20', port: 51234 }]).tun.length, 1, 'VXLAN: a flow-hash source port is fine');
+  t.equal(v.counter('ingress', 'wrong_source_port'), 0);
+});
+
+t.test('ICMP errors are rate limited per source: one pod cannot starve the others', async (t) => {
+  const h = udpCore();
+  const flood = Array.from({ length: 64 }, (_, i) => buildUdp('10.5.72.5', '10.99.0.1', 1000 + i, 2, bytes(4)));
+  t.equal(h.egress(flood, 1000).tun.length, 50, 'the flooding pod gets its burst of 50');
+  const other = Array.from({ length: 10 }, (_, i) => buildUdp('10.5.72.6', '10.99.0.1', 1000 + i, 2, bytes(4)));
+  t.equal(h.egress(other, 1000).tun.length, 10, 'another pod still gets every error, in the same millisecond');
+  t.equal(h.egress(flood.slice(0, 10), 1000).tun.length, 0, 'the flooding pod stays limited');
+  const big = buildTcp('10.5.72.7', '10.5.33.7', 1, 2, 1, 0x10, bytes(1600), { df: true });
+  t.equal(h.egress([big], 1000).tun.length, 1, 'a third pod gets its fragmentation-needed');
+  t.equal(h.counter('egress', 'icmp_rate_limited'), 24);
+});
+
+t.test('ICMP errors go only to sources in the own subnet or the cluster network', async (t) => {
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL), network: { ip: ip4('10.5.0.0'), prefixLen: 16 } });
+  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'));
+  const unreachable = (src: string) => h.egress([buildUdp(src, '10.99.0.1', 1, 2, bytes(8))]).tun.length;
+  t.equal(unreachable('10.5.72.5'), 1, 'own pod: net unreachable');
+  t.equal(unreachable('10.5.40.5'), 1, 'an address of the cluster network (e.g. a host route): net unreachable');
+  t.equal(unreachable('172.16.0.5'), 0, 'a source outside the cluster network: nothing');
+  t.equal(unreachable('8.8.8.8'), 0, 'a forged public source: nothing');
+  const big = (src: string) => h.egress([buildTcp(src, '10.5.33.7', 1, 2, 1, 0x10, bytes(1600), { df: true })]).tun.length;
+  t.equal(big('10.5.72.5'), 1, 'own pod: fragmentation needed');
+  t.equal(big('192.0.2.1'), 0, 'a source outside: no fragmentation needed either');
+  t.equal(h.counter('egress', 'no_route'), 4, 'the packets are still counted');
+  t.equal(h.counter('egress', 'too_big'), 2);
+  t.equal(h.counter('egress', 'icmp_sent'), 3);
 });

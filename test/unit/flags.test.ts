@@ -118,6 +118,21 @@ t.test('help and version', async (t) => {
   fails(['--nope', '--help'], {}, /not defined: -nope/, 2);
 });
 
+t.test('help: each flag states its default once, and lists only environment variables that work', async (t) => {
+  const text = usage();
+  // One block per flag: "  --name..." up to the next flag or section.
+  const blocks = text.split(/\n(?=  --)/).slice(1).map((b) => b.split(/\n\n/)[0]);
+  t.equal(blocks.length, FLAGS.length);
+  for (const b of blocks) {
+    const name = /^  --([^=\s]+)/.exec(b)?.[1];
+    t.ok((b.match(/\(default/g) ?? []).length <= 1, `--${name}: at most one default`);
+  }
+  const queues = blocks.find((b) => b.startsWith('  --queues'))!;
+  t.equal((queues.match(/number of CPU cores/g) ?? []).length, 1, '--queues: "number of CPU cores" once');
+  t.notMatch(text, 'FLANNELD_VERSION', 'FLANNELD_VERSION is not offered: it has no effect');
+  t.match(blocks.find((b) => b.startsWith('  --version'))!, /^  --version\n      print the version to stderr and exit$/, '--version has no env line');
+});
+
 t.test('environment: FLANNELD_* and LINEN_* for flags not on the command line', async (t) => {
   t.equal(envName(FLAGS.find((f) => f.name === 'etcd-endpoints')!), 'FLANNELD_ETCD_ENDPOINTS');
   t.equal(envName(FLAGS.find((f) => f.name === 'log_backtrace_at')!), 'FLANNELD_LOG_BACKTRACE_AT');

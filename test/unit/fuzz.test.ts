@@ -3,6 +3,7 @@
 // memory the core owns for it.
 import t, { type Test } from 'tap';
 import { Core, type CoreOptions } from '../../src/dataplane/core.js';
+import { DescriptorView } from '../../src/dataplane/descriptors.js';
 import { ip4, buildUdp, buildTcp, buildIcmpEcho, bytes, vxlanHeader, ethHeader, concat, mac } from '../helpers/packets.js';
 
 const TOTAL = Number(process.env.LINEN_FUZZ_PACKETS ?? 1_000_000);
@@ -54,7 +55,7 @@ function runConfig(t: Test, name: string, opts: CoreOptions, packets: number): v
   core.setRoute(ip4('10.5.0.0'), 16, ip4('192.168.1.30'), PEER_MAC);
   const L = core.layout;
   const mem = new Uint8Array(core.memory.buffer);
-  const dv = new DataView(core.memory.buffer);
+  const desc = new DescriptorView(core.memory.buffer, L);
   const hashStart = L.ROUTES + L.MAX_ROUTES * L.ROUTE_SIZE;
   const hashBefore = mem.slice(hashStart, L.REGION_END);
   const routeHead = mem.slice(L.ROUTES, L.ROUTES + 2 * L.ROUTE_SIZE);
@@ -92,30 +93,29 @@ function runConfig(t: Test, name: string, opts: CoreOptions, packets: number): v
       const src = dir === 'egress' ? egressSeeds : udpSeeds;
       const ends: number[] = [];
       for (let i = 0; i < IN_USE; i++) {
-        const d = table + i * L.DESC_SIZE;
-        const off = dv.getUint32(d, true);
+        const d = desc.at(table, i);
+        const off = desc.offset(d);
         const p = mutate(src[rand(src.length)]);
         mem.set(p, off);
         mem.fill(CANARY, off + p.length, off + p.length + GUARD);
         ends.push(off + p.length);
         // Now and then the descriptor lies about the length, or about GRO segmentation.
         const lie = rand(50) === 0;
-        dv.setUint32(d + 4, lie ? 0xffffffff - rand(100) : p.length, true);
-        mem.set([192, 168, 1, rand(3) === 0 ? rand(256) : 20], d + 8);
-        dv.setUint16(d + 14, rand(8) === 0 ? rand(2000) : 0, true);
+        desc.setLength(d, lie ? 0xffffffff - rand(100) : p.length);
+        desc.setAddr(d, ip4('192.168.1.0') + (rand(3) === 0 ? rand(256) : 20));
+        desc.setPort(d, rand(16) === 0 ? rand(65536) : opts.port);
+        desc.setSegSize(d, rand(8) === 0 ? rand(2000) : 0);
       }
       const checkOutputs = (): void => {
         for (let i = 0; i < core.sendCount; i++) {
-          const d = L.SEND_DESC + i * L.DESC_SIZE;
-          const off = dv.getUint32(d, true), len = dv.getUint32(d + 4, true);
+          const d = desc.at(L.SEND_DESC, i);
+          const off = desc.offset(d), len = desc.length(d);
           if (!(inSlot(off, len, slots) || inIcmpArea(off, len)) || len > 65535) badOutputs++;
         }
         for (let i = 0; i < core.tunWriteCount; i++) {
-          const w = L.TUN_WRITES + i * L.TUNW_SIZE;
-          const first = dv.getUint32(w, true), n = dv.getUint32(w + 4, true);
-          for (let k = 0; k < n; k++) {
-            const v = L.IOVECS + (first + k) * L.IOV_SIZE;
-            const off = dv.getUint32(v, true), len = dv.getUint32(v + 4, true);
+          const { first, count } = desc.tunWrite(L.TUN_WRITES, i);
+          for (let k = 0; k < count; k++) {
+            const { offset: off, length: len } = desc.iovec(L.IOVECS, first + k);
             const vnetScratch = len === 10 && off >= L.IOVECS && off < icmpArea;
             if (!(vnetScratch || inSlot(off, len, slots) || inIcmpArea(off, len))) badOutputs++;
           }

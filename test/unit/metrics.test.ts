@@ -3,7 +3,7 @@
 import t from 'tap';
 import { renderMetrics, type Metric, type MetricsSource } from '../../src/health.js';
 import { VERDICTS, DIRECTIONS, SIDE_EVENT_VERDICTS, isOutcome } from '../../src/dataplane/verdicts.js';
-import { Metrics } from '../helpers/reliability.js';
+import { Metrics } from '../../lab/metrics.js';
 import { fakeStats } from '../helpers/promtool.js';
 
 const routes = (n: number): Metric[] => Array.from({ length: n }, (_, i): Metric => ({

@@ -1,6 +1,7 @@
 // The native I/O addon against the real kernel: TUN devices, UDP sockets (mmsg, GSO, GRO),
 // eventfd and wait. Anything that touches the network runs as a child script
 // (test/fixtures/native/*.mjs) inside a namespace the test creates, so the host is untouched.
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -12,6 +13,11 @@ import {
   enableTunOffload, isNativeError, loadNative, NATIVE_ABI_VERSION, nativeAddonPath, repoRoot, TUN_F,
   type NativeIO,
 } from "../../src/dataplane/native.js";
+import { Core } from "../../src/dataplane/core.js";
+import { DgramEngine } from "../../src/dataplane/dgram-engine.js";
+import type { EngineOptions } from "../../src/dataplane/engine.js";
+import { NativeEngine } from "../../src/dataplane/native-engine.js";
+import { ADDON_LAYOUT_FIELDS, checkAddonLayout } from "../../src/dataplane/descriptors.js";
 import { netnsLab } from "../helpers/netns.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -60,6 +66,37 @@ t.test("native.ts loads the addon from the repository's build/", async (t) => {
     t.notOk(isNativeError(e, "EINVAL"));
   }
   t.notOk(isNativeError(new Error("x")));
+});
+
+t.test("the addon was compiled with the wasm core's layout; a differing layout is refused", async (t) => {
+  const core = new Core({ mode: "udp", port: 8285, mtu: 1472, localAddr: 0 });
+  for (const name of ADDON_LAYOUT_FIELDS) t.equal(io.layout[name], core.layout[name], `addon ${name} = core ${name}`);
+  t.doesNotThrow(() => checkAddonLayout(io.layout, core.layout), "the built pair agrees");
+  const moved = { ...core.layout, D_LENGTH: core.layout.D_LENGTH + 4 };
+  t.throws(() => checkAddonLayout(io.layout, moved), {
+    message: `linen: the native addon and the wasm core disagree on the memory layout: D_LENGTH is ${io.layout.D_LENGTH} in the addon and ${moved.D_LENGTH} in the core; rebuild both with "npm run build"`,
+  }, "a moved field is named");
+  t.throws(() => checkAddonLayout(io.layout, { ...core.layout, DESC_SIZE: 32 }), /DESC_SIZE is 24 in the addon and 32 in the core/);
+  const { D_SPARE: _spare, ...older } = io.layout;
+  t.throws(() => checkAddonLayout(older, core.layout), /built without layout field D_SPARE/, "an addon lacking a field");
+  t.throws(() => checkAddonLayout({ ...io.layout, D_FLAGS: 22 }, core.layout), /D_FLAGS = 22, which the wasm core does not export/);
+  t.throws(() => checkAddonLayout(undefined, core.layout), /reports no memory layout/, "an addon from before the check");
+  // Both engines check before they open anything: an addon built with D_SEGSIZE elsewhere.
+  const options: EngineOptions = {
+    mode: "udp", device: "lnlayout0", bindAddr: "127.0.0.1", port: 8285, mtu: 1472, localAddr: 0x0a054800,
+    subnetLen: 24, network: { ip: 0x0a050000, prefixLen: 16 }, vni: 1, mac: new Uint8Array(6), queues: 1, offload: "off",
+  };
+  const real = io.layout;
+  Object.defineProperty(io, "layout", { value: { ...real, D_SEGSIZE: real.D_SEGSIZE + 2 }, configurable: true });
+  try {
+    t.throws(() => new NativeEngine(options, { routes: () => [] }), /disagree on the memory layout: D_SEGSIZE is 16 in the addon and 14 in the core/, "native engine refuses");
+    t.throws(() => new DgramEngine(options, { routes: () => [] }), /D_SEGSIZE is 16 in the addon and 14 in the core/, "dgram engine refuses");
+  } finally {
+    Object.defineProperty(io, "layout", { value: real, configurable: true });
+  }
+  t.equal(io.layout, real);
+  const check = spawnSync(process.execPath, [join(repoRoot(), "scripts", "gen-abi-header.mjs"), "--check"], { encoding: "utf8" });
+  t.equal(check.status, 0, `native/linen_abi.h is what the built core generates ${check.stderr}`);
 });
 
 t.test("tunOpen: plain, vnetHdr, multi-queue; TUNSETOFFLOAD probing", async (t) => {
@@ -208,6 +245,25 @@ t.test("UDP GRO: a GSO burst arrives as one buffer with segSize", async (t) => {
   t.same(r.groRecv.map((g) => [g.length, g.segSize, g.intact]), [[9900, 1200, true]]);
   t.same(r.plainRecv, [...Array<[number, number]>(8).fill([1200, 0]), [300, 0]], "without GRO: separate datagrams");
   t.ok(r.rcvbuf >= 8 << 20, `SO_RCVBUFFORCE raised the buffer past rmem_max (${r.rcvbuf})`);
+});
+
+t.test("reads use the descriptor values validated before the system call, not what the kernel wrote over them", async (t) => {
+  // A read buffer that overlaps the descriptor table is the caller's error, but it must not let
+  // packet bytes steer a later read: the addon keeps the offsets it checked.
+  const lab = netnsLab(t);
+  const tun = lab.ns().nodeJson<{ n: number; descriptor1Offset: number; decoy: number; atSlot: string; atDecoy: string; length1: number; expectLength1: number }>(
+    tunScript, ["overlap", lab.name()]);
+  t.equal(tun.n, 2, "tunReadBatch: both packets read");
+  t.equal(tun.descriptor1Offset, tun.decoy, "packet 0 did overwrite descriptor 1's offset field");
+  t.equal(tun.atSlot, "linen-overlap-second-packet", "tunReadBatch: packet 1 landed at its validated offset");
+  t.not(tun.atDecoy, "linen-overlap-second-packet", "tunReadBatch: nothing was read to the offset the packet wrote");
+  t.equal(tun.length1, tun.expectLength1);
+  const udp = lab.ns().nodeJson<{ sent: number; n: number; atSlot: number; atDecoy: number; want: number; length64: number }>(udpScript, ["overlap"]);
+  t.equal(udp.sent, 65);
+  t.equal(udp.n, 65, "udpRecvBatch: 65 datagrams in two recvmmsg calls");
+  t.equal(udp.atSlot, udp.want, "udpRecvBatch: datagram 64 landed at its validated offset");
+  t.not(udp.atDecoy, udp.want, "udpRecvBatch: nothing was received to the offset datagram 0 wrote");
+  t.equal(udp.length64, 64);
 });
 
 t.test("udpOpen options and errors", async (t) => {

@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { waitFor } from './wait.js';
 
 export const ETCD = '/usr/bin/etcd';
 export const ETCDCTL = '/usr/bin/etcdctl';
@@ -52,6 +53,8 @@ export interface EtcdServer {
   restart(opts?: { wipe?: boolean }): Promise<void>;
   /** etcdctl against this member (in its namespace); resolves stdout. */
   ctl(...args: string[]): Promise<string>;
+  /** `etcdctl txn` with no compares and `ops` (e.g. "put k v", "del k"; at most 128) as the success branch. */
+  txn(ops: string[]): Promise<string>;
   /** The last of what etcd wrote to stderr. */
   logs(): string;
   /** Kills it and removes its data. Idempotent. */
@@ -86,7 +89,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const inNs = (ns: string | undefined, cmd: string, args: string[]): [string, string[]] =>
   ns ? ['ip', ['netns', 'exec', ns, cmd, ...args]] : [cmd, args];
 
@@ -137,26 +139,25 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
     });
   };
 
-  const ctl = (...args: string[]): Promise<string> => new Promise<string>((resolve, reject) => {
+  const etcdctl = (args: string[], input?: string): Promise<string> => new Promise<string>((resolve, reject) => {
     const tlsArgs = opts.tls ? [`--cacert=${opts.tls.caFile}`, `--cert=${opts.tls.clientCertFile}`, `--key=${opts.tls.clientKeyFile}`] : [];
     const [cmd, argv] = inNs(opts.ns, ETCDCTL, [`--endpoints=${clientURL}`, ...tlsArgs, ...args]);
-    execFile(cmd, argv, { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 15_000 }, (e, stdout, errout) => {
+    const child = execFile(cmd, argv, { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 15_000, killSignal: 'SIGKILL' }, (e, stdout, errout) => {
       if (e !== null) reject(new Error(`etcdctl ${args.join(' ')}: ${e.message}\n${errout}`));
       else resolve(stdout);
     });
+    if (input !== undefined) child.stdin?.end(input);
   });
+  const ctl = (...args: string[]): Promise<string> => etcdctl(args);
+  // etcdctl txn reads compares, then success ops, then failure ops, each block ended by a blank line.
+  const txn = (ops: string[]): Promise<string> => etcdctl(['txn'], `\n${ops.join('\n')}\n\n\n`);
 
   const waitHealthy = async (): Promise<void> => {
-    const deadline = Date.now() + (opts.startTimeout ?? 20_000);
-    for (;;) {
+    const took = await waitFor(async () => {
       if (proc === null) throw new Error(`etcd ${name} exited during start-up:\n${stderr.slice(-4000)}`);
-      try {
-        await ctl('endpoint', 'health', '--command-timeout=1s');
-        return;
-      } catch { /* not up yet */ }
-      if (Date.now() > deadline) throw new Error(`etcd ${name} not healthy after start-up timeout:\n${stderr.slice(-4000)}`);
-      await sleep(50);
-    }
+      return ctl('endpoint', 'health', '--command-timeout=1s').then(() => true, () => false);
+    }, opts.startTimeout ?? 20_000);
+    if (took < 0) throw new Error(`etcd ${name} not healthy after start-up timeout:\n${stderr.slice(-4000)}`);
   };
 
   const signalAndWait = async (sig: NodeJS.Signals): Promise<void> => {
@@ -194,6 +195,7 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
       await waitHealthy();
     },
     ctl,
+    txn,
     logs: () => stderr,
     async destroy() {
       if (destroyed) return;

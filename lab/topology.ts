@@ -1,4 +1,4 @@
-// The standard topology for the benchmark and the end-to-end tests: N ≥ 2 simulated hosts on
+// The standard topology for the benchmark, the demo and the end-to-end tests: N ≥ 2 simulated hosts on
 // one underlay, each with one pod behind it.
 //
 //   pod 1 ─veth─ host 1 ─┐                          N = 2: host 1 and host 2 joined by one veth pair
@@ -19,107 +19,13 @@
 // namespace, and deleting the namespaces removes everything. destroy() is idempotent and also
 // runs on process exit, SIGINT and SIGTERM.
 //
-// Only node: modules are used here: bench/ is compiled on its own (tsconfig includes src/ and
-// bench/) and must not import from test/.
+// lab/ is the simulated cluster that the benchmark, the demo and the tests share; it is
+// compiled with src/, bench/ and demo/ (tsconfig.json) and never imports from bench/, demo/ or test/.
 
-import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
+import type { ChildProcess, SpawnOptions } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 
-// ---------------------------------------------------------------------------------------------
-// Running commands
-
-export interface ShOptions {
-  /** Bytes written to stdin. */
-  input?: string | Buffer;
-  env?: NodeJS.ProcessEnv;
-  cwd?: string;
-  /** Milliseconds before the command is killed; default 30 000. */
-  timeout?: number;
-}
-
-/** An error from sh(): the command line, exit status and captured output. */
-export interface ShError extends Error {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command synchronously and returns its stdout; throws a ShError on failure or timeout. */
-export function sh(cmd: string, args: string[], opts: ShOptions = {}): string {
-  try {
-    return execFileSync(cmd, args, {
-      encoding: 'utf8',
-      input: opts.input,
-      env: opts.env,
-      cwd: opts.cwd,
-      timeout: opts.timeout ?? 30_000,
-      killSignal: 'SIGKILL',
-      stdio: ['pipe', 'pipe', 'pipe'],
-      maxBuffer: 64 << 20,
-    });
-  } catch (e) {
-    const err = e as Error & { stderr?: string | Buffer; stdout?: string | Buffer; status?: number | null; signal?: string | null };
-    const stderr = String(err.stderr ?? '').trim();
-    const stdout = String(err.stdout ?? '').trim();
-    const why = err.signal ? `killed by ${err.signal}` : `status ${err.status ?? '?'}`;
-    const msg = `${cmd} ${args.join(' ')} failed (${why})` + (stderr ? `: ${stderr}` : '') + (stdout ? `\nstdout: ${stdout}` : '');
-    throw Object.assign(new Error(msg), { status: err.status ?? null, stdout, stderr }) as ShError;
-  }
-}
-
-/** `ip -n <ns> <args>` (ns undefined: the current namespace). */
-export function ipNs(ns: string | undefined, ...args: string[]): string {
-  return sh('ip', ns === undefined ? args : ['-n', ns, ...args]);
-}
-
-/** Runs `cmd args` inside namespace `ns` (`ip netns exec`) and returns stdout. */
-export function nsExec(ns: string, cmd: string, args: string[] = [], opts: ShOptions = {}): string {
-  return sh('ip', ['netns', 'exec', ns, cmd, ...args], opts);
-}
-
-/** Sets a sysctl inside a namespace, e.g. nsSysctl(ns, 'net.ipv4.ip_forward', '1'). */
-export function nsSysctl(ns: string, key: string, value: string): void {
-  nsExec(ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
-}
-
-/** Sleeps synchronously (used only in cleanup paths that must stay synchronous). */
-export function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-/** A per-run id: "lb" + 5 random base-36 characters (device names then stay ≤ 15 bytes). */
-export function runId(): string {
-  const n = randomBytes(4).readUInt32BE(0) % 36 ** 5;
-  return 'lb' + n.toString(36).padStart(5, '0');
-}
-
-/** Names of all network namespaces (`ip netns list`). */
-export function listNamespaces(): string[] {
-  return sh('ip', ['netns', 'list']).split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean);
-}
-
-/** PIDs of processes inside a namespace ([] when it does not exist). */
-export function namespacePids(ns: string): number[] {
-  try {
-    return sh('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** Device names inside a namespace (undefined: the current one). */
-export function listLinks(ns?: string): string[] {
-  const out = ipNs(ns, '-o', 'link', 'show');
-  return out.split('\n').map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1]).filter((n): n is string => !!n);
-}
-
-/** What is left of a run: namespaces and root-namespace devices whose name contains the id. */
-export function leftovers(id: string): { namespaces: string[]; links: string[] } {
-  return {
-    namespaces: listNamespaces().filter((n) => n.includes(id)),
-    links: listLinks().filter((n) => n.includes(id)),
-  };
-}
+import { ipNs, Lab, nsExec, nsSysctl, type ShOptions } from './netns.js';
 
 // ---------------------------------------------------------------------------------------------
 // Topology
@@ -213,52 +119,6 @@ export interface Topology {
 }
 
 const live = new Set<TopologyImpl>();
-const extraHooks = new Set<() => void>();
-let hooksInstalled = false;
-
-/**
- * Registers a synchronous function to run on process exit, SIGINT and SIGTERM, before the
- * topologies are destroyed (bench/traffic.ts kills its processes this way). One signal handler
- * serves all of them; it hands the signal on afterwards.
- */
-export function addCleanupHook(fn: () => void): void {
-  extraHooks.add(fn);
-  installHooks();
-}
-
-function runExtraHooks(): void {
-  for (const fn of extraHooks) {
-    try { fn(); } catch (e) { process.stderr.write(`cleanup: ${(e as Error).message}\n`); }
-  }
-}
-
-function destroyAll(onlyAuto = false): void {
-  for (const t of [...live]) {
-    if (onlyAuto && !t.autoCleanup) continue;
-    try {
-      t.destroy();
-    } catch (e) {
-      process.stderr.write(`topology ${t.id}: ${(e as Error).message}\n`);
-    }
-  }
-}
-
-function installHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  process.on('exit', () => { runExtraHooks(); destroyAll(true); });
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const handler = (): void => {
-      runExtraHooks();
-      destroyAll(true);
-      // Hand the signal on: without our listener, the remaining listeners (or the default
-      // action, when there are none) decide what happens, as if we had never been here.
-      process.removeListener(sig, handler);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, handler);
-  }
-}
 
 function pickOctet(taken: Set<number>, wanted?: number): number {
   if (wanted !== undefined) {
@@ -272,25 +132,23 @@ function pickOctet(taken: Set<number>, wanted?: number): number {
 }
 
 class TopologyImpl implements Topology {
-  readonly id = runId();
+  private readonly lab: Lab;
+  readonly id: string;
   readonly underlayNet: string;
   readonly clusterNet: string;
   readonly underlayMtu: number;
   readonly hosts: HostInfo[] = [];
   bridgeNs: string | undefined;
   podMtu: number;
-  destroyed = false;
-  readonly autoCleanup: boolean;
   readonly x: number;
   readonly y: number;
-  private readonly created: string[] = [];
-  private readonly children = new Set<ChildProcess>();
 
   constructor(opts: TopologyOptions) {
     const n = opts.hosts ?? 2;
     if (!Number.isInteger(n) || n < 2 || n > 250) throw new Error(`topology: hosts must be an integer in 2..250, got ${n}`);
+    this.lab = new Lab({ cleanupOnExit: opts.cleanupOnExit ?? true });
+    this.id = this.lab.prefix;
     this.underlayMtu = opts.underlayMtu ?? 1500;
-    this.autoCleanup = opts.cleanupOnExit ?? true;
     this.podMtu = opts.podMtu ?? this.underlayMtu;
     this.x = pickOctet(new Set([...live].map((t) => t.x)), opts.underlayOctet);
     this.y = pickOctet(new Set([...live].map((t) => t.y)), opts.clusterOctet);
@@ -313,12 +171,14 @@ class TopologyImpl implements Topology {
     this.bridgeNs = (opts.bridge ?? n > 2) ? `${this.id}-br` : undefined;
   }
 
+  get destroyed(): boolean {
+    return this.lab.cleanedUp;
+  }
+
   build(): void {
     const mtu = String(this.underlayMtu);
     const addNs = (name: string): void => {
-      sh('ip', ['netns', 'add', name]);
-      this.created.push(name);
-      ipNs(name, 'link', 'set', 'lo', 'up');
+      this.lab.ns(name);
     };
     if (this.bridgeNs) {
       addNs(this.bridgeNs);
@@ -360,14 +220,12 @@ class TopologyImpl implements Topology {
   }
 
   namespaces(): string[] {
-    return [...this.created];
+    return this.lab.namespaces();
   }
 
   addNamespace(name: string): void {
     if (this.destroyed) throw new Error(`topology ${this.id} is destroyed`);
-    sh('ip', ['netns', 'add', name]);
-    this.created.push(name);
-    ipNs(name, 'link', 'set', 'lo', 'up');
+    this.lab.ns(name);
   }
 
   private service: string | undefined;
@@ -400,44 +258,12 @@ class TopologyImpl implements Topology {
 
   spawn(ns: string, cmd: string, args: string[] = [], opts: SpawnOptions = {}): ChildProcess {
     if (this.destroyed) throw new Error(`topology ${this.id} is destroyed`);
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: 'pipe', ...opts });
-    this.children.add(child);
-    child.once('exit', () => this.children.delete(child));
-    child.once('error', () => this.children.delete(child));
-    return child;
+    return this.lab.spawn(ns, cmd, args, opts);
   }
 
   destroy(): void {
-    if (this.destroyed) return;
-    this.destroyed = true;
     live.delete(this);
-    for (const c of this.children) {
-      if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    }
-    this.children.clear();
-    const errors: string[] = [];
-    const namespaces = this.created.splice(0).reverse();
-    // Processes keep a namespace (and its devices) alive after `ip netns del`: kill them first
-    // and wait (briefly) until they are gone.
-    for (let round = 0; round < 50; round++) {
-      let any = false;
-      for (const ns of namespaces) {
-        for (const pid of namespacePids(ns)) {
-          any = true;
-          try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-        }
-      }
-      if (!any) break;
-      sleepSync(20);
-    }
-    for (const ns of namespaces) {
-      try {
-        sh('ip', ['netns', 'del', ns]);
-      } catch (e) {
-        if (!/No such file|Invalid argument/.test((e as Error).message)) errors.push((e as Error).message);
-      }
-    }
-    if (errors.length) throw new Error(`topology ${this.id} cleanup: ${errors.join('; ')}`);
+    this.lab.cleanup();
   }
 }
 
@@ -448,7 +274,6 @@ class TopologyImpl implements Topology {
 export function buildTopology(opts: TopologyOptions = {}): Topology {
   const topo = new TopologyImpl(opts);
   live.add(topo);
-  if (topo.autoCleanup) installHooks();
   try {
     topo.build();
   } catch (e) {
@@ -460,5 +285,11 @@ export function buildTopology(opts: TopologyOptions = {}): Topology {
 
 /** Destroys every topology of this process that is still alive. */
 export function destroyAllTopologies(): void {
-  destroyAll();
+  for (const t of [...live]) {
+    try {
+      t.destroy();
+    } catch (e) {
+      process.stderr.write(`topology ${t.id}: ${(e as Error).message}\n`);
+    }
+  }
 }

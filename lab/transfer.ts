@@ -1,8 +1,10 @@
-// A checksummed TCP transfer between two namespaces (test/fixtures/transfer.mjs on both ends).
+// A checksummed TCP transfer between two namespaces (lab/transfer-peer.mjs on both ends).
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { repoRoot } from '../src/dataplane/native.js';
 
-const SCRIPT = fileURLToPath(new URL('../fixtures/transfer.mjs', import.meta.url));
+// Found from the repository root: the same path whether this runs from source or from dist/.
+const SCRIPT = join(repoRoot(), 'lab', 'transfer-peer.mjs');
 
 export interface TransferResult { bytes: number; sent: string; received: string; seconds: number }
 

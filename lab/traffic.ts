@@ -11,7 +11,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { addCleanupHook, nsExec, sh } from './topology.js';
+import { addCleanupHook, nsExec, sh } from './netns.js';
+import { waitFor } from './wait.js';
 
 /** Where a program runs (namespace) and the address it is reached at. PodInfo fits. */
 export interface Endpoint {
@@ -129,14 +130,12 @@ function describe(r: BoundedResult): string {
 
 /** Waits until something listens on TCP `port` in `ns`; throws after timeoutMs or if `alive()` turns false. */
 export async function waitForTcpListen(ns: string, port: number, timeoutMs = 5000, alive: () => boolean = () => true): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const out = nsExec(ns, 'ss', ['-Hltn', `sport = :${port}`], { timeout: 5000 });
-    if (out.trim() !== '') return;
+  const took = await waitFor(() => {
+    if (nsExec(ns, 'ss', ['-Hltn', `sport = :${port}`], { timeout: 5000 }).trim() !== '') return true;
     if (!alive()) throw new Error(`nothing listens on TCP ${port} in ${ns}: the server exited`);
-    if (Date.now() > deadline) throw new Error(`nothing listens on TCP ${port} in ${ns} after ${timeoutMs} ms`);
-    await sleep(20);
-  }
+    return false;
+  }, timeoutMs, 20);
+  if (took < 0) throw new Error(`nothing listens on TCP ${port} in ${ns} after ${timeoutMs} ms`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,17 +332,32 @@ interface IperfJson {
   };
 }
 
+/**
+ * Starts a one-off iperf3 server (-s -1) bound to `to` and resolves once it listens (within
+ * 5 s); it is killed when that fails. Bounded by timeoutMs.
+ */
+export async function startIperfServer(to: Endpoint, port: number, timeoutMs: number): Promise<BoundedProcess> {
+  const server = startBounded(to.ns, 'iperf3', ['-s', '-1', '-B', to.ip, '-p', String(port)], { timeoutMs });
+  let serverExited = false;
+  void server.done.then(() => { serverExited = true; });
+  try {
+    await waitForTcpListen(to.ns, port, 5000, () => !serverExited);
+  } catch (e) {
+    server.kill();
+    await server.done;
+    throw e;
+  }
+  return server;
+}
+
 async function iperf(opts: IperfCommon, proto: 'tcp' | 'udp', protoArgs: string[]): Promise<{ json: IperfJson; cpu: CpuUsage }> {
   const seconds = opts.seconds ?? 5;
   const omit = opts.omitSeconds ?? 0;
   const port = opts.port ?? 5201;
   const timeoutMs = opts.timeoutMs ?? (seconds + omit) * 1000 + 15_000;
   const deadline = Date.now() + timeoutMs;
-  const server = startBounded(opts.to.ns, 'iperf3', ['-s', '-1', '-B', opts.to.ip, '-p', String(port)], { timeoutMs });
-  let serverExited = false;
-  void server.done.then(() => { serverExited = true; });
+  const server = await startIperfServer(opts.to, port, timeoutMs);
   try {
-    await waitForTcpListen(opts.to.ns, port, 5000, () => !serverExited);
     const args = ['-c', opts.to.ip, '-p', String(port), '-J', '-t', String(seconds), '-P', String(opts.streams ?? 1),
       '--connect-timeout', '3000', ...(opts.congestion ? ['-C', opts.congestion] : []), ...(omit ? ['-O', String(omit)] : []), ...(opts.reverse ? ['-R'] : []),
       ...(proto === 'udp' ? ['-u'] : []), ...protoArgs, ...(opts.clientArgs ?? [])];
@@ -424,17 +438,26 @@ export interface PingOptions {
   from: { ns: string };
   /** Destination address (or an Endpoint). */
   to: string | { ip: string };
-  /** Default 1000. */
+  /** Echo requests (-c); default 3. */
   count?: number;
-  /** Seconds between pings (-i); default 0.002 (root may go lower). */
+  /** Seconds between pings (-i); default 0.2 (root may go much lower). */
   intervalSec?: number;
+  /** Seconds to wait for each reply (-W); default 2. */
+  waitSec?: number;
+  /**
+   * Keep sending until `count` replies or a deadline of count × interval + 3 s (-w), as a
+   * latency burst wants; default false (exactly `count` requests).
+   */
+  deadline?: boolean;
   /** ICMP payload bytes (-s); default 56. */
   payloadBytes?: number;
-  /** Hard limit; default count × interval + 5 s (ping's own -w deadline is 2 s shorter). */
+  /** Hard limit; default: with deadline, 2 s past it; without, (count + 5) s. */
   timeoutMs?: number;
 }
 
 export interface PingResult {
+  /** Every one of `count` requests was answered (and ping exited 0). */
+  ok: boolean;
   transmitted: number;
   received: number;
   lossPercent: number;
@@ -442,6 +465,10 @@ export interface PingResult {
   rttMs: { min: number; avg: number; p50: number; p90: number; p99: number; max: number };
   /** Per-packet round-trip times, ms, in arrival order (duplicates excluded). */
   samples: number[];
+  /** TTL of the first reply, or null. */
+  ttl: number | null;
+  /** What ping printed (stdout and stderr), for messages. */
+  out: string;
 }
 
 /** Nearest-rank percentile of an ascending array (p in 0..100). NaN for an empty array. */
@@ -451,8 +478,8 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 
-/** Parses iputils ping output (not -q): per-packet times and the summary counts. */
-export function parsePing(out: string): PingResult {
+/** Parses iputils ping output (not -q): per-packet times, the summary counts, the first TTL. */
+export function parsePing(out: string): Omit<PingResult, 'ok'> {
   const samples: number[] = [];
   for (const line of out.split('\n')) {
     if (line.includes('(DUP!)')) continue;
@@ -464,6 +491,7 @@ export function parsePing(out: string): PingResult {
   const received = s ? Number(s[2]) : samples.length;
   const sorted = [...samples].sort((a, b) => a - b);
   const avg = sorted.length ? sorted.reduce((a, b) => a + b, 0) / sorted.length : NaN;
+  const ttl = /\bttl=(\d+)/.exec(out);
   return {
     transmitted,
     received,
@@ -473,26 +501,30 @@ export function parsePing(out: string): PingResult {
       max: sorted[sorted.length - 1] ?? NaN,
     },
     samples,
+    ttl: ttl ? Number(ttl[1]) : null,
+    out,
   };
 }
 
-/** `ping` from a namespace: `count` echo requests `intervalSec` apart; bounded in time. */
+/**
+ * `ping` from a namespace: `count` echo requests `intervalSec` apart; bounded in time. A ping
+ * that gets no answer is a result (ok false, `out` says why); only the hard limit throws.
+ */
 export async function ping(opts: PingOptions): Promise<PingResult> {
-  const count = opts.count ?? 1000;
-  const interval = opts.intervalSec ?? 0.002;
+  const count = opts.count ?? 3;
+  const interval = opts.intervalSec ?? 0.2;
   const dst = typeof opts.to === 'string' ? opts.to : opts.to.ip;
   const deadlineSec = Math.ceil(count * interval) + 3;
-  const timeoutMs = opts.timeoutMs ?? (deadlineSec + 2) * 1000;
-  const args = ['-n', '-c', String(count), '-i', String(interval), '-W', '1', '-w', String(deadlineSec),
-    '-s', String(opts.payloadBytes ?? 56), dst];
+  const timeoutMs = opts.timeoutMs ?? (opts.deadline ? (deadlineSec + 2) * 1000 : (count + 5) * 1000);
+  const args = ['-n', '-c', String(count), '-i', String(interval), '-W', String(opts.waitSec ?? 2),
+    ...(opts.deadline ? ['-w', String(deadlineSec)] : []), '-s', String(opts.payloadBytes ?? 56), dst];
   const r = await runBounded(opts.from.ns, 'ping', args, { timeoutMs });
-  // Exit 1: some replies missing (still a result); anything else is an error.
-  if (r.timedOut || (r.code !== 0 && r.code !== 1)) throw new Error(describe(r));
-  return parsePing(r.stdout);
+  if (r.timedOut) throw new Error(describe(r));
+  const result = parsePing(r.stdout + r.stderr);
+  return { ok: r.code === 0 && result.received === count, ...result };
 }
 
-/** True when one ping from `ns` to `ip` is answered within a second. */
-export async function reachable(ns: string, ip: string): Promise<boolean> {
-  const r = await runBounded(ns, 'ping', ['-n', '-c', '1', '-W', '1', ip], { timeoutMs: 3000 });
-  return r.code === 0;
+/** True when one ping from `ns` to `ip` is answered within `waitSec` (default 1). */
+export async function reachable(ns: string, ip: string, waitSec = 1): Promise<boolean> {
+  return (await ping({ from: { ns }, to: ip, count: 1, waitSec })).ok;
 }

@@ -7,36 +7,20 @@
 // wire a kernel node against a linen node (give it the linen node's subnet, public IP and
 // VtepMAC; give linen this node's vtepMAC).
 
-import { randomBytes } from 'node:crypto';
-
-import { ipNs, nsSysctl, sh, type HostInfo, type Topology } from './topology.js';
-
-/** flannel's (and the kernel module's) default VXLAN port. */
-export const FLANNEL_VXLAN_PORT = 8472;
-/** VXLAN over IPv4 costs 50 bytes: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
-export const VXLAN_OVERHEAD = 50;
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHEAD } from '../src/config.js';
+import { randomVtepMAC } from '../src/backend/backend.js';
+import { formatIPv4, formatMAC, parseCIDR } from '../src/net.js';
+import { ipNs, nsExec, nsSysctl, sh } from './netns.js';
+import type { HostInfo, Topology } from './topology.js';
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
 /** "10.5.33.0/24" → "10.5.33.0" (the network address G of a subnet). */
 export function subnetNetworkAddress(cidr: string): string {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(cidr);
-  if (!m) throw new Error(`not an IPv4 CIDR: ${cidr}`);
-  const bits = Number(m[5]);
-  const addr = m.slice(1, 5).map(Number);
-  if (bits > 32 || addr.some((o) => o > 255)) throw new Error(`not an IPv4 CIDR: ${cidr}`);
-  const v = ((addr[0]! << 24) | (addr[1]! << 16) | (addr[2]! << 8) | addr[3]!) >>> 0;
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  const n = (v & mask) >>> 0;
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
-
-/** A random locally administered unicast MAC, as flanneld generates for flannel.<VNI>. */
-export function randomVtepMac(): string {
-  const b = randomBytes(6);
-  b[0] = (b[0]! & 0xfe) | 0x02;
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  const net = parseCIDR(cidr);
+  if (net === null) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  return formatIPv4(net.ip);
 }
 
 interface IpLinkJson {
@@ -216,11 +200,11 @@ function removePeerEntries(ns: string, dev: string, p: VxlanPeer): void {
  */
 export function configureKernelVxlanNode(cfg: KernelVxlanConfig): KernelVxlanNode {
   const { ns, localIP, underlayDev, ownSubnet } = cfg;
-  const vni = cfg.vni ?? 1;
-  const port = cfg.port ?? FLANNEL_VXLAN_PORT;
+  const vni = cfg.vni ?? VXLAN_DEFAULT_VNI;
+  const port = cfg.port ?? VXLAN_DEFAULT_PORT;
   const dev = cfg.dev ?? `flannel.${vni}`;
   const mtu = cfg.mtu ?? readLinkMtu(ns, underlayDev) - VXLAN_OVERHEAD;
-  const mac = cfg.mac ?? randomVtepMac();
+  const mac = cfg.mac ?? formatMAC(randomVtepMAC());
   if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff) throw new Error(`bad VNI ${vni}`);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad port ${port}`);
 
@@ -243,7 +227,7 @@ export function configureKernelVxlanNode(cfg: KernelVxlanConfig): KernelVxlanNod
     const vtepMAC = readLinkMac(ns, dev);
     if (vtepMAC.toLowerCase() !== mac.toLowerCase()) throw new Error(`${dev}: MAC is ${vtepMAC}, expected ${mac}`);
     const node: KernelVxlanNode = {
-      ns, dev, vni, port: port === 0 ? FLANNEL_VXLAN_PORT : port, localIP, ownSubnet, mtu, vtepMAC,
+      ns, dev, vni, port: port === 0 ? VXLAN_DEFAULT_PORT : port, localIP, ownSubnet, mtu, vtepMAC,
       asPeer: () => ({ subnet: ownSubnet, publicIP: localIP, vtepMAC }),
       peers: () => [...peers.values()],
       addPeer(p) {
@@ -294,4 +278,27 @@ export function setupKernelVxlan(topo: Topology, opts: { vni?: number; port?: nu
     throw e;
   }
   return { nodes, stop };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel counters
+
+/** /proc/net/snmp of a namespace as "Udp.InErrors" -> value. */
+export function snmp(ns: string): Record<string, number> {
+  const text = nsExec(ns, 'cat', ['/proc/net/snmp']);
+  const out: Record<string, number> = {};
+  const lines = text.trim().split('\n');
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const head = lines[i]!.split(/\s+/);
+    const vals = lines[i + 1]!.split(/\s+/);
+    const proto = head[0]!.replace(':', '');
+    for (let k = 1; k < head.length; k++) out[`${proto}.${head[k]}`] = Number(vals[k]);
+  }
+  return out;
+}
+
+/** RX/TX drop counters of a device in a namespace. */
+export function linkDrops(ns: string, dev: string): { rx: number; tx: number; rxPackets: number } {
+  const s = linkCounters(ns, dev);
+  return { rx: s.rx.dropped, tx: s.tx.dropped, rxPackets: s.rx.packets };
 }

@@ -3,16 +3,20 @@
 // addressed inside its host's leased subnet (what the CNI plugin would do from subnet.env).
 // The demo, the end-to-end tests and the reliability tests all build on this.
 import type { ChildProcess } from 'node:child_process';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTopology, type HostInfo, type Topology } from './topology.js';
+import { nsExec } from './netns.js';
 import { startEtcdServer, type EtcdServer, type EtcdTLS } from './etcd.js';
-import { linendPath } from './linen.js';
+import { linendPath } from './linend.js';
+import { reachable, runBounded, startBounded, startIperfServer, type BoundedProcess } from './traffic.js';
+import { waitFor } from './wait.js';
+import { DEFAULT_ETCD_PREFIX } from '../src/subnet/etcd.js';
+import { parseDotenv } from '../src/subnetenv.js';
 
 export const HEALTH_PORT = 8471;
-export const ETCD_PREFIX = '/coreos.com/network';
+export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;
 
 export interface ClusterOptions {
   hosts: number;
@@ -77,31 +81,12 @@ export interface Cluster {
   destroy(): Promise<void>;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function execIn(ns: string, cmd: string, args: string[], timeoutMs = 15000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 /** GET http://127.0.0.1:<port><path> inside a namespace. */
 export async function httpIn(ns: string, port: number, path: string): Promise<HttpResult> {
-  const r = await execIn(ns, 'curl', ['-s', '-m', '5', '-o', '-', '-w', '\n%{http_code}', `http://127.0.0.1:${port}${path}`]);
+  const r = await runBounded(ns, 'curl', ['-s', '-m', '5', '-o', '-', '-w', '\n%{http_code}', `http://127.0.0.1:${port}${path}`], { timeoutMs: 15000 });
   const i = r.stdout.lastIndexOf('\n');
   return { status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, i) };
-}
-
-function parseEnv(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2];
-  }
-  return out;
 }
 
 export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
@@ -134,8 +119,7 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
     async reachable(from, to, timeoutSec = 2) {
       const target = nodes[to].podIp;
       if (!target) return false;
-      const r = await execIn(nodes[from].host.pod.ns, 'ping', ['-c', '1', '-W', String(timeoutSec), target], (timeoutSec + 3) * 1000);
-      return r.code === 0;
+      return reachable(nodes[from].host.pod.ns, target, timeoutSec);
     },
     async destroy() {
       await Promise.all(nodes.map((n) => n.stop('SIGTERM').catch(() => null)));
@@ -157,14 +141,11 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
 }
 
 async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  const took = await waitFor(async () => {
     if (!n.alive()) throw new Error(`linend on host ${n.index + 1} exited:\n${n.log().slice(-3000)}`);
-    const r = await n.http('/readyz').catch(() => ({ status: 0, body: '' }));
-    if (r.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`linend on host ${n.index + 1} not ready after ${timeoutMs / 1000} s:\n${n.log().slice(-3000)}`);
-    await sleep(100);
-  }
+    return (await n.http('/readyz').catch(() => ({ status: 0, body: '' }))).status === 200;
+  }, timeoutMs, 100);
+  if (took < 0) throw new Error(`linend on host ${n.index + 1} not ready after ${timeoutMs / 1000} s:\n${n.log().slice(-3000)}`);
 }
 
 function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo, index: number, o: ClusterOptions, tls: EtcdTLS | null): ClusterNode {
@@ -210,7 +191,7 @@ function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo,
       return r;
     },
     subnetEnv() {
-      return existsSync(subnetFile) ? parseEnv(readFileSync(subnetFile, 'utf8')) : null;
+      return existsSync(subnetFile) ? parseDotenv(readFileSync(subnetFile, 'utf8')) : null;
     },
     attachPod() {
       const env = node.subnetEnv();
@@ -231,4 +212,97 @@ function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo,
     http: (path) => httpIn(host.ns, HEALTH_PORT, path),
   };
   return node;
+}
+
+// ---------------------------------------------------------------------------------------------
+// iperf3 between two nodes' pods, with intervals
+
+export interface IperfRun {
+  /** Bytes received per interval (the receiver's view when -J gives it, else the sender's). */
+  intervals: number[];
+  bytes: number;
+  seconds: number;
+  gbps: number;
+  retransmits: number;
+}
+
+export interface IperfHandle {
+  done: Promise<IperfRun>;
+  kill(): void;
+}
+
+/**
+ * Starts an iperf3 TCP run between two pods (server one-off), bounded: `seconds` of traffic,
+ * intervals of `interval` seconds, killed after seconds + 30 s whatever happens.
+ */
+export async function startIperf(from: ClusterNode, to: ClusterNode, o: { seconds: number; interval?: number; port?: number; streams?: number }): Promise<IperfHandle> {
+  const port = o.port ?? 5201;
+  const ip = to.podIp;
+  if (!ip) throw new Error(`host ${to.index + 1} has no pod address`);
+  const timeoutMs = o.seconds * 1000 + 30_000;
+  const server = await startIperfServer({ ns: to.host.pod.ns, ip }, port, timeoutMs);
+  const client: BoundedProcess = startBounded(from.host.pod.ns, 'iperf3', ['-c', ip, '-p', String(port), '-J', '-t', String(o.seconds),
+    '-i', String(o.interval ?? 1), '-P', String(o.streams ?? 1), '--connect-timeout', '3000'], { timeoutMs });
+  const done = (async (): Promise<IperfRun> => {
+    const r = await client.done;
+    server.kill();
+    await server.done;
+    let j: { error?: string; intervals?: { sum: { bytes: number } }[]; end?: { sum_received?: { bytes: number; seconds: number; bits_per_second: number }; sum_sent?: { retransmits?: number } } };
+    try {
+      j = JSON.parse(r.stdout) as typeof j;
+    } catch {
+      throw new Error(`iperf3 printed no JSON (code ${r.code}, timed out ${r.timedOut}): ${r.stderr.slice(-500)}`);
+    }
+    if (j.error) throw new Error(`iperf3: ${j.error}`);
+    const recv = j.end?.sum_received;
+    return {
+      intervals: (j.intervals ?? []).map((i) => i.sum.bytes),
+      bytes: recv?.bytes ?? 0,
+      seconds: recv?.seconds ?? 0,
+      gbps: (recv?.bits_per_second ?? 0) / 1e9,
+      retransmits: j.end?.sum_sent?.retransmits ?? 0,
+    };
+  })();
+  return { done, kill: () => { client.kill(); server.kill(); } };
+}
+
+/** Pods of a and b reach each other (both directions). */
+export async function bothWays(c: Cluster, a: number, b: number): Promise<boolean> {
+  const [x, y] = await Promise.all([c.reachable(a, b, 2), c.reachable(b, a, 2)]);
+  return x && y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cutting a host off from etcd
+
+export interface Partition {
+  /** Removes the rule (idempotent). */
+  heal(): void;
+}
+
+/**
+ * Drops (or rejects with a TCP reset) everything the host sends to etcd, with one iptables
+ * rule in the host's own namespace; with kill, also destroys its open connections to etcd
+ * (ss -K) so that the client has to connect again. heal() removes the rule.
+ */
+export function partitionFromEtcd(c: Cluster, n: ClusterNode, o: { reject?: boolean; kill?: boolean } = {}): Partition {
+  const [, host, port] = /^https?:\/\/([^:/]+):(\d+)/.exec(c.etcdEndpoint) ?? [];
+  if (!host || !port) throw new Error(`cannot parse ${c.etcdEndpoint}`);
+  const target = o.reject ? ['REJECT', '--reject-with', 'tcp-reset'] : ['DROP'];
+  const comment = ['-m', 'comment', '--comment', 'linen-reliability-partition'];
+  // Both ways: with only the requests dropped, etcd would still push watch events in.
+  const rules = [
+    ['OUTPUT', '-d', host, '-p', 'tcp', '--dport', port, ...comment, '-j', ...target],
+    ['INPUT', '-s', host, '-p', 'tcp', '--sport', port, ...comment, '-j', 'DROP'],
+  ];
+  for (const r of rules) nsExec(n.host.ns, 'iptables', ['-w', '-I', ...r]);
+  if (o.kill) nsExec(n.host.ns, 'ss', ['-K', 'dst', host, 'dport', '=', port]);
+  let healed = false;
+  return {
+    heal() {
+      if (healed) return;
+      healed = true;
+      for (const r of rules) nsExec(n.host.ns, 'iptables', ['-w', '-D', ...r]);
+    },
+  };
 }

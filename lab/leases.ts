@@ -1,0 +1,69 @@
+// flannel's subnet leases in the lab's etcd, read and written with etcdctl: the one listing of
+// the leases, a key's lease and TTL, fake peers' leases, and the routes they should give.
+import { ETCD_PREFIX, type Cluster, type ClusterNode } from './cluster.js';
+
+/** Every key under <prefix>/subnets with its value. */
+export async function etcdLeases(c: Cluster): Promise<Map<string, string>> {
+  const out = await c.etcd.ctl('get', '--prefix', `${ETCD_PREFIX}/subnets`);
+  const lines = out.split('\n');
+  const m = new Map<string, string>();
+  for (let i = 0; i + 1 < lines.length; i += 2) if (lines[i]) m.set(lines[i]!, lines[i + 1]!);
+  return m;
+}
+
+/** The key's etcd lease id (hex, as etcdctl wants it) or null when it has none / is missing. */
+export async function keyLease(c: Cluster, key: string): Promise<string | null> {
+  const text = await c.etcd.ctl('get', key, '-w', 'json');
+  const m = /"lease":(\d+)/.exec(text);
+  return m ? BigInt(m[1]!).toString(16) : null;
+}
+
+/** Remaining and granted TTL of an etcd lease (hex id). */
+export async function leaseTTL(c: Cluster, id: string): Promise<{ ttl: number; granted: number }> {
+  const j = JSON.parse(await c.etcd.ctl('lease', 'timetolive', id, '-w', 'json')) as { ttl: number; 'granted-ttl': number };
+  return { ttl: j.ttl, granted: j['granted-ttl'] };
+}
+
+/** `etcdctl lease grant N`: the new lease id (hex). */
+export async function grantLease(c: Cluster, seconds: number): Promise<string> {
+  const out = await c.etcd.ctl('lease', 'grant', String(seconds));
+  const m = /lease ([0-9a-f]+) granted/.exec(out);
+  if (!m) throw new Error(`etcdctl lease grant: ${out}`);
+  return m[1]!;
+}
+
+/** The current etcd revision. */
+export async function etcdRevision(c: Cluster): Promise<number> {
+  const j = JSON.parse(await c.etcd.ctl('get', `${ETCD_PREFIX}/config`, '-w', 'json')) as { header: { revision: number } };
+  return j.header.revision;
+}
+
+/** A lease value in flanneld's format for a fake peer. */
+export function leaseValue(backend: 'udp' | 'vxlan', publicIp: string, mac = '0a:58:0a:aa:bb:cc'): string {
+  return backend === 'udp'
+    ? `{"PublicIP":"${publicIp}","PublicIPv6":null}`
+    : `{"PublicIP":"${publicIp}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
+}
+
+/** 10.y.<third>.0/24 inside the cluster network, and its etcd key. */
+export function fakeSubnet(c: Cluster, third: number): { subnet: string; key: string } {
+  const y = c.network.split('.')[1];
+  return { subnet: `10.${y}.${third}.0/24`, key: `${ETCD_PREFIX}/subnets/10.${y}.${third}.0-24` };
+}
+
+/** What linen should route to: every valid peer lease in etcd except the node's own subnet, "subnet via ip". */
+export async function expectedRoutes(c: Cluster, own: ClusterNode): Promise<string[]> {
+  const ownSubnet = own.subnetEnv()?.['FLANNEL_SUBNET']?.replace(/\.1\/24$/, '.0/24');
+  const out: string[] = [];
+  for (const [k, v] of await etcdLeases(c)) {
+    const m = /(\d+\.\d+\.\d+\.\d+)-(\d+)$/.exec(k);
+    if (!m) continue;
+    const subnet = `${m[1]}/${m[2]}`;
+    if (subnet === ownSubnet) continue;
+    try {
+      const j = JSON.parse(v) as { PublicIP?: unknown };
+      if (typeof j.PublicIP === 'string') out.push(`${subnet} via ${j.PublicIP}`);
+    } catch { /* not a lease */ }
+  }
+  return out.sort();
+}

@@ -1,0 +1,93 @@
+// One typed view of the tables the native addon and the wasm core share (docs/memory-abi.md):
+// packet descriptors, TUN writes and iovecs. Every size and field offset comes from the core's
+// exports (Core.layout); nothing here repeats a number. Also the start-up check that the addon
+// was compiled with that same layout.
+import type { Layout } from './core.js';
+import type { NativeLayout } from './native.js';
+
+/** The layout values of the three record types. */
+export const DESCRIPTOR_FIELDS = [
+  'DESC_SIZE', 'D_OFFSET', 'D_LENGTH', 'D_ADDR', 'D_PORT', 'D_SEGSIZE', 'D_SRCPORT', 'D_STATUS', 'D_SPARE',
+  'TUNW_SIZE', 'TW_FIRST', 'TW_COUNT', 'IOV_SIZE', 'IOV_OFFSET', 'IOV_LENGTH',
+] as const;
+export type DescriptorLayout = Pick<Layout, (typeof DESCRIPTOR_FIELDS)[number]>;
+
+/** What the addon must have been compiled with: the records and the virtio_net_hdr size. */
+export const ADDON_LAYOUT_FIELDS = [...DESCRIPTOR_FIELDS, 'VNET_HDR_LEN'] as const;
+
+export interface Descriptor {
+  offset: number;
+  length: number;
+  /** IPv4 address as a host-order number (stored in network byte order). */
+  addr: number;
+  /** UDP port (stored in network byte order). */
+  port: number;
+  segSize: number;
+  srcPort: number;
+  status: number;
+}
+
+export class DescriptorView {
+  private readonly dv: DataView;
+
+  /** `buffer` is a core's memory buffer; the memory never grows, so the view stays valid. */
+  constructor(buffer: ArrayBuffer, private readonly L: DescriptorLayout) {
+    this.dv = new DataView(buffer);
+  }
+
+  /** Address of descriptor i of the table at `table`. */
+  at(table: number, i: number): number { return table + i * this.L.DESC_SIZE; }
+
+  offset(d: number): number { return this.dv.getUint32(d + this.L.D_OFFSET, true); }
+  length(d: number): number { return this.dv.getUint32(d + this.L.D_LENGTH, true); }
+  addr(d: number): number { return this.dv.getUint32(d + this.L.D_ADDR, false); }
+  port(d: number): number { return this.dv.getUint16(d + this.L.D_PORT, false); }
+  segSize(d: number): number { return this.dv.getUint16(d + this.L.D_SEGSIZE, true); }
+  srcPort(d: number): number { return this.dv.getUint16(d + this.L.D_SRCPORT, true); }
+  status(d: number): number { return this.dv.getUint16(d + this.L.D_STATUS, true); }
+
+  setOffset(d: number, v: number): void { this.dv.setUint32(d + this.L.D_OFFSET, v, true); }
+  setLength(d: number, v: number): void { this.dv.setUint32(d + this.L.D_LENGTH, v, true); }
+  setAddr(d: number, v: number): void { this.dv.setUint32(d + this.L.D_ADDR, v >>> 0, false); }
+  setPort(d: number, v: number): void { this.dv.setUint16(d + this.L.D_PORT, v, false); }
+  setSegSize(d: number, v: number): void { this.dv.setUint16(d + this.L.D_SEGSIZE, v, true); }
+
+  read(d: number): Descriptor {
+    return {
+      offset: this.offset(d), length: this.length(d), addr: this.addr(d), port: this.port(d),
+      segSize: this.segSize(d), srcPort: this.srcPort(d), status: this.status(d),
+    };
+  }
+
+  /** TUN write w of the table at `table`: the iovecs [first, first + count). */
+  tunWrite(table: number, w: number): { first: number; count: number } {
+    const at = table + w * this.L.TUNW_SIZE;
+    return { first: this.dv.getUint32(at + this.L.TW_FIRST, true), count: this.dv.getUint32(at + this.L.TW_COUNT, true) };
+  }
+
+  /** Iovec i of the table at `table`. */
+  iovec(table: number, i: number): { offset: number; length: number } {
+    const at = table + i * this.L.IOV_SIZE;
+    return { offset: this.dv.getUint32(at + this.L.IOV_OFFSET, true), length: this.dv.getUint32(at + this.L.IOV_LENGTH, true) };
+  }
+}
+
+/**
+ * Throws unless the native addon was compiled with the core's layout: every field the addon
+ * reports must equal the core's export of the same name, and the fields it needs must be there.
+ * A mismatch means the addon and the wasm module come from different builds.
+ */
+export function checkAddonLayout(addon: NativeLayout | undefined, core: Readonly<Record<string, number>>): void {
+  const rebuild = 'rebuild both with "npm run build"';
+  if (!addon) throw new Error(`linen: the native addon reports no memory layout (built before layout checks); ${rebuild}`);
+  for (const name of ADDON_LAYOUT_FIELDS) {
+    if (addon[name] === undefined) throw new Error(`linen: the native addon was built without layout field ${name}; ${rebuild}`);
+  }
+  for (const [name, value] of Object.entries(addon)) {
+    const want = core[name];
+    if (want === undefined) throw new Error(`linen: the native addon has layout field ${name} = ${value}, which the wasm core does not export; ${rebuild}`);
+    if (value !== want) {
+      throw new Error(`linen: the native addon and the wasm core disagree on the memory layout: ${name} is ${value} in the addon and ${want} in the core; ${rebuild}`);
+    }
+  }
+}

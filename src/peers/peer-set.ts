@@ -1,0 +1,267 @@
+// The one owner of the peer set, shaped like flannel's backend Network.Run: it takes the lease
+// watcher's diffs, decides which leases may become routes (admission), turns a lease into a
+// route through the backend, gives each route a per-peer stats slot, keeps the one
+// authoritative map of routes keyed by the masked network, and pushes every change to the
+// engine (add or replace, remove). The engine keeps no route map of its own: it reads this one
+// back when it (re)starts a worker and for its per-peer counters.
+import type { Backend } from '../backend/index.js';
+import type { NetworkConfig } from '../config.js';
+import type { Engine, PeerRoute, RouteSource, SlottedRoute } from '../dataplane/engine.js';
+import type { Metric } from '../health.js';
+import type { Logger } from '../log.js';
+import { formatCIDR, formatIPv4, formatMAC, makeNet, netContains, netEqual, netOverlaps, type IPv4Net } from '../net.js';
+import { makeSubnetKey } from '../subnet/lease.js';
+import type { LeaseWatcher, Peer, PeerDiff } from '../subnet/watcher.js';
+
+/** Why a lease got no route (the label of linen_leases_refused_total). */
+export const REFUSAL_REASONS = [
+  'host_bits',       // the key's address has bits set below its prefix length
+  'public_ip',       // the PublicIP is no address to tunnel to (see badPublicIP)
+  'outside_network', // the subnet is not inside the cluster network
+  'own_subnet',      // the subnet overlaps this node's subnet
+  'overlap',         // not a /SubnetLen lease and overlapping one
+  'backend_data',    // lacks what the backend needs (VXLAN: a VtepMAC)
+  'capacity',        // the data plane's route table is full
+] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
+
+/**
+ * Whether a peer's PublicIP is something the data plane may send tunnel traffic to: not
+ * unspecified, loopback, "this network", multicast, reserved or the limited broadcast, and not
+ * this node itself (traffic for the peer's subnet would loop through this node until its TTL
+ * ran out). Returns why not, or null.
+ */
+export function badPublicIP(ip: number, self: number | null): string | null {
+  const a = ip >>> 24;
+  if (ip === 0 || a === 0) return 'is in 0.0.0.0/8 ("this network")';
+  if (a === 127) return 'is a loopback address';
+  if (a >= 224 && a <= 239) return 'is a multicast address';
+  if (ip >>> 0 === 0xffffffff) return 'is the broadcast address';
+  if (a >= 240) return 'is a reserved address';
+  if (self !== null && ip >>> 0 === self >>> 0) return "is this node's own address";
+  return null;
+}
+
+/** The key of every map of peers: the masked network, `10.5.7.0/24`. */
+export type NetKey = string & { readonly __netKey: true };
+export const netKey = (n: IPv4Net): NetKey => formatCIDR(makeNet(n.ip, n.prefixLen)) as NetKey;
+
+/** Whether a subnet's address has host bits set (flannel never writes such a lease key). */
+export const hasHostBits = (n: IPv4Net): boolean => !netEqual(makeNet(n.ip, n.prefixLen), n);
+
+export interface PeerSetOptions {
+  backend: Pick<Backend, 'mode' | 'route'>;
+  config: Pick<NetworkConfig, 'network' | 'subnetLen'>;
+  /** This node's subnet: no peer route may overlap it. */
+  own: IPv4Net;
+  /** This node's PublicIP: no peer may use it (null: not checked). */
+  self: number | null;
+  log: Logger;
+}
+
+/** A route in the data plane and the lease it came from. */
+interface Admitted extends SlottedRoute {
+  /** Full etcd key of the lease (or a name for a static peer). */
+  readonly lease: string;
+}
+
+export class PeerSet implements RouteSource {
+  private readonly admitted = new Map<NetKey, Admitted>();
+  /** Leases refused only because they overlap a /SubnetLen lease: looked at again on change. */
+  private readonly overlapping = new Set<string>();
+  /** Leases refused only because the route table was full, by lease key (in the order they
+   * came), with their subnet key in the watcher's map: admitted when room is made. */
+  private readonly waiting = new Map<string, string>();
+  private readonly refused = new Map<RefusalReason, number>(REFUSAL_REASONS.map((r) => [r, 0]));
+  private engine: Engine | null = null;
+  /** Stats slots: handed out in order, then freed ones reused oldest first (FIFO), so a worker
+   * has long finished clearing a slot before another route gets it. */
+  private nextSlot = 0;
+  private readonly freeSlots: number[] = [];
+
+  constructor(private readonly o: PeerSetOptions) {}
+
+  /** Connects the engine the routes are pushed to (it was started with this set as its source). */
+  attach(engine: Engine): void {
+    this.engine = engine;
+  }
+
+  /** Routes the engine must hold, with their stats slots. */
+  routes(): Iterable<SlottedRoute> {
+    return this.admitted.values();
+  }
+
+  get size(): number {
+    return this.admitted.size;
+  }
+
+  /** Refusals so far, by reason. */
+  refusals(): ReadonlyMap<RefusalReason, number> {
+    return this.refused;
+  }
+
+  /** Follows the watcher until `signal` aborts, applying each diff. */
+  run(watcher: LeaseWatcher, signal: AbortSignal): Promise<void> {
+    return watcher.run(signal, (d) => this.apply(d, watcher.peers()));
+  }
+
+  /** Installs the peers of a --static-peers file; they were checked when the file was read. */
+  setStatic(peers: readonly PeerRoute[]): void {
+    for (const route of peers) {
+      const name = `static peer ${formatCIDR({ ip: route.net, prefixLen: route.len })}`;
+      if (this.full(netKey({ ip: route.net, prefixLen: route.len }))) this.refuse(name, 'capacity', this.capacityText());
+      else this.install(name, route);
+    }
+  }
+
+  /**
+   * Applies a diff of the lease set. `all` is every lease the watcher knows now (refused ones
+   * included), keyed by subnet key as the watcher keys them: a change may create or end an
+   * overlap for leases it did not touch, and a removal may make room for a waiting lease.
+   */
+  apply(d: PeerDiff, all: ReadonlyMap<string, Peer>): void {
+    for (const p of [...d.added, ...d.changed]) this.add(p, all);
+    for (const p of d.removed) {
+      this.overlapping.delete(p.key);
+      this.waiting.delete(p.key);
+      const k = netKey(p.subnet);
+      const a = this.admitted.get(k);
+      // Only the lease that owns the route removes it (a refused key masking to the same
+      // network must not take another peer's route with it).
+      if (a === undefined || a.lease !== p.key) continue;
+      this.uninstall(k, a);
+      this.o.log.info(`Peer ${formatCIDR(p.subnet)} removed`);
+    }
+    for (const p of all.values()) {
+      if (p.subnet.prefixLen === this.o.config.subnetLen) continue;
+      if (this.owns(p) && this.overlapped(p, all)) this.add(p, all);
+      else if (this.overlapping.has(p.key) && !this.overlapped(p, all)) this.add(p, all);
+    }
+    // Room made: leases refused for want of it get their turn, in the order they came.
+    for (const [key, subnetKey] of [...this.waiting]) {
+      if (this.admitted.size >= this.capacity()) break;
+      const p = all.get(subnetKey);
+      if (p?.key === key) this.add(p, all);
+      else this.waiting.delete(key);
+    }
+  }
+
+  /** Gauges and counters for /metrics. */
+  metrics(): Metric[] {
+    return [
+      { name: 'linen_peers', help: 'Peers (other nodes\' leases) with a route.', type: 'gauge', value: this.admitted.size },
+      ...[...this.admitted.values()].map((a): Metric => ({
+        name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1, perPeer: true,
+        labels: { subnet: `${formatIPv4(a.route.net)}/${a.route.len}`, public_ip: formatIPv4(a.route.publicIp) },
+      })),
+      ...REFUSAL_REASONS.map((reason): Metric => ({
+        name: 'linen_leases_refused_total', help: 'Times a lease was refused a route, by reason.', type: 'counter',
+        value: this.refused.get(reason) ?? 0, labels: { reason },
+      })),
+    ];
+  }
+
+  private capacity(): number {
+    return this.engine?.routeCapacity ?? Infinity;
+  }
+
+  private capacityText(): string {
+    return `the data plane's route table is full (${this.capacity()} routes)`;
+  }
+
+  /** Whether a new route for k would not fit (replacing one that is there always fits). */
+  private full(k: NetKey): boolean {
+    return !this.admitted.has(k) && this.admitted.size >= this.capacity();
+  }
+
+  /** Whether p's lease holds a route now. */
+  private owns(p: Peer): boolean {
+    return this.admitted.get(netKey(p.subnet))?.lease === p.key;
+  }
+
+  // flanneld only writes leases of the network's SubnetLen, and those cannot overlap each
+  // other. A lease of another length that overlaps one would take part of that peer's pods
+  // (the longest prefix wins), so it is refused while the overlap lasts.
+  private overlapped(p: Peer, all: ReadonlyMap<string, Peer>): Peer | undefined {
+    const len = this.o.config.subnetLen;
+    if (p.subnet.prefixLen === len) return undefined;
+    for (const q of all.values()) {
+      if (q.key !== p.key && q.subnet.prefixLen === len && !hasHostBits(q.subnet) && netOverlaps(q.subnet, p.subnet)) return q;
+    }
+    return undefined;
+  }
+
+  /** Why p may not have a route, or null. */
+  private admission(p: Peer, all: ReadonlyMap<string, Peer>): { reason: RefusalReason; why: string } | null {
+    const { network, subnetLen } = this.o.config;
+    if (hasHostBits(p.subnet)) {
+      return { reason: 'host_bits', why: `the address ${formatIPv4(p.subnet.ip)} has host bits set for a /${p.subnet.prefixLen} (the network would be ${netKey(p.subnet)}); flannel never writes such a key` };
+    }
+    const bad = badPublicIP(p.publicIP, this.o.self);
+    if (bad !== null) return { reason: 'public_ip', why: `its PublicIP ${formatIPv4(p.publicIP)} ${bad}` };
+    if (!netContains(network, p.subnet.ip) || p.subnet.prefixLen < network.prefixLen) {
+      return { reason: 'outside_network', why: `${formatCIDR(p.subnet)} is outside the network ${formatCIDR(network)}` };
+    }
+    if (netOverlaps(p.subnet, this.o.own)) {
+      return { reason: 'own_subnet', why: `${formatCIDR(p.subnet)} overlaps this node's subnet ${formatCIDR(this.o.own)}` };
+    }
+    const q = this.overlapped(p, all);
+    if (q) {
+      this.overlapping.add(p.key);
+      return { reason: 'overlap', why: `${formatCIDR(p.subnet)} overlaps the lease ${q.key} and is not a /${subnetLen} as the network's leases are` };
+    }
+    return null;
+  }
+
+  private add(p: Peer, all: ReadonlyMap<string, Peer>): void {
+    this.overlapping.delete(p.key);
+    this.waiting.delete(p.key);
+    const no = this.admission(p, all);
+    if (no) {
+      this.refuse(p.key, no.reason, no.why);
+      this.drop(p);
+      return;
+    }
+    const route = this.o.backend.route(p);
+    if (!route) {
+      this.refuse(p.key, 'backend_data', `no usable ${this.o.backend.mode} backend data`);
+      this.drop(p);
+      return;
+    }
+    const k = netKey(p.subnet);
+    if (this.full(k)) {
+      this.waiting.set(p.key, makeSubnetKey(p.subnet));
+      this.refuse(p.key, 'capacity', this.capacityText());
+      return;
+    }
+    this.install(p.key, route);
+    this.o.log.info(`Peer ${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}${route.mac ? ` (VtepMAC ${formatMAC(route.mac)})` : ''}`);
+  }
+
+  private refuse(lease: string, reason: RefusalReason, why: string): void {
+    this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1);
+    this.o.log.warn(`Ignoring lease ${lease}: ${why}`);
+  }
+
+  /** A peer whose new lease is refused loses the route its old lease had. */
+  private drop(p: Peer): void {
+    const k = netKey(p.subnet);
+    const a = this.admitted.get(k);
+    if (a !== undefined && a.lease === p.key) this.uninstall(k, a);
+  }
+
+  private install(lease: string, route: PeerRoute): void {
+    const k = netKey({ ip: route.net, prefixLen: route.len });
+    const slots = this.engine?.peerSlots ?? 0;
+    const slot = this.admitted.get(k)?.slot ?? (this.nextSlot < slots ? this.nextSlot++ : this.freeSlots.shift() ?? -1);
+    const a: Admitted = { lease, route, slot };
+    this.admitted.set(k, a);
+    this.engine?.setRoute(a);
+  }
+
+  private uninstall(k: NetKey, a: Admitted): void {
+    this.admitted.delete(k);
+    if (a.slot >= 0) this.freeSlots.push(a.slot);
+    this.engine?.removeRoute(a);
+  }
+}

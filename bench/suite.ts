@@ -210,6 +210,7 @@ export const REFERENCE = 'kernel-vxlan';
 export function suiteContenders(underlayMtu = 1500, queues = 1): Contender[] {
   return [
     hostGwContender({ underlayMtu }),
+    linenContender({ mode: 'host-gw', underlayMtu, queues }),
     kernelVxlanContender({ underlayMtu }),
     linenContender({ mode: 'udp', offload: 'on', underlayMtu, queues }),
     linenContender({ mode: 'vxlan', offload: 'on', underlayMtu, queues }),

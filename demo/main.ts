@@ -1,4 +1,4 @@
-// npm run demo [-- --backend udp|vxlan] [--hosts N] [--keep]
+// npm run demo [-- --backend udp|vxlan|host-gw] [--hosts N] [--keep]
 //
 // A multi-host container network on this one machine: etcd in its own network namespace,
 // N hosts joined by an underlay bridge, two pods per host on a CNI-style bridge, flannel's
@@ -12,7 +12,8 @@ import { buildCluster, ETCD_PREFIX, HEALTH_PORT, type Cluster } from '../lab/clu
 import { ETCD } from '../lab/etcd.js';
 import { etcdLeases } from '../lab/leases.js';
 import { Metrics } from '../lab/metrics.js';
-import { iperfTcp, reachable } from '../lab/traffic.js';
+import { iperfTcp, reachable, runBounded } from '../lab/traffic.js';
+import { ownSignals } from '../lab/netns.js';
 
 interface Pod { host: number; ns: string; ip: string }
 
@@ -87,7 +88,7 @@ async function main(): Promise<number> {
   });
   const backend = values.backend;
   const hosts = Number(values.hosts);
-  if (backend !== 'udp' && backend !== 'vxlan') { console.error(`demo: --backend must be udp or vxlan, not ${backend}`); return 2; }
+  if (backend !== 'udp' && backend !== 'vxlan' && backend !== 'host-gw') { console.error(`demo: --backend must be udp, vxlan or host-gw, not ${backend}`); return 2; }
   if (!Number.isInteger(hosts) || hosts < 2 || hosts > 40) { console.error(`demo: --hosts must be a whole number from 2 to 40, not ${values.hosts}`); return 2; }
   if (process.getuid?.() !== 0) { console.error('demo: run as root (it creates network namespaces)'); return 1; }
   if (!existsSync(ETCD)) {
@@ -102,9 +103,9 @@ async function main(): Promise<number> {
     cluster = null;
     if (c) await c.destroy();
   };
-  // Stays registered (not once) until the process exits: the topology's own handler
-  // (bench/topology.ts) hands a signal on only when nobody else listens for it, and a second
-  // Ctrl-C must not cut the tear-down short either.
+  // The demo ends itself once its tear-down is done (the lab must not raise the signal again
+  // under it); the handler stays registered so a second Ctrl-C cannot cut the tear-down short.
+  ownSignals();
   let interrupted = false;
   const onSignal = (): void => {
     if (interrupted) return;
@@ -168,6 +169,11 @@ async function main(): Promise<number> {
     }
 
     step('Counters that moved on host1 (/metrics)');
+    if (backend === 'host-gw') {
+      // No data plane: the kernel forwards along the routes linend keeps.
+      const routes = await runBounded(c.nodes[0].host.ns, 'ip', ['route', 'show', 'dev', c.nodes[0].host.underlayDev], { timeoutMs: 10_000 });
+      console.log(`host-gw: no tunnel; host1's kernel routes to the other hosts' subnets (kept by linend):\n${routes.stdout.trim()}`);
+    }
     const after = counters((await c.nodes[0].http('/metrics')).body);
     const moved = [['counter', 'before', 'after']];
     for (const [k, v] of after) if (v !== (before.get(k) ?? 0)) moved.push([k, String(before.get(k) ?? 0), String(v)]);

@@ -20,7 +20,7 @@ export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;
 
 export interface ClusterOptions {
   hosts: number;
-  backend: 'udp' | 'vxlan';
+  backend: 'udp' | 'vxlan' | 'host-gw';
   /** Network config to store instead of {Network, Backend: {Type}}; `null` stores none. */
   config?: Record<string, unknown> | null;
   engine?: 'native' | 'dgram';

@@ -11,7 +11,8 @@ import type { Topology } from './topology.js';
 import { waitFor } from './wait.js';
 
 export interface StaticLinenOptions {
-  mode: 'udp' | 'vxlan';
+  /** The backend: an overlay mode, or host-gw (kernel routes only, no data plane). */
+  mode: 'udp' | 'vxlan' | 'host-gw';
   engine?: 'native' | 'dgram';
   offload?: 'auto' | 'on' | 'off';
   queues?: number;
@@ -48,8 +49,8 @@ export function linendPath(): string {
 export const vtepMacFor = (index: number): string => `0a:58:0a:00:00:${(index + 1).toString(16).padStart(2, '0')}`;
 
 /** The pod MTU linend gives (FLANNEL_MTU): the underlay MTU less what the mode adds. */
-export function linenTunnelMtu(mode: 'udp' | 'vxlan', underlayMtu = 1500): number {
-  return underlayMtu - (mode === 'udp' ? UDP_OVERHEAD : VXLAN_OVERHEAD);
+export function linenTunnelMtu(mode: StaticLinenOptions['mode'], underlayMtu = 1500): number {
+  return underlayMtu - (mode === 'udp' ? UDP_OVERHEAD : mode === 'vxlan' ? VXLAN_OVERHEAD : 0);
 }
 
 /**

@@ -123,6 +123,16 @@ let hooksInstalled = false;
  * labs are cleaned up (lab/traffic.ts kills its processes this way). One signal handler
  * serves all of them; it hands the signal on afterwards.
  */
+let signalsOwned = false;
+
+/**
+ * The program handles SIGINT and SIGTERM itself and exits once its own (asynchronous) teardown
+ * is done: the lab still cleans up on the signal, but does not raise it again.
+ */
+export function ownSignals(): void {
+  signalsOwned = true;
+}
+
 export function addCleanupHook(fn: () => void): void {
   extraHooks.add(fn);
   installHooks();
@@ -145,11 +155,11 @@ function installHooks(): void {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     const handler = (): void => {
       cleanupAll();
-      // Hand the signal on only when nobody else listens: the others got this same signal and
-      // decide when the process ends (the demo tears down asynchronously first); raising it
-      // again would end the process under them. With no listener left, the default action.
+      // Hand the signal on (without our listener: the default action ends the process), unless
+      // the program said it ends itself after a teardown of its own (ownSignals(): the demo);
+      // raising it again would end the process under that teardown.
       process.removeListener(sig, handler);
-      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+      if (!signalsOwned) process.kill(process.pid, sig);
     };
     process.on(sig, handler);
   }

@@ -5,10 +5,11 @@
 // EnableIPv4 defaulting to true, Backend.Type with the "absent Backend means udp" quirk),
 // subnet.CheckNetworkConfig (defaults and the exact error texts of §2.3), the backend
 // lookup (lower-cased type) and the backend's own option decoding (UDP Port, VXLAN VNI,
-// Port, MTU, GBP, Learning, DirectRouting).
+// Port, MTU, GBP, Learning, DirectRouting; host-gw has no options).
 //
-// Where linen differs it says so in the error: only the udp and vxlan backends exist, and
-// IPv6 (EnableIPv6) is refused rather than half-supported.
+// Where linen differs it says so in the error: only the udp, vxlan and host-gw backends
+// exist, and IPv6 (EnableIPv6) is refused rather than half-supported. One extension: the UDP
+// backend reads DirectRouting too (flanneld ignores it there).
 
 import { GoJsonError, GoStruct, INT_MAX, parseJson, type JsonValue } from './subnet/gojson.js';
 import {
@@ -43,6 +44,8 @@ export interface UdpBackendConfig {
   readonly type: 'udp';
   /** Listen port and destination port (the same on every node). */
   readonly port: number;
+  /** linen extension: peers on a directly connected network get a kernel route, not the tunnel. */
+  readonly directRouting: boolean;
 }
 
 export interface VxlanBackendConfig {
@@ -57,7 +60,12 @@ export interface VxlanBackendConfig {
   readonly directRouting: boolean;
 }
 
-export type BackendConfig = UdpBackendConfig | VxlanBackendConfig;
+/** flannel's host-gw: no options, no overlay; each peer subnet routed via its PublicIP. */
+export interface HostGwBackendConfig {
+  readonly type: 'host-gw';
+}
+
+export type BackendConfig = UdpBackendConfig | VxlanBackendConfig | HostGwBackendConfig;
 
 export interface NetworkConfig {
   readonly enableIPv4: boolean;
@@ -79,7 +87,6 @@ export interface NetworkConfig {
 const FLANNEL_ONLY_BACKENDS = new Set([
   'alloc',
   'extension',
-  'host-gw',
   'ipip',
   'ipsec',
   'tencent-vpc',
@@ -145,12 +152,12 @@ function resolveBackendType(present: boolean, raw: JsonValue | undefined): strin
 }
 
 function udpOptions(raw: JsonValue): UdpBackendConfig {
-  const port = decoding('error decoding UDP backend config: ', () => {
-    const s = new GoStruct('', raw, ['Port']);
-    return s.integer('Port', 'int', -INT_MAX, INT_MAX) ?? UDP_DEFAULT_PORT;
+  const { port, directRouting } = decoding('error decoding UDP backend config: ', () => {
+    const s = new GoStruct('', raw, ['Port', 'DirectRouting']);
+    return { port: s.integer('Port', 'int', -INT_MAX, INT_MAX) ?? UDP_DEFAULT_PORT, directRouting: s.bool('DirectRouting') ?? false };
   });
   if (port < 1 || port > 65535) fail(`error decoding UDP backend config: Port ${port} is not a UDP port (1-65535)`);
-  return { type: 'udp', port };
+  return { type: 'udp', port, directRouting };
 }
 
 function vxlanOptions(raw: JsonValue): VxlanBackendConfig {
@@ -268,8 +275,11 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     backend = udpOptions(backendPresent ? raw : null);
   } else if (lower === 'vxlan') {
     backend = vxlanOptions(raw);
+  } else if (lower === 'host-gw') {
+    // flanneld's host-gw decodes no options: whatever else the Backend object holds is ignored.
+    backend = { type: 'host-gw' };
   } else if (FLANNEL_ONLY_BACKENDS.has(lower)) {
-    fail(`backend type ${JSON.stringify(backendType)} is not supported by linen (supported: udp, vxlan)`);
+    fail(`backend type ${JSON.stringify(backendType)} is not supported by linen (supported: udp, vxlan, host-gw)`);
   } else {
     fail(`unknown backend type: ${backendType}`);
   }
@@ -289,9 +299,10 @@ export function parseNetworkConfig(text: string): NetworkConfig {
 
 /**
  * MTU of the overlay device and FLANNEL_MTU for a backend, given the external interface's
- * MTU: UDP ext − 28; VXLAN (config MTU, else ext) − 50.
+ * MTU: UDP ext − 28; VXLAN (config MTU, else ext) − 50; host-gw ext (nothing is added).
  */
 export function overlayMTU(backend: BackendConfig, extMTU: number): number {
+  if (backend.type === 'host-gw') return extMTU;
   if (backend.type === 'udp') return extMTU - UDP_OVERHEAD;
   return (backend.mtu ?? extMTU) - VXLAN_OVERHEAD;
 }

@@ -1,9 +1,10 @@
 // linend's start-up and shutdown, in flanneld's order (flannel-compat.md §8): health server,
-// network config, external interface, backend (lease), peer set, data path and device, traffic
-// rules, subnet.env, then peers; SIGTERM/SIGINT stop it cleanly and keep the lease.
+// network config, external interface, backend (lease), peer set, data path and device (none
+// for host-gw), traffic rules, subnet.env, then peers; SIGTERM/SIGINT stop it cleanly and keep
+// the lease.
 import type { Logger } from './log.js';
 import type { Options } from './flags.js';
-import { createBackend, randomVtepMAC, type Backend } from './backend/index.js';
+import { createBackend, randomVtepMAC, type Backend, type OverlayBackend } from './backend/index.js';
 import { startDataplane } from './dataplane/index.js';
 import type { Engine } from './dataplane/engine.js';
 import type { ExternalInterface } from './device/iface.js';
@@ -18,6 +19,7 @@ import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
 import { installTrafficRules, type TrafficRules } from './device/rules.js';
 import { addBlackholeRoute } from './device/tun.js';
 import { leftoverVtepMAC, takeOverDevice } from './device/takeover.js';
+import { KernelRoutes } from './device/routes.js';
 import { notifyReady } from './systemd.js';
 import { controlPlaneMetrics } from './control-metrics.js';
 import { PeerSet } from './peers/peer-set.js';
@@ -35,19 +37,41 @@ export interface NodeSetup {
   mtu: number;
 }
 
-async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine> {
-  takeOverDevice(node.backend.deviceName, log); // flanneld's leftover flannel.<VNI> / flannel0
+async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine | null> {
+  const backend = node.backend;
+  if (backend.mode === null) {
+    log.info(`${backend.type}: no overlay device and no data plane; the kernel forwards along routes via the peers' PublicIPs on ${node.ext.name} (MTU ${node.mtu})`);
+    return null;
+  }
+  return startEngine(o, node, backend, peers, ready, log);
+}
+
+async function startEngine(o: Options, node: NodeSetup, backend: OverlayBackend, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine> {
+  takeOverDevice(backend.deviceName, log); // flanneld's leftover flannel.<VNI> / flannel0
   const { engine, features } = await startDataplane({
-    backend: node.backend, engine: o.engine, queues: o.queues, offload: o.offload, bindAddr: node.ext.addr,
+    backend, engine: o.engine, queues: o.queues, offload: o.offload, bindAddr: node.ext.addr,
     mtu: node.mtu, network: node.config.network, subnet: node.subnet, mac: node.mac, routes: peers, events: ready.events,
   });
   peers.attach(engine);
-  log.info(`Data path up: ${o.engine} engine on ${node.backend.deviceName} (MTU ${node.mtu}, ${o.queues} queue(s), ` +
+  log.info(`Data path up: ${o.engine} engine on ${backend.deviceName} (MTU ${node.mtu}, ${o.queues} queue(s), ` +
     `vnet_hdr=${features.vnetHdr}, tun offload 0x${features.tunOffload.toString(16)}, udp gso=${features.udpGso} gro=${features.udpGro})`);
   return engine;
 }
 
-/** Where the HTTP servers listen, from the flags. */
+/**
+ * The kernel route manager for a backend that routes peers directly (host-gw, DirectRouting),
+ * else null. host-gw, as flanneld, refuses a PublicIP other than the interface's (NAT).
+ */
+function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIp: number, log: Logger): KernelRoutes | null {
+  if (backend.type === 'host-gw' && formatIPv4(publicIp) !== ext.addr) {
+    throw new Error(`your PublicIP ${formatIPv4(publicIp)} differs from the interface IP ${ext.addr}, meaning that probably you're on a NAT, which is not supported by the host-gw backend`);
+  }
+  if (backend.direct === 'never') return null;
+  log.info(`Direct routing: peers on a directly connected network of ${ext.name} are routed via their PublicIP${backend.direct === 'only' ? '; others are refused' : '; others go through the data plane'}`);
+  return new KernelRoutes({ dev: ext.name, log: log.child('routes') });
+}
+
+/** The HTTP servers' addresses from the flags. */
 const httpEndpoints = (o: Options): HttpEndpoints => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort, peerMetricsLimit: o.peerMetricsLimit });
 
 /** Waits for SIGTERM or SIGINT (or an abort from inside), then resolves. */
@@ -76,11 +100,15 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const node: NodeSetup = { config: setup.config, backend, ext, publicIp, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
   let engine: Engine | null = null;
   const ready = new Readiness(log);
-  const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: () => ready.metrics() }, debugHooks(() => engine));
+  const kernel = directRoutesFor(backend, ext, publicIp, log);
+  let peers: PeerSet | null = null;
+  const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? [])];
+  const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
-  const peers = new PeerSet({ backend, config: setup.config, own: setup.subnet, self: null, log });
+  peers = new PeerSet({ backend, config: setup.config, own: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
   try {
     engine = await dataplaneFor(o, node, peers, ready, log);
+    kernel?.start();
     peers.setStatic(setup.peers.map((p) => ({ net: p.subnet.ip, len: p.subnet.prefixLen, publicIp: p.publicIp, mac: p.mac ?? undefined })));
     await writeSubnetEnv(o.subnetFile, { network: setup.config.network, subnet: setup.subnet, mtu: node.mtu, ipMasq: o.ipMasq });
     log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIp)}`).join(', ') || 'none'}; ` +
@@ -90,6 +118,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
     await aborted(signal);
     return 0;
   } finally {
+    kernel?.stop();
     await engine?.stop();
     await health?.close();
   }
@@ -108,11 +137,13 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   let leaseManager: LeaseManager | null = null;
   let rules: TrafficRules | null = null;
   let removeBlackhole: (() => void) | null = null;
+  let kernel: KernelRoutes | null = null;
   const ready = new Readiness(log);
   const metrics = (): Metric[] => {
     const out: Metric[] = [
       { name: 'linen_etcd_connected', help: 'Whether linend is connected to etcd.', type: 'gauge', value: registry.connection().state === 'connected' ? 1 : 0 },
       ...(peers?.metrics() ?? []),
+      ...(kernel?.metrics() ?? []),
       ...ready.metrics(),
       ...controlPlaneMetrics({ etcd: registry, lease: leaseManager, rules }),
     ];
@@ -131,6 +162,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const config = await fetchNetworkConfig(registry, { signal, log });
     const { ext, publicIp } = resolveInterface(o, log);
     const backend = createBackend(config.backend);
+    kernel = directRoutesFor(backend, ext, publicIp, log);
     const mtu = backend.mtu(ext.mtu);
     const previous = readSubnetEnv(o.subnetFile);
     // The lease's VtepMAC is in the peers' FDB; a flanneld device's MAC if the lease is gone (device/takeover.ts).
@@ -145,8 +177,9 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
     const node: NodeSetup = { config, backend, ext, publicIp, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, own, self: publicIp, log }));
+    const peerSet = (peers = new PeerSet({ backend, config, own, self: publicIp, log, ...(kernel ? { kernel } : {}) }));
     engine = await dataplaneFor(o, node, peerSet, ready, log);
+    kernel?.start();
     rules = await installTrafficRules(o, config.network, own, previous, log);
     if (o.ipBlackholeRoute) removeBlackhole = addBlackholeRoute(own);
     await writeSubnetEnv(o.subnetFile, { network: config.network, subnet: own, mtu, ipMasq: o.ipMasq });
@@ -175,6 +208,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     await watching;
     return 0;
   } finally {
+    kernel?.stop();
     await engine?.stop();
     await rules?.remove();
     removeBlackhole?.();

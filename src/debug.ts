@@ -1,5 +1,5 @@
 // Test-only knobs, off unless the environment turns them on: the debug endpoints
-// (LINEN_DEBUG_HOOKS=1) and short lease timings (LINEN_DEBUG_LEASE_TTL_SECONDS,
+// (LINEN_DEBUG_HOOKS=1, answered only to loopback clients) and short lease timings (LINEN_DEBUG_LEASE_TTL_SECONDS,
 // LINEN_DEBUG_RENEW_MARGIN_SECONDS).
 import type { DebugAnswer, DebugHandler } from './health.js';
 import type { Engine } from './dataplane/engine.js';

@@ -1,11 +1,16 @@
 import type { BackendConfig } from '../config.js';
 import type { Backend } from './backend.js';
+import { hostGwBackend } from './hostgw.js';
 import { udpBackend } from './udp.js';
 import { vxlanBackend } from './vxlan.js';
 
-export type { Backend } from './backend.js';
+export type { Backend, DirectRouting, OverlayBackend, RouteOnlyBackend } from './backend.js';
 export { randomVtepMAC } from './backend.js';
 
 export function createBackend(config: BackendConfig): Backend {
-  return config.type === 'udp' ? udpBackend(config) : vxlanBackend(config);
+  switch (config.type) {
+    case 'udp': return udpBackend(config);
+    case 'vxlan': return vxlanBackend(config);
+    case 'host-gw': return hostGwBackend(config);
+  }
 }

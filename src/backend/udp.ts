@@ -1,16 +1,19 @@
 // flanneld's UDP backend: flannel0, the bare inner packet in UDP on one cluster-wide port, a
 // route to every lease whatever its backend type, and a lease carrying only the PublicIP.
+// DirectRouting (a linen extension) sends adjacent peers' traffic along plain kernel routes.
 import type { UdpBackendConfig } from '../config.js';
 import { udpLeaseAttrs } from '../subnet/lease.js';
-import { mtuFor, type Backend } from './backend.js';
+import { mtuFor, type OverlayBackend } from './backend.js';
 
-export function udpBackend(config: UdpBackendConfig): Backend {
+export function udpBackend(config: UdpBackendConfig): OverlayBackend {
   return {
+    type: 'udp',
     mode: 'udp',
     deviceName: 'flannel0',
     port: config.port,
     vni: 0,
     accept: 'all',
+    direct: config.directRouting ? 'adjacent' : 'never',
     mtu: (extMTU) => mtuFor(config, extMTU),
     leaseAttrs: (publicIP) => udpLeaseAttrs(publicIP),
     route: (peer) => ({ net: peer.subnet.ip, len: peer.subnet.prefixLen, publicIp: peer.publicIP }),

@@ -1,18 +1,21 @@
 // flanneld's VXLAN backend from userspace: flannel.<VNI> (a TUN here, a kernel vxlan device on
 // flanneld nodes), RFC 7348 framing to each peer's PublicIP on the cluster-wide port, and a
 // lease with BackendType vxlan and the VNI and VtepMAC that kernel peers put in their FDB.
+// DirectRouting: peers on a directly connected network get a plain kernel route instead.
 import type { VxlanBackendConfig } from '../config.js';
 import { vxlanLeaseAttrs } from '../subnet/lease.js';
 import { formatMAC, parseMAC } from '../net.js';
-import { mtuFor, type Backend } from './backend.js';
+import { mtuFor, type OverlayBackend } from './backend.js';
 
-export function vxlanBackend(config: VxlanBackendConfig): Backend {
+export function vxlanBackend(config: VxlanBackendConfig): OverlayBackend {
   return {
+    type: 'vxlan',
     mode: 'vxlan',
     deviceName: `flannel.${config.vni}`,
     port: config.port,
     vni: config.vni,
     accept: 'vxlan',
+    direct: config.directRouting ? 'adjacent' : 'never',
     mtu: (extMTU) => mtuFor(config, extMTU),
     leaseAttrs: (publicIP, mac) => vxlanLeaseAttrs(publicIP, config.vni, formatMAC(mac)),
     route: (peer) => {

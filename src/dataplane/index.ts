@@ -1,6 +1,6 @@
 // Starting the data plane for a backend: picks the engine, opens the TUN through it, and
 // configures the device once it exists.
-import type { Backend } from '../backend/index.js';
+import type { OverlayBackend } from '../backend/index.js';
 import { configureTun } from '../device/tun.js';
 import type { IPv4Net } from '../net.js';
 import { DgramEngine } from './dgram-engine.js';
@@ -8,7 +8,7 @@ import { NativeEngine } from './native-engine.js';
 import type { Engine, EngineEvents, EngineFeatures, RouteSource } from './engine.js';
 
 export interface DataplaneOptions {
-  backend: Backend;
+  backend: OverlayBackend;
   engine: 'native' | 'dgram';
   queues: number;
   offload: 'auto' | 'on' | 'off';

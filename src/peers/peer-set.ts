@@ -3,10 +3,13 @@
 // route through the backend, gives each route a per-peer stats slot, keeps the one
 // authoritative map of routes keyed by the masked network, and pushes every change to the
 // engine (add or replace, remove). The engine keeps no route map of its own: it reads this one
-// back when it (re)starts a worker and for its per-peer counters.
-import type { Backend } from '../backend/index.js';
+// back when it (re)starts a worker and for its per-peer counters. Where the backend routes
+// peers directly (host-gw, DirectRouting), a peer on a directly connected network gets a
+// kernel route instead of an engine route; it moves between the two when its PublicIP does.
+import type { Backend, DirectRouting } from '../backend/index.js';
 import type { NetworkConfig } from '../config.js';
 import type { Engine, PeerRoute, RouteSource, SlottedRoute } from '../dataplane/engine.js';
+import type { DirectRoutes } from '../device/routes.js';
 import type { Metric } from '../health.js';
 import type { Logger } from '../log.js';
 import { formatCIDR, formatIPv4, formatMAC, makeNet, netContains, netEqual, netOverlaps, type IPv4Net } from '../net.js';
@@ -22,6 +25,7 @@ export const REFUSAL_REASONS = [
   'overlap',         // not a /SubnetLen lease and overlapping one
   'backend_data',    // lacks what the backend needs (VXLAN: a VtepMAC)
   'capacity',        // the data plane's route table is full
+  'not_adjacent',    // host-gw: the PublicIP is not on a directly connected network
 ] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
@@ -50,7 +54,10 @@ export const netKey = (n: IPv4Net): NetKey => formatCIDR(makeNet(n.ip, n.prefixL
 export const hasHostBits = (n: IPv4Net): boolean => !netEqual(makeNet(n.ip, n.prefixLen), n);
 
 export interface PeerSetOptions {
-  backend: Pick<Backend, 'mode' | 'route'>;
+  /** direct: which peers get a kernel route instead of an engine route (default 'never'). */
+  backend: Pick<Backend, 'mode' | 'route'> & { readonly direct?: DirectRouting };
+  /** Where direct routes go (needed unless backend.direct is 'never'). */
+  kernel?: DirectRoutes;
   config: Pick<NetworkConfig, 'network' | 'subnetLen'>;
   /** This node's subnet: no peer route may overlap it. */
   own: IPv4Net;
@@ -59,10 +66,11 @@ export interface PeerSetOptions {
   log: Logger;
 }
 
-/** A route in the data plane and the lease it came from. */
+/** A route (in the data plane, or a direct kernel route) and the lease it came from. */
 interface Admitted extends SlottedRoute {
   /** Full etcd key of the lease (or a name for a static peer). */
   readonly lease: string;
+  readonly via: 'engine' | 'direct';
 }
 
 export class PeerSet implements RouteSource {
@@ -78,6 +86,8 @@ export class PeerSet implements RouteSource {
    * has long finished clearing a slot before another route gets it. */
   private nextSlot = 0;
   private readonly freeSlots: number[] = [];
+  /** Admitted routes that are in the engine (the rest are direct kernel routes). */
+  private engineRoutes = 0;
 
   constructor(private readonly o: PeerSetOptions) {}
 
@@ -86,9 +96,14 @@ export class PeerSet implements RouteSource {
     this.engine = engine;
   }
 
-  /** Routes the engine must hold, with their stats slots. */
-  routes(): Iterable<SlottedRoute> {
-    return this.admitted.values();
+  /** Routes the engine must hold, with their stats slots (not the direct ones). */
+  *routes(): Iterable<SlottedRoute> {
+    for (const a of this.admitted.values()) if (a.via === 'engine') yield a;
+  }
+
+  /** Admitted peers that have a direct kernel route. */
+  get directCount(): number {
+    return this.admitted.size - this.engineRoutes;
   }
 
   get size(): number {
@@ -109,8 +124,10 @@ export class PeerSet implements RouteSource {
   setStatic(peers: readonly PeerRoute[]): void {
     for (const route of peers) {
       const name = `static peer ${formatCIDR({ ip: route.net, prefixLen: route.len })}`;
-      if (this.full(netKey({ ip: route.net, prefixLen: route.len }))) this.refuse(name, 'capacity', this.capacityText());
-      else this.install(name, route);
+      const via = this.placement(route);
+      if (typeof via !== 'string') this.refuse(name, via.reason, via.why);
+      else if (via === 'engine' && this.full(netKey({ ip: route.net, prefixLen: route.len }))) this.refuse(name, 'capacity', this.capacityText());
+      else this.install(name, route, via);
     }
   }
 
@@ -139,7 +156,7 @@ export class PeerSet implements RouteSource {
     }
     // Room made: leases refused for want of it get their turn, in the order they came.
     for (const [key, subnetKey] of [...this.waiting]) {
-      if (this.admitted.size >= this.capacity()) break;
+      if (this.engineRoutes >= this.capacity()) break;
       const p = all.get(subnetKey);
       if (p?.key === key) this.add(p, all);
       else this.waiting.delete(key);
@@ -150,7 +167,8 @@ export class PeerSet implements RouteSource {
   metrics(): Metric[] {
     return [
       { name: 'linen_peers', help: 'Peers (other nodes\' leases) with a route.', type: 'gauge', value: this.admitted.size },
-      ...[...this.admitted.values()].map((a): Metric => ({
+      { name: 'linen_peers_direct', help: 'Peers routed by a plain kernel route (host-gw, DirectRouting), not the data plane.', type: 'gauge', value: this.directCount },
+      ...[...this.routes()].map((a): Metric => ({
         name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1, perPeer: true,
         labels: { subnet: `${formatIPv4(a.route.net)}/${a.route.len}`, public_ip: formatIPv4(a.route.publicIp) },
       })),
@@ -169,9 +187,24 @@ export class PeerSet implements RouteSource {
     return `the data plane's route table is full (${this.capacity()} routes)`;
   }
 
-  /** Whether a new route for k would not fit (replacing one that is there always fits). */
+  /** Whether a new engine route for k would not fit (replacing one in the engine always fits). */
   private full(k: NetKey): boolean {
-    return !this.admitted.has(k) && this.admitted.size >= this.capacity();
+    return this.admitted.get(k)?.via !== 'engine' && this.engineRoutes >= this.capacity();
+  }
+
+  /**
+   * Where a peer's route goes: a direct kernel route when the backend routes directly and the
+   * peer is on a directly connected network; else the engine, or (host-gw, which has no
+   * engine) nowhere.
+   */
+  private placement(route: PeerRoute): 'engine' | 'direct' | { reason: RefusalReason; why: string } {
+    const mode = this.o.backend.direct ?? 'never';
+    if (mode === 'never') return 'engine';
+    const kernel = this.o.kernel;
+    const why = kernel ? kernel.notAdjacent(route.publicIp) : 'no kernel route manager';
+    if (why === null) return 'direct';
+    if (mode === 'adjacent') return 'engine';
+    return { reason: 'not_adjacent', why: `its PublicIP ${formatIPv4(route.publicIp)} is not on a directly connected network: ${why}; host-gw needs every host on one layer-2 network (use vxlan with DirectRouting for the others)` };
   }
 
   /** Whether p's lease holds a route now. */
@@ -228,14 +261,22 @@ export class PeerSet implements RouteSource {
       this.drop(p);
       return;
     }
-    const k = netKey(p.subnet);
-    if (this.full(k)) {
-      this.waiting.set(p.key, makeSubnetKey(p.subnet));
-      this.refuse(p.key, 'capacity', this.capacityText());
+    const via = this.placement(route);
+    if (typeof via !== 'string') {
+      this.refuse(p.key, via.reason, via.why);
+      this.drop(p);
       return;
     }
-    this.install(p.key, route);
-    this.o.log.info(`Peer ${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}${route.mac ? ` (VtepMAC ${formatMAC(route.mac)})` : ''}`);
+    const k = netKey(p.subnet);
+    if (via === 'engine' && this.full(k)) {
+      this.waiting.set(p.key, makeSubnetKey(p.subnet));
+      this.refuse(p.key, 'capacity', this.capacityText());
+      this.drop(p); // a direct route to its old PublicIP must not stay
+      return;
+    }
+    this.install(p.key, route, via);
+    this.o.log.info(`Peer ${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}` +
+      (via === 'direct' ? ' (direct route)' : route.mac ? ` (VtepMAC ${formatMAC(route.mac)})` : ''));
   }
 
   private refuse(lease: string, reason: RefusalReason, why: string): void {
@@ -250,17 +291,33 @@ export class PeerSet implements RouteSource {
     if (a !== undefined && a.lease === p.key) this.uninstall(k, a);
   }
 
-  private install(lease: string, route: PeerRoute): void {
+  private install(lease: string, route: PeerRoute, via: Admitted['via']): void {
     const k = netKey({ ip: route.net, prefixLen: route.len });
+    const old = this.admitted.get(k);
+    // A peer that moves between the engine and a direct route leaves the old place first.
+    if (old !== undefined && old.via !== via) this.uninstall(k, old);
+    if (via === 'direct') {
+      const a: Admitted = { lease, route, slot: -1, via };
+      this.admitted.set(k, a);
+      this.o.kernel?.set(route);
+      return;
+    }
+    const kept = this.admitted.get(k);
     const slots = this.engine?.peerSlots ?? 0;
-    const slot = this.admitted.get(k)?.slot ?? (this.nextSlot < slots ? this.nextSlot++ : this.freeSlots.shift() ?? -1);
-    const a: Admitted = { lease, route, slot };
+    const slot = kept?.slot ?? (this.nextSlot < slots ? this.nextSlot++ : this.freeSlots.shift() ?? -1);
+    const a: Admitted = { lease, route, slot, via };
+    if (kept === undefined) this.engineRoutes++;
     this.admitted.set(k, a);
     this.engine?.setRoute(a);
   }
 
   private uninstall(k: NetKey, a: Admitted): void {
     this.admitted.delete(k);
+    if (a.via === 'direct') {
+      this.o.kernel?.remove(a.route);
+      return;
+    }
+    this.engineRoutes--;
     if (a.slot >= 0) this.freeSlots.push(a.slot);
     this.engine?.removeRoute(a);
   }

@@ -2,11 +2,16 @@
 // (flannel-compat.md §1.4) so that linen and flanneld nodes can share one etcd:
 //
 //   config      Get(<prefix>/config)
-//   list        Get(<prefix>/subnets, prefix)              (no trailing slash, as flanneld)
+//   list        Get(<prefix>/subnets, prefix)              (no trailing slash, as flanneld), in pages
+//               of LIST_PAGE_KEYS keys at the revision of the first page
 //   create      Grant(ttl); Txn(If Version(key)==0 Then Put(key, json, lease)); Revoke if not
 //   update      Grant(ttl); Put(key, json, lease)           (no compare); Revoke on error
 //   delete      Delete(key)
 //   watch       Watch(<prefix>/subnets, prefix, from rev)    compaction reported, not hidden
+//
+// Every call carries etcd's require-leader metadata (as clientv3's WithRequireLeader): with
+// several endpoints, a member cut off from its cluster refuses calls at once and cancels its
+// watches, so they go to a member that has a leader instead of stalling.
 //
 // Differences, on purpose: listing does not call LeaseTimeToLive for every key (only the own
 // lease's TTL matters, see leaseTimeToLive); the own-key watch is on the exact key, not a
@@ -22,11 +27,14 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
+// etcd3's own gRPC library (a dependency of etcd3), for call metadata.
+import { credentials as grpcCredentials, Metadata } from '@grpc/grpc-js';
 import {
   Etcd3,
   EtcdAuthenticationFailedError,
   EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
+  GRPCResourceExhastedError,
   GRPCUnauthenticatedError,
   GRPCUnavailableError,
   isRecoverableError,
@@ -66,6 +74,8 @@ export interface EtcdRegistryOptions {
   requestTimeoutMs?: number;
   /** While disconnected: how often a fresh client probes etcd, default 1 s (also its deadline). */
   probeIntervalMs?: number;
+  /** Keys per page of the lease listing, default LIST_PAGE_KEYS. */
+  listPageKeys?: number;
   log?: Logger;
 }
 
@@ -76,6 +86,33 @@ export interface CallTimeout {
 }
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+
+/** Keys per page of the lease listing: about 1 MB of VXLAN leases, a quarter of the default limit. */
+export const LIST_PAGE_KEYS = 5000;
+
+/**
+ * The largest gRPC message linen accepts from etcd. A lease listing is paged and a watch
+ * response carries at most what etcd accepted in one request (--max-request-bytes, 1.5 MiB
+ * by default) per revision, but etcd batches the events of many revisions into one response
+ * while a watch catches up; the 4 MiB default would then cut the stream.
+ */
+export const MAX_RECEIVE_BYTES = 64 << 20;
+
+/**
+ * etcd's "require leader" call metadata (clientv3's WithRequireLeader), sent with every call.
+ * A member cut off from the rest of its cluster then answers "no leader" at once (a
+ * recoverable error: the call goes to the next endpoint) instead of holding the call until
+ * its deadline, and cancels the watches it holds within a few election timeouts instead of
+ * keeping them open without events for as long as the partition lasts.
+ */
+const requireLeader = grpcCredentials.createFromMetadataGenerator((_params, callback) => {
+  const md = new Metadata();
+  md.set('hasleader', 'true');
+  callback(null, md);
+});
+
+/** The error etcd answers on a call (or watch) to a member that has no leader. */
+const isNoLeader = (e: unknown): boolean => e instanceof Error && /no leader/.test(e.message);
 
 type Policy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
 
@@ -100,6 +137,50 @@ function retryPolicy(retries: number): Policy {
         } catch (e) {
           if (attempt >= retries || !(e instanceof Error) || !isRecoverableError(e)) throw e;
         }
+      }
+    },
+  };
+}
+
+/** How long an endpoint on which a call timed out or found no usable member is passed over. */
+export const STALLED_ENDPOINT_SKIP_MS = 15_000;
+
+/** A call that ran into its deadline, or found the member unusable (down, gone, without leader). */
+const endpointFailed = (e: unknown): boolean => {
+  if (e instanceof GRPCDeadlineExceededError || e instanceof GRPCUnavailableError) return true;
+  const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
+  return code === 4 || code === 14; // DEADLINE_EXCEEDED, UNAVAILABLE (not yet cast by etcd3)
+};
+
+/**
+ * The fault-handling policy of one endpoint. An endpoint on which a call (or a watch stream)
+ * ran into its deadline or found the member unusable (a member whose connection hangs:
+ * unplugged, or its machine frozen; a member down or without leader) is passed over for
+ * STALLED_ENDPOINT_SKIP_MS, so that the next call (a renewal's retry, a watch re-opened) goes
+ * to another member instead of hanging on this one again until gRPC's keepalive or connect
+ * timeout gives up on it. When every endpoint is passed over, none is. `stalled` outlives the
+ * client (it is replaced after every reconnect).
+ */
+function endpointPolicy(host: string, all: readonly string[], stalled: Map<string, number>): Policy {
+  return {
+    get _altReturn(): never {
+      throw new Error('_altReturn is a type-only property');
+    },
+    onSuccess: () => ({ dispose: () => undefined }),
+    onFailure: () => ({ dispose: () => undefined }),
+    async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+      const now = Date.now();
+      if ((stalled.get(host) ?? 0) > now && all.some((h) => (stalled.get(h) ?? 0) <= now)) {
+        // Not called through: etcd3 goes on to the next endpoint.
+        throw new Error(`etcd endpoint ${host} passed over: a call failed on it`);
+      }
+      try {
+        const r = await fn({ signal: signal ?? new AbortController().signal });
+        stalled.delete(host);
+        return r;
+      } catch (e) {
+        if (endpointFailed(e) && all.length > 1) stalled.set(host, Date.now() + STALLED_ENDPOINT_SKIP_MS);
+        throw e;
       }
     },
   };
@@ -200,6 +281,10 @@ export class EtcdRegistry implements Registry {
   private client: Etcd3;
   private readonly options: IOptions;
   private readonly probeIntervalMs: number;
+  private readonly listPageKeys: number;
+  private listed = 0;
+  /** Endpoints passed over until then (ms), after a call timed out on them. */
+  private readonly stalled = new Map<string, number>();
   private probing = false;
   private readonly log: Logger;
   private readonly endpointsText: string;
@@ -219,8 +304,8 @@ export class EtcdRegistry implements Registry {
 
     const options: IOptions = {
       hosts: opts.endpoints,
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
-      faultHandling: { host: () => retryPolicy(0), global: retryPolicy(opts.endpoints.length - 1) },
+      defaultCallOptions: (ctx) => (ctx.isStream ? { credentials: requireLeader } : { deadline: Date.now() + timeout, credentials: requireLeader }),
+      faultHandling: { host: (h) => endpointPolicy(h, opts.endpoints, this.stalled), global: retryPolicy(opts.endpoints.length - 1) },
       grpcOptions: {
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 5000,
@@ -228,6 +313,7 @@ export class EtcdRegistry implements Registry {
         // (--grpc-keepalive-min-time) while streams are open, which linen's watches always are.
         'grpc.keepalive_time_ms': 10_000,
         'grpc.keepalive_timeout_ms': 5_000,
+        'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
       },
     };
     const key = opts.keyFile ?? '';
@@ -250,6 +336,7 @@ export class EtcdRegistry implements Registry {
     if (this.username !== '') options.auth = { username: this.username, password: opts.password ?? '' };
     this.options = options;
     this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
+    this.listPageKeys = Math.max(1, opts.listPageKeys ?? LIST_PAGE_KEYS);
     this.client = new Etcd3(options);
   }
 
@@ -330,6 +417,10 @@ export class EtcdRegistry implements Registry {
         e,
       );
     }
+    if (e instanceof GRPCResourceExhastedError) {
+      // An answer larger than the receive limit: etcd is there, asking again the same way fails again.
+      return new RegistryError(`etcd answer too large (${where}): ${msg}`, 'other', e);
+    }
     if (e instanceof GRPCDeadlineExceededError) {
       return new RegistryError(`etcd request timed out (${where}, endpoints ${this.endpointsText}): ${msg}`, 'timeout', e);
     }
@@ -389,19 +480,68 @@ export class EtcdRegistry implements Registry {
     return r.ok ? { lease: r.value } : { skipped: { key, error: r.error } };
   }
 
+  /**
+   * Every lease under <prefix>/subnets, read in pages of at most listPageKeys keys: one
+   * response for a large cluster would exceed gRPC's receive limit (4 MiB by default, about
+   * 22,000 VXLAN leases). The first page fixes the revision and every later page is read at
+   * that same revision, so the listing is one consistent snapshot and the watch that follows
+   * from revision + 1 misses nothing. A page too large for the receive limit (huge values)
+   * is asked again with half the keys. If the revision is compacted away between two pages,
+   * the listing starts over (a few times) at the current revision.
+   */
+  /** Complete lease listings so far (a watch that resumes from its revision needs none). */
+  get listings(): number {
+    return this.listed;
+  }
+
   async getLeases(): Promise<LeaseList> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const list = await this.listPaged();
+        this.listed++;
+        this.log.info(`listed ${list.leases.length} lease(s) under ${this.keys.subnets} at revision ${list.revision}`);
+        return list;
+      } catch (e) {
+        if (!(e instanceof RegistryError && /required revision has been compacted/.test(e.message)) || attempt >= 3) throw e;
+        this.log.warn(`listing ${this.keys.subnets} restarts: its revision was compacted between two pages`);
+      }
+    }
+  }
+
+  private async listPaged(): Promise<LeaseList> {
     const prefix = Buffer.from(this.keys.subnets);
-    const res = await this.call('list', this.keys.subnets, (c) =>
-      c.kv.range({ key: prefix, range_end: prefixEnd(prefix) }),
-    );
+    const end = prefixEnd(prefix);
     const leases: Lease[] = [];
     const skipped: SkippedEntry[] = [];
-    for (const kv of res.kvs) {
-      const r = this.toLease(kv);
-      if ('lease' in r) leases.push(r.lease);
-      else skipped.push(r.skipped);
+    let from = prefix;
+    let revision: number | null = null;
+    let limit = this.listPageKeys;
+    for (;;) {
+      let res;
+      try {
+        res = await this.call('list', this.keys.subnets, (c) =>
+          c.kv.range({ key: from, range_end: end, limit, ...(revision === null ? {} : { revision }) }),
+        );
+      } catch (e) {
+        if (e instanceof RegistryError && e.cause instanceof GRPCResourceExhastedError && limit > 1) {
+          this.log.warn(`a page of ${limit} keys of ${this.keys.subnets} is larger than ${MAX_RECEIVE_BYTES} bytes: asking for ${Math.max(1, Math.floor(limit / 2))}`);
+          limit = Math.max(1, Math.floor(limit / 2));
+          continue;
+        }
+        throw e;
+      }
+      if (revision === null) revision = Number(res.header.revision);
+      for (const kv of res.kvs) {
+        const r = this.toLease(kv);
+        if ('lease' in r) leases.push(r.lease);
+        else skipped.push(r.skipped);
+      }
+      const last = res.kvs[res.kvs.length - 1];
+      if (!res.more || last === undefined) break;
+      from = Buffer.concat([last.key, Buffer.from([0])]); // the next key after the last one
+      limit = this.listPageKeys;
     }
-    return { leases, skipped, revision: Number(res.header.revision) };
+    return { leases, skipped, revision };
   }
 
   async getLease(subnet: IPv4Net): Promise<{ lease: Lease | null; invalid: string | null; revision: number }> {
@@ -559,6 +699,10 @@ export class EtcdRegistry implements Registry {
               r = await ch.next();
             } catch (e) {
               if (!current()) throw new RegistryError(`etcd watch ${what} was cut short by a reconnect`, 'unavailable', e);
+              if (isNoLeader(e)) {
+                // One member lost its cluster: watch again (on another endpoint), etcd is still there.
+                throw new RegistryError(`etcd watch ${what}: the member answering it has no leader: ${(e as Error).message}`, 'unavailable', e);
+              }
               const err = self.mapError('watch', what, e);
               if (err.kind !== 'permission' && err.kind !== 'auth') self.setState('disconnected', err.message);
               throw err;
@@ -578,8 +722,15 @@ export class EtcdRegistry implements Registry {
               // this watch wait silently for a revision it may not reach for a long time.
               const current = Number(res.header.revision);
               if (current + 1 < fromRevision) {
-                yield { kind: 'compacted', compactRevision: current, reason: 'revision-reset' };
-                return;
+                // Or a member that is behind the others (back from a partition, or new and
+                // still catching up): a linearizable read says where the cluster is.
+                const cluster = await self.call('watch', what, (c) => c.kv.range({ key, count_only: true }));
+                const clusterRevision = Number(cluster.header.revision);
+                if (clusterRevision + 1 < fromRevision) {
+                  yield { kind: 'compacted', compactRevision: clusterRevision, reason: 'revision-reset' };
+                  return;
+                }
+                self.log.v(1).info(`etcd watch ${what}: the member is at revision ${current}, behind the cluster (${clusterRevision}); waiting for it to catch up`);
               }
               if (res.events.length === 0) continue;
             }

@@ -29,7 +29,7 @@
 // subnet to whatever was written there. flanneld would only rewrite it at its next renewal.
 
 import { parseNetworkConfig, type NetworkConfig } from '../config.js';
-import { formatCIDR, formatIPv4, netEqual, netNext, netOverlaps, type IPv4Net } from '../net.js';
+import { formatCIDR, formatIPv4, netEqual, netLast, netNext, netOverlaps, prefixMask, type IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
 import { makeSubnetKey, parseSubnetKey, sameLeaseAttrs, type Lease, type LeaseAttrs } from './lease.js';
@@ -95,14 +95,24 @@ export function isSubnetCompatible(config: NetworkConfig, sn: IPv4Net): boolean 
 /**
  * flannel's allocateSubnet walk: from SubnetMin upward in subnet-size steps while
  * candidate <= SubnetMax, skipping anything that overlaps `taken`, at most `limit` results.
+ * One sweep over `taken` sorted by first address, not every candidate against every lease:
+ * with the leases of a large cluster packed from SubnetMin (tens of thousands), the pairwise
+ * walk took seconds.
  */
 export function freeCandidates(config: NetworkConfig, taken: readonly IPv4Net[], limit = 100): IPv4Net[] {
+  const ranges = taken.map((t) => {
+    const first = (t.ip & prefixMask(t.prefixLen)) >>> 0;
+    return { first, last: netLast({ ip: first, prefixLen: t.prefixLen }) };
+  }).sort((a, b) => a.first - b.first);
   const out: IPv4Net[] = [];
+  let next = 0; // ranges[0..next) start at or below the current candidate's last address
+  let reach = -1; // the highest last address among them
   let sn: IPv4Net = { ip: config.subnetMin, prefixLen: config.subnetLen };
   let prev = -1;
   while (sn.ip <= config.subnetMax && sn.ip > prev && out.length < limit) {
-    const cand = sn;
-    if (!taken.some((t) => netOverlaps(cand, t))) out.push(cand);
+    const last = netLast(sn);
+    while (next < ranges.length && ranges[next]!.first <= last) reach = Math.max(reach, ranges[next++]!.last);
+    if (reach < sn.ip) out.push(sn);
     prev = sn.ip;
     sn = netNext(sn);
   }

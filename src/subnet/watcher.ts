@@ -12,8 +12,8 @@
 //     peers missing from the new listing are kept for resetGraceMs (15 s) while their owners
 //     notice and put their leases back, so that forwarding does not stop in the meantime; a
 //     re-list after the grace drops the ones that did not come back.
-// Kept as flanneld: the own subnet is filtered out; the vxlan backend ignores leases whose
-// BackendType is not "vxlan"; the UDP backend accepts every lease (§6.7); reconnects back
+// Kept as flanneld: the own subnet is filtered out; the vxlan (host-gw) backend ignores leases
+// whose BackendType is not "vxlan" ("host-gw"); the UDP backend accepts every lease (§6.7); reconnects back
 // off from 100 ms doubling to 5 s (cut short when the registry reports etcd reachable again).
 
 import { formatCIDR, netEqual, type IPv4Net } from '../net.js';
@@ -48,7 +48,9 @@ export type PeerFilter =
   /** UDP backend: every lease is a peer, whatever its BackendType (flanneld §6.7). */
   | 'all'
   /** VXLAN backend: only leases with BackendType "vxlan" and a valid BackendData. */
-  | 'vxlan';
+  | 'vxlan'
+  /** host-gw backend: only leases with BackendType "host-gw" (flanneld's RouteNetwork). */
+  | 'host-gw';
 
 export interface LeaseWatcherOptions {
   registry: Registry;
@@ -113,13 +115,14 @@ export class LeaseWatcher {
     if (this.own !== null && netEqual(l.subnet, this.own)) return { ignore: 'own subnet' };
     // `null`, `{}` or a value without PublicIP decode (as in Go) to PublicIP 0.0.0.0: no peer.
     if (l.attrs.publicIP === 0) return { invalid: 'no PublicIP (0.0.0.0)' };
+    if (this.accept !== 'all' && l.attrs.backendType !== this.accept) {
+      return { ignore: `BackendType ${JSON.stringify(l.attrs.backendType)} is not ${this.accept}` };
+    }
     let vxlan: VxlanBackendData | null = null;
     if (l.attrs.backendType === 'vxlan') {
       const d = decodeVxlanBackendData(l.attrs.backendData);
       if (d.ok) vxlan = d.value;
       else if (this.accept === 'vxlan') return { invalid: `bad VXLAN BackendData: ${d.error}` };
-    } else if (this.accept === 'vxlan') {
-      return { ignore: `BackendType ${JSON.stringify(l.attrs.backendType)} is not vxlan` };
     }
     return { peer: { key: l.key, subnet: l.subnet, publicIP: l.attrs.publicIP, attrs: l.attrs, vxlan } };
   }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { linendPath } from '../../lab/linend.js';
 import { startEtcdServer, type EtcdServer } from '../../lab/etcd.js';
-import { ipNs, listLinks, nsExec, runId, sh } from '../../lab/netns.js';
+import { ipNs, listLinks, nsExec, nsSysctl, runId, sh } from '../../lab/netns.js';
 import { FLAGS } from '../../src/flags.js';
 import { makeCerts } from '../helpers/certs.js';
 
@@ -37,6 +37,11 @@ const cleanup = (): void => {
 t.before(async () => {
   sh('ip', ['netns', 'add', ns]);
   ipNs(ns, 'link', 'set', 'lo', 'up');
+  // No IPv6 on the namespace's devices: the kernel would add link-local addresses to the veth
+  // whenever duplicate address detection finishes (seconds later on a loaded machine), and the
+  // monitor below would take them for linend's doing.
+  nsSysctl(ns, 'net.ipv6.conf.all.disable_ipv6', '1');
+  nsSysctl(ns, 'net.ipv6.conf.default.disable_ipv6', '1');
   // The "external interface": one end of a veth pair kept inside the namespace.
   ipNs(ns, 'link', 'add', dev, 'type', 'veth', 'peer', 'name', `${dev}p`.slice(0, 15));
   ipNs(ns, 'addr', 'add', '192.0.2.1/24', 'dev', dev);

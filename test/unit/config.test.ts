@@ -76,14 +76,14 @@ t.test('config: docs example and defaults', async (t) => {
   t.equal(c.subnetLen, 20);
   t.equal(ip(c.subnetMin), '10.10.0.0');
   t.equal(ip(c.subnetMax), '10.99.0.0');
-  t.same(c.backend, { type: 'udp', port: 7890 });
+  t.same(c.backend, { type: 'udp', port: 7890, directRouting: false });
   t.equal(c.backendType, 'udp');
 
   const d = cfg({ Network: '10.5.0.0/16' });
   t.equal(d.subnetLen, 24);
   t.equal(ip(d.subnetMin), '10.5.1.0');
   t.equal(ip(d.subnetMax), '10.5.255.0');
-  t.same(d.backend, { type: 'udp', port: 8285 }, 'absent Backend => udp (code, not docs)');
+  t.same(d.backend, { type: 'udp', port: 8285, directRouting: false }, 'absent Backend => udp (code, not docs)');
   t.equal(d.enableIPv4, true);
   t.equal(d.enableNFTables, false);
 
@@ -150,10 +150,10 @@ t.test('config: backend type resolution', async (t) => {
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":null}', 'unknown backend type: ');
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Port":1}}', 'unknown backend type: ');
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"frobnicate"}}', 'unknown backend type: frobnicate');
-  throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}', 'backend type "host-gw" is not supported by linen (supported: udp, vxlan)');
+  throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"ipip"}}', 'backend type "ipip" is not supported by linen (supported: udp, vxlan, host-gw)');
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"WireGuard"}}', /"WireGuard" is not supported by linen/);
   const up = cfg({ Network: '10.5.0.0/16', Backend: { Type: 'UDP' } });
-  t.same(up.backend, { type: 'udp', port: 8285 });
+  t.same(up.backend, { type: 'udp', port: 8285, directRouting: false });
   t.equal(up.backendType, 'UDP', 'type kept as written');
   t.same(cfg({ Network: '10.5.0.0/16', Backend: { type: 'Vxlan' } }).backend, {
     type: 'vxlan',
@@ -168,11 +168,26 @@ t.test('config: backend type resolution', async (t) => {
     cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: 42, Port: 4789, MTU: 9000, GBP: true, Learning: true, directRouting: true } }).backend,
     { type: 'vxlan', vni: 42, port: 4789, mtu: 9000, gbp: true, learning: true, directRouting: true },
   );
-  t.equal(cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', Port: 0 } }).backend.port, 8472, 'Port 0 => kernel default 8472');
+  t.match(cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', Port: 0 } }).backend, { port: 8472 }, 'Port 0 => kernel default 8472');
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}', /VNI 16777216 is out of range/);
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","Port":70000}}', /Port 70000/);
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","MTU":100}}', /MTU 100 is out of range/);
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"udp","Port":0}}', /Port 0 is not a UDP port/);
+});
+
+t.test('config: host-gw, and DirectRouting for vxlan and (a linen extension) udp', async (t) => {
+  const hg = cfg({ Network: '10.5.0.0/16', Backend: { Type: 'host-gw' } });
+  t.same(hg.backend, { type: 'host-gw' });
+  t.equal(hg.backendType, 'host-gw');
+  t.same(cfg({ Network: '10.5.0.0/16', Backend: { Type: 'Host-GW', Port: 'ignored', DirectRouting: true } }).backend, { type: 'host-gw' },
+    'type lower-cased; options ignored as flanneld ignores them (it decodes none)');
+  t.equal(overlayMTU(hg.backend, 1500), 1500, 'host-gw: the interface MTU, nothing added');
+  t.equal(overlayMTU(hg.backend, 9000), 9000);
+  t.match(cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', DirectRouting: true } }).backend, { type: 'vxlan', directRouting: true });
+  t.same(cfg({ Network: '10.5.0.0/16', Backend: { Type: 'udp', DirectRouting: true } }).backend, { type: 'udp', port: 8285, directRouting: true });
+  t.same(cfg({ Network: '10.5.0.0/16', Backend: { Type: 'udp', directrouting: true, Port: 9000 } }).backend, { type: 'udp', port: 9000, directRouting: true },
+    'case-insensitive as Go');
+  throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"udp","DirectRouting":"yes"}}', /error decoding UDP backend config: .*DirectRouting/);
 });
 
 t.test('config: IPv6 is refused clearly, but its fields parse', async (t) => {
@@ -185,7 +200,7 @@ t.test('config: IPv6 is refused clearly, but its fields parse', async (t) => {
 });
 
 t.test('config: overlay MTU', async (t) => {
-  t.equal(overlayMTU({ type: 'udp', port: 8285 }, 1500), 1472);
+  t.equal(overlayMTU({ type: 'udp', port: 8285, directRouting: false }, 1500), 1472);
   const vx = cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan' } }).backend;
   t.equal(overlayMTU(vx, 1500), 1450);
   const vx9k = cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', MTU: 9000 } }).backend;

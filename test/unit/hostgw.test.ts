@@ -1,0 +1,228 @@
+// host-gw and DirectRouting without namespaces: the kernel route manager against a fake `ip`
+// (adjacency as flanneld decides it, route replace/del, the periodic check that puts back
+// deleted routes and counts them), the peer set placing each peer (direct, engine, refused)
+// and moving it when its PublicIP moves, host-gw's lease bytes and its lease filter.
+import t from 'tap';
+import { parseNetworkConfig } from '../../src/config.js';
+import { createBackend } from '../../src/backend/index.js';
+import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
+import { KernelRoutes, type IpCommand } from '../../src/device/routes.js';
+import { memoryLogger } from '../../src/log.js';
+import { formatIPv4, parseCIDR, parseIPv4 } from '../../src/net.js';
+import { PeerSet } from '../../src/peers/peer-set.js';
+import { encodeLeaseAttrs, makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs, type Lease } from '../../src/subnet/lease.js';
+import { LeaseWatcher, type Peer, type PeerDiff } from '../../src/subnet/watcher.js';
+import { hostGwLeaseAttrs } from '../../src/backend/hostgw.js';
+import type { Registry } from '../../src/subnet/registry.js';
+
+const ip = (s: string): number => parseIPv4(s)!;
+
+/**
+ * A fake `ip` for one host on 192.168.7.0/24 (eth0), with 172.16.9.0/24 behind the gateway
+ * 192.168.7.254 and 10.9.0.0/24 directly on eth1. It keeps the routes it is told to replace.
+ */
+class FakeIp {
+  readonly table = new Map<string, { gateway: string; dev: string }>();
+  readonly calls: string[] = [];
+  failReplace = false;
+  readonly run: IpCommand = (args) => {
+    this.calls.push(args.join(' '));
+    const a = args.join(' ');
+    let m: RegExpExecArray | null;
+    if ((m = /^-j -4 route get (\S+)$/.exec(a))) {
+      const dst = m[1]!;
+      if (dst === '192.168.7.1') return JSON.stringify([{ type: 'local', dst, dev: 'lo' }]);
+      if (dst.startsWith('192.168.7.')) return JSON.stringify([{ dst, dev: 'eth0', prefsrc: '192.168.7.1' }]);
+      if (dst.startsWith('10.9.0.')) return JSON.stringify([{ dst, dev: 'eth1', prefsrc: '10.9.0.1' }]);
+      if (dst.startsWith('172.16.9.')) return JSON.stringify([{ dst, gateway: '192.168.7.254', dev: 'eth0' }]);
+      throw new Error(`ip ${a}: RTNETLINK answers: Network is unreachable`);
+    }
+    if ((m = /^route replace (\S+) via (\S+) dev (\S+)$/.exec(a))) {
+      if (this.failReplace) throw new Error(`ip ${a}: Error: Nexthop has invalid gateway.`);
+      this.table.set(m[1]!, { gateway: m[2]!, dev: m[3]! });
+      return '';
+    }
+    if ((m = /^route del (\S+) via (\S+) dev (\S+)$/.exec(a))) {
+      if (!this.table.delete(m[1]!)) throw new Error(`ip ${a}: RTNETLINK answers: No such process`);
+      return '';
+    }
+    if (a === '-j -4 route show table main') {
+      return JSON.stringify([
+        { dst: 'default', gateway: '192.168.7.254', dev: 'eth0' },
+        { dst: '192.168.7.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link', prefsrc: '192.168.7.1' },
+        ...[...this.table].map(([dst, r]) => ({ dst, gateway: r.gateway, dev: r.dev })),
+      ]);
+    }
+    throw new Error(`fake ip: unexpected ${a}`);
+  };
+  routes(): string[] {
+    return [...this.table].map(([dst, r]) => `${dst} via ${r.gateway} dev ${r.dev}`).sort();
+  }
+}
+
+class FakeEngine implements Engine {
+  readonly name = 'native' as const;
+  readonly table = new Map<string, SlottedRoute>();
+  constructor(readonly routeCapacity = 131072, readonly peerSlots = 4096) {}
+  setRoute(r: SlottedRoute): void { this.table.set(`${formatIPv4(r.route.net)}/${r.route.len}`, r); }
+  removeRoute(r: SlottedRoute): void { this.table.delete(`${formatIPv4(r.route.net)}/${r.route.len}`); }
+  routes(): string[] { return [...this.table].map(([k, r]) => `${k} via ${formatIPv4(r.route.publicIp)}`).sort(); }
+  async start(): Promise<never> { throw new Error('not used'); }
+  stats(): EngineStats { throw new Error('not used'); }
+  async refresh(): Promise<void> {}
+  async stop(): Promise<void> {}
+}
+
+function setup(backendJson: Record<string, unknown>, capacity?: number) {
+  const config = parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: backendJson }));
+  const fake = new FakeIp();
+  const { log, lines } = memoryLogger(0);
+  const kernel = new KernelRoutes({ dev: 'eth0', log, ip: fake.run });
+  const backend = createBackend(config.backend);
+  const peers = new PeerSet({ backend, config, own: parseCIDR('10.5.1.0/24')!, self: ip('192.168.7.1'), log, kernel });
+  const engine = backend.mode === null ? null : new FakeEngine(capacity);
+  if (engine) peers.attach(engine);
+  const all = new Map<string, Peer>();
+  const lease = (key: string, publicIp: string): Peer => {
+    const [addr, len] = key.split('-');
+    const attrs = backend.type === 'host-gw' ? hostGwLeaseAttrs(ip(publicIp)) : backend.type === 'vxlan' ? vxlanLeaseAttrs(ip(publicIp), 1, '02:00:00:00:00:07') : udpLeaseAttrs(ip(publicIp));
+    return {
+      key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(addr!), prefixLen: Number(len) }, publicIP: ip(publicIp), attrs,
+      vxlan: backend.type === 'vxlan' ? { vni: 1, vtepMAC: '02:00:00:00:00:07' } : null,
+    };
+  };
+  const apply = (added: Peer[], changed: Peer[], removed: Peer[]): void => {
+    for (const p of [...added, ...changed]) all.set(makeSubnetKey(p.subnet), p);
+    for (const p of removed) all.delete(makeSubnetKey(p.subnet));
+    const d: PeerDiff = { added, changed, removed, cause: 'events', revision: 1 };
+    peers.apply(d, all);
+  };
+  const put = (key: string, publicIp: string): void => {
+    const p = lease(key, publicIp);
+    const had = all.has(makeSubnetKey(p.subnet));
+    apply(had ? [] : [p], had ? [p] : [], []);
+  };
+  const del = (key: string): void => {
+    const p = all.get(key);
+    if (p) apply([], [], [p]);
+  };
+  const metric = (name: string, labels: Record<string, string> = {}): number | bigint | undefined =>
+    [...peers.metrics(), ...kernel.metrics()].find((m) => m.name === name && Object.entries(labels).every(([k, v]) => m.labels?.[k] === v))?.value;
+  return { peers, kernel, fake, engine, lines, put, del, metric };
+}
+
+t.test('adjacency is flanneld\'s: one route, no gateway, and it leaves by the external interface', async (t) => {
+  const { kernel } = setup({ Type: 'host-gw' });
+  t.equal(kernel.notAdjacent(ip('192.168.7.2')), null, 'same /24 on eth0');
+  t.match(kernel.notAdjacent(ip('172.16.9.3')), /reached through the gateway 192\.168\.7\.254/);
+  t.match(kernel.notAdjacent(ip('10.9.0.5')), /through eth1, not the external interface eth0/);
+  t.match(kernel.notAdjacent(ip('192.168.7.1')), /address of this host/);
+  t.match(kernel.notAdjacent(ip('203.0.113.9')), /no route to it .*unreachable/);
+});
+
+t.test('host-gw: adjacent peers get a kernel route; others are refused with a clear line, not half-routed', async (t) => {
+  const s = setup({ Type: 'host-gw' });
+  s.put('10.5.2.0-24', '192.168.7.2');
+  s.put('10.5.3.0-24', '172.16.9.3');
+  t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0'], 'only the adjacent peer is routed');
+  t.ok(s.lines.some((l) => /Ignoring lease \/coreos\.com\/network\/subnets\/10\.5\.3\.0-24: its PublicIP 172\.16\.9\.3 is not on a directly connected network: it is reached through the gateway 192\.168\.7\.254.*host-gw needs every host on one layer-2 network/.test(l)),
+    'the refusal names the lease, the PublicIP and why');
+  t.equal(s.metric('linen_leases_refused_total', { reason: 'not_adjacent' }), 1);
+  t.equal(s.metric('linen_peers'), 1);
+  t.equal(s.metric('linen_peers_direct'), 1);
+  t.equal(s.metric('linen_direct_routes'), 1);
+  t.same([...s.peers.routes()], [], 'nothing for an engine');
+  // The refused peer's host moves onto the shared network: it is routed now.
+  s.put('10.5.3.0-24', '192.168.7.3');
+  t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0', '10.5.3.0/24 via 192.168.7.3 dev eth0']);
+  // And away again: its route goes (no route left pointing at an unreachable gateway).
+  s.put('10.5.3.0-24', '172.16.9.3');
+  t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0']);
+  t.equal(s.metric('linen_leases_refused_total', { reason: 'not_adjacent' }), 2);
+  s.del('10.5.2.0-24');
+  t.same(s.fake.routes(), [], 'removed with the lease');
+  t.equal(s.metric('linen_peers'), 0);
+  // The usual admission rules hold before adjacency is looked at.
+  s.put('10.6.0.0-24', '192.168.7.6');
+  s.put('10.5.1.0-24', '192.168.7.8');
+  s.put('10.5.9.0-24', '127.0.0.1');
+  t.same(s.fake.routes(), []);
+  t.equal(s.metric('linen_leases_refused_total', { reason: 'outside_network' }), 1);
+  t.equal(s.metric('linen_leases_refused_total', { reason: 'own_subnet' }), 1);
+  t.equal(s.metric('linen_leases_refused_total', { reason: 'public_ip' }), 1);
+});
+
+t.test('the periodic check puts back deleted routes and counts them', async (t) => {
+  const s = setup({ Type: 'host-gw' });
+  s.put('10.5.2.0-24', '192.168.7.2');
+  s.put('10.5.4.0-24', '192.168.7.4');
+  t.equal(s.kernel.check(), 0, 'nothing missing');
+  s.fake.table.delete('10.5.2.0/24');
+  s.fake.table.set('10.5.4.0/24', { gateway: '192.168.7.99', dev: 'eth0' });
+  t.equal(s.kernel.check(), 2, 'a deleted route and one changed behind linen\'s back');
+  t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0', '10.5.4.0/24 via 192.168.7.4 dev eth0']);
+  t.equal(s.metric('linen_routes_restored_total'), 2);
+  t.ok(s.lines.some((l) => /Route recovered 10\.5\.2\.0\/24 via 192\.168\.7\.2 dev eth0/.test(l)));
+  // A route the kernel refuses stays wanted and is tried at each check (as flanneld's list).
+  s.fake.failReplace = true;
+  s.put('10.5.6.0-24', '192.168.7.6');
+  t.equal(s.metric('linen_route_errors_total'), 1);
+  t.equal(s.kernel.check(), 0);
+  s.fake.failReplace = false;
+  t.equal(s.kernel.check(), 1, 'put in once the kernel takes it');
+  t.same(s.fake.routes().length, 3);
+  // A removed lease's route is not put back.
+  s.del('10.5.2.0-24');
+  s.fake.table.delete('10.5.2.0/24');
+  t.equal(s.kernel.check(), 0);
+  t.notOk(s.fake.table.has('10.5.2.0/24'));
+});
+
+for (const type of ['vxlan', 'udp'] as const) {
+  t.test(`${type} DirectRouting: adjacent peers direct, the others through the engine; a PublicIP change moves the route`, async (t) => {
+    const s = setup({ Type: type, DirectRouting: true }, 2);
+    const engine = s.engine!;
+    s.put('10.5.2.0-24', '192.168.7.2');
+    s.put('10.5.3.0-24', '172.16.9.3');
+    t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0']);
+    t.same(engine.routes(), ['10.5.3.0/24 via 172.16.9.3']);
+    t.same([...s.peers.routes()].map((r) => formatIPv4(r.route.net)), ['10.5.3.0'], 'the engine reads back only its own routes');
+    t.equal(s.metric('linen_peers'), 2);
+    t.equal(s.metric('linen_peers_direct'), 1);
+    // Moves: direct → engine and engine → direct.
+    s.put('10.5.2.0-24', '172.16.9.2');
+    s.put('10.5.3.0-24', '192.168.7.3');
+    t.same(s.fake.routes(), ['10.5.3.0/24 via 192.168.7.3 dev eth0'], 'the direct route moved to the other peer');
+    t.same(engine.routes(), ['10.5.2.0/24 via 172.16.9.2']);
+    // Direct routes do not use the engine's capacity (2 here): two more routed peers fit.
+    s.put('10.5.4.0-24', '192.168.7.4');
+    s.put('10.5.5.0-24', '172.16.9.5');
+    s.put('10.5.6.0-24', '192.168.7.6');
+    t.same(engine.routes(), ['10.5.2.0/24 via 172.16.9.2', '10.5.5.0/24 via 172.16.9.5']);
+    t.equal(s.fake.routes().length, 3);
+    s.put('10.5.7.0-24', '172.16.9.7');
+    t.equal(s.metric('linen_leases_refused_total', { reason: 'capacity' }), 1, 'a third routed peer is over capacity');
+    // A direct peer moving into a full engine waits; room made admits it.
+    s.put('10.5.6.0-24', '172.16.9.6');
+    t.notOk(s.fake.table.has('10.5.6.0/24'), 'its direct route is gone');
+    s.del('10.5.5.0-24');
+    t.equal(engine.routes().length, 2);
+    t.ok(engine.table.has('10.5.7.0/24') || engine.table.has('10.5.6.0/24'), 'a waiting lease took the room');
+    s.del('10.5.3.0-24');
+    t.same(s.fake.routes(), ['10.5.4.0/24 via 192.168.7.4 dev eth0']);
+  });
+}
+
+t.test('host-gw lease bytes are flanneld\'s, and a host-gw node watches only host-gw leases', async (t) => {
+  t.equal(encodeLeaseAttrs(hostGwLeaseAttrs(ip('192.168.7.2'))), '{"PublicIP":"192.168.7.2","PublicIPv6":null,"BackendType":"host-gw"}');
+  const lease = (key: string, attrs: Lease['attrs']): Lease => ({
+    key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(key.split('-')[0]!), prefixLen: 24 }, ipv6: null, attrs, leaseId: '0', modRevision: 1,
+  });
+  const w = new LeaseWatcher({ registry: {} as Registry, ownSubnet: parseCIDR('10.5.1.0/24'), accept: 'host-gw' });
+  const d = w.applySnapshot({
+    revision: 1, skipped: [],
+    leases: [lease('10.5.2.0-24', hostGwLeaseAttrs(ip('192.168.7.2'))), lease('10.5.3.0-24', udpLeaseAttrs(ip('192.168.7.3'))),
+      lease('10.5.4.0-24', vxlanLeaseAttrs(ip('192.168.7.4'), 1, '02:00:00:00:00:04'))],
+  }, 'snapshot');
+  t.same(d.added.map((p) => p.key), ['/coreos.com/network/subnets/10.5.2.0-24'], 'udp and vxlan leases are ignored, as flanneld\'s RouteNetwork does');
+});

@@ -145,6 +145,7 @@ const wrong: Record<string, string[]> = {
   'healthz-port': ['x', '-1', '65536'],
   'metrics-ip': ['localhost', '1.2.3.4.5'],
   'metrics-port': ['x', '-1', '65536'],
+  'peer-metrics-limit': ['x', '-1', '1.5', '1000001'],
   'kube-subnet-mgr': ['true', 'nope'],
   'set-node-network-unavailable': ['nope'],
   version: ['nope'],

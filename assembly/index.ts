@@ -17,7 +17,7 @@ import {
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
   ipVersion, ipHeaderLen, ipTotalLen, ipTtl, ipSrc, ipDst, hasDF, ipHeaderValid,
-  ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
+  ipDecrementTtl, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
 } from './ip';
 import {
   routeLookup, routeAddr, routesReset, maskOf, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES,
@@ -27,7 +27,7 @@ import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan
 import { udpFrame } from './udp';
 import {
   gsoHeaderLen, splitSegments, mergeCandidate, mergeAppend, mergeOpen, mergeFinishAll,
-  mergeReset, mergeCloseFlow, tcpGsoHeader, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4,
+  mergeReset, mergeCloseFlow, tcpGsoHeader, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_F_NEEDS_CSUM,
 } from './gso';
 import {
   icmpBuild, icmpErrorExempt, flannelUnreachableExempt, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED,
@@ -49,8 +49,6 @@ export { checksum } from './ip';
 export const MODE_UDP: u32 = 0;
 export const MODE_VXLAN: u32 = 1;
 export const VERDICT_COUNT: u32 = Verdict.Count;
-// virtio_net_hdr flags and GSO types
-const VNET_NEEDS_CSUM: u32 = 1;
 
 // ICMP error budget per destination (the offending packet's source): a burst of 50, refilled
 // at 1000 per second (Linux's icmp_msgs_per_sec), so one pod's flood cannot use up the path-MTU
@@ -275,7 +273,7 @@ export function egress(n: u32, now: u32): void {
         continue;
       }
       if (gsoType != 0) { count(DIR_EGRESS, Verdict.Unsupported, plen); continue; }
-      if ((flags & VNET_NEEDS_CSUM) != 0 &&
+      if ((flags & VNET_F_NEEDS_CSUM) != 0 &&
           !completeChecksum(ip, <u32>total, <u32>load<u16>(off + 6), <u32>load<u16>(off + 8))) {
         count(DIR_EGRESS, Verdict.Malformed, plen);
         continue;

@@ -11,7 +11,7 @@
 // exist, and IPv6 (EnableIPv6) is refused rather than half-supported. One extension: the UDP
 // backend reads DirectRouting too (flanneld ignores it there).
 
-import { GoJsonError, GoStruct, INT_MAX, parseJson, type JsonValue } from './subnet/gojson.js';
+import { GoJsonError, GoStruct, INT_MAX, parseJson, type JsonValue } from './gojson.js';
 import {
   formatIPv4,
   netContains,

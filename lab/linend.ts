@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UDP_OVERHEAD, VXLAN_OVERHEAD } from '../src/config.js';
-import { repoRoot } from '../src/dataplane/native.js';
+import { repoRoot } from '../src/paths.js';
 import type { Topology } from './topology.js';
 import { waitFor } from './wait.js';
 

@@ -3,7 +3,7 @@
 // The shell never reads or writes packet bytes; it only moves numbers in and out.
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { repoRoot } from './native.js';
+import { repoRoot } from '../paths.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 import type { IPv4Net } from '../net.js';
 

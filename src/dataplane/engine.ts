@@ -34,7 +34,7 @@ export interface PeerRoute {
   net: number;
   len: number;
   /** Peer public IPv4, host order. */
-  publicIp: number;
+  publicIP: number;
   /** Peer VTEP MAC (VXLAN). */
   mac?: Uint8Array;
 }

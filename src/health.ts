@@ -14,13 +14,8 @@ export interface MetricsSource {
   extra(): Metric[];
 }
 
-export interface Metric {
-  name: string;
-  help: string;
-  type: 'gauge' | 'counter';
-  value: number | bigint;
-  labels?: Record<string, string>;
-}
+export type { Metric } from './metric.js';
+import type { Metric } from './metric.js';
 
 function line(name: string, labels: Record<string, string> | undefined, value: number | bigint): string {
   const l = labels && Object.keys(labels).length

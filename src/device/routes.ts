@@ -5,8 +5,8 @@
 // Unlike the data plane's routes these outlive linend, as flanneld's do: a restart does not
 // interrupt the traffic they carry.
 import { execFileSync } from 'node:child_process';
-import type { PeerRoute } from '../dataplane/engine.js';
-import type { Metric } from '../health.js';
+import type { PeerRoute } from '../peer-route.js';
+import type { Metric } from '../metric.js';
 import type { Logger } from '../log.js';
 import { formatCIDR, formatIPv4, makeNet } from '../net.js';
 

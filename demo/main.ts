@@ -76,7 +76,7 @@ function table(rows: string[][]): string {
 function counters(metrics: string): Map<string, number> {
   const m = new Map<string, number>();
   for (const s of Metrics.parse(metrics).samples) {
-    if (!/^linen_(?:packets|peer_packets|io)_total$/.test(s.name)) continue;
+    if (!/^linen_(?:packets|events|peer_packets|io_operations|io_errors)_total$/.test(s.name)) continue;
     m.set(`${s.name}{${Object.entries(s.labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`, s.value);
   }
   return m;

@@ -1,5 +1,5 @@
 // linend's Prometheus /metrics as the tests and the demo read it: samples by name and labels,
-// the peer routes, packets by verdict.
+// the peer routes, packets and side events by verdict.
 import type { ClusterNode } from './cluster.js';
 
 export interface Sample {
@@ -45,11 +45,16 @@ export class Metrics {
       .map((s) => `${s.labels.subnet} via ${s.labels.public_ip}`).sort();
   }
 
-  /** Packets by verdict for one direction. */
+  /**
+   * Counts by verdict for one direction: the packets' outcomes (linen_packets_total{verdict})
+   * and the side events (linen_events_total{event}), in one record keyed by verdict name.
+   */
   verdicts(direction: 'egress' | 'ingress'): Record<string, number> {
     const out: Record<string, number> = {};
     for (const s of this.samples) {
-      if (s.name === 'linen_packets_total' && s.labels.direction === direction) out[s.labels.verdict!] = s.value;
+      if (s.labels.direction !== direction) continue;
+      if (s.name === 'linen_packets_total') out[s.labels.verdict!] = s.value;
+      else if (s.name === 'linen_events_total') out[s.labels.event!] = s.value;
     }
     return out;
   }

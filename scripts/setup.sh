@@ -16,6 +16,8 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v python3 >/dev/null || need+=(python3)
+# promtool (Debian ships it in the prometheus package): checks /metrics and deploy/alerts.yml.
+command -v promtool >/dev/null || need+=(prometheus)
 # npm pack builds the arm64 prebuild; the install test loads it with arm64 Node under qemu-user.
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)

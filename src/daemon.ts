@@ -20,6 +20,7 @@ import { addBlackholeRoute } from './device/tun.js';
 import { leftoverVtepMAC, takeOverDevice } from './device/takeover.js';
 import { KernelRoutes } from './device/routes.js';
 import { notifyReady } from './systemd.js';
+import { controlPlaneMetrics } from './control-metrics.js';
 import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
 import { debugHooks, debugLeaseTiming } from './debug.js';
@@ -71,7 +72,7 @@ function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIP: num
 }
 
 /** The HTTP servers' addresses from the flags. */
-const httpEndpoints = (o: Options): HttpEndpoints => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort });
+const httpEndpoints = (o: Options): HttpEndpoints => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort, peerMetricsLimit: o.peerMetricsLimit });
 
 /** Waits for SIGTERM or SIGINT (or an abort from inside), then resolves. */
 export function shutdownSignal(log: Logger): AbortController {
@@ -136,6 +137,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   let engine: Engine | null = null;
   let peers: PeerSet | null = null;
   let lease: AcquiredLease | null = null;
+  let leaseManager: LeaseManager | null = null;
   let rules: TrafficRules | null = null;
   let removeBlackhole: (() => void) | null = null;
   let kernel: KernelRoutes | null = null;
@@ -146,6 +148,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
       ...(peers?.metrics() ?? []),
       ...(kernel?.metrics() ?? []),
       ...ready.metrics(),
+      ...controlPlaneMetrics({ etcd: registry, lease: leaseManager, rules }),
     ];
     if (lease?.expiration) {
       out.push({ name: 'linen_lease_expiration_timestamp_seconds', help: 'When the own subnet lease expires unless renewed.', type: 'gauge', value: Math.floor(lease.expiration / 1000) });
@@ -172,6 +175,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
       renewMarginMs: o.subnetLeaseRenewMargin * 60_000, log: log.child('subnet'), ...debugLeaseTiming(),
       onEvent: (e) => { if (e.type === 'renewed') lease = e.lease; },
     });
+    leaseManager = manager;
     lease = await manager.acquire(config, signal);
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);

@@ -65,6 +65,8 @@ export interface Options {
   /** linen: where /metrics is served when metricsPort is not 0 (then only there). */
   readonly metricsIP: string;
   readonly metricsPort: number;
+  /** linen: peers with per-peer series in /metrics; 0 exports none. */
+  readonly peerMetricsLimit: number;
   // kube mode (accepted for compatibility; kube-subnet-mgr itself is refused)
   readonly kubeSubnetMgr: boolean;
   readonly kubeApiUrl: string;
@@ -118,6 +120,15 @@ const F = (
 
 export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379';
 
+/**
+ * --peer-metrics-limit's default. Each peer adds 5 series to a node's /metrics (packets and
+ * bytes both ways, its route), so across N nodes they grow as N x (N-1) x 5. 128 keeps full
+ * per-peer detail for clusters up to 129 nodes (flannel's UDP and VXLAN backends are mostly
+ * run well below that) and caps a node at 640 per-peer series beyond, a few times the ~150
+ * other series of a scrape; the cluster-wide totals (linen_packets_total) stay complete.
+ */
+export const DEFAULT_PEER_METRICS_LIMIT = 128;
+
 /** Every flag linen accepts, in help order. */
 export const FLAGS: readonly FlagDef[] = [
   F('etcd', 'etcd-endpoints', 'string', DEFAULT_ETCD_ENDPOINTS, 'comma-separated list of etcd endpoints', { placeholder: 'urls' }),
@@ -147,6 +158,7 @@ export const FLAGS: readonly FlagDef[] = [
   F('health', 'healthz-port', 'int', 0, 'port of the /healthz and /readyz HTTP server (0 disables it)', { placeholder: 'port' }),
   F('health', 'metrics-ip', 'string', '127.0.0.1', 'address of the separate /metrics server (linen; used with --metrics-port)', { env: 'LINEN', placeholder: 'ip' }),
   F('health', 'metrics-port', 'int', 0, 'serve /metrics on --metrics-ip:this port only (linen; 0: /metrics beside /healthz on the healthz server)', { env: 'LINEN', placeholder: 'port' }),
+  F('health', 'peer-metrics-limit', 'int', DEFAULT_PEER_METRICS_LIMIT, 'peers (lowest subnets first) with per-peer series in /metrics (linen; 0: none, the totals stay)', { env: 'LINEN', base: 10, placeholder: 'n' }),
 
   F('kube', 'kube-subnet-mgr', 'bool', false, 'use the Kubernetes API instead of etcd (not supported by linen)'),
   F('kube', 'kube-api-url', 'string', '', 'Kubernetes API server URL (kube mode only)', { placeholder: 'url' }),
@@ -421,6 +433,8 @@ function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
   const metricsPort = fs.int('metrics-port');
   if (metricsPort < 0 || metricsPort > 65535) bad('metrics-port', `${metricsPort} is not a TCP port (0-65535, 0: /metrics on the healthz server)`);
   if (metricsPort !== 0 && metricsPort === port) bad('metrics-port', `${metricsPort} is also --healthz-port: give /metrics a port of its own, or 0 to serve it beside /healthz`);
+  const peerMetricsLimit = fs.int('peer-metrics-limit');
+  if (peerMetricsLimit < 0 || peerMetricsLimit > 1_000_000) bad('peer-metrics-limit', `${peerMetricsLimit}: must be between 0 and 1000000 (0: no per-peer series)`);
   const resync = fs.int('iptables-resync');
   if (resync < 1) bad('iptables-resync', `${resync}: must be at least 1 second`);
   const v = fs.int('v');
@@ -458,6 +472,7 @@ function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
     healthzPort: port,
     metricsIP: fs.str('metrics-ip'),
     metricsPort,
+    peerMetricsLimit,
     kubeSubnetMgr: false,
     kubeApiUrl: fs.str('kube-api-url'),
     kubeconfigFile: fs.str('kubeconfig-file'),

@@ -2,9 +2,13 @@
 // flanneld does (same codes and bodies, so existing probes keep working); /metrics is linen's
 // own, in the Prometheus text format.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { VERDICTS, DIRECTIONS } from './dataplane/verdicts.js';
-import type { EngineStats } from './dataplane/engine.js';
-import { formatIPv4 } from './net.js';
+import { VERDICTS, DIRECTIONS, isOutcome } from './dataplane/verdicts.js';
+import type { EngineStats, IoStat } from './dataplane/engine.js';
+import { formatIPv4, parseIPv4 } from './net.js';
+import type { Metric } from './metric.js';
+import { ProcessMetrics } from './process-metrics.js';
+
+export type { Metric } from './metric.js';
 
 export interface MetricsSource {
   engine(): EngineStats | null;
@@ -14,8 +18,30 @@ export interface MetricsSource {
   extra(): Metric[];
 }
 
-export type { Metric } from './metric.js';
-import type { Metric } from './metric.js';
+/**
+ * Where each data-plane I/O counter is exported: operations, errors (labelled with the
+ * operation that failed, so errors/operations is a ratio per op) and wake-ups are separate
+ * metrics, since they do not add up. null: not exported.
+ */
+const IO_METRICS: Record<IoStat, { name: string; op?: string } | null> = {
+  tun_reads: { name: 'linen_io_operations_total', op: 'tun_reads' },
+  tun_writes: { name: 'linen_io_operations_total', op: 'tun_writes' },
+  udp_sends: { name: 'linen_io_operations_total', op: 'udp_sends' },
+  udp_receives: { name: 'linen_io_operations_total', op: 'udp_receives' },
+  send_errors: { name: 'linen_io_errors_total', op: 'udp_sends' },
+  tun_write_errors: { name: 'linen_io_errors_total', op: 'tun_writes' },
+  wakeups: { name: 'linen_wakeups_total' },
+  heartbeat_ms: null,
+};
+
+const HELP: Record<string, string> = {
+  linen_packets_total: 'Packets handled by the data plane, by direction and outcome (forwarded or the drop reason); the outcomes of a direction add up to the packets handled.',
+  linen_bytes_total: 'Bytes of inner IPv4 packets handled, by direction and outcome.',
+  linen_events_total: 'Side events of the data plane, counted beside a packet\'s outcome: ICMP errors sent, ICMP errors not sent (rate limit), partial checksums completed.',
+  linen_io_operations_total: 'Data-plane I/O operations: TUN reads and writes (a super-packet is one), UDP sends (a datagram or a GSO burst) and receives (a GRO batch is one).',
+  linen_io_errors_total: 'Data-plane I/O that failed, by the operation: datagrams the kernel refused to send (udp_sends), packets the TUN refused (tun_writes).',
+  linen_wakeups_total: 'Times a data-plane worker woke from poll().',
+};
 
 function line(name: string, labels: Record<string, string> | undefined, value: number | bigint): string {
   const l = labels && Object.keys(labels).length
@@ -24,41 +50,63 @@ function line(name: string, labels: Record<string, string> | undefined, value: n
   return `${name}${l} ${value.toString()}\n`;
 }
 
-export function renderMetrics(src: MetricsSource): string {
-  let out = '';
+/** "10.5.3.0/24" -> a number that sorts subnets by address, then prefix length. */
+function subnetOrder(subnet: string): number {
+  const [ip, len] = subnet.split('/');
+  return (parseIPv4(ip ?? '') ?? 0) * 64 + Number(len ?? 0);
+}
+
+/**
+ * The Prometheus text for one scrape. Per-peer series (linen_peer_*) are exported for at most
+ * peerMetricsLimit peers, the ones with the lowest subnet addresses (a stable choice: a peer's
+ * series do not come and go with traffic); linen_peer_metrics_omitted_peers says how many were left out.
+ */
+export function renderMetrics(src: MetricsSource, peerMetricsLimit: number): string {
+  const families = new Map<string, { help: string; type: Metric['type']; samples: string[] }>();
+  const add = (m: Metric): void => {
+    let f = families.get(m.name);
+    if (!f) families.set(m.name, (f = { help: m.help, type: m.type, samples: [] }));
+    f.samples.push(line(m.name, m.labels, m.value));
+  };
   const stats = src.engine();
+  const extra = src.extra();
+  const peerStats = stats ? stats.peers.map((p) => ({ subnet: `${formatIPv4(p.net)}/${p.len}`, p })) : [];
+  const allPeers = new Set([...peerStats.map((x) => x.subnet), ...extra.filter((m) => m.perPeer).map((m) => m.labels?.subnet ?? '')]);
+  const shown = new Set([...allPeers].sort((a, b) => subnetOrder(a) - subnetOrder(b)).slice(0, Math.max(0, peerMetricsLimit)));
   if (stats) {
-    out += '# HELP linen_packets_total Packets handled by the data plane, by direction and verdict.\n# TYPE linen_packets_total counter\n';
-    for (const dir of DIRECTIONS) for (const v of VERDICTS) out += line('linen_packets_total', { direction: dir, verdict: v }, stats.counters[dir][v].packets);
-    out += '# HELP linen_bytes_total Bytes of inner IPv4 packets handled, by direction and verdict.\n# TYPE linen_bytes_total counter\n';
-    for (const dir of DIRECTIONS) for (const v of VERDICTS) out += line('linen_bytes_total', { direction: dir, verdict: v }, stats.counters[dir][v].bytes);
-    out += '# HELP linen_io_total Data-plane I/O: TUN reads and writes, UDP sends and receives, errors, wake-ups.\n# TYPE linen_io_total counter\n';
-    for (const [name, v] of Object.entries(stats.io)) if (name !== 'heartbeat_ms') out += line('linen_io_total', { op: name }, v);
-    const subnets = stats.peers.map((p) => `${formatIPv4(p.net)}/${p.len}`);
+    for (const kind of ['packets', 'bytes'] as const) {
+      const name = `linen_${kind}_total`;
+      for (const dir of DIRECTIONS) {
+        for (const v of VERDICTS) {
+          const value = stats.counters[dir][v][kind];
+          if (isOutcome(v)) add({ name, help: HELP[name]!, type: 'counter', value, labels: { direction: dir, verdict: v } });
+          else if (kind === 'packets') add({ name: 'linen_events_total', help: HELP['linen_events_total']!, type: 'counter', value, labels: { direction: dir, event: v } });
+        }
+      }
+    }
+    for (const [stat, value] of Object.entries(stats.io) as [IoStat, bigint][]) {
+      const to = IO_METRICS[stat];
+      if (to) add({ name: to.name, help: HELP[to.name]!, type: 'counter', value, labels: to.op ? { op: to.op } : undefined });
+    }
     for (const [what, help, tx, rx] of [
-      ['packets', 'Packets forwarded to (egress) and accepted from (ingress) each peer subnet.', 'txPackets', 'rxPackets'],
-      ['bytes', 'Bytes of inner IPv4 packets forwarded to and accepted from each peer subnet.', 'txBytes', 'rxBytes'],
+      ['packets', 'Packets forwarded to (egress) and accepted from (ingress) each peer subnet (within --peer-metrics-limit).', 'txPackets', 'rxPackets'],
+      ['bytes', 'Bytes of inner IPv4 packets forwarded to and accepted from each peer subnet (within --peer-metrics-limit).', 'txBytes', 'rxBytes'],
     ] as const) {
       const name = `linen_peer_${what}_total`;
-      out += `# HELP ${name} ${help}\n# TYPE ${name} counter\n`;
-      stats.peers.forEach((p, i) => {
-        out += line(name, { subnet: subnets[i]!, direction: 'egress' }, p[tx]);
-        out += line(name, { subnet: subnets[i]!, direction: 'ingress' }, p[rx]);
-      });
+      families.set(name, { help, type: 'counter', samples: [] });
+      for (const { subnet, p } of peerStats) {
+        if (!shown.has(subnet)) continue;
+        add({ name, help, type: 'counter', value: p[tx], labels: { subnet, direction: 'egress' } });
+        add({ name, help, type: 'counter', value: p[rx], labels: { subnet, direction: 'ingress' } });
+      }
     }
-    out += '# HELP linen_workers Data-plane worker threads running.\n# TYPE linen_workers gauge\n';
-    out += line('linen_workers', undefined, stats.workers);
-    out += '# HELP linen_worker_restarts_total Data-plane workers that died and were restarted.\n# TYPE linen_worker_restarts_total counter\n';
-    out += line('linen_worker_restarts_total', undefined, stats.workerRestarts);
+    add({ name: 'linen_workers', help: 'Data-plane worker threads running.', type: 'gauge', value: stats.workers });
+    add({ name: 'linen_worker_restarts_total', help: 'Data-plane workers that died and were restarted.', type: 'counter', value: stats.workerRestarts });
   }
-  const seen = new Set<string>();
-  for (const m of src.extra()) {
-    if (!seen.has(m.name)) {
-      out += `# HELP ${m.name} ${m.help}\n# TYPE ${m.name} ${m.type}\n`;
-      seen.add(m.name);
-    }
-    out += line(m.name, m.labels, m.value);
-  }
+  add({ name: 'linen_peer_metrics_omitted_peers', help: 'Peers whose per-peer series (linen_peer_*) are left out because of --peer-metrics-limit.', type: 'gauge', value: allPeers.size - shown.size });
+  for (const m of extra) if (!m.perPeer || shown.has(m.labels?.subnet ?? '')) add(m);
+  let out = '';
+  for (const [name, f] of families) out += `# HELP ${name} ${f.help}\n# TYPE ${name} ${f.type}\n${f.samples.join('')}`;
   return out;
 }
 
@@ -81,6 +129,8 @@ export interface HttpEndpoints {
   /** 0: /metrics is served beside /healthz; otherwise only on metricsIP:metricsPort. */
   metricsPort: number;
   metricsIP: string;
+  /** --peer-metrics-limit: peers with per-peer series in /metrics (0: none). */
+  peerMetricsLimit: number;
 }
 
 /**
@@ -185,14 +235,17 @@ export async function startHttpServers(ep: HttpEndpoints, src: MetricsSource, de
   let ready = false;
   const stats: HttpStats = { badRequests: 0, handlerErrors: 0 };
   const separateMetrics = ep.metricsPort > 0;
+  const processMetrics = new ProcessMetrics();
   const httpMetrics = (): Metric[] => [
+    { name: 'linen_ready', help: 'Whether /readyz answers 200: the lease is held, the data path is up and the peers are loaded.', type: 'gauge', value: ready ? 1 : 0 },
+    ...processMetrics.collect(),
     { name: 'linen_http_bad_requests_total', help: 'HTTP requests on the health/metrics servers refused as malformed, oversized or too slow.', type: 'counter', value: stats.badRequests },
     { name: 'linen_http_handler_errors_total', help: 'HTTP requests whose handling failed (answered 500).', type: 'counter', value: stats.handlerErrors },
   ];
   const metrics = (res: ServerResponse): void => {
     const render = (): void => {
       try {
-        text(res, 200, renderMetrics({ ...src, extra: () => [...src.extra(), ...httpMetrics()] }), 'text/plain; version=0.0.4');
+        text(res, 200, renderMetrics({ ...src, extra: () => [...src.extra(), ...httpMetrics()] }, ep.peerMetricsLimit), 'text/plain; version=0.0.4');
       } catch {
         stats.handlerErrors++;
         text(res, 500, 'internal error\n');
@@ -224,6 +277,7 @@ export async function startHttpServers(ep: HttpEndpoints, src: MetricsSource, de
   };
   const servers: Server[] = [];
   const closeAll = async (): Promise<void> => {
+    processMetrics.stop();
     await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
       s.close(() => resolve());
       s.closeAllConnections();
@@ -246,6 +300,9 @@ export async function startHttpServers(ep: HttpEndpoints, src: MetricsSource, de
     await closeAll();
     throw e;
   }
-  if (servers.length === 0) return null;
+  if (servers.length === 0) {
+    processMetrics.stop();
+    return null;
+  }
   return { setReady: (r) => { ready = r; }, close: closeAll, port };
 }

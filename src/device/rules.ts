@@ -6,7 +6,11 @@ import type { Logger } from '../log.js';
 import type { PreviousSubnetEnv } from '../subnetenv.js';
 import { IPTables, forwardRules, masqRules, type IptRule } from './iptables.js';
 
-export interface TrafficRules { remove(): Promise<void> }
+export interface TrafficRules {
+  remove(): Promise<void>;
+  /** Periodic checks that found rules missing and put them back, and checks that failed (for /metrics). */
+  resyncs(): { readonly restored: number; readonly failed: number };
+}
 
 /** The CLI flags the rules depend on (flags.ts's Options has them). */
 export interface TrafficRuleOptions {
@@ -19,7 +23,7 @@ export interface TrafficRuleOptions {
 
 export async function installTrafficRules(o: TrafficRuleOptions, network: IPv4Net, own: IPv4Net, previous: PreviousSubnetEnv | null, log: Logger): Promise<TrafficRules> {
   const sets: IptRule[][] = [];
-  if (!o.ipMasq && !o.iptablesForwardRules) return { remove: async () => undefined };
+  if (!o.ipMasq && !o.iptablesForwardRules) return { remove: async () => undefined, resyncs: () => ({ restored: 0, failed: 0 }) };
   const ipt = new IPTables({ log: log.child('iptables') });
   if (o.ipMasq) {
     const randomFully = !o.ipMasqRandomFullyDisable && (await ipt.hasRandomFully());
@@ -34,17 +38,25 @@ export async function installTrafficRules(o: TrafficRuleOptions, network: IPv4Ne
   for (const s of sets) await ipt.apply(s);
   log.info(`Installed iptables rules: ${[o.ipMasq ? 'masquerade' : '', o.iptablesForwardRules ? 'forward' : ''].filter(Boolean).join(' and ')}`);
   let checking = false;
+  const counts = { restored: 0, failed: 0 };
   const timer = setInterval(() => {
     if (checking) return;
     checking = true;
     void (async () => {
       for (const s of sets) {
-        if (await ipt.ensure(s)) log.warn('iptables rules were missing and have been restored');
+        if (await ipt.ensure(s)) {
+          counts.restored++;
+          log.warn('iptables rules were missing and have been restored');
+        }
       }
-    })().catch((e: Error) => log.error(`checking iptables rules: ${e.message}`)).finally(() => { checking = false; });
+    })().catch((e: Error) => {
+      counts.failed++;
+      log.error(`checking iptables rules: ${e.message}`);
+    }).finally(() => { checking = false; });
   }, Math.max(1, o.iptablesResync) * 1000);
   timer.unref();
   return {
+    resyncs: () => ({ ...counts }),
     async remove() {
       clearInterval(timer);
       for (const s of sets) {

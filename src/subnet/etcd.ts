@@ -292,6 +292,7 @@ export class EtcdRegistry implements Registry {
   private status: ConnectionStatus = { state: 'connecting', lastError: null, since: Date.now() };
   private readonly listeners = new Set<(s: ConnectionStatus) => void>();
   private closed = false;
+  private reconnectCount = 0;
 
   constructor(opts: EtcdRegistryOptions) {
     if (opts.endpoints.length === 0) throw new RegistryError('no etcd endpoints given', 'other');
@@ -345,6 +346,11 @@ export class EtcdRegistry implements Registry {
     return this.status;
   }
 
+  /** Times the connection came back after being lost (for /metrics). */
+  reconnects(): number {
+    return this.reconnectCount;
+  }
+
   onConnectionChange(listener: (s: ConnectionStatus) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -353,6 +359,7 @@ export class EtcdRegistry implements Registry {
   private setState(state: ConnectionStatus['state'], lastError: string | null): void {
     if (this.status.state === state && (state !== 'disconnected' || this.status.lastError === lastError)) return;
     const changed = this.status.state !== state;
+    if (changed && state === 'connected' && this.status.state === 'disconnected') this.reconnectCount++;
     this.status = { state, lastError, since: changed ? Date.now() : this.status.since };
     if (changed) {
       if (state === 'connected') this.log.info(`connected to etcd (${this.endpointsText})`);

@@ -164,6 +164,7 @@ export class LeaseManager {
   private reassertAt: number | null = null;
   private lastReassert = -Infinity;
   private readonly reassertEveryMs: number;
+  private readonly renewCounts = { renewed: 0, failed: 0 };
 
   constructor(opts: LeaseManagerOptions) {
     this.registry = opts.registry;
@@ -179,6 +180,11 @@ export class LeaseManager {
     this.candidates = opts.candidates ?? 100;
     this.emit = opts.onEvent ?? (() => undefined);
     this.reassertEveryMs = opts.reassertMinIntervalMs ?? 10_000;
+  }
+
+  /** Renewals done and failed so far (for /metrics). */
+  renewals(): { readonly renewed: number; readonly failed: number } {
+    return { ...this.renewCounts };
   }
 
   /** The lease currently held (after acquire()). */
@@ -373,6 +379,7 @@ export class LeaseManager {
           this.log.warn(`put the own lease ${formatCIDR(l.subnet)} back with this node's attributes`);
         }
         this.log.info(`Lease renewed, new expiration: ${l.expiration === null ? 'none' : new Date(l.expiration).toISOString()}`);
+        this.renewCounts.renewed++;
         this.emit({ type: 'renewed', lease: l });
       } catch (e) {
         if (stop.aborted) return;
@@ -381,6 +388,7 @@ export class LeaseManager {
         const left = exp === null ? Infinity : exp - this.clock.now();
         const retryIn = Math.min(this.renewRetryMs, Math.max(1000, Math.floor(left / 2)));
         this.log.error(`Error renewing lease (trying again in ${Math.round(retryIn / 1000)}s): ${msg}`);
+        this.renewCounts.failed++;
         this.emit({ type: 'renew-failed', error: msg, retryInMs: retryIn });
         retryAt = this.clock.now() + retryIn;
         this.retryPending = true;

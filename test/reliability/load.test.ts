@@ -51,9 +51,9 @@ function drops(m0: Metrics, m1: Metrics): Record<string, number> {
       out[`${dir}/${v}`] = n;
     }
   }
-  for (const op of ['send_errors', 'tun_write_errors']) {
-    const d = m1.get('linen_io_total', { op }) - m0.get('linen_io_total', { op });
-    if (d !== 0) out[op] = d;
+  for (const [op, name] of [['udp_sends', 'send_errors'], ['tun_writes', 'tun_write_errors']] as const) {
+    const d = m1.get('linen_io_errors_total', { op }) - m0.get('linen_io_errors_total', { op });
+    if (d !== 0) out[name] = d;
   }
   return out;
 }

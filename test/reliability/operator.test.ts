@@ -73,7 +73,9 @@ function flagOf(argOrEnv: string): string {
 
 interface Run { code: number | null; signal: string | null; stderr: string; stdout: string; ms: number }
 
-function linend(args: string[], env: Record<string, string> = {}, timeoutMs = 6_000): Promise<Run> {
+// 30 s: a bad setting is refused within about a second, but a loaded machine (CI beside other
+// work) can take several seconds just to start Node; a linend that wrongly goes ahead is killed.
+function linend(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<Run> {
   const t0 = Date.now();
   return new Promise((resolve) => {
     // A clean environment: only PATH and what the case sets (no FLANNELD_*/LINEN_* leaking in).
@@ -145,6 +147,7 @@ const wrong: Record<string, string[]> = {
   'healthz-port': ['x', '-1', '65536'],
   'metrics-ip': ['localhost', '1.2.3.4.5'],
   'metrics-port': ['x', '-1', '65536'],
+  'peer-metrics-limit': ['x', '-1', '1.5', '1000001'],
   'kube-subnet-mgr': ['true', 'nope'],
   'set-node-network-unavailable': ['nope'],
   version: ['nope'],

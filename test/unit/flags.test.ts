@@ -46,6 +46,7 @@ t.test('defaults match flanneld', async (t) => {
   t.equal(o.queues, 4, 'number of cores');
   t.equal(o.offload, 'auto');
   t.equal(o.staticPeers, '');
+  t.equal(o.peerMetricsLimit, 128, 'linen: per-peer series for up to 128 peers');
   t.equal(o.sources['ip-masq'], 'default');
 });
 
@@ -187,6 +188,11 @@ t.test('validation: one-line errors naming the flag, exit 1', async (t) => {
   fails(['--queues=0'], {}, '--queues: 0: must be between 1 and 1024', 1);
   fails([], { LINEN_QUEUES: '5000' }, 'LINEN_QUEUES (--queues): 5000: must be between 1 and 1024', 1);
   fails(['-v=-1'], {}, /^--v: -1/, 1);
+  fails(['--peer-metrics-limit=-1'], {}, '--peer-metrics-limit: -1: must be between 0 and 1000000 (0: no per-peer series)', 1);
+  fails(['--peer-metrics-limit=0x10'], {}, /^invalid value "0x10" for flag -peer-metrics-limit/, 2);
+  fails([], { LINEN_PEER_METRICS_LIMIT: 'lots' }, /LINEN_PEER_METRICS_LIMIT \(--peer-metrics-limit\)/, 2);
+  t.equal(run(['--peer-metrics-limit=0']).peerMetricsLimit, 0, '0: no per-peer series');
+  t.equal(run([], { LINEN_PEER_METRICS_LIMIT: '4096' }).peerMetricsLimit, 4096);
 });
 
 t.test('Go integer syntax', async (t) => {

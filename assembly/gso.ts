@@ -14,7 +14,6 @@ import {
   pseudoHeaderSum, isFragment, PROTO_TCP, PROTO_UDP,
 } from './ip';
 
-export const VNET_GSO_NONE: u32 = 0;
 export const VNET_GSO_TCPV4: u32 = 1;
 export const VNET_GSO_UDP_L4: u32 = 5;
 export const VNET_F_NEEDS_CSUM: u32 = 1;

@@ -6,7 +6,7 @@
 //             errors sent back to a peer, UDP sends.
 // Nothing here allocates: all state lives at the fixed addresses of ring.ts.
 import {
-  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, D_OFFSET, D_LENGTH,
+  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_ENCAP_LEN, DESC_SIZE, D_OFFSET, D_LENGTH,
   D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_SIZE, TW_FIRST, TW_COUNT, IOV_SIZE,
   IOV_OFFSET, IOV_LENGTH, SEND_CAP, TUNW_CAP, IOV_CAP,
   ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
@@ -17,7 +17,7 @@ import {
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
   ipVersion, ipHeaderLen, ipTotalLen, ipTtl, ipSrc, ipDst, hasDF, ipHeaderValid,
-  ipDecrementTtl, load16be, sumBytes, fold, store16be, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
+  ipDecrementTtl, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
 } from './ip';
 import {
   routeLookup, routeAddr, routesReset, maskOf, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES,
@@ -27,7 +27,7 @@ import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan
 import { udpFrame } from './udp';
 import {
   gsoHeaderLen, splitSegments, mergeCandidate, mergeAppend, mergeOpen, mergeFinishAll,
-  mergeReset, mergeCloseFlow, tcpGsoHeader, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4,
+  mergeReset, mergeCloseFlow, tcpGsoHeader, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_F_NEEDS_CSUM,
 } from './gso';
 import {
   icmpBuild, icmpErrorExempt, flannelUnreachableExempt, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED,
@@ -36,7 +36,7 @@ import {
 
 // Every size, address and field offset of the layout (ring.ts, routes.ts), as globals.
 export {
-  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_OVERHEAD, DESC_SIZE, D_OFFSET, D_LENGTH, D_ADDR,
+  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_ENCAP_LEN, DESC_SIZE, D_OFFSET, D_LENGTH, D_ADDR,
   D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_SIZE, TW_FIRST, TW_COUNT, IOV_SIZE,
   IOV_OFFSET, IOV_LENGTH, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
   R_RX_BYTES, SEND_CAP, TUNW_CAP, IOV_CAP, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
@@ -49,8 +49,6 @@ export { checksum } from './ip';
 export const MODE_UDP: u32 = 0;
 export const MODE_VXLAN: u32 = 1;
 export const VERDICT_COUNT: u32 = Verdict.Count;
-// virtio_net_hdr flags and GSO types
-const VNET_NEEDS_CSUM: u32 = 1;
 
 // ICMP error budget per destination (the offending packet's source): a burst of 50, refilled
 // at 1000 per second (Linux's icmp_msgs_per_sec), so one pod's flood cannot use up the path-MTU
@@ -105,7 +103,7 @@ export function init(modeValue: u32, useVnetHdr: bool): i32 {
   memory.fill(ZERO_VNET, 0, 16);
   // Input descriptors point at fixed slots so that the IP header lands at slot + HEADROOM.
   let eRead = HEADROOM - (vnetHdr ? VNET_HDR_LEN : 0);
-  let iRead = HEADROOM - (mode == MODE_VXLAN ? VXLAN_OVERHEAD : 0);
+  let iRead = HEADROOM - (mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0);
   for (let i: u32 = 0; i < BATCH; i++) {
     let e = EG_IN_DESC + i * DESC_SIZE;
     memory.fill(e, 0, DESC_SIZE);
@@ -123,7 +121,7 @@ export function init(modeValue: u32, useVnetHdr: bool): i32 {
 
 // Bytes a TUN read or UDP receive may write at an input descriptor's offset.
 export function egressReadCapacity(): u32 { return SLOT_STRIDE - HEADROOM + (vnetHdr ? VNET_HDR_LEN : 0); }
-export function ingressReadCapacity(): u32 { return SLOT_STRIDE - HEADROOM + (mode == MODE_VXLAN ? VXLAN_OVERHEAD : 0); }
+export function ingressReadCapacity(): u32 { return SLOT_STRIDE - HEADROOM + (mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0); }
 
 // Local settings: the UDP port peers listen on (and, in UDP mode, send from), the largest inner
 // packet the tunnel carries, the own subnet (its network address is the ICMP source), the
@@ -179,7 +177,7 @@ function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u32, src
 function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
   if (mode == MODE_VXLAN) {
     let srcPort = vxlanSourcePort(ip);
-    return queueSend(dir, vxlanFrame(ip, route), totalLen + VXLAN_OVERHEAD, 0, route, srcPort);
+    return queueSend(dir, vxlanFrame(ip, route), totalLen + VXLAN_ENCAP_LEN, 0, route, srcPort);
   }
   return queueSend(dir, udpFrame(ip), totalLen, 0, route, 0);
 }
@@ -275,7 +273,7 @@ export function egress(n: u32, now: u32): void {
         continue;
       }
       if (gsoType != 0) { count(DIR_EGRESS, Verdict.Unsupported, plen); continue; }
-      if ((flags & VNET_NEEDS_CSUM) != 0 &&
+      if ((flags & VNET_F_NEEDS_CSUM) != 0 &&
           !completeChecksum(ip, <u32>total, <u32>load<u16>(off + 6), <u32>load<u16>(off + 8))) {
         count(DIR_EGRESS, Verdict.Malformed, plen);
         continue;
@@ -338,7 +336,7 @@ function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
   let route = routeEgress(ip, total, hdrLen + min(gsoSize, total - hdrLen));
   if (route == 0) return;
   if (hopInTunnel) ipDecrementTtl(ip);
-  let framing: u32 = mode == MODE_VXLAN ? VXLAN_OVERHEAD : 0;
+  let framing: u32 = mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0;
   let out = SPLIT_AREA + splitUsed;
   let nseg = splitSegments(ip, total, hdrLen, gsoSize, gsoType, out, SPLIT_SIZE - splitUsed, framing);
   if (nseg == 0) { count(DIR_EGRESS, Verdict.NoRoom, total); return; }
@@ -413,11 +411,11 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32, outerPort: u32): void 
   // source port per flow.
   if (mode == MODE_UDP && outerPort != port) { count(DIR_INGRESS, Verdict.WrongSourcePort, len); return; }
   if (mode == MODE_VXLAN) {
-    if (len < VXLAN_OVERHEAD + 20) { count(DIR_INGRESS, Verdict.Malformed, len); return; }
+    if (len < VXLAN_ENCAP_LEN + 20) { count(DIR_INGRESS, Verdict.Malformed, len); return; }
     let v = vxlanCheck(p);
     if (v != Verdict.Forwarded) { count(DIR_INGRESS, v, len); return; }
-    ip = p + VXLAN_OVERHEAD;
-    plen = len - VXLAN_OVERHEAD;
+    ip = p + VXLAN_ENCAP_LEN;
+    plen = len - VXLAN_ENCAP_LEN;
   }
   let t = validateIpv4(ip, plen);
   if (t < 0) { count(DIR_INGRESS, <Verdict>(-t), plen); return; }

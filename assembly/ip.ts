@@ -1,7 +1,6 @@
 // IPv4 header access, RFC 1071 checksums and RFC 1624 incremental updates.
 // Multi-byte packet fields are big-endian; wasm loads are little-endian, hence the bswaps.
 
-export const IPV4_MIN_HDR: u32 = 20;
 export const PROTO_ICMP: u8 = 1;
 export const PROTO_TCP: u8 = 6;
 export const PROTO_UDP: u8 = 17;

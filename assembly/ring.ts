@@ -19,7 +19,7 @@ export const SLOT_STRIDE: u32 = 69632;
 export const VNET_HDR_LEN: u32 = 10;
 export const VXLAN_HDR_LEN: u32 = 8;
 export const ETH_HDR_LEN: u32 = 14;
-export const VXLAN_OVERHEAD: u32 = VXLAN_HDR_LEN + ETH_HDR_LEN;
+export const VXLAN_ENCAP_LEN: u32 = VXLAN_HDR_LEN + ETH_HDR_LEN;
 
 // Packet descriptor (24 bytes), used for TUN reads, UDP receives and UDP sends:
 //   +0  u32 offset   linear-memory address of the first byte (vnet header or VXLAN header if any)

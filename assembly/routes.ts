@@ -87,7 +87,7 @@ export function routeFind(net: u32, len: u32): i32 {
 
 // Adds or replaces the route net/len -> peer. Returns the entry index, -1 when the table is
 // full, -2 for a bad prefix length.
-export function routeSet(net: u32, len: u32, publicIp: u32, macHi: u32, macLo: u32): i32 {
+export function routeSet(net: u32, len: u32, publicIP: u32, macHi: u32, macLo: u32): i32 {
   if (len > 32) return -2;
   net &= maskOf(len);
   let idx = routeFind(net, len);
@@ -115,7 +115,7 @@ export function routeSet(net: u32, len: u32, publicIp: u32, macHi: u32, macLo: u
     if (load<u32>(lc) == 1) rebuildLens();
   }
   let r = routeAddr(idx);
-  store<u32>(r + R_PUBLIC_IP, publicIp);
+  store<u32>(r + R_PUBLIC_IP, publicIP);
   store<u16>(r + R_MAC, bswap<u16>(<u16>macHi));
   store<u32>(r + R_MAC + 2, bswap<u32>(macLo));
   changed();

@@ -1,6 +1,6 @@
 // VXLAN framing (RFC 7348) as the Linux kernel builds and accepts it for flannel.<VNI>:
 // [VXLAN 8: flags 0x08, 3 reserved, VNI 24 bits, 1 reserved][Ethernet 14: dst, src, 0x0800][IPv4]
-import { VXLAN_OVERHEAD } from './ring';
+import { VXLAN_ENCAP_LEN } from './ring';
 import { Verdict } from './counters';
 import { load16be, load32be, store16be, store32be, ipProto, ipHeaderLen, isFragment, PROTO_TCP, PROTO_UDP } from './ip';
 import { R_MAC } from './routes';
@@ -21,9 +21,9 @@ export function vxlanConfigure(vniValue: u32, macHi: u32, macLo: u32, seed: u32)
   flowSeed = seed;
 }
 
-// Writes the VXLAN header and inner Ethernet header in the VXLAN_OVERHEAD bytes before ip.
+// Writes the VXLAN header and inner Ethernet header in the VXLAN_ENCAP_LEN bytes before ip.
 @inline export function vxlanFrame(ip: u32, route: u32): u32 {
-  let p = ip - VXLAN_OVERHEAD;
+  let p = ip - VXLAN_ENCAP_LEN;
   store<u32>(p, VXLAN_FLAG_VNI);            // flags, reserved
   store32be(p + 4, vni << 8);              // VNI, reserved
   // inner Ethernet: dst = peer VTEP MAC, src = own MAC, ethertype IPv4
@@ -35,8 +35,8 @@ export function vxlanConfigure(vniValue: u32, macHi: u32, macLo: u32, seed: u32)
   return p;
 }
 
-// Checks a received VXLAN datagram at p (length len, at least VXLAN_OVERHEAD). Returns
-// Verdict.Forwarded when the inner IPv4 packet at p + VXLAN_OVERHEAD may be processed.
+// Checks a received VXLAN datagram at p (length len, at least VXLAN_ENCAP_LEN). Returns
+// Verdict.Forwarded when the inner IPv4 packet at p + VXLAN_ENCAP_LEN may be processed.
 export function vxlanCheck(p: u32): Verdict {
   // Linux drops any flag or reserved bit other than I (GBP is not enabled by flannel).
   if (load<u32>(p) != VXLAN_FLAG_VNI || load<u8>(p + 7) != 0) return Verdict.BadVxlanFlags;

@@ -9,7 +9,7 @@
 // Contenders run one at a time on a topology; stop() must leave it as built (pods unreachable
 // from each other), so the next contender starts from the same state.
 
-import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHEAD } from '../src/config.js';
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD } from '../src/config.js';
 import { setupHostGw, setupKernelVxlan, type KernelVxlanNode } from '../lab/kernel.js';
 import type { Topology } from '../lab/topology.js';
 
@@ -89,7 +89,7 @@ export interface KernelVxlanContender extends Contender {
 
 /** Linux kernel VXLAN, flannel.<VNI> on every host exactly as flanneld sets it up. */
 export function kernelVxlanContender(opts: KernelVxlanContenderOptions = {}): KernelVxlanContender {
-  const mtu = (opts.underlayMtu ?? 1500) - VXLAN_OVERHEAD;
+  const mtu = (opts.underlayMtu ?? 1500) - VXLAN_MTU_OVERHEAD;
   return {
     name: 'kernel-vxlan',
     description: `Linux kernel VXLAN as flanneld configures it (flannel.${opts.vni ?? VXLAN_DEFAULT_VNI}, port ${opts.port ?? VXLAN_DEFAULT_PORT}, MTU ${mtu})`,

@@ -21,7 +21,7 @@ import { runMicro } from './micro.js';
 import { fmtRatio, renderReport, summaryTable, writeResults, type BenchResults } from './report.js';
 import { runQueueScaling, runRouteScaling, type ScalingResults } from './scaling.js';
 import { machineFacts, METRICS, REFERENCE, resolveSettings, runSuite, suiteContenders, type SuiteOptions } from './suite.js';
-import { repoRoot } from '../src/dataplane/native.js';
+import { repoRoot } from '../src/paths.js';
 
 const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]] [--runs N] [--duration S] [--only a,b] [--out DIR] [--no-reference]';
 

@@ -167,7 +167,7 @@ export interface SuiteResults {
 // ---------------------------------------------------------------------------------------------
 // Machine facts
 
-import { repoRoot } from '../src/dataplane/native.js';
+import { repoRoot } from '../src/paths.js';
 
 /** A command's trimmed stdout, or '' when it fails. */
 function tryRun(cmd: string, args: string[], cwd?: string): string {

@@ -7,7 +7,7 @@
 // wire a kernel node against a linen node (give it the linen node's subnet, public IP and
 // VtepMAC; give linen this node's vtepMAC).
 
-import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHEAD } from '../src/config.js';
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD } from '../src/config.js';
 import { randomVtepMAC } from '../src/backend/backend.js';
 import { formatIPv4, formatMAC, parseCIDR } from '../src/net.js';
 import { ipNs, nsExec, nsSysctl, sh } from './netns.js';
@@ -203,7 +203,7 @@ export function configureKernelVxlanNode(cfg: KernelVxlanConfig): KernelVxlanNod
   const vni = cfg.vni ?? VXLAN_DEFAULT_VNI;
   const port = cfg.port ?? VXLAN_DEFAULT_PORT;
   const dev = cfg.dev ?? `flannel.${vni}`;
-  const mtu = cfg.mtu ?? readLinkMtu(ns, underlayDev) - VXLAN_OVERHEAD;
+  const mtu = cfg.mtu ?? readLinkMtu(ns, underlayDev) - VXLAN_MTU_OVERHEAD;
   const mac = cfg.mac ?? formatMAC(randomVtepMAC());
   if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff) throw new Error(`bad VNI ${vni}`);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad port ${port}`);

@@ -39,10 +39,10 @@ export async function etcdRevision(c: Cluster): Promise<number> {
 }
 
 /** A lease value in flanneld's format for a fake peer. */
-export function leaseValue(backend: 'udp' | 'vxlan', publicIp: string, mac = '0a:58:0a:aa:bb:cc'): string {
+export function leaseValue(backend: 'udp' | 'vxlan', publicIP: string, mac = '0a:58:0a:aa:bb:cc'): string {
   return backend === 'udp'
-    ? `{"PublicIP":"${publicIp}","PublicIPv6":null}`
-    : `{"PublicIP":"${publicIp}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
+    ? `{"PublicIP":"${publicIP}","PublicIPv6":null}`
+    : `{"PublicIP":"${publicIP}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
 }
 
 /** 10.y.<third>.0/24 inside the cluster network, and its etcd key. */

@@ -5,8 +5,8 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UDP_OVERHEAD, VXLAN_OVERHEAD } from '../src/config.js';
-import { repoRoot } from '../src/dataplane/native.js';
+import { UDP_MTU_OVERHEAD, VXLAN_MTU_OVERHEAD } from '../src/config.js';
+import { repoRoot } from '../src/paths.js';
 import type { Topology } from './topology.js';
 import { waitFor } from './wait.js';
 
@@ -50,7 +50,7 @@ export const vtepMacFor = (index: number): string => `0a:58:0a:00:00:${(index + 
 
 /** The pod MTU linend gives (FLANNEL_MTU): the underlay MTU less what the mode adds. */
 export function linenTunnelMtu(mode: StaticLinenOptions['mode'], underlayMtu = 1500): number {
-  return underlayMtu - (mode === 'udp' ? UDP_OVERHEAD : mode === 'vxlan' ? VXLAN_OVERHEAD : 0);
+  return underlayMtu - (mode === 'udp' ? UDP_MTU_OVERHEAD : mode === 'vxlan' ? VXLAN_MTU_OVERHEAD : 0);
 }
 
 /**

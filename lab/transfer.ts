@@ -1,7 +1,7 @@
 // A checksummed TCP transfer between two namespaces (lab/transfer-peer.mjs on both ends).
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { repoRoot } from '../src/dataplane/native.js';
+import { repoRoot } from '../src/paths.js';
 
 // Found from the repository root: the same path whether this runs from source or from dist/.
 const SCRIPT = join(repoRoot(), 'lab', 'transfer-peer.mjs');

@@ -4,7 +4,7 @@ import './heap-limits.js';
 import { readFileSync } from 'node:fs';
 import { createLogger } from './log.js';
 import { parseFlags, FlagError } from './flags.js';
-import { repoRoot } from './dataplane/native.js';
+import { repoRoot } from './paths.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(`${repoRoot()}/package.json`, 'utf8')) as { version: string };

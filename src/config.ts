@@ -11,7 +11,7 @@
 // exist, and IPv6 (EnableIPv6) is refused rather than half-supported. One extension: the UDP
 // backend reads DirectRouting too (flanneld ignores it there).
 
-import { GoJsonError, GoStruct, INT_MAX, parseJson, type JsonValue } from './subnet/gojson.js';
+import { GoJsonError, GoStruct, INT_MAX, parseJson, type JsonValue } from './gojson.js';
 import {
   formatIPv4,
   netContains,
@@ -36,9 +36,9 @@ export const VXLAN_DEFAULT_VNI = 1;
 /** What the kernel uses when flannel sends no port attribute (Port 0). */
 export const VXLAN_DEFAULT_PORT = 8472;
 /** Bytes VXLAN adds in front of the inner packet: outer IPv4 20 + UDP 8 + VXLAN 8 + Ethernet 14. */
-export const VXLAN_OVERHEAD = 50;
+export const VXLAN_MTU_OVERHEAD = 50;
 /** Bytes the UDP backend adds: outer IPv4 20 + UDP 8. */
-export const UDP_OVERHEAD = 28;
+export const UDP_MTU_OVERHEAD = 28;
 
 export interface UdpBackendConfig {
   readonly type: 'udp';
@@ -169,8 +169,8 @@ function vxlanOptions(raw: JsonValue): VxlanBackendConfig {
     const port = s.integer('Port', 'int', -INT_MAX, INT_MAX) ?? 0;
     if (port < 0 || port > 65535) fail(`${prefix}Port ${port} is not a UDP port (0-65535, 0 = ${VXLAN_DEFAULT_PORT})`);
     const mtu = s.integer('MTU', 'int', -INT_MAX, INT_MAX) ?? 0;
-    if (mtu !== 0 && (mtu < VXLAN_OVERHEAD + 68 || mtu > 65535)) {
-      fail(`${prefix}MTU ${mtu} is out of range (${VXLAN_OVERHEAD + 68}-65535; it is the underlay MTU)`);
+    if (mtu !== 0 && (mtu < VXLAN_MTU_OVERHEAD + 68 || mtu > 65535)) {
+      fail(`${prefix}MTU ${mtu} is out of range (${VXLAN_MTU_OVERHEAD + 68}-65535; it is the underlay MTU)`);
     }
     return {
       type: 'vxlan',
@@ -303,6 +303,6 @@ export function parseNetworkConfig(text: string): NetworkConfig {
  */
 export function overlayMTU(backend: BackendConfig, extMTU: number): number {
   if (backend.type === 'host-gw') return extMTU;
-  if (backend.type === 'udp') return extMTU - UDP_OVERHEAD;
-  return (backend.mtu ?? extMTU) - VXLAN_OVERHEAD;
+  if (backend.type === 'udp') return extMTU - UDP_MTU_OVERHEAD;
+  return (backend.mtu ?? extMTU) - VXLAN_MTU_OVERHEAD;
 }

@@ -31,7 +31,7 @@ export interface NodeSetup {
   config: NetworkConfig;
   backend: Backend;
   ext: ExternalInterface;
-  publicIp: number;
+  publicIP: number;
   subnet: IPv4Net;
   mac: Uint8Array;
   mtu: number;
@@ -62,9 +62,9 @@ async function startEngine(o: Options, node: NodeSetup, backend: OverlayBackend,
  * The kernel route manager for a backend that routes peers directly (host-gw, DirectRouting),
  * else null. host-gw, as flanneld, refuses a PublicIP other than the interface's (NAT).
  */
-function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIp: number, log: Logger): KernelRoutes | null {
-  if (backend.type === 'host-gw' && formatIPv4(publicIp) !== ext.addr) {
-    throw new Error(`your PublicIP ${formatIPv4(publicIp)} differs from the interface IP ${ext.addr}, meaning that probably you're on a NAT, which is not supported by the host-gw backend`);
+function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIP: number, log: Logger): KernelRoutes | null {
+  if (backend.type === 'host-gw' && formatIPv4(publicIP) !== ext.addr) {
+    throw new Error(`your PublicIP ${formatIPv4(publicIP)} differs from the interface IP ${ext.addr}, meaning that probably you're on a NAT, which is not supported by the host-gw backend`);
   }
   if (backend.direct === 'never') return null;
   log.info(`Direct routing: peers on a directly connected network of ${ext.name} are routed via their PublicIP${backend.direct === 'only' ? '; others are refused' : '; others go through the data plane'}`);
@@ -95,12 +95,12 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const setup = loadStaticSetup(o.staticPeers);
   checkSubnetFile(o.subnetFile);
   const backend = createBackend(setup.config.backend);
-  const { ext, publicIp } = resolveInterface(o, log);
+  const { ext, publicIP } = resolveInterface(o, log);
   const mac = setup.mac ?? randomVtepMAC();
-  const node: NodeSetup = { config: setup.config, backend, ext, publicIp, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
+  const node: NodeSetup = { config: setup.config, backend, ext, publicIP, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
   let engine: Engine | null = null;
   const ready = new Readiness(log);
-  const kernel = directRoutesFor(backend, ext, publicIp, log);
+  const kernel = directRoutesFor(backend, ext, publicIP, log);
   let peers: PeerSet | null = null;
   const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? [])];
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
@@ -109,9 +109,9 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   try {
     engine = await dataplaneFor(o, node, peers, ready, log);
     kernel?.start();
-    peers.setStatic(setup.peers.map((p) => ({ net: p.subnet.ip, len: p.subnet.prefixLen, publicIp: p.publicIp, mac: p.mac ?? undefined })));
+    peers.setStatic(setup.peers.map((p) => ({ net: p.subnet.ip, len: p.subnet.prefixLen, publicIP: p.publicIP, mac: p.mac ?? undefined })));
     await writeSubnetEnv(o.subnetFile, { network: setup.config.network, subnet: setup.subnet, mtu: node.mtu, ipMasq: o.ipMasq });
-    log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIp)}`).join(', ') || 'none'}; ` +
+    log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}`).join(', ') || 'none'}; ` +
       `own subnet ${formatCIDR(setup.subnet)}${backend.mode === 'vxlan' ? `, VtepMAC ${formatMAC(mac)}` : ''}`);
     ready.up();
     notifyReady(log);
@@ -163,15 +163,15 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   });
   try {
     const config = await fetchNetworkConfig(registry, { signal, log });
-    const { ext, publicIp } = resolveInterface(o, log);
+    const { ext, publicIP } = resolveInterface(o, log);
     const backend = createBackend(config.backend);
-    kernel = directRoutesFor(backend, ext, publicIp, log);
+    kernel = directRoutesFor(backend, ext, publicIP, log);
     const mtu = backend.mtu(ext.mtu);
     const previous = readSubnetEnv(o.subnetFile);
     // The lease's VtepMAC is in the peers' FDB; a flanneld device's MAC if the lease is gone (device/takeover.ts).
-    const mac = backend.mode === 'vxlan' ? (await previousVtepMAC(registry, publicIp)) ?? leftoverVtepMAC(backend.deviceName) ?? randomVtepMAC() : new Uint8Array(6);
+    const mac = backend.mode === 'vxlan' ? (await previousVtepMAC(registry, publicIP)) ?? leftoverVtepMAC(backend.deviceName) ?? randomVtepMAC() : new Uint8Array(6);
     const manager = new LeaseManager({
-      registry, attrs: backend.leaseAttrs(publicIp, mac), previousSubnet: previous?.subnet ?? null,
+      registry, attrs: backend.leaseAttrs(publicIP, mac), previousSubnet: previous?.subnet ?? null,
       renewMarginMs: o.subnetLeaseRenewMargin * 60_000, log: log.child('subnet'), ...debugLeaseTiming(),
       onEvent: (e) => { if (e.type === 'renewed') lease = e.lease; },
     });
@@ -179,8 +179,8 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     lease = await manager.acquire(config, signal);
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
-    const node: NodeSetup = { config, backend, ext, publicIp, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, own, self: publicIp, log, ...(kernel ? { kernel } : {}) }));
+    const node: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };
+    const peerSet = (peers = new PeerSet({ backend, config, own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
     engine = await dataplaneFor(o, node, peerSet, ready, log);
     kernel?.start();
     rules = await installTrafficRules(o, config.network, own, previous, log);

@@ -9,13 +9,13 @@ import { formatIPv4, parseIPv4, parseMAC } from './net.js';
 import { decodeVxlanBackendData } from './subnet/lease.js';
 import type { Registry } from './subnet/registry.js';
 
-export function resolveInterface(o: Options, log: Logger): { ext: ExternalInterface; publicIp: number } {
-  const ext = selectInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIp: o.publicIP });
-  const publicIp = parseIPv4(o.publicIP || ext.addr);
-  if (publicIp === null) throw new Error(`--public-ip ${o.publicIP} is not an IPv4 address`);
+export function resolveInterface(o: Options, log: Logger): { ext: ExternalInterface; publicIP: number } {
+  const ext = selectInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIP: o.publicIP });
+  const publicIP = parseIPv4(o.publicIP || ext.addr);
+  if (publicIP === null) throw new Error(`--public-ip ${o.publicIP} is not an IPv4 address`);
   log.info(`Using interface with name ${ext.name} and address ${ext.addr}`);
-  log.info(`Using ${formatIPv4(publicIp)} as external address`);
-  return { ext, publicIp };
+  log.info(`Using ${formatIPv4(publicIP)} as external address`);
+  return { ext, publicIP };
 }
 
 /**
@@ -52,10 +52,10 @@ export function checkSubnetFile(path: string): void {
 }
 
 /** The VtepMAC this node published before (same PublicIP), so peers' FDB entries stay valid. */
-export async function previousVtepMAC(registry: Registry, publicIp: number): Promise<Uint8Array | null> {
+export async function previousVtepMAC(registry: Registry, publicIP: number): Promise<Uint8Array | null> {
   const list = await registry.getLeases();
   for (const l of list.leases) {
-    if (l.attrs.publicIP !== publicIp || l.attrs.backendType !== 'vxlan') continue;
+    if (l.attrs.publicIP !== publicIP || l.attrs.backendType !== 'vxlan') continue;
     const data = decodeVxlanBackendData(l.attrs.backendData);
     if (data.ok) return parseMAC(data.value.vtepMAC);
   }

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { parseNetworkConfig, type NetworkConfig } from './config.js';
 import { formatCIDR, netContains, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from './net.js';
 
-export interface StaticPeer { subnet: IPv4Net; publicIp: number; mac: Uint8Array | null }
+export interface StaticPeer { subnet: IPv4Net; publicIP: number; mac: Uint8Array | null }
 export interface StaticSetup { config: NetworkConfig; subnet: IPv4Net; mac: Uint8Array | null; peers: StaticPeer[] }
 
 function field(obj: Record<string, unknown>, name: string): unknown {
@@ -46,11 +46,11 @@ export function parseStaticSetup(text: string, where = 'static peers'): StaticSe
     if (typeof p !== 'object' || p === null) throw new Error(`${where}: Peers[${i}] must be an object`);
     const po = p as Record<string, unknown>;
     const pub = field(po, 'PublicIP');
-    const publicIp = typeof pub === 'string' ? parseIPv4(pub) : null;
-    if (publicIp === null) throw new Error(`${where}: Peers[${i}].PublicIP must be an IPv4 address, got ${JSON.stringify(pub)}`);
+    const publicIP = typeof pub === 'string' ? parseIPv4(pub) : null;
+    if (publicIP === null) throw new Error(`${where}: Peers[${i}].PublicIP must be an IPv4 address, got ${JSON.stringify(pub)}`);
     const mac = macOf(field(po, 'VtepMAC'), `Peers[${i}].VtepMAC`);
     if (config.backend.type === 'vxlan' && !mac) throw new Error(`${where}: Peers[${i}].VtepMAC is required with the vxlan backend`);
-    return { subnet: cidr(field(po, 'Subnet'), `Peers[${i}].Subnet`), publicIp, mac };
+    return { subnet: cidr(field(po, 'Subnet'), `Peers[${i}].Subnet`), publicIP, mac };
   });
   return { config, subnet, mac: macOf(field(obj, 'VtepMAC'), 'VtepMAC'), peers };
 }

@@ -3,7 +3,7 @@
 // The shell never reads or writes packet bytes; it only moves numbers in and out.
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { repoRoot } from './native.js';
+import { repoRoot } from '../paths.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 import type { IPv4Net } from '../net.js';
 
@@ -23,7 +23,7 @@ interface CoreExports {
   ingressReadCapacity(): number;
   counterAddr(dir: number, verdict: number): number;
   routeCounterAddr(index: number): number;
-  routeSet(net: number, len: number, publicIp: number, macHi: number, macLo: number): number;
+  routeSet(net: number, len: number, publicIP: number, macHi: number, macLo: number): number;
   routeRemove(net: number, len: number): number;
   routeFind(net: number, len: number): number;
   routeLookup(addr: number): number;
@@ -33,7 +33,7 @@ interface CoreExports {
 
 // Every layout value the module exports (assembly/ring.ts and the route entry of routes.ts).
 const LAYOUT_NAMES = [
-  'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_OVERHEAD',
+  'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_ENCAP_LEN',
   'DESC_SIZE', 'D_OFFSET', 'D_LENGTH', 'D_ADDR', 'D_PORT', 'D_SEGSIZE', 'D_SRCPORT', 'D_STATUS', 'D_SPARE',
   'TUNW_SIZE', 'TW_FIRST', 'TW_COUNT', 'IOV_SIZE', 'IOV_OFFSET', 'IOV_LENGTH',
   'R_NET', 'R_LEN', 'R_PUBLIC_IP', 'R_MAC', 'R_TX_PACKETS', 'R_TX_BYTES', 'R_RX_PACKETS', 'R_RX_BYTES',
@@ -135,10 +135,10 @@ export class Core {
     this.view = new DataView(this.memory.buffer);
   }
 
-  /** Adds or replaces the route net/len via the peer at publicIp (host-order numbers). */
-  setRoute(net: number, len: number, publicIp: number, mac?: Uint8Array): number {
+  /** Adds or replaces the route net/len via the peer at publicIP (host-order numbers). */
+  setRoute(net: number, len: number, publicIP: number, mac?: Uint8Array): number {
     const [hi, lo] = macWords(mac ?? new Uint8Array(6));
-    const idx = this.exports.routeSet(net >>> 0, len, publicIp >>> 0, hi, lo);
+    const idx = this.exports.routeSet(net >>> 0, len, publicIP >>> 0, hi, lo);
     if (idx === -1) throw new Error(`route table full (${this.layout.MAX_ROUTES} routes)`);
     if (idx < 0) throw new Error(`bad prefix length ${len}`);
     return idx;

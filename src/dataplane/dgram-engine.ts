@@ -110,7 +110,7 @@ export class DgramEngine implements Engine {
   }
 
   setRoute({ route }: SlottedRoute): void {
-    this.core.setRoute(route.net, route.len, route.publicIp, route.mac);
+    this.core.setRoute(route.net, route.len, route.publicIP, route.mac);
   }
 
   removeRoute({ route }: SlottedRoute): void {

@@ -29,15 +29,8 @@ export interface EngineOptions {
   offload: 'auto' | 'on' | 'off';
 }
 
-export interface PeerRoute {
-  /** Peer subnet network address, host order. */
-  net: number;
-  len: number;
-  /** Peer public IPv4, host order. */
-  publicIp: number;
-  /** Peer VTEP MAC (VXLAN). */
-  mac?: Uint8Array;
-}
+export type { PeerRoute } from '../peer-route.js';
+import type { PeerRoute } from '../peer-route.js';
 
 /** A peer route and the per-peer stats slot the peer set gave it (-1: not counted per peer). */
 export interface SlottedRoute {

@@ -1,14 +1,23 @@
 // Starting the data plane for a backend: picks the engine, opens the TUN through it, and
 // configures the device once it exists.
-import type { OverlayBackend } from '../backend/index.js';
 import { configureTun } from '../device/tun.js';
 import type { IPv4Net } from '../net.js';
 import { DgramEngine } from './dgram-engine.js';
 import { NativeEngine } from './native-engine.js';
 import type { Engine, EngineEvents, EngineFeatures, RouteSource } from './engine.js';
+import type { Mode } from './core.js';
+
+/** What the data plane needs of the backend (src/backend/'s Backend has it): the tunnel's framing,
+ * device and port. Declared here so that dataplane/ imports nothing from backend/, which is above it. */
+export interface TunnelSpec {
+  readonly mode: Mode;
+  readonly deviceName: string;
+  readonly port: number;
+  readonly vni: number;
+}
 
 export interface DataplaneOptions {
-  backend: OverlayBackend;
+  backend: TunnelSpec;
   engine: 'native' | 'dgram';
   queues: number;
   offload: 'auto' | 'on' | 'off';

@@ -179,7 +179,7 @@ export class NativeEngine implements Engine {
   /** Debug hook: sends worker `index` a route its core refuses (prefix length 33), so that its
    * control path throws. */
   badRouteToWorker(index: number): void {
-    this.post(index, { type: 'set', route: { net: 0, len: 33, publicIp: 0 }, slot: -1 });
+    this.post(index, { type: 'set', route: { net: 0, len: 33, publicIP: 0 }, slot: -1 });
   }
 
   /** Debug hook: the next `count` starts of worker `index` fail before it is ready. */

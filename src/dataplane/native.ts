@@ -8,10 +8,10 @@
 // whose `code` is the errno name (e.g. 'EINVAL') and `errno` its number; out-of-bounds tables
 // throw a RangeError with code 'ERR_OUT_OF_RANGE' before any I/O happens.
 
-import { existsSync, readdirSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { repoRoot } from "../paths.js";
+import { join } from "node:path";
 
 /** Memory the addon reads and writes: a wasm Memory's buffer, or a view on it. */
 export type NativeMemory = ArrayBuffer | ArrayBufferView;
@@ -157,17 +157,6 @@ export const TUN_F = {
   USO4: 0x20,
   USO6: 0x40,
 } as const;
-
-/** Walks up from this file to the directory that holds package.json (works from src/ and dist/src/). */
-export function repoRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {
-  let dir = from;
-  for (;;) {
-    if (existsSync(join(dir, "package.json"))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`linen: no package.json above ${from}`);
-    dir = up;
-  }
-}
 
 const require = createRequire(import.meta.url);
 

@@ -77,7 +77,7 @@ class PeerSlots {
 
   /** Throws when the core refuses the route (bad prefix length, table full). */
   set({ route, slot }: SlottedRoute): void {
-    const index = this.core.setRoute(route.net, route.len, route.publicIp, route.mac);
+    const index = this.core.setRoute(route.net, route.len, route.publicIP, route.mac);
     if (slot < 0 || slot >= PEER_SLOTS) return;
     if (this.routeOf[slot] < 0) this.used.push(slot);
     this.routeOf[slot] = index;

@@ -16,7 +16,7 @@ export interface IfaceSelection {
   iface: string[];
   ifaceRegex: string[];
   ifaceCanReach: string;
-  publicIp: string;
+  publicIP: string;
 }
 
 interface IpAddrInfo { family: string; local: string; scope: string; dynamic?: boolean; temporary?: boolean; deprecated?: boolean }
@@ -65,8 +65,8 @@ export function selectInterface(sel: IfaceSelection): ExternalInterface {
     if (!link) throw new Error(`no interface can reach ${sel.ifaceCanReach}`);
     return describe(link);
   }
-  if (sel.publicIp) {
-    const owner = links.find((l) => l.addr_info.some((a) => a.local === sel.publicIp));
+  if (sel.publicIP) {
+    const owner = links.find((l) => l.addr_info.some((a) => a.local === sel.publicIP));
     if (owner) return describe(owner);
   }
   const defaults = ipJson<{ dev: string }[]>(['-4', 'route', 'show', 'default']);

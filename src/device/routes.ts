@@ -5,8 +5,8 @@
 // Unlike the data plane's routes these outlive linend, as flanneld's do: a restart does not
 // interrupt the traffic they carry.
 import { execFileSync } from 'node:child_process';
-import type { PeerRoute } from '../dataplane/engine.js';
-import type { Metric } from '../health.js';
+import type { PeerRoute } from '../peer-route.js';
+import type { Metric } from '../metric.js';
 import type { Logger } from '../log.js';
 import { formatCIDR, formatIPv4, makeNet } from '../net.js';
 
@@ -24,9 +24,9 @@ export const runIp: IpCommand = (args) => {
 
 /** What the peer set needs from the kernel side: adjacency, and routes it installs and removes. */
 export interface DirectRoutes {
-  /** Why traffic to `publicIp` cannot go along a plain route on the external interface, or
+  /** Why traffic to `publicIP` cannot go along a plain route on the external interface, or
    * null when it can (the peer is on a directly connected network of that interface). */
-  notAdjacent(publicIp: number): string | null;
+  notAdjacent(publicIP: number): string | null;
   /** Adds the route, or replaces the one for the same subnet. */
   set(route: PeerRoute): void;
   remove(route: PeerRoute): void;
@@ -43,7 +43,7 @@ export interface KernelRoutesOptions {
 
 interface IpRoute { dst?: string; gateway?: string; dev?: string; type?: string }
 
-const routeText = (r: PeerRoute): string => `${formatCIDR(makeNet(r.net, r.len))} via ${formatIPv4(r.publicIp)}`;
+const routeText = (r: PeerRoute): string => `${formatCIDR(makeNet(r.net, r.len))} via ${formatIPv4(r.publicIP)}`;
 
 export class KernelRoutes implements DirectRoutes {
   /** The routes wanted, by subnet (masked CIDR text). */
@@ -61,8 +61,8 @@ export class KernelRoutes implements DirectRoutes {
     return this.wanted.size;
   }
 
-  notAdjacent(publicIp: number): string | null {
-    const addr = formatIPv4(publicIp);
+  notAdjacent(publicIP: number): string | null {
+    const addr = formatIPv4(publicIP);
     let found: IpRoute[];
     try {
       found = JSON.parse(this.ip(['-j', '-4', 'route', 'get', addr])) as IpRoute[];
@@ -97,7 +97,7 @@ export class KernelRoutes implements DirectRoutes {
     this.wanted.delete(key);
     const r = had ?? route;
     try {
-      this.ip(['route', 'del', key, 'via', formatIPv4(r.publicIp), 'dev', this.o.dev]);
+      this.ip(['route', 'del', key, 'via', formatIPv4(r.publicIP), 'dev', this.o.dev]);
     } catch (e) {
       if (!/No such process|not found/i.test((e as Error).message)) this.o.log.error(`deleting route ${routeText(r)}: ${(e as Error).message}`);
     }
@@ -115,7 +115,7 @@ export class KernelRoutes implements DirectRoutes {
     const have = new Set(present.map((r) => `${r.dst?.includes('/') ? r.dst : `${r.dst}/32`} ${r.gateway ?? ''} ${r.dev ?? ''}`));
     let n = 0;
     for (const [key, route] of this.wanted) {
-      if (have.has(`${key} ${formatIPv4(route.publicIp)} ${this.o.dev}`)) continue;
+      if (have.has(`${key} ${formatIPv4(route.publicIP)} ${this.o.dev}`)) continue;
       try {
         this.install(route);
         n++;
@@ -151,6 +151,6 @@ export class KernelRoutes implements DirectRoutes {
   }
 
   private install(route: PeerRoute): void {
-    this.ip(['route', 'replace', formatCIDR(makeNet(route.net, route.len)), 'via', formatIPv4(route.publicIp), 'dev', this.o.dev]);
+    this.ip(['route', 'replace', formatCIDR(makeNet(route.net, route.len)), 'via', formatIPv4(route.publicIP), 'dev', this.o.dev]);
   }
 }

@@ -1,7 +1,6 @@
 // The iptables rules linend keeps while it runs: flanneld's masquerade rules (--ip-masq) and
 // forward rules (--iptables-forward-rules), checked every --iptables-resync seconds and put
 // back when something removed them. Unlike flanneld, linend removes them when it stops.
-import type { Options } from '../flags.js';
 import { formatCIDR, netEqual, type IPv4Net } from '../net.js';
 import type { Logger } from '../log.js';
 import type { PreviousSubnetEnv } from '../subnetenv.js';
@@ -13,7 +12,16 @@ export interface TrafficRules {
   resyncs(): { readonly restored: number; readonly failed: number };
 }
 
-export async function installTrafficRules(o: Options, network: IPv4Net, own: IPv4Net, previous: PreviousSubnetEnv | null, log: Logger): Promise<TrafficRules> {
+/** The CLI flags the rules depend on (flags.ts's Options has them). */
+export interface TrafficRuleOptions {
+  ipMasq: boolean;
+  ipMasqRandomFullyDisable: boolean;
+  iptablesForwardRules: boolean;
+  /** Seconds between checks that the rules are still there. */
+  iptablesResync: number;
+}
+
+export async function installTrafficRules(o: TrafficRuleOptions, network: IPv4Net, own: IPv4Net, previous: PreviousSubnetEnv | null, log: Logger): Promise<TrafficRules> {
   const sets: IptRule[][] = [];
   if (!o.ipMasq && !o.iptablesForwardRules) return { remove: async () => undefined, resyncs: () => ({ restored: 0, failed: 0 }) };
   const ipt = new IPTables({ log: log.child('iptables') });

@@ -170,7 +170,7 @@ export class PeerSet implements RouteSource {
       { name: 'linen_peers_direct', help: 'Peers routed by a plain kernel route (host-gw, DirectRouting), not the data plane.', type: 'gauge', value: this.directCount },
       ...[...this.routes()].map((a): Metric => ({
         name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1, perPeer: true,
-        labels: { subnet: `${formatIPv4(a.route.net)}/${a.route.len}`, public_ip: formatIPv4(a.route.publicIp) },
+        labels: { subnet: `${formatIPv4(a.route.net)}/${a.route.len}`, public_ip: formatIPv4(a.route.publicIP) },
       })),
       ...REFUSAL_REASONS.map((reason): Metric => ({
         name: 'linen_leases_refused_total', help: 'Times a lease was refused a route, by reason.', type: 'counter',
@@ -201,10 +201,10 @@ export class PeerSet implements RouteSource {
     const mode = this.o.backend.direct ?? 'never';
     if (mode === 'never') return 'engine';
     const kernel = this.o.kernel;
-    const why = kernel ? kernel.notAdjacent(route.publicIp) : 'no kernel route manager';
+    const why = kernel ? kernel.notAdjacent(route.publicIP) : 'no kernel route manager';
     if (why === null) return 'direct';
     if (mode === 'adjacent') return 'engine';
-    return { reason: 'not_adjacent', why: `its PublicIP ${formatIPv4(route.publicIp)} is not on a directly connected network: ${why}; host-gw needs every host on one layer-2 network (use vxlan with DirectRouting for the others)` };
+    return { reason: 'not_adjacent', why: `its PublicIP ${formatIPv4(route.publicIP)} is not on a directly connected network: ${why}; host-gw needs every host on one layer-2 network (use vxlan with DirectRouting for the others)` };
   }
 
   /** Whether p's lease holds a route now. */

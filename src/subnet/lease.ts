@@ -8,7 +8,7 @@
 // Decoders never throw on bad input: they return { ok: false, error } so that a caller
 // listing or watching many keys can skip and log one bad entry and keep the rest.
 
-import { GoJsonError, GoStruct, isJsonObject, jsonKind, parseJson, type JsonValue } from './gojson.js';
+import { GoJsonError, GoStruct, isJsonObject, jsonKind, parseJson, type JsonValue } from '../gojson.js';
 import { formatIPv4, normalizeMAC, parseIPv4, parseIPv6, type IPv4Net } from '../net.js';
 
 export type Result<T> = { ok: true; value: T } | { ok: false; error: string };

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { leftovers } from '../../lab/netns.js';
-import { repoRoot } from '../../src/dataplane/native.js';
+import { repoRoot } from '../../src/paths.js';
 
 t.test('demo --keep, then SIGINT from another shell: everything is removed', async (t) => {
   // env -u: tap preloads a module into every node it starts (NODE_OPTIONS) that listens for

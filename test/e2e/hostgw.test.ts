@@ -210,7 +210,7 @@ t.test('VXLAN DirectRouting: adjacent peers by plain routes, the one behind a ro
   // from the kernel into the data plane, and back when the lease comes back. (A live linend's
   // lease cannot be edited this way: its owner writes it back.)
   const moved = `172.31.${c.topo.underlayNet.split('.')[2]}.14`;
-  const lease4 = (publicIp: string): string => `{"PublicIP":"${publicIp}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${kernel.vtepMAC}"}}`;
+  const lease4 = (publicIP: string): string => `{"PublicIP":"${publicIP}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${kernel.vtepMAC}"}}`;
   await c.etcd.ctl('put', `--lease=${leaseId4}`, `${ETCD_PREFIX}/subnets/${s4.replace('/', '-')}`, lease4(moved));
   const wentRouted = await waitFor(async () => kernelRoute(c, 0, s4) === '' && (await metrics(n1)).routes().includes(`${s4} via ${moved}`), 10000, 100);
   t.ok(wentRouted >= 0, `a PublicIP change behind the router moves ${s4} from the kernel route into the data plane (${wentRouted} ms)`,

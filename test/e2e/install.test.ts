@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { buildTopology } from '../../lab/topology.js';
-import { repoRoot } from '../../src/dataplane/native.js';
+import { repoRoot } from '../../src/paths.js';
 import { ping } from '../../lab/traffic.js';
 
 const run = promisify(execFile);

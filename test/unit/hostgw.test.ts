@@ -66,7 +66,7 @@ class FakeEngine implements Engine {
   constructor(readonly routeCapacity = 131072, readonly peerSlots = 4096) {}
   setRoute(r: SlottedRoute): void { this.table.set(`${formatIPv4(r.route.net)}/${r.route.len}`, r); }
   removeRoute(r: SlottedRoute): void { this.table.delete(`${formatIPv4(r.route.net)}/${r.route.len}`); }
-  routes(): string[] { return [...this.table].map(([k, r]) => `${k} via ${formatIPv4(r.route.publicIp)}`).sort(); }
+  routes(): string[] { return [...this.table].map(([k, r]) => `${k} via ${formatIPv4(r.route.publicIP)}`).sort(); }
   async start(): Promise<never> { throw new Error('not used'); }
   stats(): EngineStats { throw new Error('not used'); }
   async refresh(): Promise<void> {}
@@ -83,11 +83,11 @@ function setup(backendJson: Record<string, unknown>, capacity?: number) {
   const engine = backend.mode === null ? null : new FakeEngine(capacity);
   if (engine) peers.attach(engine);
   const all = new Map<string, Peer>();
-  const lease = (key: string, publicIp: string): Peer => {
+  const lease = (key: string, publicIP: string): Peer => {
     const [addr, len] = key.split('-');
-    const attrs = backend.type === 'host-gw' ? hostGwLeaseAttrs(ip(publicIp)) : backend.type === 'vxlan' ? vxlanLeaseAttrs(ip(publicIp), 1, '02:00:00:00:00:07') : udpLeaseAttrs(ip(publicIp));
+    const attrs = backend.type === 'host-gw' ? hostGwLeaseAttrs(ip(publicIP)) : backend.type === 'vxlan' ? vxlanLeaseAttrs(ip(publicIP), 1, '02:00:00:00:00:07') : udpLeaseAttrs(ip(publicIP));
     return {
-      key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(addr!), prefixLen: Number(len) }, publicIP: ip(publicIp), attrs,
+      key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(addr!), prefixLen: Number(len) }, publicIP: ip(publicIP), attrs,
       vxlan: backend.type === 'vxlan' ? { vni: 1, vtepMAC: '02:00:00:00:00:07' } : null,
     };
   };
@@ -97,8 +97,8 @@ function setup(backendJson: Record<string, unknown>, capacity?: number) {
     const d: PeerDiff = { added, changed, removed, cause: 'events', revision: 1 };
     peers.apply(d, all);
   };
-  const put = (key: string, publicIp: string): void => {
-    const p = lease(key, publicIp);
+  const put = (key: string, publicIP: string): void => {
+    const p = lease(key, publicIP);
     const had = all.has(makeSubnetKey(p.subnet));
     apply(had ? [] : [p], had ? [p] : [], []);
   };

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, formatHeader, wallClockMicros } from '../../src/log.js';
 import { withoutEmptyResolutionNote } from '../../src/subnet/etcd.js';
-import { repoRoot } from '../../src/dataplane/native.js';
+import { repoRoot } from '../../src/paths.js';
 
 t.test('klog header: microseconds since the epoch are printed as they are', async (t) => {
   const d = new Date(2024, 10, 21, 0, 51, 2, 123);

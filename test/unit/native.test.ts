@@ -10,9 +10,10 @@ import { Worker } from "node:worker_threads";
 import t from "tap";
 
 import {
-  enableTunOffload, isNativeError, loadNative, NATIVE_ABI_VERSION, nativeAddonPath, repoRoot, TUN_F,
+  enableTunOffload, isNativeError, loadNative, NATIVE_ABI_VERSION, nativeAddonPath, TUN_F,
   type NativeIO,
 } from "../../src/dataplane/native.js";
+import { repoRoot } from "../../src/paths.js";
 import { Core } from "../../src/dataplane/core.js";
 import { DgramEngine } from "../../src/dataplane/dgram-engine.js";
 import type { EngineOptions } from "../../src/dataplane/engine.js";

@@ -28,7 +28,7 @@ class FakeEngine implements Engine {
     return `${formatIPv4((r.route.net & mask) >>> 0)}/${r.route.len}`;
   }
   setRoute(r: SlottedRoute): void {
-    this.calls.push(`set ${this.key(r)} via ${formatIPv4(r.route.publicIp)} slot ${r.slot}`);
+    this.calls.push(`set ${this.key(r)} via ${formatIPv4(r.route.publicIP)} slot ${r.slot}`);
     this.table.set(this.key(r), r);
   }
   removeRoute(r: SlottedRoute): void {
@@ -37,7 +37,7 @@ class FakeEngine implements Engine {
   }
   /** "10.5.7.0/24 via 192.168.1.7", sorted. */
   routes(): string[] {
-    return [...this.table.entries()].map(([k, r]) => `${k} via ${formatIPv4(r.route.publicIp)}`).sort();
+    return [...this.table.entries()].map(([k, r]) => `${k} via ${formatIPv4(r.route.publicIP)}`).sort();
   }
   async start(): Promise<never> { throw new Error('not used'); }
   stats(): EngineStats { throw new Error('not used'); }
@@ -57,11 +57,11 @@ function setup(o: { backend?: 'udp' | 'vxlan'; capacity?: number; slots?: number
   peers.attach(engine);
   // What the watcher would hold: every lease, keyed by its subnet key.
   const all = new Map<string, Peer>();
-  const lease = (key: string, publicIp: string, mac: string | null = null): Peer => {
+  const lease = (key: string, publicIP: string, mac: string | null = null): Peer => {
     const [addr, len] = key.split('-');
-    const attrs = mac === null ? udpLeaseAttrs(ip(publicIp)) : vxlanLeaseAttrs(ip(publicIp), 1, mac);
+    const attrs = mac === null ? udpLeaseAttrs(ip(publicIP)) : vxlanLeaseAttrs(ip(publicIP), 1, mac);
     return {
-      key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(addr!), prefixLen: Number(len) }, publicIP: ip(publicIp), attrs,
+      key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(addr!), prefixLen: Number(len) }, publicIP: ip(publicIP), attrs,
       vxlan: mac === null ? null : { vni: 1, vtepMAC: mac },
     };
   };
@@ -71,8 +71,8 @@ function setup(o: { backend?: 'udp' | 'vxlan'; capacity?: number; slots?: number
     const d: PeerDiff = { added, changed, removed, cause: 'events', revision: 1 };
     peers.apply(d, all);
   };
-  const put = (key: string, publicIp: string, mac: string | null = null): Peer => {
-    const p = lease(key, publicIp, mac);
+  const put = (key: string, publicIP: string, mac: string | null = null): Peer => {
+    const p = lease(key, publicIP, mac);
     const had = all.has(makeSubnetKey(p.subnet));
     diff(had ? [] : [p], had ? [p] : []);
     return p;
@@ -288,7 +288,7 @@ t.test('stats slots: handed out in order, kept on replacement, freed ones reused
 
 t.test('static peers: installed as given, through the same map', async (t) => {
   const s = setup();
-  s.peers.setStatic([{ net: ip('10.5.2.0'), len: 24, publicIp: ip('192.168.7.2') }, { net: ip('10.5.3.0'), len: 24, publicIp: ip('192.168.7.3') }]);
+  s.peers.setStatic([{ net: ip('10.5.2.0'), len: 24, publicIP: ip('192.168.7.2') }, { net: ip('10.5.3.0'), len: 24, publicIP: ip('192.168.7.3') }]);
   t.same(s.engine.routes(), ['10.5.2.0/24 via 192.168.7.2', '10.5.3.0/24 via 192.168.7.3']);
   t.same([...s.peers.routes()].map((r) => r.slot), [0, 1]);
   t.same(s.peers.metrics().filter((m) => m.name === 'linen_peer_route').map((m) => `${m.labels?.subnet} via ${m.labels?.public_ip}`),

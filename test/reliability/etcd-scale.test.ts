@@ -21,7 +21,8 @@ const ownSubnet = (n: ClusterNode): string => n.subnetEnv()?.['FLANNEL_SUBNET']?
 
 let c: Cluster;
 t.before(async () => {
-  c = await buildCluster({ hosts: 2, backend: 'vxlan', start: false, config: { Network: '10.0.0.0/8', SubnetLen: 24, Backend: { Type: 'vxlan' } } });
+  // Every peer's linen_peer_route line is read back below: lift the per-peer series limit.
+  c = await buildCluster({ hosts: 2, backend: 'vxlan', start: false, args: ['--peer-metrics-limit=1000000'], config: { Network: '10.0.0.0/8', SubnetLen: 24, Backend: { Type: 'vxlan' } } });
 });
 t.teardown(() => c?.destroy());
 

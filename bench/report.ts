@@ -296,7 +296,7 @@ export function charts(r: BenchResults): Record<string, string> {
     const splitKinds = ['dataplane', 'iperf3', 'softirq', 'rest'] as const;
     out['cpu-split.svg'] = barChartSvg({
       title: 'Where the CPU went, single-stream TCP, per Gbit (median run)',
-      subtitle: `${sub}\ndataplane = linend (all threads; 0 for kernel paths); iperf3 = both ends (its own report); softirq from /proc/stat; rest = the other busy time`,
+      subtitle: `${sub}\ndataplane = linend (all threads; 0 for kernel paths); iperf3 = both ends (its own report); softirq from /proc/stat;\nrest = busy minus those (negative when softirq work in a process's context is counted twice: in the process and in softirq)`,
       unit: 'CPU s/Gbit',
       series: splitKinds.map((k, i) => ({ label: k, color: COLORS[i]! })),
       rows: contenderRows(r, (c) => {

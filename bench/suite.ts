@@ -113,8 +113,10 @@ export function summarize(values: readonly number[]): Summary | null {
  * Where the machine's CPU went over a run, seconds (summed over all cores): the split behind
  * cpuPerGbit. dataplane: the contender's own processes (linend; 0 for the kernel paths), by
  * thread name in dataplaneThreads; iperf3: both ends, from iperf3's own report; softirq and irq
- * from /proc/stat; rest: everything else busy (kernel threads, other processes, and the
- * overlap of these readings); idle: the cores' unused time.
+ * from /proc/stat; rest: busy minus those (kernel threads, other processes); idle: the cores'
+ * unused time. The parts overlap: without IRQ time accounting the kernel charges softirq work
+ * done in a process's context to that process too (iperf3's and linend's system time) and to
+ * softirq in /proc/stat, so rest goes negative by about that overlap. busy has no overlap.
  */
 export interface CpuSplit {
   wallSeconds: number; cores: number; busy: number;

@@ -1,11 +1,12 @@
 // What looks wrong in a run's own figures, flagged in the results and the report so that a
 // reader does not take a disturbed run at face value: more TCP streams moving less than one
 // (a quick run once showed host-gw at 30.4 Gbit/s with 1 stream and 9.65 with 4), spreads
-// over runs above 50 % of the median, and a machine busier than its cores at start or end.
+// over runs above 50 % of the median, a machine busier than its cores at start or end, and a
+// contender's process that exited while it was measured.
 import type { ContenderResult, MachineFacts, MetricDef, MetricKey } from './suite.js';
 
 export interface Anomaly {
-  kind: 'streams' | 'spread' | 'load';
+  kind: 'streams' | 'spread' | 'load' | 'exited';
   /** The contender concerned; absent for the machine. */
   contender?: string;
   metric?: MetricKey;
@@ -27,6 +28,11 @@ export function findAnomalies(contenders: readonly ContenderResult[], metrics: r
         out.push({ kind: 'streams', contender: c.name, metric: k,
           message: `${k === 'tcp4Gbps' ? 4 : 8}-stream TCP ${f(many)} Gbit/s below 1-stream ${f(one)} Gbit/s` });
       }
+    }
+    const gone = new Set(c.runs.flatMap((r) => [...(r.idle?.rss ?? []), ...(r.rss ?? [])].filter((p) => p.exited).map((p) => p.pid)));
+    if (gone.size) {
+      out.push({ kind: 'exited', contender: c.name, metric: 'dataplaneRssMiB',
+        message: `its process(es) ${[...gone].join(', ')} had exited during the measurements (RSS counted as 0)` });
     }
     for (const m of metrics) {
       const s = c.metrics[m.key];

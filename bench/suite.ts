@@ -146,7 +146,8 @@ export interface IdleRun {
   memUsedMiB: number;
   rss: ProcessMemory[];
 }
-export interface ProcessMemory { pid: number; rssMiB: number; hwmMiB: number }
+/** A process's memory; one that has exited reads 0 with exited: true (it holds nothing). */
+export interface ProcessMemory { pid: number; rssMiB: number; hwmMiB: number; exited?: boolean }
 export interface PingRun {
   count: number; transmitted: number; received: number; lossPercent: number;
   rttMs: PingResult['rttMs'];
@@ -434,7 +435,7 @@ export function selectContenders(all: Contender[], only: string[] | undefined, n
   return all.filter((c) => want.has(c.name));
 }
 
-/** Resident memory of each process (MiB); a process that is gone reads NaN. */
+/** Resident memory of each process (MiB); a process that is gone reads 0, marked exited. */
 function processMemory(pids: readonly number[]): ProcessMemory[] {
   return pids.map((pid) => {
     try {
@@ -442,7 +443,7 @@ function processMemory(pids: readonly number[]): ProcessMemory[] {
       const kib = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN);
       return { pid, rssMiB: kib('VmRSS') / 1024, hwmMiB: kib('VmHWM') / 1024 };
     } catch {
-      return { pid, rssMiB: NaN, hwmMiB: NaN };
+      return { pid, rssMiB: 0, hwmMiB: 0, exited: true };
     }
   });
 }

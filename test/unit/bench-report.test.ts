@@ -56,6 +56,10 @@ t.test('anomalies: fewer Gbit/s with more streams, wide spreads, an overloaded m
   ]);
   t.match(a[0]!.message, /4-stream TCP 9\.65 Gbit\/s below 1-stream 30\.40/);
   t.match(a[2]!.message, /3\.5 2 1 at start is above the 2 cores/);
+  const gone = contender('linen-host-gw', { tcp1Gbps: [30] });
+  gone.runs = [{ run: 1, values: {} as Record<MetricKey, number>, errors: [], rss: [{ pid: 7, rssMiB: 0, hwmMiB: 0, exited: true }] }];
+  t.match(findAnomalies([gone], METRICS, { cores: 2, loadavgAtStart: [0, 0, 0] } as MachineFacts), [{ kind: 'exited', contender: 'linen-host-gw' }],
+    'a process that exited during the measurements');
 });
 
 t.test('YAML export parses back to the same values', async (t) => {

@@ -269,8 +269,9 @@ if (values.profile) mkdirSync(values.profile, { recursive: true });
 try {
   console.log(`perf-probe: ${RUNS} run(s) of ${SECONDS} s per contender, TCP cubic, 1 stream, linend --queues ${QUEUES}, syscalls ${SYSCALLS ? 'on' : 'off'}`);
   for (const name of CONTENDERS) {
-    const c = await startContender(name, topo);
+    let c;
     try {
+      c = await startContender(name, topo);
       // One unrecorded second first: a userspace path compiles its hot code in its first moments.
       await tcpRun(topo, c.pids).catch(() => null);
       const runs = [];
@@ -282,15 +283,24 @@ try {
         runs.push(r);
       }
       results[name] = { runs, summary: summarize(name, runs) };
+      print(results[name].summary, name === 'kernel-vxlan' ? null : results['kernel-vxlan']?.summary);
+      if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));
+    } catch (e) {
+      // One contender failing (a broken variant) must not lose the others' figures.
+      console.log(`  ${name}: FAILED: ${e.message}`);
     } finally {
-      await c.stop();
+      await c?.stop();
     }
   }
 } finally {
   topo.destroy();
 }
-const kernel = results['kernel-vxlan']?.summary;
-for (const name of CONTENDERS) if (results[name]) print(results[name].summary, name === 'kernel-vxlan' ? null : kernel);
+console.log('\nsummary (medians; ratios to kernel VXLAN from this run):');
+for (const name of CONTENDERS) {
+  const s = results[name]?.summary;
+  if (s) console.log(`  ${name}: ${f(median(s.gbps))} Gbit/s` + (results['kernel-vxlan'] && name !== 'kernel-vxlan'
+    ? `, ${(median(s.gbps) / median(results['kernel-vxlan'].summary.gbps)).toFixed(2)}x kernel VXLAN` : ''));
+}
 for (const [name, file] of profiles) {
   // Where the machine's CPU went: share of all samples by process and symbol.
   const r = await startBounded(undefined, 'perf', ['report', '-i', file, '--stdio', '--no-children', '--sort', 'comm,dso,sym',

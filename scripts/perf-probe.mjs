@@ -139,8 +139,12 @@ async function tcpRun(topo, linendPids, profileTo) {
     await sleep(200);
     iperfPids = [...iperfPidsIn(a.pod.ns), ...iperfPidsIn(b.pod.ns)];
     const ip0 = iperfPids.map(procCpu);
-    const r = await client.done;
+    // iperf3's CPU is read shortly before it ends (an exited process has no /proc entry) and
+    // scaled to the whole run.
+    const ipWindow = SECONDS - 0.5;
+    await sleep(ipWindow * 1000);
     const ip1 = iperfPids.map(procCpu);
+    const r = await client.done;
     const wall = Number(process.hrtime.bigint() - t0) / 1e9;
     const sys1 = systemCpuSeconds();
     const th1 = linendPids.map(threads);
@@ -156,7 +160,7 @@ async function tcpRun(topo, linendPids, profileTo) {
       machine: {
         user: d('user') + d('nice'), system: d('system'), softirq: d('softirq') + d('irq'), idle: d('idle') + d('iowait'), steal: d('steal'),
       },
-      iperf3: ip1.reduce((s, v, i) => s + (v - ip0[i]), 0),
+      iperf3: ip1.reduce((s, v, i) => s + (v - ip0[i]), 0) * wall / ipWindow,
       linend: linendPids.map((pid, i) => ({ pid, threads: threadDelta(th0[i], th1[i]) })),
       // perf counted for SECONDS - 0.6 s: scale to the transfer's bytes by time
       syscalls: syscalls.map((c) => ({ counts: c, window: SECONDS - 0.6 })),

@@ -193,7 +193,7 @@ export function runRouteScaling(o: RouteScalingOptions = {}): ScalingResults['ro
     let have = 0;
     for (const n of sizes) {
       // Tables grow in place: routes 0..n-1 (each a /24 via its own peer).
-      for (; have < n; have++) core.setRoute(routeNet(have), 24, ip(100, 64 + (have >>> 16), (have >>> 8) & 255, have & 255), PEER_MAC);
+      for (; have < n; have++) core.setRoute({ subnet: { ip: routeNet(have), prefixLen: 24 }, publicIP: ip(100, 64 + (have >>> 16), (have >>> 8) & 255, have & 255), mac: PEER_MAC });
       if (core.routeCount !== n) throw new Error(`scaling: core holds ${core.routeCount} routes, wanted ${n}`);
       const b = prepare(core, n, size);
       b.round();

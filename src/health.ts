@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { VERDICTS, DIRECTIONS, isOutcome } from './dataplane/verdicts.js';
 import type { EngineStats, IoStat } from './dataplane/engine.js';
-import { formatIPv4, parseIPv4 } from './net.js';
+import { formatCIDR, parseIPv4 } from './net.js';
 import type { Metric } from './metric.js';
 import { ProcessMetrics } from './process-metrics.js';
 
@@ -70,7 +70,7 @@ export function renderMetrics(src: MetricsSource, peerMetricsLimit: number): str
   };
   const stats = src.engine();
   const extra = src.extra();
-  const peerStats = stats ? stats.peers.map((p) => ({ subnet: `${formatIPv4(p.net)}/${p.len}`, p })) : [];
+  const peerStats = stats ? stats.peers.map((p) => ({ subnet: formatCIDR(p.subnet), p })) : [];
   const allPeers = new Set([...peerStats.map((x) => x.subnet), ...extra.filter((m) => m.perPeer).map((m) => m.labels?.subnet ?? '')]);
   const shown = new Set([...allPeers].sort((a, b) => subnetOrder(a) - subnetOrder(b)).slice(0, Math.max(0, peerMetricsLimit)));
   if (stats) {

@@ -139,10 +139,19 @@ export function parseCIDRWithHost(s: string): { ip: number; net: IPv4Net } | nul
   return { ip, net };
 }
 
-/** `10.5.0.0/16` */
+/** `10.5.0.0/16` (as given: host bits are not masked off). */
 export function formatCIDR(n: IPv4Net): string {
   return `${formatIPv4(n.ip)}/${n.prefixLen}`;
 }
+
+/**
+ * The key of every in-memory map of subnets (the watcher's leases, the peer set's routes, the
+ * kernel routes): the CIDR text as written, `10.5.7.0/24`, host bits kept, so that two etcd
+ * keys that differ only in host bits stay two entries. etcd's own key format (`10.5.7.0-24`,
+ * flannel's MakeSubnetKey in subnet/lease.ts) is used only where etcd keys are read or written.
+ */
+export type NetKey = string & { readonly __netKey: true };
+export const netKey = (n: IPv4Net): NetKey => formatCIDR(n) as NetKey;
 
 /** True if `ip` lies inside `n`. */
 export function netContains(n: IPv4Net, ip: number): boolean {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 import type { IPv4Net } from '../net.js';
+import type { PeerRoute } from '../peer-route.js';
 
 export type Mode = 'udp' | 'vxlan';
 
@@ -135,23 +136,25 @@ export class Core {
     this.view = new DataView(this.memory.buffer);
   }
 
-  /** Adds or replaces the route net/len via the peer at publicIP (host-order numbers). */
-  setRoute(net: number, len: number, publicIP: number, mac?: Uint8Array): number {
+  // The one place a route crosses into the core: its entry holds the subnet as two u32 fields.
+
+  /** Adds or replaces the route to route.subnet (its host bits masked) via route.publicIP. */
+  setRoute({ subnet, publicIP, mac }: PeerRoute): number {
     const [hi, lo] = macWords(mac ?? new Uint8Array(6));
-    const idx = this.exports.routeSet(net >>> 0, len, publicIP >>> 0, hi, lo);
+    const idx = this.exports.routeSet(subnet.ip >>> 0, subnet.prefixLen, publicIP >>> 0, hi, lo);
     if (idx === -1) throw new Error(`route table full (${this.layout.MAX_ROUTES} routes)`);
-    if (idx < 0) throw new Error(`bad prefix length ${len}`);
+    if (idx < 0) throw new Error(`bad prefix length ${subnet.prefixLen}`);
     return idx;
   }
 
-  removeRoute(net: number, len: number): boolean {
-    return this.exports.routeRemove(net >>> 0, len) !== 0;
+  removeRoute(subnet: IPv4Net): boolean {
+    return this.exports.routeRemove(subnet.ip >>> 0, subnet.prefixLen) !== 0;
   }
 
   get routeCount(): number { return this.exports.routesCount(); }
 
-  peerCounters(net: number, len: number): PeerCounters | undefined {
-    const idx = this.exports.routeFind(net >>> 0, len);
+  peerCounters(subnet: IPv4Net): PeerCounters | undefined {
+    const idx = this.exports.routeFind(subnet.ip >>> 0, subnet.prefixLen);
     if (idx < 0) return undefined;
     const p = this.exports.routeCounterAddr(idx);
     const v = this.view;

@@ -3,6 +3,7 @@
 // (batched, zero-copy, one worker thread per queue) and the dgram baseline (one packet per call).
 import type { CounterSnapshot, Mode } from './core.js';
 import type { IPv4Net } from '../net.js';
+import type { PeerRoute } from '../peer-route.js';
 
 export interface EngineOptions {
   mode: Mode;
@@ -28,9 +29,6 @@ export interface EngineOptions {
   /** TUN offloads and UDP GSO/GRO: 'auto' uses what the kernel supports. */
   offload: 'auto' | 'on' | 'off';
 }
-
-export type { PeerRoute } from '../peer-route.js';
-import type { PeerRoute } from '../peer-route.js';
 
 /** A peer route and the per-peer stats slot the peer set gave it (-1: not counted per peer). */
 export interface SlottedRoute {
@@ -59,8 +57,7 @@ export type IoStat = (typeof IO_STATS)[number];
 
 /** One peer route's traffic: egress (tx) towards the peer, ingress (rx) from it. */
 export interface PeerTraffic {
-  net: number;
-  len: number;
+  subnet: IPv4Net;
   txPackets: bigint;
   txBytes: bigint;
   rxPackets: bigint;

@@ -165,7 +165,7 @@ export class PeerSet implements RouteSource {
       { name: 'linen_peers', help: 'Peers (other nodes\' leases) with a route.', type: 'gauge', value: this.admitted.size },
       { name: 'linen_peers_direct', help: 'Peers routed by a plain kernel route (host-gw, DirectRouting), not the data plane.', type: 'gauge', value: this.directCount },
       ...[...this.routes()].map((a): Metric => ({
-        name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1, perPeer: true,
+        name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1, peer: a.route.subnet,
         labels: { subnet: formatCIDR(a.route.subnet), public_ip: formatIPv4(a.route.publicIP) },
       })),
       ...REFUSAL_REASONS.map((reason): Metric => ({

@@ -189,7 +189,7 @@ export function runRouteScaling(o: RouteScalingOptions = {}): ScalingResults['ro
   const sampleMs = o.sampleMs ?? 5;
   const points: RouteScalingPoint[] = [];
   for (const mode of o.modes ?? (['udp', 'vxlan'] as const)) {
-    const core = new Core({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, localAddr: ip(172, 16, 0, 0), vni: 1, mac: OWN_MAC });
+    const core = new Core({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, subnet: { ip: ip(172, 16, 0, 0), prefixLen: 24 }, vni: 1, mac: OWN_MAC });
     let have = 0;
     for (const n of sizes) {
       // Tables grow in place: routes 0..n-1 (each a /24 via its own peer).

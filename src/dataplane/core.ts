@@ -53,11 +53,9 @@ export interface CoreOptions {
   port: number;
   /** Largest inner IPv4 packet the tunnel carries (the TUN MTU). */
   mtu: number;
-  /** Own subnet's network address, as a host-order number: source of ICMP errors. */
-  localAddr: number;
-  /** Own subnet's prefix length: ingress delivers only inside localAddr/subnetLen. Default 24
-   * (flannel's default SubnetLen); the engines always pass the lease's. */
-  subnetLen?: number;
+  /** Own subnet: its network address is the source of ICMP errors, and ingress delivers only
+   * inside it. */
+  subnet: IPv4Net;
   /** The cluster network: ICMP errors go only to sources inside it. Default: anywhere (tests
    * and benches); the engines always pass flannel's Network. */
   network?: IPv4Net;
@@ -126,12 +124,12 @@ export class Core {
     }
     const [hi, lo] = macWords(opts.mac ?? new Uint8Array(6));
     const seed = opts.seed ?? (Math.random() * 0x100000000) >>> 0;
-    const subnetLen = opts.subnetLen ?? 24;
+    const { subnet } = opts;
     const network = opts.network ?? { ip: 0, prefixLen: 0 };
-    for (const len of [subnetLen, network.prefixLen]) {
+    for (const len of [subnet.prefixLen, network.prefixLen]) {
       if (!Number.isInteger(len) || len < 0 || len > 32) throw new Error(`linen: bad prefix length ${len}`);
     }
-    this.exports.configure(opts.port, opts.mtu, opts.localAddr >>> 0, subnetLen, network.ip >>> 0, network.prefixLen,
+    this.exports.configure(opts.port, opts.mtu, subnet.ip >>> 0, subnet.prefixLen, network.ip >>> 0, network.prefixLen,
       opts.vni ?? 1, hi, lo, seed);
     this.view = new DataView(this.memory.buffer);
   }

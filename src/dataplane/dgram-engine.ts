@@ -29,7 +29,7 @@ export class DgramEngine implements Engine {
   constructor(private readonly opts: EngineOptions, private readonly source: RouteSource) {
     this.io = loadNative();
     this.core = new Core({
-      mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr, subnetLen: opts.subnetLen,
+      mode: opts.mode, port: opts.port, mtu: opts.mtu, subnet: opts.subnet,
       network: opts.network, vni: opts.vni, mac: opts.mac,
     });
     checkAddonLayout(this.io.layout, this.core.layout);

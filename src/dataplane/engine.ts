@@ -15,10 +15,9 @@ export interface EngineOptions {
   port: number;
   /** Largest inner packet (the TUN MTU). */
   mtu: number;
-  /** Own subnet's network address (host-order): the TUN address and ICMP source. */
-  localAddr: number;
-  /** Own subnet's prefix length: ingress delivers only inside the own subnet. */
-  subnetLen: number;
+  /** Own subnet: its network address is the TUN address and ICMP source; ingress delivers
+   * only inside it. */
+  subnet: IPv4Net;
   /** flannel's Network: ICMP errors go only to sources inside it. */
   network: IPv4Net;
   vni: number;

@@ -62,7 +62,7 @@ export class NativeEngine implements Engine {
   constructor(private readonly opts: EngineOptions, private readonly source: RouteSource, private readonly events: EngineEvents = {}) {
     this.io = loadNative();
     // The layout comes from the wasm module itself; a throwaway instance reads it.
-    const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr }).layout;
+    const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, subnet: opts.subnet }).layout;
     checkAddonLayout(this.io.layout, L);
     this.layout = statsLayout(L);
     this.routeCapacity = L.MAX_ROUTES;

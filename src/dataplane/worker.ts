@@ -123,7 +123,7 @@ function open(native: NativeIO, data: WorkerData): Opened {
     const features = tun.features;
     const core = new Core({
       mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
-      localAddr: opts.localAddr, subnetLen: opts.subnetLen, network: opts.network, vni: opts.vni, mac: Uint8Array.from(opts.mac),
+      subnet: opts.subnet, network: opts.network, vni: opts.vni, mac: Uint8Array.from(opts.mac),
     });
     const wantGro = opts.offload !== 'off';
     const sock = native.udpOpen({

@@ -7,7 +7,7 @@ import { Core } from '../../src/dataplane/core.js';
 const ip = (s: string): number => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
 
 t.test('init after routes were set: no route is left, and routes can be set again', (t) => {
-  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip('10.5.1.0') });
+  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip('10.5.1.0'), prefixLen: 24 } });
   for (let i = 2; i < 200; i++) core.setRoute({ subnet: { ip: ip(`10.5.${i}.0`), prefixLen: 24 }, publicIP: ip(`192.168.7.${i}`) });
   t.equal(core.routeCount, 198);
   t.equal(core.exports.init(0, 0), 0, 'init succeeds');
@@ -22,7 +22,7 @@ t.test('init after routes were set: no route is left, and routes can be set agai
 });
 
 t.test('init after every route was removed: the table is still clear', (t) => {
-  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip('10.5.1.0') });
+  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip('10.5.1.0'), prefixLen: 24 } });
   for (let i = 2; i < 200; i++) core.setRoute({ subnet: { ip: ip(`10.5.${i}.0`), prefixLen: 24 }, publicIP: ip(`192.168.7.${i}`) });
   for (let i = 2; i < 200; i++) core.removeRoute({ ip: ip(`10.5.${i}.0`), prefixLen: 24 });
   t.equal(core.routeCount, 0);

@@ -12,13 +12,13 @@ const PEER2_MAC = mac('8e:11:22:33:44:55');
 const LOCAL = '10.5.72.0';
 
 function udpCore(): Harness {
-  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL) });
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4(LOCAL), prefixLen: 24 } });
   h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20') });
   h.core.setRoute({ subnet: { ip: ip4('10.5.34.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.21') });
   return h;
 }
 function vxlanCore(vnetHdr = false): Harness {
-  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 1, mac: OWN_MAC, vnetHdr });
+  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, subnet: { ip: ip4(LOCAL), prefixLen: 24 }, vni: 1, mac: OWN_MAC, vnetHdr });
   h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
   h.core.setRoute({ subnet: { ip: ip4('10.5.34.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.21'), mac: PEER2_MAC });
   return h;
@@ -96,7 +96,7 @@ t.test('VXLAN egress frames exactly as the kernel: flags 0x08, VNI, inner Ethern
 });
 
 t.test('VXLAN with a large VNI', async (t) => {
-  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 0xabcdef, mac: OWN_MAC });
+  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, subnet: { ip: ip4(LOCAL), prefixLen: 24 }, vni: 0xabcdef, mac: OWN_MAC });
   h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
   const { sends } = h.egress([buildUdp('10.5.72.5', '10.5.33.7', 1, 2, bytes(4))]);
   t.same(sends[0].bytes.subarray(0, 8), vxlanHeader(0xabcdef));
@@ -122,7 +122,7 @@ t.test('longest prefix wins; add, replace and remove at run time', async (t) => 
 });
 
 t.test('65,536 routes: every one found, removals exact, table stays consistent', async (t) => {
-  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL) });
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4(LOCAL), prefixLen: 24 } });
   const e = h.core.exports;
   const N = 65536;
   for (let i = 0; i < N; i++) h.core.setRoute({ subnet: { ip: (0x0a000000 + i * 256) >>> 0, prefixLen: 24 }, publicIP: (0xc0a80000 + i) >>> 0 });
@@ -356,7 +356,7 @@ t.test('VXLAN mode leaves the TTL alone, as the kernel does, but never forwards 
 
 t.test("ingress completes a peer's partial (offload) TCP and UDP checksums", async (t) => {
   for (const vnetHdr of [false, true]) {
-    const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 1, mac: OWN_MAC, vnetHdr });
+    const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, subnet: { ip: ip4(LOCAL), prefixLen: 24 }, vni: 1, mac: OWN_MAC, vnetHdr });
     h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
     const partial = (p: Uint8Array, at: number): Uint8Array => {
       // What a sending kernel leaves for the NIC: the folded pseudo-header sum.
@@ -395,7 +395,7 @@ t.test('ingress delivers only to the own subnet: anything else a peer sends is f
     for (const dst of ['10.5.72.0', '10.5.72.5', '10.5.72.255']) t.equal(from(dst), 1, `${h.core.mode}: to ${dst} (own /24) delivered`);
     t.equal(h.counter('ingress', 'forwarded'), 3);
   }
-  const wide = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4('10.6.0.0'), subnetLen: 20 });
+  const wide = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4('10.6.0.0'), prefixLen: 20 } });
   wide.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20') });
   const to = (dst: string) => wide.ingress([{ data: buildUdp('10.5.33.7', dst, 1, 2, bytes(20)), from: '192.168.1.20' }]).tun.length;
   t.equal(to('10.6.15.200'), 1, 'a /20 subnet: its last block delivered');
@@ -428,7 +428,7 @@ t.test('ICMP errors are rate limited per source: one pod cannot starve the other
 });
 
 t.test('ICMP errors go only to sources in the own subnet or the cluster network', async (t) => {
-  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL), network: { ip: ip4('10.5.0.0'), prefixLen: 16 } });
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4(LOCAL), prefixLen: 24 }, network: { ip: ip4('10.5.0.0'), prefixLen: 16 } });
   h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20') });
   const unreachable = (src: string) => h.egress([buildUdp(src, '10.99.0.1', 1, 2, bytes(8))]).tun.length;
   t.equal(unreachable('10.5.72.5'), 1, 'own pod: net unreachable');

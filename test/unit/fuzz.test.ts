@@ -163,7 +163,7 @@ function runConfig(t: Test, name: string, opts: CoreOptions, packets: number): v
 
 t.test('fuzz', async (t) => {
   const share = Math.ceil(TOTAL / 4);
-  const base = { localAddr: ip4('10.5.72.0'), mac: OWN_MAC, vni: 1 };
+  const base = { subnet: { ip: ip4('10.5.72.0'), prefixLen: 24 }, mac: OWN_MAC, vni: 1 };
   runConfig(t, 'udp', { ...base, mode: 'udp', port: 8285, mtu: 1472 }, share);
   runConfig(t, 'vxlan', { ...base, mode: 'vxlan', port: 8472, mtu: 1450 }, share);
   runConfig(t, 'udp+vnet', { ...base, mode: 'udp', port: 8285, mtu: 1472, vnetHdr: true }, share);

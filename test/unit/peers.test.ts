@@ -296,11 +296,11 @@ t.test('static peers: installed as given, through the same map', async (t) => {
 
 t.test("the engine's route capacity is the core's: it holds exactly that many routes and refuses one more", async (t) => {
   const opts = {
-    mode: 'udp', device: 'unused', bindAddr: '127.0.0.1', port: 8285, mtu: 1472, localAddr: ip('10.5.1.0'), subnetLen: 24,
+    mode: 'udp', device: 'unused', bindAddr: '127.0.0.1', port: 8285, mtu: 1472, subnet: { ip: ip('10.5.1.0'), prefixLen: 24 },
     network: { ip: ip('10.5.0.0'), prefixLen: 16 }, vni: 1, mac: new Uint8Array(6), queues: 1, offload: 'off',
   } as const;
   const engine = new DgramEngine(opts, { routes: () => [] });
-  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip('10.5.1.0') });
+  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip('10.5.1.0'), prefixLen: 24 } });
   t.equal(engine.routeCapacity, core.layout.MAX_ROUTES, `the dgram engine's capacity is the core's MAX_ROUTES (${core.layout.MAX_ROUTES})`);
   t.equal(new NativeEngine(opts, { routes: () => [] }).routeCapacity, core.layout.MAX_ROUTES, "so is the native engine's (nothing started)");
   // /30s from 10.0.0.0 up: distinct networks, enough of them.

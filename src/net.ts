@@ -5,7 +5,8 @@
 // no leading zeros (Go >= 1.17), CIDRs with the host bits masked off (net.ParseCIDR), and
 // MACs in the three notations net.ParseMAC accepts (only the 6-byte form here).
 
-/** An IPv4 network: `ip` is the (masked) network address, host order. */
+/** An IPv4 network, the one subnet type: `ip` is the network address, host order (masked by
+ * parseCIDR and makeNet; a lease key's address is kept as written, host bits and all). */
 export interface IPv4Net {
   readonly ip: number;
   readonly prefixLen: number;

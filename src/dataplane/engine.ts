@@ -1,7 +1,7 @@
 // The data plane as the rest of the shell sees it: start it on a TUN device, keep its routes in
 // step with the peers, read its counters, stop it. Two engines implement it: the native one
 // (batched, zero-copy, one worker thread per queue) and the dgram baseline (one packet per call).
-import type { CounterSnapshot, Mode } from './core.js';
+import type { CounterSnapshot, Mode, PeerCounters } from './core.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
 
@@ -55,12 +55,8 @@ export const IO_STATS = [
 export type IoStat = (typeof IO_STATS)[number];
 
 /** One peer route's traffic: egress (tx) towards the peer, ingress (rx) from it. */
-export interface PeerTraffic {
+export interface PeerTraffic extends PeerCounters {
   subnet: IPv4Net;
-  txPackets: bigint;
-  txBytes: bigint;
-  rxPackets: bigint;
-  rxBytes: bigint;
 }
 
 export interface EngineStats {

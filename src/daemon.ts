@@ -105,7 +105,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? [])];
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
-  peers = new PeerSet({ backend, config: setup.config, own: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
+  peers = new PeerSet({ backend, config: setup.config, ownSubnet: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
   try {
     engine = await dataplaneFor(o, node, peers, ready, log);
     kernel?.start();
@@ -180,7 +180,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
     const node: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
+    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
     engine = await dataplaneFor(o, node, peerSet, ready, log);
     kernel?.start();
     rules = await installTrafficRules(o, config.network, own, previous, log);

@@ -56,7 +56,7 @@ export interface PeerSetOptions {
   kernel?: DirectRoutes;
   config: Pick<NetworkConfig, 'network' | 'subnetLen'>;
   /** This node's subnet: no peer route may overlap it. */
-  own: IPv4Net;
+  ownSubnet: IPv4Net;
   /** This node's PublicIP: no peer may use it (null: not checked). */
   self: number | null;
   log: Logger;
@@ -231,8 +231,8 @@ export class PeerSet implements RouteSource {
     if (!netContains(network, p.subnet.ip) || p.subnet.prefixLen < network.prefixLen) {
       return { reason: 'outside_network', why: `${formatCIDR(p.subnet)} is outside the network ${formatCIDR(network)}` };
     }
-    if (netOverlaps(p.subnet, this.o.own)) {
-      return { reason: 'own_subnet', why: `${formatCIDR(p.subnet)} overlaps this node's subnet ${formatCIDR(this.o.own)}` };
+    if (netOverlaps(p.subnet, this.o.ownSubnet)) {
+      return { reason: 'own_subnet', why: `${formatCIDR(p.subnet)} overlaps this node's subnet ${formatCIDR(this.o.ownSubnet)}` };
     }
     const q = this.overlapped(p, all);
     if (q) {

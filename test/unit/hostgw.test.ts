@@ -79,7 +79,7 @@ function setup(backendJson: Record<string, unknown>, capacity?: number) {
   const { log, lines } = memoryLogger(0);
   const kernel = new KernelRoutes({ dev: 'eth0', log, ip: fake.run });
   const backend = createBackend(config.backend);
-  const peers = new PeerSet({ backend, config, own: parseCIDR('10.5.1.0/24')!, self: ip('192.168.7.1'), log, kernel });
+  const peers = new PeerSet({ backend, config, ownSubnet: parseCIDR('10.5.1.0/24')!, self: ip('192.168.7.1'), log, kernel });
   const engine = backend.mode === null ? null : new FakeEngine(capacity);
   if (engine) peers.attach(engine);
   const all = new Map<NetKey, Peer>();

@@ -52,7 +52,7 @@ function setup(o: { backend?: 'udp' | 'vxlan'; capacity?: number; slots?: number
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: { Type: o.backend ?? 'udp' } }));
   const engine = new FakeEngine(o.capacity, o.slots);
   const { log, lines } = memoryLogger(0);
-  const peers = new PeerSet({ backend: createBackend(config.backend), config, own: parseCIDR(OWN)!, self: ip(SELF), log });
+  const peers = new PeerSet({ backend: createBackend(config.backend), config, ownSubnet: parseCIDR(OWN)!, self: ip(SELF), log });
   peers.attach(engine);
   // What the watcher would hold: every lease, keyed by its subnet key.
   const all = new Map<NetKey, Peer>();
@@ -249,7 +249,7 @@ t.test("a snapshot larger than the core's table (a /8 network of /30 leases): ca
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 30, Backend: { Type: 'udp' } }));
   const engine = new FakeEngine();
   const { log, lines } = memoryLogger(0);
-  const peers = new PeerSet({ backend: createBackend(config.backend), config, own: { ip: ip('10.0.0.0'), prefixLen: 30 }, self: null, log });
+  const peers = new PeerSet({ backend: createBackend(config.backend), config, ownSubnet: { ip: ip('10.0.0.0'), prefixLen: 30 }, self: null, log });
   peers.attach(engine);
   const N = engine.routeCapacity + 1000;
   const all = new Map<NetKey, Peer>();

@@ -10,7 +10,7 @@ import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, HEALTH_PORT, type Cluster } from '../lab/cluster.js';
 import { ETCD } from '../lab/etcd.js';
-import { etcdLeases } from '../lab/leases.js';
+import { etcdLeases, leaseKey } from '../lab/leases.js';
 import { Metrics } from '../lab/metrics.js';
 import { iperfTcp, reachable, runBounded } from '../lab/traffic.js';
 import { ownSignals } from '../lab/netns.js';
@@ -129,7 +129,7 @@ async function main(): Promise<number> {
     for (const n of c.nodes) {
       const env = n.subnetEnv() ?? {};
       const net = (env['FLANNEL_SUBNET'] ?? '?').replace(/\.1\//, '.0/');
-      const value = leases.get(`${ETCD_PREFIX}/subnets/${net.replace('/', '-')}`) ?? '';
+      const value = env['FLANNEL_SUBNET'] === undefined ? '' : leases.get(leaseKey(net)) ?? '';
       const mac = /"VtepMAC":"([^"]+)"/.exec(value)?.[1] ?? '';
       rows.push([`host${n.index + 1}`, n.host.underlayIP, net, backend === 'vxlan' ? mac : env['FLANNEL_MTU'] ?? '', pods.filter((p) => p.host === n.index).map((p) => p.ip).join(' ')]);
     }

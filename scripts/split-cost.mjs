@@ -6,8 +6,8 @@
 import { Core } from '../dist/src/dataplane/core.js';
 const ip = (a, b, c, d) => ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
 for (const mode of ['udp', 'vxlan']) {
-  const core = new Core({ mode, vnetHdr: true, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, localAddr: ip(10, 5, 72, 0), vni: 1, mac: Uint8Array.from([10, 88, 10, 5, 72, 0]) });
-  core.setRoute(ip(10, 5, 7, 0), 24, ip(192, 168, 0, 7), Uint8Array.from([1, 2, 3, 4, 5, 6]));
+  const core = new Core({ mode, vnetHdr: true, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, subnet: { ip: ip(10, 5, 72, 0), prefixLen: 24 }, vni: 1, mac: Uint8Array.from([10, 88, 10, 5, 72, 0]) });
+  core.setRoute({ subnet: { ip: ip(10, 5, 7, 0), prefixLen: 24 }, publicIP: ip(192, 168, 0, 7), mac: Uint8Array.from([1, 2, 3, 4, 5, 6]) });
   const L = core.layout, dv = new DataView(core.memory.buffer);
   const d = L.EG_IN_DESC, off = dv.getUint32(d, true);
   const total = 64000, mss = 1398;

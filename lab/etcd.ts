@@ -45,6 +45,8 @@ export interface EtcdServer {
   readonly endpoints: string[];
   readonly clientPort: number;
   readonly running: boolean;
+  /** PID of the etcd process while it runs (its CPU and memory, from /proc), else null. */
+  readonly pid: number | null;
   start(): Promise<void>;
   /** SIGTERM, data kept. */
   stop(): Promise<void>;
@@ -176,6 +178,7 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
     endpoints: [clientURL],
     clientPort,
     get running() { return proc !== null; },
+    get pid() { return proc?.pid ?? null; },
     async start() {
       if (proc !== null) return;
       spawnEtcd();

@@ -1,4 +1,4 @@
-// npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--timeout S] [--out DIR]
+// npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--leases L] [--timeout S] [--out DIR]
 //
 // The control plane at scale: N hosts of the lab cluster (lab/cluster.ts: a namespace per host
 // and per pod, one underlay bridge, etcd in the bridge namespace) start linend all at once
@@ -15,6 +15,10 @@
 //              lease is revoked (what expiry does: the key goes); time until every other node
 //              dropped its route (each node's "Peer … removed" line), checked on /metrics.
 // Then everything is removed, also on Ctrl-C (lab/netns.ts teardownOnSignal).
+// With --leases L, then the control plane alone at L leases (the etcd-scale reliability test's
+// scenario, figures only): two hosts in 10.0.0.0/8; host 1 runs, L fake vxlan leases are
+// written, time until host 1 routes them all; host 2 starts: time until ready and until it
+// routes them all; RSS of both and of etcd.
 //
 // Results: <out>/<timestamp>-scale.json and <out>/latest-scale.json, and a table on the terminal.
 // Exit status: 0 when every check held, 1 when one failed (the results are still written), 2 on
@@ -25,8 +29,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../lab/cluster.js';
-import { ETCD } from '../lab/etcd.js';
-import { etcdLeases, keyLease } from '../lab/leases.js';
+import { ETCD, putMany } from '../lab/etcd.js';
+import { etcdLeases, keyLease, WIDE_NETWORK, wideFakeLeases } from '../lab/leases.js';
 import { leaseRaces, peerRemovedAt, routedCountAt } from '../lab/linend-log.js';
 import { metrics } from '../lab/metrics.js';
 import { leftovers, sh, teardownOnSignal } from '../lab/netns.js';
@@ -39,7 +43,7 @@ import { writeFileAtomic } from '../src/subnetenv.js';
 import { fmtNum } from './report.js';
 import { machineFacts, type MachineFacts } from './suite.js';
 
-const USAGE = 'usage: npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--timeout S] [--out DIR]';
+const USAGE = 'usage: npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--leases L] [--timeout S] [--out DIR]';
 
 /** What one linend needs, with room (about 75 MB RSS each today), checked against MemAvailable before anything starts. */
 const MIB_PER_NODE = 120;
@@ -78,6 +82,21 @@ export const SCALE_FIGURES = [
 
 export type ScaleFigureKey = (typeof SCALE_FIGURES)[number]['key'];
 
+/** The control plane at --leases L: the JSON's `controlPlane` and the table's second part. */
+export const LEASE_FIGURES = [
+  { key: 'leases', label: 'fake leases written to etcd', unit: '', digits: 0 },
+  { key: 'listingMB', label: 'their keys and values', unit: 'MB', digits: 1 },
+  { key: 'writeSec', label: 'write (transactions of 128 puts, 8 at once)', unit: 's', digits: 2 },
+  { key: 'followSec', label: 'a running node routes them all, after the write', unit: 's', digits: 2 },
+  { key: 'joinReadySec', label: 'a new node: start to ready', unit: 's', digits: 2 },
+  { key: 'joinRoutedSec', label: 'a new node: start to routing them all', unit: 's', digits: 2 },
+  { key: 'rssJoinerMiB', label: 'RSS of the new node', unit: 'MiB', digits: 0 },
+  { key: 'rssRunningMiB', label: 'RSS of the running node', unit: 'MiB', digits: 0 },
+  { key: 'etcdRssMiB', label: 'etcd RSS', unit: 'MiB', digits: 0 },
+] as const;
+
+export type LeaseFigureKey = (typeof LEASE_FIGURES)[number]['key'];
+
 export interface ScaleNodeRecord {
   host: number;
   subnet: string | null;
@@ -97,9 +116,11 @@ export interface ScaleResults {
   durationSec: number;
   argv: string[];
   machine: MachineFacts;
-  settings: { hosts: number; backend: string; engine: 'native'; sample: number; timeoutSec: number; etcd: string; topology: string };
+  settings: { hosts: number; backend: string; engine: 'native'; sample: number; leases: number; timeoutSec: number; etcd: string; topology: string };
   /** Every SCALE_FIGURES key; null where that step failed or did not run. */
   figures: Record<ScaleFigureKey, number | null>;
+  /** With --leases: every LEASE_FIGURES key (null where that step failed); else null. */
+  controlPlane: Record<LeaseFigureKey, number | null> | null;
   nodes: ScaleNodeRecord[];
   leave: { host: number; subnet: string } | null;
   /** Reachability pairs that did not answer (twice), "from>to" host numbers. */
@@ -149,10 +170,15 @@ async function peerCounts(nodes: ClusterNode[]): Promise<number[]> {
 }
 
 export function scaleTable(r: ScaleResults): string[] {
-  const w = Math.max(...SCALE_FIGURES.map((f) => f.label.length)) + 2;
+  const w = Math.max(...[...SCALE_FIGURES, ...LEASE_FIGURES].map((f) => f.label.length)) + 2;
+  const row = (f: { label: string; unit: string; digits: number }, v: number | null): string =>
+    `  ${f.label.padEnd(w)}${fmtNum(v, f.digits).padStart(10)} ${f.unit}`.trimEnd();
   const lines = [`scale run: ${r.settings.hosts} hosts, linen ${r.settings.backend} (${r.settings.engine} engine), ${r.settings.etcd}`];
-  for (const f of SCALE_FIGURES) {
-    lines.push(`  ${f.label.padEnd(w)}${fmtNum(r.figures[f.key], f.digits).padStart(10)} ${f.unit}`.trimEnd());
+  for (const f of SCALE_FIGURES) lines.push(row(f, r.figures[f.key]));
+  const cp = r.controlPlane;
+  if (cp) {
+    lines.push(`control plane at ${r.settings.leases} leases (2 hosts, linen vxlan, 10.0.0.0/8):`);
+    for (const f of LEASE_FIGURES) lines.push(row(f, cp[f.key]));
   }
   for (const e of r.errors) lines.push(`  FAILED: ${e.split('\n')[0]!.slice(0, 200)}`);
   return lines;
@@ -164,7 +190,7 @@ export async function runScale(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv, allowPositionals: false, strict: true,
       options: {
-        hosts: { type: 'string' }, backend: { type: 'string' }, sample: { type: 'string' }, timeout: { type: 'string' },
+        hosts: { type: 'string' }, backend: { type: 'string' }, sample: { type: 'string' }, leases: { type: 'string' }, timeout: { type: 'string' },
         out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     });
@@ -180,6 +206,7 @@ export async function runScale(argv: string[]): Promise<number> {
   const backend = values.backend ?? 'vxlan';
   if (backend !== 'vxlan' && backend !== 'udp' && backend !== 'host-gw') fail(`--backend must be vxlan, udp or host-gw, not "${backend}"`);
   const sample = intOption('sample', values.sample, 3, 1, 249);
+  const leaseCount = intOption('leases', values.leases, 0, 0, 65_000);
   const timeoutSec = intOption('timeout', values.timeout, Math.max(120, hosts * 3), 10, 3600);
   const outDir = values.out ?? join(repoRoot(), 'bench', 'results');
   if (process.getuid?.() !== 0) fail('needs root (network namespaces)');
@@ -201,8 +228,8 @@ export async function runScale(argv: string[]): Promise<number> {
   const r: ScaleResults = {
     schema: 1, kind: 'scale', startedAt: new Date(t0).toISOString(), finishedAt: '', durationSec: 0, argv: ['scale', ...argv],
     machine: machineFacts(),
-    settings: { hosts, backend, engine: 'native', sample, timeoutSec, etcd: sh(ETCD, ['--version']).split('\n')[0] ?? 'etcd', topology: '' },
-    figures, nodes: [], leave: null, unreachable: [], leftovers: null, errors: [],
+    settings: { hosts, backend, engine: 'native', sample, leases: leaseCount, timeoutSec, etcd: sh(ETCD, ['--version']).split('\n')[0] ?? 'etcd', topology: '' },
+    figures, controlPlane: null, nodes: [], leave: null, unreachable: [], leftovers: null, errors: [],
     notes: [
       'Every linend, etcd and the pings share this machine\'s cores: the join time is mostly start-up CPU (N Node processes at once).',
       'Join and leave times come from each linend\'s own log lines (klog, microseconds, the machine clock): "Peer … via" once its ' +
@@ -355,6 +382,26 @@ export async function runScale(argv: string[]): Promise<number> {
     r.leftovers = leftovers(id);
     if (r.leftovers.namespaces.length + r.leftovers.links.length) r.errors.push(`left after teardown: ${JSON.stringify(r.leftovers)}`);
   }
+  if (leaseCount > 0) {
+    const cp = Object.fromEntries(LEASE_FIGURES.map((f) => [f.key, null])) as Record<LeaseFigureKey, number | null>;
+    r.controlPlane = cp;
+    try {
+      log(`control plane: ${leaseCount} leases, 2 hosts`);
+      const c = await buildCluster({ hosts: 2, backend: 'vxlan', start: false, config: { ...WIDE_NETWORK, Backend: { Type: 'vxlan' } } });
+      cluster = c;
+      await leaseScale(c, leaseCount, cp, log, check);
+    } catch (e) {
+      if (signals.interrupted) return new Promise<number>(() => undefined);
+      r.errors.push(`control plane: ${(e as Error).message}`);
+      log(`control plane FAILED: ${(e as Error).message.split('\n')[0]}`);
+    }
+    const id2 = cluster?.topo.id;
+    await teardown();
+    if (id2) {
+      const left = leftovers(id2);
+      if (left.namespaces.length + left.links.length) r.errors.push(`left after the control-plane teardown: ${JSON.stringify(left)}`);
+    }
+  }
   r.finishedAt = new Date().toISOString();
   r.durationSec = (Date.now() - t0) / 1000;
 
@@ -370,4 +417,37 @@ export async function runScale(argv: string[]): Promise<number> {
   console.log(`         ${join(outDir, 'latest-scale.json')}`);
   console.log(`total time: ${r.durationSec.toFixed(0)} s`);
   return r.errors.length ? 1 : 0;
+}
+
+/** The control plane at `count` leases on a 2-host cluster in WIDE_NETWORK (see the top of this file). */
+async function leaseScale(c: Cluster, count: number, cp: Record<LeaseFigureKey, number | null>, log: (l: string) => void, check: () => void): Promise<void> {
+  const [a, b] = c.nodes as [ClusterNode, ClusterNode];
+  await a.start();
+  const fakes = wideFakeLeases(count, ownSubnet(a) ?? undefined);
+  const peersOf = async (n: ClusterNode): Promise<number> => (await metrics(n).catch(() => null))?.get('linen_peers') ?? NaN;
+  cp.leases = fakes.length;
+  cp.listingMB = fakes.reduce((s, f) => s + f.key.length + f.value.length, 0) / 1e6;
+  const w0 = Date.now();
+  putMany(c.topo.bridgeNs!, [c.etcdEndpoint], fakes.map((f) => [f.key, f.value]));
+  const w1 = Date.now();
+  cp.writeSec = (w1 - w0) / 1000;
+  check();
+  if (await waitFor(async () => (await peersOf(a)) === fakes.length, 120_000, 250) < 0) throw new Error(`host 1 does not route ${fakes.length} peers after 120 s`);
+  cp.followSec = (Date.now() - w1) / 1000;
+  check();
+  const j0 = Date.now();
+  await b.start({ wait: false });
+  const ready = await waitFor(async () => {
+    if (!b.alive()) throw new Error(`the joining node exited:\n${b.log().slice(-2000)}`);
+    return (await b.http('/readyz').catch(() => ({ status: 0 }))).status === 200;
+  }, 120_000, 100);
+  if (ready < 0) throw new Error('the joining node is not ready after 120 s');
+  cp.joinReadySec = (Date.now() - j0) / 1000;
+  if (await waitFor(async () => (await peersOf(b)) === fakes.length + 1, 120_000, 250) < 0) throw new Error(`host 2 does not route ${fakes.length + 1} peers after 120 s`);
+  cp.joinRoutedSec = (Date.now() - j0) / 1000;
+  cp.rssJoinerMiB = mib(rssKiB(b.process!.pid!));
+  cp.rssRunningMiB = mib(rssKiB(a.process!.pid!));
+  cp.etcdRssMiB = mib(rssKiB(c.etcd.pid!));
+  log(`control plane: ${fakes.length} leases written in ${cp.writeSec.toFixed(1)} s, followed in ${cp.followSec.toFixed(1)} s; ` +
+    `a new node ready in ${cp.joinReadySec.toFixed(1)} s, routing them all in ${cp.joinRoutedSec.toFixed(1)} s (RSS ${cp.rssJoinerMiB.toFixed(0)} MiB)`);
 }

@@ -1,5 +1,6 @@
-// `npm run bench -- scale --hosts 5`: the scale run as a child process, into a temporary results
-// directory. Checks that latest-scale.json has a finite number for every figure (and that the
+// `npm run bench -- scale --hosts 5 --leases 500`: the scale run as a child process, into a
+// temporary results directory. Checks that latest-scale.json has a finite number for every figure
+// (the control plane's at 500 leases too) and that the
 // checks inside held: every node routes every other, every sampled pair answers, every node
 // dropped the leaving node), the terminal table, and that nothing of the run is left; then a
 // second run is interrupted with SIGINT during the join and must remove everything too.
@@ -11,10 +12,11 @@ import { join } from 'node:path';
 import t from 'tap';
 
 import { leftovers } from '../../lab/netns.js';
-import { SCALE_FIGURES, type ScaleResults } from '../../bench/scale.js';
+import { LEASE_FIGURES, SCALE_FIGURES, type ScaleResults } from '../../bench/scale.js';
 import { repoRoot } from '../../src/paths.js';
 
 const HOSTS = 5;
+const LEASES = 500;
 const LIMIT_MS = 180_000;
 const runJs = join(repoRoot(), 'dist', 'bench', 'run.js');
 
@@ -60,16 +62,16 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : !existsSync('/usr/bin/etc
 if (skip) {
   t.plan(0, skip);
 } else {
-  t.test(`bench scale --hosts ${HOSTS}: a number for every figure, and nothing left`, { timeout: LIMIT_MS + 60_000 }, async (t) => {
+  t.test(`bench scale --hosts ${HOSTS} --leases ${LEASES}: a number for every figure, and nothing left`, { timeout: LIMIT_MS + 60_000 }, async (t) => {
     const out = mkdtempSync(join(tmpdir(), 'linen-bench-scale-'));
     t.teardown(() => rmSync(out, { recursive: true, force: true }));
-    const b = startScale(['--hosts', String(HOSTS), '--out', out]);
+    const b = startScale(['--hosts', String(HOSTS), '--leases', String(LEASES), '--out', out]);
     const code = await b.exited;
     if (code !== 0) t.comment(b.output());
     t.equal(code, 0, 'exits 0 (every check of the run held)');
     t.match(b.output(), /every node routes every other [\d.]+ s after the start/, 'join progress line');
     t.match(b.output(), /scale run: 5 hosts, linen vxlan \(native engine\), etcd Version: /, 'table heading');
-    for (const f of SCALE_FIGURES) {
+    for (const f of [...SCALE_FIGURES, ...LEASE_FIGURES]) {
       const row = `^  ${f.label.replace(/[()]/g, '\\$&')}\\s+[\\d.]+[kM]?${f.unit ? ` ${f.unit}` : ''}$`;
       t.match(b.output(), new RegExp(row, 'm'), `table row: ${f.label}`);
     }
@@ -84,6 +86,11 @@ if (skip) {
       const v = r.figures[f.key];
       t.ok(typeof v === 'number' && Number.isFinite(v), `${f.key}: a number (${v} ${f.unit})`);
     }
+    for (const f of LEASE_FIGURES) {
+      const v = r.controlPlane?.[f.key];
+      t.ok(typeof v === 'number' && Number.isFinite(v), `controlPlane.${f.key}: a number (${v} ${f.unit})`);
+    }
+    t.ok(r.controlPlane?.leases === LEASES || r.controlPlane?.leases === LEASES - 1, 'the leases asked for (less the running node\'s own subnet)');
     const fig = r.figures;
     t.equal(fig.hosts, HOSTS);
     t.equal(fig.nodesRoutingAll, HOSTS, 'every node reports hosts-1 peers');

@@ -26,6 +26,7 @@
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../lab/cluster.js';
@@ -50,6 +51,8 @@ const MIB_PER_NODE = 120;
 /** Hosts' metrics scraped at once (each scrape is an `ip netns exec … curl`). */
 const SCRAPE_WIDTH = 4;
 const PING_WIDTH = 8;
+/** The window over which CPU at rest is measured after the join. */
+const IDLE_WINDOW_MS = 10_000;
 
 /** Every figure of a scale run: the JSON's `figures` and the terminal table, in this order. */
 export const SCALE_FIGURES = [
@@ -72,6 +75,8 @@ export const SCALE_FIGURES = [
   { key: 'linendRssMaxMiB', label: 'linend RSS per node, max', unit: 'MiB', digits: 1 },
   { key: 'linendCpuSecJoin', label: 'linend CPU over the join, all nodes', unit: 's', digits: 1 },
   { key: 'machineBusySecJoin', label: 'machine CPU busy over the join (all cores)', unit: 's', digits: 1 },
+  { key: 'linendIdleCpuPct', label: 'linend CPU at rest after the join, all nodes', unit: '% of a core', digits: 1 },
+  { key: 'etcdIdleCpuPct', label: 'etcd CPU at rest after the join', unit: '% of a core', digits: 1 },
   { key: 'reachPairs', label: 'reachability: pod pairs pinged (sample)', unit: '', digits: 0 },
   { key: 'reachOk', label: 'reachability: pairs that answered', unit: '', digits: 0 },
   { key: 'leaveRouteDroppedMaxMs', label: 'leave: every other node dropped the route', unit: 'ms', digits: 1 },
@@ -268,6 +273,7 @@ export async function runScale(argv: string[]): Promise<number> {
     const j0 = Date.now();
     await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
     const pids = c.nodes.map((n) => n.process?.pid ?? 0);
+    const linendCpu = (): number => pids.reduce((s, p) => s + processCpuSeconds(p), 0);
     log(`started ${hosts} linend; waiting until each routes the other ${hosts - 1} (at most ${timeoutSec} s)`);
     const routedAt: (number | null)[] = c.nodes.map(() => null);
     let lastReport = Date.now();
@@ -285,7 +291,7 @@ export async function runScale(argv: string[]): Promise<number> {
     }, timeoutSec * 1000, 250);
     const sys1 = systemCpuSeconds();
     figures.etcdCpuSecJoin = processCpuSeconds(etcdPid) - etcdCpu0;
-    figures.linendCpuSecJoin = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
+    figures.linendCpuSecJoin = linendCpu();
     const busy = (x: typeof sys0): number => x.user + x.nice + x.system + x.irq + x.softirq + x.steal;
     figures.machineBusySecJoin = busy(sys1) - busy(sys0);
     const races = c.nodes.map((n) => leaseRaces(n.log()));
@@ -328,6 +334,15 @@ export async function runScale(argv: string[]): Promise<number> {
     figures.linendRssMaxMiB = Math.max(...rss);
     figures.etcdRssMiB = mib(rssKiB(etcdPid));
     log(`linend RSS ${figures.linendRssTotalMiB.toFixed(0)} MiB in all (${figures.linendRssMeanMiB.toFixed(1)} per node); etcd ${figures.etcdRssMiB.toFixed(1)} MiB`);
+
+    // CPU at rest: timers (lease renewal checks, --iptables-resync) and watches, nothing else.
+    const idle0 = { linend: linendCpu(), etcd: processCpuSeconds(etcdPid), at: Date.now() };
+    await sleep(IDLE_WINDOW_MS);
+    const idleSec = (Date.now() - idle0.at) / 1000;
+    figures.linendIdleCpuPct = (100 * (linendCpu() - idle0.linend)) / idleSec;
+    figures.etcdIdleCpuPct = (100 * (processCpuSeconds(etcdPid) - idle0.etcd)) / idleSec;
+    log(`at rest over ${idleSec.toFixed(0)} s: linend ${figures.linendIdleCpuPct.toFixed(1)} % of a core (all nodes), etcd ${figures.etcdIdleCpuPct.toFixed(1)} %`);
+    check();
 
     // Reachability over a fixed sample of pairs; a pair that does not answer is tried once more.
     const pairs = c.nodes.flatMap((n) => reachSample(n.index, hosts, sample).map((to) => [n.index, to] as const));

@@ -277,32 +277,38 @@ export async function runScale(argv: string[]): Promise<number> {
     log(`started ${hosts} linend; waiting until each routes the other ${hosts - 1} (at most ${timeoutSec} s)`);
     const routedAt: (number | null)[] = c.nodes.map(() => null);
     let lastReport = Date.now();
-    const joined = await waitFor(() => {
-      check();
-      for (const n of c.nodes) {
-        if (!n.alive()) throw new Error(`linend on host ${n.index + 1} exited during the join:\n${n.log().slice(-2000)}`);
-        routedAt[n.index] ??= routedCountAt(n.log(), hosts - 1);
-      }
-      if (Date.now() - lastReport > 10_000) {
-        lastReport = Date.now();
-        log(`  ${routedAt.filter((x) => x !== null).length} of ${hosts} nodes route every other`);
-      }
-      return routedAt.every((x) => x !== null);
-    }, timeoutSec * 1000, 250);
-    const sys1 = systemCpuSeconds();
-    figures.etcdCpuSecJoin = processCpuSeconds(etcdPid) - etcdCpu0;
-    figures.linendCpuSecJoin = linendCpu();
-    const busy = (x: typeof sys0): number => x.user + x.nice + x.system + x.irq + x.softirq + x.steal;
-    figures.machineBusySecJoin = busy(sys1) - busy(sys0);
-    const races = c.nodes.map((n) => leaseRaces(n.log()));
-    figures.leaseRacesLost = races.reduce((s, x) => s + x.lost, 0);
-    figures.nodesWithoutLease = races.filter((x) => x.gaveUp).length;
-    const subnets = c.nodes.map(ownSubnet);
-    figures.leaseRacesResolved = races.reduce((s, x, i) => s + (subnets[i] !== null && !x.gaveUp ? x.lost : 0), 0);
-    r.nodes = c.nodes.map((n, i) => ({
-      host: n.index + 1, subnet: subnets[i]!, routedAllSec: routedAt[i] === null ? null : (routedAt[i]! - j0) / 1000,
-      racesLost: races[i]!.lost, rssMiB: null, droppedLeaverMs: null,
-    }));
+    let joined = -1;
+    const subnets = c.nodes.map(() => null as string | null);
+    try {
+      joined = await waitFor(() => {
+        check();
+        for (const n of c.nodes) {
+          if (!n.alive()) throw new Error(`linend on host ${n.index + 1} exited during the join:\n${n.log().slice(-2000)}`);
+          routedAt[n.index] ??= routedCountAt(n.log(), hosts - 1);
+        }
+        if (Date.now() - lastReport > 10_000) {
+          lastReport = Date.now();
+          log(`  ${routedAt.filter((x) => x !== null).length} of ${hosts} nodes route every other`);
+        }
+        return routedAt.every((x) => x !== null);
+      }, timeoutSec * 1000, 250);
+    } finally {
+      // Also when the join failed: what it cost and the races on the way say why.
+      const sys1 = systemCpuSeconds();
+      figures.etcdCpuSecJoin = processCpuSeconds(etcdPid) - etcdCpu0;
+      figures.linendCpuSecJoin = c.nodes.every((n) => n.alive()) ? linendCpu() : null;
+      const busy = (x: typeof sys0): number => x.user + x.nice + x.system + x.irq + x.softirq + x.steal;
+      figures.machineBusySecJoin = busy(sys1) - busy(sys0);
+      const races = c.nodes.map((n) => leaseRaces(n.log()));
+      figures.leaseRacesLost = races.reduce((s, x) => s + x.lost, 0);
+      figures.nodesWithoutLease = races.filter((x) => x.gaveUp).length;
+      c.nodes.forEach((n, i) => { subnets[i] = ownSubnet(n); });
+      figures.leaseRacesResolved = races.reduce((s, x, i) => s + (subnets[i] !== null && !x.gaveUp ? x.lost : 0), 0);
+      r.nodes = c.nodes.map((n, i) => ({
+        host: n.index + 1, subnet: subnets[i] ?? null, routedAllSec: routedAt[i] === null ? null : (routedAt[i]! - j0) / 1000,
+        racesLost: races[i]!.lost, rssMiB: null, droppedLeaverMs: null,
+      }));
+    }
     if (joined < 0) {
       throw new Error(`after ${timeoutSec} s only ${routedAt.filter((x) => x !== null).length} of ${hosts} nodes route every other ` +
         `(hosts still short: ${routedAt.map((x, i) => (x === null ? i + 1 : 0)).filter(Boolean).slice(0, 20).join(' ')})`);

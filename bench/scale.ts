@@ -37,7 +37,7 @@ import { metrics } from '../lab/metrics.js';
 import { leftovers, sh, teardownOnSignal } from '../lab/netns.js';
 import { mapPool } from '../lab/pool.js';
 import { peakRssKiB, rssKiB } from '../lab/proc.js';
-import { percentile, processCpuSeconds, systemCpuSeconds } from '../lab/traffic.js';
+import { percentile, processCpuSeconds, systemCpuSeconds, type SystemCpu } from '../lab/traffic.js';
 import { waitFor } from '../lab/wait.js';
 import { repoRoot } from '../src/paths.js';
 import { writeFileAtomic } from '../src/subnetenv.js';
@@ -77,6 +77,7 @@ export const SCALE_FIGURES = [
   { key: 'machineBusySecJoin', label: 'machine CPU busy over the join (all cores)', unit: 's', digits: 1 },
   { key: 'linendIdleCpuPct', label: 'linend CPU at rest after the join, all nodes', unit: '% of a core', digits: 1 },
   { key: 'etcdIdleCpuPct', label: 'etcd CPU at rest after the join', unit: '% of a core', digits: 1 },
+  { key: 'machineIdleBusyPct', label: 'machine CPU busy at rest (every process)', unit: '% of a core', digits: 1 },
   { key: 'reachPairs', label: 'reachability: pod pairs pinged (sample)', unit: '', digits: 0 },
   { key: 'reachOk', label: 'reachability: pairs that answered', unit: '', digits: 0 },
   { key: 'leaveRouteDroppedMaxMs', label: 'leave: every other node dropped the route', unit: 'ms', digits: 1 },
@@ -153,6 +154,8 @@ function memAvailableMiB(): number {
   return m ? Number(m[1]) / 1024 : Infinity;
 }
 
+/** CPU seconds the whole machine was busy (all cores; not idle, not waiting for I/O). */
+const busy = (x: SystemCpu): number => x.user + x.nice + x.system + x.irq + x.softirq + x.steal;
 const median = (xs: number[]): number => percentile([...xs].sort((a, b) => a - b), 50);
 const mib = (kib: number): number => kib / 1024;
 const ownSubnet = (n: ClusterNode): string | null => n.subnetEnv()?.['FLANNEL_SUBNET']?.replace(/\.\d+\/(\d+)$/, '.0/$1') ?? null;
@@ -297,7 +300,6 @@ export async function runScale(argv: string[]): Promise<number> {
       const sys1 = systemCpuSeconds();
       figures.etcdCpuSecJoin = processCpuSeconds(etcdPid) - etcdCpu0;
       figures.linendCpuSecJoin = c.nodes.every((n) => n.alive()) ? linendCpu() : null;
-      const busy = (x: typeof sys0): number => x.user + x.nice + x.system + x.irq + x.softirq + x.steal;
       figures.machineBusySecJoin = busy(sys1) - busy(sys0);
       const races = c.nodes.map((n) => leaseRaces(n.log()));
       figures.leaseRacesLost = races.reduce((s, x) => s + x.lost, 0);
@@ -342,12 +344,14 @@ export async function runScale(argv: string[]): Promise<number> {
     log(`linend RSS ${figures.linendRssTotalMiB.toFixed(0)} MiB in all (${figures.linendRssMeanMiB.toFixed(1)} per node); etcd ${figures.etcdRssMiB.toFixed(1)} MiB`);
 
     // CPU at rest: timers (lease renewal checks, --iptables-resync) and watches, nothing else.
-    const idle0 = { linend: linendCpu(), etcd: processCpuSeconds(etcdPid), at: Date.now() };
+    const idle0 = { linend: linendCpu(), etcd: processCpuSeconds(etcdPid), machine: busy(systemCpuSeconds()), at: Date.now() };
     await sleep(IDLE_WINDOW_MS);
     const idleSec = (Date.now() - idle0.at) / 1000;
+    figures.machineIdleBusyPct = (100 * (busy(systemCpuSeconds()) - idle0.machine)) / idleSec;
     figures.linendIdleCpuPct = (100 * (linendCpu() - idle0.linend)) / idleSec;
     figures.etcdIdleCpuPct = (100 * (processCpuSeconds(etcdPid) - idle0.etcd)) / idleSec;
-    log(`at rest over ${idleSec.toFixed(0)} s: linend ${figures.linendIdleCpuPct.toFixed(1)} % of a core (all nodes), etcd ${figures.etcdIdleCpuPct.toFixed(1)} %`);
+    log(`at rest over ${idleSec.toFixed(0)} s: linend ${figures.linendIdleCpuPct.toFixed(1)} % of a core (all nodes), etcd ${figures.etcdIdleCpuPct.toFixed(1)} %, ` +
+      `the machine ${figures.machineIdleBusyPct.toFixed(1)} %`);
     check();
 
     // Reachability over a fixed sample of pairs; a pair that does not answer is tried once more.

@@ -25,7 +25,7 @@ import { runQueueScaling, runRouteScaling, type ScalingResults } from './scaling
 import { machineFacts, METRICS, REFERENCE, resolveSettings, runSuite, suiteContenders, type SuiteOptions } from './suite.js';
 import { repoRoot } from '../src/paths.js';
 
-const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]] [--runs N] [--duration S] [--only a,b] [--out DIR] [--no-reference]';
+const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]|scale --hosts N] [--runs N] [--duration S] [--only a,b] [--out DIR] [--no-reference]';
 
 function fail(msg: string): never {
   console.error(`bench: ${msg}\n${USAGE}`);

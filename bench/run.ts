@@ -6,6 +6,7 @@
 //   scaling         route-table size against wasm egress ns/packet, and linend --queues 1/2
 //                   against 4-stream TCP (linen VXLAN)
 //   micro           ns/packet of the wasm core (bench/micro.ts)
+//   scale --hosts N N nodes join one etcd at once: join time, lease races, etcd and RSS (bench/scale.ts)
 //   report [FILE]   re-renders the charts and HTML from a results JSON (default <out>/latest.json)
 //
 // Results go to bench/results/ (git-ignored): <timestamp>.json, latest.json, latest.html and
@@ -18,12 +19,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { runMicro } from './micro.js';
+import { runScale } from './scale.js';
 import { fmtRatio, renderReport, summaryTable, writeResults, type BenchResults } from './report.js';
 import { runQueueScaling, runRouteScaling, type ScalingResults } from './scaling.js';
 import { machineFacts, METRICS, REFERENCE, resolveSettings, runSuite, suiteContenders, type SuiteOptions } from './suite.js';
 import { repoRoot } from '../src/paths.js';
 
-const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]] [--runs N] [--duration S] [--only a,b] [--out DIR] [--no-reference]';
+const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]|scale --hosts N] [--runs N] [--duration S] [--only a,b] [--out DIR] [--no-reference]';
 
 function fail(msg: string): never {
   console.error(`bench: ${msg}\n${USAGE}`);
@@ -44,6 +46,7 @@ function clock(ms: number): string {
 
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
+  if (argv[0] === 'scale') return runScale(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({

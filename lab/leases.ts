@@ -62,6 +62,28 @@ export function leaseValue(backend: 'udp' | 'vxlan', publicIP: string, mac = '0a
     : `{"PublicIP":"${publicIP}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
 }
 
+/** The network config for many fake peers: 10.0.0.0/8 in /24 subnets (65,535 of them). */
+export const WIDE_NETWORK = { Network: '10.0.0.0/8', SubnetLen: 24 } as const;
+
+export interface FakeLease { key: string; value: string; /** The route linen should give it: "subnet via PublicIP". */ route: string }
+
+/**
+ * `count` fake vxlan peers' leases in WIDE_NETWORK, from SubnetMin (10.0.1.0) upward:
+ * 10.<i/256>.<i%256>.0/24 at 198.18.<i/256>.<i%256> for i = 1..count, less the one for `skip`
+ * (a subnet such as 10.0.7.0/24 that a real node already holds).
+ */
+export function wideFakeLeases(count: number, skip?: string): FakeLease[] {
+  const out: FakeLease[] = [];
+  for (let i = 1; i <= count; i++) {
+    const net = `10.${i >> 8}.${i & 255}.0`;
+    if (`${net}/24` === skip) continue;
+    const ip = `198.18.${i >> 8}.${i & 255}`;
+    const mac = `0a:58:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+    out.push({ key: `${ETCD_PREFIX}/subnets/${net}-24`, value: leaseValue('vxlan', ip, mac), route: `${net}/24 via ${ip}` });
+  }
+  return out;
+}
+
 /** 10.y.<third>.0/24 inside the cluster network, and its etcd key. */
 export function fakeSubnet(c: Cluster, third: number): { subnet: string; key: string } {
   const subnet = `10.${c.network.split('.')[1]}.${third}.0/24`;

@@ -29,9 +29,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../lab/cluster.js';
+import { buildCluster, type Cluster, type ClusterNode } from '../lab/cluster.js';
 import { ETCD, putMany } from '../lab/etcd.js';
-import { etcdLeases, keyLease, WIDE_NETWORK, wideFakeLeases } from '../lab/leases.js';
+import { etcdLeases, keyLease, leaseKey, WIDE_NETWORK, wideFakeLeases } from '../lab/leases.js';
 import { leaseRaces, peerRemovedAt, routedCountAt } from '../lab/linend-log.js';
 import { metrics } from '../lab/metrics.js';
 import { leftovers, sh, teardownOnSignal } from '../lab/netns.js';
@@ -369,7 +369,7 @@ export async function runScale(argv: string[]): Promise<number> {
     const subnet = subnets[hosts - 1];
     if (!subnet) throw new Error(`host ${hosts} has no subnet`);
     r.leave = { host: hosts, subnet };
-    const key = `${ETCD_PREFIX}/subnets/${subnet.replace('/', '-')}`;
+    const key = leaseKey(subnet);
     const lease = await keyLease(c, key);
     await leaver.stop('SIGTERM');
     const l0 = Date.now();

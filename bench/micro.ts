@@ -23,9 +23,9 @@ function writePacket(dv: DataView, at: number, size: number, src: number, dst: n
 }
 
 function setup(mode: Mode, direction: 'egress' | 'ingress', size: number): () => void {
-  const core = new Core({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, localAddr: ip(10, 5, 72, 0), vni: 1, mac: OWN_MAC });
+  const core = new Core({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, subnet: { ip: ip(10, 5, 72, 0), prefixLen: 24 }, vni: 1, mac: OWN_MAC });
   // A realistic table: 1,000 peers, one /24 each.
-  for (let i = 0; i < 1000; i++) core.setRoute(ip(10, 5, 0, 0) + i * 256 + 0x10000 * 0, 24, ip(192, 168, i >> 8, i & 255), PEER_MAC);
+  for (let i = 0; i < 1000; i++) core.setRoute({ subnet: { ip: ip(10, 5, 0, 0) + i * 256, prefixLen: 24 }, publicIP: ip(192, 168, i >> 8, i & 255), mac: PEER_MAC });
   const L = core.layout;
   const dv = new DataView(core.memory.buffer);
   const table = direction === 'egress' ? L.EG_IN_DESC : L.IN_IN_DESC;

@@ -7,6 +7,7 @@
 //   scaling         route-table size against wasm egress ns/packet, and linend --queues 1/2
 //                   against 4-stream TCP (linen VXLAN)
 //   micro           ns/packet of the wasm core (bench/micro.ts)
+//   scale --hosts N N nodes join one etcd at once: join time, lease races, etcd and RSS (bench/scale.ts)
 //   report [FILE]   re-renders the charts and HTML from a results JSON (default <out>/latest.json)
 //
 // Results go to bench/results/ (git-ignored): <timestamp>.json, latest.json (iperf3's own JSON
@@ -26,12 +27,13 @@ import { findAnomalies } from './anomalies.js';
 import {
   EXTRA_FORMATS, fmtRatio, renderReport, summaryTable, writeExports, writeResults, type BenchResults, type ExtraFormat,
 } from './report.js';
+import { runScale } from './scale.js';
 import { runQueueScaling, runRouteScaling, type ScalingResults } from './scaling.js';
 import { machineFacts, METRICS, REFERENCE, resolveSettings, runSuite, suiteContenders, type SuiteOptions } from './suite.js';
 import { repoRoot } from '../src/paths.js';
 
-const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]] [--runs N] [--duration S] [--only a,b] [--out DIR] ' +
-  '[--no-reference] [--format yaml,text]';
+const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]|scale --hosts N] [--runs N] [--duration S] [--only a,b] ' +
+  '[--out DIR] [--no-reference] [--format yaml,text]';
 
 function fail(msg: string): never {
   console.error(`bench: ${msg}\n${USAGE}`);
@@ -56,6 +58,7 @@ function clock(ms: number): string {
  */
 const STANDALONE: Record<string, ((args: string[]) => Promise<number>) | undefined> = {
   micro: async () => { runMicro(); return 0; },
+  scale: runScale,
 };
 
 async function main(): Promise<number> {

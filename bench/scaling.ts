@@ -189,11 +189,11 @@ export function runRouteScaling(o: RouteScalingOptions = {}): ScalingResults['ro
   const sampleMs = o.sampleMs ?? 5;
   const points: RouteScalingPoint[] = [];
   for (const mode of o.modes ?? (['udp', 'vxlan'] as const)) {
-    const core = new Core({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, localAddr: ip(172, 16, 0, 0), vni: 1, mac: OWN_MAC });
+    const core = new Core({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: 1450, subnet: { ip: ip(172, 16, 0, 0), prefixLen: 24 }, vni: 1, mac: OWN_MAC });
     let have = 0;
     for (const n of sizes) {
       // Tables grow in place: routes 0..n-1 (each a /24 via its own peer).
-      for (; have < n; have++) core.setRoute(routeNet(have), 24, ip(100, 64 + (have >>> 16), (have >>> 8) & 255, have & 255), PEER_MAC);
+      for (; have < n; have++) core.setRoute({ subnet: { ip: routeNet(have), prefixLen: 24 }, publicIP: ip(100, 64 + (have >>> 16), (have >>> 8) & 255, have & 255), mac: PEER_MAC });
       if (core.routeCount !== n) throw new Error(`scaling: core holds ${core.routeCount} routes, wanted ${n}`);
       const b = prepare(core, n, size);
       b.round();

@@ -10,10 +10,11 @@ import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, HEALTH_PORT, type Cluster } from '../lab/cluster.js';
 import { ETCD } from '../lab/etcd.js';
-import { etcdLeases } from '../lab/leases.js';
+import { etcdLeases, leaseKey } from '../lab/leases.js';
 import { Metrics } from '../lab/metrics.js';
 import { iperfTcp, reachable, runBounded } from '../lab/traffic.js';
-import { ownSignals } from '../lab/netns.js';
+import { teardownOnSignal } from '../lab/netns.js';
+import { mapPool } from '../lab/pool.js';
 
 interface Pod { host: number; ns: string; ip: string }
 
@@ -23,18 +24,6 @@ const TOTAL_STEPS = 7;
 function step(text: string): void {
   stepNo++;
   process.stdout.write(`[${stepNo}/${TOTAL_STEPS}] ${text} (${((Date.now() - started) / 1000).toFixed(1)} s)\n`);
-}
-
-async function pool<T, R>(items: T[], width: number, fn: (x: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]);
-    }
-  }));
-  return out;
 }
 
 /** A second pod per host, both on a bridge that holds the gateway (as the CNI bridge plugin sets up). */
@@ -103,18 +92,7 @@ async function main(): Promise<number> {
     cluster = null;
     if (c) await c.destroy();
   };
-  // The demo ends itself once its tear-down is done (the lab must not raise the signal again
-  // under it); the handler stays registered so a second Ctrl-C cannot cut the tear-down short.
-  ownSignals();
-  let interrupted = false;
-  const onSignal = (): void => {
-    if (interrupted) return;
-    interrupted = true;
-    process.stdout.write('\nInterrupted: tearing down\n');
-    void teardown().finally(() => process.exit(130));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  teardownOnSignal(teardown, 'Interrupted: tearing down');
   try {
     cluster = await buildCluster({ hosts, backend, start: false });
     const c = cluster;
@@ -129,7 +107,7 @@ async function main(): Promise<number> {
     for (const n of c.nodes) {
       const env = n.subnetEnv() ?? {};
       const net = (env['FLANNEL_SUBNET'] ?? '?').replace(/\.1\//, '.0/');
-      const value = leases.get(`${ETCD_PREFIX}/subnets/${net.replace('/', '-')}`) ?? '';
+      const value = env['FLANNEL_SUBNET'] === undefined ? '' : leases.get(leaseKey(net)) ?? '';
       const mac = /"VtepMAC":"([^"]+)"/.exec(value)?.[1] ?? '';
       rows.push([`host${n.index + 1}`, n.host.underlayIP, net, backend === 'vxlan' ? mac : env['FLANNEL_MTU'] ?? '', pods.filter((p) => p.host === n.index).map((p) => p.ip).join(' ')]);
     }
@@ -139,7 +117,7 @@ async function main(): Promise<number> {
     const before = counters((await c.nodes[0].http('/metrics')).body);
     const pairs: [Pod, Pod][] = [];
     for (const a of pods) for (const b of pods) if (a !== b) pairs.push([a, b]);
-    const results = await pool(pairs, 24, ([a, b]) => reachable(a.ns, b.ip, 2));
+    const results = await mapPool(pairs, 24, ([a, b]) => reachable(a.ns, b.ip, 2));
     const ok = new Map(pairs.map(([a, b], i) => [`${a.ip}>${b.ip}`, results[i]]));
     let failures = results.filter((r) => !r).length;
     if (pods.length <= 8) {

@@ -1,6 +1,15 @@
 // flannel's subnet leases in the lab's etcd, read and written with etcdctl: the one listing of
 // the leases, a key's lease and TTL, fake peers' leases, and the routes they should give.
+import { parseCIDR } from '../src/net.js';
+import { makeSubnetKey } from '../src/subnet/lease.js';
 import { ETCD_PREFIX, type Cluster, type ClusterNode } from './cluster.js';
+
+/** The etcd key of the lease for a subnet given as CIDR text (`10.5.7.0/24`). */
+export function leaseKey(cidr: string): string {
+  const n = parseCIDR(cidr);
+  if (n === null) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  return `${ETCD_PREFIX}/subnets/${makeSubnetKey(n)}`;
+}
 
 /** Every key under <prefix>/subnets with its value. */
 export async function etcdLeases(c: Cluster): Promise<Map<string, string>> {
@@ -32,6 +41,14 @@ export async function grantLease(c: Cluster, seconds: number): Promise<string> {
   return m[1]!;
 }
 
+/** Writes a lease as flanneld does (flannel-compat §1.3, §1.4): a fresh etcd lease of 86400 s
+ * and the subnet's key put with it. Returns the etcd lease id (hex). */
+export async function putFlannelLease(c: Cluster, subnet: string, value: string): Promise<string> {
+  const id = await grantLease(c, 86400);
+  await c.etcd.ctl('put', `--lease=${id}`, leaseKey(subnet), value);
+  return id;
+}
+
 /** The current etcd revision. */
 export async function etcdRevision(c: Cluster): Promise<number> {
   const j = JSON.parse(await c.etcd.ctl('get', `${ETCD_PREFIX}/config`, '-w', 'json')) as { header: { revision: number } };
@@ -45,10 +62,32 @@ export function leaseValue(backend: 'udp' | 'vxlan', publicIP: string, mac = '0a
     : `{"PublicIP":"${publicIP}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
 }
 
+/** The network config for many fake peers: 10.0.0.0/8 in /24 subnets (65,535 of them). */
+export const WIDE_NETWORK = { Network: '10.0.0.0/8', SubnetLen: 24 } as const;
+
+export interface FakeLease { key: string; value: string; /** The route linen should give it: "subnet via PublicIP". */ route: string }
+
+/**
+ * `count` fake vxlan peers' leases in WIDE_NETWORK, from SubnetMin (10.0.1.0) upward:
+ * 10.<i/256>.<i%256>.0/24 at 198.18.<i/256>.<i%256> for i = 1..count, less the one for `skip`
+ * (a subnet such as 10.0.7.0/24 that a real node already holds).
+ */
+export function wideFakeLeases(count: number, skip?: string): FakeLease[] {
+  const out: FakeLease[] = [];
+  for (let i = 1; i <= count; i++) {
+    const net = `10.${i >> 8}.${i & 255}.0`;
+    if (`${net}/24` === skip) continue;
+    const ip = `198.18.${i >> 8}.${i & 255}`;
+    const mac = `0a:58:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+    out.push({ key: `${ETCD_PREFIX}/subnets/${net}-24`, value: leaseValue('vxlan', ip, mac), route: `${net}/24 via ${ip}` });
+  }
+  return out;
+}
+
 /** 10.y.<third>.0/24 inside the cluster network, and its etcd key. */
 export function fakeSubnet(c: Cluster, third: number): { subnet: string; key: string } {
-  const y = c.network.split('.')[1];
-  return { subnet: `10.${y}.${third}.0/24`, key: `${ETCD_PREFIX}/subnets/10.${y}.${third}.0-24` };
+  const subnet = `10.${c.network.split('.')[1]}.${third}.0/24`;
+  return { subnet, key: leaseKey(subnet) };
 }
 
 /** What linen should route to: every valid peer lease in etcd except the node's own subnet, "subnet via ip". */

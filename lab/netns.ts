@@ -133,6 +133,27 @@ export function ownSignals(): void {
   signalsOwned = true;
 }
 
+/**
+ * For programs with an asynchronous teardown of their own (the demo, the scale run): on the
+ * first SIGINT or SIGTERM prints `message`, runs `teardown` and exits 130. The lab's own
+ * handlers still remove namespaces and processes at once (ownSignals()); the handler stays
+ * registered, so a second Ctrl-C cannot cut the teardown short. Register it before building:
+ * it runs before the lab's handlers.
+ */
+export function teardownOnSignal(teardown: () => Promise<void>, message: string): { readonly interrupted: boolean } {
+  ownSignals();
+  const state = { interrupted: false };
+  const onSignal = (): void => {
+    if (state.interrupted) return;
+    state.interrupted = true;
+    process.stdout.write(`\n${message}\n`);
+    void teardown().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return state;
+}
+
 export function addCleanupHook(fn: () => void): void {
   extraHooks.add(fn);
   installHooks();

@@ -3,11 +3,21 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterNode } from './cluster.js';
 
+/** A "<field>: N kB" line of /proc/<pid>/status, in KiB. */
+function statusKiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no ${field} for ${pid}`);
+  return Number(m[1]);
+}
+
 /** VmRSS of a process in KiB. */
 export function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for ${pid}`);
-  return Number(m[1]);
+  return statusKiB(pid, 'VmRSS');
+}
+
+/** VmHWM of a process in KiB: the most it was ever resident. */
+export function peakRssKiB(pid: number): number {
+  return statusKiB(pid, 'VmHWM');
 }
 
 /** Open file descriptors of a process. */

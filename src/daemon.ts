@@ -105,11 +105,11 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? [])];
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
-  peers = new PeerSet({ backend, config: setup.config, own: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
+  peers = new PeerSet({ backend, config: setup.config, ownSubnet: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
   try {
     engine = await dataplaneFor(o, node, peers, ready, log);
     kernel?.start();
-    peers.setStatic(setup.peers.map((p) => ({ net: p.subnet.ip, len: p.subnet.prefixLen, publicIP: p.publicIP, mac: p.mac ?? undefined })));
+    peers.setStatic(setup.peers);
     await writeSubnetEnv(o.subnetFile, { network: setup.config.network, subnet: setup.subnet, mtu: node.mtu, ipMasq: o.ipMasq });
     log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}`).join(', ') || 'none'}; ` +
       `own subnet ${formatCIDR(setup.subnet)}${backend.mode === 'vxlan' ? `, VtepMAC ${formatMAC(mac)}` : ''}`);
@@ -180,7 +180,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
     const node: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
+    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
     engine = await dataplaneFor(o, node, peerSet, ready, log);
     kernel?.start();
     rules = await installTrafficRules(o, config.network, own, previous, log);

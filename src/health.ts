@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { VERDICTS, DIRECTIONS, isOutcome } from './dataplane/verdicts.js';
 import type { EngineStats, IoStat } from './dataplane/engine.js';
-import { formatIPv4, parseIPv4 } from './net.js';
+import { formatCIDR, netKey, type IPv4Net, type NetKey } from './net.js';
 import type { Metric } from './metric.js';
 import { ProcessMetrics } from './process-metrics.js';
 
@@ -50,11 +50,8 @@ function line(name: string, labels: Record<string, string> | undefined, value: n
   return `${name}${l} ${value.toString()}\n`;
 }
 
-/** "10.5.3.0/24" -> a number that sorts subnets by address, then prefix length. */
-function subnetOrder(subnet: string): number {
-  const [ip, len] = subnet.split('/');
-  return (parseIPv4(ip ?? '') ?? 0) * 64 + Number(len ?? 0);
-}
+/** A number that sorts subnets by address, then prefix length. */
+const subnetOrder = (n: IPv4Net): number => (n.ip >>> 0) * 64 + n.prefixLen;
 
 /**
  * The Prometheus text for one scrape. Per-peer series (linen_peer_*) are exported for at most
@@ -70,9 +67,10 @@ export function renderMetrics(src: MetricsSource, peerMetricsLimit: number): str
   };
   const stats = src.engine();
   const extra = src.extra();
-  const peerStats = stats ? stats.peers.map((p) => ({ subnet: `${formatIPv4(p.net)}/${p.len}`, p })) : [];
-  const allPeers = new Set([...peerStats.map((x) => x.subnet), ...extra.filter((m) => m.perPeer).map((m) => m.labels?.subnet ?? '')]);
-  const shown = new Set([...allPeers].sort((a, b) => subnetOrder(a) - subnetOrder(b)).slice(0, Math.max(0, peerMetricsLimit)));
+  const peerStats = stats ? stats.peers.map((p) => ({ subnet: formatCIDR(p.subnet), key: netKey(p.subnet), p })) : [];
+  const allPeers = new Map<NetKey, IPv4Net>();
+  for (const n of [...peerStats.map((x) => x.p.subnet), ...extra.flatMap((m) => (m.peer ? [m.peer] : []))]) allPeers.set(netKey(n), n);
+  const shown = new Set([...allPeers].sort(([, a], [, b]) => subnetOrder(a) - subnetOrder(b)).slice(0, Math.max(0, peerMetricsLimit)).map(([k]) => k));
   if (stats) {
     for (const kind of ['packets', 'bytes'] as const) {
       const name = `linen_${kind}_total`;
@@ -94,8 +92,8 @@ export function renderMetrics(src: MetricsSource, peerMetricsLimit: number): str
     ] as const) {
       const name = `linen_peer_${what}_total`;
       families.set(name, { help, type: 'counter', samples: [] });
-      for (const { subnet, p } of peerStats) {
-        if (!shown.has(subnet)) continue;
+      for (const { subnet, key, p } of peerStats) {
+        if (!shown.has(key)) continue;
         add({ name, help, type: 'counter', value: p[tx], labels: { subnet, direction: 'egress' } });
         add({ name, help, type: 'counter', value: p[rx], labels: { subnet, direction: 'ingress' } });
       }
@@ -104,7 +102,7 @@ export function renderMetrics(src: MetricsSource, peerMetricsLimit: number): str
     add({ name: 'linen_worker_restarts_total', help: 'Data-plane workers that died and were restarted.', type: 'counter', value: stats.workerRestarts });
   }
   add({ name: 'linen_peer_metrics_omitted_peers', help: 'Peers whose per-peer series (linen_peer_*) are left out because of --peer-metrics-limit.', type: 'gauge', value: allPeers.size - shown.size });
-  for (const m of extra) if (!m.perPeer || shown.has(m.labels?.subnet ?? '')) add(m);
+  for (const m of extra) if (!m.peer || shown.has(netKey(m.peer))) add(m);
   let out = '';
   for (const [name, f] of families) out += `# HELP ${name} ${f.help}\n# TYPE ${name} ${f.type}\n${f.samples.join('')}`;
   return out;

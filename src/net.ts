@@ -5,7 +5,8 @@
 // no leading zeros (Go >= 1.17), CIDRs with the host bits masked off (net.ParseCIDR), and
 // MACs in the three notations net.ParseMAC accepts (only the 6-byte form here).
 
-/** An IPv4 network: `ip` is the (masked) network address, host order. */
+/** An IPv4 network, the one subnet type: `ip` is the network address, host order (masked by
+ * parseCIDR and makeNet; a lease key's address is kept as written, host bits and all). */
 export interface IPv4Net {
   readonly ip: number;
   readonly prefixLen: number;
@@ -139,10 +140,19 @@ export function parseCIDRWithHost(s: string): { ip: number; net: IPv4Net } | nul
   return { ip, net };
 }
 
-/** `10.5.0.0/16` */
+/** `10.5.0.0/16` (as given: host bits are not masked off). */
 export function formatCIDR(n: IPv4Net): string {
   return `${formatIPv4(n.ip)}/${n.prefixLen}`;
 }
+
+/**
+ * The key of every in-memory map of subnets (the watcher's leases, the peer set's routes, the
+ * kernel routes): the CIDR text as written, `10.5.7.0/24`, host bits kept, so that two etcd
+ * keys that differ only in host bits stay two entries. etcd's own key format (`10.5.7.0-24`,
+ * flannel's MakeSubnetKey in subnet/lease.ts) is used only where etcd keys are read or written.
+ */
+export type NetKey = string & { readonly __netKey: true };
+export const netKey = (n: IPv4Net): NetKey => formatCIDR(n) as NetKey;
 
 /** True if `ip` lies inside `n`. */
 export function netContains(n: IPv4Net, ip: number): boolean {

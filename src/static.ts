@@ -9,9 +9,10 @@
 import { readFileSync } from 'node:fs';
 import { parseNetworkConfig, type NetworkConfig } from './config.js';
 import { formatCIDR, netContains, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from './net.js';
+import type { PeerRoute } from './peer-route.js';
 
-export interface StaticPeer { subnet: IPv4Net; publicIP: number; mac: Uint8Array | null }
-export interface StaticSetup { config: NetworkConfig; subnet: IPv4Net; mac: Uint8Array | null; peers: StaticPeer[] }
+/** The peers are routes as the backends would make them from leases. */
+export interface StaticSetup { config: NetworkConfig; subnet: IPv4Net; mac: Uint8Array | null; peers: PeerRoute[] }
 
 function field(obj: Record<string, unknown>, name: string): unknown {
   const key = Object.keys(obj).find((k) => k.toLowerCase() === name.toLowerCase());
@@ -42,7 +43,7 @@ export function parseStaticSetup(text: string, where = 'static peers'): StaticSe
   const subnet = cidr(field(obj, 'Subnet'), 'Subnet');
   const peersRaw = field(obj, 'Peers') ?? [];
   if (!Array.isArray(peersRaw)) throw new Error(`${where}: Peers must be an array`);
-  const peers = peersRaw.map((p, i): StaticPeer => {
+  const peers = peersRaw.map((p, i): PeerRoute => {
     if (typeof p !== 'object' || p === null) throw new Error(`${where}: Peers[${i}] must be an object`);
     const po = p as Record<string, unknown>;
     const pub = field(po, 'PublicIP');
@@ -50,7 +51,7 @@ export function parseStaticSetup(text: string, where = 'static peers'): StaticSe
     if (publicIP === null) throw new Error(`${where}: Peers[${i}].PublicIP must be an IPv4 address, got ${JSON.stringify(pub)}`);
     const mac = macOf(field(po, 'VtepMAC'), `Peers[${i}].VtepMAC`);
     if (config.backend.type === 'vxlan' && !mac) throw new Error(`${where}: Peers[${i}].VtepMAC is required with the vxlan backend`);
-    return { subnet: cidr(field(po, 'Subnet'), `Peers[${i}].Subnet`), publicIP, mac };
+    return { subnet: cidr(field(po, 'Subnet'), `Peers[${i}].Subnet`), publicIP, mac: mac ?? undefined };
   });
   return { config, subnet, mac: macOf(field(obj, 'VtepMAC'), 'VtepMAC'), peers };
 }

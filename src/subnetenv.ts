@@ -16,7 +16,7 @@ import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomInt } from 'node:crypto';
-import { formatCIDR, formatIPv4, parseCIDR, type IPv4Net } from './net.js';
+import { formatCIDR, parseCIDR, type IPv4Net } from './net.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 
@@ -35,7 +35,7 @@ export interface SubnetEnv {
 /** The exact bytes flanneld writes. */
 export function formatSubnetEnv(e: SubnetEnv): string {
   const first = { ip: (e.subnet.ip + 1) >>> 0, prefixLen: e.subnet.prefixLen };
-  let s = `FLANNEL_NETWORK=${formatCIDR(e.network)}\nFLANNEL_SUBNET=${formatIPv4(first.ip)}/${first.prefixLen}\n`;
+  let s = `FLANNEL_NETWORK=${formatCIDR(e.network)}\nFLANNEL_SUBNET=${formatCIDR(first)}\n`;
   if (e.ipv6Network !== undefined && e.ipv6Subnet !== undefined) {
     s += `FLANNEL_IPV6_NETWORK=${e.ipv6Network}\nFLANNEL_IPV6_SUBNET=${e.ipv6Subnet}\n`;
   }

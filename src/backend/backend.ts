@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type { BackendConfig } from '../config.js';
 import { overlayMTU } from '../config.js';
 import type { Mode } from '../dataplane/core.js';
-import type { PeerRoute } from '../dataplane/engine.js';
+import type { PeerRoute } from '../peer-route.js';
 import type { LeaseAttrs } from '../subnet/lease.js';
 import type { Peer, PeerFilter } from '../subnet/watcher.js';
 

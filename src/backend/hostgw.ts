@@ -20,6 +20,6 @@ export function hostGwBackend(config: HostGwBackendConfig): RouteOnlyBackend {
     direct: 'only',
     mtu: (extMTU) => mtuFor(config, extMTU),
     leaseAttrs: (publicIP) => hostGwLeaseAttrs(publicIP),
-    route: (peer) => ({ net: peer.subnet.ip, len: peer.subnet.prefixLen, publicIP: peer.publicIP }),
+    route: (peer) => ({ subnet: peer.subnet, publicIP: peer.publicIP }),
   };
 }

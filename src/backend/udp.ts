@@ -16,6 +16,6 @@ export function udpBackend(config: UdpBackendConfig): OverlayBackend {
     direct: config.directRouting ? 'adjacent' : 'never',
     mtu: (extMTU) => mtuFor(config, extMTU),
     leaseAttrs: (publicIP) => udpLeaseAttrs(publicIP),
-    route: (peer) => ({ net: peer.subnet.ip, len: peer.subnet.prefixLen, publicIP: peer.publicIP }),
+    route: (peer) => ({ subnet: peer.subnet, publicIP: peer.publicIP }),
   };
 }

@@ -22,7 +22,7 @@ export function vxlanBackend(config: VxlanBackendConfig): OverlayBackend {
       // As flanneld, the peer's advertised VNI is not compared with ours.
       const mac = peer.vxlan ? parseMAC(peer.vxlan.vtepMAC) : null;
       if (!mac) return null;
-      return { net: peer.subnet.ip, len: peer.subnet.prefixLen, publicIP: peer.publicIP, mac };
+      return { subnet: peer.subnet, publicIP: peer.publicIP, mac };
     },
   };
 }

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 import type { IPv4Net } from '../net.js';
+import type { PeerRoute } from '../peer-route.js';
 
 export type Mode = 'udp' | 'vxlan';
 
@@ -52,11 +53,9 @@ export interface CoreOptions {
   port: number;
   /** Largest inner IPv4 packet the tunnel carries (the TUN MTU). */
   mtu: number;
-  /** Own subnet's network address, as a host-order number: source of ICMP errors. */
-  localAddr: number;
-  /** Own subnet's prefix length: ingress delivers only inside localAddr/subnetLen. Default 24
-   * (flannel's default SubnetLen); the engines always pass the lease's. */
-  subnetLen?: number;
+  /** Own subnet: its network address is the source of ICMP errors, and ingress delivers only
+   * inside it. */
+  subnet: IPv4Net;
   /** The cluster network: ICMP errors go only to sources inside it. Default: anywhere (tests
    * and benches); the engines always pass flannel's Network. */
   network?: IPv4Net;
@@ -125,33 +124,35 @@ export class Core {
     }
     const [hi, lo] = macWords(opts.mac ?? new Uint8Array(6));
     const seed = opts.seed ?? (Math.random() * 0x100000000) >>> 0;
-    const subnetLen = opts.subnetLen ?? 24;
+    const { subnet } = opts;
     const network = opts.network ?? { ip: 0, prefixLen: 0 };
-    for (const len of [subnetLen, network.prefixLen]) {
+    for (const len of [subnet.prefixLen, network.prefixLen]) {
       if (!Number.isInteger(len) || len < 0 || len > 32) throw new Error(`linen: bad prefix length ${len}`);
     }
-    this.exports.configure(opts.port, opts.mtu, opts.localAddr >>> 0, subnetLen, network.ip >>> 0, network.prefixLen,
+    this.exports.configure(opts.port, opts.mtu, subnet.ip >>> 0, subnet.prefixLen, network.ip >>> 0, network.prefixLen,
       opts.vni ?? 1, hi, lo, seed);
     this.view = new DataView(this.memory.buffer);
   }
 
-  /** Adds or replaces the route net/len via the peer at publicIP (host-order numbers). */
-  setRoute(net: number, len: number, publicIP: number, mac?: Uint8Array): number {
+  // The one place a route crosses into the core: its entry holds the subnet as two u32 fields.
+
+  /** Adds or replaces the route to route.subnet (its host bits masked) via route.publicIP. */
+  setRoute({ subnet, publicIP, mac }: PeerRoute): number {
     const [hi, lo] = macWords(mac ?? new Uint8Array(6));
-    const idx = this.exports.routeSet(net >>> 0, len, publicIP >>> 0, hi, lo);
+    const idx = this.exports.routeSet(subnet.ip >>> 0, subnet.prefixLen, publicIP >>> 0, hi, lo);
     if (idx === -1) throw new Error(`route table full (${this.layout.MAX_ROUTES} routes)`);
-    if (idx < 0) throw new Error(`bad prefix length ${len}`);
+    if (idx < 0) throw new Error(`bad prefix length ${subnet.prefixLen}`);
     return idx;
   }
 
-  removeRoute(net: number, len: number): boolean {
-    return this.exports.routeRemove(net >>> 0, len) !== 0;
+  removeRoute(subnet: IPv4Net): boolean {
+    return this.exports.routeRemove(subnet.ip >>> 0, subnet.prefixLen) !== 0;
   }
 
   get routeCount(): number { return this.exports.routesCount(); }
 
-  peerCounters(net: number, len: number): PeerCounters | undefined {
-    const idx = this.exports.routeFind(net >>> 0, len);
+  peerCounters(subnet: IPv4Net): PeerCounters | undefined {
+    const idx = this.exports.routeFind(subnet.ip >>> 0, subnet.prefixLen);
     if (idx < 0) return undefined;
     const p = this.exports.routeCounterAddr(idx);
     const v = this.view;

@@ -29,7 +29,7 @@ export class DgramEngine implements Engine {
   constructor(private readonly opts: EngineOptions, private readonly source: RouteSource) {
     this.io = loadNative();
     this.core = new Core({
-      mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr, subnetLen: opts.subnetLen,
+      mode: opts.mode, port: opts.port, mtu: opts.mtu, subnet: opts.subnet,
       network: opts.network, vni: opts.vni, mac: opts.mac,
     });
     checkAddonLayout(this.io.layout, this.core.layout);
@@ -110,19 +110,19 @@ export class DgramEngine implements Engine {
   }
 
   setRoute({ route }: SlottedRoute): void {
-    this.core.setRoute(route.net, route.len, route.publicIP, route.mac);
+    this.core.setRoute(route);
   }
 
   removeRoute({ route }: SlottedRoute): void {
-    this.core.removeRoute(route.net, route.len);
+    this.core.removeRoute(route.subnet);
   }
 
   stats(): EngineStats {
     return {
       counters: this.core.counters(),
       peers: [...this.source.routes()].flatMap(({ route: r }) => {
-        const c = this.core.peerCounters(r.net, r.len);
-        return c ? [{ net: r.net, len: r.len, ...c }] : [];
+        const c = this.core.peerCounters(r.subnet);
+        return c ? [{ subnet: r.subnet, ...c }] : [];
       }),
       io: { ...this.ioStats, heartbeat_ms: BigInt(Date.now()) },
       workers: this.running ? 1 : 0,

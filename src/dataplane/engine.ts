@@ -1,8 +1,9 @@
 // The data plane as the rest of the shell sees it: start it on a TUN device, keep its routes in
 // step with the peers, read its counters, stop it. Two engines implement it: the native one
 // (batched, zero-copy, one worker thread per queue) and the dgram baseline (one packet per call).
-import type { CounterSnapshot, Mode } from './core.js';
+import type { CounterSnapshot, Mode, PeerCounters } from './core.js';
 import type { IPv4Net } from '../net.js';
+import type { PeerRoute } from '../peer-route.js';
 
 export interface EngineOptions {
   mode: Mode;
@@ -14,10 +15,9 @@ export interface EngineOptions {
   port: number;
   /** Largest inner packet (the TUN MTU). */
   mtu: number;
-  /** Own subnet's network address (host-order): the TUN address and ICMP source. */
-  localAddr: number;
-  /** Own subnet's prefix length: ingress delivers only inside the own subnet. */
-  subnetLen: number;
+  /** Own subnet: its network address is the TUN address and ICMP source; ingress delivers
+   * only inside it. */
+  subnet: IPv4Net;
   /** flannel's Network: ICMP errors go only to sources inside it. */
   network: IPv4Net;
   vni: number;
@@ -28,9 +28,6 @@ export interface EngineOptions {
   /** TUN offloads and UDP GSO/GRO: 'auto' uses what the kernel supports. */
   offload: 'auto' | 'on' | 'off';
 }
-
-export type { PeerRoute } from '../peer-route.js';
-import type { PeerRoute } from '../peer-route.js';
 
 /** A peer route and the per-peer stats slot the peer set gave it (-1: not counted per peer). */
 export interface SlottedRoute {
@@ -58,13 +55,8 @@ export const IO_STATS = [
 export type IoStat = (typeof IO_STATS)[number];
 
 /** One peer route's traffic: egress (tx) towards the peer, ingress (rx) from it. */
-export interface PeerTraffic {
-  net: number;
-  len: number;
-  txPackets: bigint;
-  txBytes: bigint;
-  rxPackets: bigint;
-  rxBytes: bigint;
+export interface PeerTraffic extends PeerCounters {
+  subnet: IPv4Net;
 }
 
 export interface EngineStats {

@@ -34,7 +34,7 @@ export interface DataplaneOptions {
 export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Engine; features: EngineFeatures }> {
   const engineOpts = {
     mode: o.backend.mode, device: o.backend.deviceName, bindAddr: o.bindAddr, port: o.backend.port,
-    mtu: o.mtu, localAddr: o.subnet.ip, subnetLen: o.subnet.prefixLen, network: o.network, vni: o.backend.vni, mac: o.mac, queues: o.queues, offload: o.offload,
+    mtu: o.mtu, subnet: o.subnet, network: o.network, vni: o.backend.vni, mac: o.mac, queues: o.queues, offload: o.offload,
   };
   const tun = { name: o.backend.deviceName, addr: o.subnet.ip, mtu: o.mtu, network: o.network };
   // A worker that died took a single-queue TUN with it; its replacement creates a bare one.

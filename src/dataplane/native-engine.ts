@@ -62,7 +62,7 @@ export class NativeEngine implements Engine {
   constructor(private readonly opts: EngineOptions, private readonly source: RouteSource, private readonly events: EngineEvents = {}) {
     this.io = loadNative();
     // The layout comes from the wasm module itself; a throwaway instance reads it.
-    const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, localAddr: opts.localAddr }).layout;
+    const L = new Core({ mode: opts.mode, port: opts.port, mtu: opts.mtu, subnet: opts.subnet }).layout;
     checkAddonLayout(this.io.layout, L);
     this.layout = statsLayout(L);
     this.routeCapacity = L.MAX_ROUTES;
@@ -168,7 +168,7 @@ export class NativeEngine implements Engine {
   removeRoute({ route, slot }: SlottedRoute): void {
     // What dead workers counted for this peer goes with it.
     if (slot >= 0) for (const s of this.slots) if (s) s.retired.fill(0n, this.layout.peers + slot * PEER_WORDS, this.layout.peers + (slot + 1) * PEER_WORDS);
-    this.broadcast({ type: 'remove', net: route.net, len: route.len, slot });
+    this.broadcast({ type: 'remove', subnet: route.subnet, slot });
   }
 
   /** Debug hook for the reliability tests: makes worker `index` throw. */
@@ -179,7 +179,7 @@ export class NativeEngine implements Engine {
   /** Debug hook: sends worker `index` a route its core refuses (prefix length 33), so that its
    * control path throws. */
   badRouteToWorker(index: number): void {
-    this.post(index, { type: 'set', route: { net: 0, len: 33, publicIP: 0 }, slot: -1 });
+    this.post(index, { type: 'set', route: { subnet: { ip: 0, prefixLen: 33 }, publicIP: 0 }, slot: -1 });
   }
 
   /** Debug hook: the next `count` starts of worker `index` fail before it is ready. */
@@ -221,7 +221,7 @@ export class NativeEngine implements Engine {
       const sum = [0n, 0n, 0n, 0n];
       const at = this.layout.peers + slot * PEER_WORDS;
       for (const { s, words } of live) for (let k = 0; k < PEER_WORDS; k++) sum[k] += s.retired[at + k] + words[at + k];
-      peers.push({ net: route.net, len: route.len, txPackets: sum[0], txBytes: sum[1], rxPackets: sum[2], rxBytes: sum[3] });
+      peers.push({ subnet: route.subnet, txPackets: sum[0], txBytes: sum[1], rxPackets: sum[2], rxBytes: sum[3] });
     }
     const counters = {} as CounterSnapshot;
     const slotsPerDir = this.layout.counterWords / 2 / DIRECTIONS.length;

@@ -1,7 +1,9 @@
 // Messages and shared-memory layout between the native engine (main thread) and its workers.
 import type { MessagePort } from 'node:worker_threads';
-import type { EngineOptions, PeerRoute, EngineFeatures, SlottedRoute } from './engine.js';
+import type { EngineOptions, EngineFeatures, SlottedRoute } from './engine.js';
+import type { PeerRoute } from '../peer-route.js';
 import type { Layout } from './core.js';
+import type { IPv4Net } from '../net.js';
 
 export interface WorkerData {
   index: number;
@@ -20,7 +22,7 @@ export type { SlottedRoute };
 
 export type ControlMessage =
   | { type: 'set'; route: PeerRoute; slot: number }
-  | { type: 'remove'; net: number; len: number; slot: number }
+  | { type: 'remove'; subnet: IPv4Net; slot: number }
   | { type: 'crash' }
   /** Publish the counters now and then store seq in the stats' last word. */
   | { type: 'publish'; seq: number }

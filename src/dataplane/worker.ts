@@ -5,7 +5,7 @@ import { workerData, isMainThread, receiveMessageOnPort } from 'node:worker_thre
 import { Core } from './core.js';
 import { loadNative, enableTunOffload, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
-import { formatIPv4 } from '../net.js';
+import { formatCIDR, type IPv4Net } from '../net.js';
 import {
   IO_STATS, STAT_HEARTBEAT, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type IoStat, type WorkerData,
   type ControlMessage, type WorkerReport, type SlottedRoute,
@@ -77,14 +77,14 @@ class PeerSlots {
 
   /** Throws when the core refuses the route (bad prefix length, table full). */
   set({ route, slot }: SlottedRoute): void {
-    const index = this.core.setRoute(route.net, route.len, route.publicIP, route.mac);
+    const index = this.core.setRoute(route);
     if (slot < 0 || slot >= PEER_SLOTS) return;
     if (this.routeOf[slot] < 0) this.used.push(slot);
     this.routeOf[slot] = index;
   }
 
-  remove(net: number, len: number, slot: number): void {
-    this.core.removeRoute(net, len);
+  remove(subnet: IPv4Net, slot: number): void {
+    this.core.removeRoute(subnet);
     if (slot < 0 || slot >= PEER_SLOTS || this.routeOf[slot] < 0) return;
     this.routeOf[slot] = -1;
     this.used = this.used.filter((s) => s !== slot);
@@ -123,7 +123,7 @@ function open(native: NativeIO, data: WorkerData): Opened {
     const features = tun.features;
     const core = new Core({
       mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
-      localAddr: opts.localAddr, subnetLen: opts.subnetLen, network: opts.network, vni: opts.vni, mac: Uint8Array.from(opts.mac),
+      subnet: opts.subnet, network: opts.network, vni: opts.vni, mac: Uint8Array.from(opts.mac),
     });
     const wantGro = opts.offload !== 'off';
     const sock = native.udpOpen({
@@ -173,7 +173,7 @@ function run(data: WorkerData): void {
   // A route the core refuses is reported and skipped: it must not stop the others (nor make
   // every restart of this worker fail the same way).
   for (const r of data.routes) {
-    try { peers.set(r); } catch (e) { report(data, `route ${formatIPv4(r.route.net)}/${r.route.len}`, e); }
+    try { peers.set(r); } catch (e) { report(data, `route ${formatCIDR(r.route.subnet)}`, e); }
   }
   // Plain numbers on the hot path; converted to u64 only when published.
   const io = new Float64Array(IO_STATS.length);
@@ -212,7 +212,7 @@ function run(data: WorkerData): void {
       // Anything else that throws is one message lost, reported; the worker keeps forwarding.
       try {
         if (msg.type === 'set') peers.set(msg);
-        else if (msg.type === 'remove') peers.remove(msg.net, msg.len, msg.slot);
+        else if (msg.type === 'remove') peers.remove(msg.subnet, msg.slot);
         else if (msg.type === 'stop') stopping = true;
         else if (msg.type === 'publish') {
           publish(Date.now());
@@ -220,7 +220,7 @@ function run(data: WorkerData): void {
           Atomics.store(stats, SL.seq, BigInt(msg.seq));
         }
       } catch (e) {
-        report(data, `control message ${msg.type}${msg.type === 'set' ? ` ${formatIPv4(msg.route.net)}/${msg.route.len}` : ''}`, e);
+        report(data, `control message ${msg.type}${msg.type === 'set' ? ` ${formatCIDR(msg.route.subnet)}` : ''}`, e);
       }
     }
   };

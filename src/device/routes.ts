@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import type { PeerRoute } from '../peer-route.js';
 import type { Metric } from '../metric.js';
 import type { Logger } from '../log.js';
-import { formatCIDR, formatIPv4, makeNet } from '../net.js';
+import { formatCIDR, formatIPv4, netKey, type NetKey } from '../net.js';
 
 /** Runs `ip <args>` and returns its stdout; throws an Error carrying ip's message. */
 export type IpCommand = (args: string[]) => string;
@@ -43,11 +43,11 @@ export interface KernelRoutesOptions {
 
 interface IpRoute { dst?: string; gateway?: string; dev?: string; type?: string }
 
-const routeText = (r: PeerRoute): string => `${formatCIDR(makeNet(r.net, r.len))} via ${formatIPv4(r.publicIP)}`;
+const routeText = (r: PeerRoute): string => `${formatCIDR(r.subnet)} via ${formatIPv4(r.publicIP)}`;
 
 export class KernelRoutes implements DirectRoutes {
-  /** The routes wanted, by subnet (masked CIDR text). */
-  private readonly wanted = new Map<string, PeerRoute>();
+  /** The routes wanted, by subnet. */
+  private readonly wanted = new Map<NetKey, PeerRoute>();
   private restored = 0;
   private failures = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -80,8 +80,7 @@ export class KernelRoutes implements DirectRoutes {
   }
 
   set(route: PeerRoute): void {
-    const key = formatCIDR(makeNet(route.net, route.len));
-    this.wanted.set(key, route);
+    this.wanted.set(netKey(route.subnet), route);
     try {
       this.install(route);
     } catch (e) {
@@ -92,12 +91,12 @@ export class KernelRoutes implements DirectRoutes {
   }
 
   remove(route: PeerRoute): void {
-    const key = formatCIDR(makeNet(route.net, route.len));
+    const key = netKey(route.subnet);
     const had = this.wanted.get(key);
     this.wanted.delete(key);
     const r = had ?? route;
     try {
-      this.ip(['route', 'del', key, 'via', formatIPv4(r.publicIP), 'dev', this.o.dev]);
+      this.ip(['route', 'del', formatCIDR(r.subnet), 'via', formatIPv4(r.publicIP), 'dev', this.o.dev]);
     } catch (e) {
       if (!/No such process|not found/i.test((e as Error).message)) this.o.log.error(`deleting route ${routeText(r)}: ${(e as Error).message}`);
     }
@@ -114,8 +113,8 @@ export class KernelRoutes implements DirectRoutes {
     }
     const have = new Set(present.map((r) => `${r.dst?.includes('/') ? r.dst : `${r.dst}/32`} ${r.gateway ?? ''} ${r.dev ?? ''}`));
     let n = 0;
-    for (const [key, route] of this.wanted) {
-      if (have.has(`${key} ${formatIPv4(route.publicIP)} ${this.o.dev}`)) continue;
+    for (const route of this.wanted.values()) {
+      if (have.has(`${formatCIDR(route.subnet)} ${formatIPv4(route.publicIP)} ${this.o.dev}`)) continue;
       try {
         this.install(route);
         n++;
@@ -151,6 +150,6 @@ export class KernelRoutes implements DirectRoutes {
   }
 
   private install(route: PeerRoute): void {
-    this.ip(['route', 'replace', formatCIDR(makeNet(route.net, route.len)), 'via', formatIPv4(route.publicIP), 'dev', this.o.dev]);
+    this.ip(['route', 'replace', formatCIDR(route.subnet), 'via', formatIPv4(route.publicIP), 'dev', this.o.dev]);
   }
 }

@@ -2,7 +2,7 @@
 // subnet's .0/32, as flanneld), MTU, link state and the route for the whole cluster network.
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { formatIPv4, type IPv4Net } from '../net.js';
+import { formatCIDR, formatIPv4, type IPv4Net } from '../net.js';
 
 function ip(args: string[]): void {
   try {
@@ -33,7 +33,7 @@ export function configureTun(s: TunSetup): void {
   // ICMP errors the core writes back into the TUN come from the device's own address; without
   // accept_local the kernel would drop them as martians.
   writeFileSync(`/proc/sys/net/ipv4/conf/${s.name}/accept_local`, '1');
-  ip(['route', 'replace', `${formatIPv4(s.network.ip)}/${s.network.prefixLen}`, 'dev', s.name]);
+  ip(['route', 'replace', formatCIDR(s.network), 'dev', s.name]);
 }
 
 function disableIpv6(dev: string): void {
@@ -57,7 +57,7 @@ export function tunExists(name: string): boolean {
 /** flanneld's --ip-blackhole-route: traffic to unused addresses of the own subnet is dropped
  * here instead of leaking out through the default route. Returns a function removing it. */
 export function addBlackholeRoute(subnet: IPv4Net): () => void {
-  const dst = `${formatIPv4(subnet.ip)}/${subnet.prefixLen}`;
+  const dst = formatCIDR(subnet);
   try {
     ip(['route', 'add', 'blackhole', dst, 'metric', '4096']);
   } catch (e) {

@@ -1,19 +1,19 @@
 // The one owner of the peer set, shaped like flannel's backend Network.Run: it takes the lease
 // watcher's diffs, decides which leases may become routes (admission), turns a lease into a
 // route through the backend, gives each route a per-peer stats slot, keeps the one
-// authoritative map of routes keyed by the masked network, and pushes every change to the
+// authoritative map of routes keyed by their subnet (netKey), and pushes every change to the
 // engine (add or replace, remove). The engine keeps no route map of its own: it reads this one
 // back when it (re)starts a worker and for its per-peer counters. Where the backend routes
 // peers directly (host-gw, DirectRouting), a peer on a directly connected network gets a
 // kernel route instead of an engine route; it moves between the two when its PublicIP does.
 import type { Backend, DirectRouting } from '../backend/index.js';
 import type { NetworkConfig } from '../config.js';
-import type { Engine, PeerRoute, RouteSource, SlottedRoute } from '../dataplane/engine.js';
+import type { Engine, RouteSource, SlottedRoute } from '../dataplane/engine.js';
+import type { PeerRoute } from '../peer-route.js';
 import type { DirectRoutes } from '../device/routes.js';
 import type { Metric } from '../health.js';
 import type { Logger } from '../log.js';
-import { formatCIDR, formatIPv4, formatMAC, makeNet, netContains, netEqual, netOverlaps, type IPv4Net } from '../net.js';
-import { makeSubnetKey } from '../subnet/lease.js';
+import { formatCIDR, formatIPv4, formatMAC, makeNet, netContains, netEqual, netKey, netOverlaps, type IPv4Net, type NetKey } from '../net.js';
 import type { LeaseWatcher, Peer, PeerDiff } from '../subnet/watcher.js';
 
 /** Why a lease got no route (the label of linen_leases_refused_total). */
@@ -46,10 +46,6 @@ export function badPublicIP(ip: number, self: number | null): string | null {
   return null;
 }
 
-/** The key of every map of peers: the masked network, `10.5.7.0/24`. */
-export type NetKey = string & { readonly __netKey: true };
-export const netKey = (n: IPv4Net): NetKey => formatCIDR(makeNet(n.ip, n.prefixLen)) as NetKey;
-
 /** Whether a subnet's address has host bits set (flannel never writes such a lease key). */
 export const hasHostBits = (n: IPv4Net): boolean => !netEqual(makeNet(n.ip, n.prefixLen), n);
 
@@ -60,7 +56,7 @@ export interface PeerSetOptions {
   kernel?: DirectRoutes;
   config: Pick<NetworkConfig, 'network' | 'subnetLen'>;
   /** This node's subnet: no peer route may overlap it. */
-  own: IPv4Net;
+  ownSubnet: IPv4Net;
   /** This node's PublicIP: no peer may use it (null: not checked). */
   self: number | null;
   log: Logger;
@@ -78,8 +74,8 @@ export class PeerSet implements RouteSource {
   /** Leases refused only because they overlap a /SubnetLen lease: looked at again on change. */
   private readonly overlapping = new Set<string>();
   /** Leases refused only because the route table was full, by lease key (in the order they
-   * came), with their subnet key in the watcher's map: admitted when room is made. */
-  private readonly waiting = new Map<string, string>();
+   * came), with their key in the watcher's map: admitted when room is made. */
+  private readonly waiting = new Map<string, NetKey>();
   private readonly refused = new Map<RefusalReason, number>(REFUSAL_REASONS.map((r) => [r, 0]));
   private engine: Engine | null = null;
   /** Stats slots: handed out in order, then freed ones reused oldest first (FIFO), so a worker
@@ -123,28 +119,28 @@ export class PeerSet implements RouteSource {
   /** Installs the peers of a --static-peers file; they were checked when the file was read. */
   setStatic(peers: readonly PeerRoute[]): void {
     for (const route of peers) {
-      const name = `static peer ${formatCIDR({ ip: route.net, prefixLen: route.len })}`;
+      const name = `static peer ${formatCIDR(route.subnet)}`;
       const via = this.placement(route);
       if (typeof via !== 'string') this.refuse(name, via.reason, via.why);
-      else if (via === 'engine' && this.full(netKey({ ip: route.net, prefixLen: route.len }))) this.refuse(name, 'capacity', this.capacityText());
+      else if (via === 'engine' && this.full(netKey(route.subnet))) this.refuse(name, 'capacity', this.capacityText());
       else this.install(name, route, via);
     }
   }
 
   /**
    * Applies a diff of the lease set. `all` is every lease the watcher knows now (refused ones
-   * included), keyed by subnet key as the watcher keys them: a change may create or end an
+   * included), keyed by netKey as the watcher keys them: a change may create or end an
    * overlap for leases it did not touch, and a removal may make room for a waiting lease.
    */
-  apply(d: PeerDiff, all: ReadonlyMap<string, Peer>): void {
+  apply(d: PeerDiff, all: ReadonlyMap<NetKey, Peer>): void {
     for (const p of [...d.added, ...d.changed]) this.add(p, all);
     for (const p of d.removed) {
       this.overlapping.delete(p.key);
       this.waiting.delete(p.key);
       const k = netKey(p.subnet);
       const a = this.admitted.get(k);
-      // Only the lease that owns the route removes it (a refused key masking to the same
-      // network must not take another peer's route with it).
+      // Only the lease that owns the route removes it (a refused lease of the same subnet
+      // must not take another peer's route with it).
       if (a === undefined || a.lease !== p.key) continue;
       this.uninstall(k, a);
       this.o.log.info(`Peer ${formatCIDR(p.subnet)} removed`);
@@ -155,9 +151,9 @@ export class PeerSet implements RouteSource {
       else if (this.overlapping.has(p.key) && !this.overlapped(p, all)) this.add(p, all);
     }
     // Room made: leases refused for want of it get their turn, in the order they came.
-    for (const [key, subnetKey] of [...this.waiting]) {
+    for (const [key, k] of [...this.waiting]) {
       if (this.engineRoutes >= this.capacity()) break;
-      const p = all.get(subnetKey);
+      const p = all.get(k);
       if (p?.key === key) this.add(p, all);
       else this.waiting.delete(key);
     }
@@ -169,8 +165,8 @@ export class PeerSet implements RouteSource {
       { name: 'linen_peers', help: 'Peers (other nodes\' leases) with a route.', type: 'gauge', value: this.admitted.size },
       { name: 'linen_peers_direct', help: 'Peers routed by a plain kernel route (host-gw, DirectRouting), not the data plane.', type: 'gauge', value: this.directCount },
       ...[...this.routes()].map((a): Metric => ({
-        name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1, perPeer: true,
-        labels: { subnet: `${formatIPv4(a.route.net)}/${a.route.len}`, public_ip: formatIPv4(a.route.publicIP) },
+        name: 'linen_peer_route', help: 'A route to a peer subnet in the data plane.', type: 'gauge', value: 1, peer: a.route.subnet,
+        labels: { subnet: formatCIDR(a.route.subnet), public_ip: formatIPv4(a.route.publicIP) },
       })),
       ...REFUSAL_REASONS.map((reason): Metric => ({
         name: 'linen_leases_refused_total', help: 'Times a lease was refused a route, by reason.', type: 'counter',
@@ -215,7 +211,7 @@ export class PeerSet implements RouteSource {
   // flanneld only writes leases of the network's SubnetLen, and those cannot overlap each
   // other. A lease of another length that overlaps one would take part of that peer's pods
   // (the longest prefix wins), so it is refused while the overlap lasts.
-  private overlapped(p: Peer, all: ReadonlyMap<string, Peer>): Peer | undefined {
+  private overlapped(p: Peer, all: ReadonlyMap<NetKey, Peer>): Peer | undefined {
     const len = this.o.config.subnetLen;
     if (p.subnet.prefixLen === len) return undefined;
     for (const q of all.values()) {
@@ -225,18 +221,18 @@ export class PeerSet implements RouteSource {
   }
 
   /** Why p may not have a route, or null. */
-  private admission(p: Peer, all: ReadonlyMap<string, Peer>): { reason: RefusalReason; why: string } | null {
+  private admission(p: Peer, all: ReadonlyMap<NetKey, Peer>): { reason: RefusalReason; why: string } | null {
     const { network, subnetLen } = this.o.config;
     if (hasHostBits(p.subnet)) {
-      return { reason: 'host_bits', why: `the address ${formatIPv4(p.subnet.ip)} has host bits set for a /${p.subnet.prefixLen} (the network would be ${netKey(p.subnet)}); flannel never writes such a key` };
+      return { reason: 'host_bits', why: `the address ${formatIPv4(p.subnet.ip)} has host bits set for a /${p.subnet.prefixLen} (the network would be ${formatCIDR(makeNet(p.subnet.ip, p.subnet.prefixLen))}); flannel never writes such a key` };
     }
     const bad = badPublicIP(p.publicIP, this.o.self);
     if (bad !== null) return { reason: 'public_ip', why: `its PublicIP ${formatIPv4(p.publicIP)} ${bad}` };
     if (!netContains(network, p.subnet.ip) || p.subnet.prefixLen < network.prefixLen) {
       return { reason: 'outside_network', why: `${formatCIDR(p.subnet)} is outside the network ${formatCIDR(network)}` };
     }
-    if (netOverlaps(p.subnet, this.o.own)) {
-      return { reason: 'own_subnet', why: `${formatCIDR(p.subnet)} overlaps this node's subnet ${formatCIDR(this.o.own)}` };
+    if (netOverlaps(p.subnet, this.o.ownSubnet)) {
+      return { reason: 'own_subnet', why: `${formatCIDR(p.subnet)} overlaps this node's subnet ${formatCIDR(this.o.ownSubnet)}` };
     }
     const q = this.overlapped(p, all);
     if (q) {
@@ -246,7 +242,7 @@ export class PeerSet implements RouteSource {
     return null;
   }
 
-  private add(p: Peer, all: ReadonlyMap<string, Peer>): void {
+  private add(p: Peer, all: ReadonlyMap<NetKey, Peer>): void {
     this.overlapping.delete(p.key);
     this.waiting.delete(p.key);
     const no = this.admission(p, all);
@@ -269,7 +265,7 @@ export class PeerSet implements RouteSource {
     }
     const k = netKey(p.subnet);
     if (via === 'engine' && this.full(k)) {
-      this.waiting.set(p.key, makeSubnetKey(p.subnet));
+      this.waiting.set(p.key, k);
       this.refuse(p.key, 'capacity', this.capacityText());
       this.drop(p); // a direct route to its old PublicIP must not stay
       return;
@@ -292,7 +288,7 @@ export class PeerSet implements RouteSource {
   }
 
   private install(lease: string, route: PeerRoute, via: Admitted['via']): void {
-    const k = netKey({ ip: route.net, prefixLen: route.len });
+    const k = netKey(route.subnet);
     const old = this.admitted.get(k);
     // A peer that moves between the engine and a direct route leaves the old place first.
     if (old !== undefined && old.via !== via) this.uninstall(k, old);

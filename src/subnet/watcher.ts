@@ -16,10 +16,10 @@
 // whose BackendType is not "vxlan" ("host-gw"); the UDP backend accepts every lease (§6.7); reconnects back
 // off from 100 ms doubling to 5 s (cut short when the registry reports etcd reachable again).
 
-import { formatCIDR, netEqual, type IPv4Net } from '../net.js';
+import { formatCIDR, netEqual, netKey, type IPv4Net, type NetKey } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
-import { decodeVxlanBackendData, makeSubnetKey, sameLeaseAttrs, type Lease, type LeaseAttrs, type VxlanBackendData } from './lease.js';
+import { decodeVxlanBackendData, sameLeaseAttrs, type Lease, type LeaseAttrs, type VxlanBackendData } from './lease.js';
 import { ReconnectWait, type LeaseList, type Registry, type WatchEvent } from './registry.js';
 
 export interface Peer {
@@ -78,7 +78,7 @@ export class LeaseWatcher {
   private readonly backoffInitial: number;
   private readonly backoffMax: number;
   private readonly resetGraceMs: number;
-  private readonly state = new Map<string, Peer>();
+  private readonly state = new Map<NetKey, Peer>();
   private rev = 0;
   private readyResolve!: () => void;
   /** Resolves once the first snapshot has been delivered. */
@@ -97,11 +97,11 @@ export class LeaseWatcher {
   }
 
   /**
-   * The leases etcd holds now, keyed by their subnet key as written (`10.5.7.0-24`, host bits
-   * and all): a mirror of the store that diffs are computed against, not the routed peers. Which
-   * of them get a route, keyed by the masked network, is the peer set's (src/peers/) decision.
+   * The leases etcd holds now, keyed by their subnet as written (netKey: `10.5.7.0/24`, host
+   * bits and all): a mirror of the store that diffs are computed against, not the routed peers.
+   * Which of them get a route is the peer set's (src/peers/) decision.
    */
-  peers(): ReadonlyMap<string, Peer> {
+  peers(): ReadonlyMap<NetKey, Peer> {
     return this.state;
   }
 
@@ -128,7 +128,7 @@ export class LeaseWatcher {
   }
 
   /** Net diff between the state before a batch (`before`) and now, for the touched keys. */
-  private diffFrom(before: Map<string, Peer | undefined>, cause: PeerDiff['cause']): PeerDiff {
+  private diffFrom(before: Map<NetKey, Peer | undefined>, cause: PeerDiff['cause']): PeerDiff {
     const added: Peer[] = [];
     const changed: Peer[] = [];
     const removed: Peer[] = [];
@@ -141,13 +141,13 @@ export class LeaseWatcher {
     return { added, changed, removed, cause, revision: this.rev };
   }
 
-  private remember(before: Map<string, Peer | undefined>, k: string): void {
+  private remember(before: Map<NetKey, Peer | undefined>, k: NetKey): void {
     if (!before.has(k)) before.set(k, this.state.get(k));
   }
 
   /** Applies a batch of watch events to the state; returns the net diff. */
   applyEvents(events: readonly WatchEvent[], revision: number): PeerDiff {
-    const before = new Map<string, Peer | undefined>();
+    const before = new Map<NetKey, Peer | undefined>();
     for (const ev of events) {
       if (ev.type === 'invalid') {
         this.log.warn(`skipping bad subnet lease ${ev.key}: ${ev.error}`);
@@ -155,12 +155,12 @@ export class LeaseWatcher {
       }
       if (ev.type === 'delete') {
         if (ev.subnet === null) continue;
-        const k = makeSubnetKey(ev.subnet);
+        const k = netKey(ev.subnet);
         this.remember(before, k);
         this.state.delete(k);
         continue;
       }
-      const k = makeSubnetKey(ev.lease.subnet);
+      const k = netKey(ev.lease.subnet);
       const v = this.verdict(ev.lease);
       if ('invalid' in v) {
         this.log.warn(`skipping bad subnet lease ${ev.key}: ${v.invalid}`);
@@ -184,15 +184,15 @@ export class LeaseWatcher {
    * keepMissing, peers absent from the listing stay (after a revision reset).
    */
   applySnapshot(list: LeaseList, cause: 'snapshot' | 'resync', keepMissing = false): PeerDiff {
-    const before = new Map<string, Peer | undefined>();
-    const seen = new Set<string>();
+    const before = new Map<NetKey, Peer | undefined>();
+    const seen = new Set<NetKey>();
     for (const s of list.skipped) {
       this.log.warn(`skipping bad subnet lease ${s.key}: ${s.error}`);
       // A key we know that now holds garbage: keep the last good peer rather than drop it.
       for (const [k, p] of this.state) if (p.key === s.key) seen.add(k);
     }
     for (const l of list.leases) {
-      const k = makeSubnetKey(l.subnet);
+      const k = netKey(l.subnet);
       const v = this.verdict(l);
       if ('invalid' in v) {
         this.log.warn(`skipping bad subnet lease ${l.key}: ${v.invalid}`);

@@ -8,6 +8,7 @@
 import t, { type Test } from 'tap';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { configureKernelVxlanNode } from '../../lab/kernel.js';
+import { leaseKey, putFlannelLease } from '../../lab/leases.js';
 import { ping } from '../../lab/traffic.js';
 import { Metrics, waitFor } from '../helpers/reliability.js';
 
@@ -57,14 +58,6 @@ async function freeSubnet(c: Cluster): Promise<string> {
   const taken = await leases(c);
   for (let z = 200; z < 255; z++) if (!taken.has(`10.${y}.${z}.0/24`)) return `10.${y}.${z}.0/24`;
   throw new Error('out of subnets');
-}
-
-async function putFlannelLease(c: Cluster, subnet: string, value: string): Promise<string> {
-  const granted = await c.etcd.ctl('lease', 'grant', '86400');
-  const id = /lease ([0-9a-f]+) granted/.exec(granted)?.[1];
-  if (!id) throw new Error(`etcdctl lease grant: ${granted}`);
-  await c.etcd.ctl('put', `--lease=${id}`, `${ETCD_PREFIX}/subnets/${subnet.replace('/', '-')}`, value);
-  return id;
 }
 
 function addressPod(c: Cluster, i: number, subnet: string, mtu: number): string {
@@ -147,7 +140,7 @@ t.test('host-gw: adjacent linen and flanneld nodes route to each other; the node
   t.match(n1.log(), new RegExp(`Route recovered ${s2.replace(/\./g, '\\.')} via`));
 
   // The flanneld node's lease goes: so does its route.
-  await c.etcd.ctl('del', `${ETCD_PREFIX}/subnets/${s4.replace('/', '-')}`);
+  await c.etcd.ctl('del', leaseKey(s4));
   const gone = await waitFor(() => kernelRoute(c, 0, s4) === '', 10000, 100);
   t.ok(gone >= 0, `route to ${s4} removed with the lease after ${gone} ms`);
 });
@@ -211,11 +204,11 @@ t.test('VXLAN DirectRouting: adjacent peers by plain routes, the one behind a ro
   // lease cannot be edited this way: its owner writes it back.)
   const moved = `172.31.${c.topo.underlayNet.split('.')[2]}.14`;
   const lease4 = (publicIP: string): string => `{"PublicIP":"${publicIP}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${kernel.vtepMAC}"}}`;
-  await c.etcd.ctl('put', `--lease=${leaseId4}`, `${ETCD_PREFIX}/subnets/${s4.replace('/', '-')}`, lease4(moved));
+  await c.etcd.ctl('put', `--lease=${leaseId4}`, leaseKey(s4), lease4(moved));
   const wentRouted = await waitFor(async () => kernelRoute(c, 0, s4) === '' && (await metrics(n1)).routes().includes(`${s4} via ${moved}`), 10000, 100);
   t.ok(wentRouted >= 0, `a PublicIP change behind the router moves ${s4} from the kernel route into the data plane (${wentRouted} ms)`,
     wentRouted >= 0 ? {} : { diag: { route: kernelRoute(c, 0, s4), routes: (await metrics(n1)).routes() } });
-  await c.etcd.ctl('put', `--lease=${leaseId4}`, `${ETCD_PREFIX}/subnets/${s4.replace('/', '-')}`, lease4(h[3]!.underlayIP));
+  await c.etcd.ctl('put', `--lease=${leaseId4}`, leaseKey(s4), lease4(h[3]!.underlayIP));
   const wentDirect = await waitFor(async () => kernelRoute(c, 0, s4) !== '' && !(await metrics(n1)).routes().some((r) => r.startsWith(s4)), 10000, 100);
   t.ok(wentDirect >= 0, `and back: direct again (${wentDirect} ms)`);
   const p = await ping({ from: h[0]!.pod, to: pod4, count: 3 });

@@ -14,8 +14,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { testCluster } from '../helpers/cluster.js';
-import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { buildCluster, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { configureKernelVxlanNode, linkCounters, linkErrorCount } from '../../lab/kernel.js';
+import { leaseKey, putFlannelLease } from '../../lab/leases.js';
 import { transfer } from '../../lab/transfer.js';
 import { ping, type PingResult } from '../../lab/traffic.js';
 import { Metrics, etcdLeases, snmp, waitFor } from '../helpers/reliability.js';
@@ -34,7 +35,7 @@ interface LeaseAttrs { PublicIP: string; PublicIPv6: null; BackendType?: string;
 async function linenLease(c: Cluster, n: ClusterNode): Promise<{ subnet: string; attrs: LeaseAttrs; raw: string }> {
   const m = /^(\d+\.\d+\.\d+)\.1\/24$/.exec(n.subnetEnv()?.['FLANNEL_SUBNET'] ?? '');
   if (!m) throw new Error(`host ${n.index + 1}: no FLANNEL_SUBNET in ${n.subnetFile}`);
-  const raw = (await etcdLeases(c)).get(`${ETCD_PREFIX}/subnets/${m[1]}.0-24`);
+  const raw = (await etcdLeases(c)).get(leaseKey(`${m[1]}.0/24`));
   if (!raw) throw new Error(`host ${n.index + 1}: no lease for ${m[1]}.0/24 in etcd`);
   return { subnet: `${m[1]}.0/24`, attrs: JSON.parse(raw) as LeaseAttrs, raw };
 }
@@ -45,18 +46,6 @@ async function freeSubnet(c: Cluster): Promise<string> {
   const taken = new Set([...(await etcdLeases(c)).keys()].map((k) => k.slice(k.lastIndexOf('/') + 1)));
   for (let z = 1; z < 255; z++) if (!taken.has(`10.${y}.${z}.0-24`)) return `10.${y}.${z}.0/24`;
   throw new Error('out of subnets');
-}
-
-/**
- * Writes a lease as flanneld does (flannel-compat §1.3, §1.4): an etcd lease of 86400 s and
- * the subnet key put with it. Returns the etcd lease id.
- */
-async function putFlannelLease(c: Cluster, subnet: string, value: string): Promise<string> {
-  const granted = await c.etcd.ctl('lease', 'grant', '86400');
-  const id = /lease ([0-9a-f]+) granted with TTL\((\d+)s\)/.exec(granted)?.[1];
-  if (!id) throw new Error(`etcdctl lease grant: ${granted}`);
-  await c.etcd.ctl('put', `--lease=${id}`, `${ETCD_PREFIX}/subnets/${subnet.replace('/', '-')}`, value);
-  return id;
 }
 
 /** Addresses host i's pod in `subnet` (gateway .1 on the host side, pod .2), as attachPod does. */

@@ -68,8 +68,10 @@ t.test('every metric the dashboard and the alert rules query is in the live scra
 
 t.test('--peer-metrics-limit bounds the per-peer series; the totals stay', async (t) => {
   const n = c.nodes[2]!;
-  const others = c.nodes.filter((x) => x !== n).map(subnetOf).sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
-  const peerSubnets = (m: Metrics, name: string): string[] => [...new Set(m.samples.filter((s) => s.name === name).map((s) => s.labels.subnet!))].sort();
+  // One order for both lists: numeric, so 10.215.4.0/24 comes before 10.215.39.0/24 (a plain sort puts it after).
+  const byAddress = (a: string, b: string): number => a.localeCompare(b, 'en', { numeric: true });
+  const others = c.nodes.filter((x) => x !== n).map(subnetOf).sort(byAddress);
+  const peerSubnets = (m: Metrics, name: string): string[] => [...new Set(m.samples.filter((s) => s.name === name).map((s) => s.labels.subnet!))].sort(byAddress);
   let seen: string[] = [];
   const both = await waitFor(async () => JSON.stringify(seen = peerSubnets(await metrics(n), 'linen_peer_packets_total')) === JSON.stringify(others), 15_000, 250);
   t.ok(both >= 0, `default: per-peer series for both peers ${others.join(', ')} (seen: ${seen.join(', ')})`);

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { leaseKey, putFlannelLease } from '../../lab/leases.js';
 import { configureKernelVxlanNode, subnetNetworkAddress, type KernelVxlanNode, type VxlanPeer } from '../../lab/kernel.js';
 import type { HostInfo } from '../../lab/topology.js';
 import { ping } from '../../lab/traffic.js';
@@ -32,16 +33,6 @@ async function leases(c: Cluster): Promise<Map<string, string>> {
   const m = new Map<string, string>();
   for (let i = 0; i + 1 < lines.length; i += 2) m.set(lines[i]!, lines[i + 1]!);
   return m;
-}
-
-const leaseKey = (subnet: string): string => `${ETCD_PREFIX}/subnets/${subnet.replace('/', '-')}`;
-
-/** flanneld's Put of its lease: a fresh 24 h etcd lease and the key attached to it. */
-async function putFlannelLease(c: Cluster, subnet: string, value: string): Promise<void> {
-  const granted = await c.etcd.ctl('lease', 'grant', '86400');
-  const id = /lease ([0-9a-f]+) granted/.exec(granted)?.[1];
-  if (!id) throw new Error(`etcdctl lease grant: ${granted}`);
-  await c.etcd.ctl('put', `--lease=${id}`, leaseKey(subnet), value);
 }
 
 const vxlanLease = (ip: string, mac: string): string =>

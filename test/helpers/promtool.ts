@@ -90,7 +90,7 @@ export function fakeStats(peers: number): EngineStats {
   return {
     counters, io, workers: 2, workerRestarts: 1,
     // Added in descending order, so "the lowest subnets" differs from "the first added".
-    peers: Array.from({ length: peers }, (_, i) => ({ net: parseIPv4(`10.5.${peers - i}.0`)!, len: 24, txPackets: 1n, txBytes: 2n, rxPackets: 3n, rxBytes: 4n })),
+    peers: Array.from({ length: peers }, (_, i) => ({ subnet: { ip: parseIPv4(`10.5.${peers - i}.0`)!, prefixLen: 24 }, txPackets: 1n, txBytes: 2n, rxPackets: 3n, rxBytes: 4n })),
   };
 }
 

@@ -5,7 +5,7 @@ import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { ManualClock } from '../../src/subnet/clock.js';
 import { fetchNetworkConfig, freeCandidates, LeaseManager, type LeaseEvent } from '../../src/subnet/manager.js';
 import { RegistryError, SubnetExistsError, type LeaseGrant, type LeaseList, type Registry, type WatchItem } from '../../src/subnet/registry.js';
-import { udpLeaseAttrs, vxlanLeaseAttrs, type LeaseAttrs } from '../../src/subnet/lease.js';
+import { makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs, type LeaseAttrs } from '../../src/subnet/lease.js';
 import { parseNetworkConfig } from '../../src/config.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatCIDR, parseCIDR, parseIPv4, type IPv4Net } from '../../src/net.js';
@@ -99,7 +99,7 @@ t.test('lease manager', async (t) => {
     t.equal(a.how, 'allocated');
     t.ok(a.subnet.ip >= config.subnetMin && a.subnet.ip <= config.subnetMax && a.subnet.prefixLen === 24);
     t.ok(freeCandidates(config, []).some((c) => c.ip === a.subnet.ip), 'among the first 100 candidates');
-    const key = `${P}/subnets/${formatCIDR(a.subnet).replace('/', '-')}`;
+    const key = `${P}/subnets/${makeSubnetKey(a.subnet)}`;
     const kv = await ctlValue(etcd, key);
     t.equal(kv?.value, '{"PublicIP":"192.168.1.10","PublicIPv6":null}');
     t.equal(kv?.lease, a.leaseId);
@@ -220,7 +220,7 @@ t.test('lease manager', async (t) => {
     await waitFor(() => events.some((e) => e.type === 'renewed'));
     const l = m.lease!;
     t.not(l.leaseId, a.leaseId, 'renewed with a new etcd lease');
-    const key = `${P}/subnets/${formatCIDR(l.subnet).replace('/', '-')}`;
+    const key = `${P}/subnets/${makeSubnetKey(l.subnet)}`;
     t.equal((await ctlValue(etcd, key))?.lease, l.leaseId, 'key re-put with the new lease');
     t.ok((await ctlTTL(etcd, l.leaseId)) > 86390);
     t.ok(Math.abs(l.expiration! - (clock.now() + 86400_000)) <= 2000, 'expiration = now + 24 h');
@@ -299,7 +299,7 @@ t.test('lease manager', async (t) => {
     const t0 = Date.now();
     const run = m.run(ac.signal);
     await new Promise((r) => setTimeout(r, 200));
-    await etcd.ctl('del', `${P}/subnets/${formatCIDR(a.subnet).replace('/', '-')}`);
+    await etcd.ctl('del', `${P}/subnets/${makeSubnetKey(a.subnet)}`);
     t.equal(await run, 'revoked');
     t.ok(Date.now() - t0 < 15_000, `promptly (${Date.now() - t0} ms; bound 15 s)`);
   });
@@ -313,7 +313,7 @@ t.test('lease manager', async (t) => {
         calls++;
         if (calls === 1) {
           return (async function* () {
-            await etcd.ctl('del', `${P}/subnets/${formatCIDR(a.subnet).replace('/', '-')}`);
+            await etcd.ctl('del', `${P}/subnets/${makeSubnetKey(a.subnet)}`);
             yield { kind: 'compacted' as const, compactRevision: from + 5, reason: 'compacted' as const };
           })();
         }

@@ -3,9 +3,10 @@
 // A running node follows them as they are written; a new node joins, takes a free subnet and
 // routes every one of them; the two pods reach each other. Join time and RSS are printed.
 import t from 'tap';
-import { buildCluster, ETCD_PREFIX, HEALTH_PORT, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { buildCluster, HEALTH_PORT, type Cluster, type ClusterNode } from '../../lab/cluster.js';
 import { nsExec } from '../../lab/netns.js';
 import { putMany } from '../helpers/etcd.js';
+import { WIDE_NETWORK, wideFakeLeases } from '../../lab/leases.js';
 import { Metrics, bothWays, pidOf, rssKiB, waitFor } from '../helpers/reliability.js';
 
 const LEASES = 30_000;
@@ -22,7 +23,7 @@ const ownSubnet = (n: ClusterNode): string => n.subnetEnv()?.['FLANNEL_SUBNET']?
 let c: Cluster;
 t.before(async () => {
   // Every peer's linen_peer_route line is read back below: lift the per-peer series limit.
-  c = await buildCluster({ hosts: 2, backend: 'vxlan', start: false, args: ['--peer-metrics-limit=1000000'], config: { Network: '10.0.0.0/8', SubnetLen: 24, Backend: { Type: 'vxlan' } } });
+  c = await buildCluster({ hosts: 2, backend: 'vxlan', start: false, args: ['--peer-metrics-limit=1000000'], config: { ...WIDE_NETWORK, Backend: { Type: 'vxlan' } } });
 });
 t.teardown(() => c?.destroy());
 
@@ -30,23 +31,11 @@ t.test(`${LEASES} leases in etcd: a running node routes them all, a new node joi
   const [a, b] = c.nodes as [ClusterNode, ClusterNode];
   await a.start();
 
-  // Fake peers 10.<i/256>.<i%256>.0/24 for i = 1..LEASES: from SubnetMin (10.0.1.0) upward.
-  const kvs: [string, string][] = [];
-  const want = new Set<string>();
-  for (let i = 1; i <= LEASES; i++) {
-    const net = `10.${i >> 8}.${i & 255}.0`;
-    const ip = `198.18.${i >> 8}.${i & 255}`;
-    const mac = `0a:58:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
-    kvs.push([`${ETCD_PREFIX}/subnets/${net}-24`, JSON.stringify({ PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } })]);
-    want.add(`${net}/24 via ${ip}`);
-  }
+  // Fake peers 10.<i/256>.<i%256>.0/24 for i = 1..LEASES, less the one host 1 already holds (it allocated among the first 100).
   const aSubnet = ownSubnet(a);
-  // Host 1 already holds one of these subnets (it allocated among the first 100): that key stays its own.
-  const mine = kvs.findIndex(([k]) => k.endsWith(`/${aSubnet.replace('/24', '-24')}`));
-  if (mine >= 0) {
-    want.delete(`${kvs[mine]![0].replace(/^.*\//, '').replace('-24', '/24')} via ${JSON.parse(kvs[mine]![1]).PublicIP as string}`);
-    kvs.splice(mine, 1);
-  }
+  const fakes = wideFakeLeases(LEASES, aSubnet);
+  const kvs = fakes.map((f): [string, string] => [f.key, f.value]);
+  const want = new Set(fakes.map((f) => f.route));
   const bytes = kvs.reduce((s, [k, v]) => s + k.length + v.length, 0);
   const t0 = Date.now();
   putMany(c.topo.bridgeNs!, [c.etcdEndpoint], kvs);

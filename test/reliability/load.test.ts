@@ -7,6 +7,7 @@
 import t from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';
+import { logTime } from '../../lab/linend-log.js';
 import {
   LONG, delta, fdDiff, fdsAtRest, leaseValue, linkDrops, metrics, pidOf, rssKiB, snmp, startIperf, threadCount, waitFor, type Metrics,
 } from '../helpers/reliability.js';
@@ -114,14 +115,6 @@ t.test(`soak: ${SOAK_S} s of iperf3 at full speed while peers come and go`, asyn
 /** Puts or deletes in etcd transactions of 100 (etcd allows 128 operations per transaction). */
 async function bulk(ops: string[]): Promise<void> {
   for (let i = 0; i < ops.length; i += 100) await c.etcd.txn(ops.slice(i, i + 100));
-}
-
-/** Time (ms since the epoch) of a klog line's header, e.g. `I1121 02:51:22.111000 ...`. */
-function logTime(line: string): number | null {
-  const m = /^[IWE](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{6})/.exec(line);
-  if (!m) return null;
-  const [mo, d, h, mi, se, us] = m.slice(1).map(Number) as [number, number, number, number, number, number];
-  return new Date(new Date().getFullYear(), mo - 1, d, h, mi, se, Math.floor(us / 1000)).getTime();
 }
 
 /**

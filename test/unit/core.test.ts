@@ -12,15 +12,15 @@ const PEER2_MAC = mac('8e:11:22:33:44:55');
 const LOCAL = '10.5.72.0';
 
 function udpCore(): Harness {
-  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL) });
-  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'));
-  h.core.setRoute(ip4('10.5.34.0'), 24, ip4('192.168.1.21'));
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4(LOCAL), prefixLen: 24 } });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20') });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.34.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.21') });
   return h;
 }
 function vxlanCore(vnetHdr = false): Harness {
-  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 1, mac: OWN_MAC, vnetHdr });
-  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
-  h.core.setRoute(ip4('10.5.34.0'), 24, ip4('192.168.1.21'), PEER2_MAC);
+  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, subnet: { ip: ip4(LOCAL), prefixLen: 24 }, vni: 1, mac: OWN_MAC, vnetHdr });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.34.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.21'), mac: PEER2_MAC });
   return h;
 }
 function decremented(p: Uint8Array): Uint8Array {
@@ -60,7 +60,7 @@ t.test('UDP mode egress sends the bare inner packet, TTL decremented, to the pee
   t.equal(ip.ttl, 63);
   t.ok(l4ChecksumOk(sends[0].bytes), 'inner UDP checksum untouched and valid');
   t.equal(h.counter('egress', 'forwarded'), 1);
-  const pc = h.core.peerCounters(ip4('10.5.33.0'), 24);
+  const pc = h.core.peerCounters({ ip: ip4('10.5.33.0'), prefixLen: 24 });
   t.equal(pc?.txPackets, 1n);
   t.equal(pc?.txBytes, BigInt(p.length));
 });
@@ -96,36 +96,36 @@ t.test('VXLAN egress frames exactly as the kernel: flags 0x08, VNI, inner Ethern
 });
 
 t.test('VXLAN with a large VNI', async (t) => {
-  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 0xabcdef, mac: OWN_MAC });
-  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
+  const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, subnet: { ip: ip4(LOCAL), prefixLen: 24 }, vni: 0xabcdef, mac: OWN_MAC });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
   const { sends } = h.egress([buildUdp('10.5.72.5', '10.5.33.7', 1, 2, bytes(4))]);
   t.same(sends[0].bytes.subarray(0, 8), vxlanHeader(0xabcdef));
 });
 
 t.test('longest prefix wins; add, replace and remove at run time', async (t) => {
   const h = udpCore();
-  h.core.setRoute(ip4('10.5.0.0'), 16, ip4('192.168.1.99'));
-  h.core.setRoute(ip4('10.5.33.128'), 25, ip4('192.168.1.50'));
+  h.core.setRoute({ subnet: { ip: ip4('10.5.0.0'), prefixLen: 16 }, publicIP: ip4('192.168.1.99') });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.33.128'), prefixLen: 25 }, publicIP: ip4('192.168.1.50') });
   const dst = (d: string) => h.egress([buildUdp('10.5.72.5', d, 1, 2, bytes(4))]).sends[0]?.addr;
   t.equal(dst('10.5.33.1'), '192.168.1.20', '/24 beats /16');
   t.equal(dst('10.5.33.200'), '192.168.1.50', '/25 beats /24');
   t.equal(dst('10.5.99.1'), '192.168.1.99', '/16 catches the rest');
-  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.77'));
+  h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.77') });
   t.equal(dst('10.5.33.1'), '192.168.1.77', 'replace takes effect at once (lookup cache invalidated)');
-  t.ok(h.core.removeRoute(ip4('10.5.33.128'), 25));
+  t.ok(h.core.removeRoute({ ip: ip4('10.5.33.128'), prefixLen: 25 }));
   t.equal(dst('10.5.33.200'), '192.168.1.77', 'removing the /25 falls back to the /24');
-  t.notOk(h.core.removeRoute(ip4('10.5.33.128'), 25), 'removing twice reports false');
-  t.ok(h.core.removeRoute(ip4('10.5.0.0'), 16));
+  t.notOk(h.core.removeRoute({ ip: ip4('10.5.33.128'), prefixLen: 25 }), 'removing twice reports false');
+  t.ok(h.core.removeRoute({ ip: ip4('10.5.0.0'), prefixLen: 16 }));
   t.equal(dst('10.5.99.1'), undefined, 'no route left');
-  t.equal(h.core.setRoute(ip4('10.5.33.77'), 24, ip4('1.2.3.4')), h.core.setRoute(ip4('10.5.33.0'), 24, ip4('1.2.3.4')), 'host bits are masked');
-  t.throws(() => h.core.setRoute(0, 33, 0), /bad prefix length/);
+  t.equal(h.core.setRoute({ subnet: { ip: ip4('10.5.33.77'), prefixLen: 24 }, publicIP: ip4('1.2.3.4') }), h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('1.2.3.4') }), 'host bits are masked');
+  t.throws(() => h.core.setRoute({ subnet: { ip: 0, prefixLen: 33 }, publicIP: 0 }), /bad prefix length/);
 });
 
 t.test('65,536 routes: every one found, removals exact, table stays consistent', async (t) => {
-  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL) });
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4(LOCAL), prefixLen: 24 } });
   const e = h.core.exports;
   const N = 65536;
-  for (let i = 0; i < N; i++) h.core.setRoute((0x0a000000 + i * 256) >>> 0, 24, (0xc0a80000 + i) >>> 0);
+  for (let i = 0; i < N; i++) h.core.setRoute({ subnet: { ip: (0x0a000000 + i * 256) >>> 0, prefixLen: 24 }, publicIP: (0xc0a80000 + i) >>> 0 });
   t.equal(h.core.routeCount, N);
   let wrong = 0;
   for (let i = 0; i < N; i++) {
@@ -133,14 +133,14 @@ t.test('65,536 routes: every one found, removals exact, table stays consistent',
     if (idx < 0 || h.dv.getUint32(h.core.layout.ROUTES + idx * h.core.layout.ROUTE_SIZE + h.core.layout.R_PUBLIC_IP, true) !== ((0xc0a80000 + i) >>> 0)) wrong++;
   }
   t.equal(wrong, 0, 'all lookups hit the right peer');
-  for (let i = 0; i < N; i += 2) h.core.removeRoute((0x0a000000 + i * 256) >>> 0, 24);
+  for (let i = 0; i < N; i += 2) h.core.removeRoute({ ip: (0x0a000000 + i * 256) >>> 0, prefixLen: 24 });
   let bad = 0;
   for (let i = 0; i < N; i++) {
     const found = e.routeLookup((0x0a000000 + i * 256 + 1) >>> 0) >= 0;
     if (found !== (i % 2 === 1)) bad++;
   }
   t.equal(bad, 0, 'after removing every other route, exactly the rest remain');
-  for (let i = 0; i < N; i += 2) h.core.setRoute((0x0a000000 + i * 256) >>> 0, 24, 1);
+  for (let i = 0; i < N; i += 2) h.core.setRoute({ subnet: { ip: (0x0a000000 + i * 256) >>> 0, prefixLen: 24 }, publicIP: 1 });
   t.equal(h.core.routeCount, N, 'freed entries are reused');
 });
 
@@ -236,7 +236,7 @@ t.test('UDP mode ingress: a peer packet reaches the TUN with TTL decremented', a
   t.equal(sends.length, 0);
   t.equal(tun.length, 1);
   t.same(tun[0], decremented(p));
-  t.equal(h.core.peerCounters(ip4('10.5.33.0'), 24)?.rxPackets, 1n);
+  t.equal(h.core.peerCounters({ ip: ip4('10.5.33.0'), prefixLen: 24 })?.rxPackets, 1n);
 });
 
 t.test('ingress anti-spoofing: unknown sender or inner source outside its subnet', async (t) => {
@@ -356,8 +356,8 @@ t.test('VXLAN mode leaves the TTL alone, as the kernel does, but never forwards 
 
 t.test("ingress completes a peer's partial (offload) TCP and UDP checksums", async (t) => {
   for (const vnetHdr of [false, true]) {
-    const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, localAddr: ip4(LOCAL), vni: 1, mac: OWN_MAC, vnetHdr });
-    h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
+    const h = new Harness({ mode: 'vxlan', port: 8472, mtu: 1450, subnet: { ip: ip4(LOCAL), prefixLen: 24 }, vni: 1, mac: OWN_MAC, vnetHdr });
+    h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
     const partial = (p: Uint8Array, at: number): Uint8Array => {
       // What a sending kernel leaves for the NIC: the folded pseudo-header sum.
       const q = p.slice();
@@ -395,8 +395,8 @@ t.test('ingress delivers only to the own subnet: anything else a peer sends is f
     for (const dst of ['10.5.72.0', '10.5.72.5', '10.5.72.255']) t.equal(from(dst), 1, `${h.core.mode}: to ${dst} (own /24) delivered`);
     t.equal(h.counter('ingress', 'forwarded'), 3);
   }
-  const wide = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4('10.6.0.0'), subnetLen: 20 });
-  wide.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'));
+  const wide = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4('10.6.0.0'), prefixLen: 20 } });
+  wide.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20') });
   const to = (dst: string) => wide.ingress([{ data: buildUdp('10.5.33.7', dst, 1, 2, bytes(20)), from: '192.168.1.20' }]).tun.length;
   t.equal(to('10.6.15.200'), 1, 'a /20 subnet: its last block delivered');
   t.equal(to('10.6.16.1'), 0, 'a /20 subnet: the next one is foreign');
@@ -428,8 +428,8 @@ t.test('ICMP errors are rate limited per source: one pod cannot starve the other
 });
 
 t.test('ICMP errors go only to sources in the own subnet or the cluster network', async (t) => {
-  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip4(LOCAL), network: { ip: ip4('10.5.0.0'), prefixLen: 16 } });
-  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'));
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4(LOCAL), prefixLen: 24 }, network: { ip: ip4('10.5.0.0'), prefixLen: 16 } });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20') });
   const unreachable = (src: string) => h.egress([buildUdp(src, '10.99.0.1', 1, 2, bytes(8))]).tun.length;
   t.equal(unreachable('10.5.72.5'), 1, 'own pod: net unreachable');
   t.equal(unreachable('10.5.40.5'), 1, 'an address of the cluster network (e.g. a host route): net unreachable');

@@ -51,8 +51,8 @@ function mutate(seed: Uint8Array): Uint8Array {
 
 function runConfig(t: Test, name: string, opts: CoreOptions, packets: number): void {
   const core = new Core(opts);
-  core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
-  core.setRoute(ip4('10.5.0.0'), 16, ip4('192.168.1.30'), PEER_MAC);
+  core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
+  core.setRoute({ subnet: { ip: ip4('10.5.0.0'), prefixLen: 16 }, publicIP: ip4('192.168.1.30'), mac: PEER_MAC });
   const L = core.layout;
   const mem = new Uint8Array(core.memory.buffer);
   const desc = new DescriptorView(core.memory.buffer, L);
@@ -163,7 +163,7 @@ function runConfig(t: Test, name: string, opts: CoreOptions, packets: number): v
 
 t.test('fuzz', async (t) => {
   const share = Math.ceil(TOTAL / 4);
-  const base = { localAddr: ip4('10.5.72.0'), mac: OWN_MAC, vni: 1 };
+  const base = { subnet: { ip: ip4('10.5.72.0'), prefixLen: 24 }, mac: OWN_MAC, vni: 1 };
   runConfig(t, 'udp', { ...base, mode: 'udp', port: 8285, mtu: 1472 }, share);
   runConfig(t, 'vxlan', { ...base, mode: 'vxlan', port: 8472, mtu: 1450 }, share);
   runConfig(t, 'udp+vnet', { ...base, mode: 'udp', port: 8285, mtu: 1472, vnetHdr: true }, share);

@@ -11,8 +11,8 @@ const OWN_MAC = mac('0a:58:0a:05:48:00');
 const PEER_MAC = mac('c6:d2:32:6f:8f:44');
 
 function harness(mode: 'udp' | 'vxlan'): Harness {
-  const h = new Harness({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: mode === 'udp' ? 1472 : 1450, localAddr: ip4('10.5.72.0'), vni: 1, mac: OWN_MAC, vnetHdr: true });
-  h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
+  const h = new Harness({ mode, port: mode === 'udp' ? 8285 : 8472, mtu: mode === 'udp' ? 1472 : 1450, subnet: { ip: ip4('10.5.72.0'), prefixLen: 24 }, vni: 1, mac: OWN_MAC, vnetHdr: true });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
   return h;
 }
 

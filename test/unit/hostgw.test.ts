@@ -8,9 +8,9 @@ import { createBackend } from '../../src/backend/index.js';
 import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
 import { KernelRoutes, type IpCommand } from '../../src/device/routes.js';
 import { memoryLogger } from '../../src/log.js';
-import { formatIPv4, parseCIDR, parseIPv4 } from '../../src/net.js';
+import { formatCIDR, formatIPv4, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
 import { PeerSet } from '../../src/peers/peer-set.js';
-import { encodeLeaseAttrs, makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs, type Lease } from '../../src/subnet/lease.js';
+import { encodeLeaseAttrs, udpLeaseAttrs, vxlanLeaseAttrs, type Lease } from '../../src/subnet/lease.js';
 import { LeaseWatcher, type Peer, type PeerDiff } from '../../src/subnet/watcher.js';
 import { hostGwLeaseAttrs } from '../../src/backend/hostgw.js';
 import type { Registry } from '../../src/subnet/registry.js';
@@ -64,8 +64,8 @@ class FakeEngine implements Engine {
   readonly name = 'native' as const;
   readonly table = new Map<string, SlottedRoute>();
   constructor(readonly routeCapacity = 131072, readonly peerSlots = 4096) {}
-  setRoute(r: SlottedRoute): void { this.table.set(`${formatIPv4(r.route.net)}/${r.route.len}`, r); }
-  removeRoute(r: SlottedRoute): void { this.table.delete(`${formatIPv4(r.route.net)}/${r.route.len}`); }
+  setRoute(r: SlottedRoute): void { this.table.set(formatCIDR(r.route.subnet), r); }
+  removeRoute(r: SlottedRoute): void { this.table.delete(formatCIDR(r.route.subnet)); }
   routes(): string[] { return [...this.table].map(([k, r]) => `${k} via ${formatIPv4(r.route.publicIP)}`).sort(); }
   async start(): Promise<never> { throw new Error('not used'); }
   stats(): EngineStats { throw new Error('not used'); }
@@ -79,10 +79,10 @@ function setup(backendJson: Record<string, unknown>, capacity?: number) {
   const { log, lines } = memoryLogger(0);
   const kernel = new KernelRoutes({ dev: 'eth0', log, ip: fake.run });
   const backend = createBackend(config.backend);
-  const peers = new PeerSet({ backend, config, own: parseCIDR('10.5.1.0/24')!, self: ip('192.168.7.1'), log, kernel });
+  const peers = new PeerSet({ backend, config, ownSubnet: parseCIDR('10.5.1.0/24')!, self: ip('192.168.7.1'), log, kernel });
   const engine = backend.mode === null ? null : new FakeEngine(capacity);
   if (engine) peers.attach(engine);
-  const all = new Map<string, Peer>();
+  const all = new Map<NetKey, Peer>();
   const lease = (key: string, publicIP: string): Peer => {
     const [addr, len] = key.split('-');
     const attrs = backend.type === 'host-gw' ? hostGwLeaseAttrs(ip(publicIP)) : backend.type === 'vxlan' ? vxlanLeaseAttrs(ip(publicIP), 1, '02:00:00:00:00:07') : udpLeaseAttrs(ip(publicIP));
@@ -92,18 +92,18 @@ function setup(backendJson: Record<string, unknown>, capacity?: number) {
     };
   };
   const apply = (added: Peer[], changed: Peer[], removed: Peer[]): void => {
-    for (const p of [...added, ...changed]) all.set(makeSubnetKey(p.subnet), p);
-    for (const p of removed) all.delete(makeSubnetKey(p.subnet));
+    for (const p of [...added, ...changed]) all.set(netKey(p.subnet), p);
+    for (const p of removed) all.delete(netKey(p.subnet));
     const d: PeerDiff = { added, changed, removed, cause: 'events', revision: 1 };
     peers.apply(d, all);
   };
   const put = (key: string, publicIP: string): void => {
     const p = lease(key, publicIP);
-    const had = all.has(makeSubnetKey(p.subnet));
+    const had = all.has(netKey(p.subnet));
     apply(had ? [] : [p], had ? [p] : [], []);
   };
   const del = (key: string): void => {
-    const p = all.get(key);
+    const p = [...all.values()].find((q) => q.key.endsWith(`/${key}`));
     if (p) apply([], [], [p]);
   };
   const metric = (name: string, labels: Record<string, string> = {}): number | bigint | undefined =>
@@ -186,7 +186,7 @@ for (const type of ['vxlan', 'udp'] as const) {
     s.put('10.5.3.0-24', '172.16.9.3');
     t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0']);
     t.same(engine.routes(), ['10.5.3.0/24 via 172.16.9.3']);
-    t.same([...s.peers.routes()].map((r) => formatIPv4(r.route.net)), ['10.5.3.0'], 'the engine reads back only its own routes');
+    t.same([...s.peers.routes()].map((r) => formatIPv4(r.route.subnet.ip)), ['10.5.3.0'], 'the engine reads back only its own routes');
     t.equal(s.metric('linen_peers'), 2);
     t.equal(s.metric('linen_peers_direct'), 1);
     // Moves: direct → engine and engine → direct.

@@ -7,7 +7,7 @@ import { Metrics } from '../../lab/metrics.js';
 import { fakeStats } from '../helpers/promtool.js';
 
 const routes = (n: number): Metric[] => Array.from({ length: n }, (_, i): Metric => ({
-  name: 'linen_peer_route', help: 'A route.', type: 'gauge', value: 1, perPeer: true, labels: { subnet: `10.5.${n - i}.0/24`, public_ip: `192.0.2.${n - i}` },
+  name: 'linen_peer_route', help: 'A route.', type: 'gauge', value: 1, peer: { ip: (0x0a050000 + (n - i) * 256) >>> 0, prefixLen: 24 }, labels: { subnet: `10.5.${n - i}.0/24`, public_ip: `192.0.2.${n - i}` },
 }));
 const source = (peers: number, extra: Metric[] = routes(peers)): MetricsSource => ({ engine: () => fakeStats(peers), extra: () => extra });
 

@@ -70,7 +70,7 @@ t.test("native.ts loads the addon from the repository's build/", async (t) => {
 });
 
 t.test("the addon was compiled with the wasm core's layout; a differing layout is refused", async (t) => {
-  const core = new Core({ mode: "udp", port: 8285, mtu: 1472, localAddr: 0 });
+  const core = new Core({ mode: "udp", port: 8285, mtu: 1472, subnet: { ip: 0, prefixLen: 24 } });
   for (const name of ADDON_LAYOUT_FIELDS) t.equal(io.layout[name], core.layout[name], `addon ${name} = core ${name}`);
   t.doesNotThrow(() => checkAddonLayout(io.layout, core.layout), "the built pair agrees");
   const moved = { ...core.layout, D_LENGTH: core.layout.D_LENGTH + 4 };
@@ -84,8 +84,8 @@ t.test("the addon was compiled with the wasm core's layout; a differing layout i
   t.throws(() => checkAddonLayout(undefined, core.layout), /reports no memory layout/, "an addon from before the check");
   // Both engines check before they open anything: an addon built with D_SEGSIZE elsewhere.
   const options: EngineOptions = {
-    mode: "udp", device: "lnlayout0", bindAddr: "127.0.0.1", port: 8285, mtu: 1472, localAddr: 0x0a054800,
-    subnetLen: 24, network: { ip: 0x0a050000, prefixLen: 16 }, vni: 1, mac: new Uint8Array(6), queues: 1, offload: "off",
+    mode: "udp", device: "lnlayout0", bindAddr: "127.0.0.1", port: 8285, mtu: 1472, subnet: { ip: 0x0a054800, prefixLen: 24 },
+    network: { ip: 0x0a050000, prefixLen: 16 }, vni: 1, mac: new Uint8Array(6), queues: 1, offload: "off",
   };
   const real = io.layout;
   Object.defineProperty(io, "layout", { value: { ...real, D_SEGSIZE: real.D_SEGSIZE + 2 }, configurable: true });

@@ -65,8 +65,8 @@ t.test('tshark decodes every layer of what the core produces, with good checksum
 
   for (const mode of ['udp', 'vxlan'] as const) {
     const port = mode === 'udp' ? 8285 : 8472;
-    const h = new Harness({ mode, port, mtu: mode === 'udp' ? 1472 : 1450, localAddr: ip4('10.5.72.0'), vni: 1, mac: OWN_MAC });
-    h.core.setRoute(ip4('10.5.33.0'), 24, ip4('192.168.1.20'), PEER_MAC);
+    const h = new Harness({ mode, port, mtu: mode === 'udp' ? 1472 : 1450, subnet: { ip: ip4('10.5.72.0'), prefixLen: 24 }, vni: 1, mac: OWN_MAC });
+    h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20'), mac: PEER_MAC });
     const inner = [
       buildTcp('10.5.72.5', '10.5.33.7', 33000, 80, 12345, 0x18, bytes(1000)),
       buildUdp('10.5.72.5', '10.5.33.7', 40001, 40002, bytes(60)),

@@ -10,7 +10,7 @@ import { Core } from '../../src/dataplane/core.js';
 import { DgramEngine } from '../../src/dataplane/dgram-engine.js';
 import { NativeEngine } from '../../src/dataplane/native-engine.js';
 import { memoryLogger } from '../../src/log.js';
-import { formatIPv4, parseCIDR, parseIPv4 } from '../../src/net.js';
+import { formatCIDR, formatIPv4, makeNet, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
 import { PeerSet, REFUSAL_REASONS, type RefusalReason } from '../../src/peers/peer-set.js';
 import { makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
 import type { Peer, PeerDiff } from '../../src/subnet/watcher.js';
@@ -24,8 +24,7 @@ class FakeEngine implements Engine {
   readonly calls: string[] = [];
   constructor(readonly routeCapacity = 131072, readonly peerSlots = 4096) {}
   private key(r: SlottedRoute): string {
-    const mask = r.route.len === 0 ? 0 : (0xffffffff << (32 - r.route.len)) >>> 0;
-    return `${formatIPv4((r.route.net & mask) >>> 0)}/${r.route.len}`;
+    return formatCIDR(makeNet(r.route.subnet.ip, r.route.subnet.prefixLen));
   }
   setRoute(r: SlottedRoute): void {
     this.calls.push(`set ${this.key(r)} via ${formatIPv4(r.route.publicIP)} slot ${r.slot}`);
@@ -53,10 +52,10 @@ function setup(o: { backend?: 'udp' | 'vxlan'; capacity?: number; slots?: number
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: { Type: o.backend ?? 'udp' } }));
   const engine = new FakeEngine(o.capacity, o.slots);
   const { log, lines } = memoryLogger(0);
-  const peers = new PeerSet({ backend: createBackend(config.backend), config, own: parseCIDR(OWN)!, self: ip(SELF), log });
+  const peers = new PeerSet({ backend: createBackend(config.backend), config, ownSubnet: parseCIDR(OWN)!, self: ip(SELF), log });
   peers.attach(engine);
   // What the watcher would hold: every lease, keyed by its subnet key.
-  const all = new Map<string, Peer>();
+  const all = new Map<NetKey, Peer>();
   const lease = (key: string, publicIP: string, mac: string | null = null): Peer => {
     const [addr, len] = key.split('-');
     const attrs = mac === null ? udpLeaseAttrs(ip(publicIP)) : vxlanLeaseAttrs(ip(publicIP), 1, mac);
@@ -66,14 +65,14 @@ function setup(o: { backend?: 'udp' | 'vxlan'; capacity?: number; slots?: number
     };
   };
   const diff = (added: Peer[], changed: Peer[] = [], removed: Peer[] = []): void => {
-    for (const p of [...added, ...changed]) all.set(makeSubnetKey(p.subnet), p);
-    for (const p of removed) all.delete(makeSubnetKey(p.subnet));
+    for (const p of [...added, ...changed]) all.set(netKey(p.subnet), p);
+    for (const p of removed) all.delete(netKey(p.subnet));
     const d: PeerDiff = { added, changed, removed, cause: 'events', revision: 1 };
     peers.apply(d, all);
   };
   const put = (key: string, publicIP: string, mac: string | null = null): Peer => {
     const p = lease(key, publicIP, mac);
-    const had = all.has(makeSubnetKey(p.subnet));
+    const had = all.has(netKey(p.subnet));
     diff(had ? [] : [p], had ? [p] : []);
     return p;
   };
@@ -250,13 +249,13 @@ t.test("a snapshot larger than the core's table (a /8 network of /30 leases): ca
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 30, Backend: { Type: 'udp' } }));
   const engine = new FakeEngine();
   const { log, lines } = memoryLogger(0);
-  const peers = new PeerSet({ backend: createBackend(config.backend), config, own: { ip: ip('10.0.0.0'), prefixLen: 30 }, self: null, log });
+  const peers = new PeerSet({ backend: createBackend(config.backend), config, ownSubnet: { ip: ip('10.0.0.0'), prefixLen: 30 }, self: null, log });
   peers.attach(engine);
   const N = engine.routeCapacity + 1000;
-  const all = new Map<string, Peer>();
+  const all = new Map<NetKey, Peer>();
   for (let i = 1; i <= N; i++) {
     const subnet = { ip: (ip('10.0.0.0') + i * 4) >>> 0, prefixLen: 30 };
-    all.set(makeSubnetKey(subnet), { key: `/coreos.com/network/subnets/${makeSubnetKey(subnet)}`, subnet, publicIP: ip('192.168.0.2'), attrs: udpLeaseAttrs(ip('192.168.0.2')), vxlan: null });
+    all.set(netKey(subnet), { key: `/coreos.com/network/subnets/${makeSubnetKey(subnet)}`, subnet, publicIP: ip('192.168.0.2'), attrs: udpLeaseAttrs(ip('192.168.0.2')), vxlan: null });
   }
   const t0 = Date.now();
   peers.apply({ added: [...all.values()], changed: [], removed: [], cause: 'snapshot', revision: 1 }, all);
@@ -265,7 +264,7 @@ t.test("a snapshot larger than the core's table (a /8 network of /30 leases): ca
   t.equal(peers.refusals().get('capacity'), 1000, '1000 refused');
   t.equal(lines.filter((l) => /route table is full/.test(l)).length, 1000, 'one log line each');
   const first = [...all.values()][0]!;
-  all.delete(makeSubnetKey(first.subnet));
+  all.delete(netKey(first.subnet));
   peers.apply({ added: [], changed: [], removed: [first], cause: 'events', revision: 2 }, all);
   t.equal(engine.table.size, engine.routeCapacity, 'one removed: one waiting lease takes its place');
   t.comment(`figures: leases=${N} routes=${engine.table.size} snapshot_apply_ms=${ms}`);
@@ -276,7 +275,7 @@ t.test('stats slots: handed out in order, kept on replacement, freed ones reused
   s.put('10.5.10.0-24', '192.168.0.10');
   s.put('10.5.11.0-24', '192.168.0.11');
   s.put('10.5.12.0-24', '192.168.0.12');
-  const slots = (): Record<string, number> => Object.fromEntries([...s.peers.routes()].map((r) => [formatIPv4(r.route.net), r.slot]));
+  const slots = (): Record<string, number> => Object.fromEntries([...s.peers.routes()].map((r) => [formatIPv4(r.route.subnet.ip), r.slot]));
   t.same(slots(), { '10.5.10.0': 0, '10.5.11.0': 1, '10.5.12.0': -1 }, 'the third has no slot (forwarded, not counted)');
   s.put('10.5.11.0-24', '192.168.0.99');
   t.equal(slots()['10.5.11.0'], 1, 'a replacement keeps its slot');
@@ -288,7 +287,7 @@ t.test('stats slots: handed out in order, kept on replacement, freed ones reused
 
 t.test('static peers: installed as given, through the same map', async (t) => {
   const s = setup();
-  s.peers.setStatic([{ net: ip('10.5.2.0'), len: 24, publicIP: ip('192.168.7.2') }, { net: ip('10.5.3.0'), len: 24, publicIP: ip('192.168.7.3') }]);
+  s.peers.setStatic([{ subnet: { ip: ip('10.5.2.0'), prefixLen: 24 }, publicIP: ip('192.168.7.2') }, { subnet: { ip: ip('10.5.3.0'), prefixLen: 24 }, publicIP: ip('192.168.7.3') }]);
   t.same(s.engine.routes(), ['10.5.2.0/24 via 192.168.7.2', '10.5.3.0/24 via 192.168.7.3']);
   t.same([...s.peers.routes()].map((r) => r.slot), [0, 1]);
   t.same(s.peers.metrics().filter((m) => m.name === 'linen_peer_route').map((m) => `${m.labels?.subnet} via ${m.labels?.public_ip}`),
@@ -297,15 +296,15 @@ t.test('static peers: installed as given, through the same map', async (t) => {
 
 t.test("the engine's route capacity is the core's: it holds exactly that many routes and refuses one more", async (t) => {
   const opts = {
-    mode: 'udp', device: 'unused', bindAddr: '127.0.0.1', port: 8285, mtu: 1472, localAddr: ip('10.5.1.0'), subnetLen: 24,
+    mode: 'udp', device: 'unused', bindAddr: '127.0.0.1', port: 8285, mtu: 1472, subnet: { ip: ip('10.5.1.0'), prefixLen: 24 },
     network: { ip: ip('10.5.0.0'), prefixLen: 16 }, vni: 1, mac: new Uint8Array(6), queues: 1, offload: 'off',
   } as const;
   const engine = new DgramEngine(opts, { routes: () => [] });
-  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, localAddr: ip('10.5.1.0') });
+  const core = new Core({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip('10.5.1.0'), prefixLen: 24 } });
   t.equal(engine.routeCapacity, core.layout.MAX_ROUTES, `the dgram engine's capacity is the core's MAX_ROUTES (${core.layout.MAX_ROUTES})`);
   t.equal(new NativeEngine(opts, { routes: () => [] }).routeCapacity, core.layout.MAX_ROUTES, "so is the native engine's (nothing started)");
   // /30s from 10.0.0.0 up: distinct networks, enough of them.
-  for (let i = 0; i < engine.routeCapacity; i++) core.setRoute((0x0a000000 + i * 4) >>> 0, 30, 1);
+  for (let i = 0; i < engine.routeCapacity; i++) core.setRoute({ subnet: { ip: (0x0a000000 + i * 4) >>> 0, prefixLen: 30 }, publicIP: 1 });
   t.equal(core.routeCount, engine.routeCapacity, 'the core holds that many');
-  t.throws(() => core.setRoute(0xc0000000, 30, 1), /route table full/, 'and not one more');
+  t.throws(() => core.setRoute({ subnet: { ip: 0xc0000000, prefixLen: 30 }, publicIP: 1 }), /route table full/, 'and not one more');
 });

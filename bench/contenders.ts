@@ -22,6 +22,11 @@ export interface ContenderHandle {
    * see systemCpu in lab/traffic.ts).
    */
   pids(): number[];
+  /**
+   * PIDs of every process the contender runs on the hosts (for their memory), forwarding or
+   * not: linend in host-gw mode keeps routes and forwards nothing. Default: pids().
+   */
+  daemons?(): number[];
   /** Details for the report (e.g. VTEP MACs, device names). */
   info: Record<string, unknown>;
 }

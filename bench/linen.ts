@@ -26,7 +26,7 @@ export function linenContender(o: LinenContenderOptions): Contender & { setup(to
       // host-gw: the kernel forwards (softirq), linend only keeps routes, so its CPU is counted
       // on the kernel contenders' basis (no dataplane processes), as plain host-gw's.
       const pids = o.mode === 'host-gw' ? (): number[] => [] : linen.pids;
-      return { ...linen, pids, nodes: linen.nodes, info: { engine, offload, mode: o.mode } };
+      return { ...linen, pids, daemons: linen.pids, nodes: linen.nodes, info: { engine, offload, mode: o.mode } };
     },
   };
 }

@@ -7,11 +7,14 @@ import { mkdirSync } from 'node:fs';
 import { writeFileAtomic } from '../src/subnetenv.js';
 import { join } from 'node:path';
 
+import type { Anomaly } from './anomalies.js';
+import { knbExport, toYaml } from './export.js';
 import type { ScalingResults } from './scaling.js';
 import { METRICS, REFERENCE, type ContenderResult, type MachineFacts, type MetricDef, type MetricKey, type SuiteSettings, type Summary } from './suite.js';
 
 export interface BenchResults {
-  schema: 1;
+  /** 2: one CPU basis for every contender, the knb-style scenarios, anomalies. */
+  schema: 1 | 2;
   /** What was run: `npm run bench` (full), `-- quick`, or `-- scaling` alone. */
   kind: 'full' | 'quick' | 'scaling';
   startedAt: string;
@@ -27,6 +30,8 @@ export interface BenchResults {
   scaling?: ScalingResults;
   /** Scaling step failed as a whole (the rest of the run is still reported). */
   scalingError?: string;
+  /** What looks wrong in this run's own figures (bench/anomalies.ts). */
+  anomalies?: Anomaly[];
   notes: string[];
 }
 
@@ -69,8 +74,8 @@ export interface ChartRow {
   name: string;
   /** Shown instead of bars. */
   failed?: string;
-  /** One entry per series: median and spread, or null (no value). */
-  values: ({ median: number; min?: number; max?: number } | null)[];
+  /** One entry per series: median and spread, or null (no value); color and label override the series'. */
+  values: ({ median: number; min?: number; max?: number; color?: string; label?: string } | null)[];
 }
 
 export interface ChartSpec {
@@ -85,6 +90,18 @@ export interface ChartSpec {
   format?: (x: number) => string;
   /** Axis tick labels. */
   tickFormat?: (x: number) => string;
+  /**
+   * 'auto' (default): logarithmic when the positive values span 30× or more (a bar of 0.01
+   * beside one of 30 vanishes on a linear axis), linear otherwise.
+   */
+  scale?: 'linear' | 'log' | 'auto';
+}
+
+/** Whether 'auto' picks a log axis for these values: positive values spanning 30× or more. */
+export function wantsLogScale(values: readonly number[]): boolean {
+  const pos = values.filter((v) => Number.isFinite(v) && v > 0);
+  if (pos.length < 2) return false;
+  return Math.max(...pos) / Math.min(...pos) >= 30;
 }
 
 const COLORS = ['#3b6ea8', '#e08a2e', '#5a9e4b', '#b8473d', '#7d5ba6'];
@@ -114,10 +131,20 @@ export function barChartSvg(spec: ChartSpec): string {
   const bottom = spec.refLine ? 56 : 40;
   const H = top + plotH + bottom;
   let vmax = 0;
-  for (const r of spec.rows) for (const v of r.values) if (v) vmax = Math.max(vmax, v.max ?? v.median, v.median);
-  if (spec.refLine) vmax = Math.max(vmax, spec.refLine.value);
-  const xmax = niceMax(vmax * 1.02);
-  const x = (v: number): number => labelW + Math.max(0, Math.min(1, v / xmax)) * plotW;
+  const all: number[] = [];
+  for (const r of spec.rows) for (const v of r.values) if (v) {
+    vmax = Math.max(vmax, v.max ?? v.median, v.median);
+    all.push(v.median, v.min ?? v.median, v.max ?? v.median);
+  }
+  if (spec.refLine) { vmax = Math.max(vmax, spec.refLine.value); all.push(spec.refLine.value); }
+  const log = spec.scale === 'log' || ((spec.scale ?? 'auto') === 'auto' && wantsLogScale(all));
+  const pos = all.filter((v) => Number.isFinite(v) && v > 0);
+  const lo = log && pos.length ? 10 ** Math.floor(Math.log10(Math.min(...pos))) : 0;
+  let hi = log && pos.length ? 10 ** Math.ceil(Math.log10(Math.max(...pos) * 1.02)) : niceMax(vmax * 1.02);
+  if (log && hi <= lo) hi = lo * 10;
+  const xmax = hi;
+  const frac = (v: number): number => (log ? (v > 0 ? (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) : 0) : v / xmax);
+  const x = (v: number): number => labelW + Math.max(0, Math.min(1, frac(v))) * plotW;
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12" role="img" aria-label="${esc(spec.title)}">`);
   out.push(`<title>${esc(spec.title)}</title>`);
@@ -132,14 +159,16 @@ export function barChartSvg(spec: ChartSpec): string {
     out.push(`<text x="${lx + 16}" y="${ly}" fill="#333">${esc(s.label)}</text>`);
     lx += 28 + s.label.length * 7.2;
   }
-  // Grid and axis.
-  for (let i = 0; i <= 5; i++) {
-    const v = (xmax * i) / 5;
+  // Grid and axis: fifths of the range, or every power of ten on a log axis.
+  const ticks: number[] = [];
+  if (log) for (let v = lo; v <= hi * 1.0001; v *= 10) ticks.push(v);
+  else for (let i = 0; i <= 5; i++) ticks.push((xmax * i) / 5);
+  for (const v of ticks) {
     const gx = x(v).toFixed(1);
     out.push(`<line x1="${gx}" y1="${top - 4}" x2="${gx}" y2="${top + plotH}" stroke="#e3e3e3"/>`);
     out.push(`<text x="${gx}" y="${top + plotH + 16}" text-anchor="middle" fill="#555" font-size="11">${esc(tickFmt(v))}</text>`);
   }
-  out.push(`<text x="${labelW + plotW / 2}" y="${top + plotH + bottom - 7}" text-anchor="middle" fill="#333">${esc(spec.unit)}</text>`);
+  out.push(`<text x="${labelW + plotW / 2}" y="${top + plotH + bottom - 7}" text-anchor="middle" fill="#333">${esc(spec.unit + (log ? ' (log scale)' : ''))}</text>`);
   // Rows.
   spec.rows.forEach((row, ri) => {
     const gy = top + ri * groupH;
@@ -151,7 +180,7 @@ export function barChartSvg(spec: ChartSpec): string {
     }
     row.values.forEach((v, si) => {
       const by = gy + si * (barH + gap);
-      const color = spec.series[si]!.color;
+      const color = v?.color ?? spec.series[si]!.color;
       if (!v || !Number.isFinite(v.median)) {
         out.push(`<text x="${labelW + 6}" y="${by + barH - 3}" fill="#999">n/a</text>`);
         return;
@@ -168,7 +197,7 @@ export function barChartSvg(spec: ChartSpec): string {
         out.push(`<line x1="${x2}" y1="${cy - 4}" x2="${x2}" y2="${cy + 4}" stroke="#222" stroke-width="1.2"/>`);
         textX = Math.max(textX, x(v.max));
       }
-      out.push(`<text x="${(textX + 5).toFixed(1)}" y="${by + barH - 3}" fill="#222" font-size="11">${esc(fmt(v.median))}</text>`);
+      out.push(`<text x="${(textX + 5).toFixed(1)}" y="${by + barH - 3}" fill="#222" font-size="11">${esc(v.label ?? fmt(v.median))}</text>`);
     });
   });
   if (spec.refLine) {
@@ -200,54 +229,125 @@ function subtitle(r: BenchResults): string {
     .filter(Boolean).join(' · ');
 }
 
+/**
+ * A ratio in words that cannot be misread: "0.52× worse" for a throughput below kernel VXLAN's,
+ * "75× worse" for an RTT 75 times kernel VXLAN's; within 2 % of 1, just the ratio.
+ */
+export function fmtRatioDir(r: number | null | undefined, better: MetricDef['better']): string {
+  if (r === null || r === undefined || !Number.isFinite(r)) return '–';
+  if (Math.abs(r - 1) < 0.02) return fmtRatio(r);
+  const good = better === 'higher' ? r > 1 : r < 1;
+  return `${fmtRatio(r)} ${good ? 'better' : 'worse'}`;
+}
+
+/** Whether a ratio is on the good side of 1 for its metric (null: about even or none). */
+export function ratioIsBetter(r: number | null | undefined, better: MetricDef['better']): boolean | null {
+  if (r === null || r === undefined || !Number.isFinite(r) || Math.abs(r - 1) < 0.02) return null;
+  return better === 'higher' ? r > 1 : r < 1;
+}
+
+const GOOD = '#5a9e4b';
+const BAD = '#b8473d';
+const EVEN = '#8a8a8a';
+
+/** The absolute charts: file, title, unit, scale for display, and the metrics drawn as series. */
+export const CHARTS: readonly { file: string; title: string; unit: string; scale?: number; digits?: number; keys: MetricKey[] }[] = [
+  { file: 'throughput.svg', title: 'Pod-to-pod TCP throughput (iperf3, cubic)', unit: 'Gbit/s',
+    keys: ['tcp1Gbps', 'tcp4Gbps', 'tcp8Gbps', 'tcp1ReverseGbps', 'tcpBidirGbps'] },
+  { file: 'service.svg', title: 'Pod to service (ClusterIP, iptables DNAT on the sending host) beside pod to pod, TCP', unit: 'Gbit/s',
+    keys: ['tcp1Gbps', 'svcTcp1Gbps', 'tcp8Gbps', 'svcTcp8Gbps'] },
+  { file: 'udp.svg', title: 'UDP packet rate received (iperf3 -u, unlimited bitrate)', unit: 'thousand packets/s', scale: 1e-3,
+    keys: ['udp64Pps', 'udp1400Pps', 'svcUdp1400Pps'] },
+  { file: 'lossfree.svg', title: 'UDP: highest rate with < 1 % loss, beside the unlimited-rate receive rate', unit: 'thousand packets/s', scale: 1e-3,
+    keys: ['udp64LossFreePps', 'udp64Pps', 'udp1400LossFreePps', 'udp1400Pps'] },
+  { file: 'loss.svg', title: 'UDP loss at an unlimited offered rate (lower is better)', unit: '%', digits: 1, keys: ['udp64LossPct', 'udp1400LossPct'] },
+  { file: 'jitter.svg', title: 'UDP jitter at an unlimited offered rate (lower is better)', unit: 'ms', digits: 3, keys: ['udp64JitterMs', 'udp1400JitterMs'] },
+  { file: 'latency.svg', title: 'Pod-to-pod round-trip time (ping; lower is better)', unit: 'ms', digits: 3, keys: ['rttP50Ms', 'rttP99Ms'] },
+  { file: 'rr.svg', title: 'TCP request/response, one connection, 1-byte messages (netperf TCP_RR-like)', unit: 'transactions/s', digits: 0, keys: ['rrTps'] },
+  { file: 'cpu.svg', title: 'CPU seconds per gigabit, single-stream TCP (lower is better)', unit: 'CPU s/Gbit', digits: 3, keys: ['cpuPerGbit', 'kernelCpuPerGbit'] },
+  { file: 'memory.svg', title: 'Memory: forwarding processes\' RSS (all nodes) and the machine\'s memory used at idle', unit: 'MiB', digits: 1,
+    keys: ['dataplaneRssMiB', 'idleMemMiB'] },
+  { file: 'idle.svg', title: 'Idle baseline: machine CPU busy with the contender up and no traffic (lower is better)', unit: '% of all cores', digits: 1, keys: ['idleCpuPct'] },
+  { file: 'retransmits.svg', title: 'TCP retransmits in the single-stream run (lower is better)', unit: 'segments', digits: 0, keys: ['tcpRetransmits'] },
+];
+
 /** Every chart of the run: file name → SVG. */
 export function charts(r: BenchResults): Record<string, string> {
   const out: Record<string, string> = {};
   if (r.contenders.length) {
     const sub = subtitle(r);
-    out['throughput.svg'] = barChartSvg({
-      title: 'Pod-to-pod TCP throughput (iperf3, cubic)', subtitle: sub, unit: 'Gbit/s',
-      series: [{ label: '1 stream', color: COLORS[0]! }, { label: '4 streams', color: COLORS[1]! }],
-      rows: contenderRows(r, (c) => [sum(c.metrics.tcp1Gbps), sum(c.metrics.tcp4Gbps)]),
-    });
-    out['latency.svg'] = barChartSvg({
-      title: 'Pod-to-pod round-trip time (ping)', subtitle: sub, unit: 'ms',
-      series: [{ label: 'p50', color: COLORS[0]! }, { label: 'p99', color: COLORS[1]! }],
-      rows: contenderRows(r, (c) => [sum(c.metrics.rttP50Ms), sum(c.metrics.rttP99Ms)]),
+    const defs = r.metrics.length ? r.metrics : METRICS;
+    const def = (k: MetricKey): MetricDef | undefined => defs.find((m) => m.key === k);
+    for (const ch of CHARTS) {
+      const keys = ch.keys.filter((k) => def(k));
+      if (!keys.length) continue;
+      out[ch.file] = barChartSvg({
+        title: ch.title,
+        subtitle: ch.file === 'cpu.svg'
+          ? `${sub}\nall CPU = every process and the kernel on the whole machine (user+nice+system+irq+softirq+steal), the same basis for every contender`
+          : sub,
+        unit: ch.unit,
+        series: keys.map((k, i) => ({ label: def(k)!.label, color: COLORS[i % COLORS.length]! })),
+        rows: contenderRows(r, (c) => keys.map((k) => sum(c.metrics[k] ?? null, ch.scale ?? 1))),
+        format: (x) => fmtNum(x, ch.digits ?? 2),
+      });
+    }
+    // Where the single-stream run's CPU went, per Gbit.
+    const splitKinds = ['dataplane', 'iperf3', 'softirq', 'rest'] as const;
+    out['cpu-split.svg'] = barChartSvg({
+      title: 'Where the CPU went, single-stream TCP, per Gbit (median run)',
+      subtitle: `${sub}\ndataplane = linend (all threads; 0 for kernel paths); iperf3 = both ends (its own report); softirq from /proc/stat;\nrest = busy minus those (negative when softirq work in a process's context is counted twice: in the process and in softirq)`,
+      unit: 'CPU s/Gbit',
+      series: splitKinds.map((k, i) => ({ label: k, color: COLORS[i]! })),
+      rows: contenderRows(r, (c) => {
+        const runs = c.runs.filter((x) => x.tcp1);
+        const mid = runs.sort((p, q) => p.tcp1!.gbps - q.tcp1!.gbps)[runs.length >> 1]?.tcp1;
+        if (!mid?.cpuSplit) return splitKinds.map(() => null);
+        const gbit = (mid.bytesReceived * 8) / 1e9;
+        return splitKinds.map((k) => (gbit > 0 ? { median: mid.cpuSplit[k] / gbit } : null));
+      }),
       format: (x) => fmtNum(x, 3),
     });
     const ref = r.contenders.find((c) => c.name === REFERENCE && c.status === 'ok');
-    const ratio = (c: ContenderResult, k: MetricKey): { median: number; min?: number; max?: number } | null => {
+    const ratio = (c: ContenderResult, k: MetricKey, colored: boolean): ChartRow['values'][number] => {
       const v = c.ratioToKernelVxlan[k];
       const m = c.metrics[k];
       const base = ref?.metrics[k]?.median;
-      if (v === null || v === undefined || !m || !base) return null;
-      return { median: v, min: m.min / base, max: m.max / base };
+      const d = def(k);
+      if (v === null || v === undefined || !m || !base || !d) return null;
+      const good = ratioIsBetter(v, d.better);
+      return {
+        median: v, min: m.min / base, max: m.max / base, label: fmtRatioDir(v, d.better),
+        ...(colored ? { color: good === null ? EVEN : good ? GOOD : BAD } : {}),
+      };
     };
+    const ratioDefs = defs.filter((d) => d.ratio);
+    const overview = (better: MetricDef['better']): MetricDef[] => ratioDefs.filter((d) => d.better === better);
     out['ratio.svg'] = barChartSvg({
-      title: 'Ratio to Linux kernel VXLAN, same run (higher is better)', subtitle: sub, unit: '× kernel VXLAN (median ÷ kernel VXLAN median)',
-      series: [
-        { label: 'TCP 1 stream', color: COLORS[0]! }, { label: 'TCP 4 streams', color: COLORS[1]! },
-        { label: 'UDP 64 B packets/s', color: COLORS[2]! },
-      ],
-      rows: contenderRows(r, (c) => [ratio(c, 'tcp1Gbps'), ratio(c, 'tcp4Gbps'), ratio(c, 'udp64Pps')]),
-      refLine: { value: 1, label: 'kernel VXLAN = 1' },
-      format: fmtRatio,
-      tickFormat: (x) => `${tick(x)}×`,
+      title: 'Ratio to Linux kernel VXLAN, same run: rates (higher is better)', subtitle: sub,
+      unit: '× kernel VXLAN (median ÷ kernel VXLAN median)',
+      series: overview('higher').map((d, i) => ({ label: d.key, color: COLORS[i % COLORS.length]! })),
+      rows: contenderRows(r, (c) => overview('higher').map((d) => ratio(c, d.key, false))),
+      refLine: { value: 1, label: 'kernel VXLAN = 1' }, format: fmtRatio, tickFormat: (x) => `${tick(x)}×`,
     });
-    out['udp.svg'] = barChartSvg({
-      title: 'UDP packet rate received (iperf3 -u, unlimited bitrate)', subtitle: sub, unit: 'thousand packets/s',
-      series: [{ label: '64 B payload', color: COLORS[0]! }, { label: '1400 B payload', color: COLORS[1]! }],
-      rows: contenderRows(r, (c) => [sum(c.metrics.udp64Pps, 1e-3), sum(c.metrics.udp1400Pps, 1e-3)]),
+    out['ratio-cost.svg'] = barChartSvg({
+      title: 'Ratio to Linux kernel VXLAN, same run: costs (latency, CPU, jitter, idle; LOWER is better)', subtitle: sub,
+      unit: '× kernel VXLAN (median ÷ kernel VXLAN median; above 1 = worse)',
+      series: overview('lower').map((d, i) => ({ label: d.key, color: COLORS[i % COLORS.length]! })),
+      rows: contenderRows(r, (c) => overview('lower').map((d) => ratio(c, d.key, false))),
+      refLine: { value: 1, label: 'kernel VXLAN = 1' }, format: fmtRatio, tickFormat: (x) => `${tick(x)}×`,
     });
-    out['cpu.svg'] = barChartSvg({
-      title: 'CPU seconds per gigabit, single-stream TCP (lower is better)',
-      subtitle: `${sub}\nforwarding CPU: linen = the linend processes (user+sys, all threads); kernel paths = machine-wide softirq+sys`,
-      unit: 'CPU s/Gbit',
-      series: [{ label: 'forwarding CPU (see basis)', color: COLORS[0]! }, { label: 'kernel softirq+sys, machine-wide', color: COLORS[3]! }],
-      rows: contenderRows(r, (c) => [sum(c.metrics.cpuPerGbit), sum(c.metrics.kernelCpuPerGbit)]),
-      format: (x) => fmtNum(x, 3),
-    });
+    // One ratio chart per metric, bars green where better than kernel VXLAN, red where worse.
+    for (const d of ratioDefs) {
+      out[`ratio-${d.key}.svg`] = barChartSvg({
+        title: `${d.label}: ratio to kernel VXLAN (${d.better} is better)`,
+        subtitle: `${sub}\ngreen: better than kernel VXLAN; red: worse; grey: within 2 %`,
+        unit: `× kernel VXLAN (${d.unit} ÷ kernel VXLAN's)`,
+        series: [{ label: d.label, color: EVEN }],
+        rows: contenderRows(r, (c) => [ratio(c, d.key, true)]),
+        refLine: { value: 1, label: 'kernel VXLAN = 1' }, format: fmtRatio, tickFormat: (x) => `${tick(x)}×`,
+      });
+    }
   }
   const sc = r.scaling;
   if (sc) {
@@ -288,41 +388,57 @@ function pad(s: string, w: number, left = false): string {
   return left ? s.padEnd(w) : s.padStart(w);
 }
 
-/** The summary table: medians, ratios to kernel VXLAN, and spread when there were several runs. */
+/** Digits for a metric's values in tables. */
+function digitsFor(d: MetricDef): number {
+  return d.unit === 'ms' || d.unit === 'CPU s/Gbit' ? 3 : d.unit === '%' || d.unit === 'MiB' || d.unit.startsWith('%') ? 1 : 2;
+}
+
+/**
+ * The summary: one table per chart group (contenders down, metrics across), each cell the
+ * median and, for ratio metrics, "N× better/worse" than kernel VXLAN; then the spread when
+ * there were several runs, the anomalies and the measurement errors.
+ */
 export function summaryTable(r: BenchResults): string[] {
   const lines: string[] = [];
   if (r.contenders.length) {
+    const defs = r.metrics.length ? r.metrics : METRICS;
     const nameW = Math.max(10, ...r.contenders.map((c) => c.name.length)) + 1;
-    const head = [pad('contender', nameW, true), pad('TCPx1 Gb/s', 11), pad('xKV', 6), pad('TCPx4 Gb/s', 11), pad('xKV', 6),
-      pad('UDP64 kpps', 11), pad('loss%', 6), pad('UDP1400 kpps', 13), pad('loss%', 6), pad('p50 ms', 8), pad('p99 ms', 8),
-      pad('CPU s/Gbit', 11), '  CPU basis'];
-    lines.push(head.join(' '));
-    for (const c of r.contenders) {
-      if (c.status === 'failed') {
-        lines.push(`${pad(c.name, nameW, true)} FAILED: ${(c.error ?? '').split('\n')[0]!.slice(0, 140)}`);
-        continue;
+    const groups = [...new Set(defs.map((d) => d.chart ?? 'all'))];
+    for (const g of groups) {
+      const ds = defs.filter((d) => (d.chart ?? 'all') === g);
+      const cellOf = (c: ContenderResult, d: MetricDef): string => {
+        const v = fmtNum(c.metrics[d.key]?.median, digitsFor(d));
+        return d.ratio && c.name !== REFERENCE ? `${v} (${fmtRatioDir(c.ratioToKernelVxlan[d.key], d.better)})` : v;
+      };
+      const widths = ds.map((d) => Math.max(d.key.length, ...r.contenders.map((c) => (c.status === 'failed' ? 0 : cellOf(c, d).length))));
+      lines.push(`${pad(g, nameW, true)} ${ds.map((d, i) => pad(d.key, widths[i]!)).join('  ')}`);
+      for (const c of r.contenders) {
+        if (c.status === 'failed') {
+          lines.push(`${pad(c.name, nameW, true)} FAILED: ${(c.error ?? '').split('\n')[0]!.slice(0, 140)}`);
+          continue;
+        }
+        lines.push(`${pad(c.name, nameW, true)} ${ds.map((d, i) => pad(cellOf(c, d), widths[i]!)).join('  ')}`);
       }
-      const m = (k: MetricKey, scale = 1, digits = 2): string => fmtNum(c.metrics[k] ? c.metrics[k]!.median * scale : null, digits);
-      lines.push([
-        pad(c.name, nameW, true), pad(m('tcp1Gbps'), 11), pad(fmtRatio(c.ratioToKernelVxlan.tcp1Gbps), 6),
-        pad(m('tcp4Gbps'), 11), pad(fmtRatio(c.ratioToKernelVxlan.tcp4Gbps), 6),
-        pad(m('udp64Pps', 1e-3, 1), 11), pad(m('udp64LossPct', 1, 1), 6), pad(m('udp1400Pps', 1e-3, 1), 13), pad(m('udp1400LossPct', 1, 1), 6),
-        pad(m('rttP50Ms', 1, 3), 8), pad(m('rttP99Ms', 1, 3), 8), pad(m('cpuPerGbit', 1, 3), 11),
-        `  ${c.cpuBasis.startsWith('linend') ? 'linend' : 'softirq+sys'}`,
-      ].join(' '));
+      lines.push('');
     }
+    lines.push('units: ' + defs.map((d) => `${d.key} ${d.unit}`).join(', '));
+    lines.push(`ratios: median ÷ ${REFERENCE}'s median in this run, "better"/"worse" by each metric's direction`);
     if ((r.settings?.runs ?? 1) > 1) {
       lines.push('');
       lines.push('spread over runs (min–max):');
       for (const c of r.contenders) {
         if (c.status === 'failed') continue;
-        const sp = (k: MetricKey, scale = 1, digits = 2): string => {
-          const s = c.metrics[k];
-          return s ? `${fmtNum(s.min * scale, digits)}–${fmtNum(s.max * scale, digits)}` : 'n/a';
+        const sp = (d: MetricDef): string => {
+          const s = c.metrics[d.key];
+          return s ? `${fmtNum(s.min, digitsFor(d))}–${fmtNum(s.max, digitsFor(d))}` : 'n/a';
         };
-        lines.push(`${pad(c.name, nameW, true)} TCPx1 ${sp('tcp1Gbps')}  TCPx4 ${sp('tcp4Gbps')}  UDP64 ${sp('udp64Pps', 1e-3, 1)}k  ` +
-          `UDP1400 ${sp('udp1400Pps', 1e-3, 1)}k  p50 ${sp('rttP50Ms', 1, 3)}  p99 ${sp('rttP99Ms', 1, 3)}  CPU ${sp('cpuPerGbit', 1, 3)}`);
+        lines.push(`${pad(c.name, nameW, true)} ${defs.map((d) => `${d.key} ${sp(d)}`).join('  ')}`);
       }
+    }
+    if (r.anomalies?.length) {
+      lines.push('');
+      lines.push('anomalies in this run:');
+      for (const a of r.anomalies) lines.push(`  ${a.contender ?? 'machine'}: ${a.message}`);
     }
     const failures = r.contenders.flatMap((c) => c.errors.map((e) => `${c.name} run ${e.run} ${e.step}: ${e.error.split('\n')[0]!.slice(0, 160)}`));
     if (failures.length) {
@@ -383,10 +499,14 @@ td.na{color:#999}.sp{display:block;color:#777;font-size:11px}
     `Total time ${r.durationSec.toFixed(0)} s.</p>`);
   h.push('<h2>Machine</h2><table class="facts">');
   const facts: [string, string][] = [
-    ['kernel', m.kernel], ['CPU', m.cpuModel], ['cores', String(m.cores)], ['Node', m.node],
+    ['kernel', m.kernel], ['CPU', m.cpuModel], ['CPU clock (MHz, /proc/cpuinfo)', fmtNum(m.cpuMHz, 0)], ['cores', String(m.cores)],
+    ['RAM (MiB)', String(m.memTotalMiB ?? 'n/a')], ['virtualization', m.virtualization ?? 'n/a'],
+    ['underlay offloads (veth, ethtool -k)', Object.entries(m.underlayOffloads ?? {}).map(([k, v]) => `${k} ${v}`).join(', ') || 'n/a'],
+    ['Node', m.node],
     ['linen commit', `${m.linenCommit}${m.linenDirty ? ' (working tree has uncommitted changes)' : ''}`],
     ['iperf3', m.iperf3], ['default TCP congestion control', m.defaultCongestion],
-    ['TCP congestion control used', s?.congestion ?? ''], ['load average at start', m.loadavgAtStart.join(' ')], ['host', m.hostname],
+    ['TCP congestion control used', s?.congestion ?? ''], ['load average at start', m.loadavgAtStart.join(' ')],
+    ['load average at end', m.loadavgAtEnd?.join(' ') ?? 'n/a'], ['host', m.hostname],
   ];
   for (const [k, v] of facts) h.push(`<tr><th class="name">${esc(k)}</th><td>${esc(v)}</td></tr>`);
   h.push('</table>');
@@ -394,6 +514,9 @@ td.na{color:#999}.sp{display:block;color:#777;font-size:11px}
     h.push('<h2>Settings</h2><table class="facts">');
     const rows: [string, string][] = [
       ['runs per measurement', String(s.runs)], ['iperf3 seconds per run', String(s.durationSec)],
+      ['seconds of reverse, bidirectional, service and request/response runs', String(s.shortSec ?? 'n/a')],
+      ['UDP loss-free search', s.searchSteps ? `up to ${s.searchSteps} probes of ${s.searchStepSec} s, pass below ${s.lossFreeMaxLossPct} % loss` : 'n/a'],
+      ['idle baseline', s.idleSec ? `${s.idleSec} s per run` : 'n/a'],
       ['TCP streams', s.tcpStreams.join(', ')], ['UDP payloads (bytes)', s.udpPayloads.join(', ')],
       ['UDP bitrate (iperf3 -b)', s.udpBitrate === '0' ? '0 (unlimited)' : s.udpBitrate],
       ['UDP socket buffers (iperf3 -w)', s.udpSocketBuffer],
@@ -419,24 +542,59 @@ td.na{color:#999}.sp{display:block;color:#777;font-size:11px}
         continue;
       }
       h.push(`<tr><td class="name">${esc(c.name)}</td>`);
-      for (const d of METRICS) h.push(cell(c.metrics[d.key], d.unit === 'ms' || d.unit === 'CPU s/Gbit' ? 3 : 2));
+      for (const d of METRICS) h.push(cell(c.metrics[d.key], digitsFor(d)));
       h.push(`<td class="name" style="font-weight:normal">${esc(c.cpuBasis)}</td></tr>`);
     }
     h.push('</table>');
-    h.push('<h2>Ratio to kernel VXLAN (same run)</h2><p class="note">Contender median ÷ kernel VXLAN median. ' +
-      'Above 1 is better for throughput and packet rate, worse for latency and CPU.</p><table><tr><th class="name">contender</th>');
+    h.push('<h2>Ratio to kernel VXLAN (same run)</h2><p class="note">Contender median ÷ kernel VXLAN median, with "better" or "worse" ' +
+      'by each metric\'s direction: above 1 is better for rates, worse for latency, jitter, CPU and memory.</p><table><tr><th class="name">contender</th>');
     const ratioMetrics = METRICS.filter((d) => d.ratio);
-    for (const d of ratioMetrics) h.push(`<th>${esc(d.label)}</th>`);
+    for (const d of ratioMetrics) h.push(`<th>${esc(d.label)}<br><small>${esc(d.better)} is better</small></th>`);
     h.push('</tr>');
     for (const c of r.contenders) {
       h.push(`<tr><td class="name">${esc(c.name)}</td>`);
-      for (const d of ratioMetrics) h.push(`<td>${esc(fmtRatio(c.ratioToKernelVxlan[d.key]))}</td>`);
+      for (const d of ratioMetrics) {
+        const v = c.ratioToKernelVxlan[d.key];
+        const good = ratioIsBetter(v, d.better);
+        h.push(`<td style="color:${good === null ? '#333' : good ? GOOD : BAD}">${esc(fmtRatioDir(v, d.better))}</td>`);
+      }
       h.push('</tr>');
     }
     h.push('</table>');
+    if (r.anomalies?.length) {
+      h.push('<h2>Anomalies in this run</h2><ul class="note">');
+      for (const a of r.anomalies) h.push(`<li class="failed">${esc(a.contender ?? 'machine')}: ${esc(a.message)}</li>`);
+      h.push('</ul>');
+    }
+    h.push('<h2>Where the CPU went (single-stream TCP, per run)</h2><p class="note">CPU seconds over the run, all cores together. ' +
+      'cpuPerGbit divides the machine\'s busy time by the gigabits received; the split is detail.</p>' +
+      '<table><tr><th class="name">contender</th><th>run</th><th>Gbit</th><th>busy</th><th>dataplane</th><th>iperf3</th><th>softirq</th><th>irq</th><th>rest</th><th>idle</th><th class="name">dataplane threads</th></tr>');
+    for (const c of r.contenders) {
+      for (const run of c.runs) {
+        const sp = run.tcp1?.cpuSplit;
+        if (!sp || !run.tcp1) continue;
+        const threads = Object.entries(sp.dataplaneThreads).filter(([, v]) => v > 0.005).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ');
+        h.push(`<tr><td class="name">${esc(c.name)}</td><td>${run.run}</td><td>${fmtNum((run.tcp1.bytesReceived * 8) / 1e9)}</td>` +
+          [sp.busy, sp.dataplane, sp.iperf3, sp.softirq, sp.irq, sp.rest, sp.idle].map((x) => `<td>${fmtNum(x, 3)}</td>`).join('') +
+          `<td class="name" style="font-weight:normal">${esc(threads)}</td></tr>`);
+      }
+    }
+    h.push('</table>');
+    h.push('<h2>UDP loss-free rate search</h2><table><tr><th class="name">contender</th><th>run</th><th>payload</th><th class="name">result</th><th class="name">probes (offered kpps: loss %, jitter ms)</th></tr>');
+    for (const c of r.contenders) {
+      for (const run of c.runs) {
+        for (const [size, sr] of [[64, run.udp64Search], [1400, run.udp1400Search]] as const) {
+          if (!sr) continue;
+          h.push(`<tr><td class="name">${esc(c.name)}</td><td>${run.run}</td><td>${size} B</td>` +
+            `<td class="name" style="font-weight:normal">${fmtNum(sr.lossFreePps / 1000, 1)} kpps (${esc(sr.foundBy)})</td>` +
+            `<td class="name" style="font-weight:normal">${esc(sr.probes.map((p) => `${fmtNum(p.offeredPps / 1000, 1)}: ${fmtNum(p.lossPercent, 1)} %, ${fmtNum(p.jitterMs, 3)}`).join('; ') || 'unlimited rate already below the limit')}</td></tr>`);
+        }
+      }
+    }
+    h.push('</table>');
     h.push('<h2>Charts</h2>');
-    for (const f of ['throughput.svg', 'ratio.svg', 'latency.svg', 'udp.svg', 'cpu.svg']) {
-      if (svgs[f]) h.push(`<figure id="${esc(f)}">${svgs[f]}<figcaption class="note">${esc(f)}</figcaption></figure>`);
+    for (const [f, svg] of Object.entries(svgs)) {
+      if (!f.startsWith('scaling-')) h.push(`<figure id="${esc(f)}">${svg}<figcaption class="note">${esc(f)}</figcaption></figure>`);
     }
     const errs = r.contenders.flatMap((c) => c.errors.map((e) => ({ c: c.name, ...e })));
     if (errs.length) {
@@ -446,12 +604,12 @@ td.na{color:#999}.sp{display:block;color:#777;font-size:11px}
     }
     h.push('<h2>Per-run values</h2><table><tr><th class="name">contender</th><th>run</th>');
     for (const d of METRICS) h.push(`<th>${esc(d.label)}</th>`);
-    h.push('<th>TCP×1 retransmits</th></tr>');
+    h.push('</tr>');
     for (const c of r.contenders) {
       for (const run of c.runs) {
         h.push(`<tr><td class="name">${esc(c.name)}</td><td>${run.run}</td>`);
         for (const d of METRICS) h.push(`<td>${esc(fmtNum(run.values[d.key], 3))}</td>`);
-        h.push(`<td>${run.tcp1?.retransmits ?? 'n/a'}</td></tr>`);
+        h.push('</tr>');
       }
     }
     h.push('</table>');
@@ -499,7 +657,13 @@ export interface Written {
   latest: string;
   html: string;
   svgs: string[];
+  /** knb-style export (knb.json) and the extra formats asked for (latest.yaml, knb.yaml, latest.txt). */
+  exports: string[];
 }
+
+/** Extra output formats beside the JSON (npm run bench -- --format yaml,text). */
+export type ExtraFormat = 'yaml' | 'text';
+export const EXTRA_FORMATS: readonly ExtraFormat[] = ['yaml', 'text'];
 
 /** Writes the SVG charts and the HTML report of `r` into `dir` (latest.html; scaling alone: latest-scaling.html). */
 export async function renderReport(r: BenchResults, dir: string): Promise<{ html: string; svgs: string[] }> {
@@ -516,17 +680,44 @@ export async function renderReport(r: BenchResults, dir: string): Promise<{ html
   return { html, svgs: written };
 }
 
+/** JSON as the results files hold it: non-finite numbers (failed measurements) as null. */
+function jsonText(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 2) + '\n';
+}
+
 /**
  * Writes <dir>/<timestamp>[-quick|-scaling].json and <dir>/latest.json (a scaling-only run:
  * latest-scaling.json), then the charts and the HTML report (renderReport).
  */
-export async function writeResults(r: BenchResults, dir: string): Promise<Written> {
+export async function writeResults(r: BenchResults, dir: string, formats: readonly ExtraFormat[] = []): Promise<Written> {
   mkdirSync(dir, { recursive: true });
   const stamp = r.startedAt.replace(/[:]/g, '-').replace(/\..*$/, '');
-  const text = JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n';
+  const text = jsonText(r);
   const json = join(dir, `${stamp}${r.kind === 'full' ? '' : `-${r.kind}`}.json`);
   await writeFileAtomic(json, text);
-  const latest = join(dir, r.kind === 'scaling' ? 'latest-scaling.json' : 'latest.json');
+  const latest = join(dir, `${r.kind === 'scaling' ? 'latest-scaling' : 'latest'}.json`);
   await writeFileAtomic(latest, text);
-  return { json, latest, ...(await renderReport(r, dir)) };
+  const exports = await writeExports(r, dir, formats);
+  return { json, latest, ...(await renderReport(r, dir)), exports };
+}
+
+/** Writes knb.json (when the run has contenders) and the extra formats asked for; returns their paths. */
+export async function writeExports(r: BenchResults, dir: string, formats: readonly ExtraFormat[] = []): Promise<string[]> {
+  mkdirSync(dir, { recursive: true });
+  const base = r.kind === 'scaling' ? 'latest-scaling' : 'latest';
+  const exports: string[] = [];
+  const put = async (name: string, body: string): Promise<void> => {
+    const p = join(dir, name);
+    await writeFileAtomic(p, body);
+    exports.push(p);
+  };
+  const knb = r.contenders.length ? knbExport(r) : undefined;
+  if (knb) await put('knb.json', jsonText(knb));
+  if (formats.includes('yaml')) {
+    // Through JSON first: the same values, non-finite numbers as null.
+    await put(`${base}.yaml`, toYaml(JSON.parse(jsonText(r))));
+    if (knb) await put('knb.yaml', toYaml(JSON.parse(jsonText(knb))));
+  }
+  if (formats.includes('text')) await put(`${base}.txt`, summaryTable(r).join('\n') + '\n');
+  return exports;
 }

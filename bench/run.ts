@@ -1,31 +1,39 @@
 // npm run bench -- [full|quick|scaling|micro] [--runs N] [--duration S] [--only a,b] [--out DIR] [--no-reference]
+//                   [--format yaml,text]
 //
 //   full (default)  every contender, 3 runs of every measurement, then the scaling runs
-//   quick           one short pass per contender (1 run); prints single-stream TCP and the
-//                   ratio to kernel VXLAN for each
+//   quick           one short pass per contender (1 run, short secondary runs): every figure of
+//                   the full run; prints single-stream TCP and the ratio to kernel VXLAN for each
 //   scaling         route-table size against wasm egress ns/packet, and linend --queues 1/2
 //                   against 4-stream TCP (linen VXLAN)
 //   micro           ns/packet of the wasm core (bench/micro.ts)
 //   scale --hosts N N nodes join one etcd at once: join time, lease races, etcd and RSS (bench/scale.ts)
 //   report [FILE]   re-renders the charts and HTML from a results JSON (default <out>/latest.json)
 //
-// Results go to bench/results/ (git-ignored): <timestamp>.json, latest.json, latest.html and
-// the SVG charts (throughput.svg, latency.svg, ratio.svg, udp.svg, cpu.svg, scaling-*.svg).
+// Results go to bench/results/ (git-ignored): <timestamp>.json, latest.json (iperf3's own JSON
+// reports included), knb.json (knb's scenario names and units, bench/export.ts), latest.html and
+// the SVG charts (report.ts CHARTS, ratio-*.svg, scaling-*.svg); --format yaml adds latest.yaml
+// and knb.yaml, --format text latest.txt (the summary tables).
 // Exit status: 0 when everything ran, 1 when a contender or measurement failed (the results are
 // still written), 2 on bad usage.
 
 import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { runMicro } from './micro.js';
+import { findAnomalies } from './anomalies.js';
+import {
+  EXTRA_FORMATS, fmtRatio, renderReport, summaryTable, writeExports, writeResults, type BenchResults, type ExtraFormat,
+} from './report.js';
 import { runScale } from './scale.js';
-import { fmtRatio, renderReport, summaryTable, writeResults, type BenchResults } from './report.js';
 import { runQueueScaling, runRouteScaling, type ScalingResults } from './scaling.js';
 import { machineFacts, METRICS, REFERENCE, resolveSettings, runSuite, suiteContenders, type SuiteOptions } from './suite.js';
 import { repoRoot } from '../src/paths.js';
 
-const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]|scale --hosts N] [--runs N] [--duration S] [--only a,b] [--out DIR] [--no-reference]';
+const USAGE = 'usage: npm run bench -- [full|quick|scaling|micro|report [FILE]|scale --hosts N] [--runs N] [--duration S] [--only a,b] ' +
+  '[--out DIR] [--no-reference] [--format yaml,text]';
 
 function fail(msg: string): never {
   console.error(`bench: ${msg}\n${USAGE}`);
@@ -44,16 +52,26 @@ function clock(ms: number): string {
   return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
 }
 
+/**
+ * Commands that are not the suite, one line each: each gets the arguments after its name and
+ * parses its own flags; resolves to the exit status.
+ */
+const STANDALONE: Record<string, ((args: string[]) => Promise<number>) | undefined> = {
+  micro: async () => { runMicro(); return 0; },
+  scale: runScale,
+};
+
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
-  if (argv[0] === 'scale') return runScale(argv.slice(1));
+  const standalone = argv[0] !== undefined ? STANDALONE[argv[0]] : undefined;
+  if (standalone) return standalone(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({
       args: argv, allowPositionals: true, strict: true,
       options: {
         runs: { type: 'string' }, duration: { type: 'string' }, only: { type: 'string' }, out: { type: 'string' },
-        'no-reference': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'no-reference': { type: 'boolean' }, format: { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (e) {
@@ -66,17 +84,17 @@ async function main(): Promise<number> {
   }
   const what = positionals[0] ?? 'full';
   if (positionals.length > (what === 'report' ? 2 : 1)) fail(`one command at a time, got: ${positionals.join(' ')}`);
-  if (what === 'micro') {
-    runMicro();
-    return 0;
-  }
+  const formats = (values.format ?? '').split(',').map((f) => f.trim()).filter((f) => f && f !== 'json');
+  const badFormat = formats.filter((f) => !(EXTRA_FORMATS as readonly string[]).includes(f));
+  if (badFormat.length) fail(`--format: unknown ${badFormat.join(', ')} (json is always written; extra: ${EXTRA_FORMATS.join(', ')})`);
   if (what === 'report') {
     const dir = values.out ?? join(repoRoot(), 'bench', 'results');
     const file = positionals[1] ?? join(dir, 'latest.json');
     const r = JSON.parse(readFileSync(file, 'utf8')) as BenchResults;
     const w = await renderReport(r, dir);
+    const ex = await writeExports(r, dir, formats as ExtraFormat[]);
     for (const l of summaryTable(r)) console.log(l);
-    console.log(`report:  ${w.html}\ncharts:  ${w.svgs.join(' ')}`);
+    console.log(`report:  ${w.html}\ncharts:  ${w.svgs.join(' ')}\nexports: ${ex.join(' ')}`);
     return 0;
   }
   if (!['full', 'quick', 'scaling'].includes(what)) fail(`unknown command "${what}"`);
@@ -110,13 +128,22 @@ async function main(): Promise<number> {
     (machine.loadavgAtStart[0]! > 0.5 ? ` (load average ${machine.loadavgAtStart.join(' ')}: the numbers will be noisy)` : ''));
 
   const results: BenchResults = {
-    schema: 1, kind: what as BenchResults['kind'], startedAt, finishedAt: '', durationSec: 0, argv, machine,
+    schema: 2, kind: what as BenchResults['kind'], startedAt, finishedAt: '', durationSec: 0, argv, machine,
     ...(what === 'scaling' ? {} : { settings }),
     metrics: METRICS, reference: REFERENCE, contenders: [], notes: [
-      'CPU per Gbit is measured over the single-stream TCP run. For linen it is the CPU time (user+system, all threads) of the ' +
-      'linend processes on both hosts; for the kernel paths (host-gw, kernel-vxlan) it is the machine-wide softirq+sys time, ' +
-      'which also includes iperf3\'s own kernel time and anything else running on the machine. kernelCpuPerGbit is that ' +
-      'machine-wide figure for every contender.',
+      'CPU per Gbit (cpuPerGbit) is measured over the single-stream TCP run on one basis for every contender: all busy CPU time ' +
+      'of the machine (user+nice+system+irq+softirq+steal from /proc/stat: both dataplanes, both iperf3 ends, the kernel, and ' +
+      'anything else running), divided by the gigabits received. The split (linend threads, iperf3, softirq, irq, rest) is ' +
+      'kept as detail per run (runs[].tcp1.cpuSplit). kernelCpuPerGbit is the machine\'s softirq+sys time alone.',
+      'Idle baseline: each run starts with the contender up and no traffic for a few seconds: machine CPU busy (percent of all ' +
+      'cores) and memory in use (MemTotal − MemAvailable). dataplaneRssMiB is the forwarding processes\' RSS (linend on every ' +
+      'node, 0 for kernel paths) after the TCP and UDP load.',
+      'UDP loss-free rate: iperf3 -u at offered rates chosen by a bounded bisection from the unlimited-rate run, ' +
+      `${settings.searchSteps} probes of ${settings.searchStepSec} s at most; the figure is the received rate of the highest probe ` +
+      `with < ${settings.lossFreeMaxLossPct} % loss (0 if none passed). Jitter is iperf3's, at the unlimited rate.`,
+      'Pod to service: a ClusterIP (10.96.0.10) programmed as kube-proxy does in iptables mode (nat PREROUTING → KUBE-SERVICES → ' +
+      'KUBE-SVC → KUBE-SEP DNAT) on the sending host, measured after the pod-to-pod runs so that its conntrack never touches them.',
+      'Request/response: one TCP connection, 1-byte request and response, back to back (lab/tcp-rr.c, C, the same for every contender).',
       `UDP packet rate: iperf3 -u at an unlimited bitrate (-b 0) with ${settings.udpSocketBuffer} socket buffers (-w); ` +
       'packets/s as received by the server, loss as counted by iperf3. On the kernel paths the sender does the forwarding work ' +
       'in its own send calls, so the sender is usually the limit there; on linen paths, loss is packets the dataplane dropped.',
@@ -154,9 +181,13 @@ async function main(): Promise<number> {
     }
   }
 
+  results.machine.loadavgAtEnd = loadavg().map((x) => Math.round(x * 100) / 100);
+  const offloads = results.contenders.find((c) => c.info.underlayOffloads)?.info.underlayOffloads;
+  if (offloads) results.machine.underlayOffloads = offloads as Record<string, string>;
+  results.anomalies = findAnomalies(results.contenders, METRICS, results.machine);
   results.finishedAt = new Date().toISOString();
   results.durationSec = (Date.now() - t0) / 1000;
-  const w = await writeResults(results, outDir);
+  const w = await writeResults(results, outDir, formats as ExtraFormat[]);
   console.log('');
   for (const l of summaryTable(results)) console.log(l);
   console.log('');
@@ -173,6 +204,7 @@ async function main(): Promise<number> {
   console.log(`         ${w.latest}`);
   console.log(`report:  ${w.html}`);
   console.log(`charts:  ${w.svgs.join(' ')}`);
+  console.log(`exports: ${w.exports.join(' ')}`);
   console.log(`total time: ${clock(Date.now() - t0)} (${results.durationSec.toFixed(0)} s)`);
   return failed ? 1 : 0;
 }

@@ -235,7 +235,7 @@ export async function runQueueScaling(o: QueueScalingOptions): Promise<ScalingRe
   const points: QueueScalingPoint[] = [];
   // Only the 4-stream TCP run: no UDP, no ping, no single stream.
   const s: SuiteSettings = {
-    ...o.settings, runs: o.runs, durationSec: o.durationSec, tcpStreams: [4], udpPayloads: [], pingCount: 0,
+    ...o.settings, runs: o.runs, durationSec: o.durationSec, tcpStreams: [4], udpPayloads: [], pingCount: 0, secondary: false,
   };
   for (const queues of o.queues ?? [1, 2]) {
     const c = linenContender({ mode: 'vxlan', offload: 'on', queues, underlayMtu: s.underlayMtu });

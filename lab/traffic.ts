@@ -8,7 +8,8 @@
 // (addCleanupHook); the topology's destroy() also kills whatever is left inside its namespaces.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { addCleanupHook, nsExec, sh } from './netns.js';
@@ -167,6 +168,25 @@ export function processCpuSeconds(pid: number): number {
   return (utime + stime) / clockTicksPerSecond();
 }
 
+/**
+ * utime + stime of every thread of a process, seconds, summed by thread name (comm): the split
+ * of a dataplane's time between its main thread and its workers. Threads that end vanish.
+ */
+export function threadCpuSeconds(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  let tids: string[];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out[name] = (out[name] ?? 0) + (Number(rest[11]) + Number(rest[12])) / clockTicksPerSecond();
+    } catch { /* thread ended */ }
+  }
+  return out;
+}
+
 /** Machine-wide CPU time by kind (sum over all CPUs), seconds, from the first line of /proc/stat. */
 export interface SystemCpu {
   user: number;
@@ -193,8 +213,18 @@ export interface CpuUsage {
   processSeconds: Record<number, number>;
   /** Sum of processSeconds (ignoring NaN). */
   processTotal: number;
-  /** Machine-wide: busy = everything but idle and iowait; softirq is where kernel forwarding runs. */
-  system: { busy: number; softirq: number; system: number; user: number };
+  /** CPU seconds per PID and thread name over the window ("<pid>/<comm>"), for the split. */
+  threadSeconds: Record<string, number>;
+  /**
+   * Machine-wide CPU seconds over the window, summed over all CPUs: busy = everything but idle
+   * and iowait (user + nice + system + irq + softirq + steal: every process, the kernel's own
+   * work and anything else running); softirq is where kernel forwarding runs.
+   */
+  system: { busy: number; softirq: number; system: number; user: number; nice: number; irq: number; steal: number; iowait: number; idle: number };
+  /** CPUs of the machine (the window's CPU capacity is wallSeconds × cores). */
+  cores: number;
+  /** The machine's memory in use when the window closed, MiB (memUsedMiB). */
+  memUsedMiB: number;
 }
 
 /** Measures CPU time of `pids` (and of the whole machine) from construction to stop(). */
@@ -202,9 +232,11 @@ export class CpuMeter {
   private readonly t0 = process.hrtime.bigint();
   private readonly start: Map<number, number>;
   private readonly sys0 = systemCpuSeconds();
+  private readonly threads0: Map<number, Record<string, number>>;
 
   constructor(readonly pids: readonly number[] = []) {
     this.start = new Map(pids.map((p) => [p, safeCpu(p)]));
+    this.threads0 = new Map(pids.map((p) => [p, threadCpuSeconds(p)]));
   }
 
   stop(): CpuUsage {
@@ -217,9 +249,16 @@ export class CpuMeter {
       processSeconds[pid] = d;
       if (Number.isFinite(d)) processTotal += d;
     }
+    const threadSeconds: Record<string, number> = {};
+    for (const [pid, t0] of this.threads0) {
+      for (const [name, s1] of Object.entries(threadCpuSeconds(pid))) threadSeconds[`${pid}/${name}`] = s1 - (t0[name] ?? 0);
+    }
     const d = (k: keyof SystemCpu): number => sys1[k] - this.sys0[k];
     const busy = d('user') + d('nice') + d('system') + d('irq') + d('softirq') + d('steal');
-    return { wallSeconds, processSeconds, processTotal, system: { busy, softirq: d('softirq'), system: d('system'), user: d('user') } };
+    return {
+      wallSeconds, processSeconds, processTotal, threadSeconds, cores: cpus().length, memUsedMiB: memUsedMiB(),
+      system: { busy, softirq: d('softirq'), system: d('system'), user: d('user'), nice: d('nice'), irq: d('irq'), steal: d('steal'), iowait: d('iowait'), idle: d('idle') },
+    };
   }
 }
 
@@ -229,6 +268,13 @@ function safeCpu(pid: number): number {
   } catch {
     return NaN;
   }
+}
+
+/** Memory in use on the whole machine, MiB: MemTotal − MemAvailable (what `free` calls used). */
+export function memUsedMiB(): number {
+  const info = readFileSync('/proc/meminfo', 'utf8');
+  const kib = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(info)?.[1] ?? NaN);
+  return (kib('MemTotal') - kib('MemAvailable')) / 1024;
 }
 
 /** CPU seconds spent per gigabit moved: cpuSeconds / (gbps × seconds). */
@@ -254,6 +300,10 @@ export interface IperfCommon {
   omitSeconds?: number;
   /** Server sends, client receives (-R). */
   reverse?: boolean;
+  /** Both directions at once (--bidir, iperf3 ≥ 3.7). */
+  bidir?: boolean;
+  /** Address the client connects to, when not to.ip (e.g. a service address DNATed to it). */
+  connectTo?: string;
   /**
    * TCP congestion control (-C), e.g. 'cubic'. Default: the system's (bbr on this machine,
    * where it gives markedly lower veth numbers than cubic); pin it for comparable runs.
@@ -268,8 +318,10 @@ export interface IperfCommon {
 }
 
 export interface IperfTcpResult {
-  /** Receiver throughput, Gbit/s (what the benchmark reports). */
+  /** Receiver throughput, Gbit/s (what the benchmark reports); with bidir, both directions added. */
   gbps: number;
+  /** With bidir: the server-to-client direction alone (gbps − this = client to server). */
+  reverseGbps?: number;
   /** Sender throughput, Gbit/s. */
   senderGbps: number;
   /** TCP retransmits counted by the sender. */
@@ -282,6 +334,8 @@ export interface IperfTcpResult {
   /** iperf3's own CPU utilisation (percent of one CPU, host_total) at both ends. */
   iperfCpu: { local: number; remote: number };
   cpu: CpuUsage;
+  /** iperf3's own JSON report (-J), as printed. */
+  raw: unknown;
 }
 
 export interface IperfUdpOptions extends IperfCommon {
@@ -307,6 +361,8 @@ export interface IperfUdpResult {
   payloadBytes: number;
   iperfCpu: { local: number; remote: number };
   cpu: CpuUsage;
+  /** iperf3's own JSON report (-J), as printed. */
+  raw: unknown;
 }
 
 /* Parts of iperf3 -J output that are read. */
@@ -326,6 +382,8 @@ interface IperfJson {
   end?: {
     sum_sent?: IperfSum;
     sum_received?: IperfSum;
+    sum_sent_bidir_reverse?: IperfSum;
+    sum_received_bidir_reverse?: IperfSum;
     sum?: IperfSum;
     cpu_utilization_percent?: { host_total?: number; remote_total?: number };
     sender_tcp_congestion?: string;
@@ -358,8 +416,8 @@ async function iperf(opts: IperfCommon, proto: 'tcp' | 'udp', protoArgs: string[
   const deadline = Date.now() + timeoutMs;
   const server = await startIperfServer(opts.to, port, timeoutMs);
   try {
-    const args = ['-c', opts.to.ip, '-p', String(port), '-J', '-t', String(seconds), '-P', String(opts.streams ?? 1),
-      '--connect-timeout', '3000', ...(opts.congestion ? ['-C', opts.congestion] : []), ...(omit ? ['-O', String(omit)] : []), ...(opts.reverse ? ['-R'] : []),
+    const args = ['-c', opts.connectTo ?? opts.to.ip, '-p', String(port), '-J', '-t', String(seconds), '-P', String(opts.streams ?? 1),
+      '--connect-timeout', '3000', ...(opts.congestion ? ['-C', opts.congestion] : []), ...(omit ? ['-O', String(omit)] : []), ...(opts.reverse ? ['-R'] : []), ...(opts.bidir ? ['--bidir'] : []),
       ...(proto === 'udp' ? ['-u'] : []), ...protoArgs, ...(opts.clientArgs ?? [])];
     const meter = new CpuMeter(opts.cpuPids ?? []);
     const r = await runBounded(opts.from.ns, 'iperf3', args, { timeoutMs: Math.max(1000, deadline - Date.now()) });
@@ -387,16 +445,21 @@ export async function iperfTcp(opts: IperfCommon): Promise<IperfTcpResult> {
   const sent = json.end?.sum_sent;
   const recv = json.end?.sum_received;
   if (!sent || !recv || recv.bits_per_second === undefined) throw new Error('iperf3 TCP: JSON has no end.sum_sent/sum_received');
+  const back = opts.bidir ? json.end?.sum_received_bidir_reverse : undefined;
+  const backSent = opts.bidir ? json.end?.sum_sent_bidir_reverse : undefined;
+  if (opts.bidir && back?.bits_per_second === undefined) throw new Error('iperf3 TCP --bidir: JSON has no end.sum_received_bidir_reverse');
   return {
-    gbps: recv.bits_per_second / 1e9,
-    senderGbps: (sent.bits_per_second ?? 0) / 1e9,
-    retransmits: sent.retransmits ?? 0,
-    bytesReceived: recv.bytes ?? 0,
+    gbps: (recv.bits_per_second + (back?.bits_per_second ?? 0)) / 1e9,
+    ...(back ? { reverseGbps: (back.bits_per_second ?? 0) / 1e9 } : {}),
+    senderGbps: ((sent.bits_per_second ?? 0) + (backSent?.bits_per_second ?? 0)) / 1e9,
+    retransmits: (sent.retransmits ?? 0) + (backSent?.retransmits ?? 0),
+    bytesReceived: (recv.bytes ?? 0) + (back?.bytes ?? 0),
     seconds: recv.seconds ?? sent.seconds ?? 0,
     streams: opts.streams ?? 1,
     congestion: json.end?.sender_tcp_congestion ?? opts.congestion ?? '',
     iperfCpu: { local: json.end?.cpu_utilization_percent?.host_total ?? NaN, remote: json.end?.cpu_utilization_percent?.remote_total ?? NaN },
     cpu,
+    raw: json,
   };
 }
 
@@ -428,6 +491,7 @@ export async function iperfUdp(opts: IperfUdpOptions): Promise<IperfUdpResult> {
     payloadBytes: opts.payloadBytes,
     iperfCpu: { local: json.end?.cpu_utilization_percent?.host_total ?? NaN, remote: json.end?.cpu_utilization_percent?.remote_total ?? NaN },
     cpu,
+    raw: json,
   };
 }
 

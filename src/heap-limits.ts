@@ -7,15 +7,6 @@ import { setFlagsFromString } from 'node:v8';
 // workers keep their packets in wasm memory. Saves some 6 MB in the main isolate alone.
 setFlagsFromString('--semi-space-growth-factor=1');
 
-// V8's size-over-speed mode: smaller semi-spaces (each worker's young generation 2 MiB
-// instead of 4, the main thread's 1), heap growth that favours a small heap. The data path
-// runs in wasm, which the flag leaves alone, and its JS once per batch. Full GCs compact, so
-// the pages start-up left half empty are given back: full GCs are rare here (the workers'
-// packets live in wasm memory, not on the JS heap). Together some 4-5 MB with one queue;
-// the bench shows no loss of throughput (README, Memory).
-setFlagsFromString('--optimize-for-size');
-setFlagsFromString('--compact-on-every-full-gc');
-
 /**
  * Runs load (a module import) with V8's optimizing compiler off. Loading the etcd client
  * parses its protobuf definitions, hot enough to send parser functions to TurboFan, whose

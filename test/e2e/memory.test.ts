@@ -5,8 +5,8 @@
 // what a node runs with and what the bounds hold. The figures are printed for the README.
 // Memory does not depend on the machine's load the way time does; the margin above the
 // measured figures is for Node's own floor (some 45 MB of its binary's pages) moving with
-// its version. Loading the etcd client in static mode again, letting the young generation
-// grow again or dropping V8's size-over-speed flags (src/heap-limits.ts) fails here.
+// its version. Loading the etcd client in static mode again or letting the young
+// generation grow again (src/heap-limits.ts) fails here.
 import t, { type Test } from 'tap';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,8 +21,8 @@ const MiB = 1 << 20;
 const IDLE_MS = 3000;
 /** Long enough for V8's memory reducer (8 s after a full GC, then a GC or two) to have run. */
 const SETTLE_MS = 20000;
-// Measured here: 62.9 MiB static, 73.2 MiB etcd (README, Memory); before V8's size flags
-// about 65 and 74-75, before the first round of memory work 87 and 88.
+// Measured here, settled: about 63 MiB static, 73.5 MiB etcd (README, Memory); before the
+// first round of memory work 87 and 88.
 const STATIC_ONE_QUEUE_BOUND = 72 * MiB;
 const ETCD_ONE_QUEUE_BOUND = 84 * MiB;
 

@@ -87,8 +87,17 @@ export function shutdownSignal(log: Logger): AbortController {
   return ac;
 }
 
+/**
+ * Resolves when linend is told to stop. A pending promise does not keep Node running: with no
+ * data plane (host-gw) and no HTTP server nothing else would, and linend ended seconds after start.
+ * So a referenced timer holds the process until the signal.
+ */
 const aborted = (signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const hold = setInterval(() => {}, 2 ** 30);
+    signal.addEventListener('abort', () => { clearInterval(hold); resolve(); }, { once: true });
+  });
 
 /** Static mode: no etcd; the subnet and peers come from --static-peers. */
 export async function runStatic(o: Options, log: Logger, signal: AbortSignal): Promise<number> {

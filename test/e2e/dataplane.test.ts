@@ -62,3 +62,15 @@ t.test('a peer killed and started again: traffic resumes without restarting this
     t.equal(h.nodes[0].child.exitCode, null, 'host A linend was never restarted');
   });
 });
+
+t.test('static host-gw: linend has no data plane, yet keeps running (and keeping its routes) until it is stopped', async (t) => {
+  await withLinen(t, { mode: 'host-gw' }, async (topo, h) => {
+    const [a, b] = topo.hosts;
+    t.match((await ping({ from: a.pod, to: b.pod })).out, /3 received/, 'pod A pings pod B over the kernel routes');
+    // Nothing but the wait for a signal is left once the routes are in: the process must not
+    // end on an empty event loop (it did, seconds after start).
+    await new Promise((r) => setTimeout(r, 3000));
+    t.equal(h.nodes[0].child.exitCode, null, 'linend on host A still runs 3 s later');
+    t.equal(h.nodes[1].child.exitCode, null, 'linend on host B still runs 3 s later');
+  });
+});

@@ -5,7 +5,7 @@
 // context switches) and CPU, and the machine's CPU by kind (/proc/stat), with iperf3's own CPU.
 // docs/performance.md is written from its output.
 //
-//   npm run build && flock /work/helpers/heavy.lock node scripts/perf-probe.mjs [options]
+//   npm run build && node scripts/perf-probe.mjs [options]
 //     --runs N          measured runs per contender (default 3; the median is reported)
 //     --seconds S       iperf3 -t (default 5)
 //     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan; a linen contender may

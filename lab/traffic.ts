@@ -156,16 +156,31 @@ export function clockTicksPerSecond(): number {
   return clkTck;
 }
 
-/** utime + stime of a process (all its threads), in seconds, from /proc/<pid>/stat. */
-export function processCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** A process's or thread's name and CPU time, seconds, from a /proc/<pid>[/task/<tid>]/stat file. */
+export interface TaskCpu {
+  comm: string;
+  user: number;
+  system: number;
+}
+
+/** Reads one stat file (throws if it is gone or unreadable). */
+export function readTaskCpu(statPath: string): TaskCpu {
+  const stat = readFileSync(statPath, 'utf8');
   // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const close = stat.lastIndexOf(')');
+  const rest = stat.slice(close + 2).split(' ');
   // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
   const utime = Number(rest[11]);
   const stime = Number(rest[12]);
-  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`cannot parse /proc/${pid}/stat`);
-  return (utime + stime) / clockTicksPerSecond();
+  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`cannot parse ${statPath}`);
+  const hz = clockTicksPerSecond();
+  return { comm: stat.slice(stat.indexOf('(') + 1, close), user: utime / hz, system: stime / hz };
+}
+
+/** utime + stime of a process (all its threads), in seconds, from /proc/<pid>/stat. */
+export function processCpuSeconds(pid: number): number {
+  const t = readTaskCpu(`/proc/${pid}/stat`);
+  return t.user + t.system;
 }
 
 /**
@@ -178,10 +193,8 @@ export function threadCpuSeconds(pid: number): Record<string, number> {
   try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
   for (const tid of tids) {
     try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out[name] = (out[name] ?? 0) + (Number(rest[11]) + Number(rest[12])) / clockTicksPerSecond();
+      const t = readTaskCpu(`/proc/${pid}/task/${tid}/stat`);
+      out[t.comm] = (out[t.comm] ?? 0) + t.user + t.system;
     } catch { /* thread ended */ }
   }
   return out;

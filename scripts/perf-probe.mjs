@@ -31,7 +31,7 @@ const dist = (p) => pathToFileURL(join(root, 'dist', p)).href;
 const { buildTopology } = await import(dist('lab/topology.js'));
 const { setupKernelVxlan } = await import(dist('lab/kernel.js'));
 const { linenTunnelMtu } = await import(dist('lab/linend.js'));
-const { startIperfServer, startBounded, systemCpuSeconds, clockTicksPerSecond } = await import(dist('lab/traffic.js'));
+const { startIperfServer, startBounded, systemCpuSeconds, readTaskCpu, processCpuSeconds } = await import(dist('lab/traffic.js'));
 const { VXLAN_MTU_OVERHEAD } = await import(dist('src/config.js'));
 
 const { values } = parseArgs({
@@ -50,8 +50,6 @@ const PER = 65536; // bytes of TCP payload the per-unit figures refer to
 // The syscalls linen's data path makes; everything else is lumped into "other".
 const SYSCALL_NAMES = ['read', 'writev', 'recvmmsg', 'sendmmsg', 'poll', 'ppoll', 'epoll_wait', 'epoll_pwait', 'futex', 'write'];
 
-const hz = clockTicksPerSecond();
-
 /** Per thread of pid: comm, CPU seconds, voluntary and involuntary context switches. */
 function threads(pid) {
   const out = new Map();
@@ -59,12 +57,11 @@ function threads(pid) {
   try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
   for (const tid of tids) {
     try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cpu = readTaskCpu(`/proc/${pid}/task/${tid}/stat`);
       const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
       const field = (k) => Number((status.match(new RegExp(`^${k}:\\s+(\\d+)`, 'm')) ?? [])[1] ?? 0);
       out.set(tid, {
-        user: Number(rest[11]) / hz, sys: Number(rest[12]) / hz,
+        user: cpu.user, sys: cpu.system,
         vol: field('voluntary_ctxt_switches'), invol: field('nonvoluntary_ctxt_switches'),
       });
     } catch { /* thread gone */ }
@@ -111,11 +108,7 @@ function iperfPidsIn(ns) {
 }
 
 function procCpu(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / hz;
-  } catch { return NaN; }
+  try { return processCpuSeconds(pid); } catch { return NaN; }
 }
 
 /** One measured TCP run of SECONDS from pod 1 to pod 2. */

@@ -322,21 +322,20 @@ export function charts(r: BenchResults): Record<string, string> {
       };
     };
     const ratioDefs = defs.filter((d) => d.ratio);
-    const overview = (better: MetricDef['better']): MetricDef[] => ratioDefs.filter((d) => d.better === better);
-    out['ratio.svg'] = barChartSvg({
-      title: 'Ratio to Linux kernel VXLAN, same run: rates (higher is better)', subtitle: sub,
-      unit: '× kernel VXLAN (median ÷ kernel VXLAN median)',
-      series: overview('higher').map((d, i) => ({ label: d.key, color: COLORS[i % COLORS.length]! })),
-      rows: contenderRows(r, (c) => overview('higher').map((d) => ratio(c, d.key, false))),
-      refLine: { value: 1, label: 'kernel VXLAN = 1' }, format: fmtRatio, tickFormat: (x) => `${tick(x)}×`,
-    });
-    out['ratio-cost.svg'] = barChartSvg({
-      title: 'Ratio to Linux kernel VXLAN, same run: costs (latency, CPU, jitter, idle; LOWER is better)', subtitle: sub,
-      unit: '× kernel VXLAN (median ÷ kernel VXLAN median; above 1 = worse)',
-      series: overview('lower').map((d, i) => ({ label: d.key, color: COLORS[i % COLORS.length]! })),
-      rows: contenderRows(r, (c) => overview('lower').map((d) => ratio(c, d.key, false))),
-      refLine: { value: 1, label: 'kernel VXLAN = 1' }, format: fmtRatio, tickFormat: (x) => `${tick(x)}×`,
-    });
+    // Two overview charts: the rates, and the costs (where above 1 reads worse).
+    const overviewChart = (better: MetricDef['better'], title: string, unit: string): string => {
+      const shown = ratioDefs.filter((d) => d.better === better);
+      return barChartSvg({
+        title, subtitle: sub, unit,
+        series: shown.map((d, i) => ({ label: d.key, color: COLORS[i % COLORS.length]! })),
+        rows: contenderRows(r, (c) => shown.map((d) => ratio(c, d.key, false))),
+        refLine: { value: 1, label: 'kernel VXLAN = 1' }, format: fmtRatio, tickFormat: (x) => `${tick(x)}×`,
+      });
+    };
+    out['ratio.svg'] = overviewChart('higher', 'Ratio to Linux kernel VXLAN, same run: rates (higher is better)',
+      '× kernel VXLAN (median ÷ kernel VXLAN median)');
+    out['ratio-cost.svg'] = overviewChart('lower', 'Ratio to Linux kernel VXLAN, same run: costs (latency, CPU, jitter, idle; LOWER is better)',
+      '× kernel VXLAN (median ÷ kernel VXLAN median; above 1 = worse)');
     // One ratio chart per metric, bars green where better than kernel VXLAN, red where worse.
     for (const d of ratioDefs) {
       out[`ratio-${d.key}.svg`] = barChartSvg({

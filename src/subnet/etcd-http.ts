@@ -66,6 +66,9 @@ export class EtcdCallError extends Error {
   }
 }
 
+/** What tlsRefusal says when the server hung up after the handshake without an alert. */
+export const TLS_CLOSED_AFTER_HANDSHAKE = 'the server closed the TLS connection after the handshake, before any answer';
+
 /** A reused connection that the server had closed: the request never reached etcd. */
 class StaleConnection extends EtcdCallError {
   constructor(message: string, endpoint: string, cause: unknown) {
@@ -364,9 +367,41 @@ export class EtcdHttpClient {
     try {
       return await this.postOnce<T>(ep, path, body, d, token);
     } catch (e) {
-      if (!(e instanceof StaleConnection)) throw e;
-      return await this.postOnce<T>(ep, path, body, d, token, false);
+      if (e instanceof StaleConnection) return await this.postOnce<T>(ep, path, body, d, token, false);
+      if (ep.secure && e instanceof EtcdCallError && e.reason === 'network' && /ECONNRESET|socket hang up|EPIPE/.test(e.message + String((e.cause as { code?: string })?.code))) {
+        const why = await this.tlsRefusal(ep);
+        if (why !== null) throw new EtcdCallError(why, 'network', null, ep.name, e);
+      }
+      throw e;
     }
+  }
+
+  /**
+   * Why a TLS server hung up on a fresh connection, if it refused this client's certificate.
+   * In TLS 1.3 the server checks the client's certificate after the client has finished its
+   * handshake and sent its request; the server's alert then often reaches node after the
+   * reset (the unread request makes the server's close a reset) and the error says only
+   * "socket hang up". A connection that sends nothing gets the alert itself.
+   */
+  private async tlsRefusal(ep: Endpoint): Promise<string | null> {
+    const tls = await import('node:tls');
+    return new Promise((resolve) => {
+      const socket = tls.connect({ host: ep.url.hostname, port: Number(ep.url.port || 443), ...this.tlsOptions() });
+      const done = (why: string | null): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(why);
+      };
+      const timer = setTimeout(() => done(null), 2000);
+      let handshake = false;
+      socket.on('secureConnect', () => {
+        handshake = true;
+      });
+      socket.on('error', (e) => done(errorText(e)));
+      socket.on('session', () => done(null)); // a session ticket: the server took the certificate
+      // Some servers (node's) hang up without an alert.
+      socket.on('close', () => done(handshake && this.opts.tls !== null ? TLS_CLOSED_AFTER_HANDSHAKE : null));
+    });
   }
 
   private async postOnce<T>(ep: Endpoint, path: string, body: object, d: CallDeadline, token: string | null, reuse = true): Promise<T> {

@@ -37,6 +37,7 @@ import {
   GrpcCode,
   int64,
   MAX_RECEIVE_BYTES,
+  TLS_CLOSED_AFTER_HANDSHAKE,
   type CallDeadline,
   type EtcdHttpOptions,
   type KeyValue,
@@ -130,6 +131,9 @@ export function tlsFailure(msg: string): string | null {
   const alert = /alert ([a-z ]+?)(?::|$)/i.exec(text)?.[1]?.trim();
   if (alert !== undefined && /certificate|unknown ca|certificate required|access denied/i.test(alert)) {
     return `etcd refused this client's certificate (TLS alert "${alert}"): --etcd-certfile must be signed by a CA etcd trusts (--trusted-ca-file)`;
+  }
+  if (text.includes(TLS_CLOSED_AFTER_HANDSHAKE)) {
+    return `etcd refused this client's certificate (${TLS_CLOSED_AFTER_HANDSHAKE}): --etcd-certfile must be signed by a CA etcd trusts (--trusted-ca-file)`;
   }
   if (/unable to verify|self[- ]signed|certificate (has expired|is not yet valid)|unable to get (local )?issuer|Hostname\/IP does not match|ERR_TLS_CERT/i.test(text)) {
     return `etcd's server certificate was not accepted (${clean(text)}): --etcd-cafile must be the CA that signed it, and it must name this endpoint`;

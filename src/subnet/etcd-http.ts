@@ -252,6 +252,8 @@ export class EtcdHttpClient {
   private preferred = 0;
   private readonly tokens = new Map<string, Promise<string>>();
   private readonly open = new Set<ClientRequest>();
+  /** The probe of each member that has watches open, and the watches' ends. */
+  private readonly probes = new Map<string, { watches: Set<(e: EtcdCallError) => void>; probe: { path: string; body: object }; timer: ReturnType<typeof setInterval> }>();
   private agents: { http: Agent | null; https: Agent | null } = { http: null, https: null };
   private https: Promise<{ request: Requester; Agent: typeof http.Agent }> | null = null;
   private closed = false;
@@ -479,8 +481,9 @@ export class EtcdHttpClient {
   /**
    * Opens a watch (POST /v3/watch with one create request) on the preferred endpoint, on a
    * connection of its own. Every WATCH_PROBE_MS while it is open, `probe` (a cheap call) goes
-   * to the same member; if that gets no answer within WATCH_PROBE_TIMEOUT_MS, the watch ends
-   * with a timeout. Returns a function that ends the watch (without calling onEnd).
+   * to the same member (one probe for all the watches on it); if that gets no answer within
+   * WATCH_PROBE_TIMEOUT_MS, or "no leader", the watch ends. Returns a function that ends the
+   * watch (without calling onEnd).
    */
   async watch(createRequest: object, probe: { path: string; body: object }, h: WatchHandlers): Promise<() => void> {
     const [i] = this.order();
@@ -489,7 +492,7 @@ export class EtcdHttpClient {
     const token = this.opts.auth === null ? null : await this.token(ep, { timeoutMs: WATCH_PROBE_TIMEOUT_MS * 2 });
     const data = Buffer.from(JSON.stringify({ create_request: createRequest }));
     let ended = false;
-    let probing: ReturnType<typeof setInterval> | undefined;
+    let unprobe = (): void => undefined;
     const req = request(
       // A connection of its own (agent false): a watch holds it for as long as it runs.
       { protocol: ep.url.protocol, hostname: ep.url.hostname, port: ep.url.port, path: '/v3/watch', method: 'POST', agent: false, headers: this.headers(token, data.length), ...(ep.secure ? this.tlsOptions() : {}) },
@@ -534,7 +537,7 @@ export class EtcdHttpClient {
     const end = (e: EtcdCallError | null): void => {
       if (ended) return;
       ended = true;
-      clearInterval(probing);
+      unprobe();
       this.open.delete(req);
       req.destroy();
       if (e !== null && this.stalls(e)) this.opts.stalled.set(ep.name, Date.now() + STALLED_ENDPOINT_SKIP_MS);
@@ -546,20 +549,42 @@ export class EtcdHttpClient {
     req.on('socket', withKeepalive);
     req.on('error', (e) => end(this.closed ? new EtcdCallError('etcd client was closed', 'closed', null, ep.name, e) : new EtcdCallError(errorText(e), 'network', null, ep.name, e)));
     req.end(data);
-    probing = setInterval(() => {
-      this.callOn(ep, probe.path, probe.body, { timeoutMs: WATCH_PROBE_TIMEOUT_MS }).catch((e: unknown) => {
-        // No answer, or "no leader": the member cannot serve this watch any more.
-        if (e instanceof EtcdCallError && (e.reason === 'timeout' || e.reason === 'network' || e.code === GrpcCode.UNAVAILABLE)) {
-          end(new EtcdCallError(`etcd watch on ${ep.name}: the member failed a probe: ${e.message}`, e.reason, e.code, ep.name, e));
-        }
-      });
-    }, WATCH_PROBE_MS);
+    unprobe = this.probeWhileWatching(ep, probe, end);
     return () => {
       if (ended) return;
       ended = true;
-      clearInterval(probing);
+      unprobe();
       this.open.delete(req);
       req.destroy();
+    };
+  }
+
+  /** Adds a watch to its member's probe (started with the first watch, stopped with the last). */
+  private probeWhileWatching(ep: Endpoint, probe: { path: string; body: object }, end: (e: EtcdCallError) => void): () => void {
+    let p = this.probes.get(ep.name);
+    if (p === undefined) {
+      const watches = new Set<(e: EtcdCallError) => void>();
+      const timer = setInterval(() => {
+        const { path, body } = p!.probe;
+        this.callOn(ep, path, body, { timeoutMs: WATCH_PROBE_TIMEOUT_MS }).catch((e: unknown) => {
+          // No answer, or "no leader": the member cannot serve these watches any more.
+          if (e instanceof EtcdCallError && (e.reason === 'timeout' || e.reason === 'network' || e.code === GrpcCode.UNAVAILABLE)) {
+            const failed = new EtcdCallError(`etcd watch on ${ep.name}: the member failed a probe: ${e.message}`, e.reason, e.code, ep.name, e);
+            for (const w of [...watches]) w(failed);
+          }
+        });
+      }, WATCH_PROBE_MS);
+      p = { watches, probe, timer };
+      this.probes.set(ep.name, p);
+    }
+    const mine = p;
+    mine.watches.add(end);
+    return () => {
+      mine.watches.delete(end);
+      if (mine.watches.size === 0 && this.probes.get(ep.name) === mine) {
+        clearInterval(mine.timer);
+        this.probes.delete(ep.name);
+      }
     };
   }
 
@@ -569,6 +594,8 @@ export class EtcdHttpClient {
     this.closed = true;
     for (const req of this.open) req.destroy(new Error('etcd client was closed'));
     this.open.clear();
+    for (const p of this.probes.values()) clearInterval(p.timer);
+    this.probes.clear();
     this.agents.http?.destroy();
     this.agents.https?.destroy();
   }

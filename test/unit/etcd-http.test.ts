@@ -245,3 +245,39 @@ t.test("TLS errors in words, from node's own TLS errors", async (t) => {
   t.equal(tlsFailure('connect ECONNREFUSED 127.0.0.1:2379'), null, 'not a TLS error');
   t.match(tlsFailure('C0:error:0A000418:SSL routines:ssl3_read_bytes:tlsv1 alert unknown ca:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1605:SSL alert number 48') ?? '', /refused this client's certificate \(TLS alert "unknown ca"\)/);
 });
+
+t.test('watches on a member that stops answering: one probe for all of them, and they end at most 15 s after its last answer', async (t) => {
+  let probes = 0;
+  const s = await stub(t, (path, body, _req, res) => {
+    if (path === '/v3/watch') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.write(JSON.stringify({ result: { header, created: true } }) + '\n'); // then silence, the connection open
+    } else if (body.serializable === true && ++probes === 1) {
+      json(res, 200, { header, count: '0' }); // the watches' first probe is answered, every later call hangs
+    }
+  });
+  const reg = new EtcdRegistry({ endpoints: [s.url] });
+  t.teardown(() => reg.close());
+  const started = Date.now();
+  const watchUntilError = async (w: AsyncIterable<unknown>): Promise<{ error: unknown; ms: number }> => {
+    try {
+      for await (const _ of w) { /* nothing comes */ }
+      return { error: null, ms: Date.now() - started };
+    } catch (e) {
+      return { error: e, ms: Date.now() - started };
+    }
+  };
+  const ac = new AbortController();
+  const ends = Promise.all([
+    watchUntilError(reg.watchLeases(1, ac.signal)),
+    watchUntilError(reg.watchLease({ ip: 0x0a010200, prefixLen: 24 }, 1, ac.signal)),
+  ]);
+  const results = await ends;
+  t.equal(s.hits.get('/v3/watch'), 2, 'two watches');
+  t.equal(probes, 2, 'one probe each 10 s for both: answered, then one that hung');
+  for (const r of results) {
+    t.ok(r.error instanceof RegistryError && r.error.kind === 'timeout' && /failed a probe/.test(r.error.message), `the watch ended: ${(r.error as Error)?.message}`);
+    t.ok(r.ms < 40_000, `after ${r.ms} ms (expected about 25 s: the last answer at 10 s, the next probe at 20 s, 5 s to answer)`);
+  }
+  t.equal(reg.connection().state, 'disconnected', 'etcd is reported lost');
+});

@@ -335,25 +335,30 @@ export class EtcdRegistry implements Registry {
 
   /**
    * Runs one etcd call on the current client, mapping errors and tracking the connection
-   * state (an answer means connected). A call cut short because its client was replaced
-   * counts as unavailable.
+   * state (an answer means connected). A call cut short because its client was replaced (etcd
+   * was lost and found again) is sent again on the new client, unless it is the create txn
+   * (which may have been applied: sent again it would find its own key and report the subnet
+   * taken); that one counts as unavailable.
    */
   private async call<T>(op: string, key: string, path: string, body: object, t?: CallTimeout): Promise<T> {
     if (this.closed) throw new RegistryError('registry is closed', 'other');
-    const client = this.client;
     const d: CallDeadline = t?.timeoutMs === undefined ? { timeoutMs: this.timeoutMs } : { timeoutMs: t.timeoutMs, deadline: Date.now() + t.timeoutMs };
-    try {
-      const r = await client.call<T>(path, body, d);
-      this.setState('connected', null);
-      return r;
-    } catch (e) {
-      if (client !== this.client && !this.closed) {
-        throw new RegistryError(`etcd ${op} ${key} was cut short by a reconnect: ${e instanceof Error ? e.message : String(e)}`, 'unavailable', e);
+    for (let replaced = 0; ; replaced++) {
+      const client = this.client;
+      try {
+        const r = await client.call<T>(path, body, d);
+        this.setState('connected', null);
+        return r;
+      } catch (e) {
+        if (client !== this.client && !this.closed) {
+          if (replaced === 0 && op !== 'create' && e instanceof EtcdCallError && e.reason === 'closed') continue;
+          throw new RegistryError(`etcd ${op} ${key} was cut short by a reconnect: ${e instanceof Error ? e.message : String(e)}`, 'unavailable', e);
+        }
+        const err = this.mapError(op, key, e);
+        if (err.kind === 'unavailable' || err.kind === 'timeout') this.setState('disconnected', err.message);
+        else if (err.kind !== 'other') this.setState('connected', null);
+        throw err;
       }
-      const err = this.mapError(op, key, e);
-      if (err.kind === 'unavailable' || err.kind === 'timeout') this.setState('disconnected', err.message);
-      else if (err.kind !== 'other') this.setState('connected', null);
-      throw err;
     }
   }
 

@@ -33,7 +33,7 @@ async function main(): Promise<number> {
   const o = parsed.options;
   const log = createLogger({ component: 'linend', verbosity: o.verbosity });
   log.info(`linend ${version()} starting`);
-  // The daemon (etcd client, gRPC, data plane) is loaded only now: a bad flag is reported
+  // The daemon (etcd client, data plane) is loaded only now: a bad flag is reported
   // in a few tens of milliseconds instead of after half a second of module loading.
   const { runEtcd, runStatic, shutdownSignal } = await import('./daemon.js');
   const stop = shutdownSignal(log);

@@ -25,7 +25,6 @@ import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
 import { debugHooks, debugLeaseTiming } from './debug.js';
 import { Readiness } from './readiness.js';
-import { loadWithoutOptimizer } from './heap-limits.js';
 
 export interface NodeSetup {
   config: NetworkConfig;
@@ -136,9 +135,8 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
 /** etcd mode: flanneld's job, with linen's data path. */
 export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   checkSubnetFile(o.subnetFile);
-  // Loaded here, not at the top: the etcd client (gRPC, protobuf) costs some 20 MB of memory
-  // that static mode never needs.
-  const { EtcdRegistry } = await loadWithoutOptimizer(() => import('./subnet/etcd.js'));
+  // Loaded here, not at the top: static mode never needs the etcd client.
+  const { EtcdRegistry } = await import('./subnet/etcd.js');
   const registry = new EtcdRegistry({
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
     caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),

@@ -1,4 +1,4 @@
-// Registry on etcd v3 through the `etcd3` package, doing exactly the etcd calls flanneld does
+// Registry on etcd v3 through etcd's JSON gateway (etcd-http.ts), doing exactly the etcd calls flanneld does
 // (flannel-compat.md §1.4) so that linen and flanneld nodes can share one etcd:
 //
 //   config      Get(<prefix>/config)
@@ -18,33 +18,33 @@
 // prefix; a reused reservation (key without lease) can be rewritten without a lease.
 //
 // Getting back after a network partition: a half-open connection (packets dropped, nothing
-// reset) is noticed by gRPC keepalive pings within 15 s, or by a call running into its
-// deadline. From then on the registry is 'disconnected' and probes etcd every second with a
-// fresh client (a fresh TCP connection: the old one may sit in exponential retransmission
+// reset) is noticed by a call running into its deadline, or, under a watch, by the probe
+// call that goes to the watch's member every 10 s and may take 5 (etcd-http.ts). From then on the registry is 'disconnected' and probes etcd every second with a
+// fresh client (fresh TCP connections: the old one may sit in exponential retransmission
 // backoff for as long as the partition lasted); the first probe that gets an answer replaces
 // the client and reports 'connected', which wakes the watch and renewal loops at once.
 
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
-// etcd3's own gRPC library (a dependency of etcd3), for call metadata.
-import { credentials as grpcCredentials, Metadata } from '@grpc/grpc-js';
-import {
-  Etcd3,
-  EtcdAuthenticationFailedError,
-  EtcdPermissionDeniedError,
-  GRPCDeadlineExceededError,
-  GRPCResourceExhastedError,
-  GRPCUnauthenticatedError,
-  GRPCUnavailableError,
-  isRecoverableError,
-  type IKeyValue,
-  type IOptions,
-  type IWatchResponse,
-} from 'etcd3';
 import type { IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
 import { encodeLeaseAttrs, etcdKeys, leaseFromKV, parseSubnetKey, type Lease, type LeaseAttrs } from './lease.js';
+import {
+  b64,
+  EtcdCallError,
+  EtcdHttpClient,
+  fromB64,
+  GrpcCode,
+  int64,
+  MAX_RECEIVE_BYTES,
+  TLS_CLOSED_AFTER_HANDSHAKE,
+  type CallDeadline,
+  type EtcdHttpOptions,
+  type KeyValue,
+  type RangeResponse,
+  type ResponseHeader,
+  type WatchResponse,
+} from './etcd-http.js';
 import {
   ConfigNotFoundError,
   RegistryError,
@@ -57,6 +57,8 @@ import {
   type WatchEvent,
   type WatchItem,
 } from './registry.js';
+
+export { MAX_RECEIVE_BYTES, STALLED_ENDPOINT_SKIP_MS } from './etcd-http.js';
 
 export interface EtcdRegistryOptions {
   /** e.g. ["http://127.0.0.1:2379"]; "host:port" without a scheme also works. */
@@ -90,102 +92,6 @@ export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 /** Keys per page of the lease listing: about 1 MB of VXLAN leases, a quarter of the default limit. */
 export const LIST_PAGE_KEYS = 5000;
 
-/**
- * The largest gRPC message linen accepts from etcd. A lease listing is paged and a watch
- * response carries at most what etcd accepted in one request (--max-request-bytes, 1.5 MiB
- * by default) per revision, but etcd batches the events of many revisions into one response
- * while a watch catches up; the 4 MiB default would then cut the stream.
- */
-export const MAX_RECEIVE_BYTES = 64 << 20;
-
-/**
- * etcd's "require leader" call metadata (clientv3's WithRequireLeader), sent with every call.
- * A member cut off from the rest of its cluster then answers "no leader" at once (a
- * recoverable error: the call goes to the next endpoint) instead of holding the call until
- * its deadline, and cancels the watches it holds within a few election timeouts instead of
- * keeping them open without events for as long as the partition lasts.
- */
-const requireLeader = grpcCredentials.createFromMetadataGenerator((_params, callback) => {
-  const md = new Metadata();
-  md.set('hasleader', 'true');
-  callback(null, md);
-});
-
-/** The error etcd answers on a call (or watch) to a member that has no leader. */
-const isNoLeader = (e: unknown): boolean => e instanceof Error && /no leader/.test(e.message);
-
-type Policy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
-
-/**
- * A fault-handling policy for etcd3 that retries recoverable errors `retries` times (on the
- * next endpoint) and otherwise gets out of the way: no circuit breaker, so the first call
- * after etcd comes back goes through instead of waiting out an open breaker. linen's own
- * loops do the backing off.
- */
-function retryPolicy(retries: number): Policy {
-  return {
-    get _altReturn(): never {
-      throw new Error('_altReturn is a type-only property');
-    },
-    onSuccess: () => ({ dispose: () => undefined }),
-    onFailure: () => ({ dispose: () => undefined }),
-    async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
-      const ctx = { signal: signal ?? new AbortController().signal };
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await fn(ctx);
-        } catch (e) {
-          if (attempt >= retries || !(e instanceof Error) || !isRecoverableError(e)) throw e;
-        }
-      }
-    },
-  };
-}
-
-/** How long an endpoint on which a call timed out or found no usable member is passed over. */
-export const STALLED_ENDPOINT_SKIP_MS = 15_000;
-
-/** A call that ran into its deadline, or found the member unusable (down, gone, without leader). */
-const endpointFailed = (e: unknown): boolean => {
-  if (e instanceof GRPCDeadlineExceededError || e instanceof GRPCUnavailableError) return true;
-  const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
-  return code === 4 || code === 14; // DEADLINE_EXCEEDED, UNAVAILABLE (not yet cast by etcd3)
-};
-
-/**
- * The fault-handling policy of one endpoint. An endpoint on which a call (or a watch stream)
- * ran into its deadline or found the member unusable (a member whose connection hangs:
- * unplugged, or its machine frozen; a member down or without leader) is passed over for
- * STALLED_ENDPOINT_SKIP_MS, so that the next call (a renewal's retry, a watch re-opened) goes
- * to another member instead of hanging on this one again until gRPC's keepalive or connect
- * timeout gives up on it. When every endpoint is passed over, none is. `stalled` outlives the
- * client (it is replaced after every reconnect).
- */
-function endpointPolicy(host: string, all: readonly string[], stalled: Map<string, number>): Policy {
-  return {
-    get _altReturn(): never {
-      throw new Error('_altReturn is a type-only property');
-    },
-    onSuccess: () => ({ dispose: () => undefined }),
-    onFailure: () => ({ dispose: () => undefined }),
-    async execute<T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
-      const now = Date.now();
-      if ((stalled.get(host) ?? 0) > now && all.some((h) => (stalled.get(h) ?? 0) <= now)) {
-        // Not called through: etcd3 goes on to the next endpoint.
-        throw new Error(`etcd endpoint ${host} passed over: a call failed on it`);
-      }
-      try {
-        const r = await fn({ signal: signal ?? new AbortController().signal });
-        stalled.delete(host);
-        return r;
-      } catch (e) {
-        if (endpointFailed(e) && all.length > 1) stalled.set(host, Date.now() + STALLED_ENDPOINT_SKIP_MS);
-        throw e;
-      }
-    },
-  };
-}
-
 /** The exclusive end of a prefix range: the prefix with its last byte incremented. */
 export function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
@@ -205,7 +111,7 @@ function readTLSFile(flag: string, path: string, kind: 'key' | 'certificate'): B
   } catch (e) {
     throw new RegistryError(`cannot read ${flag} ${path}: ${(e as Error).message}`, 'other', e);
   }
-  // Checked here, where the flag is known: gRPC would only say "PEM routines::no start line".
+  // Checked here, where the flag is known: OpenSSL would only say "PEM routines::no start line".
   try {
     if (kind === 'key') createPrivateKey(data);
     else new X509Certificate(data);
@@ -216,31 +122,26 @@ function readTLSFile(flag: string, path: string, kind: 'key' | 'certificate'): B
 }
 
 /**
- * What went wrong in a TLS handshake, in words, from a gRPC connection error (null when the
- * error is not about TLS). OpenSSL's text is kept, without its source-file coordinates.
+ * What went wrong in a TLS handshake, in words, from node's error text (null when the error
+ * is not about TLS). OpenSSL's text is kept, without its source-file coordinates.
  */
 export function tlsFailure(msg: string): string | null {
-  const last = /Last error: ([\s\S]*?)(?: \(\d{4}-\d\d-\d\dT[^)]*\))?\.? Resolution note:/.exec(msg)?.[1] ?? msg;
-  const text = last.replace(/^Error: /, '').replace(/\s+/g, ' ').trim();
+  const text = msg.replace(/^Error: /, '').replace(/\s+/g, ' ').trim();
+  const clean = (s: string): string => s.replace(/:\.\.\/deps\/\S+/g, '').replace(/^[0-9A-F]+:error:[0-9A-F]+:/, '');
   const alert = /alert ([a-z ]+?)(?::|$)/i.exec(text)?.[1]?.trim();
   if (alert !== undefined && /certificate|unknown ca|certificate required|access denied/i.test(alert)) {
     return `etcd refused this client's certificate (TLS alert "${alert}"): --etcd-certfile must be signed by a CA etcd trusts (--trusted-ca-file)`;
   }
-  if (/unable to verify|self[- ]signed|certificate (has expired|is not yet valid)|unable to get (local )?issuer|Hostname\/IP does not match|ERR_TLS_CERT/i.test(text)) {
-    return `etcd's server certificate was not accepted (${text.replace(/:\.\.\/deps\/\S+/g, '')}): --etcd-cafile must be the CA that signed it, and it must name this endpoint`;
+  if (text.includes(TLS_CLOSED_AFTER_HANDSHAKE)) {
+    return `etcd refused this client's certificate (${TLS_CLOSED_AFTER_HANDSHAKE}): --etcd-certfile must be signed by a CA etcd trusts (--trusted-ca-file)`;
   }
-  if (/SSL routines|wrong version number|tlsv1 alert|handshake/i.test(text)) {
-    return `${text.replace(/:\.\.\/deps\/\S+/g, '').replace(/^[0-9A-F]+:error:[0-9A-F]+:/, '')} (check --etcd-cafile, --etcd-certfile and --etcd-keyfile)`;
+  if (/unable to verify|self[- ]signed|certificate (has expired|is not yet valid)|unable to get (local )?issuer|Hostname\/IP does not match|ERR_TLS_CERT/i.test(text)) {
+    return `etcd's server certificate was not accepted (${clean(text)}): --etcd-cafile must be the CA that signed it, and it must name this endpoint`;
+  }
+  if (/SSL routines|wrong version number|tlsv1 alert|handshake|secure TLS connection/i.test(text)) {
+    return `${clean(text)} (check --etcd-cafile, --etcd-certfile and --etcd-keyfile)`;
   }
   return null;
-}
-
-/**
- * gRPC ends a connection error with "Resolution note: <what name resolution said>", which is
- * empty for a plain address: the line then ends on a dangling label. Drop it when empty.
- */
-export function withoutEmptyResolutionNote(msg: string): string {
-  return msg.replace(/\.?\s*Resolution note:\s*$/, '');
 }
 
 /** A small async queue for turning stream callbacks into an async iterator. */
@@ -276,15 +177,16 @@ class Channel<T> {
   }
 }
 
+const revisionOf = (h: ResponseHeader | undefined): number => int64(h?.revision);
+
 export class EtcdRegistry implements Registry {
   readonly keys: { readonly config: string; readonly subnets: string; subnet(sn: IPv4Net): string };
-  private client: Etcd3;
-  private readonly options: IOptions;
+  private client: EtcdHttpClient;
+  private readonly clientOptions: EtcdHttpOptions;
+  private readonly timeoutMs: number;
   private readonly probeIntervalMs: number;
   private readonly listPageKeys: number;
   private listed = 0;
-  /** Endpoints passed over until then (ms), after a call timed out on them. */
-  private readonly stalled = new Map<string, number>();
   private probing = false;
   private readonly log: Logger;
   private readonly endpointsText: string;
@@ -300,30 +202,17 @@ export class EtcdRegistry implements Registry {
     this.keys = etcdKeys(opts.prefix ?? DEFAULT_ETCD_PREFIX);
     this.endpointsText = opts.endpoints.join(',');
     this.username = opts.username ?? '';
-    const timeout = opts.requestTimeoutMs ?? 10_000;
+    this.timeoutMs = opts.requestTimeoutMs ?? 10_000;
 
-    const options: IOptions = {
-      hosts: opts.endpoints,
-      defaultCallOptions: (ctx) => (ctx.isStream ? { credentials: requireLeader } : { deadline: Date.now() + timeout, credentials: requireLeader }),
-      faultHandling: { host: (h) => endpointPolicy(h, opts.endpoints, this.stalled), global: retryPolicy(opts.endpoints.length - 1) },
-      grpcOptions: {
-        'grpc.initial_reconnect_backoff_ms': 100,
-        'grpc.max_reconnect_backoff_ms': 5000,
-        // A dead connection is noticed within 15 s. etcd accepts pings every 5 s or more
-        // (--grpc-keepalive-min-time) while streams are open, which linen's watches always are.
-        'grpc.keepalive_time_ms': 10_000,
-        'grpc.keepalive_timeout_ms': 5_000,
-        'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
-      },
-    };
     const key = opts.keyFile ?? '';
     const cert = opts.certFile ?? '';
+    let tls: EtcdHttpOptions['tls'] = null;
     if (key !== '' && cert !== '') {
-      options.credentials = {
+      tls = {
         // No --etcd-cafile: verify against the system roots, as Go does with RootCAs nil.
-        rootCertificate: opts.caFile ? readTLSFile('--etcd-cafile', opts.caFile, 'certificate') : Buffer.from(rootCertificates.join('\n')),
-        privateKey: readTLSFile('--etcd-keyfile', key, 'key'),
-        certChain: readTLSFile('--etcd-certfile', cert, 'certificate'),
+        ca: opts.caFile ? readTLSFile('--etcd-cafile', opts.caFile, 'certificate') : null,
+        key: readTLSFile('--etcd-keyfile', key, 'key'),
+        cert: readTLSFile('--etcd-certfile', cert, 'certificate'),
       };
     } else {
       if (key !== '' || cert !== '') {
@@ -333,11 +222,16 @@ export class EtcdRegistry implements Registry {
         this.log.warn('no certificate provided: connecting to etcd with http. This is insecure');
       }
     }
-    if (this.username !== '') options.auth = { username: this.username, password: opts.password ?? '' };
-    this.options = options;
+    this.clientOptions = {
+      endpoints: opts.endpoints,
+      tls,
+      auth: this.username === '' ? null : { username: this.username, password: opts.password ?? '' },
+      // Endpoints passed over until then (ms): outlives each client.
+      stalled: new Map(),
+    };
     this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
     this.listPageKeys = Math.max(1, opts.listPageKeys ?? LIST_PAGE_KEYS);
-    this.client = new Etcd3(options);
+    this.client = new EtcdHttpClient(this.clientOptions);
   }
 
   // --- connection state ----------------------------------------------------------------
@@ -380,9 +274,9 @@ export class EtcdRegistry implements Registry {
     try {
       while (!this.closed && this.status.state === 'disconnected') {
         const started = Date.now();
-        const fresh = new Etcd3(this.options);
+        const fresh = new EtcdHttpClient(this.clientOptions);
         try {
-          await fresh.kv.range({ key: Buffer.from(this.keys.config), count_only: true }, { deadline: Date.now() + this.probeIntervalMs });
+          await fresh.call('/v3/kv/range', { key: b64(this.keys.config), count_only: true }, { timeoutMs: this.probeIntervalMs, deadline: started + this.probeIntervalMs });
           if (this.closed || this.status.state !== 'disconnected') {
             fresh.close();
             return;
@@ -402,40 +296,38 @@ export class EtcdRegistry implements Registry {
     }
   }
 
-  /** Turns anything etcd3/grpc throws into a RegistryError with a clear message. */
+  /** Turns what the gateway client throws into a RegistryError with a clear message. */
   private mapError(op: string, key: string, e: unknown): RegistryError {
     if (e instanceof RegistryError) return e;
-    const raw = e instanceof Error ? e.message : String(e);
-    const msg = withoutEmptyResolutionNote(raw);
+    const msg = e instanceof Error ? e.message : String(e);
     const where = `${op} ${key}`;
-    const tls = tlsFailure(raw);
-    if (tls !== null) {
-      // Still 'unavailable' (retried): the other side may be fixed while linend waits.
-      return new RegistryError(
-        `etcd TLS handshake failed (endpoints ${this.endpointsText}, during ${where}): ${tls}`,
-        'unavailable',
-        e,
-      );
+    const c = e instanceof EtcdCallError ? e : null;
+    if (c?.reason === 'network') {
+      const tls = tlsFailure(msg);
+      if (tls !== null) {
+        // Still 'unavailable' (retried): the other side may be fixed while linend waits.
+        return new RegistryError(`etcd TLS handshake failed (endpoints ${this.endpointsText}, during ${where}): ${tls}`, 'unavailable', e);
+      }
     }
-    if (e instanceof GRPCResourceExhastedError) {
+    if (c?.reason === 'too-large' || c?.code === GrpcCode.RESOURCE_EXHAUSTED) {
       // An answer larger than the receive limit: etcd is there, asking again the same way fails again.
       return new RegistryError(`etcd answer too large (${where}): ${msg}`, 'other', e);
     }
-    if (e instanceof GRPCDeadlineExceededError) {
+    if (c?.reason === 'timeout' || c?.code === GrpcCode.DEADLINE_EXCEEDED) {
       return new RegistryError(`etcd request timed out (${where}, endpoints ${this.endpointsText}): ${msg}`, 'timeout', e);
     }
-    if (e instanceof EtcdAuthenticationFailedError) {
+    if (/authentication failed|invalid user ID or password/.test(msg)) {
       return new RegistryError(
         `etcd authentication failed for user ${JSON.stringify(this.username)} (check --etcd-username/--etcd-password): ${msg}`,
         'auth',
         e,
       );
     }
-    if (e instanceof EtcdPermissionDeniedError || e instanceof GRPCUnauthenticatedError || /user name is empty|permission denied/.test(msg)) {
+    if (c?.code === GrpcCode.PERMISSION_DENIED || c?.code === GrpcCode.UNAUTHENTICATED || /user name is empty|permission denied/.test(msg)) {
       const who = this.username === '' ? 'no user (etcd auth is enabled: set --etcd-username/--etcd-password)' : `user ${JSON.stringify(this.username)}`;
       return new RegistryError(`etcd permission denied for ${where} as ${who}: ${msg}`, 'permission', e);
     }
-    if (e instanceof GRPCUnavailableError || (e instanceof Error && isRecoverableError(e)) || /circuit breaker|No connection established/i.test(msg)) {
+    if (c?.reason === 'network' || c?.reason === 'closed' || c?.code === GrpcCode.UNAVAILABLE) {
       return new RegistryError(`etcd unavailable (endpoints ${this.endpointsText}) during ${where}: ${msg}`, 'unavailable', e);
     }
     return new RegistryError(`etcd ${where} failed: ${msg}`, 'other', e);
@@ -443,57 +335,67 @@ export class EtcdRegistry implements Registry {
 
   /**
    * Runs one etcd call on the current client, mapping errors and tracking the connection
-   * state (an answer means connected, unless markConnected is false: opening a watch stream
-   * sends nothing). A call cut short because its client was replaced counts as unavailable.
+   * state (an answer means connected). A call cut short because its client was replaced (etcd
+   * was lost and found again) is sent again on the new client, unless it is the create txn
+   * (which may have been applied: sent again it would find its own key and report the subnet
+   * taken); that one counts as unavailable.
    */
-  private async call<T>(op: string, key: string, f: (client: Etcd3) => Promise<T>, markConnected = true): Promise<T> {
+  private async call<T>(op: string, key: string, path: string, body: object, t?: CallTimeout): Promise<T> {
     if (this.closed) throw new RegistryError('registry is closed', 'other');
-    const client = this.client;
-    try {
-      const r = await f(client);
-      if (markConnected) this.setState('connected', null);
-      return r;
-    } catch (e) {
-      if (client !== this.client && !this.closed) {
-        throw new RegistryError(`etcd ${op} ${key} was cut short by a reconnect: ${withoutEmptyResolutionNote(e instanceof Error ? e.message : String(e))}`, 'unavailable', e);
+    const d: CallDeadline = t?.timeoutMs === undefined ? { timeoutMs: this.timeoutMs } : { timeoutMs: t.timeoutMs, deadline: Date.now() + t.timeoutMs };
+    for (let replaced = 0; ; replaced++) {
+      const client = this.client;
+      try {
+        const r = await client.call<T>(path, body, d);
+        this.setState('connected', null);
+        return r;
+      } catch (e) {
+        if (client !== this.client && !this.closed) {
+          if (replaced === 0 && op !== 'create' && e instanceof EtcdCallError && e.reason === 'closed') continue;
+          throw new RegistryError(`etcd ${op} ${key} was cut short by a reconnect: ${e instanceof Error ? e.message : String(e)}`, 'unavailable', e);
+        }
+        const err = this.mapError(op, key, e);
+        if (err.kind === 'unavailable' || err.kind === 'timeout') this.setState('disconnected', err.message);
+        else if (err.kind !== 'other') this.setState('connected', null);
+        throw err;
       }
-      const err = this.mapError(op, key, e);
-      if (err.kind === 'unavailable' || err.kind === 'timeout') this.setState('disconnected', err.message);
-      else if (err.kind !== 'other') this.setState('connected', null);
-      throw err;
     }
+  }
+
+  private range(op: string, key: string, body: object): Promise<RangeResponse> {
+    return this.call<RangeResponse>(op, key, '/v3/kv/range', body);
   }
 
   // --- reads -------------------------------------------------------------------------
 
   async getNetworkConfig(): Promise<string> {
     const key = this.keys.config;
-    const res = await this.call('get', key, (c) => c.kv.range({ key: Buffer.from(key) }));
-    const kv = res.kvs[0];
+    const res = await this.range('get', key, { key: b64(key) });
+    const kv = res.kvs?.[0];
     if (kv === undefined) throw new ConfigNotFoundError();
-    return kv.value.toString('utf8');
+    return fromB64(kv.value).toString('utf8');
   }
 
-  private toLease(kv: IKeyValue): { lease: Lease } | { skipped: SkippedEntry } {
-    const key = kv.key.toString('utf8');
-    const r = leaseFromKV(key, kv.value, kv.lease ?? '0', Number(kv.mod_revision));
+  private toLease(kv: KeyValue): { lease: Lease } | { skipped: SkippedEntry } {
+    const key = fromB64(kv.key).toString('utf8');
+    const r = leaseFromKV(key, fromB64(kv.value), kv.lease ?? '0', int64(kv.mod_revision));
     return r.ok ? { lease: r.value } : { skipped: { key, error: r.error } };
   }
 
-  /**
-   * Every lease under <prefix>/subnets, read in pages of at most listPageKeys keys: one
-   * response for a large cluster would exceed gRPC's receive limit (4 MiB by default, about
-   * 22,000 VXLAN leases). The first page fixes the revision and every later page is read at
-   * that same revision, so the listing is one consistent snapshot and the watch that follows
-   * from revision + 1 misses nothing. A page too large for the receive limit (huge values)
-   * is asked again with half the keys. If the revision is compacted away between two pages,
-   * the listing starts over (a few times) at the current revision.
-   */
   /** Complete lease listings so far (a watch that resumes from its revision needs none). */
   get listings(): number {
     return this.listed;
   }
 
+  /**
+   * Every lease under <prefix>/subnets, read in pages of at most listPageKeys keys: one
+   * answer for a large cluster would be tens of megabytes. The first page fixes the revision
+   * and every later page is read at that same revision, so the listing is one consistent
+   * snapshot and the watch that follows from revision + 1 misses nothing. A page too large for
+   * the receive limit (huge values) is asked again with half the keys. If the revision is
+   * compacted away between two pages, the listing starts over (a few times) at the current
+   * revision.
+   */
   async getLeases(): Promise<LeaseList> {
     for (let attempt = 1; ; attempt++) {
       try {
@@ -510,35 +412,34 @@ export class EtcdRegistry implements Registry {
 
   private async listPaged(): Promise<LeaseList> {
     const prefix = Buffer.from(this.keys.subnets);
-    const end = prefixEnd(prefix);
+    const end = b64(prefixEnd(prefix));
     const leases: Lease[] = [];
     const skipped: SkippedEntry[] = [];
     let from = prefix;
     let revision: number | null = null;
     let limit = this.listPageKeys;
     for (;;) {
-      let res;
+      let res: RangeResponse;
       try {
-        res = await this.call('list', this.keys.subnets, (c) =>
-          c.kv.range({ key: from, range_end: end, limit, ...(revision === null ? {} : { revision }) }),
-        );
+        res = await this.range('list', this.keys.subnets, { key: b64(from), range_end: end, limit, ...(revision === null ? {} : { revision }) });
       } catch (e) {
-        if (e instanceof RegistryError && e.cause instanceof GRPCResourceExhastedError && limit > 1) {
+        if (e instanceof RegistryError && e.cause instanceof EtcdCallError && (e.cause.reason === 'too-large' || e.cause.code === GrpcCode.RESOURCE_EXHAUSTED) && limit > 1) {
           this.log.warn(`a page of ${limit} keys of ${this.keys.subnets} is larger than ${MAX_RECEIVE_BYTES} bytes: asking for ${Math.max(1, Math.floor(limit / 2))}`);
           limit = Math.max(1, Math.floor(limit / 2));
           continue;
         }
         throw e;
       }
-      if (revision === null) revision = Number(res.header.revision);
-      for (const kv of res.kvs) {
+      if (revision === null) revision = revisionOf(res.header);
+      const kvs = res.kvs ?? [];
+      for (const kv of kvs) {
         const r = this.toLease(kv);
         if ('lease' in r) leases.push(r.lease);
         else skipped.push(r.skipped);
       }
-      const last = res.kvs[res.kvs.length - 1];
-      if (!res.more || last === undefined) break;
-      from = Buffer.concat([last.key, Buffer.from([0])]); // the next key after the last one
+      const last = kvs[kvs.length - 1];
+      if (res.more !== true || last === undefined) break;
+      from = Buffer.concat([fromB64(last.key), Buffer.from([0])]); // the next key after the last one
       limit = this.listPageKeys;
     }
     return { leases, skipped, revision };
@@ -546,9 +447,9 @@ export class EtcdRegistry implements Registry {
 
   async getLease(subnet: IPv4Net): Promise<{ lease: Lease | null; invalid: string | null; revision: number }> {
     const key = this.keys.subnet(subnet);
-    const res = await this.call('get', key, (c) => c.kv.range({ key: Buffer.from(key) }));
-    const revision = Number(res.header.revision);
-    const kv = res.kvs[0];
+    const res = await this.range('get', key, { key: b64(key) });
+    const revision = revisionOf(res.header);
+    const kv = res.kvs?.[0];
     if (kv === undefined) return { lease: null, invalid: null, revision };
     const r = this.toLease(kv);
     return 'lease' in r ? { lease: r.lease, invalid: null, revision } : { lease: null, invalid: r.skipped.error, revision };
@@ -556,25 +457,21 @@ export class EtcdRegistry implements Registry {
 
   async leaseTimeToLive(leaseId: string): Promise<number> {
     if (leaseId === '0' || leaseId === '') return -1;
-    const res = await this.call('lease-ttl', leaseId, (c) => c.leaseClient.leaseTimeToLive({ ID: leaseId }));
-    return Number(res.TTL);
+    const res = await this.call<{ TTL?: string }>('lease-ttl', leaseId, '/v3/lease/timetolive', { ID: leaseId });
+    return int64(res.TTL);
   }
 
   // --- writes ------------------------------------------------------------------------
 
-  private callOptions(t: CallTimeout | undefined): { deadline: number } | undefined {
-    return t?.timeoutMs === undefined ? undefined : { deadline: Date.now() + t.timeoutMs };
-  }
-
   private async grant(ttlSeconds: number, key: string, t?: CallTimeout): Promise<{ id: string; ttl: number }> {
-    const g = await this.call('grant', key, (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds }, this.callOptions(t)));
+    const g = await this.call<{ ID?: string; TTL?: string; error?: string }>('grant', key, '/v3/lease/grant', { TTL: ttlSeconds }, t);
     if (g.error) throw new RegistryError(`etcd lease grant for ${key} failed: ${g.error}`, 'other');
-    return { id: g.ID, ttl: Number(g.TTL) };
+    return { id: g.ID ?? '0', ttl: int64(g.TTL) };
   }
 
   private async revoke(id: string, key: string): Promise<void> {
     try {
-      await this.call('revoke', key, (c) => c.leaseClient.leaseRevoke({ ID: id }));
+      await this.call('revoke', key, '/v3/lease/revoke', { ID: id });
     } catch (e) {
       this.log.warn(`could not revoke etcd lease ${id} for ${key}: ${(e as Error).message}`);
     }
@@ -582,38 +479,36 @@ export class EtcdRegistry implements Registry {
 
   async createLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number): Promise<LeaseGrant> {
     const key = this.keys.subnet(subnet);
-    const value = Buffer.from(encodeLeaseAttrs(attrs));
+    const value = b64(encodeLeaseAttrs(attrs));
     const g = await this.grant(ttlSeconds, key);
-    let res;
+    let res: { header?: ResponseHeader; succeeded?: boolean };
     try {
-      res = await this.call('create', key, (c) =>
-        c.kv.txn({
-          compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 }],
-          success: [{ request_put: { key: Buffer.from(key), value, lease: g.id } }],
-        }),
-      );
+      res = await this.call('create', key, '/v3/kv/txn', {
+        compare: [{ key: b64(key), target: 'VERSION', result: 'EQUAL', version: 0 }],
+        success: [{ request_put: { key: b64(key), value, lease: g.id } }],
+      });
     } catch (e) {
       await this.revoke(g.id, key);
       throw e;
     }
-    if (!res.succeeded) {
+    if (res.succeeded !== true) {
       await this.revoke(g.id, key);
       throw new SubnetExistsError(subnet);
     }
-    return { leaseId: g.id, ttlSeconds: g.ttl, revision: Number(res.header.revision) };
+    return { leaseId: g.id, ttlSeconds: g.ttl, revision: revisionOf(res.header) };
   }
 
   async updateLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number | null, t?: CallTimeout): Promise<LeaseGrant> {
     const key = this.keys.subnet(subnet);
-    const value = Buffer.from(encodeLeaseAttrs(attrs));
+    const value = b64(encodeLeaseAttrs(attrs));
     if (ttlSeconds === null) {
-      const res = await this.call('put', key, (c) => c.kv.put({ key: Buffer.from(key), value }, this.callOptions(t)));
-      return { leaseId: '0', ttlSeconds: null, revision: Number(res.header.revision) };
+      const res = await this.call<{ header?: ResponseHeader }>('put', key, '/v3/kv/put', { key: b64(key), value }, t);
+      return { leaseId: '0', ttlSeconds: null, revision: revisionOf(res.header) };
     }
     const g = await this.grant(ttlSeconds, key, t);
     try {
-      const res = await this.call('put', key, (c) => c.kv.put({ key: Buffer.from(key), value, lease: g.id }, this.callOptions(t)));
-      return { leaseId: g.id, ttlSeconds: g.ttl, revision: Number(res.header.revision) };
+      const res = await this.call<{ header?: ResponseHeader }>('put', key, '/v3/kv/put', { key: b64(key), value, lease: g.id }, t);
+      return { leaseId: g.id, ttlSeconds: g.ttl, revision: revisionOf(res.header) };
     } catch (e) {
       await this.revoke(g.id, key);
       throw e;
@@ -622,7 +517,7 @@ export class EtcdRegistry implements Registry {
 
   async deleteLease(subnet: IPv4Net): Promise<void> {
     const key = this.keys.subnet(subnet);
-    await this.call('delete', key, (c) => c.kv.deleteRange({ key: Buffer.from(key) }));
+    await this.call('delete', key, '/v3/kv/deleterange', { key: b64(key) });
   }
 
   // --- watches -----------------------------------------------------------------------
@@ -637,14 +532,15 @@ export class EtcdRegistry implements Registry {
     return this.watchRange(key, Buffer.from(key), undefined, fromRevision, signal);
   }
 
-  private toEvent(ev: IWatchResponse['events'][number]): WatchEvent {
-    const key = ev.kv.key.toString('utf8');
-    const revision = Number(ev.kv.mod_revision);
-    if (String(ev.type).toLowerCase() === 'delete') {
+  private toEvent(ev: NonNullable<WatchResponse['events']>[number]): WatchEvent {
+    const kv = ev.kv ?? {};
+    const key = fromB64(kv.key).toString('utf8');
+    const revision = int64(kv.mod_revision);
+    if (ev.type === 'DELETE') {
       const sk = parseSubnetKey(key);
       return { type: 'delete', key, revision, subnet: sk === null ? null : sk.subnet };
     }
-    const r = leaseFromKV(key, ev.kv.value, ev.kv.lease ?? '0', revision);
+    const r = leaseFromKV(key, fromB64(kv.value), kv.lease ?? '0', revision);
     return r.ok ? { type: 'put', key, revision, lease: r.value } : { type: 'invalid', key, revision, error: r.error };
   }
 
@@ -659,49 +555,40 @@ export class EtcdRegistry implements Registry {
     return {
       async *[Symbol.asyncIterator](): AsyncGenerator<WatchItem> {
         if (signal.aborted) return;
-        const ch = new Channel<IWatchResponse>();
-        // Opening the stream sends nothing: only an answer on it says etcd is there.
-        let used: Etcd3 | null = null;
-        const stream = await self.call('watch', what, (c) => {
-          used = c;
-          return c.watchClient.watch();
-        }, false);
+        if (self.closed) throw new RegistryError('registry is closed', 'other');
+        const ch = new Channel<WatchResponse>();
+        const used = self.client;
         // A stream whose client has been replaced says nothing about the connection now.
         const current = (): boolean => used === self.client;
-        let cancelled = false;
+        let stop: (() => void) | null = null;
         const onAbort = (): void => {
-          cancelled = true;
-          stream.cancel();
+          stop?.();
           ch.end();
         };
         signal.addEventListener('abort', onAbort, { once: true });
-        stream.on('data', (res: IWatchResponse) => ch.push(res));
-        stream.on('error', (e: Error) => {
-          if (cancelled) ch.end();
-          else ch.fail(e);
-        });
-        stream.on('end', () => {
-          if (cancelled) ch.end();
-          else ch.fail(new RegistryError(`etcd watch stream for ${what} ended`, 'unavailable'));
-        });
         try {
-          stream.write({
-            create_request: {
-              key,
-              range_end: rangeEnd,
-              start_revision: fromRevision,
-              progress_notify: true,
-            },
-          });
+          try {
+            stop = await used.watch(
+              { key: b64(key), ...(rangeEnd === undefined ? {} : { range_end: b64(rangeEnd) }), start_revision: fromRevision, progress_notify: true },
+              // The probe that tells a live member from a dead connection: cheap, no leader needed.
+              { path: '/v3/kv/range', body: { key: b64(key), count_only: true, serializable: true } },
+              { onResponse: (r) => ch.push(r), onEnd: (e) => (e === null ? ch.end() : ch.fail(e)) },
+            );
+          } catch (e) {
+            const err = self.mapError('watch', what, e);
+            if (current() && (err.kind === 'unavailable' || err.kind === 'timeout')) self.setState('disconnected', err.message);
+            throw err;
+          }
+          if (signal.aborted) return;
           for (;;) {
-            let r: IteratorResult<IWatchResponse>;
+            let r: IteratorResult<WatchResponse>;
             try {
               r = await ch.next();
             } catch (e) {
               if (!current()) throw new RegistryError(`etcd watch ${what} was cut short by a reconnect`, 'unavailable', e);
-              if (isNoLeader(e)) {
+              if (e instanceof EtcdCallError && /no leader/.test(e.message)) {
                 // One member lost its cluster: watch again (on another endpoint), etcd is still there.
-                throw new RegistryError(`etcd watch ${what}: the member answering it has no leader: ${(e as Error).message}`, 'unavailable', e);
+                throw new RegistryError(`etcd watch ${what}: the member answering it has no leader: ${e.message}`, 'unavailable', e);
               }
               const err = self.mapError('watch', what, e);
               if (err.kind !== 'permission' && err.kind !== 'auth') self.setState('disconnected', err.message);
@@ -710,36 +597,37 @@ export class EtcdRegistry implements Registry {
             if (r.done === true) return;
             const res = r.value;
             if (current()) self.setState('connected', null);
-            if (res.compact_revision !== undefined && res.compact_revision !== '0' && res.compact_revision !== '') {
-              yield { kind: 'compacted', compactRevision: Number(res.compact_revision), reason: 'compacted' };
+            const compacted = int64(res.compact_revision);
+            if (compacted !== 0) {
+              yield { kind: 'compacted', compactRevision: compacted, reason: 'compacted' };
               return;
             }
-            if (res.canceled) {
+            if (res.canceled === true) {
               throw self.mapError('watch', what, new Error(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
             }
-            if (res.created) {
+            const events = res.events ?? [];
+            if (res.created === true) {
               // A store that went back in time (wiped, or restored from a backup) would make
               // this watch wait silently for a revision it may not reach for a long time.
-              const current = Number(res.header.revision);
-              if (current + 1 < fromRevision) {
+              const memberRevision = revisionOf(res.header);
+              if (memberRevision + 1 < fromRevision) {
                 // Or a member that is behind the others (back from a partition, or new and
                 // still catching up): a linearizable read says where the cluster is.
-                const cluster = await self.call('watch', what, (c) => c.kv.range({ key, count_only: true }));
-                const clusterRevision = Number(cluster.header.revision);
+                const cluster = await self.range('watch', what, { key: b64(key), count_only: true });
+                const clusterRevision = revisionOf(cluster.header);
                 if (clusterRevision + 1 < fromRevision) {
                   yield { kind: 'compacted', compactRevision: clusterRevision, reason: 'revision-reset' };
                   return;
                 }
-                self.log.v(1).info(`etcd watch ${what}: the member is at revision ${current}, behind the cluster (${clusterRevision}); waiting for it to catch up`);
+                self.log.v(1).info(`etcd watch ${what}: the member is at revision ${memberRevision}, behind the cluster (${clusterRevision}); waiting for it to catch up`);
               }
-              if (res.events.length === 0) continue;
+              if (events.length === 0) continue;
             }
-            yield { kind: 'events', revision: Number(res.header.revision), events: res.events.map((ev) => self.toEvent(ev)) };
+            yield { kind: 'events', revision: revisionOf(res.header), events: events.map((ev) => self.toEvent(ev)) };
           }
         } finally {
           signal.removeEventListener('abort', onAbort);
-          cancelled = true;
-          stream.cancel();
+          stop?.();
         }
       },
     };

@@ -1,5 +1,5 @@
-// EtcdRegistry.getLeases reads <prefix>/subnets in pages (a large cluster's listing exceeds
-// gRPC's 4 MiB receive limit in one answer). The pages together are one snapshot: exactly the
+// EtcdRegistry.getLeases reads <prefix>/subnets in pages (a large cluster's listing is megabytes
+// in one answer). The pages together are one snapshot: exactly the
 // keys etcd held at the listing's revision, even while another writer adds keys, so that the
 // watch from revision + 1 neither misses nor repeats anything.
 import t from 'tap';

@@ -22,7 +22,7 @@ const TTL = 30;
 const MARGIN = 22;
 /** Each member's partition: longer than the renewal interval (TTL - MARGIN). */
 const PARTITION_S = 10;
-/** A member's link down: longer than two renewal intervals and gRPC's keepalive (15 s). */
+/** A member's link down: longer than two renewal intervals and the watch probe's 15 s (a call to the watch's member every 10 s, 5 s to answer). */
 const UNPLUG_S = 20;
 
 t.setTimeout(300_000);

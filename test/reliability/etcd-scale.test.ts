@@ -1,5 +1,5 @@
-// A large cluster's etcd: 30,000 leases under <prefix>/subnets (a listing of about 5 MB, above
-// gRPC's default 4 MiB receive limit), packed from SubnetMin upward as flanneld allocates them.
+// A large cluster's etcd: 30,000 leases under <prefix>/subnets (a listing of about 5 MB, 7 MB as
+// the gateway's JSON, read in pages), packed from SubnetMin upward as flanneld allocates them.
 // A running node follows them as they are written; a new node joins, takes a free subnet and
 // routes every one of them; the two pods reach each other. Join time and RSS are printed.
 import t from 'tap';

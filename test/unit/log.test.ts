@@ -6,7 +6,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, formatHeader, wallClockMicros } from '../../src/log.js';
-import { withoutEmptyResolutionNote } from '../../src/subnet/etcd.js';
 import { repoRoot } from '../../src/paths.js';
 
 t.test('klog header: microseconds since the epoch are printed as they are', async (t) => {
@@ -30,13 +29,6 @@ t.test('klog lines from the default clock carry microseconds, on the wall clock'
   t.ok(subMs.length > 0, `sub-millisecond digits are not all 000 (${subMs.length}/50 are not; e.g. ${micros.slice(0, 3).join(', ')})`);
   const us = wallClockMicros();
   t.ok(us >= before * 1000 && us <= (Date.now() + 1) * 1000, 'wallClockMicros stays within the wall clock\'s millisecond');
-});
-
-t.test('gRPC error text: an empty "Resolution note:" is dropped, a real one kept', async (t) => {
-  t.equal(withoutEmptyResolutionNote('14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: '),
-    '14 UNAVAILABLE: No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1');
-  const kept = '14 UNAVAILABLE: Name resolution failed for target dns:etcd:2379. Resolution note: DNS lookup failed';
-  t.equal(withoutEmptyResolutionNote(kept), kept);
 });
 
 t.test('etcd unreachable at start-up: the warning ends on the error and promises no peers', async (t) => {

@@ -15,8 +15,8 @@ import { constants as fsc } from 'node:fs';
 import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { randomInt } from 'node:crypto';
 import { formatCIDR, parseCIDR, type IPv4Net } from './net.js';
+import { kernelRandomU32 } from './random.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 
@@ -63,7 +63,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, p
   let tmp = '';
   let fh;
   for (let i = 0; ; i++) {
-    tmp = join(dir, `.${basename(path)}${randomInt(1e9)}`);
+    tmp = join(dir, `.${basename(path)}${kernelRandomU32()}`);
     try {
       fh = await open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
       break;

@@ -1,7 +1,7 @@
 // What differs between linen's modes, in one place: the device, the MTU, the port, what the
 // node publishes in its lease, which peers it accepts, how a peer becomes a route and where
 // that route goes (linen's data plane, or a plain kernel route to a directly connected peer).
-import { randomBytes } from 'node:crypto';
+import { kernelRandomBytes } from '../random.js';
 import type { BackendConfig } from '../config.js';
 import { overlayMTU } from '../config.js';
 import type { Mode } from '../dataplane/core.js';
@@ -51,7 +51,7 @@ export type Backend = OverlayBackend | RouteOnlyBackend;
 
 /** A random locally administered unicast MAC, as flannel gives a new flannel.<VNI> device. */
 export function randomVtepMAC(): Uint8Array {
-  const mac = new Uint8Array(randomBytes(6));
+  const mac = kernelRandomBytes(6);
   mac[0] = (mac[0] & 0xfe) | 0x02;
   return mac;
 }

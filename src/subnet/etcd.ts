@@ -24,7 +24,7 @@
 // backoff for as long as the partition lasted); the first probe that gets an answer replaces
 // the client and reports 'connected', which wakes the watch and renewal loops at once.
 
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import type { IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
@@ -113,6 +113,8 @@ function readTLSFile(flag: string, path: string, kind: 'key' | 'certificate'): B
   }
   // Checked here, where the flag is known: OpenSSL would only say "PEM routines::no start line".
   try {
+    // node:crypto is loaded only here, with TLS: without it linend takes about 1 MB less.
+    const { createPrivateKey, X509Certificate } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
     if (kind === 'key') createPrivateKey(data);
     else new X509Certificate(data);
   } catch (e) {

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-sparkplug --no-short-builtin-calls
 // linend: flanneld's command line, linen's data path.
 import './heap-limits.js';
 import { readFileSync } from 'node:fs';

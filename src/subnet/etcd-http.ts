@@ -279,7 +279,7 @@ export class EtcdHttpClient {
         return r;
       } catch (e) {
         last = e;
-        if (this.stalls(e)) this.opts.stalled.set(ep.name, Date.now() + STALLED_ENDPOINT_SKIP_MS);
+        this.markStalled(ep, e);
         if (!tryNextEndpoint(e) || this.closed) throw e;
         this.preferred = (i + 1) % this.endpoints.length;
       }
@@ -296,10 +296,12 @@ export class EtcdHttpClient {
     return live.length > 0 ? live : all;
   }
 
-  /** A call that ran into its deadline or found the member unusable (down, gone, without leader). */
-  private stalls(e: unknown): boolean {
-    return this.endpoints.length > 1 && e instanceof EtcdCallError &&
-      (e.reason === 'timeout' || e.reason === 'network' || e.code === GrpcCode.UNAVAILABLE || e.code === GrpcCode.DEADLINE_EXCEEDED);
+  /**
+   * Passes ep over for a while when e says it ran into its deadline or found the member
+   * unusable (down, gone, without leader): the errors that send a call to the next endpoint.
+   */
+  private markStalled(ep: Endpoint, e: unknown): void {
+    if (this.endpoints.length > 1 && tryNextEndpoint(e)) this.opts.stalled.set(ep.name, Date.now() + STALLED_ENDPOINT_SKIP_MS);
   }
 
   /** One call on one endpoint, with the auth token (fetched again once when etcd calls it invalid). */
@@ -311,7 +313,7 @@ export class EtcdHttpClient {
         return await this.post<T>(ep, path, body, d, token);
       } catch (e) {
         if (attempt > 0 || !(e instanceof EtcdCallError && e.code === GrpcCode.UNAUTHENTICATED && /invalid auth token/.test(e.message))) throw e;
-        if (this.tokens.get(ep.name) !== undefined) this.tokens.delete(ep.name);
+        this.tokens.delete(ep.name);
       }
     }
   }
@@ -534,15 +536,20 @@ export class EtcdHttpClient {
         res.on('error', (e) => end(new EtcdCallError(errorText(e), 'network', null, ep.name, e)));
       },
     );
-    const end = (e: EtcdCallError | null): void => {
-      if (ended) return;
+    /** Ends the watch once; false when it had ended already. */
+    const stop = (): boolean => {
+      if (ended) return false;
       ended = true;
       unprobe();
       this.open.delete(req);
       req.destroy();
-      if (e !== null && this.stalls(e)) this.opts.stalled.set(ep.name, Date.now() + STALLED_ENDPOINT_SKIP_MS);
+      return true;
+    };
+    const end = (e: EtcdCallError | null): void => {
+      if (!stop()) return;
+      if (e !== null) this.markStalled(ep, e);
       // An expired token: the next watch (or call) fetches a new one.
-      if (e?.code === GrpcCode.UNAUTHENTICATED && token !== null && this.tokens.get(ep.name) !== undefined) this.tokens.delete(ep.name);
+      if (e?.code === GrpcCode.UNAUTHENTICATED && token !== null) this.tokens.delete(ep.name);
       h.onEnd(e);
     };
     this.open.add(req);
@@ -551,11 +558,7 @@ export class EtcdHttpClient {
     req.end(data);
     unprobe = this.probeWhileWatching(ep, probe, end);
     return () => {
-      if (ended) return;
-      ended = true;
-      unprobe();
-      this.open.delete(req);
-      req.destroy();
+      stop();
     };
   }
 

@@ -131,12 +131,10 @@ export function tlsFailure(msg: string): string | null {
   const text = msg.replace(/^Error: /, '').replace(/\s+/g, ' ').trim();
   const clean = (s: string): string => s.replace(/:\.\.\/deps\/\S+/g, '').replace(/^[0-9A-F]+:error:[0-9A-F]+:/, '');
   const alert = /alert ([a-z ]+?)(?::|$)/i.exec(text)?.[1]?.trim();
-  if (alert !== undefined && /certificate|unknown ca|certificate required|access denied/i.test(alert)) {
-    return `etcd refused this client's certificate (TLS alert "${alert}"): --etcd-certfile must be signed by a CA etcd trusts (--trusted-ca-file)`;
-  }
-  if (text.includes(TLS_CLOSED_AFTER_HANDSHAKE)) {
-    return `etcd refused this client's certificate (${TLS_CLOSED_AFTER_HANDSHAKE}): --etcd-certfile must be signed by a CA etcd trusts (--trusted-ca-file)`;
-  }
+  const refused = (why: string): string =>
+    `etcd refused this client's certificate (${why}): --etcd-certfile must be signed by a CA etcd trusts (--trusted-ca-file)`;
+  if (alert !== undefined && /certificate|unknown ca|certificate required|access denied/i.test(alert)) return refused(`TLS alert "${alert}"`);
+  if (text.includes(TLS_CLOSED_AFTER_HANDSHAKE)) return refused(TLS_CLOSED_AFTER_HANDSHAKE);
   if (/unable to verify|self[- ]signed|certificate (has expired|is not yet valid)|unable to get (local )?issuer|Hostname\/IP does not match|ERR_TLS_CERT/i.test(text)) {
     return `etcd's server certificate was not accepted (${clean(text)}): --etcd-cafile must be the CA that signed it, and it must name this endpoint`;
   }
@@ -180,6 +178,9 @@ class Channel<T> {
 }
 
 const revisionOf = (h: ResponseHeader | undefined): number => int64(h?.revision);
+
+/** An answer over the receive limit (ours, or etcd's own gRPC limit). */
+const tooLarge = (e: unknown): boolean => e instanceof EtcdCallError && (e.reason === 'too-large' || e.code === GrpcCode.RESOURCE_EXHAUSTED);
 
 export class EtcdRegistry implements Registry {
   readonly keys: { readonly config: string; readonly subnets: string; subnet(sn: IPv4Net): string };
@@ -311,7 +312,7 @@ export class EtcdRegistry implements Registry {
         return new RegistryError(`etcd TLS handshake failed (endpoints ${this.endpointsText}, during ${where}): ${tls}`, 'unavailable', e);
       }
     }
-    if (c?.reason === 'too-large' || c?.code === GrpcCode.RESOURCE_EXHAUSTED) {
+    if (tooLarge(c)) {
       // An answer larger than the receive limit: etcd is there, asking again the same way fails again.
       return new RegistryError(`etcd answer too large (${where}): ${msg}`, 'other', e);
     }
@@ -425,7 +426,7 @@ export class EtcdRegistry implements Registry {
       try {
         res = await this.range('list', this.keys.subnets, { key: b64(from), range_end: end, limit, ...(revision === null ? {} : { revision }) });
       } catch (e) {
-        if (e instanceof RegistryError && e.cause instanceof EtcdCallError && (e.cause.reason === 'too-large' || e.cause.code === GrpcCode.RESOURCE_EXHAUSTED) && limit > 1) {
+        if (e instanceof RegistryError && tooLarge(e.cause) && limit > 1) {
           this.log.warn(`a page of ${limit} keys of ${this.keys.subnets} is larger than ${MAX_RECEIVE_BYTES} bytes: asking for ${Math.max(1, Math.floor(limit / 2))}`);
           limit = Math.max(1, Math.floor(limit / 2));
           continue;

@@ -285,6 +285,66 @@ export function egress(n: u32, now: u32): void {
       forwardEgress(off, <u32>total);
     }
   }
+  coalesceSends();
+}
+
+// Joins runs of single datagrams that go to the same peer from the same source port and have
+// the same length (the last may be shorter) into one UDP_SEGMENT send: the kernel then builds,
+// routes and queues one buffer for the run instead of one per datagram, on this host and on a
+// receiver with UDP GRO. Each run is copied once into the split area (a GSO send is one
+// contiguous buffer); order is kept, as only neighbours are joined. A receiver without UDP GRO
+// (flanneld, a kernel VXLAN device) gets the same datagrams: its kernel cuts them apart.
+function coalesceSends(): void {
+  let w: u32 = 0;
+  let i: u32 = 0;
+  while (i < nSend) {
+    let d = SEND_DESC + i * DESC_SIZE;
+    let len = load<u32>(d + D_LENGTH);
+    let j = i + 1;
+    // A datagram larger than the tunnel MTU allows (no DF: the kernel fragments it) cannot be
+    // a GSO segment: the kernel refuses segments over the path MTU.
+    if (load<u16>(d + D_SEGSIZE) == 0 && len <= tunnelMtu + (mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0)) {
+      let addr = load<u32>(d + D_ADDR);
+      let srcPort = load<u16>(d + D_SRCPORT);
+      let total = len;
+      while (j < nSend && j - i < MAX_GSO_SEGMENTS) {
+        let e = SEND_DESC + j * DESC_SIZE;
+        let elen = load<u32>(e + D_LENGTH);
+        if (load<u16>(e + D_SEGSIZE) != 0 || load<u32>(e + D_ADDR) != addr || load<u16>(e + D_SRCPORT) != srcPort ||
+            elen > len || total + elen > MAX_GSO_BYTES) break;
+        total += elen;
+        j++;
+        if (elen < len) break; // a shorter datagram can only end a run
+      }
+    }
+    let out = SEND_DESC + w * DESC_SIZE;
+    if (j - i >= 2 && splitUsed + 65536 <= SPLIT_SIZE) {
+      let dst = SPLIT_AREA + splitUsed;
+      let p = dst;
+      for (let k = i; k < j; k++) {
+        let e = SEND_DESC + k * DESC_SIZE;
+        let elen = load<u32>(e + D_LENGTH);
+        memory.copy(p, load<u32>(e + D_OFFSET), elen);
+        p += elen;
+      }
+      if (out != d) memory.copy(out, d, DESC_SIZE);
+      store<u32>(out + D_OFFSET, dst);
+      store<u32>(out + D_LENGTH, p - dst);
+      store<u16>(out + D_SEGSIZE, <u16>len);
+      splitUsed += (p - dst + 15) & ~15;
+    } else {
+      // not joined: descriptors [i, j) move down unchanged
+      for (let k = i; k < j; k++) {
+        let e = SEND_DESC + k * DESC_SIZE;
+        let o = SEND_DESC + (w + k - i) * DESC_SIZE;
+        if (o != e) memory.copy(o, e, DESC_SIZE);
+      }
+      w += j - i - 1;
+    }
+    w++;
+    i = j;
+  }
+  nSend = w;
 }
 
 // Decides where a valid IPv4 packet from the TUN goes: the route entry's address, or 0 when it

@@ -14,6 +14,9 @@
 //     --queues N        linend --queues (default 1)
 //     --no-syscalls     skip perf stat (it adds a little per-syscall cost to linend)
 //     --json FILE       also write the raw figures
+//     --udp SIZES       also, per contender and UDP payload size (e.g. 1400,64): iperf3 -u at an
+//                       unlimited rate, then the highest rate with < 1 % loss (lab/rate-search),
+//                       with the machine's busy cores and the linends' CPU per datagram
 //     --profile DIR     perf record -a (cpu-clock, call graphs) over each contender's first run
 //                       into DIR/<contender>.data, and print the hottest symbols by process
 //
@@ -33,12 +36,14 @@ const { setupKernelVxlan } = await import(dist('lab/kernel.js'));
 const { linenTunnelMtu } = await import(dist('lab/linend.js'));
 const { startIperfServer, startBounded, systemCpuSeconds, readTaskCpu, processCpuSeconds } = await import(dist('lab/traffic.js'));
 const { VXLAN_MTU_OVERHEAD } = await import(dist('src/config.js'));
+const { iperfUdp } = await import(dist('lab/traffic.js'));
+const { udpLossFreeRate } = await import(dist('lab/rate-search.js'));
 
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' },
     only: { type: 'string', default: 'kernel-vxlan,linen-udp,linen-vxlan' }, queues: { type: 'string', default: '1' },
-    'no-syscalls': { type: 'boolean', default: false }, json: { type: 'string' }, profile: { type: 'string' },
+    'no-syscalls': { type: 'boolean', default: false }, udp: { type: 'string' }, json: { type: 'string' }, profile: { type: 'string' },
   },
 });
 const RUNS = Number(values.runs);
@@ -164,6 +169,32 @@ async function tcpRun(topo, linendPids, profileTo) {
   }
 }
 
+/** Runs fn and returns its result with the machine's busy cores and the linends' CPU (cores) while it ran. */
+async function withCpu(linendPids, fn) {
+  const sys0 = systemCpuSeconds();
+  const l0 = linendPids.map(processCpuSeconds);
+  const t0 = process.hrtime.bigint();
+  const result = await fn();
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const sys1 = systemCpuSeconds();
+  const l1 = linendPids.map(processCpuSeconds);
+  const busy = (s) => s.user + s.nice + s.system + s.irq + s.softirq + s.steal;
+  return { result, busyCores: (busy(sys1) - busy(sys0)) / wall, linendCores: l1.reduce((a, v, i) => a + v - l0[i], 0) / wall };
+}
+
+/** UDP datagrams of `size` payload bytes, pod 1 to pod 2: unlimited rate, then the loss-free rate. */
+async function udpRun(topo, linendPids, size) {
+  const [a, b] = topo.hosts;
+  const common = { from: a.pod, to: b.pod, payloadBytes: size, clientArgs: ['-w', '4M'] };
+  const u = await withCpu(linendPids, () => iperfUdp({ ...common, seconds: SECONDS, bitrate: 0 }));
+  const search = await udpLossFreeRate({ ...common, seconds: 2, unlimited: u.result, steps: 5 });
+  return {
+    size, unlimitedPps: u.result.packetsPerSecond, unlimitedLossPercent: u.result.lossPercent,
+    busyUsPerPacket: u.busyCores / u.result.packetsPerSecond * 1e6, linendUsPerPacket: u.linendCores / u.result.packetsPerSecond * 1e6,
+    lossFreePps: search.lossFreePps, probes: search.probes.map((p) => `${(p.offeredPps / 1000).toFixed(0)}k:${p.lossPercent.toFixed(1)}%`).join(' '),
+  };
+}
+
 async function startContender(name, topo) {
   // name: kind[@DIR][+VAR=value...]; the variables are set in linend's environment.
   const [head, ...vars] = name.split('+');
@@ -281,6 +312,14 @@ try {
       }
       results[name] = { runs, summary: summarize(name, runs) };
       print(results[name].summary, name === 'kernel-vxlan' ? null : results['kernel-vxlan']?.summary);
+      results[name].udp = [];
+      for (const size of (values.udp ?? '').split(',').filter(Boolean).map(Number)) {
+        const u = await udpRun(topo, c.pids, size);
+        results[name].udp.push(u);
+        console.log(`  UDP ${size} B: unlimited ${f(u.unlimitedPps / 1000, 1)} kpps received, ${f(u.unlimitedLossPercent, 1)} % lost; ` +
+          `machine ${f(u.busyUsPerPacket, 2)} µs busy per datagram received, linends ${f(u.linendUsPerPacket, 2)} µs; ` +
+          `loss-free ${f(u.lossFreePps / 1000, 1)} kpps (probes ${u.probes})`);
+      }
       if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));
     } catch (e) {
       // One contender failing (a broken variant) must not lose the others' figures.
@@ -296,7 +335,10 @@ console.log('\nsummary (medians; ratios to kernel VXLAN from this run):');
 for (const name of CONTENDERS) {
   const s = results[name]?.summary;
   if (s) console.log(`  ${name}: ${f(median(s.gbps))} Gbit/s` + (results['kernel-vxlan'] && name !== 'kernel-vxlan'
-    ? `, ${(median(s.gbps) / median(results['kernel-vxlan'].summary.gbps)).toFixed(2)}x kernel VXLAN` : ''));
+    ? `, ${(median(s.gbps) / median(results['kernel-vxlan'].summary.gbps)).toFixed(2)}x kernel VXLAN` : '') +
+    results[name].udp.map((u) => `; UDP ${u.size} B loss-free ${f(u.lossFreePps / 1000, 1)} kpps` +
+      (results['kernel-vxlan'] && name !== 'kernel-vxlan'
+        ? ` (${(u.lossFreePps / results['kernel-vxlan'].udp.find((k) => k.size === u.size).lossFreePps).toFixed(2)}x)` : '')).join(''));
 }
 for (const [name, file] of profiles) {
   // Where the machine's CPU went: share of all samples by process and symbol.

@@ -17,7 +17,7 @@ import {
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
   ipVersion, ipHeaderLen, ipTotalLen, ipTtl, ipSrc, ipDst, hasDF, ipHeaderValid,
-  ipDecrementTtl, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
+  ipDecrementTtl, ipProto, PROTO_TCP, PROTO_UDP, completePartialL4, completeChecksum, isFragment,
 } from './ip';
 import {
   routeLookup, routeAddr, routesReset, maskOf, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES,
@@ -27,6 +27,7 @@ import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan
 import { udpFrame } from './udp';
 import {
   gsoHeaderLen, splitSegments, mergeCandidate, mergeAppend, mergeOpen, mergeFinishAll,
+  mergeUdpCandidate, mergeUdpAppend, mergeUdpOpen,
   mergeReset, mergeCloseFlow, tcpGsoHeader, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_F_NEEDS_CSUM,
 } from './gso';
 import {
@@ -67,6 +68,7 @@ let hopInTunnel: bool = true;
 let ttlFloor: u32 = 1;
 let vnetHdr: bool = false;
 let mergeOnIngress: bool = false;
+let mergeUdpOnIngress: bool = false;
 let splitUsed: u32 = 0;
 // A UDP_SEGMENT send carries at most 64 datagrams (UDP_MAX_SEGMENTS before Linux 6.9) and
 // 65,507 payload bytes.
@@ -98,6 +100,7 @@ export function init(modeValue: u32, useVnetHdr: bool): i32 {
   ttlFloor = hopInTunnel ? 1 : 0;
   vnetHdr = useVnetHdr;
   mergeOnIngress = useVnetHdr;
+  mergeUdpOnIngress = false;
   resetCounters();
   routesReset();
   memory.fill(ZERO_VNET, 0, 16);
@@ -141,6 +144,10 @@ export function configure(portValue: u32, mtu: u32, local: u32, localLen: u32, c
 
 // Turns the ingress TCP merge on or off (it needs the TUN's virtio_net_hdr).
 export function setIngressMerge(on: bool): void { mergeOnIngress = on && vnetHdr; }
+
+// Turns the ingress UDP merge on or off: only for a TUN that takes USO writes (TUN_F_USO4,
+// Linux 6.2+); older kernels refuse them.
+export function setIngressUdpMerge(on: bool): void { mergeUdpOnIngress = on && vnetHdr; }
 
 export function sendCount(): u32 { return nSend; }
 export function tunWriteCount(): u32 { return nTunw; }
@@ -510,6 +517,10 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32, outerPort: u32): void 
     countRx(route, total);
     return;
   }
+  if (mergeUdpOnIngress && ipProto(ip) == PROTO_UDP && mergeUdp(ip, total)) {
+    countRx(route, total);
+    return;
+  }
   if (emitTun(DIR_INGRESS, ip, total)) countRx(route, total);
 }
 
@@ -545,6 +556,17 @@ function oversizeTcpToTun(ip: u32, total: u32): bool {
     p += segLen;
   }
   splitUsed += (p - out + 15) & ~15;
+  return true;
+}
+
+// Adds a UDP datagram to the batch's merge items. Returns false when it must be written alone.
+function mergeUdp(ip: u32, total: u32): bool {
+  if (!mergeUdpCandidate(ip, total)) { mergeCloseFlow(ip); return false; }
+  if (mergeUdpAppend(ip, total)) return true;
+  if (nTunw >= TUNW_CAP || nIov + ITEM_IOVS > IOV_CAP) return false;
+  if (!mergeUdpOpen(ip, total, nTunw, nIov, VNET_SCRATCH + nTunw * 16)) return false;
+  nTunw++;
+  nIov += ITEM_IOVS;
   return true;
 }
 

@@ -179,7 +179,8 @@ async function withCpu(linendPids, fn) {
   const sys1 = systemCpuSeconds();
   const l1 = linendPids.map(processCpuSeconds);
   const busy = (s) => s.user + s.nice + s.system + s.irq + s.softirq + s.steal;
-  return { result, busyCores: (busy(sys1) - busy(sys0)) / wall, linendCores: l1.reduce((a, v, i) => a + v - l0[i], 0) / wall };
+  const perHost = l1.map((v, i) => (v - l0[i]) / wall);
+  return { result, busyCores: (busy(sys1) - busy(sys0)) / wall, linendCores: perHost.reduce((a, v) => a + v, 0), perHost };
 }
 
 /** UDP datagrams of `size` payload bytes, pod 1 to pod 2: unlimited rate, then the loss-free rate. */
@@ -191,6 +192,7 @@ async function udpRun(topo, linendPids, size) {
   return {
     size, unlimitedPps: u.result.packetsPerSecond, unlimitedLossPercent: u.result.lossPercent,
     busyUsPerPacket: u.busyCores / u.result.packetsPerSecond * 1e6, linendUsPerPacket: u.linendCores / u.result.packetsPerSecond * 1e6,
+    hostUsPerPacket: u.perHost.map((c) => c / u.result.packetsPerSecond * 1e6), sentPps: u.result.sentPacketsPerSecond,
     lossFreePps: search.lossFreePps, probes: search.probes.map((p) => `${(p.offeredPps / 1000).toFixed(0)}k:${p.lossPercent.toFixed(1)}%`).join(' '),
   };
 }
@@ -316,8 +318,9 @@ try {
       for (const size of (values.udp ?? '').split(',').filter(Boolean).map(Number)) {
         const u = await udpRun(topo, c.pids, size);
         results[name].udp.push(u);
-        console.log(`  UDP ${size} B: unlimited ${f(u.unlimitedPps / 1000, 1)} kpps received, ${f(u.unlimitedLossPercent, 1)} % lost; ` +
-          `machine ${f(u.busyUsPerPacket, 2)} µs busy per datagram received, linends ${f(u.linendUsPerPacket, 2)} µs; ` +
+        console.log(`  UDP ${size} B: unlimited ${f(u.sentPps / 1000, 1)} kpps sent, ${f(u.unlimitedPps / 1000, 1)} kpps received, ${f(u.unlimitedLossPercent, 1)} % lost; ` +
+          `machine ${f(u.busyUsPerPacket, 2)} µs busy per datagram received, linends ${f(u.linendUsPerPacket, 2)} µs` +
+          (u.hostUsPerPacket.length ? ` (host 1 ${f(u.hostUsPerPacket[0], 2)}, host 2 ${f(u.hostUsPerPacket[1], 2)})` : '') + '; ' +
           `loss-free ${f(u.lossFreePps / 1000, 1)} kpps (probes ${u.probes})`);
       }
       if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));

@@ -17,6 +17,9 @@
 //     --udp SIZES       also, per contender and UDP payload size (e.g. 1400,64): iperf3 -u at an
 //                       unlimited rate, then the highest rate with < 1 % loss (lab/rate-search),
 //                       with the machine's busy cores and the linends' CPU per datagram
+//     --latency         also, per contender: 1000 pings 1 ms apart (RTT p50/p99) and 4 s of
+//                       one-connection TCP request/response (lab/tcp-rr.c), each with the
+//                       machine's busy cores and the linends' CPU while it ran
 //     --profile DIR     perf record -a (cpu-clock, call graphs) over each contender's first run
 //                       into DIR/<contender>.data, and print the hottest symbols by process
 //
@@ -36,14 +39,15 @@ const { setupKernelVxlan } = await import(dist('lab/kernel.js'));
 const { linenTunnelMtu } = await import(dist('lab/linend.js'));
 const { startIperfServer, startBounded, systemCpuSeconds, readTaskCpu, processCpuSeconds } = await import(dist('lab/traffic.js'));
 const { VXLAN_MTU_OVERHEAD } = await import(dist('src/config.js'));
-const { iperfUdp } = await import(dist('lab/traffic.js'));
+const { iperfUdp, ping } = await import(dist('lab/traffic.js'));
+const { tcpRr } = await import(dist('lab/rr.js'));
 const { udpLossFreeRate } = await import(dist('lab/rate-search.js'));
 
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' },
     only: { type: 'string', default: 'kernel-vxlan,linen-udp,linen-vxlan' }, queues: { type: 'string', default: '1' },
-    'no-syscalls': { type: 'boolean', default: false }, udp: { type: 'string' }, json: { type: 'string' }, profile: { type: 'string' },
+    'no-syscalls': { type: 'boolean', default: false }, udp: { type: 'string' }, latency: { type: 'boolean', default: false }, json: { type: 'string' }, profile: { type: 'string' },
   },
 });
 const RUNS = Number(values.runs);
@@ -183,6 +187,17 @@ async function withCpu(linendPids, fn) {
   return { result, busyCores: (busy(sys1) - busy(sys0)) / wall, linendCores: perHost.reduce((a, v) => a + v, 0), perHost };
 }
 
+/** Ping RTT at 1 ms intervals and one-connection request/response, pod 1 to pod 2. */
+async function latencyRun(topo, linendPids) {
+  const [a, b] = topo.hosts;
+  const p = await withCpu(linendPids, () => ping({ from: a.pod, to: b.pod.ip, count: 1000, intervalSec: 0.001, waitSec: 1, deadline: true }));
+  const rr = await withCpu(linendPids, () => tcpRr({ from: a.pod, to: b.pod, seconds: 4, bytes: 1 }));
+  return {
+    rttP50Ms: p.result.rttMs.p50, rttP99Ms: p.result.rttMs.p99, pingBusyCores: p.busyCores, pingLinendCores: p.linendCores,
+    rrTps: rr.result.tps, rrP50Us: rr.result.latencyUs.p50, rrBusyCores: rr.busyCores, rrLinendCores: rr.linendCores,
+  };
+}
+
 /** UDP datagrams of `size` payload bytes, pod 1 to pod 2: unlimited rate, then the loss-free rate. */
 async function udpRun(topo, linendPids, size) {
   const [a, b] = topo.hosts;
@@ -314,6 +329,12 @@ try {
       }
       results[name] = { runs, summary: summarize(name, runs) };
       print(results[name].summary, name === 'kernel-vxlan' ? null : results['kernel-vxlan']?.summary);
+      if (values.latency) {
+        const l = await latencyRun(topo, c.pids);
+        results[name].latency = l;
+        console.log(`  latency: ping RTT p50 ${f(l.rttP50Ms, 3)} ms, p99 ${f(l.rttP99Ms, 3)} ms (machine busy ${f(l.pingBusyCores)} cores, linends ${f(l.pingLinendCores)}); ` +
+          `request/response ${f(l.rrTps, 0)}/s, p50 ${f(l.rrP50Us, 1)} µs (machine busy ${f(l.rrBusyCores)} cores, linends ${f(l.rrLinendCores)})`);
+      }
       results[name].udp = [];
       for (const size of (values.udp ?? '').split(',').filter(Boolean).map(Number)) {
         const u = await udpRun(topo, c.pids, size);
@@ -339,6 +360,7 @@ for (const name of CONTENDERS) {
   const s = results[name]?.summary;
   if (s) console.log(`  ${name}: ${f(median(s.gbps))} Gbit/s` + (results['kernel-vxlan'] && name !== 'kernel-vxlan'
     ? `, ${(median(s.gbps) / median(results['kernel-vxlan'].summary.gbps)).toFixed(2)}x kernel VXLAN` : '') +
+    (results[name].latency ? `; RTT p50 ${f(results[name].latency.rttP50Ms, 3)} ms, request/response ${f(results[name].latency.rrTps, 0)}/s` : '') +
     results[name].udp.map((u) => `; UDP ${u.size} B loss-free ${f(u.lossFreePps / 1000, 1)} kpps` +
       (results['kernel-vxlan'] && name !== 'kernel-vxlan'
         ? ` (${(u.lossFreePps / results['kernel-vxlan'].udp.find((k) => k.size === u.size).lossFreePps).toFixed(2)}x)` : '')).join(''));

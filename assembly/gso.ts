@@ -7,7 +7,10 @@
 //
 // Ingress: consecutive TCP segments of one flow in a received batch are merged into one
 // super-packet (wireguard-go's rules) and written to the TUN with a GSO virtio_net_hdr, so the
-// kernel's stack is crossed once per burst instead of once per segment.
+// kernel's stack is crossed once per burst instead of once per segment. UDP datagrams of one
+// flow with the same length (the last may be shorter) are merged the same way into a USO
+// super-packet when the TUN takes those (Linux 6.2+); the kernel cuts it back into the same
+// datagrams for the pod.
 import { IOV_CAP, VNET_HDR_LEN, setTunWrite, setTunWrite2, setIovec } from './ring';
 import {
   load16be, load32be, store16be, store32be, ipHeaderLen, ipSetChecksum, sumBytes, fold,
@@ -150,6 +153,7 @@ const I_CLOSED: u32 = 44;  // no more appends (PSH seen or short segment)
 const I_MATCH: u32 = 48;   // IP bytes 1 (TOS), 6 (DF etc.), 8 (TTL) packed
 const I_VNET: u32 = 52;    // address of this write's 16-byte vnet header scratch
 const I_WRITE: u32 = 56;   // index of this item's TUN write
+const I_PROTO: u32 = 60;   // PROTO_TCP or PROTO_UDP
 
 let nItems: u32 = 0;
 
@@ -179,7 +183,7 @@ export function mergeAppend(ip: u32, total: u32, thlen: u32): bool {
   for (let k: u32 = 0; k < nItems; k++) {
     let it = items + k * ITEM_SIZE;
     if (load<u32>(it + I_SRC) != src || load<u32>(it + I_DST) != dst ||
-        load<u32>(it + I_PORTS) != ports || load<u32>(it + I_ACK) != ack) continue;
+        load<u32>(it + I_PORTS) != ports || load<u32>(it + I_ACK) != ack || load<u32>(it + I_PROTO) != PROTO_TCP) continue;
     // Same flow: only the newest item of a flow may grow, to keep the flow in order.
     if (load<u32>(it + I_CLOSED) != 0) return false;
     let head = load<u32>(it + I_IP);
@@ -212,36 +216,89 @@ export function mergeAppend(ip: u32, total: u32, thlen: u32): bool {
 // [iov, iov + ITEM_IOVS) and the vnet header scratch at vnet. Returns false when no item slot
 // is free.
 export function mergeOpen(ip: u32, total: u32, thlen: u32, w: u32, iov: u32, vnet: u32): bool {
+  if (!openItem(ip, total, PROTO_TCP, thlen + 20, w, iov, vnet)) return false;
+  let it = items + (nItems - 1) * ITEM_SIZE;
+  store<u32>(it + I_ACK, load<u32>(ip + 28));
+  store<u32>(it + I_NEXTSEQ, load32be(ip + 24) + total - 20 - thlen);
+  store<u32>(it + I_CLOSED, (<u32>load<u8>(ip + 33) & TCP_PSH) != 0 ? 1 : 0);
+  return true;
+}
+
+// Opens a new item of protocol proto with the packet at ip (headers hdrLen bytes) as its head.
+function openItem(ip: u32, total: u32, proto: u32, hdrLen: u32, w: u32, iov: u32, vnet: u32): bool {
   if (nItems >= MAX_ITEMS || iov + ITEM_IOVS > IOV_CAP) return false;
   // A later item of the same flow supersedes an earlier one: close the earlier one.
-  let src = load<u32>(ip + 12), dst = load<u32>(ip + 16), ports = load<u32>(ip + 20), ack = load<u32>(ip + 28);
+  let src = load<u32>(ip + 12), dst = load<u32>(ip + 16), ports = load<u32>(ip + 20);
   for (let k: u32 = 0; k < nItems; k++) {
     let o = items + k * ITEM_SIZE;
-    if (load<u32>(o + I_SRC) == src && load<u32>(o + I_DST) == dst && load<u32>(o + I_PORTS) == ports) {
+    if (load<u32>(o + I_SRC) == src && load<u32>(o + I_DST) == dst && load<u32>(o + I_PORTS) == ports &&
+        load<u32>(o + I_PROTO) == proto) {
       store<u32>(o + I_SRC, 0); // retire its key so lookups skip it
       store<u32>(o + I_DST, 0);
     }
   }
   let it = items + nItems * ITEM_SIZE;
   nItems++;
-  let payload = total - 20 - thlen;
+  let payload = total - hdrLen;
   store<u32>(it + I_SRC, src);
   store<u32>(it + I_DST, dst);
   store<u32>(it + I_PORTS, ports);
-  store<u32>(it + I_ACK, ack);
+  store<u32>(it + I_ACK, 0);
   store<u32>(it + I_IP, ip);
-  store<u32>(it + I_HDRLEN, thlen + 20);
+  store<u32>(it + I_HDRLEN, hdrLen);
   store<u32>(it + I_GSO, payload);
   store<u32>(it + I_PAYLOAD, payload);
-  store<u32>(it + I_NEXTSEQ, load32be(ip + 24) + payload);
+  store<u32>(it + I_NEXTSEQ, 0);
   store<u32>(it + I_IOV, iov);
   store<u32>(it + I_NIOV, 2);
-  store<u32>(it + I_CLOSED, (<u32>load<u8>(ip + 33) & TCP_PSH) != 0 ? 1 : 0);
+  store<u32>(it + I_CLOSED, 0);
   store<u32>(it + I_MATCH, matchBits(ip));
   store<u32>(it + I_VNET, vnet);
   store<u32>(it + I_WRITE, w);
+  store<u32>(it + I_PROTO, proto);
   setTunWrite2(w, iov, vnet, VNET_HDR_LEN, ip, total);
   return true;
+}
+
+// Whether the IPv4 packet at ip (total bytes, TTL already decremented) can take part in a UDP
+// merge: IPv4 without options, not a fragment, UDP whose length field matches, some payload,
+// and a checksum that is valid or absent (0). The kernel completes every segment's checksum
+// from the merged packet, so a corrupted datagram must not get in.
+export function mergeUdpCandidate(ip: u32, total: u32): bool {
+  if (load<u8>(ip) != 0x45 || load<u8>(ip + 9) != PROTO_UDP || isFragment(ip) || total <= 28) return false;
+  if (load16be(ip + 24) != total - 20) return false;
+  if (load<u16>(ip + 26) == 0) return true;
+  let acc = pseudoHeaderSum(load32be(ip + 12), load32be(ip + 16), PROTO_UDP, total - 20);
+  return fold(sumBytes(ip + 20, total - 20, acc)) == 0xffff;
+}
+
+// Tries to append the UDP candidate at ip to the open item of its flow. Returns true when merged.
+export function mergeUdpAppend(ip: u32, total: u32): bool {
+  let src = load<u32>(ip + 12), dst = load<u32>(ip + 16), ports = load<u32>(ip + 20);
+  for (let k: u32 = 0; k < nItems; k++) {
+    let it = items + k * ITEM_SIZE;
+    if (load<u32>(it + I_SRC) != src || load<u32>(it + I_DST) != dst ||
+        load<u32>(it + I_PORTS) != ports || load<u32>(it + I_PROTO) != PROTO_UDP) continue;
+    if (load<u32>(it + I_CLOSED) != 0) return false;
+    let payload = total - 28;
+    let gso = load<u32>(it + I_GSO);
+    if (payload > gso || matchBits(ip) != load<u32>(it + I_MATCH)) return false;
+    let merged = load<u32>(it + I_PAYLOAD);
+    let niov = load<u32>(it + I_NIOV);
+    if (28 + merged + payload > 65535 || niov >= ITEM_IOVS) return false;
+    setIovec(load<u32>(it + I_IOV) + niov, ip + 28, payload);
+    store<u32>(it + I_NIOV, niov + 1);
+    store<u32>(it + I_PAYLOAD, merged + payload);
+    // a shorter datagram can only be the last segment
+    if (payload < gso) store<u32>(it + I_CLOSED, 1);
+    return true;
+  }
+  return false;
+}
+
+// Opens a new UDP item with the candidate at ip as its head (see mergeOpen).
+export function mergeUdpOpen(ip: u32, total: u32, w: u32, iov: u32, vnet: u32): bool {
+  return openItem(ip, total, PROTO_UDP, 28, w, iov, vnet);
 }
 
 // Finishes every open item: sets its TUN write's iovec count, fixes the head's lengths and
@@ -262,7 +319,23 @@ function mergeFinish(it: u32): void {
   let total = hdrLen + load<u32>(it + I_PAYLOAD);
   store16be(head + 2, total);
   ipSetChecksum(head, 20);
-  tcpGsoHeader(vnet, head, total, hdrLen, load<u32>(it + I_GSO));
+  if (load<u32>(it + I_PROTO) == PROTO_UDP) udpGsoHeader(vnet, head, total, load<u32>(it + I_GSO));
+  else tcpGsoHeader(vnet, head, total, hdrLen, load<u32>(it + I_GSO));
+}
+
+// Prepares the UDP super-packet at ip (total bytes, no IP options) for a TUN write with the
+// virtio_net_hdr at vnet: the kernel cuts it into datagrams of gsoSize payload bytes and
+// completes each one's checksum from the pseudo-header sum left in the field.
+function udpGsoHeader(vnet: u32, ip: u32, total: u32, gsoSize: u32): void {
+  store16be(ip + 24, total - 20);
+  store16be(ip + 26, fold(pseudoHeaderSum(load32be(ip + 12), load32be(ip + 16), PROTO_UDP, total - 20)));
+  memory.fill(vnet, 0, VNET_HDR_LEN);
+  store<u8>(vnet, <u8>VNET_F_NEEDS_CSUM);
+  store<u8>(vnet + 1, <u8>VNET_GSO_UDP_L4);
+  store<u16>(vnet + 2, 28);
+  store<u16>(vnet + 4, <u16>gsoSize);
+  store<u16>(vnet + 6, 20);
+  store<u16>(vnet + 8, 6);
 }
 
 // Prepares the TCP super-packet at ip (total bytes, IP + TCP headers hdrLen) for a TUN write

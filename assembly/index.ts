@@ -17,7 +17,7 @@ import {
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
   ipVersion, ipHeaderLen, ipTotalLen, ipTtl, ipSrc, ipDst, hasDF, ipHeaderValid,
-  ipDecrementTtl, ipProto, PROTO_TCP, completePartialL4, completeChecksum, isFragment,
+  ipDecrementTtl, ipProto, PROTO_TCP, PROTO_UDP, completePartialL4, completeChecksum, isFragment,
 } from './ip';
 import {
   routeLookup, routeAddr, routesReset, maskOf, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES,
@@ -27,6 +27,7 @@ import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan
 import { udpFrame } from './udp';
 import {
   gsoHeaderLen, splitSegments, mergeCandidate, mergeAppend, mergeOpen, mergeFinishAll,
+  mergeUdpCandidate, mergeUdpAppend, mergeUdpOpen,
   mergeReset, mergeCloseFlow, tcpGsoHeader, ITEM_IOVS, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_F_NEEDS_CSUM,
 } from './gso';
 import {
@@ -67,6 +68,7 @@ let hopInTunnel: bool = true;
 let ttlFloor: u32 = 1;
 let vnetHdr: bool = false;
 let mergeOnIngress: bool = false;
+let mergeUdpOnIngress: bool = false;
 let splitUsed: u32 = 0;
 // A UDP_SEGMENT send carries at most 64 datagrams (UDP_MAX_SEGMENTS before Linux 6.9) and
 // 65,507 payload bytes.
@@ -98,6 +100,7 @@ export function init(modeValue: u32, useVnetHdr: bool): i32 {
   ttlFloor = hopInTunnel ? 1 : 0;
   vnetHdr = useVnetHdr;
   mergeOnIngress = useVnetHdr;
+  mergeUdpOnIngress = false;
   resetCounters();
   routesReset();
   memory.fill(ZERO_VNET, 0, 16);
@@ -141,6 +144,10 @@ export function configure(portValue: u32, mtu: u32, local: u32, localLen: u32, c
 
 // Turns the ingress TCP merge on or off (it needs the TUN's virtio_net_hdr).
 export function setIngressMerge(on: bool): void { mergeOnIngress = on && vnetHdr; }
+
+// Turns the ingress UDP merge on or off: only for a TUN that takes USO writes (TUN_F_USO4,
+// Linux 6.2+); older kernels refuse them.
+export function setIngressUdpMerge(on: bool): void { mergeUdpOnIngress = on && vnetHdr; }
 
 export function sendCount(): u32 { return nSend; }
 export function tunWriteCount(): u32 { return nTunw; }
@@ -285,6 +292,66 @@ export function egress(n: u32, now: u32): void {
       forwardEgress(off, <u32>total);
     }
   }
+  coalesceSends();
+}
+
+// Joins runs of single datagrams that go to the same peer from the same source port and have
+// the same length (the last may be shorter) into one UDP_SEGMENT send: the kernel then builds,
+// routes and queues one buffer for the run instead of one per datagram, on this host and on a
+// receiver with UDP GRO. Each run is copied once into the split area (a GSO send is one
+// contiguous buffer); order is kept, as only neighbours are joined. A receiver without UDP GRO
+// (flanneld, a kernel VXLAN device) gets the same datagrams: its kernel cuts them apart.
+function coalesceSends(): void {
+  let w: u32 = 0;
+  let i: u32 = 0;
+  while (i < nSend) {
+    let d = SEND_DESC + i * DESC_SIZE;
+    let len = load<u32>(d + D_LENGTH);
+    let j = i + 1;
+    // A datagram larger than the tunnel MTU allows (no DF: the kernel fragments it) cannot be
+    // a GSO segment: the kernel refuses segments over the path MTU.
+    if (load<u16>(d + D_SEGSIZE) == 0 && len <= tunnelMtu + (mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0)) {
+      let addr = load<u32>(d + D_ADDR);
+      let srcPort = load<u16>(d + D_SRCPORT);
+      let total = len;
+      while (j < nSend && j - i < MAX_GSO_SEGMENTS) {
+        let e = SEND_DESC + j * DESC_SIZE;
+        let elen = load<u32>(e + D_LENGTH);
+        if (load<u16>(e + D_SEGSIZE) != 0 || load<u32>(e + D_ADDR) != addr || load<u16>(e + D_SRCPORT) != srcPort ||
+            elen > len || total + elen > MAX_GSO_BYTES) break;
+        total += elen;
+        j++;
+        if (elen < len) break; // a shorter datagram can only end a run
+      }
+    }
+    let out = SEND_DESC + w * DESC_SIZE;
+    if (j - i >= 2 && splitUsed + 65536 <= SPLIT_SIZE) {
+      let dst = SPLIT_AREA + splitUsed;
+      let p = dst;
+      for (let k = i; k < j; k++) {
+        let e = SEND_DESC + k * DESC_SIZE;
+        let elen = load<u32>(e + D_LENGTH);
+        memory.copy(p, load<u32>(e + D_OFFSET), elen);
+        p += elen;
+      }
+      if (out != d) memory.copy(out, d, DESC_SIZE);
+      store<u32>(out + D_OFFSET, dst);
+      store<u32>(out + D_LENGTH, p - dst);
+      store<u16>(out + D_SEGSIZE, <u16>len);
+      splitUsed += (p - dst + 15) & ~15;
+    } else {
+      // not joined: descriptors [i, j) move down unchanged
+      for (let k = i; k < j; k++) {
+        let e = SEND_DESC + k * DESC_SIZE;
+        let o = SEND_DESC + (w + k - i) * DESC_SIZE;
+        if (o != e) memory.copy(o, e, DESC_SIZE);
+      }
+      w += j - i - 1;
+    }
+    w++;
+    i = j;
+  }
+  nSend = w;
 }
 
 // Decides where a valid IPv4 packet from the TUN goes: the route entry's address, or 0 when it
@@ -450,6 +517,10 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32, outerPort: u32): void 
     countRx(route, total);
     return;
   }
+  if (mergeUdpOnIngress && ipProto(ip) == PROTO_UDP && mergeUdp(ip, total)) {
+    countRx(route, total);
+    return;
+  }
   if (emitTun(DIR_INGRESS, ip, total)) countRx(route, total);
 }
 
@@ -485,6 +556,17 @@ function oversizeTcpToTun(ip: u32, total: u32): bool {
     p += segLen;
   }
   splitUsed += (p - out + 15) & ~15;
+  return true;
+}
+
+// Adds a UDP datagram to the batch's merge items. Returns false when it must be written alone.
+function mergeUdp(ip: u32, total: u32): bool {
+  if (!mergeUdpCandidate(ip, total)) { mergeCloseFlow(ip); return false; }
+  if (mergeUdpAppend(ip, total)) return true;
+  if (nTunw >= TUNW_CAP || nIov + ITEM_IOVS > IOV_CAP) return false;
+  if (!mergeUdpOpen(ip, total, nTunw, nIov, VNET_SCRATCH + nTunw * 16)) return false;
+  nTunw++;
+  nIov += ITEM_IOVS;
   return true;
 }
 

@@ -14,6 +14,12 @@
 //     --queues N        linend --queues (default 1)
 //     --no-syscalls     skip perf stat (it adds a little per-syscall cost to linend)
 //     --json FILE       also write the raw figures
+//     --udp SIZES       also, per contender and UDP payload size (e.g. 1400,64): iperf3 -u at an
+//                       unlimited rate, then the highest rate with < 1 % loss (lab/rate-search),
+//                       with the machine's busy cores and the linends' CPU per datagram
+//     --latency         also, per contender: 1000 pings 1 ms apart (RTT p50/p99) and 4 s of
+//                       one-connection TCP request/response (lab/tcp-rr.c), each with the
+//                       machine's busy cores and the linends' CPU while it ran
 //     --profile DIR     perf record -a (cpu-clock, call graphs) over each contender's first run
 //                       into DIR/<contender>.data, and print the hottest symbols by process
 //
@@ -33,12 +39,15 @@ const { setupKernelVxlan } = await import(dist('lab/kernel.js'));
 const { linenTunnelMtu } = await import(dist('lab/linend.js'));
 const { startIperfServer, startBounded, systemCpuSeconds, readTaskCpu, processCpuSeconds } = await import(dist('lab/traffic.js'));
 const { VXLAN_MTU_OVERHEAD } = await import(dist('src/config.js'));
+const { iperfUdp, ping } = await import(dist('lab/traffic.js'));
+const { tcpRr } = await import(dist('lab/rr.js'));
+const { udpLossFreeRate } = await import(dist('lab/rate-search.js'));
 
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' },
     only: { type: 'string', default: 'kernel-vxlan,linen-udp,linen-vxlan' }, queues: { type: 'string', default: '1' },
-    'no-syscalls': { type: 'boolean', default: false }, json: { type: 'string' }, profile: { type: 'string' },
+    'no-syscalls': { type: 'boolean', default: false }, udp: { type: 'string' }, latency: { type: 'boolean', default: false }, json: { type: 'string' }, profile: { type: 'string' },
   },
 });
 const RUNS = Number(values.runs);
@@ -164,6 +173,45 @@ async function tcpRun(topo, linendPids, profileTo) {
   }
 }
 
+/** Runs fn and returns its result with the machine's busy cores and the linends' CPU (cores) while it ran. */
+async function withCpu(linendPids, fn) {
+  const sys0 = systemCpuSeconds();
+  const l0 = linendPids.map(processCpuSeconds);
+  const t0 = process.hrtime.bigint();
+  const result = await fn();
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const sys1 = systemCpuSeconds();
+  const l1 = linendPids.map(processCpuSeconds);
+  const busy = (s) => s.user + s.nice + s.system + s.irq + s.softirq + s.steal;
+  const perHost = l1.map((v, i) => (v - l0[i]) / wall);
+  return { result, busyCores: (busy(sys1) - busy(sys0)) / wall, linendCores: perHost.reduce((a, v) => a + v, 0), perHost };
+}
+
+/** Ping RTT at 1 ms intervals and one-connection request/response, pod 1 to pod 2. */
+async function latencyRun(topo, linendPids) {
+  const [a, b] = topo.hosts;
+  const p = await withCpu(linendPids, () => ping({ from: a.pod, to: b.pod.ip, count: 1000, intervalSec: 0.001, waitSec: 1, deadline: true }));
+  const rr = await withCpu(linendPids, () => tcpRr({ from: a.pod, to: b.pod, seconds: 4, bytes: 1 }));
+  return {
+    rttP50Ms: p.result.rttMs.p50, rttP99Ms: p.result.rttMs.p99, pingBusyCores: p.busyCores, pingLinendCores: p.linendCores,
+    rrTps: rr.result.tps, rrP50Us: rr.result.latencyUs.p50, rrBusyCores: rr.busyCores, rrLinendCores: rr.linendCores,
+  };
+}
+
+/** UDP datagrams of `size` payload bytes, pod 1 to pod 2: unlimited rate, then the loss-free rate. */
+async function udpRun(topo, linendPids, size) {
+  const [a, b] = topo.hosts;
+  const common = { from: a.pod, to: b.pod, payloadBytes: size, clientArgs: ['-w', '4M'] };
+  const u = await withCpu(linendPids, () => iperfUdp({ ...common, seconds: SECONDS, bitrate: 0 }));
+  const search = await udpLossFreeRate({ ...common, seconds: 2, unlimited: u.result, steps: 5 });
+  return {
+    size, unlimitedPps: u.result.packetsPerSecond, unlimitedLossPercent: u.result.lossPercent,
+    busyUsPerPacket: u.busyCores / u.result.packetsPerSecond * 1e6, linendUsPerPacket: u.linendCores / u.result.packetsPerSecond * 1e6,
+    hostUsPerPacket: u.perHost.map((c) => c / u.result.packetsPerSecond * 1e6), sentPps: u.result.sentPacketsPerSecond,
+    lossFreePps: search.lossFreePps, probes: search.probes.map((p) => `${(p.offeredPps / 1000).toFixed(0)}k:${p.lossPercent.toFixed(1)}%`).join(' '),
+  };
+}
+
 async function startContender(name, topo) {
   // name: kind[@DIR][+VAR=value...]; the variables are set in linend's environment.
   const [head, ...vars] = name.split('+');
@@ -281,6 +329,21 @@ try {
       }
       results[name] = { runs, summary: summarize(name, runs) };
       print(results[name].summary, name === 'kernel-vxlan' ? null : results['kernel-vxlan']?.summary);
+      if (values.latency) {
+        const l = await latencyRun(topo, c.pids);
+        results[name].latency = l;
+        console.log(`  latency: ping RTT p50 ${f(l.rttP50Ms, 3)} ms, p99 ${f(l.rttP99Ms, 3)} ms (machine busy ${f(l.pingBusyCores)} cores, linends ${f(l.pingLinendCores)}); ` +
+          `request/response ${f(l.rrTps, 0)}/s, p50 ${f(l.rrP50Us, 1)} µs (machine busy ${f(l.rrBusyCores)} cores, linends ${f(l.rrLinendCores)})`);
+      }
+      results[name].udp = [];
+      for (const size of (values.udp ?? '').split(',').filter(Boolean).map(Number)) {
+        const u = await udpRun(topo, c.pids, size);
+        results[name].udp.push(u);
+        console.log(`  UDP ${size} B: unlimited ${f(u.sentPps / 1000, 1)} kpps sent, ${f(u.unlimitedPps / 1000, 1)} kpps received, ${f(u.unlimitedLossPercent, 1)} % lost; ` +
+          `machine ${f(u.busyUsPerPacket, 2)} µs busy per datagram received, linends ${f(u.linendUsPerPacket, 2)} µs` +
+          (u.hostUsPerPacket.length ? ` (host 1 ${f(u.hostUsPerPacket[0], 2)}, host 2 ${f(u.hostUsPerPacket[1], 2)})` : '') + '; ' +
+          `loss-free ${f(u.lossFreePps / 1000, 1)} kpps (probes ${u.probes})`);
+      }
       if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));
     } catch (e) {
       // One contender failing (a broken variant) must not lose the others' figures.
@@ -296,7 +359,11 @@ console.log('\nsummary (medians; ratios to kernel VXLAN from this run):');
 for (const name of CONTENDERS) {
   const s = results[name]?.summary;
   if (s) console.log(`  ${name}: ${f(median(s.gbps))} Gbit/s` + (results['kernel-vxlan'] && name !== 'kernel-vxlan'
-    ? `, ${(median(s.gbps) / median(results['kernel-vxlan'].summary.gbps)).toFixed(2)}x kernel VXLAN` : ''));
+    ? `, ${(median(s.gbps) / median(results['kernel-vxlan'].summary.gbps)).toFixed(2)}x kernel VXLAN` : '') +
+    (results[name].latency ? `; RTT p50 ${f(results[name].latency.rttP50Ms, 3)} ms, request/response ${f(results[name].latency.rrTps, 0)}/s` : '') +
+    results[name].udp.map((u) => `; UDP ${u.size} B loss-free ${f(u.lossFreePps / 1000, 1)} kpps` +
+      (results['kernel-vxlan'] && name !== 'kernel-vxlan'
+        ? ` (${(u.lossFreePps / results['kernel-vxlan'].udp.find((k) => k.size === u.size).lossFreePps).toFixed(2)}x)` : '')).join(''));
 }
 for (const [name, file] of profiles) {
   // Where the machine's CPU went: share of all samples by process and symbol.

@@ -18,6 +18,7 @@ interface CoreExports {
   egress(n: number, nowMs: number): void;
   ingress(n: number, nowMs: number, first: number): number;
   setIngressMerge(on: number): void;
+  setIngressUdpMerge(on: number): void;
   sendCount(): number;
   tunWriteCount(): number;
   egressReadCapacity(): number;
@@ -49,6 +50,9 @@ export interface CoreOptions {
   mode: Mode;
   /** The TUN was opened with IFF_VNET_HDR: reads and writes carry a virtio_net_hdr. */
   vnetHdr?: boolean;
+  /** The TUN takes UDP GSO (USO) writes (TUN_F_USO4 was accepted, Linux 6.2+): ingress merges
+   * equal datagrams of one flow into one write. Needs vnetHdr. */
+  udpMerge?: boolean;
   /** UDP port every node listens on and sends to (8285 udp, 8472 vxlan). */
   port: number;
   /** Largest inner IPv4 packet the tunnel carries (the TUN MTU). */
@@ -131,6 +135,7 @@ export class Core {
     }
     this.exports.configure(opts.port, opts.mtu, subnet.ip >>> 0, subnet.prefixLen, network.ip >>> 0, network.prefixLen,
       opts.vni ?? 1, hi, lo, seed);
+    this.exports.setIngressUdpMerge(opts.udpMerge ? 1 : 0);
     this.view = new DataView(this.memory.buffer);
   }
 

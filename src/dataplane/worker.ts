@@ -3,7 +3,7 @@
 // route changes or wants it to stop. JS runs once per batch, never per packet.
 import { workerData, isMainThread, receiveMessageOnPort } from 'node:worker_threads';
 import { Core } from './core.js';
-import { loadNative, enableTunOffload, type NativeIO } from './native.js';
+import { loadNative, enableTunOffload, TUN_F, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
 import { formatCIDR, type IPv4Net } from '../net.js';
 import {
@@ -122,7 +122,7 @@ function open(native: NativeIO, data: WorkerData): Opened {
   try {
     const features = tun.features;
     const core = new Core({
-      mode: opts.mode, vnetHdr: features.vnetHdr, port: opts.port, mtu: opts.mtu,
+      mode: opts.mode, vnetHdr: features.vnetHdr, udpMerge: (features.tunOffload & TUN_F.USO4) !== 0, port: opts.port, mtu: opts.mtu,
       subnet: opts.subnet, network: opts.network, vni: opts.vni, mac: Uint8Array.from(opts.mac),
     });
     const wantGro = opts.offload !== 'off';

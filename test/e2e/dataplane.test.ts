@@ -2,8 +2,9 @@
 // linend on both with static peers, native engine (the dgram engine has its own file).
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { MB, BIG, withLinen, pingAndTransfer } from '../helpers/dataplane.js';
-import { ping } from '../../lab/traffic.js';
+import { ping, runBounded, startBounded } from '../../lab/traffic.js';
 import { transfer } from '../../lab/transfer.js';
 
 for (const mode of ['udp', 'vxlan'] as const) {
@@ -11,6 +12,39 @@ for (const mode of ['udp', 'vxlan'] as const) {
     t.test(`${mode} mode, native engine, offloads ${offload}: ping and a ${BIG / MB} MB transfer with matching SHA-256`,
       (t) => pingAndTransfer(t, { mode, offload }));
   }
+}
+
+const UDP_BURST = fileURLToPath(new URL('../fixtures/udp-burst.py', import.meta.url));
+
+/** Packets the kernel counted as received on a device (for a TUN: the writes linend made). */
+function rxPackets(ns: string, dev: string): number {
+  const j = JSON.parse(execFileSync('ip', ['-n', ns, '-s', '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' })) as { stats64: { rx: { packets: number } } }[];
+  return j[0]!.stats64.rx.packets;
+}
+
+for (const mode of ['udp', 'vxlan'] as const) {
+  t.test(`${mode} mode: UDP datagrams in bursts arrive whole and in order, merged into fewer TUN writes`, async (t) => {
+    await withLinen(t, { mode, offload: 'on' }, async (topo) => {
+      const [a, b] = topo.hosts;
+      const dev = mode === 'udp' ? 'flannel0' : 'flannel.1';
+      const count = 20000, size = 1200, port = 5302;
+      const tun0 = rxPackets(b.ns, dev);
+      const receiver = startBounded(b.pod.ns, 'python3', [UDP_BURST, 'recv', b.pod.ip, String(port), String(count), String(size), '3'], { timeoutMs: 120000 });
+      t.teardown(() => receiver.kill());
+      const bound = () => execFileSync('ip', ['netns', 'exec', b.pod.ns, 'ss', '-Hnul', `sport = :${port}`], { encoding: 'utf8' }).trim() !== '';
+      for (let i = 0; i < 200 && !bound(); i++) await new Promise((r) => setTimeout(r, 50));
+      const sent = await runBounded(a.pod.ns, 'python3', [UDP_BURST, 'send', b.pod.ip, String(port), String(count), String(size), '32'], { timeoutMs: 120000 });
+      t.equal(sent.code, 0, 'sender finished');
+      const r = await receiver.done;
+      const got = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as { received: number; corrupt: number; reordered: number };
+      const writes = rxPackets(b.ns, dev) - tun0;
+      t.comment(`${got.received} of ${count} datagrams received, ${writes} TUN writes on the receiving host`);
+      t.equal(got.corrupt, 0, 'no datagram cut, merged or changed');
+      t.equal(got.reordered, 0, 'in order');
+      t.ok(got.received >= count * 0.9, `at least 90 % arrive (${got.received})`);
+      t.ok(writes < got.received, 'bursts were merged: fewer TUN writes than datagrams');
+    });
+  });
 }
 
 t.test('two queues: a multi-queue TUN with one worker each carries parallel flows', async (t) => {

@@ -211,3 +211,71 @@ t.test('a merged write never exceeds 64 KiB', async (t) => {
   for (const w of tun) t.ok(w.length - 10 <= 65535);
   t.equal(tun.reduce((s, w) => s + parseIp4(w.subarray(10)).total - 40, 0), 60 * 1400, 'no byte lost');
 });
+
+// UDP merge (USO writes): only with a TUN that takes them.
+function udpHarness(udpMerge = true): Harness {
+  const h = new Harness({ mode: 'udp', port: 8285, mtu: 1472, subnet: { ip: ip4('10.5.72.0'), prefixLen: 24 }, vnetHdr: true, udpMerge });
+  h.core.setRoute({ subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20') });
+  return h;
+}
+function datagram(len: number, seed: number, sport = 5201): Uint8Array {
+  return buildUdp('10.5.33.7', '10.5.72.5', sport, 40000, bytes(len, seed));
+}
+// The kernel's view of a USO write: the checksum completed from csum_start (offset 20 + 6).
+function udpComplete(p: Uint8Array): Uint8Array {
+  const q = p.slice();
+  const seed = (q[26] << 8) | q[27];
+  q[26] = 0; q[27] = 0;
+  const c = inetChecksum(q, 20, q.length, seed);
+  q[26] = c >> 8; q[27] = c & 255;
+  return q;
+}
+
+t.test('ingress merges equal UDP datagrams of a flow into one USO write', async (t) => {
+  const h = udpHarness();
+  const dgs = [0, 1, 2, 3, 4].map((i) => datagram(i === 4 ? 400 : 1000, i));
+  const { tun } = h.ingress(fromPeer(dgs));
+  t.equal(tun.length, 1, 'one TUN write');
+  t.same(vnetOf(tun[0]), { flags: 1, gsoType: 5, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 });
+  const p = tun[0].subarray(10);
+  const ip = parseIp4(p);
+  t.equal(ip.total, 28 + 4400);
+  t.equal(p.length, ip.total);
+  t.ok(ip.headerOk);
+  t.equal(ip.ttl, 63);
+  t.equal((p[24] << 8) | p[25], 8 + 4400, 'UDP length of the whole super-packet');
+  t.ok(l4ChecksumOk(udpComplete(p)), 'the checksum seed is the pseudo-header sum of the whole');
+  t.same(p.subarray(28), concat(...dgs.map((d) => d.subarray(28))), 'payloads back to back, in order');
+  t.equal(h.counter('ingress', 'forwarded'), 5);
+});
+
+t.test('UDP merge rules: flows, lengths, checksums, fragments, other protocols, off', async (t) => {
+  const h = udpHarness();
+  let r = h.ingress(fromPeer([datagram(500, 1, 1), datagram(500, 2, 2), datagram(500, 3, 1), datagram(500, 4, 2)]));
+  t.same(r.tun.map((w) => parseIp4(w.subarray(10)).total), [1028, 1028], 'interleaved flows: a write each');
+  r = h.ingress(fromPeer([datagram(500, 1), datagram(300, 2), datagram(500, 3)]));
+  t.same(r.tun.map((w) => parseIp4(w.subarray(10)).total), [828, 528], 'nothing follows a shorter datagram');
+  r = h.ingress(fromPeer([datagram(500, 1), datagram(600, 2), datagram(600, 3)]));
+  t.same(r.tun.map((w) => parseIp4(w.subarray(10)).total), [528, 1228], 'a longer datagram starts a new write');
+  const bad = datagram(500, 2); bad[100] ^= 1;
+  r = h.ingress(fromPeer([datagram(500, 1), bad, datagram(500, 3)]));
+  t.equal(r.tun.length, 3, 'a corrupt datagram is written alone (for the pod to drop), never merged');
+  t.equal(vnetOf(r.tun[1]).gsoType, 0);
+  const noSum = (s: number) => { const d = datagram(500, s); d[26] = 0; d[27] = 0; return d; };
+  r = h.ingress(fromPeer([noSum(1), noSum(2)]));
+  t.equal(r.tun.length, 1, 'datagrams without a checksum (0) merge');
+  const frag = buildUdp('10.5.33.7', '10.5.72.5', 5201, 40000, bytes(500, 9), { mf: true });
+  r = h.ingress(fromPeer([datagram(500, 1), frag, datagram(500, 3)]));
+  t.equal(r.tun.length, 3, 'a fragment is written alone and nothing of the flow overtakes it');
+  const tcp = buildTcp('10.5.33.7', '10.5.72.5', 5201, 40000, 1, 0x10, bytes(472, 5));
+  r = h.ingress(fromPeer([datagram(500, 1), tcp, datagram(500, 3)]));
+  t.same(r.tun.map((w) => vnetOf(w).gsoType), [5, 0], 'TCP with the same ports is another flow');
+  r = udpHarness(false).ingress(fromPeer([datagram(500, 1), datagram(500, 2)]));
+  t.equal(r.tun.length, 2, 'without USO writes: one write per datagram');
+  // two UDP GRO buffers of 40 datagrams each (a GRO buffer holds at most 64 KiB)
+  const many = Array.from({ length: 80 }, (_, i) => datagram(1400, i));
+  const gro = (part: Uint8Array[]) => ({ data: concat(...part), from: '192.168.1.20', seg: part[0].length });
+  r = h.ingress([gro(many.slice(0, 40)), gro(many.slice(40))]);
+  t.ok(r.tun.length >= 2 && r.tun.every((w) => w.length - 10 <= 65535), 'a merged write never exceeds 64 KiB');
+  t.same(concat(...r.tun.map((w) => w.subarray(10 + 28))), concat(...many.map((d) => d.subarray(28))), 'no byte lost, in order');
+});

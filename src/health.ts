@@ -39,7 +39,7 @@ const HELP: Record<string, string> = {
   linen_bytes_total: 'Bytes of inner IPv4 packets handled, by direction and outcome.',
   linen_events_total: 'Side events of the data plane, counted beside a packet\'s outcome: ICMP errors sent, ICMP errors not sent (rate limit), partial checksums completed.',
   linen_io_operations_total: 'Data-plane I/O operations: TUN reads and writes (a super-packet is one), UDP sends (a datagram or a GSO burst) and receives (a GRO batch is one).',
-  linen_io_errors_total: 'Data-plane I/O that failed, by the operation: datagrams the kernel refused to send (udp_sends), packets the TUN refused (tun_writes).',
+  linen_io_errors_total: 'Data-plane I/O that failed, by the operation: sends the kernel refused (udp_sends; a datagram or a GSO burst each), writes the TUN refused (tun_writes; a packet or a merged super-packet each).',
   linen_wakeups_total: 'Times a data-plane worker woke from poll().',
 };
 

@@ -43,8 +43,8 @@ export interface RouteSource {
 
 /** I/O counters an engine keeps beside the core's verdict counters. */
 export const IO_STATS = [
-  'send_errors',      // datagrams the kernel refused to send
-  'tun_write_errors', // packets the TUN refused
+  'send_errors',      // sends the kernel refused (a datagram or a UDP_SEGMENT burst each)
+  'tun_write_errors', // TUN writes refused (a packet or a merged super-packet each)
   'tun_reads',        // packets (or super-packets) read from the TUN
   'tun_writes',       // writes to the TUN (a merged super-packet is one)
   'udp_sends',        // datagrams or UDP_SEGMENT bursts handed to the kernel

@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 // Where one TCP stream's time goes: kernel VXLAN, linen UDP and linen VXLAN on the lab's
 // two-host topology, in the same run. For each contender: Gbit/s, and per 64 KiB of TCP payload
-// the system calls of each linend (perf stat tracepoints), its threads' wake-ups (voluntary
-// context switches) and CPU, and the machine's CPU by kind (/proc/stat), with iperf3's own CPU.
-// docs/performance.md is written from its output.
+// the system calls of each forwarder process (linend, or the C reference forwarder: perf stat
+// tracepoints), its threads' wake-ups (voluntary context switches) and CPU, and the machine's
+// CPU by kind (/proc/stat), with iperf3's own CPU. docs/performance.md is written from its output.
+// c-ref-udp measures the design itself on this machine: lab/ref-forwarder.c, a minimal C forwarder
+// using the same kernel interfaces as linen UDP (TUN offloads, UDP GSO/GRO, merged TUN writes),
+// set up the same way; c-ref-udp+REF_FORWARDER_ARGS=--no-verify runs it without checksum checks.
 //
 //   npm run build && node scripts/perf-probe.mjs [options]
 //     --runs N          measured runs per contender (default 3; the median is reported)
 //     --seconds S       iperf3 -t (default 5)
-//     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan; a linen contender may
+//     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan, c-ref-udp; a linen contender may
 //                       name another build as linen-vxlan@/path/to/checkout (A/B in one run)
 //                       and set variables in linend's environment: linen-vxlan+LINEN_X=1
 //     --queues N        linend --queues (default 1)
@@ -31,6 +34,7 @@ const dist = (p) => pathToFileURL(join(root, 'dist', p)).href;
 const { buildTopology } = await import(dist('lab/topology.js'));
 const { setupKernelVxlan } = await import(dist('lab/kernel.js'));
 const { linenTunnelMtu } = await import(dist('lab/linend.js'));
+const { startRefForwarders } = await import(dist('lab/ref-forwarder.js'));
 const { startIperfServer, startBounded, systemCpuSeconds, readTaskCpu, processCpuSeconds } = await import(dist('lab/traffic.js'));
 const { VXLAN_MTU_OVERHEAD } = await import(dist('src/config.js'));
 
@@ -190,6 +194,18 @@ async function startOne(kind, alt, topo) {
     const mesh = setupKernelVxlan(topo);
     return { pids: [], stop: async () => mesh.stop() };
   }
+  if (kind === 'c-ref-udp') {
+    topo.setPodMtu(linenTunnelMtu('udp', topo.underlayMtu));
+    const ref = await startRefForwarders(topo, (process.env.REF_FORWARDER_ARGS ?? '').split(/\s+/).filter(Boolean));
+    return {
+      pids: ref.pids(),
+      stop: async () => {
+        await ref.stop();
+        // Its counters over all runs (warm-up included): segments per merged TUN write, etc.
+        ref.logs().forEach((l, i) => console.log(`  c-ref-udp host ${i + 1}: ${l.trim().replace(/^ref-forwarder counters: /, '')}`));
+      },
+    };
+  }
   const mode = kind === 'linen-udp' ? 'udp' : kind === 'linen-vxlan' ? 'vxlan' : null;
   if (!mode) throw new Error(`unknown contender ${kind}`);
   // linen-vxlan@DIR: that checkout's built linend (its lab/linend.js finds its own dist/).
@@ -248,7 +264,7 @@ function print(s, kernel) {
   console.log(`  machine cores: busy ${f(s.cores_busy)} = user ${f(s.cores_user)} + sys ${f(s.cores_system)} + softirq ${f(s.cores_softirq)}; idle ${f(s.cores_idle)}; iperf3 (both ends) ${f(s.cores_iperf3)}`);
   console.log(`  machine CPU s per Gbit: ${f(s.cpuPerGbit, 3)}`);
   s.hosts.forEach((h, i) => {
-    console.log(`  linend host ${i + 1} (${i === 0 ? 'data out, ACKs in' : 'data in, ACKs out'}): worker ${f(h.worker_cores)} cores ` +
+    console.log(`  forwarder host ${i + 1} (${i === 0 ? 'data out, ACKs in' : 'data in, ACKs out'}): worker ${f(h.worker_cores)} cores ` +
       `(user ${f(h.worker_user_cores)}, sys ${f(h.worker_sys_cores)}), other threads ${f(h.other_threads_cores)}; ` +
       `per 64 KiB: worker wake-ups ${f(h.wakeups_per64k)}, preemptions ${f(h.preempted_per64k)}, all threads' wake-ups ${f(h.all_wakeups_per64k)}`);
     if (h.syscalls_per64k) {

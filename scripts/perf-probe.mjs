@@ -15,6 +15,9 @@
 //                       name another build as linen-vxlan@/path/to/checkout (A/B in one run)
 //                       and set variables in linend's environment: linen-vxlan+LINEN_X=1
 //     --queues N        linend --queues (default 1)
+//     --rounds R        repeat the whole contender list R times (default 1), interleaving the
+//                       contenders so that load from outside drifts over all of them alike; the
+//                       figures cover every round, and each round's medians are listed at the end
 //     --no-syscalls     skip perf stat (it adds a little per-syscall cost to linend)
 //     --json FILE       also write the raw figures
 //     --profile DIR     perf record -a (cpu-clock, call graphs) over each contender's first run
@@ -42,12 +45,14 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' },
     only: { type: 'string', default: 'kernel-vxlan,linen-udp,linen-vxlan' }, queues: { type: 'string', default: '1' },
+    rounds: { type: 'string', default: '1' },
     'no-syscalls': { type: 'boolean', default: false }, json: { type: 'string' }, profile: { type: 'string' },
   },
 });
 const RUNS = Number(values.runs);
 const SECONDS = Number(values.seconds);
 const QUEUES = Number(values.queues);
+const ROUNDS = Number(values.rounds);
 const SYSCALLS = !values['no-syscalls'];
 const CONTENDERS = values.only.split(',').map((s) => s.trim()).filter(Boolean);
 const PER = 65536; // bytes of TCP payload the per-unit figures refer to
@@ -280,29 +285,31 @@ const results = {};
 const profiles = [];
 if (values.profile) mkdirSync(values.profile, { recursive: true });
 try {
-  console.log(`perf-probe: ${RUNS} run(s) of ${SECONDS} s per contender, TCP cubic, 1 stream, linend --queues ${QUEUES}, syscalls ${SYSCALLS ? 'on' : 'off'}`);
-  for (const name of CONTENDERS) {
-    let c;
-    try {
-      c = await startContender(name, topo);
-      // One unrecorded second first: a userspace path compiles its hot code in its first moments.
-      await tcpRun(topo, c.pids).catch(() => null);
-      const runs = [];
-      for (let i = 0; i < RUNS; i++) {
-        const profileTo = values.profile && i === 0 ? join(values.profile, `${name.replace(/[^\w.-]+/g, '_')}.data`) : undefined;
-        const r = await tcpRun(topo, c.pids, profileTo);
-        if (profileTo) profiles.push([name, profileTo]);
-        console.log(`  ${name} run ${i + 1}: ${f(r.gbps)} Gbit/s, ${r.retransmits} retransmits`);
-        runs.push(r);
+  console.log(`perf-probe: ${RUNS} run(s) of ${SECONDS} s per contender${ROUNDS > 1 ? ` in each of ${ROUNDS} rounds` : ''}, TCP cubic, 1 stream, linend --queues ${QUEUES}, syscalls ${SYSCALLS ? 'on' : 'off'}`);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const name of CONTENDERS) {
+      let c;
+      try {
+        c = await startContender(name, topo);
+        // One unrecorded second first: a userspace path compiles its hot code in its first moments.
+        await tcpRun(topo, c.pids).catch(() => null);
+        const runs = results[name]?.runs ?? [];
+        for (let i = 0; i < RUNS; i++) {
+          const profileTo = values.profile && round === 0 && i === 0 ? join(values.profile, `${name.replace(/[^\w.-]+/g, '_')}.data`) : undefined;
+          const r = await tcpRun(topo, c.pids, profileTo);
+          if (profileTo) profiles.push([name, profileTo]);
+          console.log(`  ${name}${ROUNDS > 1 ? ` round ${round + 1}` : ''} run ${i + 1}: ${f(r.gbps)} Gbit/s, ${r.retransmits} retransmits`);
+          runs.push({ ...r, round });
+        }
+        results[name] = { runs, summary: summarize(name, runs) };
+        if (round === ROUNDS - 1) print(results[name].summary, name === 'kernel-vxlan' ? null : results['kernel-vxlan']?.summary);
+        if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));
+      } catch (e) {
+        // One contender failing (a broken variant) must not lose the others' figures.
+        console.log(`  ${name}: FAILED: ${e.message}`);
+      } finally {
+        await c?.stop();
       }
-      results[name] = { runs, summary: summarize(name, runs) };
-      print(results[name].summary, name === 'kernel-vxlan' ? null : results['kernel-vxlan']?.summary);
-      if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));
-    } catch (e) {
-      // One contender failing (a broken variant) must not lose the others' figures.
-      console.log(`  ${name}: FAILED: ${e.message}`);
-    } finally {
-      await c?.stop();
     }
   }
 } finally {
@@ -313,6 +320,10 @@ for (const name of CONTENDERS) {
   const s = results[name]?.summary;
   if (s) console.log(`  ${name}: ${f(median(s.gbps))} Gbit/s` + (results['kernel-vxlan'] && name !== 'kernel-vxlan'
     ? `, ${(median(s.gbps) / median(results['kernel-vxlan'].summary.gbps)).toFixed(2)}x kernel VXLAN` : ''));
+}
+for (let round = 0; ROUNDS > 1 && round < ROUNDS; round++) {
+  const of = (name) => median((results[name]?.runs ?? []).filter((r) => r.round === round).map((r) => r.gbps));
+  console.log(`  round ${round + 1}: ` + CONTENDERS.map((name) => `${name} ${f(of(name))}`).join(', '));
 }
 for (const [name, file] of profiles) {
   // Where the machine's CPU went: share of all samples by process and symbol.

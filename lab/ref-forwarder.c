@@ -17,8 +17,9 @@
 // recvmmsg; consecutive TCP segments of one flow (wireguard-go's rules) are merged into one
 // super-packet written with one writev: a GSO_TCPV4 virtio_net_hdr, the first packet, then the
 // other segments' payloads, without copying. Everything else is written alone with a zero header.
-// Both fds are polled; each side is drained until EAGAIN. SIGTERM/SIGINT print counters to
-// stderr and end the process (the device goes with its fd).
+// Both fds are polled; after a wake-up both directions are worked in turn until both are dry
+// (bounded), as linen's worker does. SIGTERM/SIGINT print counters to stderr and end the
+// process (the device goes with its fd).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -67,6 +68,7 @@
 #define IN_MAX_MSGS 64
 #define IN_CALLS_PER_ROUND 16
 #define MERGE_IOV 256
+#define WORK_ROUNDS 64         // rounds over both directions per wake-up
 
 #define TCP_FIN 0x01
 #define TCP_PSH 0x08
@@ -83,7 +85,7 @@ static int verify = 1, ttl_hop = 1, recv_msgs = 8;
 static volatile sig_atomic_t stop;
 
 static struct {
-  uint64_t tun_reads, gso_reads, segments, csum_completed, sendmmsg_calls, send_msgs, send_errors;
+  uint64_t polls, rounds, tun_reads, gso_reads, segments, csum_completed, sendmmsg_calls, send_msgs, send_errors;
   uint64_t recvmmsg_calls, recv_msgs, datagrams, tun_writes, merged_writes, merged_segments, bad_csum, dropped;
 } st;
 
@@ -268,7 +270,8 @@ static int split_tcp4(uint8_t *ip, size_t len, const struct vnet_hdr *vh) {
   return 0;
 }
 
-static void egress_round(void) {
+static int egress_round(void) {
+  int got = 0;
   for (int r = 0; r < EG_READS_PER_ROUND; r++) {
     if (eg_arena_pos + HEAD + TUN_READ_MAX > EG_ARENA || eg_count + 1 > EG_MSGS) eg_flush();
     uint8_t *slot = eg_arena + eg_arena_pos + HEAD - VNET_LEN;
@@ -278,6 +281,7 @@ static void egress_round(void) {
       break;  // EAGAIN (or an error: leave it to the next poll)
     }
     st.tun_reads++;
+    got++;
     if (n < VNET_LEN + 20) { st.dropped++; continue; }
     struct vnet_hdr vh;
     memcpy(&vh, slot, sizeof vh);
@@ -300,6 +304,7 @@ static void egress_round(void) {
     eg_arena_pos += (HEAD + (size_t)n + 15) & ~(size_t)15;
   }
   if (eg_count) eg_flush();
+  return got;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,7 +433,8 @@ static void ingress_packet(uint8_t *ip, size_t len) {
   m.iov[1].iov_base = ip;
 }
 
-static void ingress_round(void) {
+static int ingress_round(void) {
+  int got = 0;
   for (int call = 0; call < IN_CALLS_PER_ROUND; call++) {
     for (int i = 0; i < recv_msgs; i++) {
       struct msghdr *h = &in_msgs[i].msg_hdr;
@@ -444,6 +450,7 @@ static void ingress_round(void) {
     st.recvmmsg_calls++;
     if (n <= 0) break;
     st.recv_msgs += (uint64_t)n;
+    got += n;
     for (int i = 0; i < n; i++) {
       struct msghdr *h = &in_msgs[i].msg_hdr;
       size_t len = in_msgs[i].msg_len;
@@ -462,6 +469,7 @@ static void ingress_round(void) {
     merge_flush();  // the buffers are reused by the next recvmmsg
     if (n < recv_msgs) break;
   }
+  return got;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,13 +595,17 @@ int main(int argc, char **argv) {
       if (errno == EINTR) continue;
       die("poll");
     }
-    if (pfd[0].revents) egress_round();
-    if (pfd[1].revents) ingress_round();  // also on POLLERR: the receive clears it
+    // As linen's worker: both directions in turn until both are dry (bounded), then poll again.
+    for (int round = 0; round < WORK_ROUNDS; round++) {
+      st.rounds++;
+      if (egress_round() + ingress_round() == 0) break;  // ingress also on POLLERR: the receive clears it
+    }
+    st.polls++;
   }
   fprintf(stderr,
-          "ref-forwarder counters: tun_reads %llu gso_reads %llu segments %llu csum_completed %llu sendmmsg %llu send_msgs %llu send_errors %llu "
+          "ref-forwarder counters: polls %llu rounds %llu tun_reads %llu gso_reads %llu segments %llu csum_completed %llu sendmmsg %llu send_msgs %llu send_errors %llu "
           "recvmmsg %llu recv_msgs %llu datagrams %llu tun_writes %llu merged_writes %llu merged_segments %llu bad_csum %llu dropped %llu\n",
-          (unsigned long long)st.tun_reads, (unsigned long long)st.gso_reads, (unsigned long long)st.segments,
+          (unsigned long long)st.polls, (unsigned long long)st.rounds, (unsigned long long)st.tun_reads, (unsigned long long)st.gso_reads, (unsigned long long)st.segments,
           (unsigned long long)st.csum_completed, (unsigned long long)st.sendmmsg_calls, (unsigned long long)st.send_msgs,
           (unsigned long long)st.send_errors, (unsigned long long)st.recvmmsg_calls, (unsigned long long)st.recv_msgs,
           (unsigned long long)st.datagrams, (unsigned long long)st.tun_writes, (unsigned long long)st.merged_writes,

@@ -3,11 +3,7 @@
 // per-transaction latency. The traffic tool is lab/tcp-rr.c, compiled on first use into
 // dist/lab/tcp-rr (C, so that the tool's own cost is a few microseconds and the same for every
 // contender; a JS echo would add tens of microseconds per transaction and hide the dataplane).
-import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-
-import { repoRoot } from '../src/paths.js';
-import { sh } from './netns.js';
+import { labToolBinary } from './c-tool.js';
 import { runBounded, startBounded, waitForTcpListen, type Endpoint } from './traffic.js';
 
 export interface RrOptions {
@@ -31,18 +27,9 @@ export interface RrResult {
   latencyUs: { min: number; avg: number; p50: number; p90: number; p99: number; max: number };
 }
 
-/** Path of the compiled tool; compiles lab/tcp-rr.c when the binary is missing or older. */
+/** Path of the compiled tool (lab/tcp-rr.c, compiled when the binary is missing or older). */
 export function tcpRrBinary(): string {
-  const root = repoRoot();
-  const src = join(root, 'lab', 'tcp-rr.c');
-  const dir = join(root, 'dist', 'lab');
-  const bin = join(dir, 'tcp-rr');
-  if (existsSync(bin) && statSync(bin).mtimeMs >= statSync(src).mtimeMs) return bin;
-  mkdirSync(dir, { recursive: true });
-  const tmp = `${bin}.${process.pid}.tmp`;
-  sh('cc', ['-O2', '-Wall', '-o', tmp, src], { timeout: 60_000 });
-  renameSync(tmp, bin);
-  return bin;
+  return labToolBinary('tcp-rr');
 }
 
 /** One request/response run from `from` to `to` (server one-off, bounded in time). */

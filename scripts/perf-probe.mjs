@@ -1,17 +1,23 @@
 #!/usr/bin/env node
 // Where one TCP stream's time goes: kernel VXLAN, linen UDP and linen VXLAN on the lab's
 // two-host topology, in the same run. For each contender: Gbit/s, and per 64 KiB of TCP payload
-// the system calls of each linend (perf stat tracepoints), its threads' wake-ups (voluntary
-// context switches) and CPU, and the machine's CPU by kind (/proc/stat), with iperf3's own CPU.
-// docs/performance.md is written from its output.
+// the system calls of each forwarder process (linend, or the C reference forwarder: perf stat
+// tracepoints), its threads' wake-ups (voluntary context switches) and CPU, and the machine's
+// CPU by kind (/proc/stat), with iperf3's own CPU. docs/performance.md is written from its output.
+// c-ref-udp measures the design itself on this machine: lab/ref-forwarder.c, a minimal C forwarder
+// using the same kernel interfaces as linen UDP (TUN offloads, UDP GSO/GRO, merged TUN writes),
+// set up the same way; c-ref-udp+REF_FORWARDER_ARGS=--no-verify runs it without checksum checks.
 //
 //   npm run build && node scripts/perf-probe.mjs [options]
 //     --runs N          measured runs per contender (default 3; the median is reported)
 //     --seconds S       iperf3 -t (default 5)
-//     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan; a linen contender may
+//     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan, c-ref-udp; a linen contender may
 //                       name another build as linen-vxlan@/path/to/checkout (A/B in one run)
 //                       and set variables in linend's environment: linen-vxlan+LINEN_X=1
 //     --queues N        linend --queues (default 1)
+//     --rounds R        repeat the whole contender list R times (default 1), interleaving the
+//                       contenders so that load from outside drifts over all of them alike; the
+//                       figures cover every round, and each round's medians are listed at the end
 //     --no-syscalls     skip perf stat (it adds a little per-syscall cost to linend)
 //     --json FILE       also write the raw figures
 //     --udp SIZES       also, per contender and UDP payload size (e.g. 1400,64): iperf3 -u at an
@@ -37,6 +43,7 @@ const dist = (p) => pathToFileURL(join(root, 'dist', p)).href;
 const { buildTopology } = await import(dist('lab/topology.js'));
 const { setupKernelVxlan } = await import(dist('lab/kernel.js'));
 const { linenTunnelMtu } = await import(dist('lab/linend.js'));
+const { startRefForwarders } = await import(dist('lab/ref-forwarder.js'));
 const { startIperfServer, startBounded, systemCpuSeconds, readTaskCpu, processCpuSeconds } = await import(dist('lab/traffic.js'));
 const { VXLAN_MTU_OVERHEAD } = await import(dist('src/config.js'));
 const { iperfUdp, ping } = await import(dist('lab/traffic.js'));
@@ -47,12 +54,14 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' }, seconds: { type: 'string', default: '5' },
     only: { type: 'string', default: 'kernel-vxlan,linen-udp,linen-vxlan' }, queues: { type: 'string', default: '1' },
+    rounds: { type: 'string', default: '1' },
     'no-syscalls': { type: 'boolean', default: false }, udp: { type: 'string' }, latency: { type: 'boolean', default: false }, json: { type: 'string' }, profile: { type: 'string' },
   },
 });
 const RUNS = Number(values.runs);
 const SECONDS = Number(values.seconds);
 const QUEUES = Number(values.queues);
+const ROUNDS = Number(values.rounds);
 const SYSCALLS = !values['no-syscalls'];
 const CONTENDERS = values.only.split(',').map((s) => s.trim()).filter(Boolean);
 const PER = 65536; // bytes of TCP payload the per-unit figures refer to
@@ -238,6 +247,18 @@ async function startOne(kind, alt, topo) {
     const mesh = setupKernelVxlan(topo);
     return { pids: [], stop: async () => mesh.stop() };
   }
+  if (kind === 'c-ref-udp') {
+    topo.setPodMtu(linenTunnelMtu('udp', topo.underlayMtu));
+    const ref = await startRefForwarders(topo, (process.env.REF_FORWARDER_ARGS ?? '').split(/\s+/).filter(Boolean));
+    return {
+      pids: ref.pids(),
+      stop: async () => {
+        await ref.stop();
+        // Its counters over all runs (warm-up included): segments per merged TUN write, etc.
+        ref.logs().forEach((l, i) => console.log(`  c-ref-udp host ${i + 1}: ${l.trim().replace(/^ref-forwarder counters: /, '')}`));
+      },
+    };
+  }
   const mode = kind === 'linen-udp' ? 'udp' : kind === 'linen-vxlan' ? 'vxlan' : null;
   if (!mode) throw new Error(`unknown contender ${kind}`);
   // linen-vxlan@DIR: that checkout's built linend (its lab/linend.js finds its own dist/).
@@ -296,7 +317,7 @@ function print(s, kernel) {
   console.log(`  machine cores: busy ${f(s.cores_busy)} = user ${f(s.cores_user)} + sys ${f(s.cores_system)} + softirq ${f(s.cores_softirq)}; idle ${f(s.cores_idle)}; iperf3 (both ends) ${f(s.cores_iperf3)}`);
   console.log(`  machine CPU s per Gbit: ${f(s.cpuPerGbit, 3)}`);
   s.hosts.forEach((h, i) => {
-    console.log(`  linend host ${i + 1} (${i === 0 ? 'data out, ACKs in' : 'data in, ACKs out'}): worker ${f(h.worker_cores)} cores ` +
+    console.log(`  forwarder host ${i + 1} (${i === 0 ? 'data out, ACKs in' : 'data in, ACKs out'}): worker ${f(h.worker_cores)} cores ` +
       `(user ${f(h.worker_user_cores)}, sys ${f(h.worker_sys_cores)}), other threads ${f(h.other_threads_cores)}; ` +
       `per 64 KiB: worker wake-ups ${f(h.wakeups_per64k)}, preemptions ${f(h.preempted_per64k)}, all threads' wake-ups ${f(h.all_wakeups_per64k)}`);
     if (h.syscalls_per64k) {
@@ -312,44 +333,49 @@ const results = {};
 const profiles = [];
 if (values.profile) mkdirSync(values.profile, { recursive: true });
 try {
-  console.log(`perf-probe: ${RUNS} run(s) of ${SECONDS} s per contender, TCP cubic, 1 stream, linend --queues ${QUEUES}, syscalls ${SYSCALLS ? 'on' : 'off'}`);
-  for (const name of CONTENDERS) {
-    let c;
-    try {
-      c = await startContender(name, topo);
-      // One unrecorded second first: a userspace path compiles its hot code in its first moments.
-      await tcpRun(topo, c.pids).catch(() => null);
-      const runs = [];
-      for (let i = 0; i < RUNS; i++) {
-        const profileTo = values.profile && i === 0 ? join(values.profile, `${name.replace(/[^\w.-]+/g, '_')}.data`) : undefined;
-        const r = await tcpRun(topo, c.pids, profileTo);
-        if (profileTo) profiles.push([name, profileTo]);
-        console.log(`  ${name} run ${i + 1}: ${f(r.gbps)} Gbit/s, ${r.retransmits} retransmits`);
-        runs.push(r);
+  console.log(`perf-probe: ${RUNS} run(s) of ${SECONDS} s per contender${ROUNDS > 1 ? ` in each of ${ROUNDS} rounds` : ''}, TCP cubic, 1 stream, linend --queues ${QUEUES}, syscalls ${SYSCALLS ? 'on' : 'off'}`);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const name of CONTENDERS) {
+      let c;
+      try {
+        c = await startContender(name, topo);
+        // One unrecorded second first: a userspace path compiles its hot code in its first moments.
+        await tcpRun(topo, c.pids).catch(() => null);
+        const runs = results[name]?.runs ?? [];
+        for (let i = 0; i < RUNS; i++) {
+          const profileTo = values.profile && round === 0 && i === 0 ? join(values.profile, `${name.replace(/[^\w.-]+/g, '_')}.data`) : undefined;
+          const r = await tcpRun(topo, c.pids, profileTo);
+          if (profileTo) profiles.push([name, profileTo]);
+          console.log(`  ${name}${ROUNDS > 1 ? ` round ${round + 1}` : ''} run ${i + 1}: ${f(r.gbps)} Gbit/s, ${r.retransmits} retransmits`);
+          runs.push({ ...r, round });
+        }
+        results[name] = { runs, summary: summarize(name, runs) };
+        if (round === ROUNDS - 1) {
+          print(results[name].summary, name === 'kernel-vxlan' ? null : results['kernel-vxlan']?.summary);
+          // Latency and UDP rates once, in the last round.
+          if (values.latency) {
+            const l = await latencyRun(topo, c.pids);
+            results[name].latency = l;
+            console.log(`  latency: ping RTT p50 ${f(l.rttP50Ms, 3)} ms, p99 ${f(l.rttP99Ms, 3)} ms (machine busy ${f(l.pingBusyCores)} cores, forwarders ${f(l.pingLinendCores)}); ` +
+              `request/response ${f(l.rrTps, 0)}/s, p50 ${f(l.rrP50Us, 1)} µs (machine busy ${f(l.rrBusyCores)} cores, forwarders ${f(l.rrLinendCores)})`);
+          }
+          results[name].udp = [];
+          for (const size of (values.udp ?? '').split(',').filter(Boolean).map(Number)) {
+            const u = await udpRun(topo, c.pids, size);
+            results[name].udp.push(u);
+            console.log(`  UDP ${size} B: unlimited ${f(u.sentPps / 1000, 1)} kpps sent, ${f(u.unlimitedPps / 1000, 1)} kpps received, ${f(u.unlimitedLossPercent, 1)} % lost; ` +
+              `machine ${f(u.busyUsPerPacket, 2)} µs busy per datagram received, forwarders ${f(u.linendUsPerPacket, 2)} µs` +
+              (u.hostUsPerPacket.length ? ` (host 1 ${f(u.hostUsPerPacket[0], 2)}, host 2 ${f(u.hostUsPerPacket[1], 2)})` : '') + '; ' +
+              `loss-free ${f(u.lossFreePps / 1000, 1)} kpps (probes ${u.probes})`);
+          }
+        }
+        if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));
+      } catch (e) {
+        // One contender failing (a broken variant) must not lose the others' figures.
+        console.log(`  ${name}: FAILED: ${e.message}`);
+      } finally {
+        await c?.stop();
       }
-      results[name] = { runs, summary: summarize(name, runs) };
-      print(results[name].summary, name === 'kernel-vxlan' ? null : results['kernel-vxlan']?.summary);
-      if (values.latency) {
-        const l = await latencyRun(topo, c.pids);
-        results[name].latency = l;
-        console.log(`  latency: ping RTT p50 ${f(l.rttP50Ms, 3)} ms, p99 ${f(l.rttP99Ms, 3)} ms (machine busy ${f(l.pingBusyCores)} cores, linends ${f(l.pingLinendCores)}); ` +
-          `request/response ${f(l.rrTps, 0)}/s, p50 ${f(l.rrP50Us, 1)} µs (machine busy ${f(l.rrBusyCores)} cores, linends ${f(l.rrLinendCores)})`);
-      }
-      results[name].udp = [];
-      for (const size of (values.udp ?? '').split(',').filter(Boolean).map(Number)) {
-        const u = await udpRun(topo, c.pids, size);
-        results[name].udp.push(u);
-        console.log(`  UDP ${size} B: unlimited ${f(u.sentPps / 1000, 1)} kpps sent, ${f(u.unlimitedPps / 1000, 1)} kpps received, ${f(u.unlimitedLossPercent, 1)} % lost; ` +
-          `machine ${f(u.busyUsPerPacket, 2)} µs busy per datagram received, linends ${f(u.linendUsPerPacket, 2)} µs` +
-          (u.hostUsPerPacket.length ? ` (host 1 ${f(u.hostUsPerPacket[0], 2)}, host 2 ${f(u.hostUsPerPacket[1], 2)})` : '') + '; ' +
-          `loss-free ${f(u.lossFreePps / 1000, 1)} kpps (probes ${u.probes})`);
-      }
-      if (values.json) writeFileSync(values.json, JSON.stringify(results, null, 2));
-    } catch (e) {
-      // One contender failing (a broken variant) must not lose the others' figures.
-      console.log(`  ${name}: FAILED: ${e.message}`);
-    } finally {
-      await c?.stop();
     }
   }
 } finally {
@@ -361,9 +387,13 @@ for (const name of CONTENDERS) {
   if (s) console.log(`  ${name}: ${f(median(s.gbps))} Gbit/s` + (results['kernel-vxlan'] && name !== 'kernel-vxlan'
     ? `, ${(median(s.gbps) / median(results['kernel-vxlan'].summary.gbps)).toFixed(2)}x kernel VXLAN` : '') +
     (results[name].latency ? `; RTT p50 ${f(results[name].latency.rttP50Ms, 3)} ms, request/response ${f(results[name].latency.rrTps, 0)}/s` : '') +
-    results[name].udp.map((u) => `; UDP ${u.size} B loss-free ${f(u.lossFreePps / 1000, 1)} kpps` +
+    (results[name].udp ?? []).map((u) => `; UDP ${u.size} B loss-free ${f(u.lossFreePps / 1000, 1)} kpps` +
       (results['kernel-vxlan'] && name !== 'kernel-vxlan'
-        ? ` (${(u.lossFreePps / results['kernel-vxlan'].udp.find((k) => k.size === u.size).lossFreePps).toFixed(2)}x)` : '')).join(''));
+        ? ` (${(u.lossFreePps / (results['kernel-vxlan'].udp?.find((k) => k.size === u.size)?.lossFreePps ?? NaN)).toFixed(2)}x)` : '')).join(''));
+}
+for (let round = 0; ROUNDS > 1 && round < ROUNDS; round++) {
+  const of = (name) => median((results[name]?.runs ?? []).filter((r) => r.round === round).map((r) => r.gbps));
+  console.log(`  round ${round + 1}: ` + CONTENDERS.map((name) => `${name} ${f(of(name))}`).join(', '));
 }
 for (const [name, file] of profiles) {
   // Where the machine's CPU went: share of all samples by process and symbol.

@@ -125,13 +125,14 @@ function vnetOf(w: Uint8Array) {
   const dv = new DataView(w.buffer, w.byteOffset);
   return { flags: w[0], gsoType: w[1], hdrLen: dv.getUint16(2, true), gsoSize: dv.getUint16(4, true), csumStart: dv.getUint16(6, true), csumOffset: dv.getUint16(8, true) };
 }
-// What the kernel does with a NEEDS_CSUM packet: complete the checksum from csum_start.
-function kernelComplete(p: Uint8Array): Uint8Array {
+// What the kernel does with a NEEDS_CSUM packet: complete the checksum at csumAt (TCP's by
+// default, 20 + 16) from csum_start 20, seeded with what the field holds.
+function kernelComplete(p: Uint8Array, csumAt = 36): Uint8Array {
   const q = p.slice();
-  const seed = (q[36] << 8) | q[37];
-  q[36] = 0; q[37] = 0;
+  const seed = (q[csumAt] << 8) | q[csumAt + 1];
+  q[csumAt] = 0; q[csumAt + 1] = 0;
   const c = inetChecksum(q, 20, q.length, seed);
-  q[36] = c >> 8; q[37] = c & 255;
+  q[csumAt] = c >> 8; q[csumAt + 1] = c & 255;
   return q;
 }
 
@@ -221,16 +222,6 @@ function udpHarness(udpMerge = true): Harness {
 function datagram(len: number, seed: number, sport = 5201): Uint8Array {
   return buildUdp('10.5.33.7', '10.5.72.5', sport, 40000, bytes(len, seed));
 }
-// The kernel's view of a USO write: the checksum completed from csum_start (offset 20 + 6).
-function udpComplete(p: Uint8Array): Uint8Array {
-  const q = p.slice();
-  const seed = (q[26] << 8) | q[27];
-  q[26] = 0; q[27] = 0;
-  const c = inetChecksum(q, 20, q.length, seed);
-  q[26] = c >> 8; q[27] = c & 255;
-  return q;
-}
-
 t.test('ingress merges equal UDP datagrams of a flow into one USO write', async (t) => {
   const h = udpHarness();
   const dgs = [0, 1, 2, 3, 4].map((i) => datagram(i === 4 ? 400 : 1000, i));
@@ -244,7 +235,7 @@ t.test('ingress merges equal UDP datagrams of a flow into one USO write', async 
   t.ok(ip.headerOk);
   t.equal(ip.ttl, 63);
   t.equal((p[24] << 8) | p[25], 8 + 4400, 'UDP length of the whole super-packet');
-  t.ok(l4ChecksumOk(udpComplete(p)), 'the checksum seed is the pseudo-header sum of the whole');
+  t.ok(l4ChecksumOk(kernelComplete(p, 26)), 'the checksum seed is the pseudo-header sum of the whole');
   t.same(p.subarray(28), concat(...dgs.map((d) => d.subarray(28))), 'payloads back to back, in order');
   t.equal(h.counter('ingress', 'forwarded'), 5);
 });

@@ -9,6 +9,7 @@
 //                 [--no-verify]  merge without validating each TCP segment's checksum
 //                 [--no-ttl]     do not decrement the TTL (flannel's UDP backend does)
 //                 [--recv N]     messages per recvmmsg (default 8)
+//                 [--flanneld]   flanneld's UDP backend loop instead (below)
 //
 // Egress (TUN -> UDP): IFF_VNET_HDR with TUN_F_CSUM|TSO4|TSO6; a TCPv4 super-packet is cut
 // into gso_size segments (IP length, ID and checksum, TCP seq, FIN/PSH on the last only, full
@@ -81,7 +82,7 @@ struct vnet_hdr {
 
 static int tun_fd, udp_fd;
 static struct sockaddr_in peer;
-static int verify = 1, ttl_hop = 1, recv_msgs = 8;
+static int verify = 1, ttl_hop = 1, recv_msgs = 8, flanneld = 0;
 static volatile sig_atomic_t stop;
 
 static struct {
@@ -473,6 +474,79 @@ static int ingress_round(void) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// --flanneld: one packet per system call, as flanneld's C proxy
+
+static void die(const char *what);
+
+static uint32_t route_net, route_mask;  // network order; mask 0 routes everything to the peer
+static size_t fl_buf_len;
+static struct {
+  uint64_t polls, tun_reads, max_tun_read, sends, send_errors, recvs, tun_writes, no_route, ttl_expired, dropped;
+} fl;
+
+// The TTL as flanneld treats it: decremented in both directions, the packet dropped at zero.
+static int fl_ttl(uint8_t *ip) {
+  if (ip[8] <= 1) { fl.ttl_expired++; return 0; }
+  ttl_decrement(ip);
+  return 1;
+}
+
+static int fl_tun_to_udp(uint8_t *buf) {
+  ssize_t n = read(tun_fd, buf, fl_buf_len);
+  if (n < 20) {
+    if (n >= 0) fl.dropped++;
+    return 0;  // EAGAIN, or a runt (flanneld also counts it as no activity)
+  }
+  fl.tun_reads++;
+  if ((uint64_t)n > fl.max_tun_read) fl.max_tun_read = (uint64_t)n;
+  uint32_t dst;
+  memcpy(&dst, buf + 16, 4);
+  if ((dst & route_mask) != route_net) { fl.no_route++; return 1; }
+  if (ttl_hop && !fl_ttl(buf)) return 1;
+  if (sendto(udp_fd, buf, (size_t)n, 0, (struct sockaddr *)&peer, sizeof peer) != n) fl.send_errors++;
+  fl.sends++;
+  return 1;
+}
+
+static int fl_udp_to_tun(uint8_t *buf) {
+  ssize_t n = recv(udp_fd, buf, fl_buf_len, MSG_DONTWAIT);
+  if (n < 20) {
+    if (n >= 0) fl.dropped++;
+    return 0;
+  }
+  fl.recvs++;
+  if (ttl_hop && !fl_ttl(buf)) return 1;
+  while (write(tun_fd, buf, (size_t)n) < 0) {
+    if (errno != EAGAIN && errno != EINTR) { fl.dropped++; break; }  // flanneld retries EAGAIN only
+  }
+  fl.tun_writes++;
+  return 1;
+}
+
+static void flanneld_loop(void) {
+  uint8_t *buf = malloc(fl_buf_len);
+  if (!buf) { fprintf(stderr, "ref-forwarder: alloc\n"); exit(1); }
+  struct pollfd pfd[2] = {{tun_fd, POLLIN, 0}, {udp_fd, POLLIN, 0}};
+  while (!stop) {
+    if (poll(pfd, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    fl.polls++;
+    if (!((pfd[0].revents | pfd[1].revents) & POLLIN)) continue;
+    // Both directions one packet at a time until both are dry, without polling in between.
+    while (fl_tun_to_udp(buf) + fl_udp_to_tun(buf)) {}
+  }
+  fprintf(stderr, "ref-forwarder counters: flanneld polls %llu tun_reads %llu max_tun_read %llu sendto %llu send_errors %llu "
+          "recv %llu tun_writes %llu no_route %llu ttl_expired %llu dropped %llu\n",
+          (unsigned long long)fl.polls, (unsigned long long)fl.tun_reads, (unsigned long long)fl.max_tun_read,
+          (unsigned long long)fl.sends, (unsigned long long)fl.send_errors, (unsigned long long)fl.recvs,
+          (unsigned long long)fl.tun_writes, (unsigned long long)fl.no_route, (unsigned long long)fl.ttl_expired,
+          (unsigned long long)fl.dropped);
+  free(buf);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Set-up
 
 static void die(const char *what) {
@@ -528,6 +602,7 @@ int main(int argc, char **argv) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--no-verify")) verify = 0;
     else if (!strcmp(a, "--no-ttl")) ttl_hop = 0;
+    else if (!strcmp(a, "--flanneld")) flanneld = 1;
     else if (v && !strcmp(a, "--tun")) tun = v, i++;
     else if (v && !strcmp(a, "--listen")) listen_at = v, i++;
     else if (v && !strcmp(a, "--peer")) peer_at = v, i++;
@@ -538,7 +613,7 @@ int main(int argc, char **argv) {
     else { fprintf(stderr, "ref-forwarder: unknown or incomplete option %s\n", a); return 2; }
   }
   if (!tun || !listen_at || !peer_at || strlen(tun) >= IFNAMSIZ || recv_msgs < 1 || recv_msgs > IN_MAX_MSGS) {
-    fprintf(stderr, "usage: ref-forwarder --tun NAME --listen IP:PORT --peer IP:PORT [--addr CIDR] [--mtu N] [--route CIDR] [--no-verify] [--no-ttl] [--recv N]\n");
+    fprintf(stderr, "usage: ref-forwarder --tun NAME --listen IP:PORT --peer IP:PORT [--addr CIDR] [--mtu N] [--route CIDR] [--no-verify] [--no-ttl] [--recv N] [--flanneld]\n");
     return 2;
   }
   struct sockaddr_in local;
@@ -550,11 +625,14 @@ int main(int argc, char **argv) {
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   strncpy(ifr.ifr_name, tun, IFNAMSIZ - 1);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
+  // flanneld opens its TUN as plain IFF_TUN | IFF_NO_PI: no virtio header, no offloads.
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (flanneld ? 0 : IFF_VNET_HDR);
   if (ioctl(tun_fd, TUNSETIFF, &ifr) < 0) die("TUNSETIFF");
-  int hdrsz = VNET_LEN;
-  if (ioctl(tun_fd, TUNSETVNETHDRSZ, &hdrsz) < 0) die("TUNSETVNETHDRSZ");
-  if (ioctl(tun_fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)) < 0) die("TUNSETOFFLOAD");
+  if (!flanneld) {
+    int hdrsz = VNET_LEN;
+    if (ioctl(tun_fd, TUNSETVNETHDRSZ, &hdrsz) < 0) die("TUNSETVNETHDRSZ");
+    if (ioctl(tun_fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)) < 0) die("TUNSETOFFLOAD");
+  }
   if (fcntl(tun_fd, F_SETFL, fcntl(tun_fd, F_GETFL) | O_NONBLOCK) < 0) die("O_NONBLOCK");
 
   // The device as linen's configureTun leaves it: MTU, own /32, no IPv6, up, accept_local, route.
@@ -567,14 +645,32 @@ int main(int argc, char **argv) {
 
   udp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (udp_fd < 0) die("socket");
-  setint(SOL_SOCKET, SO_RCVBUF, SOCKET_BUFFER);
-  setint(SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER);
-  setint(SOL_SOCKET, SO_SNDBUF, SOCKET_BUFFER);
-  setint(SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER);
-  setint(IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT);
-  setint(SOL_UDP, UDP_GRO, 1);
+  if (!flanneld) {  // flanneld's socket is net.ListenUDP's: no options set
+    setint(SOL_SOCKET, SO_RCVBUF, SOCKET_BUFFER);
+    setint(SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER);
+    setint(SOL_SOCKET, SO_SNDBUF, SOCKET_BUFFER);
+    setint(SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER);
+    setint(IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT);
+    setint(SOL_UDP, UDP_GRO, 1);
+  }
   if (bind(udp_fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind");
 
+  if (flanneld) {
+    // flanneld's buffer is MTU-sized; the route is the one CIDR all traffic goes to the peer by.
+    fl_buf_len = mtu ? (size_t)atoi(mtu) : 65535;
+    if (route) {
+      char net[32];
+      const char *slash = strchr(route, '/');
+      size_t nl = slash ? (size_t)(slash - route) : strlen(route);
+      int bits = slash ? atoi(slash + 1) : 32;
+      if (nl >= sizeof net || bits < 0 || bits > 32) { fprintf(stderr, "ref-forwarder: bad route %s\n", route); return 2; }
+      memcpy(net, route, nl);
+      net[nl] = 0;
+      if (inet_pton(AF_INET, net, &route_net) != 1) { fprintf(stderr, "ref-forwarder: bad route %s\n", route); return 2; }
+      route_mask = bits ? htonl(~(uint32_t)0 << (32 - bits)) : 0;
+      route_net &= route_mask;
+    }
+  }
   eg_arena = aligned_alloc(64, EG_ARENA);
   eg_split = aligned_alloc(64, EG_SPLIT);
   in_bufs = aligned_alloc(64, (size_t)IN_MAX_MSGS * IN_BUF);
@@ -585,6 +681,17 @@ int main(int argc, char **argv) {
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  if (flanneld) {
+    int rcv = 0, snd = 0;
+    socklen_t l1 = sizeof rcv, l2 = sizeof snd;
+    getsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &rcv, &l1);
+    getsockopt(udp_fd, SOL_SOCKET, SO_SNDBUF, &snd, &l2);
+    printf("ref-forwarder ready: flanneld loop, tun %s, listen %s, peer %s, ttl %d, buffer %zu, SO_RCVBUF %d, SO_SNDBUF %d\n",
+           tun, listen_at, peer_at, ttl_hop, fl_buf_len, rcv, snd);
+    fflush(stdout);
+    flanneld_loop();
+    return 0;
+  }
   printf("ref-forwarder ready: tun %s, listen %s, peer %s, verify %d, ttl %d, recv %d\n", tun, listen_at, peer_at, verify, ttl_hop, recv_msgs);
   fflush(stdout);
 

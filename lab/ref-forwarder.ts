@@ -25,7 +25,7 @@ export interface RefForwarders {
 }
 
 /** Starts one forwarder per host, each sending everything to the other host; `extraArgs` go
- * to both (--no-verify, --no-ttl, --recv N). Resolves once both are ready. */
+ * to both (--no-verify, --no-ttl, --recv N, --flanneld). Resolves once both are ready. */
 export async function startRefForwarders(topo: Topology, extraArgs: string[] = []): Promise<RefForwarders> {
   if (topo.hosts.length !== 2) throw new Error('ref-forwarder: needs exactly two hosts (one peer each)');
   const bin = labToolBinary('ref-forwarder');

@@ -7,11 +7,13 @@
 // c-ref-udp measures the design itself on this machine: lab/ref-forwarder.c, a minimal C forwarder
 // using the same kernel interfaces as linen UDP (TUN offloads, UDP GSO/GRO, merged TUN writes),
 // set up the same way; c-ref-udp+REF_FORWARDER_ARGS=--no-verify runs it without checksum checks.
+// c-flanneld-udp is the same program with --flanneld: flanneld's UDP backend loop (TUN without
+// offloads, one read+sendto per packet out, one recv+write per datagram in), the baseline linen replaces.
 //
 //   npm run build && node scripts/perf-probe.mjs [options]
 //     --runs N          measured runs per contender (default 3; the median is reported)
 //     --seconds S       iperf3 -t (default 5)
-//     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan, c-ref-udp; a linen contender may
+//     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan, c-ref-udp, c-flanneld-udp; a linen contender may
 //                       name another build as linen-vxlan@/path/to/checkout (A/B in one run)
 //                       and set variables in linend's environment: linen-vxlan+LINEN_X=1
 //     --queues N        linend --queues (default 1)
@@ -65,8 +67,8 @@ const ROUNDS = Number(values.rounds);
 const SYSCALLS = !values['no-syscalls'];
 const CONTENDERS = values.only.split(',').map((s) => s.trim()).filter(Boolean);
 const PER = 65536; // bytes of TCP payload the per-unit figures refer to
-// The syscalls linen's data path makes; everything else is lumped into "other".
-const SYSCALL_NAMES = ['read', 'writev', 'recvmmsg', 'sendmmsg', 'poll', 'ppoll', 'epoll_wait', 'epoll_pwait', 'futex', 'write'];
+// The syscalls linen's (and the C forwarders') data paths make; everything else is lumped into "other".
+const SYSCALL_NAMES = ['read', 'writev', 'recvmmsg', 'sendmmsg', 'poll', 'ppoll', 'epoll_wait', 'epoll_pwait', 'futex', 'write', 'sendto', 'recvfrom'];
 
 /** Per thread of pid: comm, CPU seconds, voluntary and involuntary context switches. */
 function threads(pid) {
@@ -247,15 +249,17 @@ async function startOne(kind, alt, topo) {
     const mesh = setupKernelVxlan(topo);
     return { pids: [], stop: async () => mesh.stop() };
   }
-  if (kind === 'c-ref-udp') {
+  if (kind === 'c-ref-udp' || kind === 'c-flanneld-udp') {
+    // Both set up alike (device, MTU, address, route, port); c-flanneld-udp runs flanneld's loop.
     topo.setPodMtu(linenTunnelMtu('udp', topo.underlayMtu));
-    const ref = await startRefForwarders(topo, (process.env.REF_FORWARDER_ARGS ?? '').split(/\s+/).filter(Boolean));
+    const args = [...(kind === 'c-flanneld-udp' ? ['--flanneld'] : []), ...(process.env.REF_FORWARDER_ARGS ?? '').split(/\s+/).filter(Boolean)];
+    const ref = await startRefForwarders(topo, args);
     return {
       pids: ref.pids(),
       stop: async () => {
         await ref.stop();
         // Its counters over all runs (warm-up included): segments per merged TUN write, etc.
-        ref.logs().forEach((l, i) => console.log(`  c-ref-udp host ${i + 1}: ${l.trim().replace(/^ref-forwarder counters: /, '')}`));
+        ref.logs().forEach((l, i) => console.log(`  ${kind} host ${i + 1}: ${l.trim().replace(/^ref-forwarder counters: /, '')}`));
       },
     };
   }

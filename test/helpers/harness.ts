@@ -8,6 +8,14 @@ import { ip4 } from './packets.js';
 
 export interface Sent { bytes: Uint8Array; addr: string; port: number; srcPort: number; segSize: number }
 
+/** The datagrams a send puts on the wire: one, or its UDP_SEGMENT burst cut every segSize bytes. */
+export function datagrams(s: Pick<Sent, 'bytes' | 'segSize'>): Uint8Array[] {
+  if (!s.segSize) return [s.bytes];
+  const out: Uint8Array[] = [];
+  for (let o = 0; o < s.bytes.length; o += s.segSize) out.push(s.bytes.subarray(o, Math.min(o + s.segSize, s.bytes.length)));
+  return out;
+}
+
 export class Harness {
   readonly core: Core;
   readonly desc: DescriptorView;

@@ -1,6 +1,6 @@
 // The wasm core, fed byte arrays and checked byte for byte, in both modes.
 import t from 'tap';
-import { Harness } from '../helpers/harness.js';
+import { Harness, datagrams } from '../helpers/harness.js';
 import {
   ip4, buildUdp, buildTcp, buildIcmpEcho, buildIp4, parseIp4, inetChecksum, l4ChecksumOk, bytes,
   vxlanHeader, ethHeader, concat, mac,
@@ -340,14 +340,6 @@ t.test('a full batch: 64 packets in, 64 datagrams out, in order', async (t) => {
   });
   t.equal(h.counter('egress', 'forwarded'), 64);
 });
-
-/** The datagrams a send stands for: one, or its UDP_SEGMENT burst cut every segSize bytes. */
-function datagrams(s: { bytes: Uint8Array; segSize: number }): Uint8Array[] {
-  if (s.segSize === 0) return [s.bytes];
-  const out: Uint8Array[] = [];
-  for (let o = 0; o < s.bytes.length; o += s.segSize) out.push(s.bytes.subarray(o, Math.min(o + s.segSize, s.bytes.length)));
-  return out;
-}
 
 t.test('equal datagrams to one peer leave as one UDP_SEGMENT send; order and bytes are kept', async (t) => {
   const h = udpCore();

@@ -1,7 +1,7 @@
 // Segmentation offload in the core: TSO/USO super-packets split into wire packets, and TCP
 // segments merged into super-packets for the TUN, checked byte for byte.
 import t from 'tap';
-import { Harness } from '../helpers/harness.js';
+import { Harness, datagrams } from '../helpers/harness.js';
 import {
   ip4, buildTcp, buildUdp, parseIp4, inetChecksum, l4ChecksumOk, bytes, vxlanHeader, ethHeader,
   concat, mac,
@@ -24,13 +24,6 @@ function vnet(gsoType: number, gsoSize: number, csumOffset: number, hdrLen = 0):
   return v;
 }
 
-// Cuts a send into its datagrams the way UDP_SEGMENT does.
-function datagrams(s: { bytes: Uint8Array; segSize: number }): Uint8Array[] {
-  if (!s.segSize) return [s.bytes];
-  const out: Uint8Array[] = [];
-  for (let o = 0; o < s.bytes.length; o += s.segSize) out.push(s.bytes.subarray(o, Math.min(o + s.segSize, s.bytes.length)));
-  return out;
-}
 
 function tcpFields(p: Uint8Array): { seq: number; flags: number; payload: Uint8Array } {
   const ip = parseIp4(p);

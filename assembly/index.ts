@@ -563,11 +563,7 @@ function oversizeTcpToTun(ip: u32, total: u32): bool {
 function mergeUdp(ip: u32, total: u32): bool {
   if (!mergeUdpCandidate(ip, total)) { mergeCloseFlow(ip); return false; }
   if (mergeUdpAppend(ip, total)) return true;
-  if (nTunw >= TUNW_CAP || nIov + ITEM_IOVS > IOV_CAP) return false;
-  if (!mergeUdpOpen(ip, total, nTunw, nIov, VNET_SCRATCH + nTunw * 16)) return false;
-  nTunw++;
-  nIov += ITEM_IOVS;
-  return true;
+  return mergeItemFree() && mergeUdpOpen(ip, total, nTunw, nIov, VNET_SCRATCH + nTunw * 16) && takeMergeItem();
 }
 
 // Adds a TCP segment to the batch's merge items. Returns false when it must be written alone.
@@ -575,8 +571,13 @@ function mergeTcp(ip: u32, total: u32): bool {
   let thlen = mergeCandidate(ip, total);
   if (thlen == 0) { mergeCloseFlow(ip); return false; }
   if (mergeAppend(ip, total, thlen)) return true;
-  if (nTunw >= TUNW_CAP || nIov + ITEM_IOVS > IOV_CAP) return false;
-  if (!mergeOpen(ip, total, thlen, nTunw, nIov, VNET_SCRATCH + nTunw * 16)) return false;
+  return mergeItemFree() && mergeOpen(ip, total, thlen, nTunw, nIov, VNET_SCRATCH + nTunw * 16) && takeMergeItem();
+}
+
+// A new merge item opens in the next TUN write and its ITEM_IOVS iovecs (and the write's slot
+// of VNET_SCRATCH): is there room for them, and, once it opened, they are taken.
+@inline function mergeItemFree(): bool { return nTunw < TUNW_CAP && nIov + ITEM_IOVS <= IOV_CAP; }
+@inline function takeMergeItem(): bool {
   nTunw++;
   nIov += ITEM_IOVS;
   return true;

@@ -241,27 +241,35 @@ function run(data: WorkerData): void {
       control();
       if (stopping) break;
     }
-    // Work both directions until both are dry, bounded so control messages are seen promptly.
-    for (let round = 0; round < 64; round++) {
-      let worked = false;
-      const n = native.tunReadBatch(tun.fd, mem, L.EG_IN_DESC, L.BATCH, egCap);
-      if (n > 0) {
-        io[TUN_READS] += n;
-        core.egress(n, Date.now());
-        flush();
-        worked = true;
-      }
-      const m = native.udpRecvBatch(sock.fd, mem, L.IN_IN_DESC, recvMax, inCap);
-      if (m > 0) {
-        io[UDP_RECEIVES] += m;
-        for (let next = 0; next < m;) {
-          next = core.ingress(m, Date.now(), next);
+    // Work the directions poll() found ready until each is dry, bounded so control messages are
+    // seen promptly. A batch shorter than asked for ended on EAGAIN: that fd is dry, and the next
+    // poll() (one system call for both fds) tells whether more came meanwhile, where reading
+    // each fd again would cost one call each (about 1 µs apiece on a paravirtualized machine).
+    let tunReady = (mask & 1) !== 0;
+    let sockReady = (mask & 2) !== 0;
+    for (let round = 0; round < 64 && (tunReady || sockReady); round++) {
+      if (tunReady) {
+        const n = native.tunReadBatch(tun.fd, mem, L.EG_IN_DESC, L.BATCH, egCap);
+        if (n > 0) {
+          io[TUN_READS] += n;
+          core.egress(n, Date.now());
           flush();
+          dirty = true;
         }
-        worked = true;
+        tunReady = n === L.BATCH;
       }
-      if (!worked) break;
-      dirty = true;
+      if (sockReady) {
+        const m = native.udpRecvBatch(sock.fd, mem, L.IN_IN_DESC, recvMax, inCap);
+        if (m > 0) {
+          io[UDP_RECEIVES] += m;
+          for (let next = 0; next < m;) {
+            next = core.ingress(m, Date.now(), next);
+            flush();
+          }
+          dirty = true;
+        }
+        sockReady = m === recvMax;
+      }
     }
     const now = Date.now();
     if (now - lastPublish >= PUBLISH_EVERY_MS) {

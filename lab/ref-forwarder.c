@@ -10,6 +10,9 @@
 //                 [--no-ttl]     do not decrement the TTL (flannel's UDP backend does)
 //                 [--recv N]     messages per recvmmsg (default 8)
 //                 [--flanneld]   flanneld's UDP backend loop instead (below)
+//                 [--threads]    one thread per direction instead of one loop for both
+//                 [--sg]         split without copying payloads: each send is a gather list of
+//                                per-segment headers and slices of the TUN read
 //
 // Egress (TUN -> UDP): IFF_VNET_HDR with TUN_F_CSUM|TSO4|TSO6; a TCPv4 super-packet is cut
 // into gso_size segments (IP length, ID and checksum, TCP seq, FIN/PSH on the last only, full
@@ -18,8 +21,8 @@
 // recvmmsg; consecutive TCP segments of one flow (wireguard-go's rules) are merged into one
 // super-packet written with one writev: a GSO_TCPV4 virtio_net_hdr, the first packet, then the
 // other segments' payloads, without copying. Everything else is written alone with a zero header.
-// Both fds are polled; after a wake-up both directions are worked in turn until both are dry
-// (bounded), as linen's worker does. SIGTERM/SIGINT print counters to stderr and end the
+// Both fds are polled; after a wake-up the ready directions are worked in turn, each until it is
+// dry (bounded), as linen's worker does. SIGTERM/SIGINT print counters to stderr and end the
 // process (the device goes with its fd).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -29,6 +32,7 @@
 #include <linux/if_tun.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -64,6 +68,7 @@
 #define EG_ARENA (2 << 20)     // non-GSO TUN packets kept in place until the round's sendmmsg
 #define EG_SPLIT (2 << 20)     // split segments
 #define EG_MSGS 256
+#define EG_SG_IOV 16384     // --sg: gather entries of one round's messages
 #define EG_READS_PER_ROUND 256
 #define IN_BUF 65536
 #define IN_MAX_MSGS 64
@@ -82,12 +87,13 @@ struct vnet_hdr {
 
 static int tun_fd, udp_fd;
 static struct sockaddr_in peer;
-static int verify = 1, ttl_hop = 1, recv_msgs = 8, flanneld = 0;
+static int verify = 1, ttl_hop = 1, recv_msgs = 8, flanneld = 0, threads = 0, sg = 0;
 static volatile sig_atomic_t stop;
+static void die(const char *what);
 
 static struct {
   uint64_t polls, rounds, tun_reads, gso_reads, segments, csum_completed, sendmmsg_calls, send_msgs, send_errors;
-  uint64_t recvmmsg_calls, recv_msgs, datagrams, tun_writes, merged_writes, merged_segments, bad_csum, dropped;
+  uint64_t recvmmsg_calls, recv_msgs, datagrams, tun_writes, merged_writes, merged_segments, bad_csum, dropped, in_dropped;
 } st;
 
 // ---------------------------------------------------------------------------------------------
@@ -166,16 +172,17 @@ static struct mmsghdr eg_msgs[EG_MSGS];
 static struct iovec eg_iov[EG_MSGS];
 static union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } eg_cmsg[EG_MSGS];
 static int eg_count;
+static struct iovec eg_sg_iov[EG_SG_IOV];
+static int eg_sg_used;
 
-static void eg_add(uint8_t *data, size_t len, uint16_t gso) {
+// Queues one message: a gather list (iov, n entries, len bytes in all), UDP_SEGMENT when gso.
+static void eg_add_iov(struct iovec *iov, size_t n, size_t len, uint16_t gso) {
   struct msghdr *m = &eg_msgs[eg_count].msg_hdr;
-  eg_iov[eg_count].iov_base = data;
-  eg_iov[eg_count].iov_len = len;
   memset(m, 0, sizeof *m);
   m->msg_name = &peer;
   m->msg_namelen = sizeof peer;
-  m->msg_iov = &eg_iov[eg_count];
-  m->msg_iovlen = 1;
+  m->msg_iov = iov;
+  m->msg_iovlen = n;
   if (gso && len > gso) {
     struct cmsghdr *c = (struct cmsghdr *)eg_cmsg[eg_count].buf;
     c->cmsg_level = SOL_UDP;
@@ -186,6 +193,12 @@ static void eg_add(uint8_t *data, size_t len, uint16_t gso) {
     m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
   }
   eg_count++;
+}
+
+static void eg_add(uint8_t *data, size_t len, uint16_t gso) {
+  eg_iov[eg_count].iov_base = data;
+  eg_iov[eg_count].iov_len = len;
+  eg_add_iov(&eg_iov[eg_count], 1, len, gso);
 }
 
 static void eg_flush(void) {
@@ -205,6 +218,7 @@ static void eg_flush(void) {
   eg_count = 0;
   eg_arena_pos = 0;
   eg_split_pos = 0;
+  eg_sg_used = 0;
 }
 
 // Completes a partial L4 checksum (NEEDS_CSUM without GSO).
@@ -271,14 +285,77 @@ static int split_tcp4(uint8_t *ip, size_t len, const struct vnet_hdr *vh) {
   return 0;
 }
 
+// --sg: as split_tcp4, but only the segments' headers are written (into eg_split); each message
+// is a gather list of header, payload slice, header, ... and the payloads stay in the TUN read,
+// which must therefore stay in place until the flush. The checksum is a sum over the payload
+// in place instead of a copy and a sum. Returns 1 when the caller must keep the read's slot.
+static int split_tcp4_sg(uint8_t *ip, size_t len, const struct vnet_hdr *vh) {
+  size_t ihl = (size_t)(ip[0] & 15) * 4;
+  if (ihl < 20 || vh->csum_start != ihl || len < ihl + 20 || ip[9] != IPPROTO_TCP) return -1;
+  size_t thl = (size_t)(ip[ihl + 12] >> 4) * 4;
+  size_t hl = ihl + thl;
+  size_t mss = vh->gso_size;
+  if (thl < 20 || hl > len || mss == 0) return -1;
+  size_t payload = len - hl;
+  size_t nseg = payload ? (payload + mss - 1) / mss : 1;
+  size_t segsz = hl + mss;
+  size_t per_msg = GSO_SEND_MAX / segsz;
+  if (per_msg > UDP_MAX_SEGS) per_msg = UDP_MAX_SEGS;
+  if (per_msg == 0) return -1;
+  size_t nmsg = (nseg + per_msg - 1) / per_msg;
+  size_t hdr_room = nseg * ((hl + 15) & ~(size_t)15);
+  if (hdr_room > EG_SPLIT || 2 * nseg > EG_SG_IOV || (int)nmsg > EG_MSGS) return split_tcp4(ip, len, vh);
+  if (eg_split_pos + hdr_room > EG_SPLIT || eg_sg_used + 2 * (int)nseg > EG_SG_IOV || eg_count + (int)nmsg > EG_MSGS) eg_flush();
+  uint16_t id0 = ld16(ip + 4);
+  uint32_t seq0 = ld32(ip + ihl + 4);
+  uint8_t flags = ip[ihl + 13];
+  ip[ihl + 16] = ip[ihl + 17] = 0;
+  struct iovec *msg_iov = &eg_sg_iov[eg_sg_used];
+  size_t in_msg = 0, msg_len = 0;
+  for (size_t i = 0; i < nseg; i++) {
+    size_t off = hl + i * mss;
+    size_t plen = payload ? (off + mss <= len ? mss : len - off) : 0;
+    uint8_t *s = eg_split + eg_split_pos;
+    eg_split_pos += (hl + 15) & ~(size_t)15;
+    memcpy(s, ip, hl);
+    st16(s + 2, (uint16_t)(hl + plen));
+    st16(s + 4, (uint16_t)(id0 + i));
+    ip_checksum(s);
+    uint8_t *t = s + ihl;
+    st32(t + 4, seq0 + (uint32_t)(i * mss));
+    if (i + 1 < nseg) t[13] = flags & (uint8_t)~(TCP_FIN | TCP_PSH);
+    uint64_t acc = pseudo(s, IPPROTO_TCP, thl + plen);
+    acc = sum_bytes(t, thl, acc);
+    acc = sum_bytes(ip + off, plen, acc);
+    store_sum(t + 16, (uint16_t)~fold(acc));
+    eg_sg_iov[eg_sg_used++] = (struct iovec){s, hl};
+    if (plen) eg_sg_iov[eg_sg_used++] = (struct iovec){ip + off, plen};
+    msg_len += hl + plen;
+    st.segments++;
+    if (++in_msg == per_msg || i + 1 == nseg) {
+      eg_add_iov(msg_iov, (size_t)(&eg_sg_iov[eg_sg_used] - msg_iov), msg_len, (uint16_t)segsz);
+      msg_iov = &eg_sg_iov[eg_sg_used];
+      msg_len = 0;
+      in_msg = 0;
+    }
+  }
+  return 1;
+}
+
+// Both rounds return the packets they took and leave in *_more whether their fd may hold more
+// (the round stopped at its bound, not at EAGAIN).
+static int eg_more, in_more;
+
 static int egress_round(void) {
   int got = 0;
+  eg_more = 1;
   for (int r = 0; r < EG_READS_PER_ROUND; r++) {
     if (eg_arena_pos + HEAD + TUN_READ_MAX > EG_ARENA || eg_count + 1 > EG_MSGS) eg_flush();
     uint8_t *slot = eg_arena + eg_arena_pos + HEAD - VNET_LEN;
     ssize_t n = read(tun_fd, slot, TUN_READ_MAX);
     if (n < 0) {
       if (errno == EINTR) continue;
+      eg_more = 0;
       break;  // EAGAIN (or an error: leave it to the next poll)
     }
     st.tun_reads++;
@@ -296,8 +373,12 @@ static int egress_round(void) {
     uint8_t gso = vh.gso_type & (uint8_t)~VNET_GSO_ECN;
     if (gso == VNET_GSO_TCPV4) {
       st.gso_reads++;
-      if (split_tcp4(ip, len, &vh) < 0) st.dropped++;
-      continue;  // the slot is free again: the segments were copied out
+      int kept = sg ? split_tcp4_sg(ip, len, &vh) : split_tcp4(ip, len, &vh);
+      if (kept < 0) st.dropped++;
+      // The payloads are sent from the slot (--sg): keep it until the flush. A flush inside the
+      // split emptied the arena in front of it, so the next slot simply follows this one.
+      if (kept == 1) eg_arena_pos = (size_t)(slot - eg_arena) - (HEAD - VNET_LEN) + ((HEAD + (size_t)n + 15) & ~(size_t)15);
+      continue;  // otherwise the slot is free again: the segments were copied out
     }
     if (gso != VNET_GSO_NONE) { st.dropped++; continue; }
     if ((vh.flags & VNET_F_NEEDS_CSUM) && complete_csum(ip, len, &vh) < 0) { st.dropped++; continue; }
@@ -332,7 +413,7 @@ static struct {
 } m;
 
 static void tun_write(struct iovec *iov, int n) {
-  if (writev(tun_fd, iov, n) < 0) st.dropped++;
+  if (writev(tun_fd, iov, n) < 0) st.in_dropped++;
   st.tun_writes++;
 }
 
@@ -374,12 +455,12 @@ static int tcp_csum_ok(const uint8_t *ip, size_t len, size_t ihl) {
 
 static void ingress_packet(uint8_t *ip, size_t len) {
   st.datagrams++;
-  if (len < 20 || (ip[0] >> 4) != 4 || (ip[0] & 15) < 5) { st.dropped++; return; }
+  if (len < 20 || (ip[0] >> 4) != 4 || (ip[0] & 15) < 5) { st.in_dropped++; return; }
   size_t tot = ld16(ip + 2);
-  if (tot > len || tot < (size_t)(ip[0] & 15) * 4) { st.dropped++; return; }
+  if (tot > len || tot < (size_t)(ip[0] & 15) * 4) { st.in_dropped++; return; }
   len = tot;
   if (ttl_hop) {
-    if (ip[8] <= 1) { st.dropped++; return; }
+    if (ip[8] <= 1) { st.in_dropped++; return; }
     ttl_decrement(ip);
   }
   size_t ihl = (size_t)(ip[0] & 15) * 4;
@@ -436,6 +517,7 @@ static void ingress_packet(uint8_t *ip, size_t len) {
 
 static int ingress_round(void) {
   int got = 0;
+  in_more = 0;
   for (int call = 0; call < IN_CALLS_PER_ROUND; call++) {
     for (int i = 0; i < recv_msgs; i++) {
       struct msghdr *h = &in_msgs[i].msg_hdr;
@@ -449,13 +531,13 @@ static int ingress_round(void) {
     }
     int n = recvmmsg(udp_fd, in_msgs, (unsigned)recv_msgs, MSG_DONTWAIT, NULL);
     st.recvmmsg_calls++;
-    if (n <= 0) break;
+    if (n <= 0) return got;
     st.recv_msgs += (uint64_t)n;
     got += n;
     for (int i = 0; i < n; i++) {
       struct msghdr *h = &in_msgs[i].msg_hdr;
       size_t len = in_msgs[i].msg_len;
-      if (h->msg_flags & MSG_TRUNC) { st.dropped++; continue; }
+      if (h->msg_flags & MSG_TRUNC) { st.in_dropped++; continue; }
       size_t gso = len;
       for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
         if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
@@ -468,15 +550,36 @@ static int ingress_round(void) {
       for (size_t off = 0; off < len; off += gso) ingress_packet(p + off, len - off < gso ? len - off : gso);
     }
     merge_flush();  // the buffers are reused by the next recvmmsg
-    if (n < recv_msgs) break;
+    if (n < recv_msgs) return got;
   }
+  in_more = 1;
   return got;
+}
+
+// --threads: each direction polls its own fd and works until dry, so that one direction's
+// batch never waits behind the other's.
+static void direction_loop(int fd, int (*round_fn)(void)) {
+  struct pollfd pfd = {fd, POLLIN, 0};
+  while (!stop) {
+    if (poll(&pfd, 1, 200) < 0) {  // a timeout: the signal may have gone to the other thread
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    for (int round = 0; round < WORK_ROUNDS; round++) {
+      st.rounds++;  // racy between the threads: a rough figure only
+      if (round_fn() == 0) break;
+    }
+  }
+}
+
+static void *egress_thread(void *unused) {
+  (void)unused;
+  direction_loop(tun_fd, egress_round);
+  return NULL;
 }
 
 // ---------------------------------------------------------------------------------------------
 // --flanneld: one packet per system call, as flanneld's C proxy
-
-static void die(const char *what);
 
 static uint32_t route_net, route_mask;  // network order; mask 0 routes everything to the peer
 static size_t fl_buf_len;
@@ -603,6 +706,8 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--no-verify")) verify = 0;
     else if (!strcmp(a, "--no-ttl")) ttl_hop = 0;
     else if (!strcmp(a, "--flanneld")) flanneld = 1;
+    else if (!strcmp(a, "--threads")) threads = 1;
+    else if (!strcmp(a, "--sg")) sg = 1;
     else if (v && !strcmp(a, "--tun")) tun = v, i++;
     else if (v && !strcmp(a, "--listen")) listen_at = v, i++;
     else if (v && !strcmp(a, "--peer")) peer_at = v, i++;
@@ -613,7 +718,7 @@ int main(int argc, char **argv) {
     else { fprintf(stderr, "ref-forwarder: unknown or incomplete option %s\n", a); return 2; }
   }
   if (!tun || !listen_at || !peer_at || strlen(tun) >= IFNAMSIZ || recv_msgs < 1 || recv_msgs > IN_MAX_MSGS) {
-    fprintf(stderr, "usage: ref-forwarder --tun NAME --listen IP:PORT --peer IP:PORT [--addr CIDR] [--mtu N] [--route CIDR] [--no-verify] [--no-ttl] [--recv N] [--flanneld]\n");
+    fprintf(stderr, "usage: ref-forwarder --tun NAME --listen IP:PORT --peer IP:PORT [--addr CIDR] [--mtu N] [--route CIDR] [--no-verify] [--no-ttl] [--recv N] [--flanneld] [--threads] [--sg]\n");
     return 2;
   }
   struct sockaddr_in local;
@@ -692,30 +797,40 @@ int main(int argc, char **argv) {
     flanneld_loop();
     return 0;
   }
-  printf("ref-forwarder ready: tun %s, listen %s, peer %s, verify %d, ttl %d, recv %d\n", tun, listen_at, peer_at, verify, ttl_hop, recv_msgs);
+  printf("ref-forwarder ready: tun %s, listen %s, peer %s, verify %d, ttl %d, recv %d, threads %d, sg %d\n", tun, listen_at, peer_at, verify, ttl_hop, recv_msgs, threads, sg);
   fflush(stdout);
 
+  if (threads) {
+    pthread_t eg;
+    if (pthread_create(&eg, NULL, egress_thread, NULL) != 0) die("pthread_create");
+    direction_loop(udp_fd, ingress_round);
+    pthread_join(eg, NULL);
+  }
   struct pollfd pfd[2] = {{tun_fd, POLLIN, 0}, {udp_fd, POLLIN, 0}};
-  while (!stop) {
+  while (!stop && !threads) {
     int r = poll(pfd, 2, -1);
     if (r < 0) {
       if (errno == EINTR) continue;
       die("poll");
     }
-    // As linen's worker: both directions in turn until both are dry (bounded), then poll again.
-    for (int round = 0; round < WORK_ROUNDS; round++) {
+    // As linen's worker: the directions poll() found ready, each until it is dry (bounded),
+    // then poll again (one call for both fds instead of a read that finds each empty).
+    const short ready = POLLIN | POLLERR | POLLHUP;  // ingress also on POLLERR: the receive clears it
+    int eg = (pfd[0].revents & ready) != 0, in = (pfd[1].revents & ready) != 0;
+    for (int round = 0; round < WORK_ROUNDS && (eg || in); round++) {
       st.rounds++;
-      if (egress_round() + ingress_round() == 0) break;  // ingress also on POLLERR: the receive clears it
+      if (eg) { egress_round(); eg = eg_more; }
+      if (in) { ingress_round(); in = in_more; }
     }
     st.polls++;
   }
   fprintf(stderr,
           "ref-forwarder counters: polls %llu rounds %llu tun_reads %llu gso_reads %llu segments %llu csum_completed %llu sendmmsg %llu send_msgs %llu send_errors %llu "
-          "recvmmsg %llu recv_msgs %llu datagrams %llu tun_writes %llu merged_writes %llu merged_segments %llu bad_csum %llu dropped %llu\n",
+          "recvmmsg %llu recv_msgs %llu datagrams %llu tun_writes %llu merged_writes %llu merged_segments %llu bad_csum %llu dropped %llu in_dropped %llu\n",
           (unsigned long long)st.polls, (unsigned long long)st.rounds, (unsigned long long)st.tun_reads, (unsigned long long)st.gso_reads, (unsigned long long)st.segments,
           (unsigned long long)st.csum_completed, (unsigned long long)st.sendmmsg_calls, (unsigned long long)st.send_msgs,
           (unsigned long long)st.send_errors, (unsigned long long)st.recvmmsg_calls, (unsigned long long)st.recv_msgs,
           (unsigned long long)st.datagrams, (unsigned long long)st.tun_writes, (unsigned long long)st.merged_writes,
-          (unsigned long long)st.merged_segments, (unsigned long long)st.bad_csum, (unsigned long long)st.dropped);
+          (unsigned long long)st.merged_segments, (unsigned long long)st.bad_csum, (unsigned long long)st.dropped, (unsigned long long)st.in_dropped);
   return 0;
 }

@@ -233,50 +233,73 @@ static int complete_csum(uint8_t *ip, size_t len, const struct vnet_hdr *vh) {
   return 0;
 }
 
+// How a TCPv4 super-packet is cut: its headers, the segments and the UDP_SEGMENT messages.
+struct split_plan {
+  size_t ihl, thl, hl, mss, payload, nseg, segsz, per_msg, nmsg;
+  uint16_t id0;
+  uint32_t seq0;
+  uint8_t flags;
+};
+
+static int plan_split(uint8_t *ip, size_t len, const struct vnet_hdr *vh, struct split_plan *p) {
+  p->ihl = (size_t)(ip[0] & 15) * 4;
+  if (p->ihl < 20 || vh->csum_start != p->ihl || len < p->ihl + 20 || ip[9] != IPPROTO_TCP) return -1;
+  p->thl = (size_t)(ip[p->ihl + 12] >> 4) * 4;
+  p->hl = p->ihl + p->thl;
+  p->mss = vh->gso_size;
+  if (p->thl < 20 || p->hl > len || p->mss == 0) return -1;
+  p->payload = len - p->hl;
+  p->nseg = p->payload ? (p->payload + p->mss - 1) / p->mss : 1;
+  p->segsz = p->hl + p->mss;
+  p->per_msg = GSO_SEND_MAX / p->segsz;
+  if (p->per_msg > UDP_MAX_SEGS) p->per_msg = UDP_MAX_SEGS;
+  if (p->per_msg == 0) return -1;
+  p->nmsg = (p->nseg + p->per_msg - 1) / p->per_msg;
+  p->id0 = ld16(ip + 4);
+  p->seq0 = ld32(ip + p->ihl + 4);
+  p->flags = ip[p->ihl + 13];
+  ip[p->ihl + 16] = ip[p->ihl + 17] = 0;  // the checksum field, summed as zero below
+  return 0;
+}
+
+// Segment i's payload length (the last may be shorter).
+static size_t segment_payload(const struct split_plan *p, size_t i) {
+  if (!p->payload) return 0;
+  size_t off = p->hl + i * p->mss;
+  return off + p->mss <= p->hl + p->payload ? p->mss : p->hl + p->payload - off;
+}
+
+// Writes segment i's IP and TCP headers at s (IP length, ID and checksum, TCP seq, FIN/PSH on
+// the last only) and returns the TCP checksum's sum so far: pseudo-header and TCP header.
+static uint64_t segment_header(uint8_t *s, const uint8_t *ip, const struct split_plan *p, size_t i, size_t plen) {
+  memcpy(s, ip, p->hl);
+  st16(s + 2, (uint16_t)(p->hl + plen));
+  st16(s + 4, (uint16_t)(p->id0 + i));
+  ip_checksum(s);
+  uint8_t *t = s + p->ihl;
+  st32(t + 4, p->seq0 + (uint32_t)(i * p->mss));
+  if (i + 1 < p->nseg) t[13] = p->flags & (uint8_t)~(TCP_FIN | TCP_PSH);
+  return sum_bytes(t, p->thl, pseudo(s, IPPROTO_TCP, p->thl + plen));
+}
+
 // Cuts a TCPv4 super-packet into wire segments laid back to back in eg_split and queues them
 // as UDP_SEGMENT messages of at most GSO_SEND_MAX bytes.
 static int split_tcp4(uint8_t *ip, size_t len, const struct vnet_hdr *vh) {
-  size_t ihl = (size_t)(ip[0] & 15) * 4;
-  if (ihl < 20 || vh->csum_start != ihl || len < ihl + 20 || ip[9] != IPPROTO_TCP) return -1;
-  size_t thl = (size_t)(ip[ihl + 12] >> 4) * 4;
-  size_t hl = ihl + thl;
-  size_t mss = vh->gso_size;
-  if (thl < 20 || hl > len || mss == 0) return -1;
-  size_t payload = len - hl;
-  size_t nseg = payload ? (payload + mss - 1) / mss : 1;
-  size_t segsz = hl + mss;
-  size_t per_msg = GSO_SEND_MAX / segsz;
-  if (per_msg > UDP_MAX_SEGS) per_msg = UDP_MAX_SEGS;
-  if (per_msg == 0) return -1;
-  size_t nmsg = (nseg + per_msg - 1) / per_msg;
-  if (eg_split_pos + nseg * segsz + 64 > EG_SPLIT || eg_count + (int)nmsg > EG_MSGS) eg_flush();
-  uint16_t id0 = ld16(ip + 4);
-  uint32_t seq0 = ld32(ip + ihl + 4);
-  uint8_t flags = ip[ihl + 13];
-  uint8_t *tcp = ip + ihl;
-  tcp[16] = tcp[17] = 0;
+  struct split_plan p;
+  if (plan_split(ip, len, vh, &p) < 0) return -1;
+  if (eg_split_pos + p.nseg * p.segsz + 64 > EG_SPLIT || eg_count + (int)p.nmsg > EG_MSGS) eg_flush();
   uint8_t *out = eg_split + eg_split_pos;
   uint8_t *msg_start = out;
   size_t in_msg = 0;
-  for (size_t i = 0; i < nseg; i++) {
-    size_t off = hl + i * mss;
-    size_t plen = payload ? (off + mss <= len ? mss : len - off) : 0;
-    uint8_t *s = out;
-    memcpy(s, ip, hl);
-    st16(s + 2, (uint16_t)(hl + plen));
-    st16(s + 4, (uint16_t)(id0 + i));
-    ip_checksum(s);
-    uint8_t *t = s + ihl;
-    st32(t + 4, seq0 + (uint32_t)(i * mss));
-    if (i + 1 < nseg) t[13] = flags & (uint8_t)~(TCP_FIN | TCP_PSH);
-    uint64_t acc = pseudo(s, IPPROTO_TCP, thl + plen);
-    acc = sum_bytes(t, thl, acc);
-    acc = copy_sum(s + hl, ip + off, plen, acc);
-    store_sum(t + 16, (uint16_t)~fold(acc));
-    out += hl + plen;
+  for (size_t i = 0; i < p.nseg; i++) {
+    size_t plen = segment_payload(&p, i);
+    uint64_t acc = segment_header(out, ip, &p, i, plen);
+    acc = copy_sum(out + p.hl, ip + p.hl + i * p.mss, plen, acc);
+    store_sum(out + p.ihl + 16, (uint16_t)~fold(acc));
+    out += p.hl + plen;
     st.segments++;
-    if (++in_msg == per_msg || i + 1 == nseg) {
-      eg_add(msg_start, (size_t)(out - msg_start), (uint16_t)segsz);
+    if (++in_msg == p.per_msg || i + 1 == p.nseg) {
+      eg_add(msg_start, (size_t)(out - msg_start), (uint16_t)p.segsz);
       msg_start = out;
       in_msg = 0;
     }
@@ -290,50 +313,25 @@ static int split_tcp4(uint8_t *ip, size_t len, const struct vnet_hdr *vh) {
 // which must therefore stay in place until the flush. The checksum is a sum over the payload
 // in place instead of a copy and a sum. Returns 1 when the caller must keep the read's slot.
 static int split_tcp4_sg(uint8_t *ip, size_t len, const struct vnet_hdr *vh) {
-  size_t ihl = (size_t)(ip[0] & 15) * 4;
-  if (ihl < 20 || vh->csum_start != ihl || len < ihl + 20 || ip[9] != IPPROTO_TCP) return -1;
-  size_t thl = (size_t)(ip[ihl + 12] >> 4) * 4;
-  size_t hl = ihl + thl;
-  size_t mss = vh->gso_size;
-  if (thl < 20 || hl > len || mss == 0) return -1;
-  size_t payload = len - hl;
-  size_t nseg = payload ? (payload + mss - 1) / mss : 1;
-  size_t segsz = hl + mss;
-  size_t per_msg = GSO_SEND_MAX / segsz;
-  if (per_msg > UDP_MAX_SEGS) per_msg = UDP_MAX_SEGS;
-  if (per_msg == 0) return -1;
-  size_t nmsg = (nseg + per_msg - 1) / per_msg;
-  size_t hdr_room = nseg * ((hl + 15) & ~(size_t)15);
-  if (hdr_room > EG_SPLIT || 2 * nseg > EG_SG_IOV || (int)nmsg > EG_MSGS) return split_tcp4(ip, len, vh);
-  if (eg_split_pos + hdr_room > EG_SPLIT || eg_sg_used + 2 * (int)nseg > EG_SG_IOV || eg_count + (int)nmsg > EG_MSGS) eg_flush();
-  uint16_t id0 = ld16(ip + 4);
-  uint32_t seq0 = ld32(ip + ihl + 4);
-  uint8_t flags = ip[ihl + 13];
-  ip[ihl + 16] = ip[ihl + 17] = 0;
+  struct split_plan p;
+  if (plan_split(ip, len, vh, &p) < 0) return -1;
+  size_t hdr_stride = (p.hl + 15) & ~(size_t)15;
+  if (p.nseg * hdr_stride > EG_SPLIT || 2 * p.nseg > EG_SG_IOV || (int)p.nmsg > EG_MSGS) return split_tcp4(ip, len, vh);
+  if (eg_split_pos + p.nseg * hdr_stride > EG_SPLIT || eg_sg_used + 2 * (int)p.nseg > EG_SG_IOV || eg_count + (int)p.nmsg > EG_MSGS) eg_flush();
   struct iovec *msg_iov = &eg_sg_iov[eg_sg_used];
   size_t in_msg = 0, msg_len = 0;
-  for (size_t i = 0; i < nseg; i++) {
-    size_t off = hl + i * mss;
-    size_t plen = payload ? (off + mss <= len ? mss : len - off) : 0;
-    uint8_t *s = eg_split + eg_split_pos;
-    eg_split_pos += (hl + 15) & ~(size_t)15;
-    memcpy(s, ip, hl);
-    st16(s + 2, (uint16_t)(hl + plen));
-    st16(s + 4, (uint16_t)(id0 + i));
-    ip_checksum(s);
-    uint8_t *t = s + ihl;
-    st32(t + 4, seq0 + (uint32_t)(i * mss));
-    if (i + 1 < nseg) t[13] = flags & (uint8_t)~(TCP_FIN | TCP_PSH);
-    uint64_t acc = pseudo(s, IPPROTO_TCP, thl + plen);
-    acc = sum_bytes(t, thl, acc);
-    acc = sum_bytes(ip + off, plen, acc);
-    store_sum(t + 16, (uint16_t)~fold(acc));
-    eg_sg_iov[eg_sg_used++] = (struct iovec){s, hl};
-    if (plen) eg_sg_iov[eg_sg_used++] = (struct iovec){ip + off, plen};
-    msg_len += hl + plen;
+  for (size_t i = 0; i < p.nseg; i++) {
+    size_t plen = segment_payload(&p, i);
+    uint8_t *s = eg_split + eg_split_pos, *payload = ip + p.hl + i * p.mss;
+    eg_split_pos += hdr_stride;
+    uint64_t acc = sum_bytes(payload, plen, segment_header(s, ip, &p, i, plen));
+    store_sum(s + p.ihl + 16, (uint16_t)~fold(acc));
+    eg_sg_iov[eg_sg_used++] = (struct iovec){s, p.hl};
+    if (plen) eg_sg_iov[eg_sg_used++] = (struct iovec){payload, plen};
+    msg_len += p.hl + plen;
     st.segments++;
-    if (++in_msg == per_msg || i + 1 == nseg) {
-      eg_add_iov(msg_iov, (size_t)(&eg_sg_iov[eg_sg_used] - msg_iov), msg_len, (uint16_t)segsz);
+    if (++in_msg == p.per_msg || i + 1 == p.nseg) {
+      eg_add_iov(msg_iov, (size_t)(&eg_sg_iov[eg_sg_used] - msg_iov), msg_len, (uint16_t)p.segsz);
       msg_iov = &eg_sg_iov[eg_sg_used];
       msg_len = 0;
       in_msg = 0;

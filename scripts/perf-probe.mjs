@@ -3,10 +3,12 @@
 // two-host topology, in the same run. For each contender: Gbit/s, and per 64 KiB of TCP payload
 // the system calls of each forwarder process (linend, or the C reference forwarder: perf stat
 // tracepoints), its threads' wake-ups (voluntary context switches) and CPU, and the machine's
-// CPU by kind (/proc/stat), with iperf3's own CPU. docs/performance.md is written from its output.
+// CPU by kind (/proc/stat), with iperf3's own CPU, and whether the stream's retransmissions were
+// losses or late segments (the pods' nstat counters). docs/performance.md is written from its output.
 // c-ref-udp measures the design itself on this machine: lab/ref-forwarder.c, a minimal C forwarder
 // using the same kernel interfaces as linen UDP (TUN offloads, UDP GSO/GRO, merged TUN writes),
-// set up the same way; c-ref-udp+REF_FORWARDER_ARGS=--no-verify runs it without checksum checks.
+// set up the same way; c-ref-udp+REF_FORWARDER_ARGS=--no-verify runs it without checksum checks,
+// =--threads with a thread per direction, =--sg with a split that sends gather lists (no copy).
 // c-flanneld-udp is the same program with --flanneld: flanneld's UDP backend loop (TUN without
 // offloads, one read+sendto per packet out, one recv+write per datagram in), the baseline linen replaces.
 //
@@ -34,6 +36,7 @@
 // Needs root (network namespaces), iperf3, and perf for the syscall counts. Host 1's pod sends
 // to host 2's pod: host 1's linend carries the data out (egress) and the ACKs in; host 2's the
 // reverse. Everything runs on this machine's cores, so same-run ratios are the signal.
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -138,6 +141,7 @@ async function tcpRun(topo, linendPids, profileTo) {
   const server = await startIperfServer({ ns: b.pod.ns, ip: b.pod.ip }, port, (SECONDS + 20) * 1000);
   try {
     const th0 = linendPids.map(threads);
+    const tcp0 = [tcpCounters(a.pod.ns), tcpCounters(b.pod.ns)];
     const sys0 = systemCpuSeconds();
     const t0 = process.hrtime.bigint();
     const client = startBounded(a.pod.ns, 'iperf3',
@@ -161,6 +165,7 @@ async function tcpRun(topo, linendPids, profileTo) {
     const wall = Number(process.hrtime.bigint() - t0) / 1e9;
     const sys1 = systemCpuSeconds();
     const th1 = linendPids.map(threads);
+    const tcp1 = [tcpCounters(a.pod.ns), tcpCounters(b.pod.ns)];
     const syscalls = await Promise.all(sc);
     if (prof) await prof;
     const json = JSON.parse(r.stdout);
@@ -174,6 +179,15 @@ async function tcpRun(topo, linendPids, profileTo) {
         user: d('user') + d('nice'), system: d('system'), softirq: d('softirq') + d('irq'), idle: d('idle') + d('iowait'), steal: d('steal'),
       },
       iperf3: ip1.reduce((s, v, i) => s + (v - ip0[i]), 0) * wall / ipWindow,
+      // Why segments were sent again: the sender's retransmitted segments, those the receiver
+      // reported as received twice (D-SACK: the first copy was late, not lost), the sender's
+      // reordering detections, and the receiver's out-of-order queueings.
+      tcp: {
+        retransSegs: tcp1[0].TcpRetransSegs - tcp0[0].TcpRetransSegs,
+        dsackSegs: tcp1[0].TcpExtTCPDSACKRecvSegs - tcp0[0].TcpExtTCPDSACKRecvSegs,
+        reorder: tcp1[0].TcpExtTCPSACKReorder - tcp0[0].TcpExtTCPSACKReorder,
+        ofo: tcp1[1].TcpExtTCPOFOQueue - tcp0[1].TcpExtTCPOFOQueue,
+      },
       linend: linendPids.map((pid, i) => ({ pid, threads: threadDelta(th0[i], th1[i]) })),
       // perf counted for SECONDS - 0.6 s: scale to the transfer's bytes by time
       syscalls: syscalls.map((c) => ({ counts: c, window: SECONDS - 0.6 })),
@@ -182,6 +196,14 @@ async function tcpRun(topo, linendPids, profileTo) {
     server.kill();
     await server.done;
   }
+}
+
+const TCP_COUNTERS = ['TcpRetransSegs', 'TcpExtTCPDSACKRecvSegs', 'TcpExtTCPSACKReorder', 'TcpExtTCPOFOQueue'];
+
+/** The namespace's TCP counters that tell loss from reordering (nstat, absolute values). */
+function tcpCounters(ns) {
+  const k = JSON.parse(execFileSync('ip', ['netns', 'exec', ns, 'nstat', '-az', '--json'], { encoding: 'utf8' })).kernel ?? {};
+  return Object.fromEntries(TCP_COUNTERS.map((n) => [n, k[n] ?? 0]));
 }
 
 /** Runs fn and returns its result with the machine's busy cores and the linends' CPU (cores) while it ran. */
@@ -278,6 +300,8 @@ const f = (v, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : 'n/a');
 function summarize(name, runs) {
   const per = (r) => PER / r.bytes * 1; // multiply a count over the run by this to get per 64 KiB
   const out = { name, gbps: runs.map((r) => r.gbps), retransmits: runs.map((r) => r.retransmits) };
+  const sum = (k) => runs.reduce((a, r) => a + r.tcp[k], 0);
+  out.tcp = { retransSegs: sum('retransSegs'), dsackSegs: sum('dsackSegs'), reorder: sum('reorder'), ofo: sum('ofo') };
   const wall = (r) => r.wall;
   // machine CPU, in cores (CPU seconds per second) and in CPU seconds per Gbit moved
   for (const k of ['user', 'system', 'softirq', 'idle']) out[`cores_${k}`] = median(runs.map((r) => r.machine[k] / wall(r)));
@@ -320,6 +344,9 @@ function print(s, kernel) {
   console.log(`\n${s.name}: ${f(g)} Gbit/s median of [${s.gbps.map((v) => f(v)).join(', ')}]${ratio}, retransmits [${s.retransmits.join(', ')}]`);
   console.log(`  machine cores: busy ${f(s.cores_busy)} = user ${f(s.cores_user)} + sys ${f(s.cores_system)} + softirq ${f(s.cores_softirq)}; idle ${f(s.cores_idle)}; iperf3 (both ends) ${f(s.cores_iperf3)}`);
   console.log(`  machine CPU s per Gbit: ${f(s.cpuPerGbit, 3)}`);
+  const t = s.tcp;
+  console.log(`  all runs: ${t.retransSegs} segments sent again, ${t.dsackSegs} of them reported received twice (D-SACK: late, not lost); ` +
+    `${t.reorder} reorderings seen by the sender, ${t.ofo} out-of-order queueings at the receiver`);
   s.hosts.forEach((h, i) => {
     console.log(`  forwarder host ${i + 1} (${i === 0 ? 'data out, ACKs in' : 'data in, ACKs out'}): worker ${f(h.worker_cores)} cores ` +
       `(user ${f(h.worker_user_cores)}, sys ${f(h.worker_sys_cores)}), other threads ${f(h.other_threads_cores)}; ` +

@@ -340,20 +340,17 @@ static int split_tcp4_sg(uint8_t *ip, size_t len, const struct vnet_hdr *vh) {
   return 1;
 }
 
-// Both rounds return the packets they took and leave in *_more whether their fd may hold more
-// (the round stopped at its bound, not at EAGAIN).
-static int eg_more, in_more;
-
+// Both rounds return what they took: the TUN packets read, or the messages received. A round
+// that took its whole bound (EG_READS_PER_ROUND, in_round_max()) may have left more behind; any
+// less, it stopped at EAGAIN and its fd was dry.
 static int egress_round(void) {
   int got = 0;
-  eg_more = 1;
   for (int r = 0; r < EG_READS_PER_ROUND; r++) {
     if (eg_arena_pos + HEAD + TUN_READ_MAX > EG_ARENA || eg_count + 1 > EG_MSGS) eg_flush();
     uint8_t *slot = eg_arena + eg_arena_pos + HEAD - VNET_LEN;
     ssize_t n = read(tun_fd, slot, TUN_READ_MAX);
     if (n < 0) {
       if (errno == EINTR) continue;
-      eg_more = 0;
       break;  // EAGAIN (or an error: leave it to the next poll)
     }
     st.tun_reads++;
@@ -513,9 +510,10 @@ static void ingress_packet(uint8_t *ip, size_t len) {
   m.iov[1].iov_base = ip;
 }
 
+static int in_round_max(void) { return IN_CALLS_PER_ROUND * recv_msgs; }
+
 static int ingress_round(void) {
   int got = 0;
-  in_more = 0;
   for (int call = 0; call < IN_CALLS_PER_ROUND; call++) {
     for (int i = 0; i < recv_msgs; i++) {
       struct msghdr *h = &in_msgs[i].msg_hdr;
@@ -529,7 +527,7 @@ static int ingress_round(void) {
     }
     int n = recvmmsg(udp_fd, in_msgs, (unsigned)recv_msgs, MSG_DONTWAIT, NULL);
     st.recvmmsg_calls++;
-    if (n <= 0) return got;
+    if (n <= 0) break;
     st.recv_msgs += (uint64_t)n;
     got += n;
     for (int i = 0; i < n; i++) {
@@ -548,9 +546,8 @@ static int ingress_round(void) {
       for (size_t off = 0; off < len; off += gso) ingress_packet(p + off, len - off < gso ? len - off : gso);
     }
     merge_flush();  // the buffers are reused by the next recvmmsg
-    if (n < recv_msgs) return got;
+    if (n < recv_msgs) break;
   }
-  in_more = 1;
   return got;
 }
 
@@ -817,8 +814,8 @@ int main(int argc, char **argv) {
     int eg = (pfd[0].revents & ready) != 0, in = (pfd[1].revents & ready) != 0;
     for (int round = 0; round < WORK_ROUNDS && (eg || in); round++) {
       st.rounds++;
-      if (eg) { egress_round(); eg = eg_more; }
-      if (in) { ingress_round(); in = in_more; }
+      if (eg) eg = egress_round() == EG_READS_PER_ROUND;
+      if (in) in = ingress_round() == in_round_max();
     }
     st.polls++;
   }

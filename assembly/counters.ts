@@ -1,5 +1,6 @@
 // Per-direction, per-verdict packet and byte counters, in linear memory so the shell can read
-// them without a call. Names for the numbers below live in src/dataplane/verdicts.ts.
+// them without a call. The shell's names for the verdicts (src/dataplane/abi.ts VERDICTS) are
+// generated from this enum: its member names in snake_case are the metric labels.
 import { COUNTERS, COUNTER_SLOTS } from './ring';
 
 export const DIR_EGRESS: u32 = 0;
@@ -20,8 +21,11 @@ export enum Verdict {
   IcmpRateLimited = 11,
   NoRoom = 12,
   Unsupported = 13,
+  // Not a drop: a peer's partial (offload) TCP/UDP checksum completed before the TUN write.
   ChecksumCompleted = 14,
+  // Ingress: the inner destination is not in this node's subnet (a peer may only deliver here).
   ForeignDestination = 15,
+  // Ingress, UDP mode: the datagram did not come from the flannel port every node sends from.
   WrongSourcePort = 16,
   Count = 17,
 }

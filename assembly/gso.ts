@@ -11,7 +11,8 @@
 // flow with the same length (the last may be shorter) are merged the same way into a USO
 // super-packet when the TUN takes those (Linux 6.2+); the kernel cuts it back into the same
 // datagrams for the pod.
-import { IOV_CAP, VNET_HDR_LEN, setTunWrite, setTunWrite2, setIovec } from './ring';
+import { IOV_CAP, VNET_HDR_LEN } from './ring';
+import { setTunWrite, setTunWrite2, setIovec } from './tables';
 import {
   load16be, load32be, store16be, store32be, ipHeaderLen, ipSetChecksum, sumBytes, fold,
   pseudoHeaderSum, isFragment, PROTO_TCP, PROTO_UDP,

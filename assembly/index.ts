@@ -7,22 +7,18 @@
 // Nothing here allocates: all state lives at the fixed addresses of ring.ts.
 import {
   BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_ENCAP_LEN, DESC_SIZE, D_OFFSET, D_LENGTH,
-  D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_SIZE, TW_FIRST, TW_COUNT, IOV_SIZE,
-  IOV_OFFSET, IOV_LENGTH, SEND_CAP, TUNW_CAP, IOV_CAP,
-  ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
-  SEND_DESC, TUN_WRITES, IOVECS, ZERO_VNET, VNET_SCRATCH, ICMP_AREA, EG_SLOTS, IN_SLOTS,
-  SPLIT_AREA, SPLIT_SIZE, SPLIT_PER_PACKET, ROUTES, ROUTE_SIZE, MAX_ROUTES, REGION_END, egressSlot, ingressSlot,
-  setTunWrite, setTunWrite2, setIovec,
+  D_ADDR, D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_CAP, IOV_CAP,
+  ICMP_CAP, ICMP_STRIDE, COUNTERS, COUNTER_SLOTS, EG_IN_DESC, IN_IN_DESC,
+  SEND_DESC, ZERO_VNET, VNET_SCRATCH, ICMP_AREA, SPLIT_AREA, SPLIT_PER_PACKET, REGION_END,
+  R_PUBLIC_IP, R_COUNTERS, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS, R_RX_BYTES,
 } from './ring';
+import { egressSlot, ingressSlot, setTunWrite, setTunWrite2, setIovec } from './tables';
 import { Verdict, count, resetCounters, DIR_EGRESS, DIR_INGRESS } from './counters';
 import {
   ipVersion, ipHeaderLen, ipTotalLen, ipTtl, ipSrc, ipDst, hasDF, ipHeaderValid,
   ipDecrementTtl, ipProto, PROTO_TCP, PROTO_UDP, completePartialL4, completeChecksum, isFragment,
 } from './ip';
-import {
-  routeLookup, routeAddr, routesReset, maskOf, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES,
-  R_RX_PACKETS, R_RX_BYTES,
-} from './routes';
+import { routeLookup, routeAddr, routesReset, maskOf } from './routes';
 import { vxlanFrame, vxlanCheck, vxlanSourcePort, vxlanConfigure } from './vxlan';
 import { udpFrame } from './udp';
 import {
@@ -35,21 +31,15 @@ import {
   CODE_NET_UNREACH, CODE_FRAG_NEEDED, CODE_TTL_EXCEEDED, FLANNEL_ICMP_TTL, ICMP_TTL,
 } from './icmp';
 
-// Every size, address and field offset of the layout (ring.ts, routes.ts), as globals.
-export {
-  BATCH, HEADROOM, SLOT_STRIDE, VNET_HDR_LEN, VXLAN_ENCAP_LEN, DESC_SIZE, D_OFFSET, D_LENGTH, D_ADDR,
-  D_PORT, D_SEGSIZE, D_SRCPORT, D_STATUS, D_SPARE, TUNW_SIZE, TW_FIRST, TW_COUNT, IOV_SIZE,
-  IOV_OFFSET, IOV_LENGTH, R_NET, R_LEN, R_PUBLIC_IP, R_MAC, R_TX_PACKETS, R_TX_BYTES, R_RX_PACKETS,
-  R_RX_BYTES, SEND_CAP, TUNW_CAP, IOV_CAP, COUNTERS, COUNTER_SLOTS, COUNTER_DIRS, EG_IN_DESC, IN_IN_DESC,
-  SEND_DESC, TUN_WRITES, IOVECS, EG_SLOTS, IN_SLOTS, SPLIT_AREA, SPLIT_SIZE, ROUTES, ROUTE_SIZE,
-  MAX_ROUTES, REGION_END,
-};
+// The whole layout (ring.ts) and the verdict enum, as globals: scripts/gen-abi.mjs turns these
+// exports into native/linen_abi.h and src/dataplane/abi.ts.
+export * from './ring';
+export { Verdict } from './counters';
 export { routeSet, routeRemove, routeFind, routesCount, routeLookup } from './routes';
 export { checksum } from './ip';
 
 export const MODE_UDP: u32 = 0;
 export const MODE_VXLAN: u32 = 1;
-export const VERDICT_COUNT: u32 = Verdict.Count;
 
 // ICMP error budget per destination (the offending packet's source): a burst of 50, refilled
 // at 1000 per second (Linux's icmp_msgs_per_sec), so one pod's flood cannot use up the path-MTU
@@ -152,7 +142,7 @@ export function setIngressUdpMerge(on: bool): void { mergeUdpOnIngress = on && v
 export function sendCount(): u32 { return nSend; }
 export function tunWriteCount(): u32 { return nTunw; }
 export function counterAddr(dir: u32, verdict: u32): u32 { return COUNTERS + (dir * COUNTER_SLOTS + verdict) * 16; }
-export function routeCounterAddr(index: i32): u32 { return routeAddr(index) + R_TX_PACKETS; }
+export function routeCounterAddr(index: i32): u32 { return routeAddr(index) + R_COUNTERS; }
 
 function beginBatch(now: u32): void {
   nSend = 0; nTunw = 0; nIov = 0; nIcmp = 0; splitUsed = 0;

@@ -2,9 +2,10 @@
 //
 // Everything lives at fixed addresses in a fixed-size linear memory (initial == maximum, never
 // grown), so the native addon can keep one base pointer for the life of the instance.
-// This file is the one source of the layout: the module exports every value below as a global;
-// the shell reads them from the instance, and the native addon's C header
-// (native/linen_abi.h) is generated from those exports by scripts/gen-abi-header.mjs.
+// This file is the one source of the layout: the module exports every value below as a global
+// (and each enum member as `Enum.Member`), and scripts/gen-abi.mjs turns those exports into the
+// native addon's C header (native/linen_abi.h) and the shell's TypeScript module
+// (src/dataplane/abi.ts). Nothing else may repeat a number or a name from here.
 // docs/memory-abi.md describes it.
 
 // Packets handled per egress() or ingress() call: one TUN read burst or one recvmmsg.
@@ -84,26 +85,25 @@ export const ROUTES: u32 = SPLIT_AREA + SPLIT_SIZE;
 export const ROUTE_HASH: u32 = ROUTES + MAX_ROUTES * ROUTE_SIZE;
 export const REGION_END: u32 = ROUTE_HASH + HASH_SLOTS * 4;
 
-// Where a slot's packet data is read to: the IP header lands at slot + HEADROOM.
-@inline export function egressSlot(i: u32): u32 { return EG_SLOTS + i * SLOT_STRIDE; }
-@inline export function ingressSlot(i: u32): u32 { return IN_SLOTS + i * SLOT_STRIDE; }
+// Route entry (ROUTE_SIZE bytes). The entry is the peer: its public IP and VTEP MAC, plus
+// per-peer counters the shell reads.
+export const R_NET: u32 = 0;       // u32 network, host order (free entries: next free index)
+export const R_LEN: u32 = 4;       // u8 prefix length
+export const R_USED: u32 = 5;      // u8 1 when in use
+export const R_PUBLIC_IP: u32 = 8; // u32 peer public IPv4, host order
+export const R_MAC: u32 = 12;      // [6] peer VTEP MAC
+export const R_COUNTERS: u32 = 24; // u64 [PeerCounter.Count], in the order below
 
-// TUN write w gathers the n iovecs from index iov on.
-@inline export function setTunWrite(w: u32, iov: u32, n: u32): void {
-  let tw = TUN_WRITES + w * TUNW_SIZE;
-  store<u32>(tw + TW_FIRST, iov);
-  store<u32>(tw + TW_COUNT, n);
+// A peer's counters, as u64 words from R_COUNTERS on. The shell copies them as a block of
+// PeerCounter.Count words, so the order here is the order everywhere.
+export enum PeerCounter {
+  TxPackets = 0,
+  TxBytes = 1,
+  RxPackets = 2,
+  RxBytes = 3,
+  Count = 4,
 }
-
-@inline export function setIovec(i: u32, addr: u32, len: u32): void {
-  let v = IOVECS + i * IOV_SIZE;
-  store<u32>(v + IOV_OFFSET, addr);
-  store<u32>(v + IOV_LENGTH, len);
-}
-
-// Fills TUN write w with two iovecs from index iov on: a header (the virtio_net_hdr) and a packet.
-@inline export function setTunWrite2(w: u32, iov: u32, hdr: u32, hdrLen: u32, pkt: u32, pktLen: u32): void {
-  setTunWrite(w, iov, 2);
-  setIovec(iov, hdr, hdrLen);
-  setIovec(iov + 1, pkt, pktLen);
-}
+export const R_TX_PACKETS: u32 = R_COUNTERS + PeerCounter.TxPackets * 8;
+export const R_TX_BYTES: u32 = R_COUNTERS + PeerCounter.TxBytes * 8;
+export const R_RX_PACKETS: u32 = R_COUNTERS + PeerCounter.RxPackets * 8;
+export const R_RX_BYTES: u32 = R_COUNTERS + PeerCounter.RxBytes * 8;

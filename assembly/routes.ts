@@ -4,19 +4,7 @@
 // prefix lengths that are in use, longest first; a flannel cluster uses one or two lengths, so a
 // lookup costs a couple of probes however many routes there are. A small direct-mapped cache in
 // front of it remembers recent addresses until the next table change.
-import { ROUTES, ROUTE_SIZE, MAX_ROUTES, ROUTE_HASH, HASH_SLOTS } from './ring';
-
-// Route entry (ROUTE_SIZE bytes). The entry is the peer: its public IP and VTEP MAC, plus
-// per-peer counters the shell can read.
-export const R_NET: u32 = 0;       // u32 network, host order (free entries: next free index)
-export const R_LEN: u32 = 4;       // u8 prefix length
-export const R_USED: u32 = 5;      // u8 1 when in use
-export const R_PUBLIC_IP: u32 = 8; // u32 peer public IPv4, host order
-export const R_MAC: u32 = 12;      // [6] peer VTEP MAC
-export const R_TX_PACKETS: u32 = 24;
-export const R_TX_BYTES: u32 = 32;
-export const R_RX_PACKETS: u32 = 40;
-export const R_RX_BYTES: u32 = 48;
+import { ROUTES, ROUTE_SIZE, MAX_ROUTES, ROUTE_HASH, HASH_SLOTS, R_NET, R_LEN, R_USED, R_PUBLIC_IP, R_MAC } from './ring';
 
 const HASH_BITS: u32 = 18; // log2(HASH_SLOTS)
 const CACHE_SLOTS: u32 = 256;

@@ -1,9 +1,8 @@
 // VXLAN framing (RFC 7348) as the Linux kernel builds and accepts it for flannel.<VNI>:
 // [VXLAN 8: flags 0x08, 3 reserved, VNI 24 bits, 1 reserved][Ethernet 14: dst, src, 0x0800][IPv4]
-import { VXLAN_ENCAP_LEN } from './ring';
+import { VXLAN_ENCAP_LEN, R_MAC } from './ring';
 import { Verdict } from './counters';
 import { load16be, load32be, store16be, store32be, ipProto, ipHeaderLen, isFragment, PROTO_TCP, PROTO_UDP } from './ip';
-import { R_MAC } from './routes';
 
 export const VXLAN_FLAG_VNI: u32 = 0x08;
 export const ETHERTYPE_IPV4: u32 = 0x0800;

@@ -5,6 +5,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
+import { LAYOUT, Verdict, PeerCounter, type Layout } from './abi.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
 
@@ -33,18 +34,27 @@ interface CoreExports {
   checksum(p: number, len: number): number;
 }
 
-// Every layout value the module exports (assembly/ring.ts and the route entry of routes.ts).
-const LAYOUT_NAMES = [
-  'BATCH', 'HEADROOM', 'SLOT_STRIDE', 'VNET_HDR_LEN', 'VXLAN_ENCAP_LEN',
-  'DESC_SIZE', 'D_OFFSET', 'D_LENGTH', 'D_ADDR', 'D_PORT', 'D_SEGSIZE', 'D_SRCPORT', 'D_STATUS', 'D_SPARE',
-  'TUNW_SIZE', 'TW_FIRST', 'TW_COUNT', 'IOV_SIZE', 'IOV_OFFSET', 'IOV_LENGTH',
-  'R_NET', 'R_LEN', 'R_PUBLIC_IP', 'R_MAC', 'R_TX_PACKETS', 'R_TX_BYTES', 'R_RX_PACKETS', 'R_RX_BYTES',
-  'SEND_CAP', 'TUNW_CAP', 'IOV_CAP', 'COUNTERS', 'COUNTER_SLOTS', 'COUNTER_DIRS',
-  'EG_IN_DESC', 'IN_IN_DESC', 'SEND_DESC', 'TUN_WRITES', 'IOVECS', 'EG_SLOTS', 'IN_SLOTS',
-  'SPLIT_AREA', 'SPLIT_SIZE',
-  'ROUTES', 'ROUTE_SIZE', 'MAX_ROUTES', 'REGION_END', 'VERDICT_COUNT', 'MODE_UDP', 'MODE_VXLAN',
-] as const;
-export type Layout = Record<(typeof LAYOUT_NAMES)[number], number>;
+export type { Layout } from './abi.js';
+
+/**
+ * Throws unless the instance's exported globals are the values src/dataplane/abi.ts was generated
+ * with: the shell's view of the layout and the module must come from the same build.
+ */
+function checkCoreLayout(exports: WebAssembly.Exports): void {
+  const rebuild = 'run "npm run build"';
+  const want: [string, number][] = [
+    ...Object.entries(LAYOUT),
+    ...Object.entries(Verdict).map(([m, v]): [string, number] => [`Verdict.${m}`, v]),
+    ...Object.entries(PeerCounter).map(([m, v]): [string, number] => [`PeerCounter.${m}`, v]),
+  ];
+  for (const [name, value] of want) {
+    const g = exports[name];
+    if (!(g instanceof WebAssembly.Global)) throw new Error(`linen: the wasm core lacks export ${name}; ${rebuild}`);
+    if (Number(g.value) !== value) {
+      throw new Error(`linen: the wasm core has ${name} = ${Number(g.value)}, src/dataplane/abi.ts says ${value}; ${rebuild}`);
+    }
+  }
+}
 
 export interface CoreOptions {
   mode: Mode;
@@ -110,16 +120,8 @@ export class Core {
     const instance = new WebAssembly.Instance(compile(opts.debug ?? false), {});
     this.exports = instance.exports as unknown as CoreExports;
     this.memory = this.exports.memory;
-    const layout: Partial<Layout> = {};
-    for (const name of LAYOUT_NAMES) {
-      const g = (instance.exports as Record<string, unknown>)[name];
-      if (!(g instanceof WebAssembly.Global)) throw new Error(`linen: wasm core lacks export ${name}`);
-      layout[name] = Number(g.value);
-    }
-    this.layout = layout as Layout;
-    if (this.layout.VERDICT_COUNT !== VERDICTS.length) {
-      throw new Error(`linen: wasm core has ${this.layout.VERDICT_COUNT} verdicts, the shell knows ${VERDICTS.length}`);
-    }
+    checkCoreLayout(instance.exports);
+    this.layout = LAYOUT;
     this.mode = opts.mode;
     this.vnetHdr = opts.vnetHdr ?? false;
     const modeNo = opts.mode === 'vxlan' ? this.layout.MODE_VXLAN : this.layout.MODE_UDP;
@@ -160,10 +162,10 @@ export class Core {
     const idx = this.exports.routeFind(subnet.ip >>> 0, subnet.prefixLen);
     if (idx < 0) return undefined;
     const p = this.exports.routeCounterAddr(idx);
-    const v = this.view;
+    const word = (k: number): bigint => this.view.getBigUint64(p + k * 8, true);
     return {
-      txPackets: v.getBigUint64(p, true), txBytes: v.getBigUint64(p + 8, true),
-      rxPackets: v.getBigUint64(p + 16, true), rxBytes: v.getBigUint64(p + 24, true),
+      txPackets: word(PeerCounter.TxPackets), txBytes: word(PeerCounter.TxBytes),
+      rxPackets: word(PeerCounter.RxPackets), rxBytes: word(PeerCounter.RxBytes),
     };
   }
 

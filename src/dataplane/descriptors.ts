@@ -1,19 +1,9 @@
 // One typed view of the tables the native addon and the wasm core share (docs/memory-abi.md):
-// packet descriptors, TUN writes and iovecs. Every size and field offset comes from the core's
-// exports (Core.layout); nothing here repeats a number. Also the start-up check that the addon
-// was compiled with that same layout.
-import type { Layout } from './core.js';
+// packet descriptors, TUN writes and iovecs. Every size and field offset comes from the
+// generated layout (abi.ts); nothing here repeats a number. Also the start-up check that the
+// addon was compiled with that same layout.
+import { LAYOUT, type Layout } from './abi.js';
 import type { NativeLayout } from './native.js';
-
-/** The layout values of the three record types. */
-export const DESCRIPTOR_FIELDS = [
-  'DESC_SIZE', 'D_OFFSET', 'D_LENGTH', 'D_ADDR', 'D_PORT', 'D_SEGSIZE', 'D_SRCPORT', 'D_STATUS', 'D_SPARE',
-  'TUNW_SIZE', 'TW_FIRST', 'TW_COUNT', 'IOV_SIZE', 'IOV_OFFSET', 'IOV_LENGTH',
-] as const;
-export type DescriptorLayout = Pick<Layout, (typeof DESCRIPTOR_FIELDS)[number]>;
-
-/** What the addon must have been compiled with: the records and the virtio_net_hdr size. */
-export const ADDON_LAYOUT_FIELDS = [...DESCRIPTOR_FIELDS, 'VNET_HDR_LEN'] as const;
 
 export interface Descriptor {
   offset: number;
@@ -31,7 +21,7 @@ export class DescriptorView {
   private readonly dv: DataView;
 
   /** `buffer` is a core's memory buffer; the memory never grows, so the view stays valid. */
-  constructor(buffer: ArrayBuffer, private readonly L: DescriptorLayout) {
+  constructor(buffer: ArrayBuffer, private readonly L: Layout) {
     this.dv = new DataView(buffer);
   }
 
@@ -74,13 +64,13 @@ export class DescriptorView {
 
 /**
  * Throws unless the native addon was compiled with the core's layout: every field the addon
- * reports must equal the core's export of the same name, and the fields it needs must be there.
+ * reports must equal the core's value of the same name, and every layout value must be there.
  * A mismatch means the addon and the wasm module come from different builds.
  */
-export function checkAddonLayout(addon: NativeLayout | undefined, core: Readonly<Record<string, number>>): void {
+export function checkAddonLayout(addon: NativeLayout | undefined, core: Readonly<Record<string, number>> = LAYOUT): void {
   const rebuild = 'rebuild both with "npm run build"';
   if (!addon) throw new Error(`linen: the native addon reports no memory layout (built before layout checks); ${rebuild}`);
-  for (const name of ADDON_LAYOUT_FIELDS) {
+  for (const name of Object.keys(LAYOUT)) {
     if (addon[name] === undefined) throw new Error(`linen: the native addon was built without layout field ${name}; ${rebuild}`);
   }
   for (const [name, value] of Object.entries(addon)) {

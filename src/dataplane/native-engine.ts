@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { loadNative, type NativeIO } from './native.js';
 import { Core, type CounterSnapshot } from './core.js';
 import { checkAddonLayout } from './descriptors.js';
+import { PeerCounter } from './abi.js';
 import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
 import type { Engine, EngineFeatures, EngineOptions, EngineStats, EngineEvents, PeerTraffic, RouteSource, SlottedRoute } from './engine.js';
 import {
@@ -218,10 +219,13 @@ export class NativeEngine implements Engine {
     const peers: PeerTraffic[] = [];
     for (const { route, slot } of this.source.routes()) {
       if (slot < 0 || slot >= PEER_SLOTS) continue;
-      const sum = [0n, 0n, 0n, 0n];
+      const sum = new Array<bigint>(PEER_WORDS).fill(0n);
       const at = this.layout.peers + slot * PEER_WORDS;
       for (const { s, words } of live) for (let k = 0; k < PEER_WORDS; k++) sum[k] += s.retired[at + k] + words[at + k];
-      peers.push({ subnet: route.subnet, txPackets: sum[0], txBytes: sum[1], rxPackets: sum[2], rxBytes: sum[3] });
+      peers.push({
+        subnet: route.subnet, txPackets: sum[PeerCounter.TxPackets], txBytes: sum[PeerCounter.TxBytes],
+        rxPackets: sum[PeerCounter.RxPackets], rxBytes: sum[PeerCounter.RxBytes],
+      });
     }
     const counters = {} as CounterSnapshot;
     const slotsPerDir = this.layout.counterWords / 2 / DIRECTIONS.length;

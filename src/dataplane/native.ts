@@ -66,10 +66,6 @@ export interface NativeConstants {
   readonly TUN_F_UFO: number;
   readonly TUN_F_USO4: number;
   readonly TUN_F_USO6: number;
-  readonly VNET_HDR_LEN: number;
-  readonly DESC_SIZE: number;
-  readonly TUNW_SIZE: number;
-  readonly IOV_SIZE: number;
   /** Most iovecs in one TUN write (UIO_MAXIOV). */
   readonly MAX_IOV: number;
   /** Most fds in one wait() call (the result is a 32-bit mask). */
@@ -87,9 +83,9 @@ export interface NativeError extends Error {
   written?: number;
 }
 
-/** The memory layout the addon was compiled with (native/linen_abi.h, generated from the wasm
- * core's exports): DESC_SIZE, the D_* descriptor field offsets, TUNW_SIZE, TW_*, IOV_SIZE,
- * IOV_* and VNET_HDR_LEN. checkAddonLayout() (descriptors.ts) compares it with the core's. */
+/** The memory layout the addon was compiled with (native/linen_abi.h, generated with abi.ts
+ * from the wasm core's exports): every value of abi.ts's LAYOUT. checkAddonLayout()
+ * (descriptors.ts) compares it with the core's. */
 export type NativeLayout = Readonly<Record<string, number>>;
 
 export interface NativeIO {

@@ -2,7 +2,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { EngineOptions, EngineFeatures, SlottedRoute } from './engine.js';
 import type { PeerRoute } from '../peer-route.js';
-import type { Layout } from './core.js';
+import { PeerCounter, type Layout } from './abi.js';
 import type { IPv4Net } from '../net.js';
 
 export interface WorkerData {
@@ -37,15 +37,14 @@ export type WorkerReport =
 
 // Layout of the stats SharedArrayBuffer (u64 each): the I/O counters below, then the core's
 // verdict counters (COUNTERS region copied as is), then PEER_SLOTS slots of PEER_WORDS words
-// with each peer route's counters in the core's order (tx packets, tx bytes, rx packets, rx
-// bytes), then one word: the seq of the last 'publish' request served. The main thread assigns
+// with each peer route's counters in the core's PeerCounter order, then one word: the seq of the last 'publish' request served. The main thread assigns
 // the slots; a route beyond PEER_SLOTS is forwarded but not counted per peer.
 export { IO_STATS, type IoStat } from './engine.js';
 import { IO_STATS } from './engine.js';
 export const STAT_HEARTBEAT = IO_STATS.indexOf('heartbeat_ms');
 export const STAT_EXTRA = IO_STATS.length;
 export const PEER_SLOTS = 4096;
-export const PEER_WORDS = 4;
+export const PEER_WORDS = PeerCounter.Count;
 
 /** Word indexes of that layout for a core whose counters take counterWords words. */
 export interface StatsLayout {

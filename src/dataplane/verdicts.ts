@@ -1,27 +1,7 @@
-// Names of the wasm core's verdict counters, in the order of assembly/counters.ts `Verdict`.
-// The core exports VERDICT_COUNT; loadCore() refuses a module whose count differs from this list.
-export const VERDICTS = [
-  'forwarded',
-  'no_route',
-  'ttl_expired',
-  'malformed',
-  'spoofed',
-  'wrong_vni',
-  'too_big',
-  'bad_vxlan_flags',
-  'wrong_mac',
-  'not_ipv4',
-  'icmp_sent',
-  'icmp_rate_limited',
-  'no_room',
-  'unsupported',
-  // not a drop: a peer's partial (offload) TCP/UDP checksum completed before the TUN write
-  'checksum_completed',
-  // ingress: the inner destination is not in this node's subnet (a peer may only deliver here)
-  'foreign_destination',
-  // ingress, UDP mode: the datagram did not come from the flannel port every node sends from
-  'wrong_source_port',
-] as const;
+// Names of the wasm core's verdict counters (assembly/counters.ts `Verdict`), in the core's
+// order: generated into abi.ts, so the shell cannot disagree with the module it loads.
+import { VERDICTS } from './abi.js';
+export { VERDICTS };
 
 export type VerdictName = (typeof VERDICTS)[number];
 

@@ -82,7 +82,7 @@ function runConfig(t: Test, name: string, opts: CoreOptions, packets: number): v
     const i = Math.floor((off - slots) / L.SLOT_STRIDE);
     return i >= 0 && i < IN_USE && off + len <= slots + (i + 1) * L.SLOT_STRIDE;
   };
-  const icmpArea = L.IOVECS + L.IOV_CAP * L.IOV_SIZE;
+  const icmpArea = L.ZERO_VNET; // the zero vnet header, the vnet scratch and the ICMP area
   const inIcmpArea = (off: number, len: number) =>
     (off >= icmpArea && off + len <= L.EG_SLOTS) || (off >= L.SPLIT_AREA && off + len <= L.SPLIT_AREA + L.SPLIT_SIZE);
 

@@ -18,7 +18,8 @@ import { Core } from "../../src/dataplane/core.js";
 import { DgramEngine } from "../../src/dataplane/dgram-engine.js";
 import type { EngineOptions } from "../../src/dataplane/engine.js";
 import { NativeEngine } from "../../src/dataplane/native-engine.js";
-import { ADDON_LAYOUT_FIELDS, checkAddonLayout } from "../../src/dataplane/descriptors.js";
+import { checkAddonLayout } from "../../src/dataplane/descriptors.js";
+import { LAYOUT } from "../../src/dataplane/abi.js";
 import { netnsLab } from "../helpers/netns.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -53,8 +54,8 @@ t.test("native.ts loads the addon from the repository's build/", async (t) => {
   for (const [k, v] of Object.entries(TUN_F)) {
     t.equal(io.constants[`TUN_F_${k}` as keyof typeof io.constants], v, `TUN_F_${k}`);
   }
-  t.equal(io.constants.DESC_SIZE, 24);
-  t.equal(io.constants.VNET_HDR_LEN, 10);
+  t.equal(io.layout.DESC_SIZE, 24);
+  t.equal(io.layout.VNET_HDR_LEN, 10);
   for (const fn of ["tunOpen", "tunSetOffload", "tunReadBatch", "tunWriteBatch", "udpOpen", "udpRecvBatch",
     "udpSendBatch", "udpGsoEnabled", "udpSetGso", "eventfdOpen", "eventfdSignal", "eventfdDrain", "wait", "close"]) {
     t.type((io as unknown as Record<string, unknown>)[fn], "function", fn);
@@ -71,7 +72,7 @@ t.test("native.ts loads the addon from the repository's build/", async (t) => {
 
 t.test("the addon was compiled with the wasm core's layout; a differing layout is refused", async (t) => {
   const core = new Core({ mode: "udp", port: 8285, mtu: 1472, subnet: { ip: 0, prefixLen: 24 } });
-  for (const name of ADDON_LAYOUT_FIELDS) t.equal(io.layout[name], core.layout[name], `addon ${name} = core ${name}`);
+  for (const name of Object.keys(LAYOUT) as (keyof typeof LAYOUT)[]) t.equal(io.layout[name], core.layout[name], `addon ${name} = core ${name}`);
   t.doesNotThrow(() => checkAddonLayout(io.layout, core.layout), "the built pair agrees");
   const moved = { ...core.layout, D_LENGTH: core.layout.D_LENGTH + 4 };
   t.throws(() => checkAddonLayout(io.layout, moved), {
@@ -96,8 +97,8 @@ t.test("the addon was compiled with the wasm core's layout; a differing layout i
     Object.defineProperty(io, "layout", { value: real, configurable: true });
   }
   t.equal(io.layout, real);
-  const check = spawnSync(process.execPath, [join(repoRoot(), "scripts", "gen-abi-header.mjs"), "--check"], { encoding: "utf8" });
-  t.equal(check.status, 0, `native/linen_abi.h is what the built core generates ${check.stderr}`);
+  const check = spawnSync(process.execPath, [join(repoRoot(), "scripts", "gen-abi.mjs"), "--check"], { encoding: "utf8" });
+  t.equal(check.status, 0, `native/linen_abi.h and src/dataplane/abi.ts are what the built core generates ${check.stderr}`);
 });
 
 t.test("tunOpen: plain, vnetHdr, multi-queue; TUNSETOFFLOAD probing", async (t) => {

@@ -30,8 +30,12 @@ export enum Verdict {
   Count = 17,
 }
 
+// Address of the [packets, bytes] pair of a direction's verdict.
+@inline function slotAddr(dir: u32, verdict: u32): u32 { return COUNTERS + (dir * COUNTER_SLOTS + verdict) * 16; }
+export function counterAddr(dir: u32, verdict: u32): u32 { return slotAddr(dir, verdict); }
+
 @inline export function count(dir: u32, v: Verdict, bytes: u32): void {
-  let p = COUNTERS + (dir * COUNTER_SLOTS + <u32>v) * 16;
+  let p = slotAddr(dir, <u32>v);
   store<u64>(p, load<u64>(p) + 1);
   store<u64>(p + 8, load<u64>(p + 8) + <u64>bytes);
 }

@@ -44,6 +44,7 @@
 // DESC_SIZE, D_*, TUNW_SIZE, TW_*, IOV_SIZE, IOV_*, VNET_HDR_LEN: the layout generated from the
 // wasm core (scripts/gen-abi.mjs).
 #include "linen_abi.h"
+#include "linen_route.h"
 
 #define MAX_IOV 1024      // UIO_MAXIOV: writev() refuses more
 #define MAX_READ 1024     // descriptors per tunReadBatch/udpRecvBatch call (their offsets are kept)
@@ -897,6 +898,7 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_set_named_property(env, l, abi[i].name, num(env, abi[i].v));
   napi_object_freeze(env, l);
   napi_set_named_property(env, exports, "layout", l);
+  linen_route_register(env, exports);
   return exports;
 }
 

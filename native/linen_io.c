@@ -845,7 +845,7 @@ static napi_value sd_notify(napi_env env, napi_callback_info info) {
 
 static napi_value abi_version(napi_env env, napi_callback_info info) {
   (void)info;
-  return num(env, 2);
+  return num(env, 3);
 }
 
 // ---- module -----------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   try {
     engine = await dataplaneFor(o, node, peers, ready, log);
     kernel?.start();
-    peers.setStatic(setup.peers);
+    await peers.setStatic(setup.peers);
     await writeSubnetEnv(o.subnetFile, { network: setup.config.network, subnet: setup.subnet, mtu: node.mtu, ipMasq: o.ipMasq });
     log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}`).join(', ') || 'none'}; ` +
       `own subnet ${formatCIDR(setup.subnet)}${backend.mode === 'vxlan' ? `, VtepMAC ${formatMAC(mac)}` : ''}`);

@@ -1,6 +1,7 @@
-// Typed access to the native I/O addon (native/linen_io.c). node-gyp-build finds it: a local
-// build (build/Release/linen_io.node, from npm run build) first, else the prebuilt one the
-// package ships for this platform (prebuilds/<platform>-<arch>/, made by scripts/prebuild.sh).
+// Typed access to the native I/O addon (native/linen_io.c; linen_route.c for kernel routes).
+// node-gyp-build finds it: a local build (build/Release/linen_io.node, from npm run build)
+// first, else the prebuilt one the package ships for this platform (prebuilds/<platform>-<arch>/,
+// made by scripts/prebuild.sh).
 //
 // The addon knows file descriptors and memory regions, nothing about packets. Batched calls take
 // the wasm instance's linear memory (its ArrayBuffer) and byte offsets of descriptor tables
@@ -138,10 +139,37 @@ export interface NativeIO {
   setBlocking(fd: number, blocking: boolean): void;
   /** Sends `message` to systemd's NOTIFY_SOCKET (a leading '@' is the abstract namespace). */
   sdNotify(socketPath: string, message: string): void;
+
+  /**
+   * rtnetlink requests, 4 words each in `ops` (kind: ROUTE_OP, destination, prefix length,
+   * gateway; addresses as host-order numbers), run off the JS thread. Routes are in the main
+   * table out of `dev`, as `ip route replace|del <dst>/<len> via <gateway> dev <dev>`; a lookup
+   * (prefix length 32, no gateway) is `ip route get <dst>`. One answer per request, in order.
+   * Throws before any work on bad arguments; rejects when netlink or `dev` itself fails.
+   */
+  routeBatch(dev: string, ops: Uint32Array): Promise<RouteAnswer[]>;
+  /** The main table's IPv4 unicast routes with a gateway out of `dev`: (destination, prefix
+   * length, gateway) triples, off the JS thread. */
+  routeDump(dev: string): Promise<Uint32Array>;
+}
+
+/** The request kinds of routeBatch. */
+export const ROUTE_OP = { replace: 1, delete: 2, get: 3 } as const;
+
+/** routeBatch's answer to one request. */
+export interface RouteAnswer {
+  /** 0, or the errno the kernel answered. */
+  errno: number;
+  /** The kernel's own message for the failure (extended ack), else strerror; '' on success. */
+  error: string;
+  /** A lookup's route: its type (RTN_*), gateway when it has one, and output interface. */
+  type?: number;
+  gateway?: number;
+  dev?: string;
 }
 
 /** The ABI version this wrapper was written for (the addon's abiVersion()). */
-export const NATIVE_ABI_VERSION = 2;
+export const NATIVE_ABI_VERSION = 3;
 
 /** The TUNSETOFFLOAD flag values (also in `constants`), usable before loading the addon. */
 export const TUN_F = {

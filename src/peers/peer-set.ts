@@ -117,7 +117,8 @@ export class PeerSet implements RouteSource {
   }
 
   /** Installs the peers of a --static-peers file; they were checked when the file was read. */
-  setStatic(peers: readonly PeerRoute[]): void {
+  async setStatic(peers: readonly PeerRoute[]): Promise<void> {
+    await this.lookUp(peers.map((r) => r.publicIP));
     for (const route of peers) {
       const name = `static peer ${formatCIDR(route.subnet)}`;
       const via = this.placement(route);
@@ -131,8 +132,20 @@ export class PeerSet implements RouteSource {
    * Applies a diff of the lease set. `all` is every lease the watcher knows now (refused ones
    * included), keyed by netKey as the watcher keys them: a change may create or end an
    * overlap for leases it did not touch, and a removal may make room for a waiting lease.
+   * Where peers may get direct routes, how the kernel reaches their PublicIPs is looked up
+   * first, in one batch off the JS thread; the diff is then applied at once.
    */
-  apply(d: PeerDiff, all: ReadonlyMap<NetKey, Peer>): void {
+  apply(d: PeerDiff, all: ReadonlyMap<NetKey, Peer>): void | Promise<void> {
+    if ((this.o.backend.direct ?? 'never') === 'never' || !this.o.kernel) return this.applyNow(d, all);
+    // Every lease this diff may (re)place: its own, those overlapping others, those waiting for room.
+    const ips = [...d.added, ...d.changed].map((p) => p.publicIP);
+    for (const p of all.values()) {
+      if (p.subnet.prefixLen !== this.o.config.subnetLen || this.waiting.has(p.key)) ips.push(p.publicIP);
+    }
+    return this.lookUp(ips).then(() => this.applyNow(d, all));
+  }
+
+  private applyNow(d: PeerDiff, all: ReadonlyMap<NetKey, Peer>): void {
     for (const p of [...d.added, ...d.changed]) this.add(p, all);
     for (const p of d.removed) {
       this.overlapping.delete(p.key);
@@ -157,6 +170,10 @@ export class PeerSet implements RouteSource {
       if (p?.key === key) this.add(p, all);
       else this.waiting.delete(key);
     }
+  }
+
+  private async lookUp(publicIPs: number[]): Promise<void> {
+    if ((this.o.backend.direct ?? 'never') !== 'never' && publicIPs.length > 0) await this.o.kernel?.lookup(publicIPs);
   }
 
   /** Gauges and counters for /metrics. */

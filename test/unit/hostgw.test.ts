@@ -1,4 +1,4 @@
-// host-gw and DirectRouting without namespaces: the kernel route manager against a fake `ip`
+// host-gw and DirectRouting without namespaces: the kernel route manager against a fake kernel
 // (adjacency as flanneld decides it, route replace/del, the periodic check that puts back
 // deleted routes and counts them), the peer set placing each peer (direct, engine, refused)
 // and moving it when its PublicIP moves, host-gw's lease bytes and its lease filter.
@@ -6,7 +6,8 @@ import t from 'tap';
 import { parseNetworkConfig } from '../../src/config.js';
 import { createBackend } from '../../src/backend/index.js';
 import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
-import { KernelRoutes, type IpCommand } from '../../src/device/routes.js';
+import { KernelRoutes, type RouteNetlink } from '../../src/device/routes.js';
+import { ROUTE_OP, type RouteAnswer } from '../../src/dataplane/native.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatCIDR, formatIPv4, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
 import { PeerSet } from '../../src/peers/peer-set.js';
@@ -18,43 +19,50 @@ import type { Registry } from '../../src/subnet/registry.js';
 const ip = (s: string): number => parseIPv4(s)!;
 
 /**
- * A fake `ip` for one host on 192.168.7.0/24 (eth0), with 172.16.9.0/24 behind the gateway
- * 192.168.7.254 and 10.9.0.0/24 directly on eth1. It keeps the routes it is told to replace.
+ * A fake kernel for one host on 192.168.7.0/24 (eth0), with 172.16.9.0/24 behind the gateway
+ * 192.168.7.254 and 10.9.0.0/24 directly on eth1, answering the addon's rtnetlink calls as the
+ * kernel does (the real calls are in test/integration/routes.test.ts). It keeps the routes it
+ * is told to replace, and counts the batches.
  */
-class FakeIp {
+class FakeKernel implements RouteNetlink {
   readonly table = new Map<string, { gateway: string; dev: string }>();
-  readonly calls: string[] = [];
+  readonly batches: string[][] = [];
   failReplace = false;
-  readonly run: IpCommand = (args) => {
-    this.calls.push(args.join(' '));
-    const a = args.join(' ');
-    let m: RegExpExecArray | null;
-    if ((m = /^-j -4 route get (\S+)$/.exec(a))) {
-      const dst = m[1]!;
-      if (dst === '192.168.7.1') return JSON.stringify([{ type: 'local', dst, dev: 'lo' }]);
-      if (dst.startsWith('192.168.7.')) return JSON.stringify([{ dst, dev: 'eth0', prefsrc: '192.168.7.1' }]);
-      if (dst.startsWith('10.9.0.')) return JSON.stringify([{ dst, dev: 'eth1', prefsrc: '10.9.0.1' }]);
-      if (dst.startsWith('172.16.9.')) return JSON.stringify([{ dst, gateway: '192.168.7.254', dev: 'eth0' }]);
-      throw new Error(`ip ${a}: RTNETLINK answers: Network is unreachable`);
+  async routeBatch(dev: string, ops: Uint32Array): Promise<RouteAnswer[]> {
+    const out: RouteAnswer[] = [];
+    const kinds: string[] = [];
+    for (let i = 0; i < ops.length; i += 4) {
+      const [kind, dst, len, gw] = [ops[i]!, formatIPv4(ops[i + 1]!), ops[i + 2]!, formatIPv4(ops[i + 3]!)];
+      const cidr = `${dst}/${len}`;
+      kinds.push(kind === ROUTE_OP.get ? `get ${dst}` : kind === ROUTE_OP.replace ? `replace ${cidr} via ${gw}` : `delete ${cidr} via ${gw}`);
+      if (kind === ROUTE_OP.get) {
+        if (dst === '192.168.7.1') out.push({ errno: 0, error: '', type: 2, dev: 'lo' });
+        else if (dst.startsWith('192.168.7.')) out.push({ errno: 0, error: '', type: 1, dev: 'eth0' });
+        else if (dst.startsWith('10.9.0.')) out.push({ errno: 0, error: '', type: 1, dev: 'eth1' });
+        else if (dst.startsWith('172.16.9.')) out.push({ errno: 0, error: '', type: 1, gateway: ip('192.168.7.254'), dev: 'eth0' });
+        else out.push({ errno: 101, error: 'Network is unreachable' });
+      } else if (kind === ROUTE_OP.replace) {
+        if (this.failReplace) out.push({ errno: 22, error: 'Nexthop has invalid gateway' });
+        else {
+          this.table.set(cidr, { gateway: gw, dev });
+          out.push({ errno: 0, error: '' });
+        }
+      } else if (this.table.get(cidr)?.gateway === gw) {
+        this.table.delete(cidr);
+        out.push({ errno: 0, error: '' });
+      } else out.push({ errno: 3, error: 'No such process' });
     }
-    if ((m = /^route replace (\S+) via (\S+) dev (\S+)$/.exec(a))) {
-      if (this.failReplace) throw new Error(`ip ${a}: Error: Nexthop has invalid gateway.`);
-      this.table.set(m[1]!, { gateway: m[2]!, dev: m[3]! });
-      return '';
+    this.batches.push(kinds);
+    return out;
+  }
+  async routeDump(dev: string): Promise<Uint32Array> {
+    const rows = [0, 0, ip('192.168.7.254')];
+    for (const [cidr, r] of this.table) {
+      const n = parseCIDR(cidr)!;
+      if (r.dev === dev) rows.push(n.ip, n.prefixLen, ip(r.gateway));
     }
-    if ((m = /^route del (\S+) via (\S+) dev (\S+)$/.exec(a))) {
-      if (!this.table.delete(m[1]!)) throw new Error(`ip ${a}: RTNETLINK answers: No such process`);
-      return '';
-    }
-    if (a === '-j -4 route show table main') {
-      return JSON.stringify([
-        { dst: 'default', gateway: '192.168.7.254', dev: 'eth0' },
-        { dst: '192.168.7.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link', prefsrc: '192.168.7.1' },
-        ...[...this.table].map(([dst, r]) => ({ dst, gateway: r.gateway, dev: r.dev })),
-      ]);
-    }
-    throw new Error(`fake ip: unexpected ${a}`);
-  };
+    return new Uint32Array(rows);
+  }
   routes(): string[] {
     return [...this.table].map(([dst, r]) => `${dst} via ${r.gateway} dev ${r.dev}`).sort();
   }
@@ -75,9 +83,9 @@ class FakeEngine implements Engine {
 
 function setup(backendJson: Record<string, unknown>, capacity?: number) {
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: backendJson }));
-  const fake = new FakeIp();
+  const fake = new FakeKernel();
   const { log, lines } = memoryLogger(0);
-  const kernel = new KernelRoutes({ dev: 'eth0', log, ip: fake.run });
+  const kernel = new KernelRoutes({ dev: 'eth0', log, netlink: fake });
   const backend = createBackend(config.backend);
   const peers = new PeerSet({ backend, config, ownSubnet: parseCIDR('10.5.1.0/24')!, self: ip('192.168.7.1'), log, kernel });
   const engine = backend.mode === null ? null : new FakeEngine(capacity);
@@ -91,39 +99,42 @@ function setup(backendJson: Record<string, unknown>, capacity?: number) {
       vxlan: backend.type === 'vxlan' ? { vni: 1, vtepMAC: '02:00:00:00:00:07' } : null,
     };
   };
-  const apply = (added: Peer[], changed: Peer[], removed: Peer[]): void => {
+  /** Applies a diff and waits until its routes are in the (fake) kernel. */
+  const apply = async (added: Peer[], changed: Peer[], removed: Peer[]): Promise<void> => {
     for (const p of [...added, ...changed]) all.set(netKey(p.subnet), p);
     for (const p of removed) all.delete(netKey(p.subnet));
     const d: PeerDiff = { added, changed, removed, cause: 'events', revision: 1 };
-    peers.apply(d, all);
+    await peers.apply(d, all);
+    await kernel.settled();
   };
-  const put = (key: string, publicIP: string): void => {
+  const put = (key: string, publicIP: string): Promise<void> => {
     const p = lease(key, publicIP);
     const had = all.has(netKey(p.subnet));
-    apply(had ? [] : [p], had ? [p] : [], []);
+    return apply(had ? [] : [p], had ? [p] : [], []);
   };
-  const del = (key: string): void => {
+  const del = async (key: string): Promise<void> => {
     const p = [...all.values()].find((q) => q.key.endsWith(`/${key}`));
-    if (p) apply([], [], [p]);
+    if (p) await apply([], [], [p]);
   };
   const metric = (name: string, labels: Record<string, string> = {}): number | bigint | undefined =>
     [...peers.metrics(), ...kernel.metrics()].find((m) => m.name === name && Object.entries(labels).every(([k, v]) => m.labels?.[k] === v))?.value;
-  return { peers, kernel, fake, engine, lines, put, del, metric };
+  return { peers, kernel, fake, engine, lines, put, del, apply, lease, metric };
 }
 
 t.test('adjacency is flanneld\'s: one route, no gateway, and it leaves by the external interface', async (t) => {
   const { kernel } = setup({ Type: 'host-gw' });
+  await kernel.lookup(['192.168.7.2', '172.16.9.3', '10.9.0.5', '192.168.7.1', '203.0.113.9'].map(ip));
   t.equal(kernel.notAdjacent(ip('192.168.7.2')), null, 'same /24 on eth0');
   t.match(kernel.notAdjacent(ip('172.16.9.3')), /reached through the gateway 192\.168\.7\.254/);
   t.match(kernel.notAdjacent(ip('10.9.0.5')), /through eth1, not the external interface eth0/);
   t.match(kernel.notAdjacent(ip('192.168.7.1')), /address of this host/);
-  t.match(kernel.notAdjacent(ip('203.0.113.9')), /no route to it .*unreachable/);
+  t.match(kernel.notAdjacent(ip('203.0.113.9')), /no route to it \(Network is unreachable\)/);
 });
 
 t.test('host-gw: adjacent peers get a kernel route; others are refused with a clear line, not half-routed', async (t) => {
   const s = setup({ Type: 'host-gw' });
-  s.put('10.5.2.0-24', '192.168.7.2');
-  s.put('10.5.3.0-24', '172.16.9.3');
+  await s.put('10.5.2.0-24', '192.168.7.2');
+  await s.put('10.5.3.0-24', '172.16.9.3');
   t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0'], 'only the adjacent peer is routed');
   t.ok(s.lines.some((l) => /Ignoring lease \/coreos\.com\/network\/subnets\/10\.5\.3\.0-24: its PublicIP 172\.16\.9\.3 is not on a directly connected network: it is reached through the gateway 192\.168\.7\.254.*host-gw needs every host on one layer-2 network/.test(l)),
     'the refusal names the lease, the PublicIP and why');
@@ -133,19 +144,19 @@ t.test('host-gw: adjacent peers get a kernel route; others are refused with a cl
   t.equal(s.metric('linen_direct_routes'), 1);
   t.same([...s.peers.routes()], [], 'nothing for an engine');
   // The refused peer's host moves onto the shared network: it is routed now.
-  s.put('10.5.3.0-24', '192.168.7.3');
+  await s.put('10.5.3.0-24', '192.168.7.3');
   t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0', '10.5.3.0/24 via 192.168.7.3 dev eth0']);
   // And away again: its route goes (no route left pointing at an unreachable gateway).
-  s.put('10.5.3.0-24', '172.16.9.3');
+  await s.put('10.5.3.0-24', '172.16.9.3');
   t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0']);
   t.equal(s.metric('linen_leases_refused_total', { reason: 'not_adjacent' }), 2);
-  s.del('10.5.2.0-24');
+  await s.del('10.5.2.0-24');
   t.same(s.fake.routes(), [], 'removed with the lease');
   t.equal(s.metric('linen_peers'), 0);
   // The usual admission rules hold before adjacency is looked at.
-  s.put('10.6.0.0-24', '192.168.7.6');
-  s.put('10.5.1.0-24', '192.168.7.8');
-  s.put('10.5.9.0-24', '127.0.0.1');
+  await s.put('10.6.0.0-24', '192.168.7.6');
+  await s.put('10.5.1.0-24', '192.168.7.8');
+  await s.put('10.5.9.0-24', '127.0.0.1');
   t.same(s.fake.routes(), []);
   t.equal(s.metric('linen_leases_refused_total', { reason: 'outside_network' }), 1);
   t.equal(s.metric('linen_leases_refused_total', { reason: 'own_subnet' }), 1);
@@ -154,61 +165,82 @@ t.test('host-gw: adjacent peers get a kernel route; others are refused with a cl
 
 t.test('the periodic check puts back deleted routes and counts them', async (t) => {
   const s = setup({ Type: 'host-gw' });
-  s.put('10.5.2.0-24', '192.168.7.2');
-  s.put('10.5.4.0-24', '192.168.7.4');
-  t.equal(s.kernel.check(), 0, 'nothing missing');
+  await s.put('10.5.2.0-24', '192.168.7.2');
+  await s.put('10.5.4.0-24', '192.168.7.4');
+  t.equal(await s.kernel.check(), 0, 'nothing missing');
   s.fake.table.delete('10.5.2.0/24');
   s.fake.table.set('10.5.4.0/24', { gateway: '192.168.7.99', dev: 'eth0' });
-  t.equal(s.kernel.check(), 2, 'a deleted route and one changed behind linen\'s back');
+  t.equal(await s.kernel.check(), 2, 'a deleted route and one changed behind linen\'s back');
   t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0', '10.5.4.0/24 via 192.168.7.4 dev eth0']);
   t.equal(s.metric('linen_routes_restored_total'), 2);
   t.ok(s.lines.some((l) => /Route recovered 10\.5\.2\.0\/24 via 192\.168\.7\.2 dev eth0/.test(l)));
   // A route the kernel refuses stays wanted and is tried at each check (as flanneld's list).
   s.fake.failReplace = true;
-  s.put('10.5.6.0-24', '192.168.7.6');
+  await s.put('10.5.6.0-24', '192.168.7.6');
   t.equal(s.metric('linen_route_errors_total'), 1);
-  t.equal(s.kernel.check(), 0);
+  t.equal(await s.kernel.check(), 0);
   s.fake.failReplace = false;
-  t.equal(s.kernel.check(), 1, 'put in once the kernel takes it');
+  t.equal(await s.kernel.check(), 1, 'put in once the kernel takes it');
   t.same(s.fake.routes().length, 3);
   // A removed lease's route is not put back.
-  s.del('10.5.2.0-24');
+  await s.del('10.5.2.0-24');
   s.fake.table.delete('10.5.2.0/24');
-  t.equal(s.kernel.check(), 0);
+  t.equal(await s.kernel.check(), 0);
   t.notOk(s.fake.table.has('10.5.2.0/24'));
+});
+
+t.test('a diff of 1,000 host-gw leases is one lookup batch and one write batch; the last change to a subnet wins', async (t) => {
+  const s = setup({ Type: 'host-gw' });
+  const leases = Array.from({ length: 1000 }, (_, i) => s.lease(`10.5.${(i >> 8) + 10}.${(i & 255)}-32`, `192.168.7.${(i % 200) + 2}`));
+  await s.apply(leases, [], []);
+  t.same(s.fake.batches.map((b) => `${b.length} ${b[0]!.split(' ')[0]}`), ['200 get', '1000 replace'], 'one lookup per distinct PublicIP, then one write');
+  t.equal(s.fake.table.size, 1000);
+  t.equal(s.metric('linen_direct_routes'), 1000);
+  t.equal(await s.kernel.check(), 0, 'the check finds them all');
+  t.equal(s.fake.batches.length, 2, 'and writes nothing');
+  // Changed and then removed before the kernel heard of the change: the route the kernel has
+  // (via the old PublicIP) is the one deleted.
+  const route = (via: string) => ({ subnet: parseCIDR('10.5.200.0/24')!, publicIP: ip(via) });
+  s.kernel.set(route('192.168.7.50'));
+  await s.kernel.settled();
+  s.kernel.set(route('192.168.7.51'));
+  s.kernel.remove(route('192.168.7.51'));
+  await s.kernel.settled();
+  t.notOk(s.fake.table.has('10.5.200.0/24'), 'gone from the kernel');
+  t.same(s.fake.batches.at(-1), ['delete 10.5.200.0/24 via 192.168.7.50']);
 });
 
 for (const type of ['vxlan', 'udp'] as const) {
   t.test(`${type} DirectRouting: adjacent peers direct, the others through the engine; a PublicIP change moves the route`, async (t) => {
     const s = setup({ Type: type, DirectRouting: true }, 2);
     const engine = s.engine!;
-    s.put('10.5.2.0-24', '192.168.7.2');
-    s.put('10.5.3.0-24', '172.16.9.3');
+    await s.put('10.5.2.0-24', '192.168.7.2');
+    await s.put('10.5.3.0-24', '172.16.9.3');
     t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0']);
     t.same(engine.routes(), ['10.5.3.0/24 via 172.16.9.3']);
     t.same([...s.peers.routes()].map((r) => formatIPv4(r.route.subnet.ip)), ['10.5.3.0'], 'the engine reads back only its own routes');
     t.equal(s.metric('linen_peers'), 2);
     t.equal(s.metric('linen_peers_direct'), 1);
     // Moves: direct → engine and engine → direct.
-    s.put('10.5.2.0-24', '172.16.9.2');
-    s.put('10.5.3.0-24', '192.168.7.3');
+    await s.put('10.5.2.0-24', '172.16.9.2');
+    await s.put('10.5.3.0-24', '192.168.7.3');
     t.same(s.fake.routes(), ['10.5.3.0/24 via 192.168.7.3 dev eth0'], 'the direct route moved to the other peer');
     t.same(engine.routes(), ['10.5.2.0/24 via 172.16.9.2']);
     // Direct routes do not use the engine's capacity (2 here): two more routed peers fit.
-    s.put('10.5.4.0-24', '192.168.7.4');
-    s.put('10.5.5.0-24', '172.16.9.5');
-    s.put('10.5.6.0-24', '192.168.7.6');
+    await s.put('10.5.4.0-24', '192.168.7.4');
+    await s.put('10.5.5.0-24', '172.16.9.5');
+    await s.put('10.5.6.0-24', '192.168.7.6');
     t.same(engine.routes(), ['10.5.2.0/24 via 172.16.9.2', '10.5.5.0/24 via 172.16.9.5']);
     t.equal(s.fake.routes().length, 3);
-    s.put('10.5.7.0-24', '172.16.9.7');
+    await s.put('10.5.7.0-24', '172.16.9.7');
     t.equal(s.metric('linen_leases_refused_total', { reason: 'capacity' }), 1, 'a third routed peer is over capacity');
     // A direct peer moving into a full engine waits; room made admits it.
-    s.put('10.5.6.0-24', '172.16.9.6');
+    await s.put('10.5.6.0-24', '172.16.9.6');
     t.notOk(s.fake.table.has('10.5.6.0/24'), 'its direct route is gone');
-    s.del('10.5.5.0-24');
+    await s.del('10.5.5.0-24');
     t.equal(engine.routes().length, 2);
     t.ok(engine.table.has('10.5.7.0/24') || engine.table.has('10.5.6.0/24'), 'a waiting lease took the room');
-    s.del('10.5.3.0-24');
+    await s.del('10.5.3.0-24');
     t.same(s.fake.routes(), ['10.5.4.0/24 via 192.168.7.4 dev eth0']);
   });
 }

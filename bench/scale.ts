@@ -1,4 +1,4 @@
-// npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--leases L] [--timeout S] [--out DIR]
+// npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--leases L] [--hostgw H] [--timeout S] [--out DIR]
 //
 // The control plane at scale: N hosts of the lab cluster (lab/cluster.ts: a namespace per host
 // and per pod, one underlay bridge, etcd in the bridge namespace) start linend all at once
@@ -19,6 +19,12 @@
 // scenario, figures only): two hosts in 10.0.0.0/8; host 1 runs, L fake vxlan leases are
 // written, time until host 1 routes them all; host 2 starts: time until ready and until it
 // routes them all; RSS of both and of etcd.
+// With --hostgw H, then host-gw at H peers: one host-gw node runs, H host-gw leases with PublicIPs
+// on its own network are written; time until the kernel has all H routes (goal: within 2 s of
+// the write), /healthz probed every 100 ms from before the write until well after (each must
+// answer within 1 s); then 10 of the routes are deleted behind linend's back: time until the
+// 10 s check put them back, and the main-thread time of that check and of the next one, which
+// finds all H (linen_route_check_seconds; goal: under 50 ms).
 //
 // Results: <out>/<timestamp>-scale.json and <out>/latest-scale.json, and a table on the terminal.
 // Exit status: 0 when every check held, 1 when one failed (the results are still written), 2 on
@@ -29,22 +35,22 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
-import { buildCluster, type Cluster, type ClusterNode } from '../lab/cluster.js';
+import { buildCluster, HEALTH_PORT, type Cluster, type ClusterNode } from '../lab/cluster.js';
 import { ETCD, putMany } from '../lab/etcd.js';
-import { etcdLeases, keyLease, leaseKey, WIDE_NETWORK, wideFakeLeases } from '../lab/leases.js';
+import { etcdLeases, hostGwFakeLeases, keyLease, leaseKey, WIDE_NETWORK, wideFakeLeases } from '../lab/leases.js';
 import { leaseRaces, peerRemovedAt, routedCountAt } from '../lab/linend-log.js';
 import { metrics } from '../lab/metrics.js';
-import { leftovers, sh, teardownOnSignal } from '../lab/netns.js';
+import { leftovers, nsExec, sh, teardownOnSignal } from '../lab/netns.js';
 import { mapPool } from '../lab/pool.js';
 import { peakRssKiB, rssKiB } from '../lab/proc.js';
-import { percentile, processCpuSeconds, systemCpuSeconds, type SystemCpu } from '../lab/traffic.js';
+import { percentile, processCpuSeconds, startBounded, systemCpuSeconds, type SystemCpu } from '../lab/traffic.js';
 import { waitFor } from '../lab/wait.js';
 import { repoRoot } from '../src/paths.js';
 import { writeFileAtomic } from '../src/subnetenv.js';
 import { fmtNum } from './report.js';
 import { machineFacts, type MachineFacts } from './suite.js';
 
-const USAGE = 'usage: npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--leases L] [--timeout S] [--out DIR]';
+const USAGE = 'usage: npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--leases L] [--hostgw H] [--timeout S] [--out DIR]';
 
 /** What one linend needs, with room (about 75 MB RSS each today), checked against MemAvailable before anything starts. */
 const MIB_PER_NODE = 120;
@@ -103,6 +109,23 @@ export const LEASE_FIGURES = [
 
 export type LeaseFigureKey = (typeof LEASE_FIGURES)[number]['key'];
 
+/** host-gw at --hostgw H peers: the JSON's `hostGw` and the table's last part. */
+export const HOSTGW_FIGURES = [
+  { key: 'peers', label: 'host-gw leases written to etcd', unit: '', digits: 0 },
+  { key: 'writeSec', label: 'write (transactions of 128 puts, 8 at once)', unit: 's', digits: 2 },
+  { key: 'routedSec', label: 'every peer routed in the kernel, after the write (goal 2 s)', unit: 's', digits: 2 },
+  { key: 'routedFromStartSec', label: 'every peer routed, from the start of the write', unit: 's', digits: 2 },
+  { key: 'healthzProbes', label: '/healthz probes over the write and the routing', unit: '', digits: 0 },
+  { key: 'healthzFailed', label: '/healthz probes without a 200 within 1 s', unit: '', digits: 0 },
+  { key: 'healthzMaxMs', label: '/healthz slowest answer', unit: 'ms', digits: 0 },
+  { key: 'restoredSec', label: '10 routes deleted: all put back after (check every 10 s)', unit: 's', digits: 1 },
+  { key: 'checkRestoreMs', label: 'that check, putting 10 back: main-thread time', unit: 'ms', digits: 2 },
+  { key: 'checkMs', label: 'a check of every route: main-thread time (goal 50 ms)', unit: 'ms', digits: 2 },
+  { key: 'rssMiB', label: 'RSS of the host-gw node', unit: 'MiB', digits: 0 },
+] as const;
+
+export type HostGwFigureKey = (typeof HOSTGW_FIGURES)[number]['key'];
+
 export interface ScaleNodeRecord {
   host: number;
   subnet: string | null;
@@ -122,11 +145,13 @@ export interface ScaleResults {
   durationSec: number;
   argv: string[];
   machine: MachineFacts;
-  settings: { hosts: number; backend: string; engine: 'native'; sample: number; leases: number; timeoutSec: number; etcd: string; topology: string };
+  settings: { hosts: number; backend: string; engine: 'native'; sample: number; leases: number; hostGwPeers?: number; timeoutSec: number; etcd: string; topology: string };
   /** Every SCALE_FIGURES key; null where that step failed or did not run. */
   figures: Record<ScaleFigureKey, number | null>;
   /** With --leases: every LEASE_FIGURES key (null where that step failed); else null. */
   controlPlane: Record<LeaseFigureKey, number | null> | null;
+  /** With --hostgw: every HOSTGW_FIGURES key (null where that step failed); else absent or null. */
+  hostGw?: Record<HostGwFigureKey, number | null> | null;
   nodes: ScaleNodeRecord[];
   leave: { host: number; subnet: string } | null;
   /** Reachability pairs that did not answer (twice), "from>to" host numbers. */
@@ -178,7 +203,7 @@ async function peerCounts(nodes: ClusterNode[]): Promise<number[]> {
 }
 
 export function scaleTable(r: ScaleResults): string[] {
-  const w = Math.max(...[...SCALE_FIGURES, ...LEASE_FIGURES].map((f) => f.label.length)) + 2;
+  const w = Math.max(...[...SCALE_FIGURES, ...LEASE_FIGURES, ...HOSTGW_FIGURES].map((f) => f.label.length)) + 2;
   const row = (f: { label: string; unit: string; digits: number }, v: number | null): string =>
     `  ${f.label.padEnd(w)}${fmtNum(v, f.digits).padStart(10)} ${f.unit}`.trimEnd();
   const lines = [`scale run: ${r.settings.hosts} hosts, linen ${r.settings.backend} (${r.settings.engine} engine), ${r.settings.etcd}`];
@@ -187,6 +212,11 @@ export function scaleTable(r: ScaleResults): string[] {
   if (cp) {
     lines.push(`control plane at ${r.settings.leases} leases (2 hosts, linen vxlan, 10.0.0.0/8):`);
     for (const f of LEASE_FIGURES) lines.push(row(f, cp[f.key]));
+  }
+  const hg = r.hostGw;
+  if (hg) {
+    lines.push(`host-gw at ${r.settings.hostGwPeers ?? 0} peers (1 host, 10.0.0.0/8):`);
+    for (const f of HOSTGW_FIGURES) lines.push(row(f, hg[f.key]));
   }
   for (const e of r.errors) lines.push(`  FAILED: ${e.split('\n')[0]!.slice(0, 200)}`);
   return lines;
@@ -198,7 +228,7 @@ export async function runScale(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv, allowPositionals: false, strict: true,
       options: {
-        hosts: { type: 'string' }, backend: { type: 'string' }, sample: { type: 'string' }, leases: { type: 'string' }, timeout: { type: 'string' },
+        hosts: { type: 'string' }, backend: { type: 'string' }, sample: { type: 'string' }, leases: { type: 'string' }, hostgw: { type: 'string' }, timeout: { type: 'string' },
         out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     });
@@ -215,6 +245,7 @@ export async function runScale(argv: string[]): Promise<number> {
   if (backend !== 'vxlan' && backend !== 'udp' && backend !== 'host-gw') fail(`--backend must be vxlan, udp or host-gw, not "${backend}"`);
   const sample = intOption('sample', values.sample, 3, 1, 249);
   const leaseCount = intOption('leases', values.leases, 0, 0, 65_000);
+  const hostGwPeers = intOption('hostgw', values.hostgw, 0, 0, 65_000);
   const timeoutSec = intOption('timeout', values.timeout, Math.max(120, hosts * 3), 10, 3600);
   const outDir = values.out ?? join(repoRoot(), 'bench', 'results');
   if (process.getuid?.() !== 0) fail('needs root (network namespaces)');
@@ -236,7 +267,7 @@ export async function runScale(argv: string[]): Promise<number> {
   const r: ScaleResults = {
     schema: 1, kind: 'scale', startedAt: new Date(t0).toISOString(), finishedAt: '', durationSec: 0, argv: ['scale', ...argv],
     machine: machineFacts(),
-    settings: { hosts, backend, engine: 'native', sample, leases: leaseCount, timeoutSec, etcd: sh(ETCD, ['--version']).split('\n')[0] ?? 'etcd', topology: '' },
+    settings: { hosts, backend, engine: 'native', sample, leases: leaseCount, ...(hostGwPeers > 0 ? { hostGwPeers } : {}), timeoutSec, etcd: sh(ETCD, ['--version']).split('\n')[0] ?? 'etcd', topology: '' },
     figures, controlPlane: null, nodes: [], leave: null, unreachable: [], leftovers: null, errors: [],
     notes: [
       'Every linend, etcd and the pings share this machine\'s cores: the join time is mostly start-up CPU (N Node processes at once).',
@@ -427,6 +458,26 @@ export async function runScale(argv: string[]): Promise<number> {
       if (left.namespaces.length + left.links.length) r.errors.push(`left after the control-plane teardown: ${JSON.stringify(left)}`);
     }
   }
+  if (hostGwPeers > 0) {
+    const hg = Object.fromEntries(HOSTGW_FIGURES.map((f) => [f.key, null])) as Record<HostGwFigureKey, number | null>;
+    r.hostGw = hg;
+    try {
+      log(`host-gw: ${hostGwPeers} peers, 1 host`);
+      const c = await buildCluster({ hosts: 1, backend: 'host-gw', start: false, config: { ...WIDE_NETWORK, Backend: { Type: 'host-gw' } } });
+      cluster = c;
+      await hostGwScale(c, hostGwPeers, hg, log, check);
+    } catch (e) {
+      if (signals.interrupted) return new Promise<number>(() => undefined);
+      r.errors.push(`host-gw: ${(e as Error).message}`);
+      log(`host-gw FAILED: ${(e as Error).message.split('\n')[0]}`);
+    }
+    const id3 = cluster?.topo.id;
+    await teardown();
+    if (id3) {
+      const left = leftovers(id3);
+      if (left.namespaces.length + left.links.length) r.errors.push(`left after the host-gw teardown: ${JSON.stringify(left)}`);
+    }
+  }
   r.finishedAt = new Date().toISOString();
   r.durationSec = (Date.now() - t0) / 1000;
 
@@ -475,4 +526,51 @@ async function leaseScale(c: Cluster, count: number, cp: Record<LeaseFigureKey, 
   cp.etcdRssMiB = mib(rssKiB(c.etcd.pid!));
   log(`control plane: ${fakes.length} leases written in ${cp.writeSec.toFixed(1)} s, followed in ${cp.followSec.toFixed(1)} s; ` +
     `a new node ready in ${cp.joinReadySec.toFixed(1)} s, routing them all in ${cp.joinRoutedSec.toFixed(1)} s (RSS ${cp.rssJoinerMiB.toFixed(0)} MiB)`);
+}
+
+/** How many probes the /healthz prober makes (every 100 ms, each bounded by 1 s). */
+const HEALTHZ_PROBES = 100;
+
+/** host-gw at `count` peers on one host (see the top of this file). */
+async function hostGwScale(c: Cluster, count: number, hg: Record<HostGwFigureKey, number | null>, log: (l: string) => void, check: () => void): Promise<void> {
+  const a = c.nodes[0]!;
+  const h = c.topo.hosts[0]!;
+  await a.start();
+  const fakes = hostGwFakeLeases(count, c.topo.underlayNet, ownSubnet(a) ?? undefined);
+  hg.peers = fakes.length;
+  const routed = (): number => nsExec(h.ns, 'ip', ['-4', 'route', 'show', 'dev', h.underlayDev]).split('\n').filter((l) => / via /.test(l) && l.startsWith('10.')).length;
+  const gauge = async (name: string): Promise<number> => (await metrics(a).catch(() => null))?.get(name) ?? NaN;
+  // Its own process, so that the write below (synchronous here) does not hold the probes back.
+  const prober = startBounded(h.ns, 'sh', ['-c',
+    `for i in $(seq ${HEALTHZ_PROBES}); do curl -s -m 1 -o /dev/null -w '%{http_code} %{time_total}\\n' http://127.0.0.1:${HEALTH_PORT}/healthz; sleep 0.1; done`],
+  { timeoutMs: HEALTHZ_PROBES * 1500 });
+  await sleep(500);
+  const w0 = Date.now();
+  putMany(c.topo.bridgeNs!, [c.etcdEndpoint], fakes.map((f) => [f.key, f.value]));
+  const w1 = Date.now();
+  hg.writeSec = (w1 - w0) / 1000;
+  check();
+  if (await waitFor(() => routed() === fakes.length, 120_000, 20) < 0) throw new Error(`host 1 has ${routed()} of ${fakes.length} routes after 120 s`);
+  const w2 = Date.now();
+  hg.routedSec = (w2 - w1) / 1000;
+  hg.routedFromStartSec = (w2 - w0) / 1000;
+  const probes = (await prober.done).stdout.trim().split('\n').filter(Boolean).map((l) => l.split(' '));
+  hg.healthzProbes = probes.length;
+  hg.healthzFailed = probes.filter(([code]) => code !== '200').length;
+  hg.healthzMaxMs = Math.max(0, ...probes.map(([, t]) => Number(t) * 1000));
+  check();
+  const restored0 = await gauge('linen_routes_restored_total');
+  for (let i = 1; i <= 10; i++) nsExec(h.ns, 'ip', ['route', 'del', fakes[i]!.route.split(' ')[0]!]);
+  const d0 = Date.now();
+  if (await waitFor(async () => (await gauge('linen_routes_restored_total')) - restored0 >= 10 && routed() === fakes.length, 60_000, 100) < 0) {
+    throw new Error('the 10 deleted routes are not back after 60 s');
+  }
+  hg.restoredSec = (Date.now() - d0) / 1000;
+  hg.checkRestoreMs = (await gauge('linen_route_check_seconds')) * 1000;
+  await sleep(10_500); // the next check, which finds every route
+  hg.checkMs = (await gauge('linen_route_check_seconds')) * 1000;
+  hg.rssMiB = mib(rssKiB(a.process!.pid!));
+  log(`host-gw: ${fakes.length} leases written in ${hg.writeSec.toFixed(1)} s, all routed ${hg.routedSec.toFixed(2)} s after; ` +
+    `/healthz ${hg.healthzProbes - hg.healthzFailed}/${hg.healthzProbes} (slowest ${hg.healthzMaxMs.toFixed(0)} ms); ` +
+    `check ${hg.checkMs.toFixed(2)} ms of main thread (${hg.checkRestoreMs.toFixed(2)} ms putting 10 back after ${hg.restoredSec.toFixed(1)} s)`);
 }

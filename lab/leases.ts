@@ -56,7 +56,8 @@ export async function etcdRevision(c: Cluster): Promise<number> {
 }
 
 /** A lease value in flanneld's format for a fake peer. */
-export function leaseValue(backend: 'udp' | 'vxlan', publicIP: string, mac = '0a:58:0a:aa:bb:cc'): string {
+export function leaseValue(backend: 'udp' | 'vxlan' | 'host-gw', publicIP: string, mac = '0a:58:0a:aa:bb:cc'): string {
+  if (backend === 'host-gw') return `{"PublicIP":"${publicIP}","PublicIPv6":null,"BackendType":"host-gw"}`;
   return backend === 'udp'
     ? `{"PublicIP":"${publicIP}","PublicIPv6":null}`
     : `{"PublicIP":"${publicIP}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
@@ -80,6 +81,23 @@ export function wideFakeLeases(count: number, skip?: string): FakeLease[] {
     const ip = `198.18.${i >> 8}.${i & 255}`;
     const mac = `0a:58:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
     out.push({ key: `${ETCD_PREFIX}/subnets/${net}-24`, value: leaseValue('vxlan', ip, mac), route: `${net}/24 via ${ip}` });
+  }
+  return out;
+}
+
+/**
+ * `count` host-gw leases in WIDE_NETWORK (as wideFakeLeases, less `skip`), their PublicIPs
+ * cycling through .20 to .219 of the /24 `underlayNet` (directly connected, so each is routed;
+ * no host needs to answer there for the kernel to take the route).
+ */
+export function hostGwFakeLeases(count: number, underlayNet: string, skip?: string): FakeLease[] {
+  const base = underlayNet.replace(/\.0\/24$/, '');
+  const out: FakeLease[] = [];
+  for (let i = 1; i <= count; i++) {
+    const net = `10.${i >> 8}.${i & 255}.0`;
+    if (`${net}/24` === skip) continue;
+    const ip = `${base}.${20 + (i % 200)}`;
+    out.push({ key: `${ETCD_PREFIX}/subnets/${net}-24`, value: leaseValue('host-gw', ip), route: `${net}/24 via ${ip}` });
   }
   return out;
 }

@@ -35,7 +35,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
-import { buildCluster, HEALTH_PORT, type Cluster, type ClusterNode } from '../lab/cluster.js';
+import { buildCluster, HEALTH_PORT, startHttpProber, type Cluster, type ClusterNode } from '../lab/cluster.js';
 import { ETCD, putMany } from '../lab/etcd.js';
 import { etcdLeases, hostGwFakeLeases, keyLease, leaseKey, WIDE_NETWORK, wideFakeLeases } from '../lab/leases.js';
 import { leaseRaces, peerRemovedAt, routedCountAt } from '../lab/linend-log.js';
@@ -43,7 +43,7 @@ import { metrics } from '../lab/metrics.js';
 import { leftovers, nsExec, sh, teardownOnSignal } from '../lab/netns.js';
 import { mapPool } from '../lab/pool.js';
 import { peakRssKiB, rssKiB } from '../lab/proc.js';
-import { percentile, processCpuSeconds, startBounded, systemCpuSeconds, type SystemCpu } from '../lab/traffic.js';
+import { percentile, processCpuSeconds, systemCpuSeconds, type SystemCpu } from '../lab/traffic.js';
 import { waitFor } from '../lab/wait.js';
 import { repoRoot } from '../src/paths.js';
 import { writeFileAtomic } from '../src/subnetenv.js';
@@ -215,7 +215,7 @@ export function scaleTable(r: ScaleResults): string[] {
   }
   const hg = r.hostGw;
   if (hg) {
-    lines.push(`host-gw at ${r.settings.hostGwPeers ?? 0} peers (1 host, 10.0.0.0/8):`);
+    lines.push(`host-gw at ${r.settings.hostGwPeers ?? 0} peers (one host-gw node, 10.0.0.0/8):`);
     for (const f of HOSTGW_FIGURES) lines.push(row(f, hg[f.key]));
   }
   for (const e of r.errors) lines.push(`  FAILED: ${e.split('\n')[0]!.slice(0, 200)}`);
@@ -462,8 +462,8 @@ export async function runScale(argv: string[]): Promise<number> {
     const hg = Object.fromEntries(HOSTGW_FIGURES.map((f) => [f.key, null])) as Record<HostGwFigureKey, number | null>;
     r.hostGw = hg;
     try {
-      log(`host-gw: ${hostGwPeers} peers, 1 host`);
-      const c = await buildCluster({ hosts: 1, backend: 'host-gw', start: false, config: { ...WIDE_NETWORK, Backend: { Type: 'host-gw' } } });
+      log(`host-gw: ${hostGwPeers} peers, one host-gw node`);
+      const c = await buildCluster({ hosts: 2, backend: 'host-gw', start: false, config: { ...WIDE_NETWORK, Backend: { Type: 'host-gw' } } });
       cluster = c;
       await hostGwScale(c, hostGwPeers, hg, log, check);
     } catch (e) {
@@ -528,10 +528,10 @@ async function leaseScale(c: Cluster, count: number, cp: Record<LeaseFigureKey, 
     `a new node ready in ${cp.joinReadySec.toFixed(1)} s, routing them all in ${cp.joinRoutedSec.toFixed(1)} s (RSS ${cp.rssJoinerMiB.toFixed(0)} MiB)`);
 }
 
-/** How many probes the /healthz prober makes (every 100 ms, each bounded by 1 s). */
+/** How many /healthz probes (100 ms apart, each bounded by 1 s): from before the write until after the routing. */
 const HEALTHZ_PROBES = 100;
 
-/** host-gw at `count` peers on one host (see the top of this file). */
+/** host-gw at `count` peers, on the first host of a 2-host cluster (the topology's least). */
 async function hostGwScale(c: Cluster, count: number, hg: Record<HostGwFigureKey, number | null>, log: (l: string) => void, check: () => void): Promise<void> {
   const a = c.nodes[0]!;
   const h = c.topo.hosts[0]!;
@@ -540,10 +540,7 @@ async function hostGwScale(c: Cluster, count: number, hg: Record<HostGwFigureKey
   hg.peers = fakes.length;
   const routed = (): number => nsExec(h.ns, 'ip', ['-4', 'route', 'show', 'dev', h.underlayDev]).split('\n').filter((l) => / via /.test(l) && l.startsWith('10.')).length;
   const gauge = async (name: string): Promise<number> => (await metrics(a).catch(() => null))?.get(name) ?? NaN;
-  // Its own process, so that the write below (synchronous here) does not hold the probes back.
-  const prober = startBounded(h.ns, 'sh', ['-c',
-    `for i in $(seq ${HEALTHZ_PROBES}); do curl -s -m 1 -o /dev/null -w '%{http_code} %{time_total}\\n' http://127.0.0.1:${HEALTH_PORT}/healthz; sleep 0.1; done`],
-  { timeoutMs: HEALTHZ_PROBES * 1500 });
+  const prober = startHttpProber(h.ns, HEALTH_PORT, '/healthz', HEALTHZ_PROBES);
   await sleep(500);
   const w0 = Date.now();
   putMany(c.topo.bridgeNs!, [c.etcdEndpoint], fakes.map((f) => [f.key, f.value]));
@@ -554,10 +551,10 @@ async function hostGwScale(c: Cluster, count: number, hg: Record<HostGwFigureKey
   const w2 = Date.now();
   hg.routedSec = (w2 - w1) / 1000;
   hg.routedFromStartSec = (w2 - w0) / 1000;
-  const probes = (await prober.done).stdout.trim().split('\n').filter(Boolean).map((l) => l.split(' '));
+  const probes = await prober.done;
   hg.healthzProbes = probes.length;
-  hg.healthzFailed = probes.filter(([code]) => code !== '200').length;
-  hg.healthzMaxMs = Math.max(0, ...probes.map(([, t]) => Number(t) * 1000));
+  hg.healthzFailed = probes.filter((p) => p.status !== 200).length;
+  hg.healthzMaxMs = Math.max(0, ...probes.map((p) => p.sec * 1000));
   check();
   const restored0 = await gauge('linen_routes_restored_total');
   for (let i = 1; i <= 10; i++) nsExec(h.ns, 'ip', ['route', 'del', fakes[i]!.route.split(' ')[0]!]);

@@ -89,6 +89,24 @@ export async function httpIn(ns: string, port: number, path: string): Promise<Ht
   return { status: Number(r.stdout.slice(i + 1)) || 0, body: r.stdout.slice(0, i) };
 }
 
+export interface HttpProbe { status: number; sec: number }
+
+/**
+ * Probes http://127.0.0.1:<port><path> in `ns` `count` times, 100 ms apart, each bounded by
+ * `limitSec`, from a process of its own: a caller busy with synchronous work (an etcd write)
+ * does not hold the probes back. Resolves to each probe's status (0: no answer in time) and time.
+ */
+export function startHttpProber(ns: string, port: number, path: string, count: number, limitSec = 1): { done: Promise<HttpProbe[]>; kill(): void } {
+  const p = startBounded(ns, 'sh', ['-c',
+    `for i in $(seq ${count}); do curl -s -m ${limitSec} -o /dev/null -w '%{http_code} %{time_total}\\n' http://127.0.0.1:${port}${path}; sleep 0.1; done`],
+  { timeoutMs: count * (limitSec + 0.5) * 1000 + 5000 });
+  const done = p.done.then((r) => r.stdout.trim().split('\n').filter(Boolean).map((l) => {
+    const [code, sec] = l.split(' ');
+    return { status: Number(code) || 0, sec: Number(sec) };
+  }));
+  return { done, kill: () => p.kill() };
+}
+
 export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
   const topo = buildTopology({ hosts: o.hosts, bridge: true });
   const dir = mkdtempSync(join(tmpdir(), `linen-cluster-${topo.id}-`));

@@ -86,14 +86,14 @@ export function wideFakeLeases(count: number, skip?: string): FakeLease[] {
 }
 
 /**
- * `count` host-gw leases in WIDE_NETWORK (as wideFakeLeases, less `skip`), their PublicIPs
+ * `count` host-gw leases in WIDE_NETWORK (as wideFakeLeases, passing over `skip`), their PublicIPs
  * cycling through .20 to .219 of the /24 `underlayNet` (directly connected, so each is routed;
  * no host needs to answer there for the kernel to take the route).
  */
 export function hostGwFakeLeases(count: number, underlayNet: string, skip?: string): FakeLease[] {
   const base = underlayNet.replace(/\.0\/24$/, '');
   const out: FakeLease[] = [];
-  for (let i = 1; i <= count; i++) {
+  for (let i = 1; out.length < count; i++) {
     const net = `10.${i >> 8}.${i & 255}.0`;
     if (`${net}/24` === skip) continue;
     const ip = `${base}.${20 + (i % 200)}`;

@@ -39,6 +39,7 @@
 #define ROUTE_CHUNK 64          // requests per sendmsg: their answers fit the receive buffer
 #define ROUTE_RCV_TIMEOUT_S 5   // a kernel that stops answering fails the batch, not the thread
 #define ROUTE_DUMP_WORDS 3      // destination, prefix length, gateway
+#define ROUTE_DUMP_TRIES 3      // dumps when the table keeps changing under one
 #define ROUTE_MSG_LEN 160
 
 typedef struct {
@@ -257,14 +258,9 @@ static int dump_row(route_job *j, struct nlmsghdr *h, int ifindex) {
   return push_row(j, dst, r->rtm_dst_len, gw);
 }
 
-static void run_dump(route_job *j) {
-  int ifindex = (int)if_nametoindex(j->dev);
-  if (ifindex == 0) { j->err = errno ? errno : ENODEV; snprintf(j->where, sizeof j->where, "if_nametoindex(%s)", j->dev); return; }
-  int fd = nl_open();
-  if (fd < 0) { j->err = -fd; snprintf(j->where, sizeof j->where, "netlink socket"); return; }
-  size_t cap = 1 << 16;
-  char *buf = malloc(cap);
-  if (!buf) { close(fd); j->err = ENOMEM; snprintf(j->where, sizeof j->where, "malloc"); return; }
+// One dump; returns 1 when the kernel says the table changed during it (NLM_F_DUMP_INTR).
+static int dump_once(route_job *j, int fd, char *buf, size_t cap, int ifindex) {
+  int interrupted = 0;
   struct {
     struct nlmsghdr h;
     struct rtmsg r;
@@ -275,32 +271,47 @@ static void run_dump(route_job *j) {
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   if (sendto(fd, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
     j->err = errno; snprintf(j->where, sizeof j->where, "netlink send");
+    return 0;
   }
-  int done = j->err != 0;
-  while (!done) {
+  for (;;) {
     ssize_t got = recv(fd, buf, cap, 0);
     if (got < 0) {
       if (errno == EINTR) continue;
       j->err = errno; snprintf(j->where, sizeof j->where, "netlink receive");
-      break;
+      return 0;
     }
     int left = (int)got;
     for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
       if (h->nlmsg_seq != 1) continue;
-      if (h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
+      if (h->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = 1;
+      if (h->nlmsg_type == NLMSG_DONE) return interrupted;
       if (h->nlmsg_type == NLMSG_ERROR) {
         route_result r = {0};
         read_error(&r, h);
         j->err = r.err ? r.err : EPROTO; snprintf(j->where, sizeof j->where, "route dump");
-        done = 1;
-        break;
+        return 0;
       }
       if (h->nlmsg_type == RTM_NEWROUTE && dump_row(j, h, ifindex) < 0) {
         j->err = ENOMEM; snprintf(j->where, sizeof j->where, "malloc");
-        done = 1;
-        break;
+        return 0;
       }
     }
+  }
+}
+
+static void run_dump(route_job *j) {
+  int ifindex = (int)if_nametoindex(j->dev);
+  if (ifindex == 0) { j->err = errno ? errno : ENODEV; snprintf(j->where, sizeof j->where, "if_nametoindex(%s)", j->dev); return; }
+  int fd = nl_open();
+  if (fd < 0) { j->err = -fd; snprintf(j->where, sizeof j->where, "netlink socket"); return; }
+  size_t cap = 1 << 16;
+  char *buf = malloc(cap);
+  if (!buf) { close(fd); j->err = ENOMEM; snprintf(j->where, sizeof j->where, "malloc"); return; }
+  // A table that changed during the dump may have been read partly: read it again (a route
+  // seen missing by mistake would be put back and counted as restored).
+  for (int tries = 0; tries < ROUTE_DUMP_TRIES; tries++) {
+    j->rows_len = 0;
+    if (!dump_once(j, fd, buf, cap, ifindex) || j->err) break;
   }
   free(buf);
   close(fd);

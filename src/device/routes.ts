@@ -23,7 +23,7 @@ export type RouteNetlink = Pick<NativeIO, 'routeBatch' | 'routeDump'>;
 /** What the peer set needs from the kernel side: adjacency, and routes it installs and removes. */
 export interface DirectRoutes {
   /** Looks up how the kernel reaches each address (one batch, off the JS thread): notAdjacent
-   * answers from the last lookup of an address. */
+   * answers from the last lookup, for the addresses it named. */
   lookup(publicIPs: Iterable<number>): Promise<void>;
   /** Why traffic to `publicIP` cannot go along a plain route on the external interface, or
    * null when it can (the peer is on a directly connected network of that interface). */
@@ -60,7 +60,7 @@ export class KernelRoutes implements DirectRoutes {
   private readonly pending = new Map<NetKey, Change>();
   /** What the kernel took last, by subnet: a delete names the gateway the kernel has. */
   private readonly written = new Map<NetKey, PeerRoute>();
-  /** The last lookup's verdict per PublicIP (see notAdjacent). */
+  /** The last lookup's verdict for each of its PublicIPs (see notAdjacent). */
   private readonly adjacency = new Map<number, string | null>();
   /** The batches and checks, one after another. */
   private queue: Promise<void> = Promise.resolve();
@@ -70,10 +70,11 @@ export class KernelRoutes implements DirectRoutes {
   private failures = 0;
   private lastCheckSeconds = 0;
   private timer: NodeJS.Timeout | null = null;
-  private netlinkImpl: RouteNetlink | undefined;
+  private readonly netlink: RouteNetlink;
 
+  /** Loads the addon unless given `netlink`: a node that cannot program routes fails at start. */
   constructor(private readonly o: KernelRoutesOptions) {
-    this.netlinkImpl = o.netlink;
+    this.netlink = o.netlink ?? loadNative();
   }
 
   get size(): number {
@@ -87,12 +88,14 @@ export class KernelRoutes implements DirectRoutes {
 
   async lookup(publicIPs: Iterable<number>): Promise<void> {
     const ips = [...new Set([...publicIPs].map((ip) => ip >>> 0))];
+    // Only the last lookup's addresses are kept: the peer set asks for every one a diff needs.
+    this.adjacency.clear();
     if (ips.length === 0) return;
     const ops = new Uint32Array(ips.length * 4);
     ips.forEach((ip, i) => ops.set([ROUTE_OP.get, ip, 32, 0], i * 4));
     let answers: RouteAnswer[];
     try {
-      answers = await this.netlink().routeBatch(this.o.dev, ops);
+      answers = await this.netlink.routeBatch(this.o.dev, ops);
     } catch (e) {
       for (const ip of ips) this.adjacency.set(ip, `the route lookup failed (${(e as Error).message})`);
       return;
@@ -160,10 +163,6 @@ export class KernelRoutes implements DirectRoutes {
     ];
   }
 
-  private netlink(): RouteNetlink {
-    return (this.netlinkImpl ??= loadNative());
-  }
-
   // flanneld's test (ip.DirectRouting): the kernel's route to the address has no gateway. It
   // must also leave by the external interface, where the route to the peer's subnet will point.
   private verdict(ip: number, a: RouteAnswer | undefined): string | null {
@@ -213,7 +212,7 @@ export class KernelRoutes implements DirectRoutes {
   /** Sends a batch; a batch that fails as a whole answers each request with that failure. */
   private async write(ops: Uint32Array, n: number): Promise<RouteAnswer[]> {
     try {
-      return await this.netlink().routeBatch(this.o.dev, ops);
+      return await this.netlink.routeBatch(this.o.dev, ops);
     } catch (e) {
       const a: RouteAnswer = { errno: (e as { errno?: number }).errno || -1, error: (e as Error).message };
       return Array.from({ length: n }, () => a);
@@ -225,7 +224,7 @@ export class KernelRoutes implements DirectRoutes {
     let t = performance.now();
     let rows: Uint32Array;
     try {
-      const dump = this.netlink().routeDump(this.o.dev);
+      const dump = this.netlink.routeDump(this.o.dev);
       busy += performance.now() - t;
       rows = await dump;
     } catch (e) {

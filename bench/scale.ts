@@ -438,45 +438,36 @@ export async function runScale(argv: string[]): Promise<number> {
     r.leftovers = leftovers(id);
     if (r.leftovers.namespaces.length + r.leftovers.links.length) r.errors.push(`left after teardown: ${JSON.stringify(r.leftovers)}`);
   }
+  /** One step after the scale run on a 2-host cluster of its own (in WIDE_NETWORK): its failure
+   * is recorded, and its cluster torn down in any case. */
+  const extraStep = async (name: string, backend: 'vxlan' | 'host-gw', body: (c: Cluster) => Promise<void>): Promise<void> => {
+    try {
+      const c = await buildCluster({ hosts: 2, backend, start: false, config: { ...WIDE_NETWORK, Backend: { Type: backend } } });
+      cluster = c;
+      await body(c);
+    } catch (e) {
+      if (signals.interrupted) await new Promise<never>(() => undefined); // the signal handler tears down and exits
+      r.errors.push(`${name}: ${(e as Error).message}`);
+      log(`${name} FAILED: ${(e as Error).message.split('\n')[0]}`);
+    }
+    const stepId = cluster?.topo.id;
+    await teardown();
+    if (stepId) {
+      const left = leftovers(stepId);
+      if (left.namespaces.length + left.links.length) r.errors.push(`left after the ${name} teardown: ${JSON.stringify(left)}`);
+    }
+  };
   if (leaseCount > 0) {
     const cp = Object.fromEntries(LEASE_FIGURES.map((f) => [f.key, null])) as Record<LeaseFigureKey, number | null>;
     r.controlPlane = cp;
-    try {
-      log(`control plane: ${leaseCount} leases, 2 hosts`);
-      const c = await buildCluster({ hosts: 2, backend: 'vxlan', start: false, config: { ...WIDE_NETWORK, Backend: { Type: 'vxlan' } } });
-      cluster = c;
-      await leaseScale(c, leaseCount, cp, log, check);
-    } catch (e) {
-      if (signals.interrupted) return new Promise<number>(() => undefined);
-      r.errors.push(`control plane: ${(e as Error).message}`);
-      log(`control plane FAILED: ${(e as Error).message.split('\n')[0]}`);
-    }
-    const id2 = cluster?.topo.id;
-    await teardown();
-    if (id2) {
-      const left = leftovers(id2);
-      if (left.namespaces.length + left.links.length) r.errors.push(`left after the control-plane teardown: ${JSON.stringify(left)}`);
-    }
+    log(`control plane: ${leaseCount} leases, 2 hosts`);
+    await extraStep('control plane', 'vxlan', (c) => leaseScale(c, leaseCount, cp, log, check));
   }
   if (hostGwPeers > 0) {
     const hg = Object.fromEntries(HOSTGW_FIGURES.map((f) => [f.key, null])) as Record<HostGwFigureKey, number | null>;
     r.hostGw = hg;
-    try {
-      log(`host-gw: ${hostGwPeers} peers, one host-gw node`);
-      const c = await buildCluster({ hosts: 2, backend: 'host-gw', start: false, config: { ...WIDE_NETWORK, Backend: { Type: 'host-gw' } } });
-      cluster = c;
-      await hostGwScale(c, hostGwPeers, hg, log, check);
-    } catch (e) {
-      if (signals.interrupted) return new Promise<number>(() => undefined);
-      r.errors.push(`host-gw: ${(e as Error).message}`);
-      log(`host-gw FAILED: ${(e as Error).message.split('\n')[0]}`);
-    }
-    const id3 = cluster?.topo.id;
-    await teardown();
-    if (id3) {
-      const left = leftovers(id3);
-      if (left.namespaces.length + left.links.length) r.errors.push(`left after the host-gw teardown: ${JSON.stringify(left)}`);
-    }
+    log(`host-gw: ${hostGwPeers} peers, one host-gw node`);
+    await extraStep('host-gw', 'host-gw', (c) => hostGwScale(c, hostGwPeers, hg, log, check));
   }
   r.finishedAt = new Date().toISOString();
   r.durationSec = (Date.now() - t0) / 1000;

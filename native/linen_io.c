@@ -93,8 +93,8 @@ static void set_gso_off(env_state *s, int fd, int off) {
 
 // ---- errors ----------------------------------------------------------------------------------
 
-// Throws Error("<call>: <strerror> (<ENAME>)") with .code = ENAME and .errno = err.
-static napi_value throw_errno(napi_env env, const char *call, int err) {
+// Error("<call>: <strerror> (<ENAME>)") with .code = ENAME, .errno = err and .syscall = call.
+napi_value linen_errno_error(napi_env env, const char *call, int err) {
   char msg[256], code[32];
   const char *name = strerrorname_np(err);
   if (name) snprintf(code, sizeof code, "%s", name);
@@ -108,7 +108,11 @@ static napi_value throw_errno(napi_env env, const char *call, int err) {
   napi_set_named_property(env, error, "errno", jerrno);
   napi_create_string_utf8(env, call, NAPI_AUTO_LENGTH, &jmsg);
   napi_set_named_property(env, error, "syscall", jmsg);
-  napi_throw(env, error);
+  return error;
+}
+
+static napi_value throw_errno(napi_env env, const char *call, int err) {
+  napi_throw(env, linen_errno_error(env, call, err));
   return NULL;
 }
 

@@ -41,6 +41,7 @@
 #define ROUTE_DUMP_WORDS 3      // destination, prefix length, gateway
 #define ROUTE_DUMP_TRIES 3      // dumps when the table keeps changing under one
 #define ROUTE_MSG_LEN 160
+#define ROUTE_BUF 65536         // receive buffer: a chunk's answers, or a part of a dump
 
 typedef struct {
   int err;                  // 0 or a positive errno
@@ -196,19 +197,33 @@ static int recv_answers(int fd, route_job *j, size_t base, uint32_t first, size_
   return 0;
 }
 
-static void run_batch(route_job *j) {
-  int ifindex = 0;
-  int needs_dev = 0;
-  for (size_t i = 0; i < j->count; i++) needs_dev |= j->ops[i * ROUTE_OP_WORDS] != ROUTE_OP_GET;
-  if (needs_dev) {
-    ifindex = (int)if_nametoindex(j->dev);
-    if (ifindex == 0) { j->err = errno ? errno : ENODEV; snprintf(j->where, sizeof j->where, "if_nametoindex(%s)", j->dev); return; }
+static void job_fail(route_job *j, int err, const char *where) {
+  j->err = err;
+  snprintf(j->where, sizeof j->where, "%s", where);
+}
+
+// Resolves the interface (unless 0 is fine: lookups only), opens the socket and the receive
+// buffer of ROUTE_BUF bytes. Returns 0, or fails the job and returns -1.
+static int job_open(route_job *j, int needs_dev, int *ifindex, int *fd, char **buf) {
+  *ifindex = 0;
+  if (needs_dev && (*ifindex = (int)if_nametoindex(j->dev)) == 0) {
+    int err = errno ? errno : ENODEV;
+    char where[IF_NAMESIZE + 32];
+    snprintf(where, sizeof where, "if_nametoindex(%s)", j->dev);
+    job_fail(j, err, where);
+    return -1;
   }
-  int fd = nl_open();
-  if (fd < 0) { j->err = -fd; snprintf(j->where, sizeof j->where, "netlink socket"); return; }
-  size_t cap = 1 << 16;
-  char *buf = malloc(cap);
-  if (!buf) { close(fd); j->err = ENOMEM; snprintf(j->where, sizeof j->where, "malloc"); return; }
+  if ((*fd = nl_open()) < 0) { job_fail(j, -*fd, "netlink socket"); return -1; }
+  if (!(*buf = malloc(ROUTE_BUF))) { close(*fd); job_fail(j, ENOMEM, "malloc"); return -1; }
+  return 0;
+}
+
+static void run_batch(route_job *j) {
+  int needs_dev = 0, ifindex, fd;
+  char *buf;
+  size_t cap = ROUTE_BUF;
+  for (size_t i = 0; i < j->count; i++) needs_dev |= j->ops[i * ROUTE_OP_WORDS] != ROUTE_OP_GET;
+  if (job_open(j, needs_dev, &ifindex, &fd, &buf) < 0) return;
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   uint32_t seq = 1;
   for (size_t base = 0; base < j->count; base += ROUTE_CHUNK) {
@@ -216,10 +231,10 @@ static void run_batch(route_job *j) {
     size_t len = 0;
     for (size_t i = 0; i < n; i++) len += put_request(buf + len, &j->ops[(base + i) * ROUTE_OP_WORDS], seq + (uint32_t)i, ifindex);
     if (sendto(fd, buf, len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
-      j->err = errno; snprintf(j->where, sizeof j->where, "netlink send"); break;
+      job_fail(j, errno, "netlink send"); break;
     }
     int r = recv_answers(fd, j, base, seq, n, buf, cap);
-    if (r < 0) { j->err = -r; snprintf(j->where, sizeof j->where, "netlink receive"); break; }
+    if (r < 0) { job_fail(j, -r, "netlink receive"); break; }
     seq += (uint32_t)n;
   }
   free(buf);
@@ -270,14 +285,14 @@ static int dump_once(route_job *j, int fd, char *buf, size_t cap, int ifindex) {
   };
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   if (sendto(fd, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
-    j->err = errno; snprintf(j->where, sizeof j->where, "netlink send");
+    job_fail(j, errno, "netlink send");
     return 0;
   }
   for (;;) {
     ssize_t got = recv(fd, buf, cap, 0);
     if (got < 0) {
       if (errno == EINTR) continue;
-      j->err = errno; snprintf(j->where, sizeof j->where, "netlink receive");
+      job_fail(j, errno, "netlink receive");
       return 0;
     }
     int left = (int)got;
@@ -288,11 +303,11 @@ static int dump_once(route_job *j, int fd, char *buf, size_t cap, int ifindex) {
       if (h->nlmsg_type == NLMSG_ERROR) {
         route_result r = {0};
         read_error(&r, h);
-        j->err = r.err ? r.err : EPROTO; snprintf(j->where, sizeof j->where, "route dump");
+        job_fail(j, r.err ? r.err : EPROTO, "route dump");
         return 0;
       }
       if (h->nlmsg_type == RTM_NEWROUTE && dump_row(j, h, ifindex) < 0) {
-        j->err = ENOMEM; snprintf(j->where, sizeof j->where, "malloc");
+        job_fail(j, ENOMEM, "malloc");
         return 0;
       }
     }
@@ -300,18 +315,14 @@ static int dump_once(route_job *j, int fd, char *buf, size_t cap, int ifindex) {
 }
 
 static void run_dump(route_job *j) {
-  int ifindex = (int)if_nametoindex(j->dev);
-  if (ifindex == 0) { j->err = errno ? errno : ENODEV; snprintf(j->where, sizeof j->where, "if_nametoindex(%s)", j->dev); return; }
-  int fd = nl_open();
-  if (fd < 0) { j->err = -fd; snprintf(j->where, sizeof j->where, "netlink socket"); return; }
-  size_t cap = 1 << 16;
-  char *buf = malloc(cap);
-  if (!buf) { close(fd); j->err = ENOMEM; snprintf(j->where, sizeof j->where, "malloc"); return; }
+  int ifindex, fd;
+  char *buf;
+  if (job_open(j, 1, &ifindex, &fd, &buf) < 0) return;
   // A table that changed during the dump may have been read partly: read it again (a route
   // seen missing by mistake would be put back and counted as restored).
   for (int tries = 0; tries < ROUTE_DUMP_TRIES; tries++) {
     j->rows_len = 0;
-    if (!dump_once(j, fd, buf, cap, ifindex) || j->err) break;
+    if (!dump_once(j, fd, buf, ROUTE_BUF, ifindex) || j->err) break;
   }
   free(buf);
   close(fd);
@@ -324,23 +335,6 @@ static void execute(napi_env env, void *data) {
   route_job *j = data;
   if (j->dump) run_dump(j);
   else run_batch(j);
-}
-
-static napi_value errno_error(napi_env env, const char *where, int err) {
-  char msg[256], code[32];
-  const char *name = strerrorname_np(err);
-  if (name) snprintf(code, sizeof code, "%s", name);
-  else snprintf(code, sizeof code, "E%d", err);
-  snprintf(msg, sizeof msg, "%s: %s (%s)", where, strerror(err), code);
-  napi_value jcode, jmsg, error, jerrno, jcall;
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
-  napi_create_error(env, jcode, jmsg, &error);
-  napi_create_int32(env, err, &jerrno);
-  napi_set_named_property(env, error, "errno", jerrno);
-  napi_create_string_utf8(env, where, NAPI_AUTO_LENGTH, &jcall);
-  napi_set_named_property(env, error, "syscall", jcall);
-  return error;
 }
 
 static void set_u32(napi_env env, napi_value o, const char *name, uint32_t v) {
@@ -390,8 +384,8 @@ static napi_value dump_rows(napi_env env, route_job *j) {
 
 static void complete(napi_env env, napi_status status, void *data) {
   route_job *j = data;
-  if (status != napi_ok) napi_reject_deferred(env, j->deferred, errno_error(env, "route work", ECANCELED));
-  else if (j->err) napi_reject_deferred(env, j->deferred, errno_error(env, j->where, j->err));
+  if (status != napi_ok) napi_reject_deferred(env, j->deferred, linen_errno_error(env, "route work", ECANCELED));
+  else if (j->err) napi_reject_deferred(env, j->deferred, linen_errno_error(env, j->where, j->err));
   else napi_resolve_deferred(env, j->deferred, j->dump ? dump_rows(env, j) : batch_results(env, j));
   napi_delete_async_work(env, j->work);
   free(j->ops);

@@ -24,9 +24,9 @@ import { parseArgs } from 'node:util';
 
 import { runMicro } from './micro.js';
 import { findAnomalies } from './anomalies.js';
-import {
-  EXTRA_FORMATS, fmtRatio, renderReport, summaryTable, writeExports, writeResults, type BenchResults, type ExtraFormat,
-} from './report.js';
+import { EXTRA_FORMATS, renderReport, summaryTable, writeExports, writeResults, type ExtraFormat } from './report.js';
+import { fmtRatio } from './format.js';
+import type { BenchResults } from './results.js';
 import { runScale } from './scale.js';
 import { runQueueScaling, runRouteScaling, type ScalingResults } from './scaling.js';
 import { machineFacts, METRICS, REFERENCE, resolveSettings, runSuite, suiteContenders, type SuiteOptions } from './suite.js';

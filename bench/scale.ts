@@ -47,7 +47,7 @@ import { percentile, processCpuSeconds, systemCpuSeconds, type SystemCpu } from 
 import { waitFor } from '../lab/wait.js';
 import { repoRoot } from '../src/paths.js';
 import { writeFileAtomic } from '../src/subnetenv.js';
-import { fmtNum } from './report.js';
+import { fmtNum } from './format.js';
 import { machineFacts, type MachineFacts } from './suite.js';
 
 const USAGE = 'usage: npm run bench -- scale [--hosts N] [--backend vxlan|udp|host-gw] [--sample K] [--leases L] [--hostgw H] [--timeout S] [--out DIR]';

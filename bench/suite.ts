@@ -48,7 +48,7 @@ export interface MetricDef {
   better: 'higher' | 'lower';
   /** Whether a ratio to kernel VXLAN is meaningful (not for loss percentages or counts, often 0). */
   ratio: boolean;
-  /** The report's chart this metric is drawn in (bench/report.ts). */
+  /** The report's chart this metric is drawn in (bench/charts.ts). */
   chart: 'tcp' | 'service' | 'udp' | 'lossfree' | 'loss' | 'latency' | 'rr' | 'cpu' | 'resources';
 }
 

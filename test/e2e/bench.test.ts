@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 
 import { leftovers, sh } from '../../lab/netns.js';
-import { CHARTS } from '../../bench/report.js';
+import { CHARTS } from '../../bench/charts.js';
 import { METRICS, suiteContenders } from '../../bench/suite.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -6,7 +6,8 @@ import { parse } from 'yaml';
 
 import { findAnomalies } from '../../bench/anomalies.js';
 import { toYaml } from '../../bench/export.js';
-import { barChartSvg, fmtRatioDir, ratioIsBetter, wantsLogScale } from '../../bench/report.js';
+import { barChartSvg, wantsLogScale } from '../../bench/svg-chart.js';
+import { fmtRatioDir, ratioIsBetter } from '../../bench/format.js';
 import { METRICS, summarize, type ContenderResult, type MachineFacts, type MetricKey, type Summary } from '../../bench/suite.js';
 
 t.test('ratios say better or worse by the metric\'s direction', async (t) => {

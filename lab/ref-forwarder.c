@@ -9,7 +9,7 @@
 //                 [--no-verify]  merge without validating each TCP segment's checksum
 //                 [--no-ttl]     do not decrement the TTL (flannel's UDP backend does)
 //                 [--recv N]     messages per recvmmsg (default 8)
-//                 [--flanneld]   flanneld's UDP backend loop instead (below)
+//                 [--flanneld]   flanneld's UDP backend loop instead (ref-forwarder-flanneld.c)
 //                 [--threads]    one thread per direction instead of one loop for both
 //                 [--sg]         split without copying payloads: each send is a gather list of
 //                                per-segment headers and slices of the TUN read
@@ -43,6 +43,8 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "ref-forwarder.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -85,11 +87,11 @@ struct vnet_hdr {
   uint16_t hdr_len, gso_size, csum_start, csum_offset;
 } __attribute__((packed));
 
-static int tun_fd, udp_fd;
-static struct sockaddr_in peer;
-static int verify = 1, ttl_hop = 1, recv_msgs = 8, flanneld = 0, threads = 0, sg = 0;
-static volatile sig_atomic_t stop;
-static void die(const char *what);
+int tun_fd, udp_fd;
+struct sockaddr_in peer;
+int ttl_hop = 1;
+volatile sig_atomic_t stop;
+static int verify = 1, recv_msgs = 8, flanneld = 0, threads = 0, sg = 0;
 
 static struct {
   uint64_t polls, rounds, tun_reads, gso_reads, segments, csum_completed, sendmmsg_calls, send_msgs, send_errors;
@@ -157,7 +159,7 @@ static void ip_checksum(uint8_t *ip) {
 }
 
 // TTL - 1 with the header checksum patched (RFC 1624: the TTL is the high byte of its word).
-static void ttl_decrement(uint8_t *ip) {
+void ttl_decrement(uint8_t *ip) {
   ip[8]--;
   uint32_t c = ld16(ip + 10) + 0x100;
   st16(ip + 10, (uint16_t)((c & 0xffff) + (c >> 16)));
@@ -574,80 +576,9 @@ static void *egress_thread(void *unused) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// --flanneld: one packet per system call, as flanneld's C proxy
-
-static uint32_t route_net, route_mask;  // network order; mask 0 routes everything to the peer
-static size_t fl_buf_len;
-static struct {
-  uint64_t polls, tun_reads, max_tun_read, sends, send_errors, recvs, tun_writes, no_route, ttl_expired, dropped;
-} fl;
-
-// The TTL as flanneld treats it: decremented in both directions, the packet dropped at zero.
-static int fl_ttl(uint8_t *ip) {
-  if (ip[8] <= 1) { fl.ttl_expired++; return 0; }
-  ttl_decrement(ip);
-  return 1;
-}
-
-static int fl_tun_to_udp(uint8_t *buf) {
-  ssize_t n = read(tun_fd, buf, fl_buf_len);
-  if (n < 20) {
-    if (n >= 0) fl.dropped++;
-    return 0;  // EAGAIN, or a runt (flanneld also counts it as no activity)
-  }
-  fl.tun_reads++;
-  if ((uint64_t)n > fl.max_tun_read) fl.max_tun_read = (uint64_t)n;
-  uint32_t dst;
-  memcpy(&dst, buf + 16, 4);
-  if ((dst & route_mask) != route_net) { fl.no_route++; return 1; }
-  if (ttl_hop && !fl_ttl(buf)) return 1;
-  if (sendto(udp_fd, buf, (size_t)n, 0, (struct sockaddr *)&peer, sizeof peer) != n) fl.send_errors++;
-  fl.sends++;
-  return 1;
-}
-
-static int fl_udp_to_tun(uint8_t *buf) {
-  ssize_t n = recv(udp_fd, buf, fl_buf_len, MSG_DONTWAIT);
-  if (n < 20) {
-    if (n >= 0) fl.dropped++;
-    return 0;
-  }
-  fl.recvs++;
-  if (ttl_hop && !fl_ttl(buf)) return 1;
-  while (write(tun_fd, buf, (size_t)n) < 0) {
-    if (errno != EAGAIN && errno != EINTR) { fl.dropped++; break; }  // flanneld retries EAGAIN only
-  }
-  fl.tun_writes++;
-  return 1;
-}
-
-static void flanneld_loop(void) {
-  uint8_t *buf = malloc(fl_buf_len);
-  if (!buf) { fprintf(stderr, "ref-forwarder: alloc\n"); exit(1); }
-  struct pollfd pfd[2] = {{tun_fd, POLLIN, 0}, {udp_fd, POLLIN, 0}};
-  while (!stop) {
-    if (poll(pfd, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      die("poll");
-    }
-    fl.polls++;
-    if (!((pfd[0].revents | pfd[1].revents) & POLLIN)) continue;
-    // Both directions one packet at a time until both are dry, without polling in between.
-    while (fl_tun_to_udp(buf) + fl_udp_to_tun(buf)) {}
-  }
-  fprintf(stderr, "ref-forwarder counters: flanneld polls %llu tun_reads %llu max_tun_read %llu sendto %llu send_errors %llu "
-          "recv %llu tun_writes %llu no_route %llu ttl_expired %llu dropped %llu\n",
-          (unsigned long long)fl.polls, (unsigned long long)fl.tun_reads, (unsigned long long)fl.max_tun_read,
-          (unsigned long long)fl.sends, (unsigned long long)fl.send_errors, (unsigned long long)fl.recvs,
-          (unsigned long long)fl.tun_writes, (unsigned long long)fl.no_route, (unsigned long long)fl.ttl_expired,
-          (unsigned long long)fl.dropped);
-  free(buf);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Set-up
 
-static void die(const char *what) {
+void die(const char *what) {
   fprintf(stderr, "ref-forwarder: %s: %s\n", what, strerror(errno));
   exit(1);
 }
@@ -755,22 +686,7 @@ int main(int argc, char **argv) {
   }
   if (bind(udp_fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind");
 
-  if (flanneld) {
-    // flanneld's buffer is MTU-sized; the route is the one CIDR all traffic goes to the peer by.
-    fl_buf_len = mtu ? (size_t)atoi(mtu) : 65535;
-    if (route) {
-      char net[32];
-      const char *slash = strchr(route, '/');
-      size_t nl = slash ? (size_t)(slash - route) : strlen(route);
-      int bits = slash ? atoi(slash + 1) : 32;
-      if (nl >= sizeof net || bits < 0 || bits > 32) { fprintf(stderr, "ref-forwarder: bad route %s\n", route); return 2; }
-      memcpy(net, route, nl);
-      net[nl] = 0;
-      if (inet_pton(AF_INET, net, &route_net) != 1) { fprintf(stderr, "ref-forwarder: bad route %s\n", route); return 2; }
-      route_mask = bits ? htonl(~(uint32_t)0 << (32 - bits)) : 0;
-      route_net &= route_mask;
-    }
-  }
+  if (flanneld && flanneld_configure(mtu ? (size_t)atoi(mtu) : 65535, route) != 0) return 2;
   eg_arena = aligned_alloc(64, EG_ARENA);
   eg_split = aligned_alloc(64, EG_SPLIT);
   in_bufs = aligned_alloc(64, (size_t)IN_MAX_MSGS * IN_BUF);
@@ -787,7 +703,7 @@ int main(int argc, char **argv) {
     getsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &rcv, &l1);
     getsockopt(udp_fd, SOL_SOCKET, SO_SNDBUF, &snd, &l2);
     printf("ref-forwarder ready: flanneld loop, tun %s, listen %s, peer %s, ttl %d, buffer %zu, SO_RCVBUF %d, SO_SNDBUF %d\n",
-           tun, listen_at, peer_at, ttl_hop, fl_buf_len, rcv, snd);
+           tun, listen_at, peer_at, ttl_hop, flanneld_buffer(), rcv, snd);
     fflush(stdout);
     flanneld_loop();
     return 0;

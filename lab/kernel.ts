@@ -1,7 +1,7 @@
 // The contenders that need no linen code, as plain functions over a namespace:
 //   - host-gw: a route to every other pod subnet via that host's underlay IP;
 //   - kernel VXLAN configured exactly as flanneld configures flannel.<VNI>
-//     (shared/flannel-compat.md §7.1, §7.2).
+//     (docs/flanneld-compat.md, "VXLAN backend").
 // configureKernelVxlanNode() is the reusable piece: one kernel VXLAN node in one namespace, with
 // its VTEP MAC readable and peers added or removed one by one, so that an interop test can
 // wire a kernel node against a linen node (give it the linen node's subnet, public IP and
@@ -167,7 +167,8 @@ export interface KernelVxlanNode {
 
 function addPeerEntries(ns: string, dev: string, p: VxlanPeer): void {
   const g = subnetNetworkAddress(p.subnet);
-  // flannel-compat §7.2, in flanneld's order; on failure undo the earlier steps as it does.
+  // In flanneld's order (docs/flanneld-compat.md, "VXLAN backend"); on failure undo the
+  // earlier steps as it does.
   ipNs(ns, 'neigh', 'replace', g, 'lladdr', p.vtepMAC, 'dev', dev, 'nud', 'permanent');
   try {
     sh('bridge', ['-n', ns, 'fdb', 'replace', p.vtepMAC, 'dev', dev, 'dst', p.publicIP, 'self', 'permanent']);

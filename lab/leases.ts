@@ -41,7 +41,8 @@ export async function grantLease(c: Cluster, seconds: number): Promise<string> {
   return m[1]!;
 }
 
-/** Writes a lease as flanneld does (flannel-compat §1.3, §1.4): a fresh etcd lease of 86400 s
+/** Writes a lease as flanneld does (docs/flanneld-compat.md, "etcd leases and renewal" and
+ * "etcd calls"): a fresh etcd lease of 86400 s
  * and the subnet's key put with it. Returns the etcd lease id (hex). */
 export async function putFlannelLease(c: Cluster, subnet: string, value: string): Promise<string> {
   const id = await grantLease(c, 86400);

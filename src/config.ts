@@ -1,4 +1,4 @@
-// flannel's network configuration (the JSON at <prefix>/config), see flannel-compat.md §2.
+// flannel's network configuration (the JSON at <prefix>/config); docs/flanneld-compat.md has it.
 //
 // parseNetworkConfig() does what flanneld does with that value, in the same order:
 // subnet.ParseConfig (Go encoding/json: case-insensitive names, unknown fields ignored,

@@ -1,4 +1,4 @@
-// linend's start-up and shutdown, in flanneld's order (flannel-compat.md §8): health server,
+// linend's start-up and shutdown, in flanneld's order (docs/flanneld-compat.md, "Command line and lifecycle"): health server,
 // network config, external interface, backend (lease), peer set, data path and device (none
 // for host-gw), traffic rules, subnet.env, then peers; SIGTERM/SIGINT stop it cleanly and keep
 // the lease.

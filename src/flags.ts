@@ -1,5 +1,5 @@
 // flanneld's command line (etcd mode), parsed the way Go's flag package does it, plus
-// linen's own flags. See flannel-compat.md §8.
+// linen's own flags. See docs/flanneld-compat.md, "Command line and lifecycle".
 //
 //   -flag / --flag, -flag=value, -flag value (not for booleans), booleans as -flag or
 //   -flag=false, repeatable --iface / --iface-regex, "--" ends the flags, unknown flag is

@@ -1,4 +1,4 @@
-// subnet.env, as flanneld writes and reads it (flannel-compat.md §5).
+// subnet.env, as flanneld writes and reads it (docs/flanneld-compat.md, "subnet.env").
 //
 //   FLANNEL_NETWORK=10.1.0.0/16
 //   FLANNEL_SUBNET=10.1.74.1/24        first host address of the lease, with its length

@@ -1,4 +1,4 @@
-// Choosing the external interface the way flanneld does (flannel-compat.md §6.1): --iface (name
+// Choosing the external interface the way flanneld does (docs/flanneld-compat.md, "External interface"): --iface (name
 // or IP, first match wins), then --iface-regex (IPs first, then names), then --iface-can-reach
 // (route lookup), else the interface of the IPv4 default route; with only --public-ip, the
 // interface that owns that IP.

@@ -1,4 +1,4 @@
-// flanneld's iptables rules (flannel-compat.md §9), as data, and their installation through
+// flanneld's iptables rules (docs/flanneld-compat.md, "iptables rules"), as data, and their installation through
 // `iptables-restore --noflush --wait` with `iptables -C` existence checks.
 //
 // Masquerade (table nat, comment "flanneld masq"):

@@ -1,5 +1,5 @@
 // Registry on etcd v3 through etcd's JSON gateway (etcd-http.ts), doing exactly the etcd calls flanneld does
-// (flannel-compat.md §1.4) so that linen and flanneld nodes can share one etcd:
+// (docs/flanneld-compat.md, "etcd calls") so that linen and flanneld nodes can share one etcd:
 //
 //   config      Get(<prefix>/config)
 //   list        Get(<prefix>/subnets, prefix)              (no trailing slash, as flanneld), in pages

@@ -1,4 +1,4 @@
-// Subnet keys and lease values, byte-compatible with flanneld (flannel-compat.md §1.1, §1.2).
+// Subnet keys and lease values, byte-compatible with flanneld (docs/flanneld-compat.md).
 //
 //   key:   <prefix>/subnets/10.5.72.0-24            (dual stack: ...-24&fd00:5:0:48::-64)
 //   value: {"PublicIP":"192.168.1.10","PublicIPv6":null}                              (UDP)

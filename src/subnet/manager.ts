@@ -1,4 +1,4 @@
-// Lease acquisition, renewal and own-key monitoring (flannel-compat.md §1.3, §3, §4.1).
+// Lease acquisition, renewal and own-key monitoring, as docs/flanneld-compat.md describes them.
 //
 // Acquisition follows flanneld's LocalManager.tryAcquireLease:
 //   1. reuse the first lease (key order) whose PublicIP is ours, if compatible with the

@@ -1,9 +1,9 @@
 // Peer discovery: list the leases, then watch <prefix>/subnets from revision + 1, and hand
 // the consumer (the peer set, src/peers/) a diff of the leases: added / changed / removed.
 //
-// flanneld's behaviour (flannel-compat.md §4) with its data-losing quirks fixed:
+// flanneld's behaviour (docs/flanneld-compat.md, "Watching leases") with its data-losing quirks fixed:
 //   * a PUT that is not a lease (bad key or value) is skipped with a log line naming the
-//     key; it never wipes the other peers (flanneld drops every peer, §4.4);
+//     key; it never wipes the other peers (flanneld drops every peer);
 //   * after a compaction the re-list is reconciled including peers whose attributes
 //     changed in the gap (flanneld emits nothing for those, §4.3);
 //   * a renewal (PUT with the same attributes) is not reported again;

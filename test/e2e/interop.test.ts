@@ -360,7 +360,7 @@ t.test('udp: linend and an independent flanneld-UDP peer (Python, no shared code
   peer.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
   const peerExit = new Promise<number | null>((r) => peer.once('exit', (code) => r(code)));
   t.ok((await waitFor(() => out.includes('"ready"') || peer.exitCode !== null, 15000, 50)) >= 0, `Python peer ready: ${out.trim()}${err}`);
-  // flannel0 as flanneld configures it (flannel-compat §6.2).
+  // flannel0 as flanneld configures it (docs/flanneld-compat.md, "UDP backend").
   const net2 = subnet2.replace(/\.0\/24$/, '.0/32');
   c.topo.ip(h2.ns, 'addr', 'add', net2, 'dev', 'flannel0');
   c.topo.ip(h2.ns, 'link', 'set', 'dev', 'flannel0', 'mtu', '1472', 'up');

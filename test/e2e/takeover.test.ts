@@ -39,7 +39,7 @@ const vxlanLease = (ip: string, mac: string): string =>
   `{"PublicIP":"${ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`;
 const udpLease = (ip: string): string => `{"PublicIP":"${ip}","PublicIPv6":null}`;
 
-/** flanneld's rules (flannel-compat §9) as `iptables -S` prints them, per table. */
+/** flanneld's rules (docs/flanneld-compat.md, "iptables rules") as `iptables -S` prints them, per table. */
 function flanneldRules(network: string, subnet: string): { nat: string[]; filter: string[] } {
   const mc = '-m comment --comment "flanneld masq"';
   const fc = '-m comment --comment "flanneld forward"';

@@ -169,7 +169,8 @@ static int arg_u32(napi_env env, napi_value v, const char *what, uint32_t *out) 
 }
 
 // The memory: an ArrayBuffer (wasm Memory.buffer), or a TypedArray over one (the workaround for
-// a SharedArrayBuffer on Node 20, fast-io §6.1).
+// a SharedArrayBuffer on Node 20, whose napi_get_arraybuffer_info refuses one; see
+// docs/kernel-interfaces.md, "The addon and wasm memory").
 static int arg_mem(napi_env env, napi_value v, uint8_t **base, size_t *len) {
   bool is;
   void *data = NULL;

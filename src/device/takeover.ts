@@ -1,4 +1,4 @@
-// Taking over a node where flanneld ran (issue 12): a device of linend's name that linend did
+// Taking over a node where flanneld ran: a device of linend's name that linend did
 // not create is what flanneld left behind, and opening the TUN over it fails (TUNSETIFF on a
 // vxlan device: EINVAL; on a busy TUN: EBUSY). linend's own TUN is never persistent, so before
 // linend starts any device of that name belongs to someone else:

@@ -1,4 +1,4 @@
-// flannel's host-gw backend and VXLAN DirectRouting in linend (issue 14), on a cluster whose
+// flannel's host-gw backend and VXLAN DirectRouting in linend, on a cluster whose
 // underlay has two IP subnets: hosts 1, 2 (and 4) on 192.168.x.0/24, host 3 on 172.31.x.0/24,
 // with the bridge namespace routing between them (a router on a stick: host 3 is reached
 // through a gateway, so it is not "directly connected" in flanneld's sense). A flanneld node

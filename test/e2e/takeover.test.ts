@@ -1,4 +1,4 @@
-// Switching a node from flanneld to linen in place, and back (issue 12 item 1).
+// Switching a node from flanneld to linen in place, and back.
 //
 // Three hosts: A starts out exactly as flanneld leaves it (its device, lease in flanneld's
 // JSON, iptables rules, subnet.env), B is another flanneld node (kernel VXLAN, or a flanneld-UDP

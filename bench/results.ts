@@ -1,6 +1,6 @@
 // The results of one benchmark run, as bench/results/<timestamp>.json holds them.
 import type { Anomaly } from './anomalies.js';
-import type { ScalingResults } from './scaling.js';
+import type { ScalingResults } from './dataplane-scaling.js';
 import type { ContenderResult, MachineFacts, MetricDef, SuiteSettings } from './suite.js';
 
 export interface BenchResults {

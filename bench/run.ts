@@ -7,7 +7,7 @@
 //   scaling         route-table size against wasm egress ns/packet, and linend --queues 1/2
 //                   against 4-stream TCP (linen VXLAN)
 //   micro           ns/packet of the wasm core (bench/micro.ts)
-//   scale --hosts N N nodes join one etcd at once: join time, lease races, etcd and RSS (bench/scale.ts)
+//   scale --hosts N N nodes join one etcd at once: join time, lease races, etcd and RSS (bench/cluster-join.ts)
 //   report [FILE]   re-renders the charts and HTML from a results JSON (default <out>/latest.json)
 //
 // Results go to bench/results/ (git-ignored): <timestamp>.json, latest.json (iperf3's own JSON
@@ -27,8 +27,8 @@ import { findAnomalies } from './anomalies.js';
 import { EXTRA_FORMATS, renderReport, summaryTable, writeExports, writeResults, type ExtraFormat } from './report.js';
 import { fmtRatio } from './format.js';
 import type { BenchResults } from './results.js';
-import { runScale } from './scale.js';
-import { runQueueScaling, runRouteScaling, type ScalingResults } from './scaling.js';
+import { runScale } from './cluster-join.js';
+import { runQueueScaling, runRouteScaling, type ScalingResults } from './dataplane-scaling.js';
 import { machineFacts, METRICS, REFERENCE, resolveSettings, runSuite, suiteContenders, type SuiteOptions } from './suite.js';
 import { repoRoot } from '../src/paths.js';
 

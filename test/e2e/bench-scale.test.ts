@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import t from 'tap';
 
 import { leftovers } from '../../lab/netns.js';
-import { LEASE_FIGURES, SCALE_FIGURES, type ScaleResults } from '../../bench/scale.js';
+import { LEASE_FIGURES, SCALE_FIGURES, type ScaleResults } from '../../bench/cluster-join.js';
 import { repoRoot } from '../../src/paths.js';
 
 const HOSTS = 5;

@@ -1,10 +1,10 @@
 // Reading linend's log for the scale run (lab/linend-log.ts): line times with microseconds, when
 // a node first routed a number of peers, when it dropped one, and lease races lost; and the
-// scale run's fixed reachability sample (bench/scale.ts).
+// scale run's fixed reachability sample (bench/cluster-join.ts).
 import t from 'tap';
 import { formatHeader } from '../../src/log.js';
 import { leaseRaces, logTime, peerRemovedAt, routedCountAt } from '../../lab/linend-log.js';
-import { reachSample } from '../../bench/scale.js';
+import { reachSample } from '../../bench/cluster-join.js';
 
 const base = new Date(new Date().getFullYear(), 11, 1, 3, 0, 0).getTime();
 /** A klog line at `ms` after base (with a microsecond part). */

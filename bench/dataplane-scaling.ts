@@ -1,4 +1,4 @@
-// Scaling runs:
+// Data-path scaling runs (npm run bench -- --scaling):
 //
 //  1. Route-table size against egress ns/packet in the wasm core (bench/micro.ts's approach:
 //     a Core, batches of 64 packets, no I/O). The table holds N /24 peers; every batch goes to

@@ -6,7 +6,7 @@ import { COUNTERS, COUNTER_SLOTS } from './ring';
 export const DIR_EGRESS: u32 = 0;
 export const DIR_INGRESS: u32 = 1;
 
-export enum Verdict {
+export enum PacketVerdict {
   Forwarded = 0,
   NoRoute = 1,
   TtlExpired = 2,
@@ -34,7 +34,7 @@ export enum Verdict {
 @inline function slotAddr(dir: u32, verdict: u32): u32 { return COUNTERS + (dir * COUNTER_SLOTS + verdict) * 16; }
 export function counterAddr(dir: u32, verdict: u32): u32 { return slotAddr(dir, verdict); }
 
-@inline export function count(dir: u32, v: Verdict, bytes: u32): void {
+@inline export function count(dir: u32, v: PacketVerdict, bytes: u32): void {
   let p = slotAddr(dir, <u32>v);
   store<u64>(p, load<u64>(p) + 1);
   store<u64>(p + 8, load<u64>(p + 8) + <u64>bytes);

@@ -5,7 +5,7 @@ import {
   R_TX_BYTES, R_TX_PACKETS, SEND_DESC, SLOT_STRIDE, SPLIT_AREA, SPLIT_SIZE, VNET_HDR_LEN,
   VXLAN_ENCAP_LEN,
 } from './ring';
-import { DIR_EGRESS, Verdict, count, counterAddr } from './counters';
+import { DIR_EGRESS, PacketVerdict, count, counterAddr } from './counters';
 import { completeChecksum, hasDF, ipDecrementTtl, ipDst, ipTtl, validateIpv4 } from './ip';
 import { routeAddr, routeLookup } from './routes';
 import { vxlanFrame, vxlanSourcePort } from './vxlan';
@@ -32,27 +32,27 @@ export function egress(n: u32, now: u32): void {
     let len = load<u32>(d + D_LENGTH);
     if (len > cap) len = cap;
     if (vnetHdr) {
-      if (len < VNET_HDR_LEN) { count(DIR_EGRESS, Verdict.Malformed, len); continue; }
+      if (len < VNET_HDR_LEN) { count(DIR_EGRESS, PacketVerdict.Malformed, len); continue; }
       let flags = <u32>load<u8>(off);
       let gsoType = <u32>load<u8>(off + 1);
       let ip = off + VNET_HDR_LEN;
       let plen = len - VNET_HDR_LEN;
       let total = validateIpv4(ip, plen);
-      if (total < 0) { count(DIR_EGRESS, <Verdict>(-total), plen); continue; }
+      if (total < 0) { count(DIR_EGRESS, <PacketVerdict>(-total), plen); continue; }
       if (gsoType == VNET_GSO_TCPV4 || gsoType == VNET_GSO_UDP_L4) {
         splitEgress(ip, <u32>total, gsoType, <u32>load<u16>(off + 4));
         continue;
       }
-      if (gsoType != 0) { count(DIR_EGRESS, Verdict.Unsupported, plen); continue; }
+      if (gsoType != 0) { count(DIR_EGRESS, PacketVerdict.Unsupported, plen); continue; }
       if ((flags & VNET_F_NEEDS_CSUM) != 0 &&
           !completeChecksum(ip, <u32>total, <u32>load<u16>(off + 6), <u32>load<u16>(off + 8))) {
-        count(DIR_EGRESS, Verdict.Malformed, plen);
+        count(DIR_EGRESS, PacketVerdict.Malformed, plen);
         continue;
       }
       forwardEgress(ip, <u32>total);
     } else {
       let total = validateIpv4(off, len);
-      if (total < 0) { count(DIR_EGRESS, <Verdict>(-total), len); continue; }
+      if (total < 0) { count(DIR_EGRESS, <PacketVerdict>(-total), len); continue; }
       forwardEgress(off, <u32>total);
     }
   }
@@ -124,19 +124,19 @@ function coalesceSends(): void {
 function routeEgress(ip: u32, total: u32, wireLen: u32): u32 {
   let r = routeLookup(ipDst(ip));
   if (r < 0) {
-    count(DIR_EGRESS, Verdict.NoRoute, total);
+    count(DIR_EGRESS, PacketVerdict.NoRoute, total);
     if (!flannelUnreachableExempt(ip)) {
       icmpToTun(ICMP_DEST_UNREACH, CODE_NET_UNREACH, 0, ip, total, FLANNEL_ICMP_TTL);
     }
     return 0;
   }
   if (ipTtl(ip) <= ttlFloor) {
-    count(DIR_EGRESS, Verdict.TtlExpired, total);
+    count(DIR_EGRESS, PacketVerdict.TtlExpired, total);
     if (hopInTunnel && !icmpErrorExempt(ip, total)) icmpToTun(ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, ip, total, ICMP_TTL);
     return 0;
   }
   if (wireLen > tunnelMtu && hasDF(ip)) {
-    count(DIR_EGRESS, Verdict.TooBig, total);
+    count(DIR_EGRESS, PacketVerdict.TooBig, total);
     if (!icmpErrorExempt(ip, total)) icmpToTun(ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, tunnelMtu, ip, total, ICMP_TTL);
     return 0;
   }
@@ -154,7 +154,7 @@ function forwardEgress(ip: u32, total: u32): void {
   if (route == 0) return;
   if (hopInTunnel) ipDecrementTtl(ip);
   if (emitSend(DIR_EGRESS, ip, total, route)) {
-    count(DIR_EGRESS, Verdict.Forwarded, total);
+    count(DIR_EGRESS, PacketVerdict.Forwarded, total);
     countTx(route, 1, total);
   }
 }
@@ -163,14 +163,14 @@ function forwardEgress(ip: u32, total: u32): void {
 // UDP_SEGMENT bursts.
 function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
   let hdrLen = gsoHeaderLen(ip, total, gsoType);
-  if (hdrLen == 0 || gsoSize == 0 || gsoSize > 65535 - hdrLen) { count(DIR_EGRESS, Verdict.Malformed, total); return; }
+  if (hdrLen == 0 || gsoSize == 0 || gsoSize > 65535 - hdrLen) { count(DIR_EGRESS, PacketVerdict.Malformed, total); return; }
   let route = routeEgress(ip, total, hdrLen + min(gsoSize, total - hdrLen));
   if (route == 0) return;
   if (hopInTunnel) ipDecrementTtl(ip);
   let framing: u32 = mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0;
   let out = SPLIT_AREA + splitUsed;
   let nseg = splitSegments(ip, total, hdrLen, gsoSize, gsoType, out, SPLIT_SIZE - splitUsed, framing);
-  if (nseg == 0) { count(DIR_EGRESS, Verdict.NoRoom, total); return; }
+  if (nseg == 0) { count(DIR_EGRESS, PacketVerdict.NoRoom, total); return; }
   let srcPort: u32 = mode == MODE_VXLAN ? vxlanSourcePort(ip) : 0;
   let payload = total - hdrLen;
   let datagram = framing + hdrLen + gsoSize;
@@ -187,9 +187,9 @@ function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
     }
     if (queueSend(DIR_EGRESS, p, len, k > 1 ? datagram : 0, route, srcPort)) {
       let ipBytes = len - k * framing;
-      count(DIR_EGRESS, Verdict.Forwarded, ipBytes);
+      count(DIR_EGRESS, PacketVerdict.Forwarded, ipBytes);
       // counters count wire packets: add the other k - 1 segments
-      let c = counterAddr(DIR_EGRESS, <u32>Verdict.Forwarded);
+      let c = counterAddr(DIR_EGRESS, <u32>PacketVerdict.Forwarded);
       store<u64>(c, load<u64>(c) + <u64>(k - 1));
       countTx(route, k, ipBytes);
     }

@@ -23,7 +23,7 @@ import { resetIcmpBuckets } from './outputs';
 // The whole layout (ring.ts) and the verdict enum, as globals: scripts/gen-abi.mjs turns these
 // exports into native/linen_abi.h and src/dataplane/abi.ts.
 export * from './ring';
-export { Verdict } from './counters';
+export { PacketVerdict } from './counters';
 export { MODE_UDP, MODE_VXLAN } from './settings';
 export { egress, egressReadCapacity } from './egress';
 export { ingress, ingressReadCapacity } from './ingress';

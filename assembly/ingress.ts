@@ -6,7 +6,7 @@ import {
   SPLIT_SIZE, TUNW_CAP, VNET_HDR_LEN, VNET_SCRATCH, VXLAN_ENCAP_LEN,
 } from './ring';
 import { setTunWrite2 } from './tables';
-import { DIR_INGRESS, Verdict, count } from './counters';
+import { DIR_INGRESS, PacketVerdict, count } from './counters';
 import {
   PROTO_TCP, PROTO_UDP, completePartialL4, ipDecrementTtl, ipDst, ipProto, ipSrc, ipTotalLen,
   ipTtl, isFragment, validateIpv4,
@@ -68,37 +68,37 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32, outerPort: u32): void 
   let plen = len;
   // flanneld's UDP backend sends from the port it listens on; the kernel's VXLAN picks a
   // source port per flow.
-  if (mode == MODE_UDP && outerPort != port) { count(DIR_INGRESS, Verdict.WrongSourcePort, len); return; }
+  if (mode == MODE_UDP && outerPort != port) { count(DIR_INGRESS, PacketVerdict.WrongSourcePort, len); return; }
   if (mode == MODE_VXLAN) {
-    if (len < VXLAN_ENCAP_LEN + 20) { count(DIR_INGRESS, Verdict.Malformed, len); return; }
+    if (len < VXLAN_ENCAP_LEN + 20) { count(DIR_INGRESS, PacketVerdict.Malformed, len); return; }
     let v = vxlanCheck(p);
-    if (v != Verdict.Forwarded) { count(DIR_INGRESS, v, len); return; }
+    if (v != PacketVerdict.Forwarded) { count(DIR_INGRESS, v, len); return; }
     ip = p + VXLAN_ENCAP_LEN;
     plen = len - VXLAN_ENCAP_LEN;
   }
   let t = validateIpv4(ip, plen);
-  if (t < 0) { count(DIR_INGRESS, <Verdict>(-t), plen); return; }
+  if (t < 0) { count(DIR_INGRESS, <PacketVerdict>(-t), plen); return; }
   let total = <u32>t;
   // Anti-spoofing: the inner source must lie in a subnet owned by the peer that sent it.
   let r = routeLookup(ipSrc(ip));
   if (r < 0 || load<u32>(routeAddr(r) + R_PUBLIC_IP) != outerSrc) {
-    count(DIR_INGRESS, Verdict.Spoofed, total);
+    count(DIR_INGRESS, PacketVerdict.Spoofed, total);
     return;
   }
   // A peer delivers only to this node's pods: never to other networks (metadata address, the
   // node's own services, the internet through masquerading) nor to another peer's subnet.
   if ((ipDst(ip) & localMask) != localAddr) {
-    count(DIR_INGRESS, Verdict.ForeignDestination, total);
+    count(DIR_INGRESS, PacketVerdict.ForeignDestination, total);
     return;
   }
   let route = routeAddr(r);
   if (ipTtl(ip) <= ttlFloor) {
-    count(DIR_INGRESS, Verdict.TtlExpired, total);
+    count(DIR_INGRESS, PacketVerdict.TtlExpired, total);
     if (hopInTunnel && !icmpErrorExempt(ip, total)) icmpToPeer(ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, ip, total, route);
     return;
   }
   if (hopInTunnel) ipDecrementTtl(ip);
-  if (completePartialL4(ip, total)) count(DIR_INGRESS, Verdict.ChecksumCompleted, 0);
+  if (completePartialL4(ip, total)) count(DIR_INGRESS, PacketVerdict.ChecksumCompleted, 0);
   if (total > tunnelMtu && ipProto(ip) == PROTO_TCP && !isFragment(ip)) {
     // A peer's kernel may hand over an unsegmented TCP super-packet (kernel VXLAN with GSO
     // over veth or a virtual switch): cut it back to the tunnel MTU for the pod.
@@ -117,7 +117,7 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32, outerPort: u32): void 
 }
 
 @inline function countRx(route: u32, total: u32): void {
-  count(DIR_INGRESS, Verdict.Forwarded, total);
+  count(DIR_INGRESS, PacketVerdict.Forwarded, total);
   store<u64>(route + R_RX_PACKETS, load<u64>(route + R_RX_PACKETS) + 1);
   store<u64>(route + R_RX_BYTES, load<u64>(route + R_RX_BYTES) + <u64>total);
 }
@@ -127,10 +127,10 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32, outerPort: u32): void 
 // here into the split area. Returns false when it was dropped (counted).
 function oversizeTcpToTun(ip: u32, total: u32): bool {
   let hdrLen = gsoHeaderLen(ip, total, VNET_GSO_TCPV4);
-  if (hdrLen == 0 || hdrLen >= tunnelMtu) { count(DIR_INGRESS, Verdict.Malformed, total); return false; }
+  if (hdrLen == 0 || hdrLen >= tunnelMtu) { count(DIR_INGRESS, PacketVerdict.Malformed, total); return false; }
   let gsoSize = tunnelMtu - hdrLen;
   if (vnetHdr) {
-    if (nTunw >= TUNW_CAP || nIov + 2 > IOV_CAP) { count(DIR_INGRESS, Verdict.NoRoom, total); return false; }
+    if (nTunw >= TUNW_CAP || nIov + 2 > IOV_CAP) { count(DIR_INGRESS, PacketVerdict.NoRoom, total); return false; }
     let vnet = VNET_SCRATCH + nTunw * 16;
     tcpGsoHeader(vnet, ip, total, hdrLen, gsoSize);
     setTunWrite2(nTunw, nIov, vnet, VNET_HDR_LEN, ip, total);
@@ -140,7 +140,7 @@ function oversizeTcpToTun(ip: u32, total: u32): bool {
   }
   let out = SPLIT_AREA + splitUsed;
   let nseg = splitSegments(ip, total, hdrLen, gsoSize, VNET_GSO_TCPV4, out, SPLIT_SIZE - splitUsed, 0);
-  if (nseg == 0) { count(DIR_INGRESS, Verdict.NoRoom, total); return false; }
+  if (nseg == 0) { count(DIR_INGRESS, PacketVerdict.NoRoom, total); return false; }
   let p = out;
   for (let i: u32 = 0; i < nseg; i++) {
     let segLen = ipTotalLen(p);

@@ -1,6 +1,6 @@
 // IPv4 header access, RFC 1071 checksums and RFC 1624 incremental updates.
 // Multi-byte packet fields are big-endian; wasm loads are little-endian, hence the bswaps.
-import { Verdict } from './counters';
+import { PacketVerdict } from './counters';
 
 export const PROTO_ICMP: u8 = 1;
 export const PROTO_TCP: u8 = 6;
@@ -163,14 +163,14 @@ export function completePartialL4(ip: u32, total: u32): bool {
 }
 
 // Validates the IPv4 packet at ip with avail readable bytes. Returns its total length, or a
-// negative Verdict.
+// negative PacketVerdict.
 export function validateIpv4(ip: u32, avail: u32): i32 {
-  if (avail < 20) return -<i32>Verdict.Malformed;
-  if (ipVersion(ip) != 4) return -<i32>Verdict.NotIpv4;
+  if (avail < 20) return -<i32>PacketVerdict.Malformed;
+  if (ipVersion(ip) != 4) return -<i32>PacketVerdict.NotIpv4;
   let hlen = ipHeaderLen(ip);
-  if (hlen < 20 || hlen > avail) return -<i32>Verdict.Malformed;
+  if (hlen < 20 || hlen > avail) return -<i32>PacketVerdict.Malformed;
   let total = ipTotalLen(ip);
-  if (total < hlen || total > avail) return -<i32>Verdict.Malformed;
-  if (!ipHeaderValid(ip, hlen)) return -<i32>Verdict.Malformed;
+  if (total < hlen || total > avail) return -<i32>PacketVerdict.Malformed;
+  if (!ipHeaderValid(ip, hlen)) return -<i32>PacketVerdict.Malformed;
   return <i32>total;
 }

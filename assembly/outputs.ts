@@ -7,7 +7,7 @@ import {
   VNET_HDR_LEN, VXLAN_ENCAP_LEN, ZERO_VNET,
 } from './ring';
 import { setIovec, setTunWrite, setTunWrite2 } from './tables';
-import { DIR_EGRESS, DIR_INGRESS, Verdict, count } from './counters';
+import { DIR_EGRESS, DIR_INGRESS, PacketVerdict, count } from './counters';
 import { ipSrc } from './ip';
 import { vxlanFrame, vxlanSourcePort } from './vxlan';
 import { udpFrame } from './udp';
@@ -55,7 +55,7 @@ export function beginBatch(now: u32): void {
 // Queues a send of [start, start + len) to the peer of route: one datagram, or with segSize
 // non-zero a UDP_SEGMENT burst of datagrams of segSize bytes (the last may be shorter).
 export function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u32, srcPort: u32): bool {
-  if (nSend >= SEND_CAP) { count(dir, Verdict.NoRoom, len); return false; }
+  if (nSend >= SEND_CAP) { count(dir, PacketVerdict.NoRoom, len); return false; }
   let d = SEND_DESC + nSend * DESC_SIZE;
   store<u32>(d + D_OFFSET, start);
   store<u32>(d + D_LENGTH, len);
@@ -82,7 +82,7 @@ export function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
 // Queues one TUN write of [ip, ip + len), behind a zero virtio_net_hdr when the TUN has one.
 export function emitTun(dir: u32, ip: u32, len: u32): bool {
   let need: u32 = vnetHdr ? 2 : 1;
-  if (nTunw >= TUNW_CAP || nIov + need > IOV_CAP) { count(dir, Verdict.NoRoom, len); return false; }
+  if (nTunw >= TUNW_CAP || nIov + need > IOV_CAP) { count(dir, PacketVerdict.NoRoom, len); return false; }
   if (vnetHdr) {
     setTunWrite2(nTunw, nIov, ZERO_VNET, VNET_HDR_LEN, ip, len);
   } else {
@@ -99,7 +99,7 @@ export function emitTun(dir: u32, ip: u32, len: u32): bool {
 export function icmpAllowed(dir: u32, orig: u32): bool {
   let to = ipSrc(orig);
   if ((to & clusterMask) != clusterAddr) return false;
-  if (nIcmp >= ICMP_CAP) { count(dir, Verdict.NoRoom, 0); return false; }
+  if (nIcmp >= ICMP_CAP) { count(dir, PacketVerdict.NoRoom, 0); return false; }
   let b = icmpBuckets + ((((to ^ icmpSeed) * 0x9e3779b1) >> (32 - ICMP_BUCKET_BITS)) << 3);
   let tokens = load<u32>(b);
   let elapsed = nowMs - load<u32>(b + 4);
@@ -108,7 +108,7 @@ export function icmpAllowed(dir: u32, orig: u32): bool {
     tokens = t > <u64>ICMP_BURST ? ICMP_BURST : <u32>t;
     store<u32>(b + 4, nowMs);
   }
-  if (tokens == 0) { count(dir, Verdict.IcmpRateLimited, 0); return false; }
+  if (tokens == 0) { count(dir, PacketVerdict.IcmpRateLimited, 0); return false; }
   store<u32>(b, tokens - 1);
   return true;
 }
@@ -119,7 +119,7 @@ export function icmpToTun(type: u32, code: u32, rest: u32, orig: u32, origLen: u
   let out = ICMP_AREA + nIcmp * ICMP_STRIDE + HEADROOM;
   nIcmp++;
   let len = icmpBuild(out, type, code, rest, orig, origLen, localAddr, ttl);
-  if (emitTun(DIR_EGRESS, out, len)) count(DIR_EGRESS, Verdict.IcmpSent, len);
+  if (emitTun(DIR_EGRESS, out, len)) count(DIR_EGRESS, PacketVerdict.IcmpSent, len);
 }
 
 // ICMP error sent through the tunnel to the peer that owns the offending packet's source.
@@ -128,6 +128,6 @@ export function icmpToPeer(type: u32, code: u32, rest: u32, orig: u32, origLen: 
   let out = ICMP_AREA + nIcmp * ICMP_STRIDE + HEADROOM;
   nIcmp++;
   let len = icmpBuild(out, type, code, rest, orig, origLen, localAddr, ICMP_TTL);
-  if (emitSend(DIR_INGRESS, out, len, route)) count(DIR_INGRESS, Verdict.IcmpSent, len);
+  if (emitSend(DIR_INGRESS, out, len, route)) count(DIR_INGRESS, PacketVerdict.IcmpSent, len);
 }
 

@@ -1,7 +1,7 @@
 // VXLAN framing (RFC 7348) as the Linux kernel builds and accepts it for flannel.<VNI>:
 // [VXLAN 8: flags 0x08, 3 reserved, VNI 24 bits, 1 reserved][Ethernet 14: dst, src, 0x0800][IPv4]
 import { VXLAN_ENCAP_LEN, R_MAC } from './ring';
-import { Verdict } from './counters';
+import { PacketVerdict } from './counters';
 import { load16be, load32be, store16be, store32be, ipProto, ipHeaderLen, isFragment, PROTO_TCP, PROTO_UDP } from './ip';
 
 export const VXLAN_FLAG_VNI: u32 = 0x08;
@@ -35,18 +35,18 @@ export function vxlanConfigure(vniValue: u32, macHi: u32, macLo: u32, seed: u32)
 }
 
 // Checks a received VXLAN datagram at p (length len, at least VXLAN_ENCAP_LEN). Returns
-// Verdict.Forwarded when the inner IPv4 packet at p + VXLAN_ENCAP_LEN may be processed.
-export function vxlanCheck(p: u32): Verdict {
+// PacketVerdict.Forwarded when the inner IPv4 packet at p + VXLAN_ENCAP_LEN may be processed.
+export function vxlanCheck(p: u32): PacketVerdict {
   // Linux drops any flag or reserved bit other than I (GBP is not enabled by flannel).
-  if (load<u32>(p) != VXLAN_FLAG_VNI || load<u8>(p + 7) != 0) return Verdict.BadVxlanFlags;
-  if ((load32be(p + 4) >> 8) != vni) return Verdict.WrongVni;
+  if (load<u32>(p) != VXLAN_FLAG_VNI || load<u8>(p + 7) != 0) return PacketVerdict.BadVxlanFlags;
+  if ((load32be(p + 4) >> 8) != vni) return PacketVerdict.WrongVni;
   let eth = p + 8;
-  if (load<u32>(eth) != load<u32>(ownMac) || load<u16>(eth + 4) != load<u16>(ownMac + 4)) return Verdict.WrongMac;
+  if (load<u32>(eth) != load<u32>(ownMac) || load<u16>(eth + 4) != load<u16>(ownMac + 4)) return PacketVerdict.WrongMac;
   // A frame from our own MAC is a loop; a multicast source is invalid (kernel: is_valid_ether_addr).
-  if (load<u16>(eth + 6) == load<u16>(ownMac) && load<u32>(eth + 8) == load<u32>(ownMac + 2)) return Verdict.WrongMac;
-  if ((load<u8>(eth + 6) & 1) != 0) return Verdict.WrongMac;
-  if (load16be(eth + 12) != ETHERTYPE_IPV4) return Verdict.NotIpv4;
-  return Verdict.Forwarded;
+  if (load<u16>(eth + 6) == load<u16>(ownMac) && load<u32>(eth + 8) == load<u32>(ownMac + 2)) return PacketVerdict.WrongMac;
+  if ((load<u8>(eth + 6) & 1) != 0) return PacketVerdict.WrongMac;
+  if (load16be(eth + 12) != ETHERTYPE_IPV4) return PacketVerdict.NotIpv4;
+  return PacketVerdict.Forwarded;
 }
 
 // Outer UDP source port for a flow, as the kernel's udp_flow_src_port maps a flow hash into

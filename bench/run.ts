@@ -12,7 +12,7 @@
 //
 // Results go to bench/results/ (git-ignored): <timestamp>.json, latest.json (iperf3's own JSON
 // reports included), knb.json (knb's scenario names and units, bench/export.ts), latest.html and
-// the SVG charts (report.ts CHARTS, ratio-*.svg, scaling-*.svg); --format yaml adds latest.yaml
+// the SVG charts (charts.ts CHARTS, ratio-*.svg, scaling-*.svg); --format yaml adds latest.yaml
 // and knb.yaml, --format text latest.txt (the summary tables).
 // Exit status: 0 when everything ran, 1 when a contender or measurement failed (the results are
 // still written), 2 on bad usage.

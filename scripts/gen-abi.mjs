@@ -90,7 +90,12 @@ export function renderModule({ values, enums }) {
       "] as const;",
     );
   }
-  lines.push("");
+  lines.push(
+    "",
+    "/** Every enum above by its name, so that checks can walk them all. */",
+    `export const ENUMS = { ${[...enums.keys()].join(", ")} } as const;`,
+    "",
+  );
   return lines.join("\n");
 }
 

@@ -2,7 +2,7 @@
 // flanneld does (same codes and bodies, so existing probes keep working); /metrics is linen's
 // own, in the Prometheus text format.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { VERDICTS, DIRECTIONS, isOutcome } from './dataplane/verdicts.js';
+import { PACKET_VERDICTS, DIRECTIONS, isOutcome } from './dataplane/verdicts.js';
 import type { EngineStats, IoStat } from './dataplane/engine.js';
 import { formatCIDR, netKey, type IPv4Net, type NetKey } from './net.js';
 import type { Metric } from './metric.js';
@@ -75,7 +75,7 @@ export function renderMetrics(src: MetricsSource, peerMetricsLimit: number): str
     for (const kind of ['packets', 'bytes'] as const) {
       const name = `linen_${kind}_total`;
       for (const dir of DIRECTIONS) {
-        for (const v of VERDICTS) {
+        for (const v of PACKET_VERDICTS) {
           const value = stats.counters[dir][v][kind];
           if (isOutcome(v)) add({ name, help: HELP[name]!, type: 'counter', value, labels: { direction: dir, verdict: v } });
           else if (kind === 'packets') add({ name: 'linen_events_total', help: HELP['linen_events_total']!, type: 'counter', value, labels: { direction: dir, event: v } });

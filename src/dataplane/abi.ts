@@ -68,8 +68,8 @@ export const LAYOUT = {
 } as const;
 export type Layout = { readonly [K in keyof typeof LAYOUT]: number };
 
-/** The core's enum Verdict: member -> value. */
-export const Verdict = {
+/** The core's enum PacketVerdict: member -> value. */
+export const PacketVerdict = {
   Forwarded: 0,
   NoRoute: 1,
   TtlExpired: 2,
@@ -89,8 +89,8 @@ export const Verdict = {
   WrongSourcePort: 16,
   Count: 17,
 } as const;
-/** Verdict's members in value order, as snake_case names. */
-export const VERDICTS = [
+/** PacketVerdict's members in value order, as snake_case names. */
+export const PACKET_VERDICTS = [
   'forwarded',
   'no_route',
   'ttl_expired',
@@ -125,3 +125,6 @@ export const PEER_COUNTERS = [
   'rx_packets',
   'rx_bytes',
 ] as const;
+
+/** Every enum above by its name, so that checks can walk them all. */
+export const ENUMS = { PacketVerdict, PeerCounter } as const;

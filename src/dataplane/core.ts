@@ -4,8 +4,8 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../paths.js';
-import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
-import { LAYOUT, Verdict, PeerCounter, type Layout } from './abi.js';
+import { PACKET_VERDICTS, DIRECTIONS, type PacketVerdictName, type Direction } from './verdicts.js';
+import { LAYOUT, ENUMS, PeerCounter, type Layout } from './abi.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
 
@@ -44,8 +44,7 @@ function checkCoreLayout(exports: WebAssembly.Exports): void {
   const rebuild = 'run "npm run build"';
   const want: [string, number][] = [
     ...Object.entries(LAYOUT),
-    ...Object.entries(Verdict).map(([m, v]): [string, number] => [`Verdict.${m}`, v]),
-    ...Object.entries(PeerCounter).map(([m, v]): [string, number] => [`PeerCounter.${m}`, v]),
+    ...Object.entries(ENUMS).flatMap(([e, members]) => Object.entries(members).map(([m, v]): [string, number] => [`${e}.${m}`, v])),
   ];
   for (const [name, value] of want) {
     const g = exports[name];
@@ -83,7 +82,7 @@ export interface CoreOptions {
 }
 
 export interface PeerCounters { txPackets: bigint; txBytes: bigint; rxPackets: bigint; rxBytes: bigint }
-export type CounterSnapshot = Record<Direction, Record<VerdictName, { packets: bigint; bytes: bigint }>>;
+export type CounterSnapshot = Record<Direction, Record<PacketVerdictName, { packets: bigint; bytes: bigint }>>;
 
 const compiled: Map<string, WebAssembly.Module> = new Map();
 
@@ -172,8 +171,8 @@ export class Core {
   counters(): CounterSnapshot {
     const out = {} as CounterSnapshot;
     DIRECTIONS.forEach((dir, d) => {
-      const byVerdict = {} as Record<VerdictName, { packets: bigint; bytes: bigint }>;
-      VERDICTS.forEach((name, v) => {
+      const byVerdict = {} as Record<PacketVerdictName, { packets: bigint; bytes: bigint }>;
+      PACKET_VERDICTS.forEach((name, v) => {
         const p = this.exports.counterAddr(d, v);
         byVerdict[name] = { packets: this.view.getBigUint64(p, true), bytes: this.view.getBigUint64(p + 8, true) };
       });

@@ -9,7 +9,7 @@ import { loadNative, type NativeIO } from './native.js';
 import { Core, type CounterSnapshot } from './core.js';
 import { checkAddonLayout } from './descriptors.js';
 import { PeerCounter } from './abi.js';
-import { VERDICTS, DIRECTIONS, type VerdictName, type Direction } from './verdicts.js';
+import { PACKET_VERDICTS, DIRECTIONS, type PacketVerdictName, type Direction } from './verdicts.js';
 import type { Engine, EngineFeatures, EngineOptions, EngineStats, EngineEvents, PeerTraffic, RouteSource, SlottedRoute } from './engine.js';
 import {
   IO_STATS, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type StatsLayout, type IoStat, type ControlMessage, type WorkerData,
@@ -230,8 +230,8 @@ export class NativeEngine implements Engine {
     const counters = {} as CounterSnapshot;
     const slotsPerDir = this.layout.counterWords / 2 / DIRECTIONS.length;
     DIRECTIONS.forEach((dir: Direction, d) => {
-      const byVerdict = {} as Record<VerdictName, { packets: bigint; bytes: bigint }>;
-      VERDICTS.forEach((name, v) => {
+      const byVerdict = {} as Record<PacketVerdictName, { packets: bigint; bytes: bigint }>;
+      PACKET_VERDICTS.forEach((name, v) => {
         const at = STAT_EXTRA + (d * slotsPerDir + v) * 2;
         byVerdict[name] = { packets: total[at], bytes: total[at + 1] };
       });

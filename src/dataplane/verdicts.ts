@@ -1,9 +1,9 @@
-// Names of the wasm core's verdict counters (assembly/counters.ts `Verdict`), in the core's
+// Names of the wasm core's verdict counters (assembly/counters.ts `PacketVerdict`), in the core's
 // order: generated into abi.ts, so the shell cannot disagree with the module it loads.
-import { VERDICTS } from './abi.js';
-export { VERDICTS };
+import { PACKET_VERDICTS } from './abi.js';
+export { PACKET_VERDICTS };
 
-export type VerdictName = (typeof VERDICTS)[number];
+export type PacketVerdictName = (typeof PACKET_VERDICTS)[number];
 
 export const DIRECTIONS = ['egress', 'ingress'] as const;
 export type Direction = (typeof DIRECTIONS)[number];
@@ -14,7 +14,7 @@ export type Direction = (typeof DIRECTIONS)[number];
 // them as linen_events_total{event}; every other verdict, including any verdict added later,
 // is an outcome (linen_packets_total{verdict}), and the outcomes of a direction sum to the
 // packets handled.
-export const SIDE_EVENT_VERDICTS: ReadonlySet<VerdictName> = new Set<VerdictName>(['icmp_sent', 'icmp_rate_limited', 'checksum_completed']);
+export const SIDE_EVENT_VERDICTS: ReadonlySet<PacketVerdictName> = new Set<PacketVerdictName>(['icmp_sent', 'icmp_rate_limited', 'checksum_completed']);
 
 /** Whether a verdict is a packet's outcome (forwarded or a drop reason), not a side event. */
-export const isOutcome = (v: VerdictName): boolean => !SIDE_EVENT_VERDICTS.has(v);
+export const isOutcome = (v: PacketVerdictName): boolean => !SIDE_EVENT_VERDICTS.has(v);

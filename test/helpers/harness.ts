@@ -2,7 +2,7 @@
 // runs a batch, and returns what the core asked to send and to write.
 import { Core, type CoreOptions } from '../../src/dataplane/core.js';
 import { DescriptorView } from '../../src/dataplane/descriptors.js';
-import type { Direction, VerdictName } from '../../src/dataplane/verdicts.js';
+import type { Direction, PacketVerdictName } from '../../src/dataplane/verdicts.js';
 import { formatIPv4 } from '../../src/net.js';
 import { ip4 } from './packets.js';
 
@@ -85,7 +85,7 @@ export class Harness {
     return { sends, tun };
   }
 
-  counter(dir: Direction, name: VerdictName): number {
+  counter(dir: Direction, name: PacketVerdictName): number {
     return Number(this.core.counters()[dir][name].packets);
   }
 }

@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { VERDICTS, DIRECTIONS } from '../../src/dataplane/verdicts.js';
+import { PACKET_VERDICTS, DIRECTIONS } from '../../src/dataplane/verdicts.js';
 import { IO_STATS, type EngineStats, type IoStat } from '../../src/dataplane/engine.js';
 import type { CounterSnapshot } from '../../src/dataplane/core.js';
 import { parseIPv4 } from '../../src/net.js';
@@ -83,7 +83,7 @@ export function fakeStats(peers: number): EngineStats {
   const counters = {} as CounterSnapshot;
   DIRECTIONS.forEach((dir, d) => {
     const byVerdict = {} as CounterSnapshot[typeof dir];
-    VERDICTS.forEach((v, i) => { byVerdict[v] = { packets: BigInt(100 * d + i + 1), bytes: BigInt(1000 * (100 * d + i + 1)) }; });
+    PACKET_VERDICTS.forEach((v, i) => { byVerdict[v] = { packets: BigInt(100 * d + i + 1), bytes: BigInt(1000 * (100 * d + i + 1)) }; });
     counters[dir] = byVerdict;
   });
   const io = Object.fromEntries(IO_STATS.map((s, i) => [s, BigInt(i + 1)])) as Record<IoStat, bigint>;

@@ -2,7 +2,7 @@
 // one block per metric family, per-peer series bounded by --peer-metrics-limit.
 import t from 'tap';
 import { renderMetrics, type Metric, type MetricsSource } from '../../src/health.js';
-import { VERDICTS, DIRECTIONS, SIDE_EVENT_VERDICTS, isOutcome } from '../../src/dataplane/verdicts.js';
+import { PACKET_VERDICTS, DIRECTIONS, SIDE_EVENT_VERDICTS, isOutcome } from '../../src/dataplane/verdicts.js';
 import { Metrics } from '../../lab/metrics.js';
 import { fakeStats } from '../helpers/promtool.js';
 
@@ -15,7 +15,7 @@ t.test('outcomes in linen_packets_total, side events in linen_events_total, each
   const m = Metrics.parse(renderMetrics(source(0), 128));
   const stats = fakeStats(0);
   for (const dir of DIRECTIONS) {
-    for (const v of VERDICTS) {
+    for (const v of PACKET_VERDICTS) {
       const want = Number(stats.counters[dir][v].packets);
       if (isOutcome(v)) {
         t.equal(m.find('linen_packets_total', { direction: dir, verdict: v }), want, `${dir} ${v}: an outcome`);
@@ -27,12 +27,12 @@ t.test('outcomes in linen_packets_total, side events in linen_events_total, each
         t.equal(m.find('linen_bytes_total', { direction: dir, verdict: v }), undefined);
       }
     }
-    const outcomes = VERDICTS.filter(isOutcome).reduce((s, v) => s + Number(stats.counters[dir][v].packets), 0);
+    const outcomes = PACKET_VERDICTS.filter(isOutcome).reduce((s, v) => s + Number(stats.counters[dir][v].packets), 0);
     t.equal(m.get('linen_packets_total', { direction: dir }), outcomes, `${dir}: linen_packets_total sums the outcomes only`);
   }
   t.same([...SIDE_EVENT_VERDICTS].sort(), ['checksum_completed', 'icmp_rate_limited', 'icmp_sent']);
   t.ok(isOutcome('forwarded') && isOutcome('no_route') && !isOutcome('icmp_sent'), 'a verdict is an outcome unless listed as a side event');
-  t.same(m.verdicts('ingress'), Object.fromEntries(VERDICTS.map((v, i) => [v, 100 + i + 1])), 'the test helper still reads every verdict by name');
+  t.same(m.verdicts('ingress'), Object.fromEntries(PACKET_VERDICTS.map((v, i) => [v, 100 + i + 1])), 'the test helper still reads every verdict by name');
 });
 
 t.test('I/O: operations, errors by the operation that failed, wake-ups; no heartbeat', async (t) => {

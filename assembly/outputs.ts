@@ -19,6 +19,9 @@ import { MODE_VXLAN, clusterAddr, clusterMask, icmpSeed, localAddr, mode, port, 
 // 65,507 payload bytes.
 export const MAX_GSO_SEGMENTS: u32 = 64;
 export const MAX_GSO_BYTES: u32 = 65507;
+
+// This batch's outputs so far: sends, TUN writes, iovecs, ICMP messages built, and bytes of
+// the split area taken; nowMs is the batch's clock for the ICMP buckets.
 export let nSend: u32 = 0;
 export let nTunw: u32 = 0;
 export let nIov: u32 = 0;

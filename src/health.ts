@@ -2,6 +2,7 @@
 // flanneld does (same codes and bodies, so existing probes keep working); /metrics is linen's
 // own, in the Prometheus text format.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { PACKET_VERDICTS, DIRECTIONS, isOutcome } from './dataplane/verdicts.js';
 import type { EngineStats, IoStat } from './dataplane/engine.js';
 import { formatCIDR, netKey, type IPv4Net, type NetKey } from './net.js';
@@ -133,16 +134,29 @@ export interface HttpEndpoints {
 
 /**
  * Limits that keep one client (or a pod flooding the node's health port) from holding the
- * server: short header and request timeouts, a small header size and a connection cap. The
- * probes and scrapes this server exists for send one small GET and read a small answer.
+ * server: short header and request timeouts, a small header size, a connection cap, and a
+ * share of it per client address. The probes and scrapes this server exists for send one small
+ * GET and read a small answer, so none of these limits touches them.
  */
 export const HTTP_LIMITS = {
   maxHeaderSize: 8192,
+  /** A request whose headers have not all arrived by then is answered 408 and closed. */
   headersTimeoutMs: 5_000,
   requestTimeoutMs: 10_000,
   keepAliveTimeoutMs: 5_000,
+  /** A connection on which nothing moves either way (a client that never reads its answers) is closed. */
+  idleTimeoutMs: 10_000,
+  /** Requests answered on one connection before it is closed (bounds what one pipelining client queues). */
+  maxRequestsPerSocket: 32,
   maxConnections: 64,
+  /** Connections one remote address may hold at once, unless it is the node itself. */
+  maxConnectionsPerClient: 8,
+  /** Slots of maxConnections only the node itself (loopback, or its own address) may take. */
+  reservedForNode: 16,
 } as const;
+
+/** Why a connection was refused before any request was read (a label of linen_http_connections_refused_total). */
+export type RefusedReason = 'client_limit' | 'server_full';
 
 /**
  * The path and query of a request target, without trusting it: origin-form ("/path?q") and
@@ -175,8 +189,71 @@ export function isLoopback(addr: string | undefined): boolean {
   return v4 === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
 }
 
+/**
+ * A client that is the node itself: loopback, or the same address the connection arrived on
+ * (kubelet probing the node's address, a scrape through --metrics-ip from the host). Such
+ * clients get the slots HTTP_LIMITS.reservedForNode keeps, and no per-address limit.
+ */
+export function isNodeClient(remote: string | undefined, local: string | undefined): boolean {
+  return isLoopback(remote) || (remote !== undefined && remote === local);
+}
+
 /** Counts of what the HTTP servers refused, for /metrics. */
-export interface HttpStats { badRequests: number; handlerErrors: number }
+export interface HttpStats {
+  badRequests: number;
+  handlerErrors: number;
+  refused: Record<RefusedReason, number>;
+  /** Connections closed because nothing moved on them for HTTP_LIMITS.idleTimeoutMs. */
+  stalled: number;
+  /** The admission gate of each server, for the connections held now. */
+  gates: ConnectionGate[];
+}
+
+/**
+ * Admission of new connections: at most maxConnectionsPerClient per remote address, and
+ * clients other than the node itself only up to maxConnections - reservedForNode together;
+ * the node may use every slot. Returns the reason to refuse, or null (and counts the
+ * connection until it closes).
+ */
+export class ConnectionGate {
+  private readonly perAddress = new Map<string, number>();
+  private total = 0;
+  private others = 0;
+
+  constructor(private readonly limits: { maxConnections: number; maxConnectionsPerClient: number; reservedForNode: number } = HTTP_LIMITS) {}
+
+  /** Admits a connection; call the returned function once when it closes. */
+  admit(remote: string | undefined, local: string | undefined): { refused: RefusedReason } | { release: () => void } {
+    const node = isNodeClient(remote, local);
+    const key = remote ?? '';
+    const mine = this.perAddress.get(key) ?? 0;
+    if (this.total >= this.limits.maxConnections) return { refused: 'server_full' };
+    if (!node) {
+      if (mine >= this.limits.maxConnectionsPerClient) return { refused: 'client_limit' };
+      if (this.others >= this.limits.maxConnections - this.limits.reservedForNode) return { refused: 'server_full' };
+      this.others++;
+    }
+    this.total++;
+    this.perAddress.set(key, mine + 1);
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        this.total--;
+        if (!node) this.others--;
+        const left = (this.perAddress.get(key) ?? 1) - 1;
+        if (left > 0) this.perAddress.set(key, left);
+        else this.perAddress.delete(key);
+      },
+    };
+  }
+
+  /** Connections held now: all, and by clients other than the node. */
+  get held(): { total: number; others: number } {
+    return { total: this.total, others: this.others };
+  }
+}
 
 function text(res: ServerResponse, status: number, body: string, type = 'text/plain'): void {
   if (res.headersSent || res.destroyed) return;
@@ -210,7 +287,28 @@ function newServer(handler: (req: IncomingMessage, res: ServerResponse) => void,
       text(res, 500, 'internal error\n');
     }
   });
-  server.maxConnections = HTTP_LIMITS.maxConnections;
+  server.maxRequestsPerSocket = HTTP_LIMITS.maxRequestsPerSocket;
+  // The gate below replaces server.maxConnections: one cap for everyone would let one client
+  // take every slot from the node's own probes.
+  const gate = new ConnectionGate();
+  stats.gates.push(gate);
+  server.on('connection', (socket: Socket) => {
+    const verdict = gate.admit(socket.remoteAddress, socket.localAddress);
+    if ('refused' in verdict) {
+      stats.refused[verdict.refused]++;
+      socket.destroy();
+      return;
+    }
+    socket.once('close', verdict.release);
+  });
+  // A client that neither sends nor reads gives up its slot. Node arms this per socket and
+  // re-arms it between keep-alive requests; the keep-alive timeout ends here too, and only a
+  // connection with answers still unread counts as stalled.
+  server.timeout = HTTP_LIMITS.idleTimeoutMs;
+  server.on('timeout', (socket: Socket) => {
+    if (socket.writableLength > 0) stats.stalled++;
+    socket.destroy();
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Unparsable requests, oversized headers, timeouts: a short answer where the socket can
     // still take one, then close. (Node's own default does the same but cannot be counted.)
@@ -231,7 +329,7 @@ function newServer(handler: (req: IncomingMessage, res: ServerResponse) => void,
  */
 export async function startHttpServers(ep: HttpEndpoints, src: MetricsSource, debug?: DebugHandler): Promise<HealthServer | null> {
   let ready = false;
-  const stats: HttpStats = { badRequests: 0, handlerErrors: 0 };
+  const stats: HttpStats = { badRequests: 0, handlerErrors: 0, refused: { client_limit: 0, server_full: 0 }, stalled: 0, gates: [] };
   const separateMetrics = ep.metricsPort > 0;
   const processMetrics = new ProcessMetrics();
   const httpMetrics = (): Metric[] => [
@@ -239,6 +337,15 @@ export async function startHttpServers(ep: HttpEndpoints, src: MetricsSource, de
     ...processMetrics.collect(),
     { name: 'linen_http_bad_requests_total', help: 'HTTP requests on the health/metrics servers refused as malformed, oversized or too slow.', type: 'counter', value: stats.badRequests },
     { name: 'linen_http_handler_errors_total', help: 'HTTP requests whose handling failed (answered 500).', type: 'counter', value: stats.handlerErrors },
+    ...(Object.entries(stats.refused) as [RefusedReason, number][]).map(([reason, value]): Metric => ({
+      name: 'linen_http_connections_refused_total', help: 'Connections to the health/metrics servers closed unread: client_limit (that address already holds its share), server_full (no free slot for it).',
+      type: 'counter', value, labels: { reason },
+    })),
+    ...(['node', 'other'] as const).map((client): Metric => ({
+      name: 'linen_http_connections', help: 'Connections the health/metrics servers hold now: from the node itself (loopback or its own address) and from other clients.',
+      type: 'gauge', value: stats.gates.reduce((sum, g) => sum + (client === 'node' ? g.held.total - g.held.others : g.held.others), 0), labels: { client },
+    })),
+    { name: 'linen_http_connections_stalled_total', help: 'Connections to the health/metrics servers closed because nothing moved on them (a client that neither sends nor reads).', type: 'counter', value: stats.stalled },
   ];
   const metrics = (res: ServerResponse): void => {
     const render = (): void => {

@@ -1,6 +1,6 @@
 // What linend works out about this node before it starts anything: the external interface and
 // address, whether --subnet-file can be written, and the VtepMAC it published before.
-import { accessSync, constants as fsc, statSync } from 'node:fs';
+import { accessSync, constants as fsc, lstatSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from './log.js';
 import type { Options } from './flags.js';
@@ -8,6 +8,7 @@ import { selectInterface, type ExternalInterface } from './device/iface.js';
 import { formatIPv4, parseIPv4, parseMAC } from './net.js';
 import { decodeVxlanBackendData } from './subnet/lease.js';
 import type { Registry } from './subnet/registry.js';
+import { notRegularFile } from './subnetenv.js';
 
 export function resolveInterface(o: Options, log: Logger): { ext: ExternalInterface; publicIP: number } {
   const ext = selectInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIP: o.publicIP });
@@ -20,13 +21,15 @@ export function resolveInterface(o: Options, log: Logger): { ext: ExternalInterf
 
 /**
  * Refuses a --subnet-file that can never be written (a directory, a parent that is a file,
- * a read-only place) before anything is set up: otherwise linend would lease a subnet, create
- * the device and install the rules, and only then fail.
+ * a read-only place) or that is anything but a regular file (a symbolic link is not followed:
+ * one to /dev/zero or a FIFO would hang the read of the previous subnet) before anything is set
+ * up: otherwise linend would lease a subnet, create the device and install the rules, and only then fail.
  */
 export function checkSubnetFile(path: string): void {
   const bad = (why: string): never => { throw new Error(`--subnet-file ${path}: ${why}`); };
   try {
-    if (statSync(path).isDirectory()) bad('is a directory');
+    const what = notRegularFile(lstatSync(path));
+    if (what !== null) bad(`is ${what}; it must be a regular file or not exist yet (remove it, or point --subnet-file elsewhere)`);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT' && code !== 'ENOTDIR') throw e;

@@ -13,7 +13,7 @@
 
 import { constants as fsc } from 'node:fs';
 import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { formatCIDR, parseCIDR, type IPv4Net } from './net.js';
 import { kernelRandomU32 } from './random.js';
@@ -188,14 +188,46 @@ export function parseSubnetEnv(text: string): PreviousSubnetEnv {
   };
 }
 
-/** Reads a previous subnet.env; null when the file does not exist. Other errors throw. */
+/** More than any subnet.env holds; a longer file is not one. */
+const MAX_SUBNET_ENV_BYTES = 64 * 1024;
+
+/** What a non-regular file at `path` is, in words, or null for a regular file. */
+export function notRegularFile(st: Stats): string | null {
+  if (st.isFile()) return null;
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/**
+ * Reads a previous subnet.env; null when the file does not exist. The file is opened without
+ * following a symbolic link and without blocking (a FIFO or a device opens at once), and
+ * anything but a regular file of at most 64 KiB is refused with an error that says what is there.
+ */
 export function readSubnetEnv(path: string): PreviousSubnetEnv | null {
-  let text: string;
+  let fd: number;
   try {
-    text = readFileSync(path, 'utf8');
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTTY);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return null;
+    if (code === 'ELOOP') throw new Error(`${path} is a symbolic link; subnet.env must be a regular file (remove the link or point --subnet-file at a regular file)`);
     throw e;
   }
-  return parseSubnetEnv(text);
+  try {
+    const st = fstatSync(fd);
+    const what = notRegularFile(st);
+    if (what !== null) throw new Error(`${path} is ${what}; subnet.env must be a regular file (remove it or point --subnet-file elsewhere)`);
+    if (st.size > MAX_SUBNET_ENV_BYTES) throw new Error(`${path} holds ${st.size} bytes, more than a subnet.env ever does (${MAX_SUBNET_ENV_BYTES}); remove it or point --subnet-file elsewhere`);
+    const buf = Buffer.alloc(MAX_SUBNET_ENV_BYTES + 1);
+    let n = 0;
+    for (let got = -1; got !== 0 && n < buf.length;) n += got = readSync(fd, buf, n, buf.length - n, null);
+    if (n > MAX_SUBNET_ENV_BYTES) throw new Error(`${path} grew past ${MAX_SUBNET_ENV_BYTES} bytes while being read; remove it or point --subnet-file elsewhere`);
+    return parseSubnetEnv(buf.subarray(0, n).toString('utf8'));
+  } finally {
+    closeSync(fd);
+  }
 }

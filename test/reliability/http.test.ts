@@ -98,6 +98,47 @@ t.test('slow clients: connections over the cap are refused at once, the rest cut
   t.equal((await a.http('/healthz')).status, 200, '/healthz answers after them');
 });
 
+t.test('a pod holding slow and pipelining connections: the node\'s own /healthz, /readyz and /metrics keep answering', async (t) => {
+  const [a] = c.nodes as [ClusterNode];
+  const refusedBefore = (await metrics(a)).get('linen_http_connections_refused_total');
+  const floodMs = 25_000;
+  // From the pod: twice the whole connection cap, reopened as soon as the server closes one.
+  const slow = HTTP_LIMITS.maxConnections;
+  const pipelining = HTTP_LIMITS.maxConnections;
+  const flood = runIn<{ opened: number; refusedFast: number; cut: number; notCut: number; maxHeld: number }>(
+    a.host.pod.ns, [podGateway(a), String(HEALTH_PORT), 'flood', String(slow), String(pipelining), String(floodMs)], floodMs + 120_000);
+  // What the server holds from clients other than the node, sampled through the flood.
+  let othersMax = 0;
+  let samples = 0;
+  let flooding = true;
+  const sampling = (async () => {
+    while (flooding) {
+      const m = await metrics(a).catch(() => null);
+      if (m) {
+        samples++;
+        othersMax = Math.max(othersMax, m.get('linen_http_connections', { client: 'other' }));
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 2000));
+  type Probe = Record<string, { ok: number; asked: number; slowestMs: number }>;
+  const probe = await runIn<Probe>(a.host.ns, ['127.0.0.1', String(HEALTH_PORT), 'probe', String(floodMs - 4000), '200', '/healthz', '/readyz', '/metrics'], floodMs + 60_000);
+  const f = await flood;
+  flooding = false;
+  await sampling;
+  t.comment(`flood from the pod: ${f.opened} connections opened, ${f.refusedFast} closed within a second, ${f.cut} cut by the server later, ${f.notCut} still open when the client gave up`);
+  for (const [path, r] of Object.entries(probe)) {
+    t.ok(r.asked >= 3, `${path}: probed ${r.asked} times`);
+    t.equal(r.ok, r.asked, `${path}: answered 200 to ${r.ok} of ${r.asked} probes from loopback during the flood (slowest ${r.slowestMs} ms)`);
+  }
+  t.ok(samples >= 3, `linen_http_connections sampled ${samples} times during the flood`);
+  t.ok(othersMax <= HTTP_LIMITS.maxConnectionsPerClient, `the server held at most ${othersMax} connections from the pod at once (its share: ${HTTP_LIMITS.maxConnectionsPerClient})`);
+  const refused = (await metrics(a)).get('linen_http_connections_refused_total') - refusedBefore;
+  t.ok(refused > 0, `${refused} connections refused, counted in linen_http_connections_refused_total`);
+  t.ok(a.alive(), 'linend is still running');
+});
+
 t.test('--metrics-port: /metrics only on its own loopback server, /healthz and /readyz stay where flanneld has them', async (t) => {
   const [a] = c.nodes as [ClusterNode];
   await a.stop('SIGTERM');

@@ -6,8 +6,8 @@
 // lease a subnet), and `ip monitor` watches the namespace for any device, address or route.
 // A control run with valid flags shows that these checks do see a linend that goes ahead.
 import t from 'tap';
-import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -128,6 +128,11 @@ interface Case { what: string; args?: string[]; env?: Record<string, string>; na
 const cases: Case[] = [];
 const add = (c: Case): void => { cases.push(c); };
 
+const linkToZero = join(dir, 'zero.env');
+symlinkSync('/dev/zero', linkToZero);
+const fifo = join(dir, 'fifo.env');
+execFileSync('mkfifo', [fifo]);
+
 // Every flag in FLAGS, given a value of the wrong kind (or out of range, or not what it names).
 const wrong: Record<string, string[]> = {
   'etcd-endpoints': ['', 'ftp://127.0.0.1:2379', 'http://127.0.0.1:99999', 'http://a b:2379', 'http://127.0.0.1:2379,,http://127.0.0.1:2380'],
@@ -136,7 +141,8 @@ const wrong: Record<string, string[]> = {
   'iface-can-reach': ['not-an-ip', '300.1.1.1'],
   'public-ip': ['1.2.3', '::1', '999.1.1.1'],
   'public-ipv6': ['1.2.3.4', 'fe80::zz'],
-  'subnet-file': ['/etc/hostname/subnet.env', '/proc/sys/linen/subnet.env', dir],
+  // A link to /dev/zero and a FIFO would hang the read of the previous subnet.env.
+  'subnet-file': ['/etc/hostname/subnet.env', '/proc/sys/linen/subnet.env', dir, linkToZero, fifo],
   'subnet-lease-renew-margin': ['x', '0', '1440', '-5', '1.5'],
   'ip-masq': ['maybe'],
   'ip-masq-fully-random-disable': ['2'],

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSubnetEnv, parseDotenv, parseSubnetEnv, readSubnetEnv, writeSubnetEnv } from '../../src/subnetenv.js';
 import { formatCIDR, parseCIDR } from '../../src/net.js';
+import { checkSubnetFile } from '../../src/node-setup.js';
+import { execFileSync } from 'node:child_process';
 
 const sn = (s: string) => parseCIDR(s)!;
 
@@ -118,4 +120,42 @@ t.test('write errors surface', async (t) => {
   const d = tmp(t);
   writeFileSync(join(d, 'file'), 'x');
   await t.rejects(writeSubnetEnv(join(d, 'file', 'subnet.env'), { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: false }));
+});
+
+t.test('read back: anything but a regular file is refused at once, naming what is there', async (t) => {
+  const d = tmp(t);
+  const toZero = join(d, 'zero.env');
+  symlinkSync('/dev/zero', toZero);
+  const fifo = join(d, 'fifo.env');
+  execFileSync('mkfifo', [fifo]);
+  const real = join(d, 'real.env');
+  await writeSubnetEnv(real, { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: true });
+  const toReal = join(d, 'link.env');
+  symlinkSync(real, toReal);
+  const big = join(d, 'big.env');
+  writeFileSync(big, 'x'.repeat(100_000));
+  const t0 = Date.now();
+  t.throws(() => readSubnetEnv(toZero), /zero\.env is a symbolic link; subnet\.env must be a regular file/, 'a link to /dev/zero');
+  t.throws(() => readSubnetEnv(toReal), /link\.env is a symbolic link/, 'a link even to a regular file is not followed');
+  t.throws(() => readSubnetEnv(fifo), /fifo\.env is a FIFO; subnet\.env must be a regular file/, 'a FIFO nobody writes to');
+  t.throws(() => readSubnetEnv(d), /is a directory/, 'a directory');
+  t.throws(() => readSubnetEnv('/dev/null'), /is a device/, 'a device');
+  t.throws(() => readSubnetEnv(big), /100000 bytes/, 'a file far larger than any subnet.env');
+  t.comment(`six refusals in ${Date.now() - t0} ms`);
+  t.equal(formatCIDR(readSubnetEnv(real)!.subnet!), '10.1.74.0/24', 'the regular file itself reads');
+});
+
+t.test('--subnet-file check at start-up: a link, a FIFO or a device is refused before anything is set up', async (t) => {
+  const d = tmp(t);
+  const toZero = join(d, 'zero.env');
+  symlinkSync('/dev/zero', toZero);
+  const fifo = join(d, 'fifo.env');
+  execFileSync('mkfifo', [fifo]);
+  t.throws(() => checkSubnetFile(toZero), /--subnet-file .*zero\.env: is a symbolic link; it must be a regular file or not exist yet/);
+  t.throws(() => checkSubnetFile(fifo), /--subnet-file .*fifo\.env: is a FIFO/);
+  t.throws(() => checkSubnetFile('/dev/null'), /--subnet-file \/dev\/null: is a device/);
+  t.throws(() => checkSubnetFile(d), /is a directory/);
+  t.doesNotThrow(() => checkSubnetFile(join(d, 'new', 'subnet.env')), 'a file not there yet, in a directory to be created');
+  writeFileSync(join(d, 'subnet.env'), 'FLANNEL_MTU=1450\n');
+  t.doesNotThrow(() => checkSubnetFile(join(d, 'subnet.env')), 'a regular file');
 });

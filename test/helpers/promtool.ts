@@ -13,6 +13,7 @@ export const DEPLOY = fileURLToPath(new URL('../../deploy/', import.meta.url));
 export const DASHBOARD = `${DEPLOY}grafana-dashboard.json`;
 export const ALERTS = `${DEPLOY}alerts.yml`;
 export const ALERTS_TEST = `${DEPLOY}alerts.test.yml`;
+export const README = fileURLToPath(new URL('../../README.md', import.meta.url));
 
 export interface PromtoolResult { code: number | null; out: string; missing: boolean }
 
@@ -66,6 +67,25 @@ export function alertQueries(): { title: string; expr: string }[] {
     out.push({ title: alert, expr: body.join('\n') });
   }
   return out;
+}
+
+/**
+ * The metric names README.md's "Health and metrics" list names, and those of them it says only
+ * a node with direct routes (host-gw, DirectRouting) exports.
+ */
+export function documentedMetrics(): { all: Set<string>; directOnly: Set<string> } {
+  const text = readFileSync(README, 'utf8');
+  const start = text.indexOf('### Health and metrics');
+  const end = text.indexOf('\nA scrape asks', start);
+  if (start < 0 || end < 0) throw new Error('README.md: the "Health and metrics" list is not where it was');
+  const all = new Set<string>();
+  const directOnly = new Set<string>();
+  for (const item of text.slice(start, end).split(/\n- /)) {
+    const names = [...item.matchAll(/`((?:linen|process|nodejs)_[a-z0-9_]+)(?:\{[^}]*\})?`/g)].map((m) => m[1]!);
+    for (const n of names) all.add(n);
+    if (item.startsWith('direct routes')) for (const n of names) directOnly.add(n);
+  }
+  return { all, directOnly };
 }
 
 /** The sample names in a Prometheus text exposition. */

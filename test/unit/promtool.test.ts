@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { startHttpServers } from '../../src/health.js';
 import { controlPlaneMetrics } from '../../src/control-metrics.js';
-import { ALERTS, ALERTS_TEST, DASHBOARD, alertQueries, dashboardQueries, exposedNames, fakeStats, metricNames, promtool } from '../helpers/promtool.js';
+import { ALERTS, ALERTS_TEST, DASHBOARD, alertQueries, dashboardQueries, documentedMetrics, exposedNames, fakeStats, metricNames, promtool } from '../helpers/promtool.js';
 
 const installed = !promtool(['--version']).missing;
 
@@ -34,8 +34,8 @@ t.test('promtool check rules deploy/alerts.yml', { skip: !installed }, async (t)
   t.equal(r.code, 0, 'exit 0');
   t.match(r.out, /SUCCESS: \d+ rules found/);
   const alerts = alertQueries().map((a) => a.title).sort();
-  t.same(alerts, ['LinenEtcdDisconnected', 'LinenIptablesResyncFailing', 'LinenLeaseCloseToExpiry', 'LinenLeaseRenewalFailing', 'LinenNotReady', 'LinenPacketDrops', 'LinenWorkerRestarts'],
-    'etcd disconnected, lease close to expiry, worker restarts, drop rate by reason, readiness (and renewal and iptables failures)');
+  t.same(alerts, ['LinenDown', 'LinenEtcdDisconnected', 'LinenIptablesResyncFailing', 'LinenLeaseCloseToExpiry', 'LinenLeaseRenewalFailing', 'LinenNotReady', 'LinenNotScraped', 'LinenPacketDrops', 'LinenWorkerRestarts'],
+    'linend down or not scraped, etcd disconnected, lease close to expiry, worker restarts, drop rate by reason, readiness (and renewal and iptables failures)');
 });
 
 t.test('promtool test rules deploy/alerts.test.yml: every alert fires where it should and nowhere else', { skip: !installed }, async (t) => {
@@ -76,4 +76,19 @@ t.test('the dashboard parses and queries only linen_, process_ and nodejs_ metri
   t.same(qs.filter((q) => metricNames(q.expr).length === 0).map((q) => q.title), [], 'every query reads a metric');
   t.comment(`metrics the dashboard queries: ${[...new Set(qs.flatMap((q) => metricNames(q.expr)))].sort().join(' ')}`);
   t.ok(JSON.parse(readFileSync(DASHBOARD, 'utf8')), 'valid JSON');
+});
+
+t.test('every metric the dashboard, the alert rules and the HTTP server use is in README.md\'s list', async (t) => {
+  const { all, directOnly } = documentedMetrics();
+  t.ok(all.size >= 40, `${all.size} metrics named in README.md, ${directOnly.size} of them for direct routes only`);
+  for (const [what, qs] of [['dashboard', dashboardQueries()], ['alerts', alertQueries()]] as const) {
+    t.same(qs.flatMap((q) => metricNames(q.expr).filter((n) => !all.has(n)).map((n) => `${q.title}: ${n}`)), [], `${what}: every metric read is documented`);
+  }
+  const server = await startHttpServers(
+    { healthzIP: '127.0.0.1', healthzPort: await freePort(), metricsIP: '127.0.0.1', metricsPort: 0, peerMetricsLimit: 128 },
+    { engine: () => fakeStats(3), extra: () => controlPlaneMetrics({ etcd: null, lease: null, rules: null }) },
+  );
+  t.teardown(() => server?.close());
+  const served = exposedNames(await (await fetch(`http://127.0.0.1:${server!.port}/metrics`)).text());
+  t.same([...served].filter((n) => !all.has(n)), [], `the ${served.size} series of the data plane, control plane, HTTP server and process are documented`);
 });

@@ -79,8 +79,13 @@ t.test('npm pack, install without a compiler, linend forwards between two hosts'
     'package/native/linen_io.c', 'package/native/linen_abi.h', 'package/prebuilds/linux-x64/linen.glibc.node', 'package/prebuilds/linux-arm64/linen.glibc.node']) {
     t.ok(names.includes(want), `the tarball carries ${want}`);
   }
-  t.same(names.filter((n) => /^package\/(test|bench|demo|assembly|src|scripts)\/|\.ts$|\.map$/.test(n)), [],
-    'no tests, benchmarks, TypeScript sources or source maps');
+  t.same(names.filter((n) => /^package\/(test|bench|demo|lab|assembly|src|scripts|deploy)\/|\.ts$|\.map$/.test(n)), [],
+    'no tests, benchmarks, lab, TypeScript sources, source maps or deployment files: what a node runs');
+  // Publishable to an operator's own registry: the dry run goes through with nothing to fix
+  // (it can only note that nobody is logged in here).
+  const publish = await run(process.execPath, [npm, 'publish', '--dry-run', '--ignore-scripts', tgz], { env: { ...process.env }, timeout: 120000 });
+  const warnings = `${publish.stdout}${publish.stderr}`.split('\n').filter((l) => /npm (warn|error)/i.test(l) && !/logged in/.test(l));
+  t.same(warnings, [], `npm publish --dry-run: no warnings (${publish.stdout.trim().split('\n').at(-1)})`);
   t.match(listing.find((l) => l.endsWith(' package/dist/src/cli.js')) ?? '', /^-rwx/, 'the bin file is executable');
 
   // 2. A PATH with node and nothing to compile with (sh for install scripts, /usr/sbin for ip).

@@ -11,6 +11,8 @@
 
 import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD } from '../src/config.js';
 import { setupHostGw, setupKernelVxlan, type KernelVxlanNode } from '../lab/kernel.js';
+import { linenTunnelMtu } from '../lab/linend.js';
+import { startRefForwarders } from '../lab/ref-forwarder.js';
 import type { Topology } from '../lab/topology.js';
 
 export interface ContenderHandle {
@@ -54,8 +56,8 @@ export async function startContender<H extends ContenderHandle>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernel contenders (no linen code; the linen ones are in bench/linen.ts, the suite's list in
-// bench/suite.ts)
+// Kernel and C contenders (no linen code; the linen ones are in bench/linen.ts, the suite's list
+// in bench/suite.ts)
 
 export interface KernelContenderOptions {
   /** Underlay MTU the topology is built with; default 1500. */
@@ -108,6 +110,32 @@ export function kernelVxlanContender(opts: KernelVxlanContenderOptions = {}): Ke
         nodes,
         info: { nodes: nodes.map((n) => ({ ns: n.ns, dev: n.dev, vni: n.vni, port: n.port, vtepMAC: n.vtepMAC, mtu: n.mtu })) },
       };
+    },
+  };
+}
+
+export interface RefForwarderContenderOptions extends KernelContenderOptions {
+  /** flanneld's UDP backend loop (one read() and one sendto() per packet) instead of linen's design. */
+  flanneld?: boolean;
+}
+
+/**
+ * lab/ref-forwarder.c on both hosts, with linen's UDP device set-up and wire format: by default
+ * a minimal C forwarder with linen's kernel interfaces (the ceiling of the TUN/UDP design on
+ * this machine), with `flanneld` flanneld's UDP backend loop rebuilt in C. Its processes' CPU is
+ * charged as linen's is.
+ */
+export function refForwarderContender(opts: RefForwarderContenderOptions = {}): Contender {
+  const args = opts.flanneld ? ['--flanneld'] : [];
+  return {
+    name: opts.flanneld ? 'c-flanneld-udp' : 'c-ref-udp',
+    description: opts.flanneld
+      ? 'flanneld\'s UDP backend loop in C (lab/ref-forwarder.c --flanneld): one TUN read() and one sendto() per packet'
+      : 'the C reference forwarder (lab/ref-forwarder.c): linen\'s kernel interfaces (TSO reads, UDP GSO and GRO, merged TUN writes) without linen',
+    tunnelMtu: linenTunnelMtu('udp', opts.underlayMtu),
+    async setup(topo) {
+      const ref = await startRefForwarders(topo, args);
+      return { stop: () => ref.stop(), pids: () => ref.pids(), info: { forwarder: 'lab/ref-forwarder.c', args } };
     },
   };
 }

@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { hostGwContender, kernelVxlanContender, startContender, type Contender, type ContenderHandle } from './contenders.js';
+import { hostGwContender, kernelVxlanContender, refForwarderContender, startContender, type Contender, type ContenderHandle } from './contenders.js';
 import { linenContender } from './linen.js';
 import { nsExec, sh } from '../lab/netns.js';
 import { buildTopology, type Topology } from '../lab/topology.js';
@@ -324,6 +324,8 @@ export function suiteContenders(underlayMtu = 1500, queues = 1): Contender[] {
     hostGwContender({ underlayMtu }),
     linenContender({ mode: 'host-gw', underlayMtu, queues }),
     kernelVxlanContender({ underlayMtu }),
+    refForwarderContender({ underlayMtu }),
+    refForwarderContender({ underlayMtu, flanneld: true }),
     linenContender({ mode: 'udp', offload: 'on', underlayMtu, queues }),
     linenContender({ mode: 'vxlan', offload: 'on', underlayMtu, queues }),
     linenContender({ mode: 'udp', offload: 'off', underlayMtu, queues }),

@@ -75,7 +75,8 @@ export interface Cluster {
   readonly etcdEndpoint: string;
   readonly network: string;
   /** Waits until every running node is ready and attaches the pods. */
-  ready(): Promise<void>;
+  /** Waits for every running node's /readyz (each at most timeoutMs, default 120 s), then attaches its pod. */
+  ready(timeoutMs?: number): Promise<void>;
   /** True when the pod of node a answers ping from the pod of node b. */
   reachable(from: number, to: number, timeoutSec?: number): Promise<boolean>;
   destroy(): Promise<void>;
@@ -128,9 +129,9 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
   const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, server, dir, host, index, o, tls));
   const cluster: Cluster = {
     topo, etcd: server, tls, nodes, etcdEndpoint: server.clientURL, network: topo.clusterNet,
-    async ready() {
+    async ready(timeoutMs) {
       await Promise.all(nodes.filter((n) => n.alive()).map(async (n) => {
-        await waitReady(n);
+        await waitReady(n, timeoutMs);
         n.attachPod();
       }));
     },

@@ -9,12 +9,30 @@ import { join } from 'node:path';
 import { testCluster } from '../helpers/cluster.js';
 import { ETCD_PREFIX, type Cluster } from '../../lab/cluster.js';
 import { ping } from '../../lab/traffic.js';
+import { mapPool } from '../../lab/pool.js';
 import { Metrics, etcdLeases, startIperf, waitFor } from '../helpers/reliability.js';
 
+/**
+ * How long a pair may take to answer a ping: what linen promises is reachability, not how fast
+ * a starved machine runs ping, so a ping that is lost or runs late is tried again until then.
+ */
+const REACH_DEADLINE_MS = 60_000;
+
 async function allReachable(t: Test, c: Cluster, pairs: [number, number][]): Promise<void> {
-  const results = await Promise.all(pairs.map(([a, b]) => c.reachable(a, b, 3)));
-  const failed = pairs.filter((_, i) => !results[i]).map(([a, b]) => `${a + 1}->${b + 1}`);
-  t.same(failed, [], `all ${pairs.length} pod pairs reachable`);
+  const started = Date.now();
+  // Tries each pair needed (negative: still unanswered at the deadline), 8 pairs at a time.
+  const tries = await mapPool(pairs, 8, async ([a, b]) => {
+    const deadline = Date.now() + REACH_DEADLINE_MS;
+    for (let n = 1; ; n++) {
+      if (await c.reachable(a, b, 3).catch(() => false)) return n;
+      if (Date.now() > deadline) return -n;
+      await sleep(500);
+    }
+  });
+  const failed = pairs.filter((_, i) => tries[i]! < 0).map(([a, b]) => `${a + 1}->${b + 1}`);
+  const retried = tries.filter((n) => n > 1).length;
+  t.same(failed, [], `all ${pairs.length} pod pairs reachable within ${REACH_DEADLINE_MS / 1000} s each ` +
+    `(${Date.now() - started} ms in all; ${retried} needed more than one ping, at most ${Math.max(...tries.map(Math.abs))})`);
 }
 
 function everyPair(n: number): [number, number][] {
@@ -108,8 +126,11 @@ async function notifyListener(t: Test): Promise<{ path: string; messages(): Prom
 
 t.test('20 linend started at the same moment get distinct subnets and all reach each other', async (t) => {
   const c = await testCluster(t, { hosts: 20, backend: 'vxlan', start: false });
+  const started = Date.now();
   await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
-  await c.ready();
+  // Twenty nodes start on two shared cores: readiness is promised, not how soon.
+  await c.ready(300_000);
+  t.comment(`all 20 ready ${((Date.now() - started) / 1000).toFixed(1)} s after the start`);
   const subnets = c.nodes.map((n) => n.subnetEnv()?.['FLANNEL_SUBNET']);
   t.equal(new Set(subnets).size, 20, 'twenty distinct subnets');
   t.equal(c.nodes.filter((n) => !n.alive()).length, 0, 'none exited');

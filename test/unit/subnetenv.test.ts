@@ -122,12 +122,18 @@ t.test('write errors surface', async (t) => {
   await t.rejects(writeSubnetEnv(join(d, 'file', 'subnet.env'), { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: false }));
 });
 
-t.test('read back: anything but a regular file is refused at once, naming what is there', async (t) => {
+/** In a scratch folder: a link to /dev/zero and a FIFO nobody writes to (either would hang a plain read). */
+function hangingFiles(t: { teardown(f: () => void): void }): { d: string; toZero: string; fifo: string } {
   const d = tmp(t);
   const toZero = join(d, 'zero.env');
   symlinkSync('/dev/zero', toZero);
   const fifo = join(d, 'fifo.env');
   execFileSync('mkfifo', [fifo]);
+  return { d, toZero, fifo };
+}
+
+t.test('read back: anything but a regular file is refused at once, naming what is there', async (t) => {
+  const { d, toZero, fifo } = hangingFiles(t);
   const real = join(d, 'real.env');
   await writeSubnetEnv(real, { network: sn('10.1.0.0/16'), subnet: sn('10.1.74.0/24'), mtu: 1472, ipMasq: true });
   const toReal = join(d, 'link.env');
@@ -146,11 +152,7 @@ t.test('read back: anything but a regular file is refused at once, naming what i
 });
 
 t.test('--subnet-file check at start-up: a link, a FIFO or a device is refused before anything is set up', async (t) => {
-  const d = tmp(t);
-  const toZero = join(d, 'zero.env');
-  symlinkSync('/dev/zero', toZero);
-  const fifo = join(d, 'fifo.env');
-  execFileSync('mkfifo', [fifo]);
+  const { d, toZero, fifo } = hangingFiles(t);
   t.throws(() => checkSubnetFile(toZero), /--subnet-file .*zero\.env: is a symbolic link; it must be a regular file or not exist yet/);
   t.throws(() => checkSubnetFile(fifo), /--subnet-file .*fifo\.env: is a FIFO/);
   t.throws(() => checkSubnetFile('/dev/null'), /--subnet-file \/dev\/null: is a device/);

@@ -203,7 +203,7 @@ export interface HttpStats {
   badRequests: number;
   handlerErrors: number;
   refused: Record<RefusedReason, number>;
-  /** Connections closed because nothing moved on them for HTTP_LIMITS.idleTimeoutMs. */
+  /** Connections closed with answers unread after nothing moved on them for HTTP_LIMITS.idleTimeoutMs. */
   stalled: number;
   /** The admission gate of each server, for the connections held now. */
   gates: ConnectionGate[];
@@ -212,8 +212,8 @@ export interface HttpStats {
 /**
  * Admission of new connections: at most maxConnectionsPerClient per remote address, and
  * clients other than the node itself only up to maxConnections - reservedForNode together;
- * the node may use every slot. Returns the reason to refuse, or null (and counts the
- * connection until it closes).
+ * the node may use every slot. Returns the reason to refuse, or the function that gives the
+ * slot back when the connection closes.
  */
 export class ConnectionGate {
   private readonly perAddress = new Map<string, number>();
@@ -345,7 +345,7 @@ export async function startHttpServers(ep: HttpEndpoints, src: MetricsSource, de
       name: 'linen_http_connections', help: 'Connections the health/metrics servers hold now: from the node itself (loopback or its own address) and from other clients.',
       type: 'gauge', value: stats.gates.reduce((sum, g) => sum + (client === 'node' ? g.held.total - g.held.others : g.held.others), 0), labels: { client },
     })),
-    { name: 'linen_http_connections_stalled_total', help: 'Connections to the health/metrics servers closed because nothing moved on them (a client that neither sends nor reads).', type: 'counter', value: stats.stalled },
+    { name: 'linen_http_connections_stalled_total', help: `Connections to the health/metrics servers closed with answers unread after nothing moved on them for ${HTTP_LIMITS.idleTimeoutMs / 1000} s (a client that stopped reading).`, type: 'counter', value: stats.stalled },
   ];
   const metrics = (res: ServerResponse): void => {
     const render = (): void => {

@@ -18,6 +18,10 @@ import { Metrics, etcdLeases, startIperf, waitFor } from '../helpers/reliability
  */
 const REACH_DEADLINE_MS = 60_000;
 
+/** Twenty nodes starting at once on two shared cores: 20-40 s when quiet, 242 s seen at a load average of 45. */
+const TWENTY_READY_MS = 480_000;
+t.setTimeout(1_200_000);
+
 async function allReachable(t: Test, c: Cluster, pairs: [number, number][]): Promise<void> {
   const started = Date.now();
   // Tries each pair needed (negative: still unanswered at the deadline), 8 pairs at a time.
@@ -128,8 +132,8 @@ t.test('20 linend started at the same moment get distinct subnets and all reach 
   const c = await testCluster(t, { hosts: 20, backend: 'vxlan', start: false });
   const started = Date.now();
   await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
-  // Twenty nodes start on two shared cores: readiness is promised, not how soon.
-  await c.ready(300_000);
+  // Readiness is promised, not how soon.
+  await c.ready(TWENTY_READY_MS);
   t.comment(`all 20 ready ${((Date.now() - started) / 1000).toFixed(1)} s after the start`);
   const subnets = c.nodes.map((n) => n.subnetEnv()?.['FLANNEL_SUBNET']);
   t.equal(new Set(subnets).size, 20, 'twenty distinct subnets');

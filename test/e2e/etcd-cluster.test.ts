@@ -18,7 +18,7 @@ import { Metrics, etcdLeases, startIperf, waitFor } from '../helpers/reliability
  */
 const REACH_DEADLINE_MS = 60_000;
 
-/** Twenty nodes starting at once on two shared cores: 20-40 s when quiet, 242 s seen at a load average of 45. */
+/** Twenty nodes starting at once on two shared cores: 242 s was seen at a load average of 45. */
 const TWENTY_READY_MS = 480_000;
 t.setTimeout(1_200_000);
 

@@ -101,6 +101,7 @@ const aborted = (signal: AbortSignal): Promise<void> =>
 /** Static mode: no etcd; the subnet and peers come from --static-peers. */
 export async function runStatic(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   const setup = loadStaticSetup(o.staticPeers);
+  for (const w of setup.config.warnings) log.warn(`${o.staticPeers}: ${w}`);
   checkSubnetFile(o.subnetFile);
   const backend = createBackend(setup.config.backend);
   const { ext, publicIP } = resolveInterface(o, log);
@@ -187,7 +188,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
     const node: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
+    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, underlay: ext.networks, log, ...(kernel ? { kernel } : {}) }));
     engine = await dataplaneFor(o, node, peerSet, ready, log);
     kernel?.start();
     rules = await installTrafficRules(o, config.network, own, previous, log);

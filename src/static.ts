@@ -25,7 +25,7 @@ export function parseStaticSetup(text: string, where = 'static peers'): StaticSe
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${where}: expected a JSON object`);
   const obj = raw as Record<string, unknown>;
   let config: NetworkConfig;
-  try { config = parseNetworkConfig(text); } catch (e) { throw new Error(`${where}: ${(e as Error).message}`); }
+  try { config = parseNetworkConfig(text, { otherFields: ['Subnet', 'VtepMAC', 'Peers'] }); } catch (e) { throw new Error(`${where}: ${(e as Error).message}`); }
   const cidr = (v: unknown, name: string): IPv4Net => {
     const n = typeof v === 'string' ? parseCIDR(v) : null;
     if (!n) throw new Error(`${where}: ${name} must be a CIDR string, got ${JSON.stringify(v)}`);

@@ -160,7 +160,7 @@ t.test('host-gw: adjacent peers get a kernel route; others are refused with a cl
   t.same(s.fake.routes(), []);
   t.equal(s.metric('linen_leases_refused_total', { reason: 'outside_network' }), 1);
   t.equal(s.metric('linen_leases_refused_total', { reason: 'own_subnet' }), 1);
-  t.equal(s.metric('linen_leases_refused_total', { reason: 'public_ip' }), 1);
+  t.equal(s.metric('linen_leases_refused_total', { reason: 'public_ip_loopback' }), 1);
 });
 
 t.test('the periodic check puts back deleted routes and counts them', async (t) => {

@@ -140,7 +140,7 @@ function parseConfigJson(text: string): JsonValue {
     if (!(e instanceof GoJsonError)) throw e;
     const at = /^invalid JSON: (?:nested|\d+ bytes)/.test(e.message) ? null : findJsonSyntaxError(text);
     if (at === null) fail(e.message);
-    const where = at.path === '' ? '' : ` in the value of ${JSON.stringify(at.path)}`;
+    const where = at.path === '' ? '' : ` under the key ${JSON.stringify(at.path)}`;
     fail(`invalid JSON at line ${at.line}, column ${at.column} (offset ${at.offset})${where}: ${at.problem}`);
   }
 }

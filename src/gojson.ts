@@ -227,11 +227,10 @@ export function findJsonSyntaxError(text: string): JsonSyntaxError | null {
         if (text[i] !== ':') fail("':' after the key");
         i++;
         value();
-        keys.pop();
         ws();
-        if (text[i] === ',') { i++; continue; }
-        if (text[i] === '}') { i++; return; }
-        fail("',' or '}'");
+        if (text[i] !== ',' && text[i] !== '}') fail("',' or '}'"); // still under this key
+        keys.pop();
+        if (text[i++] === '}') return;
       }
     }
     if (c === '[') {

@@ -13,7 +13,7 @@
 // exist, and IPv6 (EnableIPv6) is refused rather than half-supported. One extension: the UDP
 // backend reads DirectRouting too (flanneld ignores it there).
 
-import { findJsonSyntaxError, GoJsonError, GoStruct, INT_MAX, parseJson, type JsonValue } from './gojson.js';
+import { DEFAULT_JSON_LIMITS, findJsonSyntaxError, GoJsonError, GoStruct, INT_MAX, parseJson, type JsonLimits, type JsonValue } from './gojson.js';
 import {
   formatIPv4,
   netContains,
@@ -133,9 +133,9 @@ function decoding<T>(prefix: string, f: () => T): T {
 }
 
 /** The config's JSON; a syntax error names its line, column and the key it is under. */
-function parseConfigJson(text: string): JsonValue {
+function parseConfigJson(text: string, limits: JsonLimits = DEFAULT_JSON_LIMITS): JsonValue {
   try {
-    return parseJson(text);
+    return parseJson(text, limits);
   } catch (e) {
     if (!(e instanceof GoJsonError)) throw e;
     const at = /^invalid JSON: (?:nested|\d+ bytes)/.test(e.message) ? null : findJsonSyntaxError(text);
@@ -223,9 +223,9 @@ function vxlanOptions(raw: JsonValue, warnings: string[]): VxlanBackendConfig {
  * Parses and validates flannel's network config JSON. Throws ConfigError with flannel's
  * own message where flannel has one (§2.3), or a message naming the offending field.
  */
-export function parseNetworkConfig(text: string, opts: { otherFields?: readonly string[] } = {}): NetworkConfig {
+export function parseNetworkConfig(text: string, opts: { otherFields?: readonly string[]; limits?: JsonLimits } = {}): NetworkConfig {
   // --- subnet.ParseConfig -------------------------------------------------------------
-  const doc = parseConfigJson(text);
+  const doc = parseConfigJson(text, opts.limits);
   const cfg = decoding('', () => new GoStruct('Config', doc, CONFIG_FIELDS));
   const warnings: string[] = [];
   const others = new Set((opts.otherFields ?? []).map((f) => f.toLowerCase()));

@@ -45,8 +45,11 @@ export interface JsonLimits {
   readonly maxDepth: number;
 }
 
-/** Generous for any config or lease flannel writes, small enough that nothing recurses deeply. */
-export const DEFAULT_JSON_LIMITS: JsonLimits = { maxLength: 1 << 20, maxDepth: 64 };
+/**
+ * Generous for any network config (flannel's are well under a kilobyte), small enough that
+ * parsing one takes a few milliseconds and nothing recurses deeply.
+ */
+export const DEFAULT_JSON_LIMITS: JsonLimits = { maxLength: 64 * 1024, maxDepth: 64 };
 
 /**
  * Deepest nesting of arrays and objects in a JSON text, stopping once it passes `limit`. One

@@ -78,6 +78,20 @@ export interface LeaseWatcherOptions {
   backoffMaxMs?: number;
   /** How long peers missing after a revision reset are kept; default 15 s. */
   resetGraceMs?: number;
+  /**
+   * The subnet a lease key names, or null for a key that is no lease key. Default: etcd's
+   * layout, exactly `<registry.keys.subnets>/<a.b.c.d>-<len>` (or the dual-stack form). A
+   * registry with other keys (node names, say) passes its own.
+   */
+  subnetOfKey?: (key: string) => SubnetKey | null;
+}
+
+/** The subnet of an etcd lease key exactly under `subnets`, or null. */
+export function etcdLeaseKeySubnet(subnets: string): (key: string) => SubnetKey | null {
+  return (key) => {
+    const name = subnetKeyName(subnets, key);
+    return name === null ? null : parseSubnetName(name);
+  };
 }
 
 export const isEmptyDiff = (d: PeerDiff): boolean => d.added.length + d.changed.length + d.removed.length + (d.refused?.length ?? 0) === 0;
@@ -103,6 +117,7 @@ export class LeaseWatcher {
   private readonly backoffInitial: number;
   private readonly backoffMax: number;
   private readonly resetGraceMs: number;
+  private readonly subnetOfKey: (key: string) => SubnetKey | null;
   private readonly state = new Map<NetKey, Peer>();
   /**
    * The key that holds each subnet in etcd, whatever its value: the first seen (or, in a
@@ -128,6 +143,7 @@ export class LeaseWatcher {
     this.backoffInitial = opts.backoffInitialMs ?? 100;
     this.backoffMax = opts.backoffMaxMs ?? 5000;
     this.resetGraceMs = opts.resetGraceMs ?? 15_000;
+    this.subnetOfKey = opts.subnetOfKey ?? etcdLeaseKeySubnet(opts.registry.keys.subnets);
     this.ready = new Promise((r) => (this.readyResolve = r));
   }
 
@@ -173,15 +189,12 @@ export class LeaseWatcher {
     this.refusedNow.push({ key: shown, reason: r.reason, why: r.why });
   }
 
-  /**
-   * The subnet a key names, when it is exactly `<subnets>/<a.b.c.d>-<len>` (or the dual-stack
-   * form); any other key is refused once as bad_key.
-   */
+  /** The subnet a key names; any other key is refused once as bad_key. */
   private subnetOf(key: string): SubnetKey | null {
-    const name = subnetKeyName(this.registry.keys.subnets, key);
-    const sk = name === null ? null : parseSubnetName(name);
+    const sk = this.subnetOfKey(key);
     if (sk === null) {
-      this.refuse(key, { reason: 'bad_key', why: `not a subnet key: a lease key is exactly ${this.registry.keys.subnets}/<a.b.c.d>-<prefix length>` });
+      const layout = this.registry.keys?.subnets;
+      this.refuse(key, { reason: 'bad_key', why: `not a subnet key${layout === undefined ? '' : `: a lease key is exactly ${layout}/<a.b.c.d>-<prefix length>`}` });
     }
     return sk;
   }

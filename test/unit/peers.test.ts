@@ -294,7 +294,7 @@ t.test('stats slots: handed out in order, kept on replacement, freed ones reused
 
 t.test('static peers: installed as given, through the same map', async (t) => {
   const s = setup();
-  s.peers.setStatic([{ subnet: { ip: ip('10.5.2.0'), prefixLen: 24 }, publicIP: ip('192.168.7.2') }, { subnet: { ip: ip('10.5.3.0'), prefixLen: 24 }, publicIP: ip('192.168.7.3') }]);
+  await s.peers.setStatic([{ subnet: { ip: ip('10.5.2.0'), prefixLen: 24 }, publicIP: ip('192.168.7.2') }, { subnet: { ip: ip('10.5.3.0'), prefixLen: 24 }, publicIP: ip('192.168.7.3') }]);
   t.same(s.engine.routes(), ['10.5.2.0/24 via 192.168.7.2', '10.5.3.0/24 via 192.168.7.3']);
   t.same([...s.peers.routes()].map((r) => r.slot), [0, 1]);
   t.same(s.peers.metrics().filter((m) => m.name === 'linen_peer_route').map((m) => `${m.labels?.subnet} via ${m.labels?.public_ip}`),

@@ -5,13 +5,15 @@
 // EnableIPv4 defaulting to true, Backend.Type with the "absent Backend means udp" quirk),
 // subnet.CheckNetworkConfig (defaults and the exact error texts of §2.3), the backend
 // lookup (lower-cased type) and the backend's own option decoding (UDP Port, VXLAN VNI,
-// Port, MTU, GBP, Learning, DirectRouting; host-gw has no options).
+// Port, MTU, GBP, Learning, DirectRouting; host-gw has no options). What flanneld would
+// silently drop (unknown keys, IPv6 fields with IPv6 off, EnableNFTables, VXLAN Learning) is
+// in the config's warnings; VXLAN GBP is refused.
 //
 // Where linen differs it says so in the error: only the udp, vxlan and host-gw backends
 // exist, and IPv6 (EnableIPv6) is refused rather than half-supported. One extension: the UDP
 // backend reads DirectRouting too (flanneld ignores it there).
 
-import { GoJsonError, GoStruct, INT_MAX, parseJson, type JsonValue } from './gojson.js';
+import { DEFAULT_JSON_LIMITS, findJsonSyntaxError, GoJsonError, GoStruct, INT_MAX, parseJson, type JsonLimits, type JsonValue } from './gojson.js';
 import {
   formatIPv4,
   netContains,
@@ -81,6 +83,11 @@ export interface NetworkConfig {
   /** Backend.Type as written in the config ("UDP" stays "UDP"); "udp" when Backend is absent. */
   readonly backendType: string;
   readonly backend: BackendConfig;
+  /**
+   * What the config asks for that linen does not do, or fields nobody reads: flanneld drops
+   * these without a word; linen logs each once when it reads the config.
+   */
+  readonly warnings: readonly string[];
 }
 
 /** flannel's registered backend names (pkg/backend/*), which linen knows but does not run. */
@@ -125,6 +132,19 @@ function decoding<T>(prefix: string, f: () => T): T {
   }
 }
 
+/** The config's JSON; a syntax error names its line, column and the key it is under. */
+function parseConfigJson(text: string, limits: JsonLimits = DEFAULT_JSON_LIMITS): JsonValue {
+  try {
+    return parseJson(text, limits);
+  } catch (e) {
+    if (!(e instanceof GoJsonError)) throw e;
+    const at = /^invalid JSON: (?:nested|\d+ bytes)/.test(e.message) ? null : findJsonSyntaxError(text);
+    if (at === null) fail(e.message);
+    const where = at.path === '' ? '' : ` under the key ${JSON.stringify(at.path)}`;
+    fail(`invalid JSON at line ${at.line}, column ${at.column} (offset ${at.offset})${where}: ${at.problem}`);
+  }
+}
+
 function parseIPv4Field(field: string, text: string | undefined): number {
   if (text === undefined) return 0;
   const ip = parseIPv4(text);
@@ -151,19 +171,26 @@ function resolveBackendType(present: boolean, raw: JsonValue | undefined): strin
   });
 }
 
-function udpOptions(raw: JsonValue): UdpBackendConfig {
+/** A warning for each key of an object that no field reads. */
+function ignoredKeys(where: string, s: GoStruct, warnings: string[]): void {
+  for (const k of s.ignored) warnings.push(`${where}${JSON.stringify(k)} is not a field linen (or flanneld) reads; it is ignored`);
+}
+
+function udpOptions(raw: JsonValue, warnings: string[]): UdpBackendConfig {
   const { port, directRouting } = decoding('error decoding UDP backend config: ', () => {
-    const s = new GoStruct('', raw, ['Port', 'DirectRouting']);
+    const s = new GoStruct('', raw, ['Type', 'Port', 'DirectRouting']);
+    ignoredKeys('Backend: ', s, warnings);
     return { port: s.integer('Port', 'int', -INT_MAX, INT_MAX) ?? UDP_DEFAULT_PORT, directRouting: s.bool('DirectRouting') ?? false };
   });
   if (port < 1 || port > 65535) fail(`error decoding UDP backend config: Port ${port} is not a UDP port (1-65535)`);
   return { type: 'udp', port, directRouting };
 }
 
-function vxlanOptions(raw: JsonValue): VxlanBackendConfig {
+function vxlanOptions(raw: JsonValue, warnings: string[]): VxlanBackendConfig {
   const prefix = 'error decoding VXLAN backend config: ';
   return decoding(prefix, () => {
-    const s = new GoStruct('VXLANConfig', raw, ['VNI', 'Port', 'MTU', 'GBP', 'Learning', 'DirectRouting']);
+    const s = new GoStruct('VXLANConfig', raw, ['Type', 'VNI', 'Port', 'MTU', 'GBP', 'Learning', 'DirectRouting']);
+    ignoredKeys('Backend: ', s, warnings);
     const vni = s.integer('VNI', 'int', -INT_MAX, INT_MAX) ?? VXLAN_DEFAULT_VNI;
     if (vni < 0 || vni > 0xffffff) fail(`${prefix}VNI ${vni} is out of range (0-16777215)`);
     const port = s.integer('Port', 'int', -INT_MAX, INT_MAX) ?? 0;
@@ -172,13 +199,21 @@ function vxlanOptions(raw: JsonValue): VxlanBackendConfig {
     if (mtu !== 0 && (mtu < VXLAN_MTU_OVERHEAD + 68 || mtu > 65535)) {
       fail(`${prefix}MTU ${mtu} is out of range (${VXLAN_MTU_OVERHEAD + 68}-65535; it is the underlay MTU)`);
     }
+    const gbp = s.bool('GBP') ?? false;
+    // The G bit changes the VXLAN header every node sends and expects: a node that sends plain
+    // VXLAN beside ones that use Group Based Policy would not be one network.
+    if (gbp) fail(`${prefix}GBP (Group Based Policy) is not supported by linen's VXLAN (set GBP to false)`);
+    const learning = s.bool('Learning') ?? false;
+    if (learning) {
+      warnings.push('Backend: Learning is ignored: linen fills its forwarding table from the leases only and learns no VTEP from traffic (harmless: the leases name every peer)');
+    }
     return {
       type: 'vxlan',
       vni,
       port: port === 0 ? VXLAN_DEFAULT_PORT : port,
       mtu: mtu === 0 ? null : mtu,
-      gbp: s.bool('GBP') ?? false,
-      learning: s.bool('Learning') ?? false,
+      gbp,
+      learning,
       directRouting: s.bool('DirectRouting') ?? false,
     };
   });
@@ -188,10 +223,15 @@ function vxlanOptions(raw: JsonValue): VxlanBackendConfig {
  * Parses and validates flannel's network config JSON. Throws ConfigError with flannel's
  * own message where flannel has one (§2.3), or a message naming the offending field.
  */
-export function parseNetworkConfig(text: string): NetworkConfig {
+export function parseNetworkConfig(text: string, opts: { otherFields?: readonly string[]; limits?: JsonLimits } = {}): NetworkConfig {
   // --- subnet.ParseConfig -------------------------------------------------------------
-  const doc = decoding('', () => parseJson(text));
+  const doc = parseConfigJson(text, opts.limits);
   const cfg = decoding('', () => new GoStruct('Config', doc, CONFIG_FIELDS));
+  const warnings: string[] = [];
+  const others = new Set((opts.otherFields ?? []).map((f) => f.toLowerCase()));
+  for (const k of cfg.ignored) {
+    if (!others.has(k.toLowerCase())) warnings.push(`${JSON.stringify(k)} is not a field linen (or flanneld) reads; it is ignored`);
+  }
   const d = decoding('', () => ({
     enableIPv4: cfg.bool('EnableIPv4') ?? true,
     enableIPv6: cfg.bool('EnableIPv6') ?? false,
@@ -230,6 +270,12 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   }
   if (!d.enableIPv4) {
     fail('EnableIPv4: linen needs an IPv4 network (EnableIPv4 false would leave nothing to route)');
+  }
+  for (const f of ['IPv6Network', 'IPv6SubnetMin', 'IPv6SubnetMax', 'IPv6SubnetLen'] as const) {
+    if (cfg.has(f)) warnings.push(`${f} is ignored: EnableIPv6 is false and linen routes IPv4 only`);
+  }
+  if (d.enableNFTables) {
+    warnings.push('EnableNFTables is ignored: linen writes its masquerade and forward rules with iptables (on an nftables host, iptables-nft puts them in nftables)');
   }
 
   // --- subnet.CheckNetworkConfig (IPv4 part) ----------------------------------------
@@ -272,11 +318,12 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const raw = cfg.raw('Backend') ?? null;
   let backend: BackendConfig;
   if (lower === 'udp') {
-    backend = udpOptions(backendPresent ? raw : null);
+    backend = udpOptions(backendPresent ? raw : null, warnings);
   } else if (lower === 'vxlan') {
-    backend = vxlanOptions(raw);
+    backend = vxlanOptions(raw, warnings);
   } else if (lower === 'host-gw') {
     // flanneld's host-gw decodes no options: whatever else the Backend object holds is ignored.
+    decoding('error decoding host-gw backend config: ', () => ignoredKeys('Backend: ', new GoStruct('', raw, ['Type']), warnings));
     backend = { type: 'host-gw' };
   } else if (FLANNEL_ONLY_BACKENDS.has(lower)) {
     fail(`backend type ${JSON.stringify(backendType)} is not supported by linen (supported: udp, vxlan, host-gw)`);
@@ -294,6 +341,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     subnetMax,
     backendType,
     backend,
+    warnings,
   };
 }
 

@@ -14,7 +14,7 @@ import type { NetworkConfig } from './config.js';
 import { loadStaticSetup } from './static.js';
 import { LeaseManager, fetchNetworkConfig, type AcquiredLease } from './subnet/manager.js';
 import { LeaseWatcher } from './subnet/watcher.js';
-import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
+import { readSubnetEnv, StartupSubnetEnv } from './subnetenv.js';
 import { installTrafficRules, type TrafficRules } from './device/rules.js';
 import { addBlackholeRoute } from './device/tun.js';
 import { leftoverVtepMAC, takeOverDevice } from './device/takeover.js';
@@ -101,6 +101,7 @@ const aborted = (signal: AbortSignal): Promise<void> =>
 /** Static mode: no etcd; the subnet and peers come from --static-peers. */
 export async function runStatic(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   const setup = loadStaticSetup(o.staticPeers);
+  for (const w of setup.config.warnings) log.warn(`${o.staticPeers}: ${w}`);
   checkSubnetFile(o.subnetFile);
   const backend = createBackend(setup.config.backend);
   const { ext, publicIP } = resolveInterface(o, log);
@@ -114,18 +115,21 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
   peers = new PeerSet({ backend, config: setup.config, ownSubnet: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
+  const envFile = new StartupSubnetEnv(o.subnetFile);
   try {
     engine = await dataplaneFor(o, node, peers, ready, log);
     kernel?.start();
     await peers.setStatic(setup.peers);
-    await writeSubnetEnv(o.subnetFile, { network: setup.config.network, subnet: setup.subnet, mtu: node.mtu, ipMasq: o.ipMasq });
+    if (!(await envFile.write({ network: setup.config.network, subnet: setup.subnet, mtu: node.mtu, ipMasq: o.ipMasq }, signal))) return 0;
     log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}`).join(', ') || 'none'}; ` +
       `own subnet ${formatCIDR(setup.subnet)}${backend.mode === 'vxlan' ? `, VtepMAC ${formatMAC(mac)}` : ''}`);
+    envFile.started();
     ready.up();
     notifyReady(log);
     await aborted(signal);
     return 0;
   } finally {
+    if (await envFile.abandon()) log.info(`Start-up interrupted: removed ${o.subnetFile}`);
     kernel?.stop();
     await engine?.stop();
     await health?.close();
@@ -168,6 +172,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); ${engine === null ? 'forwarding starts once it answers' : `forwarding continues with the ${peers?.size ?? 0} last known peer(s)`}`);
     else if (s.state === 'connected') log.info('etcd connection established');
   });
+  const envFile = new StartupSubnetEnv(o.subnetFile);
   try {
     const config = await fetchNetworkConfig(registry, { signal, log });
     const { ext, publicIP } = resolveInterface(o, log);
@@ -187,18 +192,19 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
     const node: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
+    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, underlay: ext.networks, log, ...(kernel ? { kernel } : {}) }));
     engine = await dataplaneFor(o, node, peerSet, ready, log);
     kernel?.start();
     rules = await installTrafficRules(o, config.network, own, previous, log);
     if (o.ipBlackholeRoute) removeBlackhole = addBlackholeRoute(own);
-    await writeSubnetEnv(o.subnetFile, { network: config.network, subnet: own, mtu, ipMasq: o.ipMasq });
+    if (!(await envFile.write({ network: config.network, subnet: own, mtu, ipMasq: o.ipMasq }, signal))) return 0;
     log.info(`Wrote subnet file to ${o.subnetFile}`);
 
     const watcher = new LeaseWatcher({ registry, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
     const watching = peerSet.run(watcher, signal);
     await Promise.race([watcher.ready, aborted(signal)]);
     if (!signal.aborted) {
+      envFile.started();
       ready.up();
       notifyReady(log);
       log.info(`Running: ${watcher.peers().size} peer(s)`);
@@ -218,6 +224,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     await watching;
     return 0;
   } finally {
+    if (await envFile.abandon()) log.info(`Start-up interrupted: removed ${o.subnetFile}`);
     kernel?.stop();
     await engine?.stop();
     await rules?.remove();

@@ -8,6 +8,7 @@
 // VtepMAC is needed in VXLAN mode only (for this node: random when absent).
 import { readFileSync } from 'node:fs';
 import { parseNetworkConfig, type NetworkConfig } from './config.js';
+import { DEFAULT_JSON_LIMITS } from './gojson.js';
 import { formatCIDR, netContains, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from './net.js';
 import type { PeerRoute } from './peer-route.js';
 
@@ -25,7 +26,8 @@ export function parseStaticSetup(text: string, where = 'static peers'): StaticSe
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${where}: expected a JSON object`);
   const obj = raw as Record<string, unknown>;
   let config: NetworkConfig;
-  try { config = parseNetworkConfig(text); } catch (e) { throw new Error(`${where}: ${(e as Error).message}`); }
+  // The operator's own file, with every peer in it: no bound on its length beyond the depth.
+  try { config = parseNetworkConfig(text, { otherFields: ['Subnet', 'VtepMAC', 'Peers'], limits: { ...DEFAULT_JSON_LIMITS, maxLength: Infinity } }); } catch (e) { throw new Error(`${where}: ${(e as Error).message}`); }
   const cidr = (v: unknown, name: string): IPv4Net => {
     const n = typeof v === 'string' ? parseCIDR(v) : null;
     if (!n) throw new Error(`${where}: ${name} must be a CIDR string, got ${JSON.stringify(v)}`);

@@ -96,6 +96,39 @@ export async function writeSubnetEnv(path: string, e: SubnetEnv): Promise<void> 
   await writeFileAtomic(path, formatSubnetEnv(e), 0o644);
 }
 
+/**
+ * subnet.env as start-up writes it: not at all once `stop` has aborted (a SIGTERM came first),
+ * and removed again by abandon() when the start-up it belongs to never finished, so that no
+ * subnet.env is left describing a node that never forwarded (the CNI plugin would hand out its
+ * addresses). Once started() the file stays, as flanneld leaves it, for the next start.
+ */
+export class StartupSubnetEnv {
+  private written = false;
+  private finished = false;
+
+  constructor(readonly path: string) {}
+
+  /** Writes it unless `stop` has aborted; says whether it did. */
+  async write(e: SubnetEnv, stop: AbortSignal): Promise<boolean> {
+    if (stop.aborted) return false;
+    this.written = true; // set first: an abort during the write still removes the file
+    await writeSubnetEnv(this.path, e);
+    return true;
+  }
+
+  /** The node is up: the file stays from now on. */
+  started(): void {
+    this.finished = true;
+  }
+
+  /** Removes the file this start-up wrote if it never finished; says whether it did. */
+  async abandon(): Promise<boolean> {
+    if (!this.written || this.finished) return false;
+    await unlink(this.path).catch(() => undefined);
+    return true;
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Reading
 

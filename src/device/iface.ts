@@ -3,6 +3,7 @@
 // (route lookup), else the interface of the IPv4 default route; with only --public-ip, the
 // interface that owns that IP.
 import { execFileSync } from 'node:child_process';
+import { makeNet, parseIPv4, type IPv4Net } from '../net.js';
 
 export interface ExternalInterface {
   name: string;
@@ -10,6 +11,8 @@ export interface ExternalInterface {
   /** First usable IPv4 address (global before link-local, permanent before dynamic). */
   addr: string;
   mtu: number;
+  /** The networks of its IPv4 addresses (a peer's PublicIP may not be their broadcast address). */
+  networks: IPv4Net[];
 }
 
 export interface IfaceSelection {
@@ -19,7 +22,7 @@ export interface IfaceSelection {
   publicIP: string;
 }
 
-interface IpAddrInfo { family: string; local: string; scope: string; dynamic?: boolean; temporary?: boolean; deprecated?: boolean }
+interface IpAddrInfo { family: string; local: string; prefixlen?: number; scope: string; dynamic?: boolean; temporary?: boolean; deprecated?: boolean }
 interface IpLink { ifindex: number; ifname: string; mtu: number; flags: string[]; addr_info: IpAddrInfo[] }
 
 function ipJson<T>(args: string[]): T {
@@ -38,7 +41,12 @@ function usableV4(link: IpLink): string | null {
 function describe(link: IpLink): ExternalInterface {
   const addr = usableV4(link);
   if (!addr) throw new Error(`interface ${link.ifname} has no usable IPv4 address`);
-  return { name: link.ifname, index: link.ifindex, addr, mtu: link.mtu };
+  const networks: IPv4Net[] = [];
+  for (const a of link.addr_info) {
+    const ip = a.family === 'inet' ? parseIPv4(a.local) : null;
+    if (ip !== null && a.prefixlen !== undefined) networks.push(makeNet(ip, a.prefixlen));
+  }
+  return { name: link.ifname, index: link.ifindex, addr, mtu: link.mtu, networks };
 }
 
 export function selectInterface(sel: IfaceSelection): ExternalInterface {

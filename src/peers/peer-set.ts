@@ -13,41 +13,9 @@ import type { PeerRoute } from '../peer-route.js';
 import type { DirectRoutes } from '../device/routes.js';
 import type { Metric } from '../health.js';
 import type { Logger } from '../log.js';
-import { formatCIDR, formatIPv4, formatMAC, makeNet, netContains, netEqual, netKey, netOverlaps, type IPv4Net, type NetKey } from '../net.js';
+import { hasHostBits, leaseRefusal, REFUSAL_REASONS, type Refusal, type RefusalReason } from '../admission.js';
+import { formatCIDR, formatIPv4, formatMAC, netKey, netOverlaps, type IPv4Net, type NetKey } from '../net.js';
 import type { LeaseWatcher, Peer, PeerDiff } from '../subnet/watcher.js';
-
-/** Why a lease got no route (the label of linen_leases_refused_total). */
-export const REFUSAL_REASONS = [
-  'host_bits',       // the key's address has bits set below its prefix length
-  'public_ip',       // the PublicIP is no address to tunnel to (see badPublicIP)
-  'outside_network', // the subnet is not inside the cluster network
-  'own_subnet',      // the subnet overlaps this node's subnet
-  'overlap',         // not a /SubnetLen lease and overlapping one
-  'backend_data',    // lacks what the backend needs (VXLAN: a VtepMAC)
-  'capacity',        // the data plane's route table is full
-  'not_adjacent',    // host-gw: the PublicIP is not on a directly connected network
-] as const;
-export type RefusalReason = (typeof REFUSAL_REASONS)[number];
-
-/**
- * Whether a peer's PublicIP is something the data plane may send tunnel traffic to: not
- * unspecified, loopback, "this network", multicast, reserved or the limited broadcast, and not
- * this node itself (traffic for the peer's subnet would loop through this node until its TTL
- * ran out). Returns why not, or null.
- */
-export function badPublicIP(ip: number, self: number | null): string | null {
-  const a = ip >>> 24;
-  if (ip === 0 || a === 0) return 'is in 0.0.0.0/8 ("this network")';
-  if (a === 127) return 'is a loopback address';
-  if (a >= 224 && a <= 239) return 'is a multicast address';
-  if (ip >>> 0 === 0xffffffff) return 'is the broadcast address';
-  if (a >= 240) return 'is a reserved address';
-  if (self !== null && ip >>> 0 === self >>> 0) return "is this node's own address";
-  return null;
-}
-
-/** Whether a subnet's address has host bits set (flannel never writes such a lease key). */
-export const hasHostBits = (n: IPv4Net): boolean => !netEqual(makeNet(n.ip, n.prefixLen), n);
 
 export interface PeerSetOptions {
   /** direct: which peers get a kernel route instead of an engine route (default 'never'). */
@@ -59,6 +27,8 @@ export interface PeerSetOptions {
   ownSubnet: IPv4Net;
   /** This node's PublicIP: no peer may use it (null: not checked). */
   self: number | null;
+  /** The networks of the external interface: no peer may use their broadcast address. */
+  underlay?: readonly IPv4Net[];
   log: Logger;
 }
 
@@ -146,6 +116,8 @@ export class PeerSet implements RouteSource {
   }
 
   private applyNow(d: PeerDiff, all: ReadonlyMap<NetKey, Peer>): void {
+    // Keys and values the watcher refused (and logged) before they could become peers.
+    for (const r of d.refused ?? []) this.count(r.reason);
     for (const p of [...d.added, ...d.changed]) this.add(p, all);
     for (const p of d.removed) {
       this.overlapping.delete(p.key);
@@ -238,19 +210,10 @@ export class PeerSet implements RouteSource {
   }
 
   /** Why p may not have a route, or null. */
-  private admission(p: Peer, all: ReadonlyMap<NetKey, Peer>): { reason: RefusalReason; why: string } | null {
+  private admission(p: Peer, all: ReadonlyMap<NetKey, Peer>): Refusal | null {
     const { network, subnetLen } = this.o.config;
-    if (hasHostBits(p.subnet)) {
-      return { reason: 'host_bits', why: `the address ${formatIPv4(p.subnet.ip)} has host bits set for a /${p.subnet.prefixLen} (the network would be ${formatCIDR(makeNet(p.subnet.ip, p.subnet.prefixLen))}); flannel never writes such a key` };
-    }
-    const bad = badPublicIP(p.publicIP, this.o.self);
-    if (bad !== null) return { reason: 'public_ip', why: `its PublicIP ${formatIPv4(p.publicIP)} ${bad}` };
-    if (!netContains(network, p.subnet.ip) || p.subnet.prefixLen < network.prefixLen) {
-      return { reason: 'outside_network', why: `${formatCIDR(p.subnet)} is outside the network ${formatCIDR(network)}` };
-    }
-    if (netOverlaps(p.subnet, this.o.ownSubnet)) {
-      return { reason: 'own_subnet', why: `${formatCIDR(p.subnet)} overlaps this node's subnet ${formatCIDR(this.o.ownSubnet)}` };
-    }
+    const no = leaseRefusal(p.subnet, p.publicIP, { network, ownSubnet: this.o.ownSubnet, self: this.o.self, underlay: this.o.underlay ?? [] });
+    if (no !== null) return no;
     const q = this.overlapped(p, all);
     if (q) {
       this.overlapping.add(p.key);
@@ -292,8 +255,12 @@ export class PeerSet implements RouteSource {
       (via === 'direct' ? ' (direct route)' : route.mac ? ` (VtepMAC ${formatMAC(route.mac)})` : ''));
   }
 
-  private refuse(lease: string, reason: RefusalReason, why: string): void {
+  private count(reason: RefusalReason): void {
     this.refused.set(reason, (this.refused.get(reason) ?? 0) + 1);
+  }
+
+  private refuse(lease: string, reason: RefusalReason, why: string): void {
+    this.count(reason);
     this.o.log.warn(`Ignoring lease ${lease}: ${why}`);
   }
 

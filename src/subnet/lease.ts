@@ -6,9 +6,11 @@
 //           "BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}                    (VXLAN)
 //
 // Decoders never throw on bad input: they return { ok: false, error } so that a caller
-// listing or watching many keys can skip and log one bad entry and keep the rest.
+// listing or watching many keys can skip and log one bad entry and keep the rest. Keys and
+// values come from any writer with access to etcd (and, in kube mode, from node annotations):
+// both are bounded in size and depth before parsing, and every parse is linear.
 
-import { GoJsonError, GoStruct, isJsonObject, jsonKind, parseJson, type JsonValue } from '../gojson.js';
+import { GoJsonError, GoStruct, isJsonObject, jsonKind, parseJson, type JsonLimits, type JsonValue } from '../gojson.js';
 import { formatIPv4, normalizeMAC, parseIPv4, parseIPv6, type IPv4Net } from '../net.js';
 
 export type Result<T> = { ok: true; value: T } | { ok: false; error: string };
@@ -31,34 +33,62 @@ export interface SubnetKey {
   readonly ipv6: IPv6KeyPart | null;
 }
 
-// flannel pkg/subnet/subnet.go, verbatim (note the unescaped dots and the end-only anchor).
-const SUBNET_KEY_RE = /(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$/;
+/** Longest subnet key name flannel can write: `255.255.255.255-32&` and a 39-character IPv6 address `-128`. */
+export const MAX_SUBNET_KEY_NAME = 64;
 
-/** Go strconv.ParseUint(s, 10, bits) for a string of decimal digits. */
+// The name part of a subnet key, anchored at both ends. flanneld's own expression is anchored
+// at the end only (a prefix before the address passes); its IPv4 part is taken here exactly
+// (dots escaped, octets and length of at most 3 and 2 digits, no more), and the name's length
+// is checked first, so matching is linear and short whatever etcd holds.
+const SUBNET_KEY_NAME_RE = /^([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})-([0-9]{1,2})(?:&([a-f0-9:]{2,39})-([0-9]{1,3}))?$/;
+
+/** Go strconv.ParseUint(s, 10, bits) for a string of decimal digits, leading zeros refused. */
 function parseUintBits(s: string, bits: number): number | null {
-  if (!/^[0-9]+$/.test(s)) return null;
+  if (!/^(?:0|[1-9][0-9]*)$/.test(s)) return null;
   const n = Number(s);
   return n < 2 ** bits ? n : null;
 }
 
 /**
- * flannel's ParseSubnetKey: accepts a full etcd key or just its last part. The v4 prefix
- * length must fit in 5 bits (0-31) and the v6 one in 7 bits; `10.12.13.0-24hi` is rejected.
+ * A subnet key's name (`10.5.72.0-24`, dual stack `10.5.72.0-24&fd00:5:0:48::-64`), exactly:
+ * nothing before or after it, octets and prefix length in canonical decimal (a leading zero
+ * would be a second name for the same subnet). The v4 prefix length must fit in 5 bits
+ * (0-31) as in flanneld, the v6 one in 7 bits.
  */
-export function parseSubnetKey(key: string): SubnetKey | null {
-  const m = SUBNET_KEY_RE.exec(key);
+export function parseSubnetName(name: string): SubnetKey | null {
+  if (name.length > MAX_SUBNET_KEY_NAME) return null;
+  const m = SUBNET_KEY_NAME_RE.exec(name);
   if (m === null || m[1] === undefined || m[2] === undefined) return null;
   const ip = parseIPv4(m[1]);
   const len = parseUintBits(m[2], 5);
-  // Go's ParseIP accepts only dotted quads here, never the ::ffff: form (no ':' can match).
   if (ip === null || len === null) return null;
   let ipv6: IPv6KeyPart | null = null;
-  if (m[3] !== undefined && m[3] !== '') {
+  if (m[3] !== undefined) {
     const len6 = parseUintBits(m[4] ?? '', 7);
     if (parseIPv6(m[3]) === null || len6 === null) return null;
     ipv6 = { ip: m[3], prefixLen: len6 };
   }
   return { subnet: { ip, prefixLen: len }, ipv6 };
+}
+
+/**
+ * The name of a key directly under `subnets` (`<subnets>/<name>`, one path segment), or null
+ * for any other key: one in a deeper folder, or under a sibling such as `<subnets>x/`, which a
+ * watch of the `subnets` prefix also sees.
+ */
+export function subnetKeyName(subnets: string, key: string): string | null {
+  if (key.length > subnets.length + 1 + MAX_SUBNET_KEY_NAME || !key.startsWith(subnets + '/')) return null;
+  const name = key.slice(subnets.length + 1);
+  return name.includes('/') ? null : name;
+}
+
+/**
+ * A full etcd key's subnet: its last path segment must be exactly a subnet key name. Whether
+ * the key sits directly under `<prefix>/subnets` is subnetKeyName's question.
+ */
+export function parseSubnetKey(key: string): SubnetKey | null {
+  if (key.length > MAX_SUBNET_KEY_NAME) key = key.slice(key.length - MAX_SUBNET_KEY_NAME - 1);
+  return parseSubnetName(key.slice(key.lastIndexOf('/') + 1));
 }
 
 /** flannel's MakeSubnetKey for an IPv4-only lease: `10.5.72.0-24`. */
@@ -160,6 +190,12 @@ function compactJson(raw: string): string {
   return JSON.stringify(JSON.parse(raw) as JsonValue);
 }
 
+/**
+ * Bounds on a lease value: flanneld's are a few hundred bytes, two levels deep. Larger or
+ * deeper values come from another writer and are refused before anything recursive sees them.
+ */
+export const LEASE_JSON_LIMITS: JsonLimits = { maxLength: 64 * 1024, maxDepth: 16 };
+
 const LEASE_FIELDS = ['PublicIP', 'PublicIPv6', 'BackendType', 'BackendData', 'BackendV6Data'] as const;
 
 /**
@@ -168,9 +204,10 @@ const LEASE_FIELDS = ['PublicIP', 'PublicIPv6', 'BackendType', 'BackendData', 'B
  * (`null` or garbage fail; absent means 0.0.0.0), PublicIPv6 may be null.
  */
 export function decodeLeaseAttrs(text: string | Uint8Array): Result<LeaseAttrs> {
-  const s = typeof text === 'string' ? text : Buffer.from(text).toString('utf8');
+  if (text.length > LEASE_JSON_LIMITS.maxLength) return err(`the value is ${text.length} bytes, more than the ${LEASE_JSON_LIMITS.maxLength} a lease may have`);
   try {
-    const doc = parseJson(s);
+    const s = typeof text === 'string' ? text : Buffer.from(text).toString('utf8');
+    const doc = parseJson(s, LEASE_JSON_LIMITS);
     const st = new GoStruct('LeaseAttrs', doc, LEASE_FIELDS);
     let publicIP = 0;
     const pip = st.raw('PublicIP');
@@ -197,8 +234,8 @@ export function decodeLeaseAttrs(text: string | Uint8Array): Result<LeaseAttrs> 
     };
     return ok({ publicIP, publicIPv6, backendType, backendData: raw('BackendData'), backendV6Data: raw('BackendV6Data') });
   } catch (e) {
-    if (e instanceof GoJsonError) return err(e.message);
-    throw e;
+    // Whatever fails, the value is one refused lease, never an error for the caller.
+    return err(e instanceof GoJsonError ? e.message : `undecodable value: ${(e as Error).message}`);
   }
 }
 
@@ -209,7 +246,7 @@ export function decodeLeaseAttrs(text: string | Uint8Array): Result<LeaseAttrs> 
 export function decodeVxlanBackendData(raw: string | null): Result<VxlanBackendData> {
   if (raw === null) return err('BackendData: missing');
   try {
-    const doc = parseJson(raw);
+    const doc = parseJson(raw, LEASE_JSON_LIMITS);
     if (!isJsonObject(doc)) return err(`BackendData: expected an object, got ${jsonKind(doc)}`);
     const st = new GoStruct('vxlanLeaseAttrs', doc, ['VNI', 'VtepMAC']);
     const vni = st.integer('VNI', 'uint32', 0, 0xffffffff) ?? 0;
@@ -219,8 +256,7 @@ export function decodeVxlanBackendData(raw: string | null): Result<VxlanBackendD
     if (mac === null) return err(`BackendData: VtepMAC: invalid MAC address ${JSON.stringify(m)}`);
     return ok({ vni, vtepMAC: mac });
   } catch (e) {
-    if (e instanceof GoJsonError) return err(`BackendData: ${e.message}`);
-    throw e;
+    return err(`BackendData: ${e instanceof GoJsonError ? e.message : `undecodable: ${(e as Error).message}`}`);
   }
 }
 

@@ -29,10 +29,10 @@
 // subnet to whatever was written there. flanneld would only rewrite it at its next renewal.
 
 import { parseNetworkConfig, type NetworkConfig } from '../config.js';
-import { formatCIDR, formatIPv4, netEqual, netLast, netNext, netOverlaps, prefixMask, type IPv4Net } from '../net.js';
+import { formatCIDR, formatIPv4, netEqual, netLast, netNext, netOverlaps, netSize, prefixMask, type IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
-import { makeSubnetKey, parseSubnetKey, sameLeaseAttrs, type Lease, type LeaseAttrs } from './lease.js';
+import { makeSubnetKey, parseSubnetKey, sameLeaseAttrs, subnetKeyName, type Lease, type LeaseAttrs } from './lease.js';
 import { ReconnectWait, RegistryError, SUBNET_TTL_SECONDS, SubnetExistsError, type Registry } from './registry.js';
 
 export class LeaseError extends Error {
@@ -133,7 +133,9 @@ export async function fetchNetworkConfig(
   for (;;) {
     if (opts.signal?.aborted === true) throw new LeaseError('interrupted while fetching the network config');
     try {
-      return parseNetworkConfig(await registry.getNetworkConfig());
+      const config = parseNetworkConfig(await registry.getNetworkConfig());
+      for (const w of config.warnings) log.warn(`network config: ${w}`);
+      return config;
     } catch (e) {
       log.error(`Couldn't fetch network config: ${(e as Error).message}`);
     }
@@ -239,7 +241,9 @@ export class LeaseManager {
     for (const s of list.skipped) this.log.warn(`ignoring bad subnet entry ${s.key}: ${s.error}`);
     const ip = this.attrs.publicIP;
 
-    const mine = list.leases.find((l) => l.attrs.publicIP === ip);
+    // Only a key exactly under <prefix>/subnets is reused: an alias key naming this node's
+    // PublicIP must not pick its subnet.
+    const mine = list.leases.find((l) => l.attrs.publicIP === ip && subnetKeyName(this.registry.keys.subnets, l.key) !== null);
     if (mine !== undefined) {
       if (isSubnetCompatible(config, mine.subnet) && mine.ipv6 === null) {
         const reservation = mine.leaseId === '0';
@@ -277,7 +281,16 @@ export class LeaseManager {
     if (pick === null) {
       this.log.info(`Picking subnet in range ${formatIPv4(config.subnetMin)} ... ${formatIPv4(config.subnetMax)}`);
       const free = freeCandidates(config, taken, this.candidates);
-      if (free.length === 0) throw new LeaseError('failed to acquire lease: out of subnets');
+      if (free.length === 0) {
+        const holds = (config.subnetMax - config.subnetMin) / netSize(config.subnetLen) + 1;
+        const inRange = taken.filter((t) => t.ip <= config.subnetMax && netLast(t) >= config.subnetMin).length;
+        throw new LeaseError(
+          `failed to acquire lease: out of subnets: the range ${formatIPv4(config.subnetMin)} ... ${formatIPv4(config.subnetMax)} ` +
+          `(SubnetMin ... SubnetMax of Network ${formatCIDR(config.network)}) holds ${holds} /${config.subnetLen} subnet(s) and all ${holds} are taken ` +
+          `(${inRange} key(s) under ${this.registry.keys.subnets} in that range${lost.length > 0 ? `, ${lost.length} create race(s) lost` : ''}); ` +
+          'widen the Network or SubnetMin/SubnetMax, or delete the leases of nodes that are gone',
+        );
+      }
       pick = free[Math.min(free.length - 1, Math.floor(this.random() * free.length))]!;
     }
     const g = await this.registry.createLease(pick, this.attrs, this.ttl);

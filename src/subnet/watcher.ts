@@ -3,7 +3,10 @@
 //
 // flanneld's behaviour (docs/flanneld-compat.md, "Watching leases") with its data-losing quirks fixed:
 //   * a PUT that is not a lease (bad key or value) is skipped with a log line naming the
-//     key; it never wipes the other peers (flanneld drops every peer);
+//     key, once per key and reason; it never wipes the other peers (flanneld drops every peer);
+//   * a key is a lease key only when it is exactly <subnets>/<a.b.c.d>-<len> (flanneld also
+//     takes keys with a prefix or in deeper folders), and the first key to name a subnet holds
+//     it: another key for the same subnet (an alias) neither replaces nor deletes its peer;
 //   * after a compaction the re-list is reconciled including peers whose attributes
 //     changed in the gap (flanneld emits nothing for those, §4.3);
 //   * a renewal (PUT with the same attributes) is not reported again;
@@ -19,7 +22,8 @@
 import { formatCIDR, netEqual, netKey, type IPv4Net, type NetKey } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
-import { decodeVxlanBackendData, sameLeaseAttrs, type Lease, type LeaseAttrs, type VxlanBackendData } from './lease.js';
+import type { Refusal, RefusalReason } from '../admission.js';
+import { decodeVxlanBackendData, parseSubnetName, sameLeaseAttrs, subnetKeyName, type Lease, type LeaseAttrs, type SubnetKey, type VxlanBackendData } from './lease.js';
 import { ReconnectWait, type LeaseList, type Registry, type WatchEvent } from './registry.js';
 
 export interface Peer {
@@ -32,12 +36,23 @@ export interface Peer {
   readonly vxlan: VxlanBackendData | null;
 }
 
+/** A lease the watcher refused before it became a peer (its key or value). */
+export interface RefusedLease extends Refusal {
+  /** The etcd key, cut to a length fit for a log line. */
+  readonly key: string;
+}
+
 export interface PeerDiff {
   readonly added: Peer[];
   /** Same subnet, different attributes (PublicIP, VtepMAC...): replace the old entry. */
   readonly changed: Peer[];
   /** The last known peer (with its attributes) for each removed subnet. */
   readonly removed: Peer[];
+  /**
+   * Keys and values refused for the first time (each key and reason is reported once; the
+   * watcher has logged them): the peer set counts them by reason.
+   */
+  readonly refused?: readonly RefusedLease[];
   /** 'snapshot' for the first list, 'resync' after a compaction, 'events' otherwise. */
   readonly cause: 'snapshot' | 'resync' | 'events';
   /** etcd revision the peer set now reflects. */
@@ -63,11 +78,35 @@ export interface LeaseWatcherOptions {
   backoffMaxMs?: number;
   /** How long peers missing after a revision reset are kept; default 15 s. */
   resetGraceMs?: number;
+  /**
+   * The subnet a lease key names, or null for a key that is no lease key. Default: etcd's
+   * layout, exactly `<registry.keys.subnets>/<a.b.c.d>-<len>` (or the dual-stack form). A
+   * registry with other keys (node names, say) passes its own.
+   */
+  subnetOfKey?: (key: string) => SubnetKey | null;
 }
 
-export const isEmptyDiff = (d: PeerDiff): boolean => d.added.length + d.changed.length + d.removed.length === 0;
+/** The subnet of an etcd lease key exactly under `subnets`, or null. */
+export function etcdLeaseKeySubnet(subnets: string): (key: string) => SubnetKey | null {
+  return (key) => {
+    const name = subnetKeyName(subnets, key);
+    return name === null ? null : parseSubnetName(name);
+  };
+}
 
-type Verdict = { peer: Peer } | { ignore: string } | { invalid: string };
+export const isEmptyDiff = (d: PeerDiff): boolean => d.added.length + d.changed.length + d.removed.length + (d.refused?.length ?? 0) === 0;
+
+type Verdict = { peer: Peer } | { ignore: string } | { invalid: Refusal };
+
+/** Longest piece of a key put in a log line (etcd takes keys of megabytes). */
+const KEY_SHOWN = 200;
+/** Refusals remembered so that each is logged once; forgotten all at once past this many. */
+const REPORTED_LIMIT = 10_000;
+
+/** A key as a log line shows it: cut, with its length, when long. */
+export function shownKey(key: string): string {
+  return key.length <= KEY_SHOWN ? key : `${key.slice(0, KEY_SHOWN)}... (${key.length} characters)`;
+}
 
 export class LeaseWatcher {
   private readonly registry: Registry;
@@ -78,7 +117,18 @@ export class LeaseWatcher {
   private readonly backoffInitial: number;
   private readonly backoffMax: number;
   private readonly resetGraceMs: number;
+  private readonly subnetOfKey: (key: string) => SubnetKey | null;
   private readonly state = new Map<NetKey, Peer>();
+  /**
+   * The key that holds each subnet in etcd, whatever its value: the first seen (or, in a
+   * listing, the first in key order), until it is deleted. Another key naming the same subnet
+   * can neither replace its peer nor delete it.
+   */
+  private readonly holders = new Map<NetKey, string>();
+  /** Refusals already logged, by reason, key and text. */
+  private readonly reported = new Set<string>();
+  /** Refusals of this batch, for the diff. */
+  private refusedNow: RefusedLease[] = [];
   private rev = 0;
   private readyResolve!: () => void;
   /** Resolves once the first snapshot has been delivered. */
@@ -93,6 +143,7 @@ export class LeaseWatcher {
     this.backoffInitial = opts.backoffInitialMs ?? 100;
     this.backoffMax = opts.backoffMaxMs ?? 5000;
     this.resetGraceMs = opts.resetGraceMs ?? 15_000;
+    this.subnetOfKey = opts.subnetOfKey ?? etcdLeaseKeySubnet(opts.registry.keys.subnets);
     this.ready = new Promise((r) => (this.readyResolve = r));
   }
 
@@ -114,7 +165,7 @@ export class LeaseWatcher {
   private verdict(l: Lease): Verdict {
     if (this.own !== null && netEqual(l.subnet, this.own)) return { ignore: 'own subnet' };
     // `null`, `{}` or a value without PublicIP decode (as in Go) to PublicIP 0.0.0.0: no peer.
-    if (l.attrs.publicIP === 0) return { invalid: 'no PublicIP (0.0.0.0)' };
+    if (l.attrs.publicIP === 0) return { invalid: { reason: 'public_ip_unspecified', why: 'no PublicIP (0.0.0.0)' } };
     if (this.accept !== 'all' && l.attrs.backendType !== this.accept) {
       return { ignore: `BackendType ${JSON.stringify(l.attrs.backendType)} is not ${this.accept}` };
     }
@@ -122,9 +173,41 @@ export class LeaseWatcher {
     if (l.attrs.backendType === 'vxlan') {
       const d = decodeVxlanBackendData(l.attrs.backendData);
       if (d.ok) vxlan = d.value;
-      else if (this.accept === 'vxlan') return { invalid: `bad VXLAN BackendData: ${d.error}` };
+      else if (this.accept === 'vxlan') return { invalid: { reason: 'backend_data', why: `bad VXLAN BackendData: ${d.error}` } };
     }
     return { peer: { key: l.key, subnet: l.subnet, publicIP: l.attrs.publicIP, attrs: l.attrs, vxlan } };
+  }
+
+  /** Logs a refusal the first time this key is refused for this reason and text. */
+  private refuse(key: string, r: Refusal): void {
+    const shown = shownKey(key);
+    const id = `${r.reason} ${key.length} ${shown} ${r.why}`;
+    if (this.reported.has(id)) return;
+    if (this.reported.size >= REPORTED_LIMIT) this.reported.clear();
+    this.reported.add(id);
+    this.log.warn(`skipping bad subnet lease ${shown}: ${r.why}`);
+    this.refusedNow.push({ key: shown, reason: r.reason, why: r.why });
+  }
+
+  /** The subnet a key names; any other key is refused once as bad_key. */
+  private subnetOf(key: string): SubnetKey | null {
+    const sk = this.subnetOfKey(key);
+    if (sk === null) {
+      const layout = this.registry.keys?.subnets;
+      this.refuse(key, { reason: 'bad_key', why: `not a subnet key${layout === undefined ? '' : `: a lease key is exactly ${layout}/<a.b.c.d>-<prefix length>`}` });
+    }
+    return sk;
+  }
+
+  /** Whether `key` holds subnet k (taking it when it is free); refuses it as an alias if not. */
+  private claim(k: NetKey, key: string, reason: RefusalReason = 'alias_key'): boolean {
+    const holder = this.holders.get(k);
+    if (holder === undefined) this.holders.set(k, key);
+    else if (holder !== key) {
+      this.refuse(key, { reason, why: `${k} is held by the key ${shownKey(holder)}; a second key for the same subnet is ignored while that one exists` });
+      return false;
+    }
+    return true;
   }
 
   /** Net diff between the state before a batch (`before`) and now, for the touched keys. */
@@ -138,7 +221,9 @@ export class LeaseWatcher {
       else if (old !== undefined && now === undefined) removed.push(old);
       else if (old !== undefined && now !== undefined && (!sameLeaseAttrs(old.attrs, now.attrs) || old.key !== now.key)) changed.push(now);
     }
-    return { added, changed, removed, cause, revision: this.rev };
+    const refused = this.refusedNow;
+    this.refusedNow = [];
+    return { added, changed, removed, refused, cause, revision: this.rev };
   }
 
   private remember(before: Map<NetKey, Peer | undefined>, k: NetKey): void {
@@ -149,21 +234,25 @@ export class LeaseWatcher {
   applyEvents(events: readonly WatchEvent[], revision: number): PeerDiff {
     const before = new Map<NetKey, Peer | undefined>();
     for (const ev of events) {
-      if (ev.type === 'invalid') {
-        this.log.warn(`skipping bad subnet lease ${ev.key}: ${ev.error}`);
-        continue;
-      }
+      const sk = this.subnetOf(ev.key);
+      if (sk === null) continue;
+      const k = netKey(sk.subnet);
       if (ev.type === 'delete') {
-        if (ev.subnet === null) continue;
-        const k = netKey(ev.subnet);
+        // Only the key that holds the subnet takes its peer away.
+        if (this.holders.get(k) !== ev.key) continue;
+        this.holders.delete(k);
         this.remember(before, k);
         this.state.delete(k);
         continue;
       }
-      const k = netKey(ev.lease.subnet);
+      if (!this.claim(k, ev.key)) continue;
+      if (ev.type === 'invalid') {
+        this.refuse(ev.key, { reason: 'bad_value', why: ev.error });
+        continue;
+      }
       const v = this.verdict(ev.lease);
       if ('invalid' in v) {
-        this.log.warn(`skipping bad subnet lease ${ev.key}: ${v.invalid}`);
+        this.refuse(ev.key, v.invalid);
         continue;
       }
       this.remember(before, k);
@@ -186,16 +275,39 @@ export class LeaseWatcher {
   applySnapshot(list: LeaseList, cause: 'snapshot' | 'resync', keepMissing = false): PeerDiff {
     const before = new Map<NetKey, Peer | undefined>();
     const seen = new Set<NetKey>();
+    // Who holds each subnet now: the holder before, if its key is still there, else the
+    // first key in the listing.
+    const listed = new Map<NetKey, string[]>();
+    const subnets = new Map<string, NetKey>();
+    for (const key of [...list.leases.map((l) => l.key), ...list.skipped.map((e) => e.key)].sort()) {
+      const sk = this.subnetOf(key);
+      if (sk === null) continue;
+      const k = netKey(sk.subnet);
+      subnets.set(key, k);
+      const keys = listed.get(k);
+      if (keys === undefined) listed.set(k, [key]);
+      else keys.push(key);
+    }
+    const kept = new Map<NetKey, string>();
+    for (const [k, keys] of listed) {
+      const holder = this.holders.get(k);
+      kept.set(k, holder !== undefined && keys.includes(holder) ? holder : keys[0]!);
+    }
+    if (!keepMissing) this.holders.clear();
+    for (const [k, key] of kept) this.holders.set(k, key);
     for (const s of list.skipped) {
-      this.log.warn(`skipping bad subnet lease ${s.key}: ${s.error}`);
+      const k = subnets.get(s.key);
+      if (k === undefined || !this.claim(k, s.key)) continue;
+      this.refuse(s.key, { reason: 'bad_value', why: s.error });
       // A key we know that now holds garbage: keep the last good peer rather than drop it.
-      for (const [k, p] of this.state) if (p.key === s.key) seen.add(k);
+      if (this.state.get(k)?.key === s.key) seen.add(k);
     }
     for (const l of list.leases) {
-      const k = netKey(l.subnet);
+      const k = subnets.get(l.key);
+      if (k === undefined || !this.claim(k, l.key)) continue;
       const v = this.verdict(l);
       if ('invalid' in v) {
-        this.log.warn(`skipping bad subnet lease ${l.key}: ${v.invalid}`);
+        this.refuse(l.key, v.invalid);
         if (this.state.has(k)) seen.add(k);
         continue;
       }

@@ -157,7 +157,9 @@ t.test('lease manager', async (t) => {
     const a = await m.acquire(small);
     t.equal(formatCIDR(a.subnet), '10.9.2.0/24', 'the key with a bad value is not picked');
     const m2 = new LeaseManager({ registry: reg, attrs: udpLeaseAttrs(ip('192.168.9.2')) });
-    await t.rejects(m2.acquire(small), { message: 'failed to acquire lease: out of subnets' });
+    await t.rejects(m2.acquire(small), {
+      message: `failed to acquire lease: out of subnets: the range 10.9.1.0 ... 10.9.2.0 (SubnetMin ... SubnetMax of Network 10.9.0.0/16) holds 2 /24 subnet(s) and all 2 are taken (2 key(s) under ${P}/subnets in that range); widen the Network or SubnetMin/SubnetMax, or delete the leases of nodes that are gone`,
+    }, 'the error names the range, how many subnets it holds and how many are taken');
   });
 
   t.test('a lost create race picks another subnet instead of failing', async (t) => {

@@ -165,8 +165,8 @@ t.test('config: backend type resolution', async (t) => {
     directRouting: false,
   });
   t.same(
-    cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: 42, Port: 4789, MTU: 9000, GBP: true, Learning: true, directRouting: true } }).backend,
-    { type: 'vxlan', vni: 42, port: 4789, mtu: 9000, gbp: true, learning: true, directRouting: true },
+    cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: 42, Port: 4789, MTU: 9000, GBP: false, Learning: true, directRouting: true } }).backend,
+    { type: 'vxlan', vni: 42, port: 4789, mtu: 9000, gbp: false, learning: true, directRouting: true },
   );
   t.match(cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', Port: 0 } }).backend, { port: 8472 }, 'Port 0 => kernel default 8472');
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}', /VNI 16777216 is out of range/);
@@ -205,4 +205,36 @@ t.test('config: overlay MTU', async (t) => {
   t.equal(overlayMTU(vx, 1500), 1450);
   const vx9k = cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', MTU: 9000 } }).backend;
   t.equal(overlayMTU(vx9k, 1500), 8950, 'config MTU is the underlay MTU');
+});
+
+t.test('config: what linen does not implement is refused or warned about, never silently dropped', async (t) => {
+  t.same(cfg({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: 1, Port: 8472, MTU: 1500, GBP: false, Learning: false, DirectRouting: true } }).warnings, [],
+    'every field flanneld reads, at values linen implements: no warning');
+  throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","GBP":true}}', 'error decoding VXLAN backend config: GBP (Group Based Policy) is not supported by linen\'s VXLAN (set GBP to false)');
+  const cases: [string, unknown, RegExp][] = [
+    ['EnableNFTables', { Network: '10.5.0.0/16', EnableNFTables: true }, /^EnableNFTables is ignored: linen writes its masquerade and forward rules with iptables/],
+    ['VXLAN Learning', { Network: '10.5.0.0/16', Backend: { Type: 'vxlan', Learning: true } }, /^Backend: Learning is ignored/],
+    ['IPv6Network with IPv6 off', { Network: '10.5.0.0/16', IPv6Network: 'fd00::/56' }, /^IPv6Network is ignored: EnableIPv6 is false/],
+    ['IPv6SubnetLen with IPv6 off', { Network: '10.5.0.0/16', IPv6SubnetLen: 64 }, /^IPv6SubnetLen is ignored/],
+    ['an unknown top-level field', { Network: '10.5.0.0/16', SubnetLength: 26 }, /^"SubnetLength" is not a field linen \(or flanneld\) reads; it is ignored/],
+    ['an unknown VXLAN option', { Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: 1, Vni2: 2 } }, /^Backend: "Vni2" is not a field/],
+    ['an unknown UDP option', { Network: '10.5.0.0/16', Backend: { Type: 'udp', MTU: 1400 } }, /^Backend: "MTU" is not a field/],
+    ['a host-gw option (host-gw has none)', { Network: '10.5.0.0/16', Backend: { Type: 'host-gw', DirectRouting: true } }, /^Backend: "DirectRouting" is not a field/],
+  ];
+  for (const [what, o, warning] of cases) {
+    const w = cfg(o).warnings;
+    t.equal(w.length, 1, `${what}: one warning`);
+    t.match(w[0] ?? '', warning, `${what}: ${w[0]}`);
+  }
+  t.same(cfg({ Network: '10.5.0.0/16', EnableNFTables: false }).warnings, [], 'EnableNFTables false is what linen does');
+});
+
+t.test('config: a JSON syntax error names the line, the column and the key it is under', async (t) => {
+  throwsMsg(t, '{"Network":"10.5.0.0/16",\n "Backend": {"Type": "vxlan",}}', 'invalid JSON at line 2, column 30 (offset 55) under the key "Backend": "}" where a quoted key should be');
+  throwsMsg(t, '{"Network":"10.5.0.0/16"', 'invalid JSON at line 1, column 25 (offset 24) under the key "Network": the text ends where \',\' or \'}\' should be');
+  throwsMsg(t, '{"Network": 10.5.0.0/16}', /^invalid JSON at line 1, column 17 \(offset 16\) under the key "Network": "\." where ',' or '}' should be$/);
+  throwsMsg(t, '{"Backend": {"VNI": tru}}', /under the key "Backend\.VNI": "t" where a value should be/);
+  throwsMsg(t, '{"Network":"10.5.0.0/16"} x', /line 1, column 27 .*: "x" where the end of the text should be/);
+  throwsMsg(t, '', /the text ends where a value should be/);
+  throwsMsg(t, `{"Backend":${'['.repeat(100)}${']'.repeat(100)}}`, 'invalid JSON: nested more than 64 levels deep');
 });

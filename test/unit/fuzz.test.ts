@@ -1,9 +1,15 @@
 // A million random and mutated packets through ingress and egress, in both modes: nothing
 // traps, nothing is written outside the packet's own slot, and every output stays inside the
-// memory the core owns for it.
+// memory the core owns for it. Then generated lease keys and values of every shape through the
+// lease parsers and the lease watcher: nothing throws, only exact keys name a subnet, an
+// accepted value survives a round trip, and no input takes long.
 import t, { type Test } from 'tap';
 import { Core, type CoreOptions } from '../../src/dataplane/core.js';
 import { DescriptorView } from '../../src/dataplane/descriptors.js';
+import { decodeLeaseAttrs, decodeVxlanBackendData, encodeLeaseAttrs, etcdKeys, leaseFromKV, makeSubnetKey, parseSubnetKey, sameLeaseAttrs } from '../../src/subnet/lease.js';
+import type { Registry, WatchEvent } from '../../src/subnet/registry.js';
+import { LeaseWatcher } from '../../src/subnet/watcher.js';
+import { memoryLogger } from '../../src/log.js';
 import { ip4, buildUdp, buildTcp, buildIcmpEcho, bytes, vxlanHeader, ethHeader, concat, mac } from '../helpers/packets.js';
 
 const TOTAL = Number(process.env.LINEN_FUZZ_PACKETS ?? 1_000_000);
@@ -168,4 +174,117 @@ t.test('fuzz', async (t) => {
   runConfig(t, 'vxlan', { ...base, mode: 'vxlan', port: 8472, mtu: 1450 }, share);
   runConfig(t, 'udp+vnet', { ...base, mode: 'udp', port: 8285, mtu: 1472, vnetHdr: true }, share);
   runConfig(t, 'vxlan+vnet', { ...base, mode: 'vxlan', port: 8472, mtu: 1450, vnetHdr: true }, share);
+});
+
+const LEASE_INPUTS = Number(process.env.LINEN_FUZZ_LEASES ?? 20_000);
+const KEYS = etcdKeys('/coreos.com/network');
+
+const pick = <T>(xs: readonly T[]): T => xs[rand(xs.length)]!;
+// Long runs repeat a short random piece: cheap to make, still every digit.
+const digits = (n: number): string => {
+  const piece = Array.from({ length: Math.min(n, 16) }, () => String(rand(10))).join('');
+  return piece.repeat(Math.ceil(n / Math.max(1, piece.length))).slice(0, n);
+};
+const octet = (): string => pick([String(rand(256)), String(rand(1000)), `0${rand(10)}`, '', digits(1 + rand(6)), '-1', '1e2']);
+
+/** A subnet key name of some shape: valid, near-valid, hostile or garbage. */
+function keyName(): string {
+  const v4 = `${octet()}.${octet()}.${octet()}.${octet()}`;
+  const len = pick([String(rand(33)), String(rand(100)), `0${rand(10)}`, '', digits(1 + rand(8))]);
+  const v6 = pick(['fd00::', 'fd00:5:0:48::', 'FD00::', ':::', 'fd00::1:2:3:4:5:6:7', 'x']);
+  const shapes = [
+    () => `${rand(256)}.${rand(256)}.${rand(256)}.${rand(256)}-${rand(32)}`,
+    () => `${v4}-${len}`,
+    () => `${v4}-${len}&${v6}-${rand(200)}`,
+    () => `${pick(['x', 'evil-', '1', '/', '../', ' '])}${v4}-${len}`,
+    () => `${v4}-${len}${pick(['x', '/', ' ', '\n', '&', '-24', '\u0000'])}`,
+    () => `${pick(['a/', 'subnets/', '/'])}${v4}-${len}`,
+    () => digits(rand(200_000)),
+    () => '1.'.repeat(rand(50_000)),
+    () => '10.5.1.0-24'.repeat(rand(5000)),
+    () => String.fromCharCode(...Array.from({ length: rand(80) }, () => rand(0x3000))),
+    () => `${v4.replace(/\./g, pick(['x', '..', ':']))}-${len}`,
+  ];
+  return pick(shapes)();
+}
+
+/** A JSON value of random shape and depth (strings, numbers, nesting up to `depth`). */
+function jsonValue(depth: number): unknown {
+  const k = rand(depth > 0 ? 8 : 5);
+  if (k === 0) return null;
+  if (k === 1) return rand(2) === 0;
+  if (k === 2) return pick([rand(1 << 30), -rand(100), 1.5, 1e300, 2 ** 53 + 2]);
+  if (k === 3) return pick(['192.0.2.1', '10.5.1.1', '0.0.0.0', '255.255.255.255', '::1', '', 'c6:d2:32:6f:8f:44', 'x'.repeat(rand(2000))]);
+  if (k === 4) return `${rand(300)}.${rand(300)}.${rand(300)}.${rand(300)}`;
+  if (k === 5) return Array.from({ length: rand(4) }, () => jsonValue(depth - 1));
+  const o: Record<string, unknown> = {};
+  for (let i = rand(5); i > 0; i--) {
+    o[pick(['PublicIP', 'publicip', 'PublicIPv6', 'BackendType', 'BackendData', 'BackendV6Data', 'VNI', 'VtepMAC', 'x'])] = jsonValue(depth - 1);
+  }
+  return o;
+}
+
+/** A lease value of some shape: valid, wrong types, deep, long, truncated or not JSON. */
+function leaseValue(): string {
+  const good = JSON.stringify({ PublicIP: `192.0.2.${rand(256)}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0a:58:0a:00:00:05' } });
+  const shapes = [
+    () => good,
+    () => JSON.stringify(jsonValue(3 + rand(4))),
+    () => JSON.stringify({ PublicIP: jsonValue(1), BackendType: jsonValue(1), BackendData: jsonValue(3) }),
+    () => { const n = rand(20_000); return '['.repeat(n) + ']'.repeat(n); },
+    () => { const n = rand(3000); return `{"PublicIP":"192.0.2.1","BackendData":${'{"a":'.repeat(n)}1${'}'.repeat(n)}}`; },
+    () => good.slice(0, rand(good.length)),
+    () => good.replace(/./g, (c) => (rand(20) === 0 ? String.fromCharCode(rand(128)) : c)),
+    () => `{"PublicIP":"${'\\"'.repeat(rand(50_000))}"}`,
+    () => ' '.repeat(rand(100_000)),
+    () => String.fromCharCode(...Array.from({ length: rand(200) }, () => rand(0x3000))),
+  ];
+  return pick(shapes)();
+}
+
+t.test('fuzz: lease keys and values of every shape', async (t) => {
+  const log = memoryLogger(0).log;
+  const watcher = new LeaseWatcher({ registry: { keys: KEYS } as unknown as Registry, ownSubnet: null, accept: 'all', log });
+  let threw = 0, keysAccepted = 0, notExact = 0, valuesAccepted = 0, roundTripsLost = 0, slowest = 0, slowestWhat = '';
+  for (let i = 0; i < LEASE_INPUTS; i++) {
+    const name = keyName();
+    const key = rand(4) === 0 ? `${KEYS.subnets}${pick(['/x/', 'x/', '//'])}${name}` : `${KEYS.subnets}/${name}`;
+    const value = leaseValue();
+    const t0 = process.hrtime.bigint();
+    try {
+      const sk = parseSubnetKey(key);
+      if (sk !== null) {
+        keysAccepted++;
+        // Only the canonical name of a subnet (and its dual-stack form) is a subnet key's last
+        // segment (whether the key sits right under subnets/ is the watcher's check, below).
+        const v4 = makeSubnetKey(sk.subnet);
+        const last = key.slice(key.lastIndexOf('/') + 1);
+        if (last !== v4 && !last.startsWith(`${v4}&`)) notExact++;
+      }
+      const attrs = decodeLeaseAttrs(value);
+      if (attrs.ok) {
+        valuesAccepted++;
+        const again = decodeLeaseAttrs(encodeLeaseAttrs(attrs.value));
+        if (!again.ok || !sameLeaseAttrs(again.value, attrs.value)) roundTripsLost++;
+        decodeVxlanBackendData(attrs.value.backendData);
+      }
+      const r = leaseFromKV(key, value, '0', i + 2);
+      const ev: WatchEvent = rand(5) === 0
+        ? { type: 'delete', key, revision: i + 2, subnet: parseSubnetKey(key)?.subnet ?? null }
+        : r.ok ? { type: 'put', key, revision: i + 2, lease: r.value } : { type: 'invalid', key, revision: i + 2, error: r.error };
+      watcher.applyEvents([ev], i + 2);
+    } catch (e) {
+      if (threw++ === 0) t.fail(`threw on key ${JSON.stringify(key.slice(0, 80))} value ${JSON.stringify(value.slice(0, 80))}: ${(e as Error).message}`);
+    }
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (ms > slowest) [slowest, slowestWhat] = [ms, `key of ${key.length} characters, value of ${value.length}`];
+  }
+  const peersExact = [...watcher.peers().values()].every((p) => p.key === `${KEYS.subnets}/${makeSubnetKey(p.subnet)}` || p.key.startsWith(`${KEYS.subnets}/${makeSubnetKey(p.subnet)}&`));
+  t.comment(`figures: lease_inputs=${LEASE_INPUTS} keys_accepted=${keysAccepted} values_accepted=${valuesAccepted} peers=${watcher.peers().size} slowest_ms=${slowest.toFixed(2)} (${slowestWhat})`);
+  t.equal(threw, 0, 'nothing threw');
+  t.equal(notExact, 0, 'every accepted key is the exact name of its subnet');
+  t.equal(roundTripsLost, 0, 'every accepted value decodes the same after encoding');
+  t.ok(keysAccepted > 0 && valuesAccepted > 0, 'some keys and values were valid (the generator reaches the accepting paths)');
+  t.ok(peersExact, "every peer the watcher holds came from its subnet's exact key");
+  t.ok(slowest < 1000, `no input took long (slowest ${slowest.toFixed(2)} ms)`);
 });

@@ -11,7 +11,7 @@ import { ROUTE_OP, type RouteAnswer } from '../../src/dataplane/native.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatCIDR, formatIPv4, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
 import { PeerSet } from '../../src/peers/peer-set.js';
-import { encodeLeaseAttrs, udpLeaseAttrs, vxlanLeaseAttrs, type Lease } from '../../src/subnet/lease.js';
+import { encodeLeaseAttrs, etcdKeys, udpLeaseAttrs, vxlanLeaseAttrs, type Lease } from '../../src/subnet/lease.js';
 import { LeaseWatcher, type Peer, type PeerDiff } from '../../src/subnet/watcher.js';
 import { hostGwLeaseAttrs } from '../../src/backend/hostgw.js';
 import type { Registry } from '../../src/subnet/registry.js';
@@ -160,7 +160,7 @@ t.test('host-gw: adjacent peers get a kernel route; others are refused with a cl
   t.same(s.fake.routes(), []);
   t.equal(s.metric('linen_leases_refused_total', { reason: 'outside_network' }), 1);
   t.equal(s.metric('linen_leases_refused_total', { reason: 'own_subnet' }), 1);
-  t.equal(s.metric('linen_leases_refused_total', { reason: 'public_ip' }), 1);
+  t.equal(s.metric('linen_leases_refused_total', { reason: 'public_ip_loopback' }), 1);
 });
 
 t.test('the periodic check puts back deleted routes and counts them', async (t) => {
@@ -250,7 +250,7 @@ t.test('host-gw lease bytes are flanneld\'s, and a host-gw node watches only hos
   const lease = (key: string, attrs: Lease['attrs']): Lease => ({
     key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(key.split('-')[0]!), prefixLen: 24 }, ipv6: null, attrs, leaseId: '0', modRevision: 1,
   });
-  const w = new LeaseWatcher({ registry: {} as Registry, ownSubnet: parseCIDR('10.5.1.0/24'), accept: 'host-gw' });
+  const w = new LeaseWatcher({ registry: { keys: etcdKeys('/coreos.com/network') } as unknown as Registry, ownSubnet: parseCIDR('10.5.1.0/24'), accept: 'host-gw' });
   const d = w.applySnapshot({
     revision: 1, skipped: [],
     leases: [lease('10.5.2.0-24', hostGwLeaseAttrs(ip('192.168.7.2'))), lease('10.5.3.0-24', udpLeaseAttrs(ip('192.168.7.3'))),

@@ -6,7 +6,10 @@ import {
   etcdKeys,
   leaseFromKV,
   makeSubnetKey,
+  MAX_SUBNET_KEY_NAME,
   parseSubnetKey,
+  parseSubnetName,
+  subnetKeyName,
   pathJoin,
   sameLeaseAttrs,
   udpLeaseAttrs,
@@ -37,7 +40,7 @@ t.test('MAC parse/format like Go net.ParseMAC (6-byte forms)', async (t) => {
   }
 });
 
-t.test('subnet keys: format and parse exactly as flannel', async (t) => {
+t.test('subnet keys: format and parse as flannel writes them', async (t) => {
   t.equal(makeSubnetKey(parseCIDR('10.5.72.0/24')!), '10.5.72.0-24');
   const k = parseSubnetKey('/coreos.com/network/subnets/10.5.72.0-24');
   t.ok(k);
@@ -52,8 +55,6 @@ t.test('subnet keys: format and parse exactly as flannel', async (t) => {
   t.equal(parseSubnetKey('/x/subnets/10.05.72.0-24'), null, 'leading zero like Go >= 1.17');
   t.equal(parseSubnetKey('/x/subnets/'), null);
   t.equal(parseSubnetKey('/x/subnets/hello'), null);
-  // start is not anchored: anything may come before the address
-  t.ok(parseSubnetKey('/x/subnets/foo-10.5.72.0-24'));
   // the unescaped dots of flannel's regex: "10.5x72x0" matches the regex but is not an IP
   t.equal(parseSubnetKey('/x/subnets/10.5x72x0-24'), null);
   t.equal(formatCIDR(parseSubnetKey('/x/subnets/10.5.72.7-24')!.subnet), '10.5.72.7/24', 'host bits kept as written');
@@ -62,6 +63,64 @@ t.test('subnet keys: format and parse exactly as flannel', async (t) => {
   t.equal(parseSubnetKey('/x/subnets/10.5.72.0-24&FD00::-64'), null, 'upper-case v6 does not parse');
   t.equal(parseSubnetKey('/x/subnets/10.5.72.0-24&fd00::-128'), null, 'v6 length is 7-bit');
   t.equal(parseSubnetKey('/x/subnets/10.5.72.0-24&fd00:::-64'), null, 'bad v6');
+});
+
+t.test('alias keys: only the exact <a.b.c.d>-<len> name, anchored at both ends, directly under subnets/', async (t) => {
+  const S = '/coreos.com/network/subnets';
+  const aliases = [
+    `${S}/foo-10.5.72.0-24`, // a prefix before the name
+    `${S}/x10.5.72.0-24`,
+    `${S}/10.5.72.0-24x`, // a suffix after it
+    `${S}/10.5.72.0-24 `,
+    `${S}/10.5.72.0-24\n`,
+    `${S}/10.5.72.0-24&`,
+    `${S}/10.5.72.0-024`, // leading zero in the length: a second name for the same subnet
+    `${S}/10.5.72.0-00`,
+    `${S}/010.5.72.0-24`,
+    `${S}/10.5.72.0-24&fd00::-064`,
+    `${S}/10.5.72.0-24&fd00::-64&fd00::-64`,
+    `${S}/10x5.72.0-24`,
+    `${S}/${'1'.repeat(40)}.5.72.0-24`,
+  ];
+  for (const key of aliases) t.equal(parseSubnetKey(key), null, `refused: ${JSON.stringify(key.slice(S.length + 1))}`);
+  t.equal(formatCIDR(parseSubnetName('10.5.72.0-24')!.subnet), '10.5.72.0/24');
+  t.equal(formatCIDR(parseSubnetName('0.0.0.0-0')!.subnet), '0.0.0.0/0', 'a zero length is written 0');
+  t.equal(parseSubnetName(`${'1'.repeat(MAX_SUBNET_KEY_NAME + 1)}`), null, 'over the longest name flannel writes');
+  // Keys a watch of the subnets prefix sees that are not directly under it.
+  t.equal(subnetKeyName(S, `${S}/10.5.72.0-24`), '10.5.72.0-24');
+  t.equal(subnetKeyName(S, `${S}/10.5.72.0-24&fd00:5:0:48::-64`), '10.5.72.0-24&fd00:5:0:48::-64');
+  t.equal(subnetKeyName(S, `${S}/x/10.5.72.0-24`), null, 'an extra path segment');
+  t.equal(subnetKeyName(S, `${S}/10.5.72.0-24/`), null, 'a trailing slash');
+  t.equal(subnetKeyName(S, `${S}//10.5.72.0-24`), null, 'an empty segment');
+  t.equal(subnetKeyName(S, `${S}x/10.5.72.0-24`), null, 'a sibling of subnets/');
+  t.equal(subnetKeyName(S, `/other${S}/10.5.72.0-24`), null, 'another prefix');
+  t.equal(subnetKeyName(S, `${S}/${'9'.repeat(1_000_000)}`), null, 'a megabyte key');
+});
+
+t.test('values that throw: any decoding failure is a refused lease, size and depth bounded', async (t) => {
+  const nested = (n: number): string => '['.repeat(n) + ']'.repeat(n);
+  const cases: [string, string | Uint8Array, RegExp][] = [
+    ['10 KB of nested brackets', nested(5000), /nested more than 16 levels/],
+    ['nested brackets in BackendData', `{"PublicIP":"192.0.2.1","BackendData":${nested(5000)}}`, /nested more than/],
+    ['nested objects in BackendV6Data', `{"PublicIP":"192.0.2.1","BackendV6Data":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`, /nested more than/],
+    ['a million nested brackets', nested(500_000), /bytes is more than the 65536 accepted|more than the 65536 a lease may have/],
+    ['one level too deep', `{"PublicIP":"192.0.2.1","BackendData":${nested(16)}}`, /nested more than 16 levels/],
+    ['a megabyte value as bytes', new Uint8Array(1 << 20).fill(0x20), /1048576 bytes, more than the 65536/],
+    ['brackets inside strings do not count, but the value is too long', `{"PublicIP":"192.0.2.1","X":"${'['.repeat(70_000)}"}`, /more than the 65536/],
+  ];
+  for (const [what, value, error] of cases) {
+    let r: ReturnType<typeof decodeLeaseAttrs> | undefined;
+    t.doesNotThrow(() => { r = decodeLeaseAttrs(value); }, `${what}: does not throw`);
+    t.equal(r?.ok, false, `${what}: refused`);
+    if (r !== undefined && !r.ok) t.match(r.error, error, `${what}: ${r.error}`);
+  }
+  const deepest = `{"PublicIP":"192.0.2.1","BackendData":${nested(15)}}`;
+  t.equal(decodeLeaseAttrs(deepest).ok, true, '16 levels (the object and 15 in BackendData) decode');
+  t.equal(decodeLeaseAttrs(`{"PublicIP":"192.0.2.1","X":"${'['.repeat(1000)}"}`).ok, true, 'brackets inside a string are text');
+  const vx = decodeVxlanBackendData(nested(5000));
+  t.equal(vx.ok, false, 'BackendData decoding refuses deep nesting too');
+  const kv = leaseFromKV('/coreos.com/network/subnets/10.5.9.0-24', `{"PublicIP":"192.0.2.1","BackendData":${nested(5000)}}`, '0', 1);
+  t.equal(kv.ok, false, 'a lease with such a value is refused, not thrown');
 });
 
 t.test('path.Join and key layout', async (t) => {

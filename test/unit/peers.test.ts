@@ -11,7 +11,8 @@ import { DgramEngine } from '../../src/dataplane/dgram-engine.js';
 import { NativeEngine } from '../../src/dataplane/native-engine.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatCIDR, formatIPv4, makeNet, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
-import { PeerSet, REFUSAL_REASONS, type RefusalReason } from '../../src/peers/peer-set.js';
+import { REFUSAL_REASONS, type RefusalReason } from '../../src/admission.js';
+import { PeerSet } from '../../src/peers/peer-set.js';
 import { makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
 import type { Peer, PeerDiff } from '../../src/subnet/watcher.js';
 
@@ -52,7 +53,7 @@ function setup(o: { backend?: 'udp' | 'vxlan'; capacity?: number; slots?: number
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: { Type: o.backend ?? 'udp' } }));
   const engine = new FakeEngine(o.capacity, o.slots);
   const { log, lines } = memoryLogger(0);
-  const peers = new PeerSet({ backend: createBackend(config.backend), config, ownSubnet: parseCIDR(OWN)!, self: ip(SELF), log });
+  const peers = new PeerSet({ backend: createBackend(config.backend), config, ownSubnet: parseCIDR(OWN)!, self: ip(SELF), underlay: [parseCIDR('192.168.0.0/24')!], log });
   peers.attach(engine);
   // What the watcher would hold: every lease, keyed by its subnet key.
   const all = new Map<NetKey, Peer>();
@@ -103,13 +104,19 @@ t.test('every refusal rule: logged naming the key, counted by reason, no route',
   const cases: { what: string; key: string; pub: string; reason: RefusalReason; log: RegExp }[] = [
     { what: 'host bits set', key: '10.5.3.7-24', pub: '192.168.0.3', reason: 'host_bits', log: /host bits set/ },
     { what: 'host bits set on a /25', key: '10.5.3.129-25', pub: '192.168.0.3', reason: 'host_bits', log: /host bits set/ },
-    { what: 'PublicIP 0.0.0.0', key: '10.5.4.0-24', pub: '0.0.0.0', reason: 'public_ip', log: /"this network"/ },
-    { what: 'PublicIP in 0.0.0.0/8', key: '10.5.4.0-24', pub: '0.1.2.3', reason: 'public_ip', log: /"this network"/ },
-    { what: 'PublicIP loopback', key: '10.5.4.0-24', pub: '127.0.0.1', reason: 'public_ip', log: /loopback/ },
-    { what: 'PublicIP multicast', key: '10.5.4.0-24', pub: '224.0.0.1', reason: 'public_ip', log: /multicast/ },
-    { what: 'PublicIP broadcast', key: '10.5.4.0-24', pub: '255.255.255.255', reason: 'public_ip', log: /broadcast/ },
-    { what: 'PublicIP reserved', key: '10.5.4.0-24', pub: '240.0.0.1', reason: 'public_ip', log: /reserved/ },
-    { what: "PublicIP this node's own", key: '10.5.4.0-24', pub: SELF, reason: 'public_ip', log: /this node's own address/ },
+    { what: 'PublicIP 0.0.0.0', key: '10.5.4.0-24', pub: '0.0.0.0', reason: 'public_ip_unspecified', log: /"this network"/ },
+    { what: 'PublicIP in 0.0.0.0/8', key: '10.5.4.0-24', pub: '0.1.2.3', reason: 'public_ip_unspecified', log: /"this network"/ },
+    { what: 'PublicIP loopback', key: '10.5.4.0-24', pub: '127.0.0.1', reason: 'public_ip_loopback', log: /loopback/ },
+    { what: 'PublicIP loopback, not 127.0.0.1', key: '10.5.4.0-24', pub: '127.255.0.9', reason: 'public_ip_loopback', log: /loopback/ },
+    { what: 'PublicIP multicast', key: '10.5.4.0-24', pub: '224.0.0.1', reason: 'public_ip_multicast', log: /multicast/ },
+    { what: 'PublicIP multicast, top of the range', key: '10.5.4.0-24', pub: '239.255.255.255', reason: 'public_ip_multicast', log: /multicast/ },
+    { what: 'PublicIP broadcast', key: '10.5.4.0-24', pub: '255.255.255.255', reason: 'public_ip_broadcast', log: /broadcast/ },
+    { what: "PublicIP the broadcast address of this node's network", key: '10.5.4.0-24', pub: '192.168.0.255', reason: 'public_ip_broadcast', log: /broadcast address of this node's network 192\.168\.0\.0\/24/ },
+    { what: 'PublicIP reserved', key: '10.5.4.0-24', pub: '240.0.0.1', reason: 'public_ip_reserved', log: /reserved/ },
+    { what: 'PublicIP inside the cluster network', key: '10.5.4.0-24', pub: '10.5.9.3', reason: 'public_ip_in_network', log: /inside the cluster network 10\.5\.0\.0\/16/ },
+    { what: "PublicIP inside the peer's own subnet", key: '10.5.4.0-24', pub: '10.5.4.1', reason: 'public_ip_in_network', log: /back into the overlay/ },
+    { what: "PublicIP inside this node's subnet", key: '10.5.4.0-24', pub: '10.5.1.1', reason: 'public_ip_in_network', log: /inside the cluster network/ },
+    { what: "PublicIP this node's own", key: '10.5.4.0-24', pub: SELF, reason: 'public_ip_self', log: /this node's own address/ },
     { what: 'outside the network', key: '172.16.5.0-24', pub: '192.168.0.4', reason: 'outside_network', log: /outside the network 10\.5\.0\.0\/16/ },
     { what: 'containing the whole network', key: '10.0.0.0-8', pub: '192.168.0.4', reason: 'outside_network', log: /outside the network/ },
     { what: 'the whole network (a shorter prefix than SubnetLen, still inside)', key: '10.5.0.0-16', pub: '192.168.0.4', reason: 'own_subnet', log: /overlaps this node's subnet/ },
@@ -287,7 +294,7 @@ t.test('stats slots: handed out in order, kept on replacement, freed ones reused
 
 t.test('static peers: installed as given, through the same map', async (t) => {
   const s = setup();
-  s.peers.setStatic([{ subnet: { ip: ip('10.5.2.0'), prefixLen: 24 }, publicIP: ip('192.168.7.2') }, { subnet: { ip: ip('10.5.3.0'), prefixLen: 24 }, publicIP: ip('192.168.7.3') }]);
+  await s.peers.setStatic([{ subnet: { ip: ip('10.5.2.0'), prefixLen: 24 }, publicIP: ip('192.168.7.2') }, { subnet: { ip: ip('10.5.3.0'), prefixLen: 24 }, publicIP: ip('192.168.7.3') }]);
   t.same(s.engine.routes(), ['10.5.2.0/24 via 192.168.7.2', '10.5.3.0/24 via 192.168.7.3']);
   t.same([...s.peers.routes()].map((r) => r.slot), [0, 1]);
   t.same(s.peers.metrics().filter((m) => m.name === 'linen_peer_route').map((m) => `${m.labels?.subnet} via ${m.labels?.public_ip}`),

@@ -2,7 +2,7 @@ import t from 'tap';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync, symlinkSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatSubnetEnv, parseDotenv, parseSubnetEnv, readSubnetEnv, writeSubnetEnv } from '../../src/subnetenv.js';
+import { formatSubnetEnv, parseDotenv, parseSubnetEnv, readSubnetEnv, StartupSubnetEnv, writeSubnetEnv } from '../../src/subnetenv.js';
 import { formatCIDR, parseCIDR } from '../../src/net.js';
 import { checkSubnetFile } from '../../src/node-setup.js';
 import { execFileSync } from 'node:child_process';
@@ -160,4 +160,46 @@ t.test('--subnet-file check at start-up: a link, a FIFO or a device is refused b
   t.doesNotThrow(() => checkSubnetFile(join(d, 'new', 'subnet.env')), 'a file not there yet, in a directory to be created');
   writeFileSync(join(d, 'subnet.env'), 'FLANNEL_MTU=1450\n');
   t.doesNotThrow(() => checkSubnetFile(join(d, 'subnet.env')), 'a regular file');
+});
+
+t.test('start-up: no subnet.env after a SIGTERM before the node was up; kept once it was', async (t) => {
+  const d = tmp(t);
+  const env = { network: sn('10.5.0.0/16'), subnet: sn('10.5.7.0/24'), mtu: 1450, ipMasq: false };
+  const path = join(d, 'subnet.env');
+  const exists = (): boolean => readdirSync(d).includes('subnet.env');
+  {
+    const stop = new AbortController();
+    stop.abort(); // SIGTERM before the write
+    const f = new StartupSubnetEnv(path);
+    t.equal(await f.write(env, stop.signal), false, 'not written once stopped');
+    t.notOk(exists(), 'no file');
+    t.equal(await f.abandon(), false);
+  }
+  {
+    const stop = new AbortController();
+    const f = new StartupSubnetEnv(path);
+    t.equal(await f.write(env, stop.signal), true);
+    t.ok(exists(), 'written');
+    stop.abort(); // SIGTERM after the write, before the node was up
+    t.equal(await f.abandon(), true, 'an unfinished start-up removes it');
+    t.notOk(exists(), 'no subnet.env left behind');
+  }
+  {
+    const stop = new AbortController();
+    const f = new StartupSubnetEnv(path);
+    const writing = f.write(env, stop.signal);
+    stop.abort(); // SIGTERM while the write is under way
+    await writing;
+    t.equal(await f.abandon(), true);
+    t.same(readdirSync(d), [], 'neither the file nor a temp file is left');
+  }
+  {
+    const stop = new AbortController();
+    const f = new StartupSubnetEnv(path);
+    await f.write(env, stop.signal);
+    f.started();
+    stop.abort(); // a later SIGTERM: shutdown keeps it, as flanneld does
+    t.equal(await f.abandon(), false);
+    t.equal(readFileSync(path, 'utf8'), formatSubnetEnv(env), 'kept after a start-up that finished');
+  }
 });

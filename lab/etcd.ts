@@ -3,12 +3,15 @@
 // killed and removed by destroy() and on process exit.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { nsExec } from './netns.js';
 import { waitFor } from './wait.js';
+
+const require = createRequire(import.meta.url);
 
 export const ETCD = '/usr/bin/etcd';
 export const ETCDCTL = '/usr/bin/etcdctl';
@@ -221,25 +224,24 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
 
 /**
  * Writes many keys fast from inside a network namespace (where the etcd address is reachable):
- * a short-lived node process sends transactions of up to 128 puts (etcd's default
- * --max-txn-ops) to etcd's JSON gateway, 8 at a time. Bounded: killed after timeoutMs (default 120 s).
+ * a short-lived node process with the etcd3 client sends transactions of up to 128 puts (etcd's
+ * default --max-txn-ops), 8 at a time. Bounded: killed after timeoutMs (default 120 s).
  */
 export function putMany(ns: string, endpoints: string[], kvs: readonly (readonly [string, string])[], timeoutMs = 120_000): void {
   const script = `
+    const { Etcd3 } = require(${JSON.stringify(require.resolve('etcd3'))});
     const kvs = JSON.parse(require('fs').readFileSync(0, 'utf8'));
-    const url = ${JSON.stringify(endpoints[0])} + '/v3/kv/txn';
-    const b64 = (s) => Buffer.from(s).toString('base64');
+    const client = new Etcd3({ hosts: ${JSON.stringify(endpoints)} });
     const batches = [];
     for (let i = 0; i < kvs.length; i += 128) batches.push(kvs.slice(i, i + 128));
     let next = 0;
     const worker = async () => {
       while (next < batches.length) {
         const b = batches[next++];
-        const res = await fetch(url, { method: 'POST', body: JSON.stringify({ success: b.map(([k, v]) => ({ request_put: { key: b64(k), value: b64(v) } })) }) });
-        if (!res.ok) throw new Error('etcd txn: HTTP ' + res.status + ' ' + (await res.text()));
+        await client.kv.txn({ success: b.map(([k, v]) => ({ request_put: { key: Buffer.from(k), value: Buffer.from(v) } })) });
       }
     };
-    Promise.all(Array.from({ length: 8 }, worker)).catch((e) => { console.error(e); process.exit(1); });
+    Promise.all(Array.from({ length: 8 }, worker)).then(() => client.close(), (e) => { console.error(e); process.exit(1); });
   `;
   nsExec(ns, process.execPath, ['-e', script], { input: JSON.stringify(kvs), timeout: timeoutMs });
 }

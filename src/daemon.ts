@@ -135,7 +135,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
 /** etcd mode: flanneld's job, with linen's data path. */
 export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   checkSubnetFile(o.subnetFile);
-  // Loaded here, not at the top: static mode never needs the etcd client.
+  // Loaded here, not at the top: static mode never loads the etcd client (etcd3, gRPC, protobuf).
   const { EtcdRegistry } = await import('./subnet/etcd.js');
   const registry = new EtcdRegistry({
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,

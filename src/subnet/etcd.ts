@@ -929,7 +929,10 @@ export class EtcdRegistry implements Registry {
             }
             if (res.canceled) {
               const reason = res.cancelReason || 'no reason given';
-              if (/invalid auth token/.test(reason)) await self.reauthenticate(what);
+              if (/invalid auth token/.test(reason)) {
+                await self.reauthenticate(what);
+                throw new RegistryError(`etcd watch ${what}: the auth token expired; authenticated again`, 'unavailable');
+              }
               throw self.mapError('watch', what, new Error(`watch canceled by etcd: ${reason}`));
             }
             if (res.created) {

@@ -34,11 +34,13 @@ import { readFileSync } from 'node:fs';
 // etcd3's own gRPC library (a dependency of etcd3), for call metadata.
 import { credentials as grpcCredentials, Metadata } from '@grpc/grpc-js';
 import {
+  castGrpcError,
   Etcd3,
   EtcdAuthenticationFailedError,
   EtcdInvalidAuthTokenError,
   EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
+  GRPCGenericError,
   GRPCResourceExhastedError,
   GRPCUnauthenticatedError,
   GRPCUnavailableError,
@@ -537,7 +539,7 @@ export class EtcdRegistry implements Registry {
         const started = Date.now();
         const fresh = new Etcd3(this.options);
         try {
-          await fresh.kv.range({ key: Buffer.from(this.keys.config), count_only: true }, { deadline: Date.now() + this.probeIntervalMs });
+          revisionOf(await fresh.kv.range({ key: Buffer.from(this.keys.config), count_only: true }, { deadline: Date.now() + this.probeIntervalMs }));
           if (this.closed || this.status.state !== 'disconnected') {
             fresh.close();
             return;
@@ -580,7 +582,10 @@ export class EtcdRegistry implements Registry {
     const raw = e instanceof Error ? e.message : String(e);
     const msg = withoutEmptyResolutionNote(raw);
     const where = `${op} ${key}`;
-    if (e instanceof AnswerShapeError) return new RegistryError(`etcd ${where}: ${msg}`, 'other', e);
+    if (e instanceof AnswerShapeError) {
+      // Retried like an unreachable etcd: the endpoint or the proxy before it may be fixed.
+      return new RegistryError(`etcd unusable (endpoints ${this.endpointsText}) during ${where}: ${msg}`, 'unavailable', e);
+    }
     const tls = tlsFailure(raw);
     if (tls !== null) {
       // Still 'unavailable' (retried): the other side may be fixed while linend waits.
@@ -607,6 +612,10 @@ export class EtcdRegistry implements Registry {
     if (e instanceof GRPCUnavailableError || (e instanceof Error && isRecoverableError(e)) || /circuit breaker|No connection established|passed over/i.test(msg)) {
       return new RegistryError(`etcd unavailable (endpoints ${this.endpointsText}) during ${where}: ${msg}`, 'unavailable', e);
     }
+    if (e instanceof GRPCGenericError && !/etcdserver:/.test(msg)) {
+      // gRPC itself failed (a protocol error, an answer that does not decode): not etcd answering.
+      return new RegistryError(`etcd unusable (endpoints ${this.endpointsText}) during ${where}: ${msg}: the endpoint does not answer as etcd's gRPC API`, 'unavailable', e);
+    }
     return new RegistryError(`etcd ${where} failed: ${msg}`, 'other', e);
   }
 
@@ -626,12 +635,15 @@ export class EtcdRegistry implements Registry {
    * taken); that one counts as unavailable. A failed authentication is not an answer: etcd
    * refused to talk to this client.
    */
-  private async call<T>(op: string, key: string, f: Call<T>): Promise<T> {
+  private call<T>(op: string, key: string, f: Call<T>): Promise<T>;
+  private call<T, R>(op: string, key: string, f: Call<T>, check: (answer: T) => R): Promise<R>;
+  private async call<T, R>(op: string, key: string, f: Call<T>, check?: (answer: T) => R): Promise<T | R> {
     if (this.closed) throw new RegistryError('registry is closed', 'other');
     for (let replaced = 0; ; replaced++) {
       const client = this.client;
       try {
-        const r = await f(client);
+        const answer = await f(client);
+        const r = check === undefined ? answer : check(answer);
         this.setState('connected', null);
         return r;
       } catch (e) {
@@ -652,18 +664,19 @@ export class EtcdRegistry implements Registry {
 
   async getNetworkConfig(): Promise<string> {
     const key = this.keys.config;
-    const res = await this.call('get', key, (c) => c.kv.range({ key: Buffer.from(key) }));
-    const kv = this.shaped('get', key, () => keyValues(res))[0];
+    const kv = await this.call('get', key, (c) => c.kv.range({ key: Buffer.from(key) }), (res) => (revisionOf(res), keyValues(res)[0]));
     if (kv === undefined) throw new ConfigNotFoundError();
     return kv.value.toString('utf8');
   }
 
-  /** Runs a check of an answer's shape, as a RegistryError when it fails. */
+  /** Runs a check of an answer's shape, as a RegistryError when it fails (the registry is then not connected). */
   private shaped<T>(op: string, key: string, check: () => T): T {
     try {
       return check();
     } catch (e) {
-      throw this.mapError(op, key, e);
+      const err = this.mapError(op, key, e);
+      this.setState('disconnected', err.message);
+      throw err;
     }
   }
 
@@ -710,10 +723,13 @@ export class EtcdRegistry implements Registry {
     let revision: number | null = null;
     let limit = this.listPageKeys;
     for (;;) {
-      let res: unknown;
+      let page: { rev: number; kvs: KV[]; more: boolean };
       try {
-        res = await this.call('list', this.keys.subnets, (c) =>
-          c.kv.range({ key: from, range_end: end, limit, ...(revision === null ? {} : { revision }) }),
+        page = await this.call(
+          'list',
+          this.keys.subnets,
+          (c) => c.kv.range({ key: from, range_end: end, limit, ...(revision === null ? {} : { revision }) }),
+          (res) => ({ rev: revisionOf(res), kvs: keyValues(res), more: res.more === true }),
         );
       } catch (e) {
         if (e instanceof RegistryError && e.cause instanceof GRPCResourceExhastedError && limit > 1) {
@@ -723,7 +739,6 @@ export class EtcdRegistry implements Registry {
         }
         throw e;
       }
-      const page = this.shaped('list', this.keys.subnets, () => ({ rev: revisionOf(res), kvs: keyValues(res), more: isObject(res) && res.more === true }));
       if (revision === null) revision = page.rev;
       for (const kv of page.kvs) {
         const r = this.toLease(kv);
@@ -740,8 +755,7 @@ export class EtcdRegistry implements Registry {
 
   async getLease(subnet: IPv4Net): Promise<{ lease: Lease | null; invalid: string | null; revision: number }> {
     const key = this.keys.subnet(subnet);
-    const res = await this.call('get', key, (c) => c.kv.range({ key: Buffer.from(key) }));
-    const { revision, kv } = this.shaped('get', key, () => ({ revision: revisionOf(res), kv: keyValues(res)[0] }));
+    const { revision, kv } = await this.call('get', key, (c) => c.kv.range({ key: Buffer.from(key) }), (res) => ({ revision: revisionOf(res), kv: keyValues(res)[0] }));
     if (kv === undefined) return { lease: null, invalid: null, revision };
     const r = this.toLease(kv);
     return 'lease' in r ? { lease: r.lease, invalid: null, revision } : { lease: null, invalid: r.skipped.error, revision };
@@ -749,8 +763,7 @@ export class EtcdRegistry implements Registry {
 
   async leaseTimeToLive(leaseId: string): Promise<number> {
     if (leaseId === '0' || leaseId === '') return -1;
-    const res = await this.call('lease-ttl', leaseId, (c) => c.leaseClient.leaseTimeToLive({ ID: leaseId }));
-    return this.shaped('lease-ttl', leaseId, () => int64((res as { TTL?: unknown }).TTL, 'TTL'));
+    return this.call('lease-ttl', leaseId, (c) => c.leaseClient.leaseTimeToLive({ ID: leaseId }), (res) => int64((res as { TTL?: unknown }).TTL, 'TTL'));
   }
 
   // --- writes ------------------------------------------------------------------------
@@ -760,12 +773,13 @@ export class EtcdRegistry implements Registry {
   }
 
   private async grant(ttlSeconds: number, key: string, t?: CallTimeout): Promise<{ id: string; ttl: number }> {
-    const g = await this.call('grant', key, (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds }, this.callOptions(t)));
-    if (g.error) throw new RegistryError(`etcd lease grant for ${key} failed: ${g.error}`, 'other');
-    return this.shaped('grant', key, () => {
+    const g = await this.call('grant', key, (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds }, this.callOptions(t)), (g) => {
+      if (g.error) return { error: g.error };
       if (typeof g.ID !== 'string' || !/^\d+$/.test(g.ID) || g.ID === '0') throw new AnswerShapeError('lease ID');
       return { id: g.ID, ttl: int64(g.TTL, 'TTL') };
     });
+    if ('error' in g) throw new RegistryError(`etcd lease grant for ${key} failed: ${g.error}`, 'other');
+    return g;
   }
 
   private async revoke(id: string, key: string): Promise<void> {
@@ -780,36 +794,40 @@ export class EtcdRegistry implements Registry {
     const key = this.keys.subnet(subnet);
     const value = Buffer.from(encodeLeaseAttrs(attrs));
     const g = await this.grant(ttlSeconds, key);
-    let res;
+    let res: { succeeded: boolean; revision: number };
     try {
-      res = await this.call('create', key, (c) =>
-        c.kv.txn({
-          compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 }],
-          success: [{ request_put: { key: Buffer.from(key), value, lease: g.id } }],
-        }),
+      res = await this.call(
+        'create',
+        key,
+        (c) =>
+          c.kv.txn({
+            compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 }],
+            success: [{ request_put: { key: Buffer.from(key), value, lease: g.id } }],
+          }),
+        (r) => ({ succeeded: r.succeeded === true, revision: revisionOf(r) }),
       );
     } catch (e) {
       await this.revoke(g.id, key);
       throw e;
     }
-    if (res.succeeded !== true) {
+    if (!res.succeeded) {
       await this.revoke(g.id, key);
       throw new SubnetExistsError(subnet);
     }
-    return { leaseId: g.id, ttlSeconds: g.ttl, revision: this.shaped('create', key, () => revisionOf(res)) };
+    return { leaseId: g.id, ttlSeconds: g.ttl, revision: res.revision };
   }
 
   async updateLease(subnet: IPv4Net, attrs: LeaseAttrs, ttlSeconds: number | null, t?: CallTimeout): Promise<LeaseGrant> {
     const key = this.keys.subnet(subnet);
     const value = Buffer.from(encodeLeaseAttrs(attrs));
     if (ttlSeconds === null) {
-      const res = await this.call('put', key, (c) => c.kv.put({ key: Buffer.from(key), value }, this.callOptions(t)));
-      return { leaseId: '0', ttlSeconds: null, revision: this.shaped('put', key, () => revisionOf(res)) };
+      const revision = await this.call('put', key, (c) => c.kv.put({ key: Buffer.from(key), value }, this.callOptions(t)), revisionOf);
+      return { leaseId: '0', ttlSeconds: null, revision };
     }
     const g = await this.grant(ttlSeconds, key, t);
     try {
-      const res = await this.call('put', key, (c) => c.kv.put({ key: Buffer.from(key), value, lease: g.id }, this.callOptions(t)));
-      return { leaseId: g.id, ttlSeconds: g.ttl, revision: this.shaped('put', key, () => revisionOf(res)) };
+      const revision = await this.call('put', key, (c) => c.kv.put({ key: Buffer.from(key), value, lease: g.id }, this.callOptions(t)), revisionOf);
+      return { leaseId: g.id, ttlSeconds: g.ttl, revision };
     } catch (e) {
       await this.revoke(g.id, key);
       throw e;
@@ -887,7 +905,7 @@ export class EtcdRegistry implements Registry {
         stream.on('data', (res: unknown) => ch.push(res));
         stream.on('error', (e: Error) => {
           if (cancelled) ch.end();
-          else ch.fail(e);
+          else ch.fail(castGrpcError(e));
         });
         stream.on('end', () => {
           if (cancelled) ch.end();
@@ -941,8 +959,7 @@ export class EtcdRegistry implements Registry {
               if (res.revision + 1 < fromRevision) {
                 // Or a member that is behind the others (back from a partition, or new and
                 // still catching up): a linearizable read says where the cluster is.
-                const cluster = await self.call('watch', what, (c) => c.kv.range({ key, count_only: true }));
-                const clusterRevision = self.shaped('watch', what, () => revisionOf(cluster));
+                const clusterRevision = await self.call('watch', what, (c) => c.kv.range({ key, count_only: true }), revisionOf);
                 if (clusterRevision + 1 < fromRevision) {
                   yield { kind: 'compacted', compactRevision: clusterRevision, reason: 'revision-reset' };
                   return;

@@ -418,12 +418,12 @@ export class LeaseManager {
           from = g.revision + 1;
         }
         for await (const item of this.registry.watchLease(subnet, from, stop)) {
-          backoff.reset();
           if (item.kind === 'compacted') {
             this.log.warn(`own lease watch lost history (${item.reason}, rev ${item.compactRevision}), re-reading`);
             from = null;
             break;
           }
+          backoff.reset(); // events or progress: the watch works (a compaction answer does not say so)
           from = item.revision + 1;
           for (const ev of item.events) {
             if (ev.type === 'delete') return this.revoked();
@@ -434,7 +434,8 @@ export class LeaseManager {
             }
           }
         }
-        if (from !== null && !stop.aborted) await waits.sleep(backoff.next(), stop);
+        // An ended watch and a compaction answer (from === null: the key is read again) both wait.
+        if (!stop.aborted) await waits.sleep(backoff.next(), stop);
       } catch (e) {
         if (stop.aborted) break;
         const d = backoff.next();

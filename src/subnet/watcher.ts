@@ -13,8 +13,9 @@
 //     notice and put their leases back, so that forwarding does not stop in the meantime; a
 //     re-list after the grace drops the ones that did not come back.
 // Kept as flanneld: the own subnet is filtered out; the vxlan (host-gw) backend ignores leases
-// whose BackendType is not "vxlan" ("host-gw"); the UDP backend accepts every lease (§6.7); reconnects back
-// off from 100 ms doubling to 5 s (cut short when the registry reports etcd reachable again).
+// whose BackendType is not "vxlan" ("host-gw"); the UDP backend accepts every lease (§6.7); reconnects and
+// re-listings back off from 100 ms doubling to 5 s (cut short when the registry reports etcd
+// reachable again), reset only by a watch answer with events or progress.
 
 import { formatCIDR, netEqual, netKey, type IPv4Net, type NetKey } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
@@ -254,13 +255,11 @@ export class LeaseWatcher {
               if (missing > 0) this.log.warn(`keeping ${missing} peer(s) missing from etcd for ${Math.round((graceUntil - this.clock.now()) / 1000)} s while their nodes put their leases back`);
             }
             from = list.revision + 1;
-            backoff.reset();
             await deliver(d);
           }
           this.log.v(4).info(`watching subnet leases from revision ${from}`);
           const watchSignal = graceUntil > 0 ? AbortSignal.any([signal, graceEnded.signal]) : signal;
           for await (const item of this.registry.watchLeases(from, watchSignal)) {
-            backoff.reset();
             if (item.kind === 'compacted') {
               this.log.warn(
                 item.reason === 'compacted'
@@ -276,6 +275,9 @@ export class LeaseWatcher {
               from = null;
               break;
             }
+            // Only events (or a progress notification) show the watch working: a listing, or a
+            // compaction answer, does not end the backoff.
+            backoff.reset();
             from = item.revision + 1;
             await deliver(this.applyEvents(item.events, item.revision));
           }
@@ -289,6 +291,10 @@ export class LeaseWatcher {
             const d = backoff.next();
             this.log.warn(`watch of subnet leases ended; reconnecting from rev ${from} in ${d} ms`);
             await waits.sleep(d, signal);
+          } else if (from === null && !signal.aborted) {
+            // Re-listing after a compaction answer waits its turn too: a server that keeps
+            // answering "compacted" must not get a full listing many times a second.
+            await waits.sleep(backoff.next(), signal);
           }
         } catch (e) {
           if (signal.aborted) break;

@@ -22,6 +22,7 @@ import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
 import { decodeVxlanBackendData, sameLeaseAttrs, type Lease, type LeaseAttrs, type VxlanBackendData } from './lease.js';
 import { ReconnectWait, type LeaseList, type Registry, type WatchEvent } from './registry.js';
+import { RetryLog } from './retry-log.js';
 
 export interface Peer {
   /** Full etcd key. */
@@ -228,6 +229,7 @@ export class LeaseWatcher {
     let from: number | null = null;
     let first = true;
     const waits = new ReconnectWait(this.registry, this.clock);
+    const retries = new RetryLog(this.log, this.registry, this.clock);
     // After a revision reset: until when missing peers are kept; graceEnded aborts then.
     let graceUntil = 0;
     let graceEnded = new AbortController();
@@ -261,11 +263,8 @@ export class LeaseWatcher {
           const watchSignal = graceUntil > 0 ? AbortSignal.any([signal, graceEnded.signal]) : signal;
           for await (const item of this.registry.watchLeases(from, watchSignal)) {
             if (item.kind === 'compacted') {
-              this.log.warn(
-                item.reason === 'compacted'
-                  ? `etcd watch of subnet leases fell behind compaction (compact rev ${item.compactRevision}), re-listing`
-                  : `etcd revision went back to ${item.compactRevision} (store wiped or restored?), re-listing`,
-              );
+              if (item.reason === 'compacted') retries.failed(`etcd watch of subnet leases fell behind compaction (compact rev ${item.compactRevision}), re-listing`);
+              else this.log.warn(`etcd revision went back to ${item.compactRevision} (store wiped or restored?), re-listing`);
               if (item.reason === 'revision-reset') {
                 graceUntil = this.clock.now() + this.resetGraceMs;
                 graceEnded.abort(); // a previous grace's timer, if any, has nothing left to end
@@ -278,6 +277,7 @@ export class LeaseWatcher {
             // Only events (or a progress notification) show the watch working: a listing, or a
             // compaction answer, does not end the backoff.
             backoff.reset();
+            retries.succeeded('watch of subnet leases');
             from = item.revision + 1;
             await deliver(this.applyEvents(item.events, item.revision));
           }
@@ -289,7 +289,7 @@ export class LeaseWatcher {
           }
           if (from !== null && !signal.aborted) {
             const d = backoff.next();
-            this.log.warn(`watch of subnet leases ended; reconnecting from rev ${from} in ${d} ms`);
+            retries.failed(`watch of subnet leases ended; reconnecting from rev ${from} in ${d} ms`);
             await waits.sleep(d, signal);
           } else if (from === null && !signal.aborted) {
             // Re-listing after a compaction answer waits its turn too: a server that keeps
@@ -299,9 +299,7 @@ export class LeaseWatcher {
         } catch (e) {
           if (signal.aborted) break;
           const d = backoff.next();
-          this.log.warn(
-            `watch of subnet leases failed: ${(e as Error).message}; ${from === null ? 're-listing' : `reconnecting from rev ${from}`} in ${d} ms`,
-          );
+          retries.failed(`watch of subnet leases failed: ${(e as Error).message}; ${from === null ? 're-listing' : `reconnecting from rev ${from}`} in ${d} ms`, e);
           await waits.sleep(d, signal);
         }
       }

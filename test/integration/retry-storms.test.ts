@@ -11,6 +11,7 @@ import { RegistryError, type Registry, type WatchItem } from '../../src/subnet/r
 import { udpLeaseAttrs } from '../../src/subnet/lease.js';
 import { parseNetworkConfig } from '../../src/config.js';
 import { parseIPv4 } from '../../src/net.js';
+import { memoryLogger } from '../../src/log.js';
 
 t.setTimeout(120_000);
 
@@ -108,4 +109,34 @@ t.test('own-lease watch: every watch fails at once', async (t) => {
   ac.abort();
   t.equal(await run, 'stopped');
   t.ok(watches >= 2 && watches <= MAX_TRIES, `${watches} watches in ${WINDOW_MS} ms (at most ${MAX_TRIES})`);
+});
+
+t.test('a 6 s etcd restart: a few log lines, not one per retry', async (t) => {
+  const etcd = await startEtcd(t);
+  await etcd.ctl('put', '/coreos.com/network/config', '{"Network":"10.5.0.0/16"}');
+  // Verbosity 0, as linend runs by default.
+  const { log, lines } = memoryLogger(0);
+  const reg = new EtcdRegistry({ endpoints: etcd.endpoints, requestTimeoutMs: 2000, log: log.child('etcd') });
+  t.teardown(() => reg.close());
+  const m = new LeaseManager({ registry: reg, attrs: udpLeaseAttrs(parseIPv4('192.168.5.9')!), log: log.child('lease') });
+  const own = (await m.acquire(parseNetworkConfig('{"Network":"10.5.0.0/16"}'))).subnet;
+  const w = new LeaseWatcher({ registry: reg, ownSubnet: own, accept: 'all', log: log.child('watch') });
+  const ac = new AbortController();
+  const watching = w.run(ac.signal, () => undefined);
+  const running = m.run(ac.signal);
+  await w.ready;
+  const before = lines.length;
+  await etcd.stop();
+  await new Promise((res) => setTimeout(res, 6000));
+  await etcd.start();
+  // Back: a lease written now reaches the watcher.
+  await etcd.ctl('put', '/coreos.com/network/subnets/10.5.77.0-24', '{"PublicIP":"192.168.5.77"}');
+  const t0 = Date.now();
+  while (w.peers().size === 0 && Date.now() - t0 < 30_000) await new Promise((res) => setTimeout(res, 50));
+  t.equal(w.peers().size, 1, `the watcher is back (${Date.now() - t0} ms after etcd)`);
+  ac.abort();
+  await Promise.all([watching, running]);
+  const during = lines.slice(before);
+  t.comment(during.join('\n'));
+  t.ok(during.length <= 6, `${during.length} log lines for the restart (at most 6)`);
 });

@@ -25,6 +25,7 @@ import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
 import { debugHooks, debugLeaseTiming } from './debug.js';
 import { Readiness } from './readiness.js';
+import { loadWithoutOptimizer } from './heap-limits.js';
 
 export interface NodeSetup {
   config: NetworkConfig;
@@ -136,7 +137,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
 export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   checkSubnetFile(o.subnetFile);
   // Loaded here, not at the top: static mode never loads the etcd client (etcd3, gRPC, protobuf).
-  const { EtcdRegistry } = await import('./subnet/etcd.js');
+  const { EtcdRegistry } = await loadWithoutOptimizer(() => import('./subnet/etcd.js'));
   const registry = new EtcdRegistry({
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
     caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),

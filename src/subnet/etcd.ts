@@ -292,6 +292,12 @@ export function speaksTLS(endpoint: string, timeoutMs = 2000): Promise<boolean> 
   });
 }
 
+/** How long a "no" of speaksTLS holds for an endpoint. */
+const TLS_CHECK_AGAIN_MS = 30_000;
+
+/** Connection errors that say nothing answered at all: no point asking whether TLS would. */
+const NOT_CONNECTED = /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|no leader|passed over/;
+
 /** A small async queue for turning stream callbacks into an async iterator. */
 class Channel<T> {
   private items: T[] = [];
@@ -421,8 +427,8 @@ export class EtcdRegistry implements Registry {
   private readonly endpoints: readonly string[];
   private readonly endpointsText: string;
   private readonly username: string;
-  /** http:// endpoints found to speak TLS (checked once each, after a connection failure). */
-  private readonly tlsChecked = new Map<string, Promise<boolean>>();
+  /** Whether each http:// endpoint speaks TLS, and when that was asked (a "no" is asked again after TLS_CHECK_AGAIN_MS). */
+  private readonly tlsChecked = new Map<string, { at: number; answer: Promise<boolean> }>();
   private status: ConnectionStatus = { state: 'connecting', lastError: null, since: Date.now() };
   private readonly listeners = new Set<(s: ConnectionStatus) => void>();
   private closed = false;
@@ -566,12 +572,12 @@ export class EtcdRegistry implements Registry {
   private async plainToTLS(): Promise<string | null> {
     for (const e of this.endpoints) {
       if (e.startsWith('https://')) continue;
-      let p = this.tlsChecked.get(e);
-      if (p === undefined) {
-        p = speaksTLS(e);
-        this.tlsChecked.set(e, p);
+      let c = this.tlsChecked.get(e);
+      if (c === undefined || (Date.now() - c.at > TLS_CHECK_AGAIN_MS && !(await c.answer))) {
+        c = { at: Date.now(), answer: speaksTLS(e) };
+        this.tlsChecked.set(e, c);
       }
-      if (await p) return `etcd at ${e} speaks TLS: use https://${e.replace(/^[a-z]+:\/\//i, '')} in --etcd-endpoints (with --etcd-cafile to verify it)`;
+      if (await c.answer) return `etcd at ${e} speaks TLS: use https://${e.replace(/^[a-z]+:\/\//i, '')} in --etcd-endpoints (with --etcd-cafile to verify it)`;
     }
     return null;
   }
@@ -619,10 +625,13 @@ export class EtcdRegistry implements Registry {
     return new RegistryError(`etcd ${where} failed: ${msg}`, 'other', e);
   }
 
-  /** mapError, and for an unreachable etcd the reason when an http:// endpoint speaks TLS. */
+  /**
+   * mapError, and for an etcd that took the connection but did not answer gRPC the reason when
+   * an http:// endpoint speaks TLS.
+   */
   private async explain(op: string, key: string, e: unknown): Promise<RegistryError> {
     const err = this.mapError(op, key, e);
-    if (err.kind !== 'unavailable' || this.closed) return err;
+    if (err.kind !== 'unavailable' || this.closed || NOT_CONNECTED.test(err.message)) return err;
     const why = await this.plainToTLS();
     return why === null ? err : new RegistryError(`etcd unavailable during ${op} ${key}: ${why}`, 'unavailable', e);
   }
@@ -889,8 +898,9 @@ export class EtcdRegistry implements Registry {
         try {
           stream = await used.watchClient.watch();
         } catch (e) {
+          if (used !== self.client) throw new RegistryError(`etcd watch ${what} was cut short by a reconnect`, 'unavailable', e);
           const err = await self.explain('watch', what, e);
-          if (used === self.client && (err.kind === 'unavailable' || err.kind === 'timeout')) self.setState('disconnected', err.message);
+          if (err.kind === 'unavailable' || err.kind === 'timeout') self.setState('disconnected', err.message);
           throw err;
         }
         // A stream whose client has been replaced says nothing about the connection now.

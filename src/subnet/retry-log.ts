@@ -2,8 +2,8 @@
 // failure is a warning the first time, not at every retry. While the registry reports etcd
 // lost (it logged that once, and logs its return), a connection failure of the loop is a
 // -v=1 line; any other failure that repeats the last warning (the same text but for numbers)
-// within REPEAT_LOG_MS is too. When the loop works again after such quiet failures, one line
-// says how many there were.
+// within REPEAT_LOG_MS is too. When the loop works again after more than one failure, one
+// line says how many there were.
 import type { Logger } from '../log.js';
 import type { Clock } from './clock.js';
 import { RegistryError, type Registry } from './registry.js';
@@ -43,7 +43,7 @@ export class RetryLog {
   /** The loop works again (`what`: e.g. "watch of subnet leases"). */
   succeeded(what: string): void {
     if (this.failures === 0) return;
-    if (this.quiet > 0) this.log.info(`${what} works again after ${this.failures} failed attempt(s)`);
+    if (this.failures > 1 || this.quiet > 0) this.log.info(`${what} works again after ${this.failures} failed attempt(s)`);
     this.failures = 0;
     this.quiet = 0;
     this.lastText = '';

@@ -165,9 +165,12 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   };
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
+  // Once per change of state: the registry also reports a new error while etcd stays away.
+  let etcdState = registry.connection().state;
   registry.onConnectionChange((s) => {
+    if (s.state === etcdState) return;
+    etcdState = s.state;
     if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); ${engine === null ? 'forwarding starts once it answers' : `forwarding continues with the ${peers?.size ?? 0} last known peer(s)`}`);
-    else if (s.state === 'connected') log.info('etcd connection established');
   });
   try {
     const config = await fetchNetworkConfig(registry, { signal, log });

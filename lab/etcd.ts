@@ -3,12 +3,15 @@
 // killed and removed by destroy() and on process exit.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { nsExec } from './netns.js';
 import { waitFor } from './wait.js';
+
+const require = createRequire(import.meta.url);
 
 export const ETCD = '/usr/bin/etcd';
 export const ETCDCTL = '/usr/bin/etcdctl';
@@ -32,8 +35,10 @@ export interface EtcdTLS {
   /** Server certificate and key (PEM files); the client URL becomes https. */
   certFile: string;
   keyFile: string;
-  /** CA that signed client certificates; with it etcd requires client certificates. */
+  /** CA that signed client certificates; with it etcd requires client certificates (unless clientCertAuth is false). */
   caFile: string;
+  /** Default true: etcd requires a client certificate (--client-cert-auth); false: server-side TLS only. */
+  clientCertAuth?: boolean;
   /** Client certificate used by ctl() and the health check. */
   clientCertFile: string;
   clientKeyFile: string;
@@ -121,7 +126,8 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
       `--initial-cluster=${name}=${peerURL}`, '--initial-cluster-state=new', `--initial-cluster-token=${name}`,
       '--heartbeat-interval=10', '--election-timeout=100',
       '--logger=zap', '--log-level=warn', '--log-outputs=stderr',
-      ...(opts.tls ? [`--cert-file=${opts.tls.certFile}`, `--key-file=${opts.tls.keyFile}`, `--trusted-ca-file=${opts.tls.caFile}`, '--client-cert-auth'] : []),
+      ...(opts.tls ? [`--cert-file=${opts.tls.certFile}`, `--key-file=${opts.tls.keyFile}`] : []),
+      ...(opts.tls && opts.tls.clientCertAuth !== false ? [`--trusted-ca-file=${opts.tls.caFile}`, '--client-cert-auth'] : []),
       ...(opts.args ?? []),
     ];
     const [cmd, argv] = inNs(opts.ns, ETCD, args);
@@ -221,25 +227,70 @@ export async function startEtcdServer(opts: EtcdServerOptions = {}): Promise<Etc
 
 /**
  * Writes many keys fast from inside a network namespace (where the etcd address is reachable):
- * a short-lived node process sends transactions of up to 128 puts (etcd's default
- * --max-txn-ops) to etcd's JSON gateway, 8 at a time. Bounded: killed after timeoutMs (default 120 s).
+ * a short-lived node process with the etcd3 client sends transactions of up to 128 puts (etcd's
+ * default --max-txn-ops), 8 at a time. Bounded: killed after timeoutMs (default 120 s).
  */
 export function putMany(ns: string, endpoints: string[], kvs: readonly (readonly [string, string])[], timeoutMs = 120_000): void {
   const script = `
+    const { Etcd3 } = require(${JSON.stringify(require.resolve('etcd3'))});
     const kvs = JSON.parse(require('fs').readFileSync(0, 'utf8'));
-    const url = ${JSON.stringify(endpoints[0])} + '/v3/kv/txn';
-    const b64 = (s) => Buffer.from(s).toString('base64');
+    const client = new Etcd3({ hosts: ${JSON.stringify(endpoints)} });
     const batches = [];
     for (let i = 0; i < kvs.length; i += 128) batches.push(kvs.slice(i, i + 128));
     let next = 0;
     const worker = async () => {
       while (next < batches.length) {
         const b = batches[next++];
-        const res = await fetch(url, { method: 'POST', body: JSON.stringify({ success: b.map(([k, v]) => ({ request_put: { key: b64(k), value: b64(v) } })) }) });
-        if (!res.ok) throw new Error('etcd txn: HTTP ' + res.status + ' ' + (await res.text()));
+        await client.kv.txn({ success: b.map(([k, v]) => ({ request_put: { key: Buffer.from(k), value: Buffer.from(v) } })) });
       }
     };
-    Promise.all(Array.from({ length: 8 }, worker)).catch((e) => { console.error(e); process.exit(1); });
+    Promise.all(Array.from({ length: 8 }, worker)).then(() => client.close(), (e) => { console.error(e); process.exit(1); });
   `;
   nsExec(ns, process.execPath, ['-e', script], { input: JSON.stringify(kvs), timeout: timeoutMs });
+}
+
+export interface GrpcProxy {
+  /** http://127.0.0.1:PORT */
+  readonly endpoint: string;
+  readonly pid: number;
+  /** SIGKILL, and waits for the exit. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `etcd grpc-proxy start` on a free port of 127.0.0.1 in front of endpoints (plain http),
+ * ready once a read through it answers. Killed on process exit too.
+ */
+export async function startGrpcProxy(endpoints: string[], startTimeoutMs = 20_000): Promise<GrpcProxy> {
+  registerExitHook();
+  const port = await freePort();
+  const target = endpoints.map((e) => e.replace(/^[a-z]+:\/\//, '')).join(',');
+  const p = spawn(ETCD, ['grpc-proxy', 'start', `--endpoints=${target}`, `--listen-addr=127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  live.add(p);
+  let stderr = '';
+  p.stderr?.setEncoding('utf8');
+  p.stderr?.on('data', (d: string) => {
+    stderr = (stderr + d).slice(-20_000);
+  });
+  const exited = new Promise<void>((resolve) => p.once('exit', () => {
+    live.delete(p);
+    resolve();
+  }));
+  const endpoint = `http://127.0.0.1:${port}`;
+  const stop = async (): Promise<void> => {
+    if (live.has(p)) p.kill('SIGKILL');
+    await exited;
+  };
+  const read = (): Promise<boolean> => new Promise((resolve) => {
+    execFile(ETCDCTL, [`--endpoints=${endpoint}`, '--command-timeout=1s', 'get', '/linen-proxy-ready'], { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 5000 }, (e) => resolve(e === null));
+  });
+  const took = await waitFor(async () => {
+    if (!live.has(p)) throw new Error(`etcd grpc-proxy exited during start-up:\n${stderr}`);
+    return read();
+  }, startTimeoutMs);
+  if (took < 0) {
+    await stop();
+    throw new Error(`etcd grpc-proxy not answering after start-up timeout:\n${stderr}`);
+  }
+  return { endpoint, pid: p.pid ?? -1, stop };
 }

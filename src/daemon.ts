@@ -25,6 +25,7 @@ import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
 import { debugHooks, debugLeaseTiming } from './debug.js';
 import { Readiness } from './readiness.js';
+import { loadWithoutOptimizer } from './heap-limits.js';
 
 export interface NodeSetup {
   config: NetworkConfig;
@@ -139,8 +140,8 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
 /** etcd mode: flanneld's job, with linen's data path. */
 export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   checkSubnetFile(o.subnetFile);
-  // Loaded here, not at the top: static mode never needs the etcd client.
-  const { EtcdRegistry } = await import('./subnet/etcd.js');
+  // Loaded here, not at the top: static mode never loads the etcd client (etcd3, gRPC, protobuf).
+  const { EtcdRegistry } = await loadWithoutOptimizer(() => import('./subnet/etcd.js'));
   const registry = new EtcdRegistry({
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
     caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),
@@ -168,9 +169,12 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   };
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
+  // Once per change of state: the registry also reports a new error while etcd stays away.
+  let etcdState = registry.connection().state;
   registry.onConnectionChange((s) => {
+    if (s.state === etcdState) return;
+    etcdState = s.state;
     if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); ${engine === null ? 'forwarding starts once it answers' : `forwarding continues with the ${peers?.size ?? 0} last known peer(s)`}`);
-    else if (s.state === 'connected') log.info('etcd connection established');
   });
   const envFile = new StartupSubnetEnv(o.subnetFile);
   try {

@@ -22,3 +22,19 @@ setFlagsFromString('--semi-space-growth-factor=1');
  */
 export const SMALL_FOOTPRINT_V8_FLAGS = ['--no-sparkplug', '--no-short-builtin-calls'] as const;
 for (const flag of SMALL_FOOTPRINT_V8_FLAGS) setFlagsFromString(flag);
+
+/**
+ * Runs load (a module import) with V8's optimizing compiler off. Loading the etcd client
+ * parses its protobuf definitions, hot enough to send parser functions to TurboFan, whose
+ * background compilations leave megabytes in malloc arenas and touch megabytes of compiler
+ * code, for code that runs once. The flag is process-wide, so it is turned on again as soon
+ * as the load is done: the data path (workers, the dgram engine) is optimized as before.
+ */
+export async function loadWithoutOptimizer<T>(load: () => Promise<T>): Promise<T> {
+  setFlagsFromString('--no-opt');
+  try {
+    return await load();
+  } finally {
+    setFlagsFromString('--opt');
+  }
+}

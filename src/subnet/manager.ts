@@ -34,6 +34,7 @@ import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
 import { makeSubnetKey, parseSubnetKey, sameLeaseAttrs, subnetKeyName, type Lease, type LeaseAttrs } from './lease.js';
 import { ReconnectWait, RegistryError, SUBNET_TTL_SECONDS, SubnetExistsError, type Registry } from './registry.js';
+import { RetryLog } from './retry-log.js';
 
 export class LeaseError extends Error {
   constructor(message: string) {
@@ -204,6 +205,7 @@ export class LeaseManager {
    */
   async acquire(config: NetworkConfig, signal?: AbortSignal): Promise<AcquiredLease> {
     const backoff = new Backoff(100, 5000);
+    const retries = new RetryLog(this.log, this.registry, this.clock);
     const lost: IPv4Net[] = [];
     let attempt = 0;
     while (attempt < this.maxAttempts) {
@@ -226,7 +228,7 @@ export class LeaseManager {
         }
         if (!isTransient(e)) throw e;
         const d = backoff.next();
-        this.log.warn(`acquiring a lease: ${(e as Error).message}; retrying in ${d} ms`);
+        retries.failed(`acquiring a lease: ${(e as Error).message}; retrying in ${d} ms`, e);
         await this.clock.sleep(d, signal);
       }
     }
@@ -413,6 +415,7 @@ export class LeaseManager {
   private async watchOwn(stop: AbortSignal, waits: ReconnectWait): Promise<'revoked' | 'stopped'> {
     const subnet = this.current!.subnet;
     const backoff = new Backoff();
+    const retries = new RetryLog(this.log, this.registry, this.clock);
     let from: number | null = null;
     while (!stop.aborted) {
       try {
@@ -431,12 +434,13 @@ export class LeaseManager {
           from = g.revision + 1;
         }
         for await (const item of this.registry.watchLease(subnet, from, stop)) {
-          backoff.reset();
           if (item.kind === 'compacted') {
-            this.log.warn(`own lease watch lost history (${item.reason}, rev ${item.compactRevision}), re-reading`);
+            retries.failed(`own lease watch lost history (${item.reason}, rev ${item.compactRevision}), re-reading`);
             from = null;
             break;
           }
+          backoff.reset(); // events or progress: the watch works (a compaction answer does not say so)
+          retries.succeeded('own lease watch');
           from = item.revision + 1;
           for (const ev of item.events) {
             if (ev.type === 'delete') return this.revoked();
@@ -447,11 +451,12 @@ export class LeaseManager {
             }
           }
         }
-        if (from !== null && !stop.aborted) await waits.sleep(backoff.next(), stop);
+        // An ended watch and a compaction answer (from === null: the key is read again) both wait.
+        if (!stop.aborted) await waits.sleep(backoff.next(), stop);
       } catch (e) {
         if (stop.aborted) break;
         const d = backoff.next();
-        this.log.warn(`own lease watch failed: ${(e as Error).message}; reconnecting in ${d} ms`);
+        retries.failed(`own lease watch failed: ${(e as Error).message}; reconnecting in ${d} ms`, e);
         await waits.sleep(d, stop);
       }
     }

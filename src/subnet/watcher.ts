@@ -16,8 +16,9 @@
 //     notice and put their leases back, so that forwarding does not stop in the meantime; a
 //     re-list after the grace drops the ones that did not come back.
 // Kept as flanneld: the own subnet is filtered out; the vxlan (host-gw) backend ignores leases
-// whose BackendType is not "vxlan" ("host-gw"); the UDP backend accepts every lease (§6.7); reconnects back
-// off from 100 ms doubling to 5 s (cut short when the registry reports etcd reachable again).
+// whose BackendType is not "vxlan" ("host-gw"); the UDP backend accepts every lease (§6.7); reconnects and
+// re-listings back off from 100 ms doubling to 5 s (cut short when the registry reports etcd
+// reachable again), reset only by a watch answer with events or progress.
 
 import { formatCIDR, netEqual, netKey, type IPv4Net, type NetKey } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
@@ -25,6 +26,7 @@ import { Backoff, realClock, type Clock } from './clock.js';
 import type { Refusal, RefusalReason } from '../admission.js';
 import { decodeVxlanBackendData, parseSubnetName, sameLeaseAttrs, subnetKeyName, type Lease, type LeaseAttrs, type SubnetKey, type VxlanBackendData } from './lease.js';
 import { ReconnectWait, type LeaseList, type Registry, type WatchEvent } from './registry.js';
+import { RetryLog } from './retry-log.js';
 
 export interface Peer {
   /** Full etcd key. */
@@ -339,6 +341,7 @@ export class LeaseWatcher {
     let from: number | null = null;
     let first = true;
     const waits = new ReconnectWait(this.registry, this.clock);
+    const retries = new RetryLog(this.log, this.registry, this.clock);
     // After a revision reset: until when missing peers are kept; graceEnded aborts then.
     let graceUntil = 0;
     let graceEnded = new AbortController();
@@ -366,19 +369,14 @@ export class LeaseWatcher {
               if (missing > 0) this.log.warn(`keeping ${missing} peer(s) missing from etcd for ${Math.round((graceUntil - this.clock.now()) / 1000)} s while their nodes put their leases back`);
             }
             from = list.revision + 1;
-            backoff.reset();
             await deliver(d);
           }
           this.log.v(4).info(`watching subnet leases from revision ${from}`);
           const watchSignal = graceUntil > 0 ? AbortSignal.any([signal, graceEnded.signal]) : signal;
           for await (const item of this.registry.watchLeases(from, watchSignal)) {
-            backoff.reset();
             if (item.kind === 'compacted') {
-              this.log.warn(
-                item.reason === 'compacted'
-                  ? `etcd watch of subnet leases fell behind compaction (compact rev ${item.compactRevision}), re-listing`
-                  : `etcd revision went back to ${item.compactRevision} (store wiped or restored?), re-listing`,
-              );
+              if (item.reason === 'compacted') retries.failed(`etcd watch of subnet leases fell behind compaction (compact rev ${item.compactRevision}), re-listing`);
+              else this.log.warn(`etcd revision went back to ${item.compactRevision} (store wiped or restored?), re-listing`);
               if (item.reason === 'revision-reset') {
                 graceUntil = this.clock.now() + this.resetGraceMs;
                 graceEnded.abort(); // a previous grace's timer, if any, has nothing left to end
@@ -388,6 +386,10 @@ export class LeaseWatcher {
               from = null;
               break;
             }
+            // Only events (or a progress notification) show the watch working: a listing, or a
+            // compaction answer, does not end the backoff.
+            backoff.reset();
+            retries.succeeded('watch of subnet leases');
             from = item.revision + 1;
             await deliver(this.applyEvents(item.events, item.revision));
           }
@@ -399,15 +401,17 @@ export class LeaseWatcher {
           }
           if (from !== null && !signal.aborted) {
             const d = backoff.next();
-            this.log.warn(`watch of subnet leases ended; reconnecting from rev ${from} in ${d} ms`);
+            retries.failed(`watch of subnet leases ended; reconnecting from rev ${from} in ${d} ms`);
             await waits.sleep(d, signal);
+          } else if (from === null && !signal.aborted) {
+            // Re-listing after a compaction answer waits its turn too: a server that keeps
+            // answering "compacted" must not get a full listing many times a second.
+            await waits.sleep(backoff.next(), signal);
           }
         } catch (e) {
           if (signal.aborted) break;
           const d = backoff.next();
-          this.log.warn(
-            `watch of subnet leases failed: ${(e as Error).message}; ${from === null ? 're-listing' : `reconnecting from rev ${from}`} in ${d} ms`,
-          );
+          retries.failed(`watch of subnet leases failed: ${(e as Error).message}; ${from === null ? 're-listing' : `reconnecting from rev ${from}`} in ${d} ms`, e);
           await waits.sleep(d, signal);
         }
       }

@@ -14,9 +14,10 @@ export interface TestCerts {
 
 /**
  * Writes ca.crt, server.{crt,key} and client.{crt,key} into dir (with `name` as the CA's
- * common name, so two CAs in one test are told apart) and returns their paths.
+ * common name, so two CAs in one test are told apart; `clientName` is the client certificate's
+ * CommonName, which etcd takes as the user with --client-cert-auth) and returns their paths.
  */
-export function makeCerts(dir: string, opts: { serverIps?: string[]; name?: string } = {}): TestCerts {
+export function makeCerts(dir: string, opts: { serverIps?: string[]; name?: string; clientName?: string } = {}): TestCerts {
   const ossl = (...args: string[]): void => {
     execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
   };
@@ -28,7 +29,7 @@ export function makeCerts(dir: string, opts: { serverIps?: string[]; name?: stri
     ['client', 'extendedKeyUsage=clientAuth\n'],
   ] as const) {
     writeFileSync(join(dir, `${name}.ext`), ext);
-    ossl('req', '-new', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    ossl('req', '-new', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name === 'client' ? opts.clientName ?? 'client' : name}`);
     ossl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', `${name}.ext`);
   }
   return {

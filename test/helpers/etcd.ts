@@ -6,7 +6,7 @@
 //   await etcd.stop(); await etcd.start();    // SIGTERM and start again, data kept
 //   await etcd.kill();                        // SIGKILL
 //   await etcd.restart({ wipe: true })        // stop, delete the data dir, start (same ports)
-import { startEtcdServer, type EtcdServer, type EtcdServerOptions } from '../../lab/etcd.js';
+import { startEtcdServer, startGrpcProxy, type EtcdServer, type EtcdServerOptions, type GrpcProxy } from '../../lab/etcd.js';
 
 export { freePort, putMany, type EtcdTLS } from '../../lab/etcd.js';
 export type EtcdHandle = EtcdServer;
@@ -18,4 +18,11 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Et
   const server = await startEtcdServer(opts);
   t.teardown(() => server.destroy());
   return server;
+}
+
+/** `etcd grpc-proxy start` in front of endpoints, killed in the test's teardown. */
+export async function startProxy(t: Teardown, endpoints: string[]): Promise<GrpcProxy> {
+  const proxy = await startGrpcProxy(endpoints);
+  t.teardown(() => proxy.stop());
+  return proxy;
 }

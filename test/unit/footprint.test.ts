@@ -24,6 +24,17 @@ t.test('no module of linend imports crypto, tls, https, http2 or zlib up front (
   }
 });
 
+t.test('the etcd client (etcd3, gRPC) is loaded only in etcd mode: one module imports it, and only dynamically is that one imported', async (t) => {
+  const files = readdirSync(srcDir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+  const importsGrpc = /^\s*import\s[^;]*?from\s+'(etcd3|@grpc\/[^']+)'/m;
+  const importsEtcd = /^\s*import\s[^;]*?from\s+'[^']*subnet\/etcd\.js'/m;
+  const users = files.filter((f) => importsGrpc.test(readFileSync(join(srcDir, f), 'utf8')));
+  t.same(users, ['subnet/etcd.ts'], 'only src/subnet/etcd.ts imports etcd3 and @grpc/grpc-js');
+  const static_ = files.filter((f) => importsEtcd.test(readFileSync(join(srcDir, f), 'utf8')));
+  t.same(static_, [], 'no module imports src/subnet/etcd.ts up front');
+  t.match(readFileSync(join(srcDir, 'daemon.ts'), 'utf8'), /await loadWithoutOptimizer\(\(\) => import\('\.\/subnet\/etcd\.js'\)\)/, 'the daemon loads it in etcd mode');
+});
+
 t.test("cli.ts's first line passes the footprint flags to node", async (t) => {
   const first = readFileSync(fileURLToPath(new URL('../../src/cli.ts', import.meta.url)), 'utf8').split('\n')[0];
   t.equal(first, `#!/usr/bin/env -S node ${SMALL_FOOTPRINT_V8_FLAGS.join(' ')}`);

@@ -6,6 +6,7 @@ import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadNative, type NativeIO } from './native.js';
+import { Backoff } from '../backoff.js';
 import { Core, type CounterSnapshot } from './core.js';
 import { checkAddonLayout } from './descriptors.js';
 import { PeerCounter } from './abi.js';
@@ -33,9 +34,6 @@ interface Slot {
   fds: number[];
 }
 
-// A worker that fails before it is ready is started again after 100 ms, doubling up to 5 s.
-const RETRY_INITIAL_MS = 100;
-const RETRY_MAX_MS = 5000;
 
 function workerUrl(): URL {
   const js = new URL('./worker.js', import.meta.url);
@@ -139,17 +137,18 @@ export class NativeEngine implements Engine {
     }
     this.restarts++;
     this.events.workerRestart?.(slot.index, reason);
-    this.restart(slot.index, retired, 0);
+    // A worker that fails before it is ready is started again after 100 ms, doubling up to 5 s.
+    this.restart(slot.index, retired, new Backoff(100, 5000));
   }
 
   /** Starts worker `index` again; while it fails before it is ready, retries with backoff. */
-  private restart(index: number, retired: bigint[], failures: number): void {
+  private restart(index: number, retired: bigint[], backoff: Backoff): void {
     if (this.closing) return;
     this.spawn(index, this.features, retired).then(() => this.events.workerRestarted?.(index), (e: Error) => {
       if (this.closing) return;
-      const delay = Math.min(RETRY_INITIAL_MS * 2 ** failures, RETRY_MAX_MS);
+      const delay = backoff.next();
       this.events.workerStartFailed?.(index, e.message, delay);
-      const timer = setTimeout(() => { this.retries.delete(timer); this.restart(index, retired, failures + 1); }, delay);
+      const timer = setTimeout(() => { this.retries.delete(timer); this.restart(index, retired, backoff); }, delay);
       this.retries.add(timer);
     });
   }

@@ -31,7 +31,8 @@
 import { parseNetworkConfig, type NetworkConfig } from '../config.js';
 import { formatCIDR, formatIPv4, netEqual, netLast, netNext, netOverlaps, netSize, prefixMask, type IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
-import { Backoff, realClock, type Clock } from './clock.js';
+import { Backoff } from '../backoff.js';
+import { realClock, type Clock } from './clock.js';
 import { makeSubnetKey, parseSubnetKey, sameLeaseAttrs, subnetKeyName, type Lease, type LeaseAttrs } from './lease.js';
 import { ReconnectWait, RegistryError, SUBNET_TTL_SECONDS, SubnetExistsError, type Registry } from './registry.js';
 import { RetryLog } from './retry-log.js';

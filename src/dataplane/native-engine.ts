@@ -34,7 +34,6 @@ interface Slot {
   fds: number[];
 }
 
-
 function workerUrl(): URL {
   const js = new URL('./worker.js', import.meta.url);
   if (existsSync(fileURLToPath(js))) return js;

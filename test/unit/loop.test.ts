@@ -1,0 +1,184 @@
+// The worker loop on in-memory I/O: both directions, the system calls each wake-up makes,
+// control messages, a full output table and I/O failures, all without root or devices.
+import t from 'tap';
+import { Core } from '../../src/dataplane/core.js';
+import { WorkerLoop, PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS } from '../../src/dataplane/loop.js';
+import { MemoryIO } from '../../src/dataplane/memory-io.js';
+import { IO_STATS, PEER_WORDS, statsLayout, type IoStat, type SlottedRoute } from '../../src/dataplane/protocol.js';
+import { PeerCounter } from '../../src/dataplane/abi.js';
+import { ip4, buildUdp, bytes, parseIp4 } from '../helpers/packets.js';
+
+const PORT = 8285;
+const OWN = '10.5.72.0';
+const PEER = { subnet: { ip: ip4('10.5.33.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.20') };
+const PEER2 = { subnet: { ip: ip4('10.5.34.0'), prefixLen: 24 }, publicIP: ip4('192.168.1.21') };
+
+interface Rig {
+  core: Core;
+  io: MemoryIO;
+  loop: WorkerLoop;
+  errors: string[];
+  stat(name: IoStat): number;
+  peerWord(slot: number, word: number): number;
+  seq(): number;
+}
+
+function rig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }], o: { gro?: boolean } = {}): Rig {
+  const core = new Core({ mode: 'udp', port: PORT, mtu: 1472, subnet: { ip: ip4(OWN), prefixLen: 24 } });
+  const io = new MemoryIO({ memory: core.memory.buffer, layout: core.layout, gro: o.gro ?? false });
+  const SL = statsLayout(core.layout);
+  const stats = new SharedArrayBuffer(SL.words * 8);
+  const words = new BigUint64Array(stats);
+  const errors: string[] = [];
+  const loop = new WorkerLoop({ core, io, stats, reportError: (m) => errors.push(m) });
+  loop.setRoutes(routes);
+  return {
+    core, io, loop, errors,
+    stat: (name) => Number(words[IO_STATS.indexOf(name)]),
+    peerWord: (slot, word) => Number(words[SL.peers + slot * PEER_WORDS + word]),
+    seq: () => Number(words[SL.seq]),
+  };
+}
+
+// Lengths differ packet to packet, so the core sends each as its own datagram (no GSO burst).
+const toPeer = (i: number, dst = '10.5.33.7'): Uint8Array => buildUdp('10.5.72.5', dst, 4000 + i, 5000, bytes(100 + i, i));
+const fromPeer = (i: number): Uint8Array => buildUdp('10.5.33.7', '10.5.72.5', 5000, 4000 + i, bytes(100, i));
+
+t.test('egress: TUN packets go out as datagrams to the peer; one short read means dry, UDP is not read', async (t) => {
+  const r = rig();
+  r.io.then(() => { for (let i = 0; i < 3; i++) r.io.tun.inbound.push(toPeer(i)); });
+  r.loop.run();
+  t.equal(r.io.udp.sent.length, 3);
+  t.same(r.io.udp.sent.map((s) => [s.addr, s.port]), [[PEER.publicIP, PORT], [PEER.publicIP, PORT], [PEER.publicIP, PORT]]);
+  t.equal(parseIp4(r.io.udp.sent[0].data).ttl, 63, 'the core forwarded it (TTL decremented)');
+  t.equal(r.io.tun.reads, 1, 'a batch shorter than asked for ends the TUN reads of the wake-up');
+  t.equal(r.io.udp.receives, 0, 'the UDP port was not reported ready and is not read');
+  t.equal(r.stat('tun_reads'), 3);
+  t.equal(r.stat('udp_sends'), 3);
+  t.equal(r.stat('wakeups'), 2, 'the packets\' wake-up and the stop\'s');
+  t.equal(r.peerWord(0, PeerCounter.TxPackets), 3, 'per-peer counters are published');
+});
+
+t.test('ingress: datagrams from the peer are written to the TUN', async (t) => {
+  const r = rig();
+  r.io.then(() => { for (let i = 0; i < 5; i++) r.io.udp.inbound.push({ data: fromPeer(i), addr: PEER.publicIP, port: PORT }); });
+  r.loop.run();
+  t.equal(r.io.tun.written.length, 5);
+  t.equal(parseIp4(r.io.tun.written[2]).ttl, 63, 'the inner packet, TTL decremented');
+  t.same(r.io.tun.written[2].subarray(20), fromPeer(2).subarray(20), 'its payload as received');
+  t.equal(r.io.udp.receives, 1);
+  t.equal(r.io.tun.reads, 0);
+  t.same(r.io.tun.writeBatches, [5], 'one TUN write batch for the receive batch');
+  t.equal(r.stat('udp_receives'), 5);
+  t.equal(r.stat('tun_writes'), 5);
+  t.equal(r.peerWord(0, PeerCounter.RxPackets), 5);
+});
+
+t.test('a wake-up reads each ready source until a short batch, and no further', async (t) => {
+  const r = rig();
+  const B = r.core.layout.BATCH;
+  let tunReads = 0;
+  let receives = 0;
+  r.io.then(
+    () => {
+      for (let i = 0; i < B + 10; i++) r.io.tun.inbound.push(toPeer(i));
+      for (let i = 0; i < 2 * B; i++) r.io.udp.inbound.push({ data: fromPeer(i), addr: PEER.publicIP, port: PORT });
+    },
+    () => { tunReads = r.io.tun.reads; receives = r.io.udp.receives; },
+  );
+  r.loop.run();
+  t.equal(tunReads, 2, 'TUN: a full batch, then a short one');
+  t.equal(receives, 3, 'UDP: two full batches, then an empty one that shows it dry');
+  t.equal(r.io.udp.sent.length, B + 10);
+  t.equal(r.io.tun.written.length, 2 * B);
+});
+
+t.test('the loop sleeps longer when idle and publishes soon after traffic', async (t) => {
+  const r = rig();
+  r.io.then(() => r.io.tun.inbound.push(toPeer(0)), () => {}, () => {});
+  r.loop.run();
+  t.same(r.io.waits.slice(0, 3), [PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS, PUBLISH_EVERY_MS],
+    'after a batch the next wait is short (publish when idle), then back to the long one');
+});
+
+t.test('control messages: routes set and removed while running, a refused route reported, publish on request', async (t) => {
+  const r = rig([]);
+  let before = -1;
+  r.io.then(
+    () => { r.io.tun.inbound.push(toPeer(0, '10.5.34.9')); }, // no route yet: dropped
+    () => {
+      r.io.control.push({ type: 'set', route: PEER2, slot: 7 });
+      r.io.control.push({ type: 'set', route: { subnet: { ip: 0, prefixLen: 33 }, publicIP: 0 }, slot: -1 });
+      r.io.tun.inbound.push(toPeer(1, '10.5.34.9'));
+    },
+    () => {
+      r.io.control.push({ type: 'publish', seq: 42 });
+    },
+    () => {
+      before = r.peerWord(7, PeerCounter.TxPackets);
+      r.io.control.push({ type: 'remove', subnet: PEER2.subnet, slot: 7 });
+      r.io.tun.inbound.push(toPeer(2, '10.5.34.9'));
+    },
+  );
+  r.loop.run();
+  t.equal(r.io.udp.sent.length, 1, 'only the packet sent while the route was there went out');
+  t.equal(r.io.udp.sent[0].addr, PEER2.publicIP);
+  t.equal(r.seq(), 42, 'the publish request was served and its seq stored');
+  t.equal(before, 1, 'the slot counted the peer\'s packet');
+  t.equal(r.peerWord(7, PeerCounter.TxPackets), 0, 'a removed route\'s slot is cleared');
+  t.equal(r.errors.length, 1, 'the refused route was reported');
+  t.match(r.errors[0], /control message set 0\.0\.0\.0\/33: bad prefix length 33/);
+  t.equal(r.core.counters().egress.no_route.packets, 2n, 'before the set and after the remove: no route');
+});
+
+t.test('a refused initial route is reported and the others are loaded', async (t) => {
+  const r = rig([{ route: { subnet: { ip: 0, prefixLen: 40 }, publicIP: 0 }, slot: -1 }, { route: PEER, slot: 0 }]);
+  r.io.then(() => r.io.tun.inbound.push(toPeer(0)));
+  r.loop.run();
+  t.match(r.errors, [/^route 0\.0\.0\.0\/40: bad prefix length 40/]);
+  t.equal(r.io.udp.sent.length, 1);
+});
+
+t.test('a full output table is flushed and ingress resumes where it stopped', async (t) => {
+  const r = rig([{ route: PEER, slot: 0 }], { gro: true });
+  const segments = 65; // one more than a GRO batch can hold, so the tables fill within 4 receives
+  const receives = 4;
+  r.io.then(() => {
+    for (let g = 0; g < receives; g++) {
+      const packets = Array.from({ length: segments }, (_, i) => fromPeer(g * segments + i));
+      const data = new Uint8Array(packets.reduce((s, p) => s + p.length, 0));
+      packets.reduce((o, p) => { data.set(p, o); return o + p.length; }, 0);
+      r.io.udp.inbound.push({ data, addr: PEER.publicIP, port: PORT, segSize: packets[0].length });
+    }
+  });
+  r.loop.run();
+  t.equal(r.io.tun.written.length, receives * segments, 'every packet was written');
+  t.ok(r.io.tun.writeBatches.length >= 2, `the receive batch took ${r.io.tun.writeBatches.length} flushes`);
+  t.ok(r.io.tun.writeBatches.every((n) => n <= 256), 'no flush exceeded the TUN write table');
+  t.equal(r.core.counters().ingress.no_room.packets, 0n, 'nothing dropped for lack of room');
+  t.same(r.io.tun.written[receives * segments - 1].subarray(20), fromPeer(receives * segments - 1).subarray(20), 'the last packet, intact');
+});
+
+t.test('refused sends and TUN writes are counted as errors; forwarding carries on', async (t) => {
+  const r = rig();
+  r.io.udp.refuseSends = 2;
+  r.io.tun.refuseWrites = 1;
+  r.io.then(() => {
+    for (let i = 0; i < 4; i++) r.io.tun.inbound.push(toPeer(i));
+    for (let i = 0; i < 3; i++) r.io.udp.inbound.push({ data: fromPeer(i), addr: PEER.publicIP, port: PORT });
+  });
+  r.loop.run();
+  t.equal(r.stat('udp_sends'), 2);
+  t.equal(r.stat('send_errors'), 2);
+  t.equal(r.stat('tun_writes'), 2);
+  t.equal(r.stat('tun_write_errors'), 1);
+});
+
+t.test('a failed read ends the loop with that error (the worker dies and is restarted)', async (t) => {
+  const tun = rig();
+  tun.io.then(() => { tun.io.tun.readError = Object.assign(new Error('read: EBADFD'), { code: 'EBADFD' }); });
+  t.throws(() => tun.loop.run(), { code: 'EBADFD' });
+  const udp = rig();
+  udp.io.then(() => { udp.io.udp.recvError = new Error('recvmmsg: ENOMEM'); });
+  t.throws(() => udp.loop.run(), /ENOMEM/);
+});

@@ -23,7 +23,7 @@ import { notifyReady } from './systemd.js';
 import { controlPlaneMetrics } from './control-metrics.js';
 import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
-import { debugHooks, debugLeaseTiming } from './debug.js';
+import { debugHooks, debugLeaseTiming, debugNativeEngine } from './debug.js';
 import { Readiness } from './readiness.js';
 import { loadWithoutOptimizer } from './heap-limits.js';
 
@@ -51,6 +51,7 @@ async function startEngine(o: Options, node: NodeSetup, backend: OverlayBackend,
   const { engine, features } = await startDataplane({
     backend, engine: o.engine, queues: o.queues, offload: o.offload, bindAddr: node.ext.addr,
     mtu: node.mtu, network: node.config.network, subnet: node.subnet, mac: node.mac, routes: peers, events: ready.events,
+    nativeEngine: debugNativeEngine(),
   });
   peers.attach(engine);
   log.info(`Data path up: ${o.engine} engine on ${backend.deviceName} (MTU ${node.mtu}, ${o.queues} queue(s), ` +

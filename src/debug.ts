@@ -3,11 +3,19 @@
 // LINEN_DEBUG_RENEW_MARGIN_SECONDS).
 import type { DebugAnswer, DebugHandler } from './health.js';
 import type { Engine } from './dataplane/engine.js';
-import { NativeEngine } from './dataplane/native-engine.js';
+import type { NativeEngineFactory } from './dataplane/index.js';
+import { DebugNativeEngine } from './dataplane/debug-engine.js';
+
+/** With LINEN_DEBUG_HOOKS=1, the native engine that the hooks below can drive; else undefined
+ * (the product engine). */
+export function debugNativeEngine(): NativeEngineFactory | undefined {
+  if (process.env.LINEN_DEBUG_HOOKS !== '1') return undefined;
+  return (opts, routes, events) => new DebugNativeEngine(opts, routes, events);
+}
 
 /**
  * Hooks for the reliability tests, off unless LINEN_DEBUG_HOOKS=1 and answered only to loopback
- * clients (the HTTP server checks), all on the native engine's workers:
+ * clients (the HTTP server checks), all on the native engine's workers (debugNativeEngine()'s):
  * /debug/crash-worker?index=N makes worker N throw (the restart path);
  * /debug/bad-route?index=N sends it a route its core refuses (a control message that fails);
  * /debug/fail-worker-starts?index=N&count=K makes its next K starts fail before it is ready.
@@ -22,7 +30,7 @@ export function debugHooks(engine: () => Engine | null): DebugHandler | undefine
   const bad = (body: string): DebugAnswer => ({ status: 400, body });
   return (path, query) => {
     const e = engine();
-    if (!(e instanceof NativeEngine)) return null;
+    if (!(e instanceof DebugNativeEngine)) return null;
     const index = count(query, 'index', 0);
     if (index === null) return bad(`bad index ${JSON.stringify(query.get('index'))}\n`);
     try {

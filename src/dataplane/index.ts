@@ -4,7 +4,7 @@ import { configureTun } from '../device/tun.js';
 import type { IPv4Net } from '../net.js';
 import { DgramEngine } from './dgram-engine.js';
 import { NativeEngine } from './native-engine.js';
-import type { Engine, EngineEvents, EngineFeatures, RouteSource } from './engine.js';
+import type { Engine, EngineEvents, EngineFeatures, EngineOptions, RouteSource } from './engine.js';
 import type { Mode } from './core.js';
 
 /** What the data plane needs of the backend (src/backend/'s Backend has it): the tunnel's framing,
@@ -15,6 +15,9 @@ export interface TunnelSpec {
   readonly port: number;
   readonly vni: number;
 }
+
+/** Makes the native engine; the default is NativeEngine's constructor. */
+export type NativeEngineFactory = (opts: EngineOptions, routes: RouteSource, events: EngineEvents) => Engine;
 
 export interface DataplaneOptions {
   backend: TunnelSpec;
@@ -29,6 +32,8 @@ export interface DataplaneOptions {
   /** The peer set: the engine reads its routes from there. */
   routes: RouteSource;
   events?: EngineEvents;
+  /** A test wrapper of the native engine (the debug hooks'). */
+  nativeEngine?: NativeEngineFactory;
 }
 
 export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Engine; features: EngineFeatures }> {
@@ -45,7 +50,8 @@ export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Eng
       o.events?.workerRestarted?.(i);
     },
   };
-  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts, o.routes) : new NativeEngine(engineOpts, o.routes, events);
+  const native = o.nativeEngine ?? ((opts, routes, ev) => new NativeEngine(opts, routes, ev));
+  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts, o.routes) : native(engineOpts, o.routes, events);
   const features = await engine.start();
   try {
     configureTun(tun);

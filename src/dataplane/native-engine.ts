@@ -34,10 +34,12 @@ interface Slot {
   fds: number[];
 }
 
-function workerUrl(): URL {
-  const js = new URL('./worker.js', import.meta.url);
+/** A worker thread's script beside this module: `name`.js, or .ts when running from source
+ * under a TS loader. */
+function workerUrl(name: string): URL {
+  const js = new URL(`./${name}.js`, import.meta.url);
   if (existsSync(fileURLToPath(js))) return js;
-  return new URL('./worker.ts', import.meta.url); // running from source under a TS loader
+  return new URL(`./${name}.ts`, import.meta.url);
 }
 
 export class NativeEngine implements Engine {
@@ -52,8 +54,6 @@ export class NativeEngine implements Engine {
   private closing = false;
   /** Pending restarts of workers that failed to start, cancelled by stop(). */
   private readonly retries = new Set<NodeJS.Timeout>();
-  /** Test only (LINEN_DEBUG_HOOKS): how many more starts of each worker fail before ready. */
-  private readonly failStarts = new Map<number, number>();
   /** Where each counter lives in a worker's stats buffer. */
   private readonly layout: StatsLayout;
 
@@ -80,8 +80,7 @@ export class NativeEngine implements Engine {
     const { port1, port2 } = new MessageChannel();
     const eventFd = this.io.eventfdOpen();
     const stats = new SharedArrayBuffer(this.layout.words * 8);
-    const failing = this.failStarts.get(index) ?? 0;
-    if (failing > 0) this.failStarts.set(index, failing - 1);
+    const entry = this.workerEntry(index);
     const data: WorkerData = {
       index,
       options: { ...this.opts, mac: Array.from(this.opts.mac) },
@@ -90,9 +89,8 @@ export class NativeEngine implements Engine {
       port: port2,
       stats,
       routes: [...this.source.routes()].map(({ route, slot }) => ({ route, slot })),
-      ...(failing > 0 ? { failBeforeReady: true } : {}),
     };
-    const worker = new Worker(workerUrl(), { workerData: data, transferList: [port2] });
+    const worker = new Worker(workerUrl(entry.script), { workerData: { ...entry.data, ...data }, transferList: [port2] });
     let resolveReady!: (f: EngineFeatures) => void;
     let rejectReady!: (e: Error) => void;
     const ready = new Promise<EngineFeatures>((res, rej) => { resolveReady = res; rejectReady = rej; });
@@ -170,23 +168,14 @@ export class NativeEngine implements Engine {
     this.broadcast({ type: 'remove', subnet: route.subnet, slot });
   }
 
-  /** Debug hook for the reliability tests: makes worker `index` throw. */
-  crashWorker(index: number): void {
-    this.post(index, { type: 'crash' });
+  /** The script a new worker `index` runs and extra workerData for it: worker.ts, nothing
+   * extra. A test wrapper of the engine (debug-engine.ts) runs its own. */
+  protected workerEntry(_index: number): { script: string; data?: Record<string, unknown> } {
+    return { script: 'worker' };
   }
 
-  /** Debug hook: sends worker `index` a route its core refuses (prefix length 33), so that its
-   * control path throws. */
-  badRouteToWorker(index: number): void {
-    this.post(index, { type: 'set', route: { subnet: { ip: 0, prefixLen: 33 }, publicIP: 0 }, slot: -1 });
-  }
-
-  /** Debug hook: the next `count` starts of worker `index` fail before it is ready. */
-  failWorkerStarts(index: number, count: number): void {
-    this.failStarts.set(index, count);
-  }
-
-  private post(index: number, msg: ControlMessage): void {
+  /** Posts a message to worker `index` alone and wakes it. */
+  protected post(index: number, msg: ControlMessage | { readonly type: string }): void {
     const s = this.slots[index];
     if (!s || s.stopped) throw new Error(`no worker ${index}`);
     s.port.postMessage(msg);

@@ -14,8 +14,6 @@ export interface WorkerData {
   port: MessagePort;
   stats: SharedArrayBuffer;
   routes: SlottedRoute[];
-  /** Test only (LINEN_DEBUG_HOOKS): throw after opening everything, before 'ready'. */
-  failBeforeReady?: boolean;
 }
 
 export type { SlottedRoute };
@@ -23,7 +21,6 @@ export type { SlottedRoute };
 export type ControlMessage =
   | { type: 'set'; route: PeerRoute; slot: number }
   | { type: 'remove'; subnet: IPv4Net; slot: number }
-  | { type: 'crash' }
   /** Publish the counters now and then store seq in the stats' last word. */
   | { type: 'publish'; seq: number }
   | { type: 'stop' };

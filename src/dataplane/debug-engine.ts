@@ -4,7 +4,7 @@
 import { NativeEngine } from './native-engine.js';
 
 /** A control message only the debug worker knows: throw, as a worker bug would. */
-export const CRASH_MESSAGE = { type: 'crash' } as const;
+export interface CrashMessage { readonly type: 'crash' }
 
 /** What the debug worker reads from its workerData beside WorkerData. */
 export interface DebugWorkerData {
@@ -25,7 +25,7 @@ export class DebugNativeEngine extends NativeEngine {
 
   /** Makes worker `index` throw (the restart path). */
   crashWorker(index: number): void {
-    this.post(index, CRASH_MESSAGE);
+    this.post(index, { type: 'crash' } satisfies CrashMessage);
   }
 
   /** Sends worker `index` a route its core refuses (prefix length 33), so that its control

@@ -2,8 +2,11 @@
 // reliability tests ask for, a start that fails before 'ready' and a crash on request.
 import { workerData, isMainThread } from 'node:worker_threads';
 import { runWorker } from './addon-io.js';
-import { CRASH_MESSAGE, type DebugWorkerData } from './debug-engine.js';
+// Types only: the worker thread does not load the engine's modules.
+import type { CrashMessage, DebugWorkerData } from './debug-engine.js';
 import type { ControlMessage, WorkerData } from './protocol.js';
+
+const CRASH: CrashMessage['type'] = 'crash';
 
 if (isMainThread) throw new Error('dataplane/debug-worker.js runs only as a worker thread');
 const data = workerData as WorkerData & DebugWorkerData;
@@ -20,7 +23,7 @@ runWorker(data, {
     clearControl: () => io.clearControl(),
     nextControl() {
       const msg: { type: string } | undefined = io.nextControl();
-      if (msg?.type === CRASH_MESSAGE.type) throw new Error(`worker ${data.index}: crash requested through the debug hook`);
+      if (msg?.type === CRASH) throw new Error(`worker ${data.index}: crash requested through the debug hook`);
       return msg as ControlMessage | undefined;
     },
   }),

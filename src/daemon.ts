@@ -36,7 +36,7 @@ export interface NodeSetup {
   mtu: number;
 }
 
-async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine | null> {
+export async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine | null> {
   const backend = node.backend;
   if (backend.mode === null) {
     log.info(`${backend.type}: no overlay device and no data plane; the kernel forwards along routes via the peers' PublicIPs on ${node.ext.name} (MTU ${node.mtu})`);
@@ -61,7 +61,7 @@ async function startEngine(o: Options, node: NodeSetup, backend: OverlayBackend,
  * The kernel route manager for a backend that routes peers directly (host-gw, DirectRouting),
  * else null. host-gw, as flanneld, refuses a PublicIP other than the interface's (NAT).
  */
-function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIP: number, log: Logger): KernelRoutes | null {
+export function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIP: number, log: Logger): KernelRoutes | null {
   if (backend.type === 'host-gw' && formatIPv4(publicIP) !== ext.addr) {
     throw new Error(`your PublicIP ${formatIPv4(publicIP)} differs from the interface IP ${ext.addr}, meaning that probably you're on a NAT, which is not supported by the host-gw backend`);
   }
@@ -71,7 +71,7 @@ function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIP: num
 }
 
 /** The HTTP servers' addresses from the flags. */
-const httpEndpoints = (o: Options): HttpEndpoints => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort, peerMetricsLimit: o.peerMetricsLimit });
+export const httpEndpoints = (o: Options): HttpEndpoints => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort, peerMetricsLimit: o.peerMetricsLimit });
 
 /** Waits for SIGTERM or SIGINT (or an abort from inside), then resolves. */
 export function shutdownSignal(log: Logger): AbortController {
@@ -91,7 +91,7 @@ export function shutdownSignal(log: Logger): AbortController {
  * data plane (host-gw) and no HTTP server nothing else would, and linend ended seconds after start.
  * So a referenced timer holds the process until the signal.
  */
-const aborted = (signal: AbortSignal): Promise<void> =>
+export const aborted = (signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
     if (signal.aborted) return resolve();
     const hold = setInterval(() => {}, 2 ** 30);

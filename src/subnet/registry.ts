@@ -134,6 +134,9 @@ export interface Registry {
   close(): Promise<void>;
 }
 
+/** What the lease watcher reads: the etcd registry, or the nodes in kube mode (src/subnet/kube/). */
+export type LeaseSource = Pick<Registry, 'getLeases' | 'watchLeases' | 'onConnectionChange'>;
+
 /**
  * Reconnect backoff sleeps that end early when the registry reports etcd reachable again, so
  * a watch or renewal loop does not sit out the rest of a long backoff. A reconnect from before

@@ -20,7 +20,7 @@ import { formatCIDR, netEqual, netKey, type IPv4Net, type NetKey } from '../net.
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff, realClock, type Clock } from './clock.js';
 import { decodeVxlanBackendData, sameLeaseAttrs, type Lease, type LeaseAttrs, type VxlanBackendData } from './lease.js';
-import { ReconnectWait, type LeaseList, type Registry, type WatchEvent } from './registry.js';
+import { ReconnectWait, type LeaseList, type LeaseSource, type WatchEvent } from './registry.js';
 
 export interface Peer {
   /** Full etcd key. */
@@ -53,7 +53,7 @@ export type PeerFilter =
   | 'host-gw';
 
 export interface LeaseWatcherOptions {
-  registry: Registry;
+  registry: LeaseSource;
   /** This node's subnet; never reported as a peer. */
   ownSubnet: IPv4Net | null;
   accept: PeerFilter;
@@ -70,7 +70,7 @@ export const isEmptyDiff = (d: PeerDiff): boolean => d.added.length + d.changed.
 type Verdict = { peer: Peer } | { ignore: string } | { invalid: string };
 
 export class LeaseWatcher {
-  private readonly registry: Registry;
+  private readonly registry: LeaseSource;
   private readonly own: IPv4Net | null;
   private readonly accept: PeerFilter;
   private readonly log: Logger;

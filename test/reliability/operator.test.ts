@@ -154,7 +154,7 @@ const wrong: Record<string, string[]> = {
   'metrics-ip': ['localhost', '1.2.3.4.5'],
   'metrics-port': ['x', '-1', '65536'],
   'peer-metrics-limit': ['x', '-1', '1.5', '1000001'],
-  'kube-subnet-mgr': ['true', 'nope'],
+  'kube-subnet-mgr': ['nope'],
   'set-node-network-unavailable': ['nope'],
   version: ['nope'],
   v: ['x', '-1', '0x10'],

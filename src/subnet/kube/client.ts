@@ -30,8 +30,21 @@ export class NodeNotFoundError extends RegistryError {
   }
 }
 
+/**
+ * The client refuses a plain-HTTP server unless told to skip TLS verification, which has no
+ * meaning without TLS; client-go (flanneld, kubectl) simply speaks HTTP there.
+ */
+function allowPlainHttp(kc: KubeConfig): KubeConfig {
+  kc.clusters = kc.clusters.map((c) => (c.server.startsWith('http://') ? { ...c, skipTLSVerify: true } : c));
+  return kc;
+}
+
 /** Builds the client configuration as flanneld does: kubeconfig and/or API URL, else in-cluster. */
 export function kubeConfigFor(o: KubeClientOptions): KubeConfig {
+  return allowPlainHttp(loadKubeConfig(o));
+}
+
+function loadKubeConfig(o: KubeClientOptions): KubeConfig {
   const kc = new KubeConfig();
   if (o.kubeconfig !== '') {
     kc.loadFromFile(o.kubeconfig);

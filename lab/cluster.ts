@@ -126,7 +126,9 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
     throw e;
   }
   const server = etcd;
-  const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, server, dir, host, index, o, tls));
+  const control = [`--etcd-endpoints=${server.clientURL}`,
+    ...(tls ? [`--etcd-cafile=${tls.caFile}`, `--etcd-certfile=${tls.clientCertFile}`, `--etcd-keyfile=${tls.clientKeyFile}`] : [])];
+  const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, control, dir, host, index, o));
   const cluster: Cluster = {
     topo, etcd: server, tls, nodes, etcdEndpoint: server.clientURL, network: topo.clusterNet,
     async ready(timeoutMs) {
@@ -159,7 +161,7 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
   return cluster;
 }
 
-async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
+export async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
   const took = await waitFor(async () => {
     if (!n.alive()) throw new Error(`linend on host ${n.index + 1} exited:\n${n.log().slice(-3000)}`);
     return (await n.http('/readyz').catch(() => ({ status: 0, body: '' }))).status === 200;
@@ -167,7 +169,12 @@ async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
   if (took < 0) throw new Error(`linend on host ${n.index + 1} not ready after ${timeoutMs / 1000} s:\n${n.log().slice(-3000)}`);
 }
 
-function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo, index: number, o: ClusterOptions, tls: EtcdTLS | null): ClusterNode {
+/**
+ * One host's linend: `control` are the flags that say where its subnet and peers come from
+ * (etcd, or the Kubernetes API), `env` its own environment on top of the cluster's.
+ */
+export function makeNode(topo: Topology, control: string[], dir: string, host: HostInfo, index: number,
+  o: Pick<ClusterOptions, 'engine' | 'offload' | 'queues' | 'args' | 'env'>, nodeEnv: Record<string, string> = {}): ClusterNode {
   const subnetFile = join(dir, `subnet-${index + 1}.env`);
   let proc: ChildProcess | null = null;
   let exited: Promise<number | string | null> = Promise.resolve(null);
@@ -179,12 +186,11 @@ function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo,
     alive: () => proc !== null,
     async start(s = {}) {
       if (proc) throw new Error(`linend on host ${index + 1} is already running`);
-      const args = [linendPath(), `--etcd-endpoints=${etcd.clientURL}`, `--iface=${host.underlayDev}`,
+      const args = [linendPath(), ...control, `--iface=${host.underlayDev}`,
         `--subnet-file=${subnetFile}`, `--healthz-ip=127.0.0.1`, `--healthz-port=${HEALTH_PORT}`,
         `--engine=${o.engine ?? 'native'}`, `--offload=${o.offload ?? 'auto'}`, `--queues=${o.queues ?? 1}`,
-        ...(tls ? [`--etcd-cafile=${tls.caFile}`, `--etcd-certfile=${tls.clientCertFile}`, `--etcd-keyfile=${tls.clientKeyFile}`] : []),
         ...(o.args ?? []), ...(s.args ?? [])];
-      const env = o.env || s.env ? { ...process.env, ...o.env, ...s.env } : undefined;
+      const env = o.env || s.env || Object.keys(nodeEnv).length > 0 ? { ...process.env, ...o.env, ...nodeEnv, ...s.env } : undefined;
       const p = topo.spawn(host.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(env ? { env } : {}) });
       proc = p;
       p.stderr?.on('data', (d: Buffer) => {

@@ -32,6 +32,8 @@ export interface KubeApiOptions {
   history?: number;
   /** Bookmark interval for watches that allow them; default 1000 ms. */
   bookmarkMs?: number;
+  /** Listen address; default 127.0.0.1. */
+  host?: string;
   /** Listen port; default 0 (any free one). */
   port?: number;
   /** PEM files of the server's certificate and key: serve HTTPS. */
@@ -161,7 +163,7 @@ export class KubeApiServer {
   constructor(private readonly o: KubeApiOptions = {}) {}
 
   get url(): string {
-    return `${this.o.tls === undefined ? 'http' : 'https'}://127.0.0.1:${this.port}`;
+    return `${this.o.tls === undefined ? 'http' : 'https'}://${this.o.host ?? '127.0.0.1'}:${this.port}`;
   }
 
   get resourceVersion(): number {
@@ -174,7 +176,7 @@ export class KubeApiServer {
     const server: Server = tls === undefined ? createServer(handler) : createTlsServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key) }, handler);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port || this.o.port || 0, '127.0.0.1', () => resolve());
+      server.listen(this.port || this.o.port || 0, this.o.host ?? '127.0.0.1', () => resolve());
     });
     this.server = server;
     this.port = (server.address() as AddressInfo).port;
@@ -333,7 +335,7 @@ export class KubeApiServer {
       return this.json(res, 200, { major: '1', minor: '32', gitVersion: 'v1.32.0-linen-lab', platform: 'linux/amd64' });
     }
     if (method === 'GET' && p === '/api') {
-      return this.json(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `127.0.0.1:${this.port}` }] });
+      return this.json(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `${this.o.host ?? '127.0.0.1'}:${this.port}` }] });
     }
     if (method === 'GET' && p === '/apis') return this.json(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups: [] });
     if (method === 'GET' && p === '/api/v1') return this.json(res, 200, { kind: 'APIResourceList', groupVersion: 'v1', resources: RESOURCES });

@@ -16,6 +16,8 @@ import { reachable, runBounded } from './traffic.js';
 
 export interface KubeApiProcess {
   readonly url: string;
+  /** A kubeconfig for kubectl in the bridge namespace. */
+  readonly kubeconfig: string;
   /** Calls a KubeApiServer method in the server process. */
   call<T = unknown>(op: string, ...args: unknown[]): Promise<T>;
   node(name: string): Promise<KubeObject | null>;
@@ -68,6 +70,7 @@ export async function startKubeApi(topo: Topology, ns: string, host: string, dir
   });
   return {
     url,
+    kubeconfig,
     call,
     node: (name) => call<KubeObject | null>('node', name),
     async kubectl(...args) {

@@ -1,9 +1,10 @@
 // Kube mode's control plane against the lab API server, through the official client: this
 // node's lease (pod CIDR, annotations, NetworkUnavailable), the node name from the pod, and the
 // peers' list + watch through the same LeaseWatcher as etcd mode (join, PublicIP change,
-// leave, 410 Gone, API server restart, 403).
+// leave, 410 Gone, API server restart, 403), and that deploy/kube-linen.yml's ClusterRole is
+// enough for all of it.
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeApiServer, kubeconfigYaml } from '../../lab/kube-api.js';
@@ -16,6 +17,7 @@ import { LeaseWatcher, type PeerDiff } from '../../src/subnet/watcher.js';
 import { vxlanLeaseAttrs } from '../../src/subnet/lease.js';
 import { formatCIDR, formatIPv4, parseCIDR, parseIPv4 } from '../../src/net.js';
 import { memoryLogger } from '../../src/log.js';
+import { repoRoot } from '../../src/paths.js';
 
 const ip = (s: string) => parseIPv4(s)!;
 const names = annotationNames('flannel.alpha.coreos.com');
@@ -151,4 +153,35 @@ t.test('403: a clear error that names the missing permission', async (t) => {
     m.acquire({ network: parseCIDR('10.244.0.0/16')! }, vxlanLeaseAttrs(ip('192.168.7.1'), 1, '0a:58:0a:f4:01:01'), new AbortController().signal),
     /patching node "n1": nodes "n1" is forbidden: User "system:serviceaccount:kube-flannel:linen" cannot patch resource "nodes\/status" in API group "" at the cluster scope \(the ClusterRole bound to linen's service account must allow it/,
   );
+});
+
+t.test('deploy/kube-linen.yml\'s ClusterRole grants what linen uses', async (t) => {
+  const yml = readFileSync(join(repoRoot(), 'deploy', 'kube-linen.yml'), 'utf8');
+  const grants: Record<string, string[]> = {};
+  for (const m of yml.matchAll(/^- apiGroups: \[""\]\n {2}resources: \["([^"]+)"\]\n {2}verbs: \[([^\]]+)\]$/gm)) {
+    grants[m[1]!] = [...m[2]!.matchAll(/"([^"]+)"/g)].map((v) => v[1]!);
+  }
+  t.same(grants, { pods: ['get'], nodes: ['get', 'list', 'watch'], 'nodes/status': ['patch'] });
+  const certs = makeCerts(dir, { name: 'linen-role-ca' });
+  const api = new KubeApiServer({ tls: { cert: certs.serverCert, key: certs.serverKey }, tokens: { sa: { user: 'system:serviceaccount:kube-flannel:flannel', grants } } });
+  await api.start();
+  t.teardown(() => api.stop());
+  api.addNode('n1', { podCIDR: '10.244.3.0/24' });
+  api.addNode('n2', { podCIDR: '10.244.4.0/24', annotations: leaseAnnotations(names, {}, vxlanLeaseAttrs(ip('192.168.7.2'), 1, '0a:00:00:00:00:02')) });
+  api.addPod('kube-flannel', 'linen-x', 'n1');
+  const client = clientFor(api, 'sa', { token: 'sa', ca: certs.ca });
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const nodeName = await resolveNodeName({ POD_NAME: 'linen-x', POD_NAMESPACE: 'kube-flannel' }, client);
+  const m = new KubeLeaseManager({ client, nodeName, names });
+  await m.acquire({ network: parseCIDR('10.244.0.0/16')! }, vxlanLeaseAttrs(ip('192.168.7.1'), 1, '0a:00:00:00:00:01'), ac.signal);
+  await m.setNetworkAvailable(ac.signal);
+  const w = new LeaseWatcher({ registry: new KubeLeaseSource(client, names, memoryLogger().log), ownSubnet: parseCIDR('10.244.3.0/24')!, accept: 'vxlan' });
+  const running = w.run(ac.signal, () => undefined);
+  await w.ready;
+  api.updateNode('n2', { metadata: { annotations: { [`${P}public-ip`]: '192.168.7.22' } } });
+  await until('the watched change', () => [...w.peers().values()].some((p) => formatIPv4(p.publicIP) === '192.168.7.22'));
+  ac.abort();
+  await running;
+  t.ok(api.requests.some((r) => r.includes('watch=true')), 'linen watched');
 });

@@ -131,6 +131,19 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
   const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, control, dir, host, index, o));
   const cluster: Cluster = {
     topo, etcd: server, tls, nodes, etcdEndpoint: server.clientURL, network: topo.clusterNet,
+    ...nodeSet(topo, dir, nodes, () => server.destroy()),
+  };
+  if (o.start !== false) await startAll(cluster);
+  return cluster;
+}
+
+/**
+ * What every lab cluster does with its nodes: wait for the running ones and address their pods,
+ * ping between pods, and tear down (linend, then the control plane by `stopControl`, then the
+ * namespaces and files).
+ */
+export function nodeSet(topo: Topology, dir: string, nodes: ClusterNode[], stopControl: () => Promise<void>): Pick<Cluster, 'ready' | 'reachable' | 'destroy'> {
+  return {
     async ready(timeoutMs) {
       await Promise.all(nodes.filter((n) => n.alive()).map(async (n) => {
         await waitReady(n, timeoutMs);
@@ -144,24 +157,25 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
     },
     async destroy() {
       await Promise.all(nodes.map((n) => n.stop('SIGTERM').catch(() => null)));
-      await server.destroy();
+      await stopControl();
       topo.destroy();
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  if (o.start !== false) {
-    try {
-      for (const n of nodes) await n.start({ wait: false });
-      await cluster.ready();
-    } catch (e) {
-      await cluster.destroy();
-      throw e;
-    }
-  }
-  return cluster;
 }
 
-export async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
+/** Starts linend on every node and waits for them; on failure tears the cluster down. */
+export async function startAll(c: Pick<Cluster, 'nodes' | 'ready' | 'destroy'>): Promise<void> {
+  try {
+    for (const n of c.nodes) await n.start({ wait: false });
+    await c.ready();
+  } catch (e) {
+    await c.destroy();
+    throw e;
+  }
+}
+
+async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
   const took = await waitFor(async () => {
     if (!n.alive()) throw new Error(`linend on host ${n.index + 1} exited:\n${n.log().slice(-3000)}`);
     return (await n.http('/readyz').catch(() => ({ status: 0, body: '' }))).status === 200;
@@ -292,7 +306,7 @@ export async function startIperf(from: ClusterNode, to: ClusterNode, o: { second
 }
 
 /** Pods of a and b reach each other (both directions). */
-export async function bothWays(c: Cluster, a: number, b: number): Promise<boolean> {
+export async function bothWays(c: Pick<Cluster, 'reachable'>, a: number, b: number): Promise<boolean> {
   const [x, y] = await Promise.all([c.reachable(a, b, 2), c.reachable(b, a, 2)]);
   return x && y;
 }

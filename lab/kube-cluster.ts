@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { repoRoot } from '../src/paths.js';
 import { buildTopology, type Topology } from './topology.js';
-import { makeNode, waitReady, type ClusterNode } from './cluster.js';
+import { makeNode, nodeSet, startAll, type ClusterNode } from './cluster.js';
 import { kubeconfigYaml, type KubeObject } from './kube-api.js';
-import { reachable, runBounded } from './traffic.js';
+import { runBounded } from './traffic.js';
 
 export interface KubeApiProcess {
   readonly url: string;
@@ -138,32 +138,8 @@ export async function buildKubeCluster(o: KubeClusterOptions): Promise<KubeClust
   const nodes = topo.hosts.map((h, i) => makeNode(topo, control, dir, h, i, o, { NODE_NAME: kubeNodeName(i) }));
   const cluster: KubeCluster = {
     topo, api: server, nodes, nodeNames: topo.hosts.map((_, i) => kubeNodeName(i)), network: topo.clusterNet, netConfPath,
-    async ready() {
-      await Promise.all(nodes.filter((n) => n.alive()).map(async (n) => {
-        await waitReady(n);
-        n.attachPod();
-      }));
-    },
-    async reachable(from, to, timeoutSec = 2) {
-      const target = nodes[to]!.podIp;
-      if (!target) return false;
-      return reachable(nodes[from]!.host.pod.ns, target, timeoutSec);
-    },
-    async destroy() {
-      await Promise.all(nodes.map((n) => n.stop('SIGTERM').catch(() => null)));
-      await server.close();
-      topo.destroy();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    ...nodeSet(topo, dir, nodes, () => server.close()),
   };
-  if (o.start !== false) {
-    try {
-      for (const n of nodes) await n.start({ wait: false });
-      await cluster.ready();
-    } catch (e) {
-      await cluster.destroy();
-      throw e;
-    }
-  }
+  if (o.start !== false) await startAll(cluster);
   return cluster;
 }

@@ -7,23 +7,18 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from './log.js';
 import type { Options } from './flags.js';
 import { createBackend, randomVtepMAC } from './backend/index.js';
-import type { Engine } from './dataplane/engine.js';
 import { startHttpServers, type Metric } from './health.js';
 import { formatCIDR, parseMAC } from './net.js';
 import { parseNetworkConfig } from './config.js';
 import { LeaseWatcher } from './subnet/watcher.js';
-import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
-import { installTrafficRules, type TrafficRules } from './device/rules.js';
-import { addBlackholeRoute } from './device/tun.js';
+import { readSubnetEnv } from './subnetenv.js';
 import { leftoverVtepMAC } from './device/takeover.js';
-import type { KernelRoutes } from './device/routes.js';
 import { notifyReady } from './systemd.js';
 import { controlPlaneMetrics } from './control-metrics.js';
-import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, resolveInterface } from './node-setup.js';
 import { debugHooks } from './debug.js';
 import { Readiness } from './readiness.js';
-import { aborted, dataplaneFor, directRoutesFor, httpEndpoints, type NodeSetup } from './daemon.js';
+import { NodeParts, aborted, directRoutesFor, httpEndpoints, type NodeSetup } from './daemon.js';
 import { annotationNames, storedVtepMAC } from './subnet/kube/annotations.js';
 import { KubeLeaseManager, resolveNodeName } from './subnet/kube/manager.js';
 import { KubeLeaseSource } from './subnet/kube/source.js';
@@ -50,23 +45,19 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
   const source = new KubeLeaseSource(client, names, log.child('kube'));
   const manager = new KubeLeaseManager({ client, nodeName, names, log: log.child('kube') });
 
-  let engine: Engine | null = null;
-  let peers: PeerSet | null = null;
-  let rules: TrafficRules | null = null;
-  let removeBlackhole: (() => void) | null = null;
-  let kernel: KernelRoutes | null = null;
+  const parts = new NodeParts();
   const ready = new Readiness(log);
   const metrics = (): Metric[] => [
     { name: 'linen_kube_api_connected', help: 'Whether the last request to the Kubernetes API server succeeded.', type: 'gauge', value: source.connection().state === 'connected' ? 1 : 0 },
-    ...(peers?.metrics() ?? []),
-    ...(kernel?.metrics() ?? []),
+    ...(parts.peers?.metrics() ?? []),
+    ...(parts.kernel?.metrics() ?? []),
     ...ready.metrics(),
-    ...controlPlaneMetrics({ etcd: null, lease: null, rules }),
+    ...controlPlaneMetrics({ etcd: null, lease: null, rules: parts.rules }),
   ];
-  const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
+  const health = await startHttpServers(httpEndpoints(o), { engine: () => parts.engine?.stats() ?? null, refresh: async () => parts.engine?.refresh(), extra: metrics }, debugHooks(() => parts.engine));
   ready.report(health);
   source.onConnectionChange((s) => {
-    if (s.state === 'disconnected') log.warn(`Kubernetes API server unreachable (${s.lastError ?? 'unknown error'}); forwarding continues with the ${peers?.size ?? 0} last known peer(s)`);
+    if (s.state === 'disconnected') log.warn(`Kubernetes API server unreachable (${s.lastError ?? 'unknown error'}); forwarding continues with the ${parts.peers?.size ?? 0} last known peer(s)`);
     else if (s.state === 'connected') log.info('Kubernetes API server connection established');
   });
   try {
@@ -76,7 +67,7 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
     if (annotatedIP !== '') log.info(`Using ${annotatedIP} from node annotation ${names.nodePublicIP} as the public IP`);
     const { ext, publicIP } = resolveInterface(annotatedIP !== '' ? { ...o, publicIP: annotatedIP } : o, log);
     const backend = createBackend(config.backend);
-    kernel = directRoutesFor(backend, ext, publicIP, log);
+    parts.kernel = directRoutesFor(backend, ext, publicIP, log);
     const mtu = backend.mtu(ext.mtu);
     const previous = readSubnetEnv(o.subnetFile);
     // The VtepMAC in the node's backend-data is in the peers' FDB: keep it across restarts.
@@ -85,13 +76,7 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
     const own = await manager.acquire(config, backend.leaseAttrs(publicIP, mac), signal);
     log.info(`Acquired lease ${formatCIDR(own)} (node "${nodeName}" podCIDR)`);
     const setup: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
-    engine = await dataplaneFor(o, setup, peerSet, ready, log);
-    kernel?.start();
-    rules = await installTrafficRules(o, config.network, own, previous, log);
-    if (o.ipBlackholeRoute) removeBlackhole = addBlackholeRoute(own);
-    await writeSubnetEnv(o.subnetFile, { network: config.network, subnet: own, mtu, ipMasq: o.ipMasq });
-    log.info(`Wrote subnet file to ${o.subnetFile}`);
+    const peerSet = await parts.start(o, setup, previous, ready, log);
 
     const watcher = new LeaseWatcher({ registry: source, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
     const watching = peerSet.run(watcher, signal);
@@ -109,10 +94,7 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
     await watching;
     return 0;
   } finally {
-    kernel?.stop();
-    await engine?.stop();
-    await rules?.remove();
-    removeBlackhole?.();
+    await parts.stop();
     await health?.close();
   }
 }

@@ -14,7 +14,7 @@ import type { NetworkConfig } from './config.js';
 import { loadStaticSetup } from './static.js';
 import { LeaseManager, fetchNetworkConfig, type AcquiredLease } from './subnet/manager.js';
 import { LeaseWatcher } from './subnet/watcher.js';
-import { readSubnetEnv, writeSubnetEnv } from './subnetenv.js';
+import { readSubnetEnv, writeSubnetEnv, type PreviousSubnetEnv } from './subnetenv.js';
 import { installTrafficRules, type TrafficRules } from './device/rules.js';
 import { addBlackholeRoute } from './device/tun.js';
 import { leftoverVtepMAC, takeOverDevice } from './device/takeover.js';
@@ -36,7 +36,7 @@ export interface NodeSetup {
   mtu: number;
 }
 
-export async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine | null> {
+async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine | null> {
   const backend = node.backend;
   if (backend.mode === null) {
     log.info(`${backend.type}: no overlay device and no data plane; the kernel forwards along routes via the peers' PublicIPs on ${node.ext.name} (MTU ${node.mtu})`);
@@ -68,6 +68,41 @@ export function directRoutesFor(backend: Backend, ext: ExternalInterface, public
   if (backend.direct === 'never') return null;
   log.info(`Direct routing: peers on a directly connected network of ${ext.name} are routed via their PublicIP${backend.direct === 'only' ? '; others are refused' : '; others go through the data plane'}`);
   return new KernelRoutes({ dev: ext.name, log: log.child('routes') });
+}
+
+/**
+ * What a node runs once it holds its subnet, in start-up order: the peer set, the data path (or
+ * none, host-gw) and direct kernel routes, the traffic rules, the blackhole route and
+ * subnet.env. Each part is kept as soon as it runs, so that stop() after a failure part-way
+ * undoes what did start. Used by etcd mode and kube mode alike.
+ */
+export class NodeParts {
+  peers: PeerSet | null = null;
+  engine: Engine | null = null;
+  /** Set by the caller before start() (directRoutesFor), as its metrics are served early. */
+  kernel: KernelRoutes | null = null;
+  rules: TrafficRules | null = null;
+  private removeBlackhole: (() => void) | null = null;
+
+  async start(o: Options, node: NodeSetup, previous: PreviousSubnetEnv | null, ready: Readiness, log: Logger): Promise<PeerSet> {
+    const { config, backend, subnet: own } = node;
+    const kernel = this.kernel;
+    const peerSet = (this.peers = new PeerSet({ backend, config, ownSubnet: own, self: node.publicIP, log, ...(kernel ? { kernel } : {}) }));
+    this.engine = await dataplaneFor(o, node, peerSet, ready, log);
+    kernel?.start();
+    this.rules = await installTrafficRules(o, config.network, own, previous, log);
+    if (o.ipBlackholeRoute) this.removeBlackhole = addBlackholeRoute(own);
+    await writeSubnetEnv(o.subnetFile, { network: config.network, subnet: own, mtu: node.mtu, ipMasq: o.ipMasq });
+    log.info(`Wrote subnet file to ${o.subnetFile}`);
+    return peerSet;
+  }
+
+  async stop(): Promise<void> {
+    this.kernel?.stop();
+    await this.engine?.stop();
+    await this.rules?.remove();
+    this.removeBlackhole?.();
+  }
 }
 
 /** The HTTP servers' addresses from the flags. */
@@ -141,38 +176,34 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
     caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),
   });
-  let engine: Engine | null = null;
-  let peers: PeerSet | null = null;
+  const parts = new NodeParts();
   let lease: AcquiredLease | null = null;
   let leaseManager: LeaseManager | null = null;
-  let rules: TrafficRules | null = null;
-  let removeBlackhole: (() => void) | null = null;
-  let kernel: KernelRoutes | null = null;
   const ready = new Readiness(log);
   const metrics = (): Metric[] => {
     const out: Metric[] = [
       { name: 'linen_etcd_connected', help: 'Whether linend is connected to etcd.', type: 'gauge', value: registry.connection().state === 'connected' ? 1 : 0 },
-      ...(peers?.metrics() ?? []),
-      ...(kernel?.metrics() ?? []),
+      ...(parts.peers?.metrics() ?? []),
+      ...(parts.kernel?.metrics() ?? []),
       ...ready.metrics(),
-      ...controlPlaneMetrics({ etcd: registry, lease: leaseManager, rules }),
+      ...controlPlaneMetrics({ etcd: registry, lease: leaseManager, rules: parts.rules }),
     ];
     if (lease?.expiration) {
       out.push({ name: 'linen_lease_expiration_timestamp_seconds', help: 'When the own subnet lease expires unless renewed.', type: 'gauge', value: Math.floor(lease.expiration / 1000) });
     }
     return out;
   };
-  const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
+  const health = await startHttpServers(httpEndpoints(o), { engine: () => parts.engine?.stats() ?? null, refresh: async () => parts.engine?.refresh(), extra: metrics }, debugHooks(() => parts.engine));
   ready.report(health);
   registry.onConnectionChange((s) => {
-    if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); ${engine === null ? 'forwarding starts once it answers' : `forwarding continues with the ${peers?.size ?? 0} last known peer(s)`}`);
+    if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); ${parts.engine === null ? 'forwarding starts once it answers' : `forwarding continues with the ${parts.peers?.size ?? 0} last known peer(s)`}`);
     else if (s.state === 'connected') log.info('etcd connection established');
   });
   try {
     const config = await fetchNetworkConfig(registry, { signal, log });
     const { ext, publicIP } = resolveInterface(o, log);
     const backend = createBackend(config.backend);
-    kernel = directRoutesFor(backend, ext, publicIP, log);
+    parts.kernel = directRoutesFor(backend, ext, publicIP, log);
     const mtu = backend.mtu(ext.mtu);
     const previous = readSubnetEnv(o.subnetFile);
     // The lease's VtepMAC is in the peers' FDB; a flanneld device's MAC if the lease is gone (device/takeover.ts).
@@ -187,13 +218,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
     const node: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, log, ...(kernel ? { kernel } : {}) }));
-    engine = await dataplaneFor(o, node, peerSet, ready, log);
-    kernel?.start();
-    rules = await installTrafficRules(o, config.network, own, previous, log);
-    if (o.ipBlackholeRoute) removeBlackhole = addBlackholeRoute(own);
-    await writeSubnetEnv(o.subnetFile, { network: config.network, subnet: own, mtu, ipMasq: o.ipMasq });
-    log.info(`Wrote subnet file to ${o.subnetFile}`);
+    const peerSet = await parts.start(o, node, previous, ready, log);
 
     const watcher = new LeaseWatcher({ registry, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
     const watching = peerSet.run(watcher, signal);
@@ -218,10 +243,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     await watching;
     return 0;
   } finally {
-    kernel?.stop();
-    await engine?.stop();
-    await rules?.remove();
-    removeBlackhole?.();
+    await parts.stop();
     await health?.close();
     await registry.close();
   }

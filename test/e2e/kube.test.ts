@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { buildKubeCluster, type KubeCluster } from '../../lab/kube-cluster.js';
 import { configureKernelVxlanNode } from '../../lab/kernel.js';
 import { waitFor } from '../../lab/wait.js';
-import type { ClusterNode } from '../../lab/cluster.js';
+import { bothWays, type ClusterNode } from '../../lab/cluster.js';
 import type { KubeObject } from '../../lab/kube-api.js';
 
 const P = 'flannel.alpha.coreos.com/';
@@ -18,12 +18,6 @@ async function kubeCluster(t: Test, o: Parameters<typeof buildKubeCluster>[0]): 
   const c = await buildKubeCluster(o);
   t.teardown(() => c.destroy());
   return c;
-}
-
-/** Pods of a and b reach each other (both directions). */
-async function bothWays(c: KubeCluster, a: number, b: number): Promise<boolean> {
-  const [x, y] = await Promise.all([c.reachable(a, b, 2), c.reachable(b, a, 2)]);
-  return x && y;
 }
 
 const annotations = (n: KubeObject | null): Record<string, string> => (n?.metadata['annotations'] ?? {}) as Record<string, string>;

@@ -4,7 +4,7 @@
 // leave, 410 Gone, API server restart, 403), and that deploy/kube-linen.yml's ClusterRole is
 // enough for all of it.
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeApiServer, kubeconfigYaml } from '../../lab/kube-api.js';
@@ -184,4 +184,31 @@ t.test('deploy/kube-linen.yml\'s ClusterRole grants what linen uses', async (t) 
   ac.abort();
   await running;
   t.ok(api.requests.some((r) => r.includes('watch=true')), 'linen watched');
+});
+
+t.test('in-cluster configuration: the service account token and CA', async (t) => {
+  const certs = makeCerts(dir, { name: 'linen-incluster-ca' });
+  const api = new KubeApiServer({ tls: { cert: certs.serverCert, key: certs.serverKey }, tokens: { 'sa-token': { user: 'system:serviceaccount:kube-flannel:flannel', grants: { nodes: ['get'] } } } });
+  await api.start();
+  t.teardown(() => api.stop());
+  api.addNode('n1', { podCIDR: '10.244.3.0/24' });
+  const root = join(dir, 'pod-root');
+  const sa = join(root, 'var/run/secrets/kubernetes.io/serviceaccount');
+  mkdirSync(sa, { recursive: true });
+  writeFileSync(join(sa, 'token'), 'sa-token');
+  writeFileSync(join(sa, 'ca.crt'), readFileSync(certs.ca));
+  writeFileSync(join(sa, 'namespace'), 'kube-flannel');
+  const saved = { host: process.env['KUBERNETES_SERVICE_HOST'], port: process.env['KUBERNETES_SERVICE_PORT'] };
+  t.teardown(() => {
+    for (const [k, v] of [['KUBERNETES_SERVICE_HOST', saved.host], ['KUBERNETES_SERVICE_PORT', saved.port]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+  delete process.env['KUBERNETES_SERVICE_HOST'];
+  t.throws(() => kubeConfigFor({ apiUrl: '', kubeconfig: '', inClusterRoot: root }), /not running in a pod \(KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are unset\); give --kubeconfig-file or --kube-api-url/);
+  process.env['KUBERNETES_SERVICE_HOST'] = '127.0.0.1';
+  process.env['KUBERNETES_SERVICE_PORT'] = String(api.port);
+  const client = new KubeClient(kubeConfigFor({ apiUrl: '', kubeconfig: '', inClusterRoot: root }));
+  t.equal((await client.getNode('n1')).podCIDR, '10.244.3.0/24', 'read the node over TLS with the service account token');
 });

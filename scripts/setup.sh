@@ -15,6 +15,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ethtool >/dev/null || need+=(ethtool)
+# kubectl drives the lab Kubernetes API server in the kube-mode tests.
+command -v kubectl >/dev/null || need+=(kubernetes-client)
 command -v python3 >/dev/null || need+=(python3)
 # promtool (Debian ships it in the prometheus package): checks /metrics and deploy/alerts.yml.
 command -v promtool >/dev/null || need+=(prometheus)

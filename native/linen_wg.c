@@ -21,16 +21,10 @@
 #include "linen_wg.h"
 
 #define WG_KEY_LEN 32
-#define WG_TAG_LEN 16
 #define WG_MAC_MAX 32
 
-// One crypt table entry, little-endian, WG_ENTRY_SIZE bytes.
-#define WG_ENTRY_SIZE 24
-#define WG_E_KEY 0      // u32: offset of the 32-byte key
-#define WG_E_DATA 4     // u32: offset of the payload; the 16-byte tag follows it
-#define WG_E_LENGTH 8   // u32: payload length without the tag
-#define WG_E_STATUS 12  // u32, written: 1 when sealed / authenticated, 0 when refused
-#define WG_E_COUNTER 16 // u64: the nonce's counter
+// WG_ENTRY_SIZE, WG_E_*: the crypt table entry, in the layout generated from the wasm core.
+#include "linen_abi.h"
 
 typedef struct {
   EVP_CIPHER *aead;
@@ -183,17 +177,4 @@ void linen_wg_register(napi_env env, napi_value exports) {
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn);
     napi_set_named_property(env, exports, fns[i].name, fn);
   }
-  static const struct { const char *name; uint32_t v; } layout[] = {
-      {"ENTRY_SIZE", WG_ENTRY_SIZE}, {"KEY", WG_E_KEY}, {"DATA", WG_E_DATA}, {"LENGTH", WG_E_LENGTH},
-      {"STATUS", WG_E_STATUS}, {"COUNTER", WG_E_COUNTER}, {"TAG_LEN", WG_TAG_LEN},
-  };
-  napi_value l;
-  napi_create_object(env, &l);
-  for (size_t i = 0; i < sizeof layout / sizeof layout[0]; i++) {
-    napi_value v;
-    napi_create_uint32(env, layout[i].v, &v);
-    napi_set_named_property(env, l, layout[i].name, v);
-  }
-  napi_object_freeze(env, l);
-  napi_set_named_property(env, exports, "wgLayout", l);
 }

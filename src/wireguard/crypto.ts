@@ -16,16 +16,14 @@ export const TAG_LEN = 16;
 export const MAC_LEN = 16;
 export const XNONCE_LEN = 24;
 
-/** The addon's WireGuard functions (native/linen_wg.c). */
+/** The addon's WireGuard functions (native/linen_wg.c); the crypt table's layout is WG_ENTRY_SIZE and
+ * WG_E_* of the core's layout (src/dataplane/abi.ts). */
 export interface WgNative {
   wgMac(key: Uint8Array, data: Uint8Array, length: number): Uint8Array;
   /** Seals (in place, tag after the payload) every entry of the crypt table; returns how many. */
   wgSealBatch(memory: ArrayBuffer | Uint8Array, table: number, count: number): number;
   /** Opens in place; an entry that fails authentication gets status 0 and a zeroed payload. */
   wgOpenBatch(memory: ArrayBuffer | Uint8Array, table: number, count: number): number;
-  readonly wgLayout: Readonly<{
-    ENTRY_SIZE: number; KEY: number; DATA: number; LENGTH: number; STATUS: number; COUNTER: number; TAG_LEN: number;
-  }>;
 }
 
 export function loadWgNative(): WgNative {

@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import t from "tap";
 
+import { LAYOUT } from "../../src/dataplane/abi.js";
 import {
   concat, dh, hash, initCrypto, loadWgNative, mac, open, openWithNonce, publicKeyOf, seal, sealWithNonce,
   xopen, xseal,
@@ -65,7 +66,7 @@ t.test("BLAKE2s: RFC 7693 appendix B, the keyed reference KAT, 16-byte MAC, the 
 
 t.test("the addon's batch AEAD agrees with node:crypto both ways and refuses forgeries", async (t) => {
   const w = loadWgNative();
-  const L = w.wgLayout;
+  const L = LAYOUT;
   const mem = new Uint8Array(65536);
   const view = new DataView(mem.buffer);
   const key = new Uint8Array(randomBytes(32));
@@ -78,31 +79,31 @@ t.test("the addon's batch AEAD agrees with node:crypto both ways and refuses for
     const p = new Uint8Array(randomBytes(n));
     plains.push(p);
     mem.set(p, at);
-    const e = table + i * L.ENTRY_SIZE;
-    view.setUint32(e + L.KEY, 0, true);
-    view.setUint32(e + L.DATA, at, true);
-    view.setUint32(e + L.LENGTH, n, true);
-    view.setBigUint64(e + L.COUNTER, BigInt(i) * 0x100000001n, true);
-    at += n + L.TAG_LEN;
+    const e = table + i * L.WG_ENTRY_SIZE;
+    view.setUint32(e + L.WG_E_KEY, 0, true);
+    view.setUint32(e + L.WG_E_DATA, at, true);
+    view.setUint32(e + L.WG_E_LENGTH, n, true);
+    view.setBigUint64(e + L.WG_E_COUNTER, BigInt(i) * 0x100000001n, true);
+    at += n + L.WG_TAG_LEN;
   });
   t.equal(w.wgSealBatch(mem.buffer, table, sizes.length), sizes.length);
   at = 64;
   sizes.forEach((n, i) => {
-    const sealed = mem.slice(at, at + n + L.TAG_LEN);
+    const sealed = mem.slice(at, at + n + L.WG_TAG_LEN);
     t.same(open(key, BigInt(i) * 0x100000001n, sealed, new Uint8Array(0)), plains[i], `${n} bytes open in node:crypto`);
     t.equal(toHex(sealed), toHex(seal(key, BigInt(i) * 0x100000001n, plains[i], new Uint8Array(0))));
-    at += n + L.TAG_LEN;
+    at += n + L.WG_TAG_LEN;
   });
   mem[64 + 1 + 16] ^= 0x80; // entry 1's only byte of ciphertext
   t.equal(w.wgOpenBatch(mem, table, sizes.length), sizes.length - 1, "one forgery refused");
-  t.equal(view.getUint32(table + L.ENTRY_SIZE + L.STATUS, true), 0);
+  t.equal(view.getUint32(table + L.WG_ENTRY_SIZE + L.WG_E_STATUS, true), 0);
   t.equal(mem[64 + 16], 0, "the refused payload is zeroed");
   at = 64;
   sizes.forEach((n, i) => {
     if (i !== 1) t.same(mem.slice(at, at + n), plains[i]);
-    at += n + L.TAG_LEN;
+    at += n + L.WG_TAG_LEN;
   });
-  view.setUint32(table + L.DATA, 65530, true);
+  view.setUint32(table + L.WG_E_DATA, 65530, true);
   t.equal(w.wgSealBatch(mem, table, 1), 0, "an entry past the memory's end fails alone");
   t.throws(() => w.wgOpenBatch(mem, 65530, 2), /outside the memory/);
 });

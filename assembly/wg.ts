@@ -60,6 +60,23 @@ export function wgSendCounter(localIndex: u32): u64 {
   return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_SEND_COUNTER) : 0;
 }
 
+// Greatest counter received on a session + 1 (0: nothing yet): a responder's session is
+// confirmed, and may send, once the initiator's first message arrived.
+export function wgReceivedOn(localIndex: u32): u64 {
+  let s = wgSessionAddr(localIndex & (WG_MAX_SESSIONS - 1));
+  return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_RECV_TOP) : 0;
+}
+
+// Frames a keepalive (a transport message with nothing inside) of a session at `at` (its header;
+// 32 bytes) as the only entry of the crypt table, for the shell to seal and send between
+// batches. Returns its length, or 0 when the session is gone.
+export function wgFrameKeepalive(localIndex: u32, at: u32): u32 {
+  let s = wgSendSession(localIndex);
+  if (s == 0) return 0;
+  nCrypt = 0;
+  return wgFrame(s, at + WG_HEADER_LEN, 0);
+}
+
 export function wgCryptCount(): u32 { return nCrypt; }
 export function wgControlCount(): u32 { return nControl; }
 export function wgWantCount(): u32 { return nWant; }

@@ -27,6 +27,16 @@ export interface EngineOptions {
   queues: number;
   /** TUN offloads and UDP GSO/GRO: 'auto' uses what the kernel supports. */
   offload: 'auto' | 'on' | 'off';
+  /** WireGuard mode: this node's keys and keepalive. */
+  wireguard?: WireguardEngineOptions;
+}
+
+export interface WireguardEngineOptions {
+  privateKey: Uint8Array;
+  /** 32 zero bytes when the config has no PSK. */
+  presharedKey: Uint8Array;
+  /** Seconds; 0 for none. */
+  persistentKeepalive: number;
 }
 
 /** A peer route and the per-peer stats slot the peer set gave it (-1: not counted per peer). */

@@ -26,7 +26,7 @@ export interface WgNative {
   wgOpenBatch(memory: ArrayBuffer | Uint8Array, table: number, count: number): number;
 }
 
-export function loadWgNative(): WgNative {
+export function loadWgNative(): NativeIO & WgNative {
   return loadNative() as NativeIO & WgNative;
 }
 

@@ -3,6 +3,7 @@
 // handshake messages the core set aside to the control path. A fixed number of calls per batch,
 // nothing per packet (only handshake messages become objects).
 import type { Core } from "../dataplane/core.js";
+import type { NativeIO } from "../dataplane/native.js";
 import { LAYOUT as L } from "../dataplane/abi.js";
 import { KEY_LEN, type WgNative } from "./crypto.js";
 import type { TransportKeys } from "./noise.js";
@@ -12,6 +13,8 @@ interface WgCoreExports {
   wgSessionOpen(localIndex: number, remoteIndex: number, route: number): number;
   wgSessionClose(localIndex: number): void;
   wgSendCounter(localIndex: number): bigint;
+  wgReceivedOn(localIndex: number): bigint;
+  wgFrameKeepalive(localIndex: number, at: number): number;
   wgCryptCount(): number;
   wgControlCount(): number;
   wgWantCount(): number;
@@ -27,10 +30,13 @@ export interface ControlMessage {
   port: number;
 }
 
+/** A message the control path sends: to addr (host order) and port. */
+export type OutgoingMessage = ControlMessage;
+
 export class WgDataPath {
   private readonly x: WgCoreExports;
 
-  constructor(readonly core: Core, private readonly io: WgNative) {
+  constructor(readonly core: Core, private readonly io: NativeIO & WgNative) {
     if (core.mode !== "wireguard") throw new Error("linen: WgDataPath needs a core in wireguard mode");
     this.x = core.exports as unknown as WgCoreExports;
   }
@@ -51,6 +57,55 @@ export class WgDataPath {
   }
 
   closeSession(localIndex: number): void { this.x.wgSessionClose(localIndex >>> 0); }
+
+  /** Whether anything authenticated arrived on a session yet (a responder's confirmation). */
+  receivedOn(localIndex: number): boolean { return this.x.wgReceivedOn(localIndex >>> 0) !== 0n; }
+
+  /**
+   * Sends control messages (handshakes) and keepalives of sessions (sealed by the addon, with
+   * the session's next counter) on fds[0]. Returns the datagrams sent.
+   */
+  send(fds: Int32Array, messages: OutgoingMessage[], keepalives: { localIndex: number; addr: number; port: number }[]): number {
+    const all: { at: number; len: number; addr: number; port: number }[] = [];
+    for (const m of messages) {
+      if (all.length >= L.WG_OUT_CAP || m.data.length > L.WG_OUT_SIZE) break;
+      const at = L.WG_OUT + all.length * L.WG_OUT_SIZE;
+      this.mem.set(m.data, at);
+      all.push({ at, len: m.data.length, addr: m.addr, port: m.port });
+    }
+    for (const k of keepalives) {
+      if (all.length >= L.WG_OUT_CAP) break;
+      const at = L.WG_OUT + all.length * L.WG_OUT_SIZE;
+      const len = this.x.wgFrameKeepalive(k.localIndex >>> 0, at);
+      if (len === 0 || this.io.wgSealBatch(this.core.memory.buffer, L.WG_CRYPT, 1) !== 1) continue;
+      all.push({ at, len, addr: k.addr, port: k.port });
+    }
+    if (all.length === 0) return 0;
+    const dv = this.dv;
+    all.forEach((m, i) => {
+      const d = L.WG_OUT_DESC + i * L.DESC_SIZE;
+      dv.setUint32(d + L.D_OFFSET, m.at, true);
+      dv.setUint32(d + L.D_LENGTH, m.len, true);
+      dv.setUint32(d + L.D_ADDR, m.addr, false);
+      dv.setUint16(d + L.D_PORT, m.port, false);
+      dv.setUint16(d + L.D_SEGSIZE, 0, true);
+      dv.setUint16(d + L.D_SRCPORT, 0, true);
+      dv.setUint16(d + L.D_STATUS, 0, true);
+    });
+    return this.io.udpSendBatch(fds, this.core.memory.buffer, L.WG_OUT_DESC, all.length);
+  }
+
+  setEndpoint(route: number, addr: number, port: number): void {
+    const r = L.ROUTES + route * L.ROUTE_SIZE;
+    this.dv.setUint32(r + L.R_PUBLIC_IP, addr >>> 0, true);
+    this.dv.setUint32(r + L.R_WG_PORT, port, true);
+  }
+
+  /** The endpoint the core holds for a peer: its lease's, or where it last sent from. */
+  endpoint(route: number): { addr: number; port: number } {
+    const r = L.ROUTES + route * L.ROUTE_SIZE;
+    return { addr: this.dv.getUint32(r + L.R_PUBLIC_IP, true), port: this.dv.getUint32(r + L.R_WG_PORT, true) };
+  }
 
   sentOn(localIndex: number): bigint { return BigInt.asUintN(64, this.x.wgSendCounter(localIndex >>> 0)); }
 

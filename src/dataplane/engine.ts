@@ -4,6 +4,12 @@
 import type { CounterSnapshot, Mode, PeerCounters } from './core.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
+import type { WgEvent, WgPeerStatus } from '../wireguard/control.js';
+
+export interface WireguardReport {
+  peers: WgPeerStatus[];
+  events: Record<WgEvent, number>;
+}
 
 export interface EngineOptions {
   mode: Mode;
@@ -99,6 +105,8 @@ export interface Engine {
   setRoute(r: SlottedRoute): void;
   removeRoute(r: SlottedRoute): void;
   stats(): EngineStats;
+  /** WireGuard mode: peers and control-path counters as of the last refresh(); null otherwise. */
+  wireguard?(): WireguardReport | null;
   /** Brings stats() up to the packets handled so far (workers publish on request). */
   refresh(): Promise<void>;
   stop(): Promise<void>;

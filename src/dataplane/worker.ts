@@ -33,6 +33,7 @@ const PUBLISH_EVERY_MS = 100;
 const PUBLISH_WHEN_IDLE_MS = 5;
 // WireGuard's timers (retransmits, keepalives, expiry) are checked at least this often.
 const WG_TICK_MS = 100;
+const WG_REPORT_MS = 1000;
 
 /** Runs fn on fd; if it throws, closes fd first. */
 function orClose(io: NativeIO, fd: number, fn: () => void): void {
@@ -202,6 +203,14 @@ function run(data: WorkerData): void {
   for (const r of data.routes) {
     try { setPeer(r); } catch (e) { report(data, `route ${formatCIDR(r.route.subnet)}`, e); }
   }
+  // WireGuard: the peers' state and the control path's counters go to the main thread at most
+  // once a second (and on request), not with every publish.
+  let wgReportedAt = 0;
+  const reportWireguard = (now: number): void => {
+    if (!wg) return;
+    wgReportedAt = now;
+    data.port.postMessage({ type: 'wireguard', peers: wg.control.status(), events: { ...wg.control.events } } satisfies WorkerReport);
+  };
   // WireGuard: handshakes and keepalives the control path has queued go out between batches.
   const wgSend = (): void => {
     if (!wg) return;
@@ -249,7 +258,7 @@ function run(data: WorkerData): void {
         else if (msg.type === 'stop') stopping = true;
         else if (msg.type === 'publish') {
           publish(Date.now());
-          if (wg) data.port.postMessage({ type: 'wireguard', peers: wg.control.status(), events: { ...wg.control.events } } satisfies WorkerReport);
+          reportWireguard(Date.now());
           // Stored last and atomically: whoever sees the seq sees the counters before it.
           Atomics.store(stats, SL.seq, BigInt(msg.seq));
         }
@@ -263,10 +272,12 @@ function run(data: WorkerData): void {
   publish(Date.now());
   let dirty = false;
   while (!stopping) {
-    const mask = native.wait(pollFds, wg ? WG_TICK_MS : dirty ? PUBLISH_WHEN_IDLE_MS : PUBLISH_EVERY_MS);
+    const mask = native.wait(pollFds, dirty ? PUBLISH_WHEN_IDLE_MS : wg ? WG_TICK_MS : PUBLISH_EVERY_MS);
     if (wg) {
-      wg.control.tick(Date.now());
+      const now = Date.now();
+      wg.control.tick(now);
       wgSend();
+      if (now - wgReportedAt >= WG_REPORT_MS) reportWireguard(now);
     }
     if (mask === 0 && dirty) {
       publish(Date.now());

@@ -66,7 +66,7 @@ t.test("linend's wireguard backend interoperates with wireguard-go configured as
     }));
     linenLog = "";
     const child = linenNs.spawn(process.execPath, [linendPath(), "--static-peers", file, "--subnet-file", join(dir, "subnet.env"),
-      "--iface", linenLink, "--engine", "native", "--queues", "1"], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, WIREGUARD_KEY_FILE: keyFile } });
+      "--iface", linenLink, "--engine", "native", "--queues", "1", "--healthz-port", "8471"], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, WIREGUARD_KEY_FILE: keyFile } });
     child.stderr?.on("data", (d: Buffer) => { linenLog += d.toString(); });
     linend = child;
     const took = await waitFor(() => {
@@ -128,6 +128,11 @@ t.test("linend's wireguard backend interoperates with wireguard-go configured as
     const dump = wgNs.exec("wg", ["show", dev, "dump"]).split("\n")[1]?.split("\t") ?? [];
     t.equal(dump[2], `${LINEN_IP}:${PORT}`, "wireguard-go's peer endpoint is linen's PublicIP and ListenPort");
     t.ok(Number(dump[4]) > 0, "wireguard-go recorded a handshake with linen");
+    const metrics = linenNs.exec("curl", ["-sf", "http://127.0.0.1:8471/metrics"]);
+    const sample = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? NaN);
+    t.ok(sample(/linen_wireguard_events_total\{event="handshakes_completed"\} (\d+)/) >= 1, "/metrics counts the completed handshake");
+    t.ok(sample(/linen_wireguard_peer_last_handshake_seconds\{[^}]*public_key="[^"]+"[^}]*\} (\d+)/) > 1.7e9, "and shows the peer's last handshake time");
+    t.match(metrics, /linen_packets_total\{[^}]*verdict="forwarded"/, "with the usual packet counters");
 
     // wireguard-go restarted: it has no sessions; its node's traffic makes it initiate.
     await stopWireguardGo();

@@ -20,7 +20,7 @@ export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;
 
 export interface ClusterOptions {
   hosts: number;
-  backend: 'udp' | 'vxlan' | 'host-gw';
+  backend: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
   /** Network config to store instead of {Network, Backend: {Type}}; `null` stores none. */
   config?: Record<string, unknown> | null;
   engine?: 'native' | 'dgram';
@@ -184,7 +184,9 @@ function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo,
         `--engine=${o.engine ?? 'native'}`, `--offload=${o.offload ?? 'auto'}`, `--queues=${o.queues ?? 1}`,
         ...(tls ? [`--etcd-cafile=${tls.caFile}`, `--etcd-certfile=${tls.clientCertFile}`, `--etcd-keyfile=${tls.clientKeyFile}`] : []),
         ...(o.args ?? []), ...(s.args ?? [])];
-      const env = o.env || s.env ? { ...process.env, ...o.env, ...s.env } : undefined;
+      // WireGuard: every node its own key file (they share this machine's /run/flannel).
+      const wgKey = o.backend === 'wireguard' ? { WIREGUARD_KEY_FILE: join(dir, `wgkey-${index + 1}`) } : undefined;
+      const env = o.env || s.env || wgKey ? { ...process.env, ...wgKey, ...o.env, ...s.env } : undefined;
       const p = topo.spawn(host.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(env ? { env } : {}) });
       proc = p;
       p.stderr?.on('data', (d: Buffer) => {

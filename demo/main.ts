@@ -1,4 +1,4 @@
-// npm run demo [-- --backend udp|vxlan|host-gw] [--hosts N] [--keep] [--kube]
+// npm run demo [-- --backend udp|vxlan|host-gw|wireguard] [--hosts N] [--keep] [--kube]
 //
 // A multi-host container network on this one machine: etcd in its own network namespace,
 // N hosts joined by an underlay bridge, two pods per host on a CNI-style bridge, flannel's
@@ -90,7 +90,7 @@ async function main(): Promise<number> {
   const kube = values.kube;
   const backend = values.backend;
   const hosts = Number(values.hosts);
-  if (backend !== 'udp' && backend !== 'vxlan' && backend !== 'host-gw') { console.error(`demo: --backend must be udp, vxlan or host-gw, not ${backend}`); return 2; }
+  if (backend !== 'udp' && backend !== 'vxlan' && backend !== 'host-gw' && backend !== 'wireguard') { console.error(`demo: --backend must be udp, vxlan, host-gw or wireguard, not ${backend}`); return 2; }
   if (!Number.isInteger(hosts) || hosts < 2 || hosts > 40) { console.error(`demo: --hosts must be a whole number from 2 to 40, not ${values.hosts}`); return 2; }
   if (process.getuid?.() !== 0) { console.error('demo: run as root (it creates network namespaces)'); return 1; }
   if (!kube && !existsSync(ETCD)) {

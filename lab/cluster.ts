@@ -20,7 +20,7 @@ export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;
 
 export interface ClusterOptions {
   hosts: number;
-  backend: 'udp' | 'vxlan' | 'host-gw';
+  backend: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
   /** Network config to store instead of {Network, Backend: {Type}}; `null` stores none. */
   config?: Record<string, unknown> | null;
   engine?: 'native' | 'dgram';
@@ -188,7 +188,7 @@ async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
  * (etcd, or the Kubernetes API), `env` its own environment on top of the cluster's.
  */
 export function makeNode(topo: Topology, control: string[], dir: string, host: HostInfo, index: number,
-  o: Pick<ClusterOptions, 'engine' | 'offload' | 'queues' | 'args' | 'env'>, nodeEnv: Record<string, string> = {}): ClusterNode {
+  o: Pick<ClusterOptions, 'backend' | 'engine' | 'offload' | 'queues' | 'args' | 'env'>, nodeEnv: Record<string, string> = {}): ClusterNode {
   const subnetFile = join(dir, `subnet-${index + 1}.env`);
   let proc: ChildProcess | null = null;
   let exited: Promise<number | string | null> = Promise.resolve(null);
@@ -204,7 +204,9 @@ export function makeNode(topo: Topology, control: string[], dir: string, host: H
         `--subnet-file=${subnetFile}`, `--healthz-ip=127.0.0.1`, `--healthz-port=${HEALTH_PORT}`,
         `--engine=${o.engine ?? 'native'}`, `--offload=${o.offload ?? 'auto'}`, `--queues=${o.queues ?? 1}`,
         ...(o.args ?? []), ...(s.args ?? [])];
-      const env = o.env || s.env || Object.keys(nodeEnv).length > 0 ? { ...process.env, ...o.env, ...nodeEnv, ...s.env } : undefined;
+      // WireGuard: every node its own key file (they share this machine's /run/flannel).
+      const wgKey = o.backend === 'wireguard' ? { WIREGUARD_KEY_FILE: join(dir, `wgkey-${index + 1}`) } : undefined;
+      const env = o.env || s.env || wgKey || Object.keys(nodeEnv).length > 0 ? { ...process.env, ...wgKey, ...o.env, ...nodeEnv, ...s.env } : undefined;
       const p = topo.spawn(host.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(env ? { env } : {}) });
       proc = p;
       p.stderr?.on('data', (d: Buffer) => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { repoRoot } from '../src/paths.js';
 import { buildTopology, type Topology } from './topology.js';
-import { makeNode, nodeSet, startAll, type ClusterNode } from './cluster.js';
+import { makeNode, nodeSet, startAll, type ClusterNode, type ClusterOptions } from './cluster.js';
 import { kubeconfigYaml, type KubeObject } from './kube-api.js';
 import { runBounded } from './traffic.js';
 
@@ -91,7 +91,7 @@ export async function startKubeApi(topo: Topology, ns: string, host: string, dir
 
 export interface KubeClusterOptions {
   hosts: number;
-  backend: 'udp' | 'vxlan' | 'host-gw';
+  backend: ClusterOptions['backend'];
   /** net-conf.json contents instead of {Network, Backend: {Type}}. */
   config?: Record<string, unknown>;
   engine?: 'native' | 'dgram';

@@ -18,7 +18,7 @@ import { controlPlaneMetrics } from './control-metrics.js';
 import { checkSubnetFile, resolveInterface } from './node-setup.js';
 import { debugHooks } from './debug.js';
 import { Readiness } from './readiness.js';
-import { NodeParts, aborted, directRoutesFor, httpEndpoints, type NodeSetup } from './daemon.js';
+import { NodeParts, aborted, directRoutesFor, httpEndpoints, wireguardSeries, type NodeSetup } from './daemon.js';
 import { annotationNames, storedVtepMAC } from './subnet/kube/annotations.js';
 import { KubeLeaseManager, resolveNodeName } from './subnet/kube/manager.js';
 import { KubeLeaseSource } from './subnet/kube/source.js';
@@ -51,6 +51,7 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
     { name: 'linen_kube_api_connected', help: 'Whether the last request to the Kubernetes API server succeeded.', type: 'gauge', value: source.connection().state === 'connected' ? 1 : 0 },
     ...(parts.peers?.metrics() ?? []),
     ...(parts.kernel?.metrics() ?? []),
+    ...wireguardSeries(parts.engine),
     ...ready.metrics(),
     ...controlPlaneMetrics({ etcd: null, lease: null, rules: parts.rules }),
   ];

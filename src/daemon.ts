@@ -21,6 +21,7 @@ import { leftoverVtepMAC, takeOverDevice } from './device/takeover.js';
 import { KernelRoutes } from './device/routes.js';
 import { notifyReady } from './systemd.js';
 import { controlPlaneMetrics } from './control-metrics.js';
+import { wireguardMetrics } from './wireguard/metrics.js';
 import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
 import { debugHooks, debugLeaseTiming } from './debug.js';
@@ -35,6 +36,12 @@ export interface NodeSetup {
   subnet: IPv4Net;
   mac: Uint8Array;
   mtu: number;
+}
+
+/** The wireguard backend's series, once its worker reported (none for the other backends). */
+export function wireguardSeries(engine: Engine | null): Metric[] {
+  const report = engine?.wireguard?.() ?? null;
+  return report ? wireguardMetrics(report) : [];
 }
 
 async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine | null> {
@@ -156,7 +163,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const ready = new Readiness(log);
   const kernel = directRoutesFor(backend, ext, publicIP, log);
   let peers: PeerSet | null = null;
-  const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? [])];
+  const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? []), ...wireguardSeries(engine)];
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
   peers = new PeerSet({ backend, config: setup.config, ownSubnet: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
@@ -201,6 +208,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
       ...(parts.kernel?.metrics() ?? []),
       ...ready.metrics(),
       ...controlPlaneMetrics({ etcd: registry, lease: leaseManager, rules: parts.rules }),
+      ...wireguardSeries(parts.engine),
     ];
     if (lease?.expiration) {
       out.push({ name: 'linen_lease_expiration_timestamp_seconds', help: 'When the own subnet lease expires unless renewed.', type: 'gauge', value: Math.floor(lease.expiration / 1000) });

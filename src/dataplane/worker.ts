@@ -6,6 +6,9 @@ import { Core } from './core.js';
 import { loadNative, enableTunOffload, TUN_F, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
 import { formatCIDR, type IPv4Net } from '../net.js';
+import type { WgNative } from '../wireguard/crypto.js';
+import { WgDataPath } from '../wireguard/datapath.js';
+import { WgControl } from '../wireguard/control.js';
 import {
   IO_STATS, STAT_HEARTBEAT, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type IoStat, type WorkerData,
   type ControlMessage, type WorkerReport, type SlottedRoute,
@@ -28,6 +31,9 @@ const PUBLISH_EVERY_MS = 100;
 // After traffic, the counters are published once the worker has been idle this long, so a
 // scrape right after a transfer sees all of it without publishing on every busy wake-up.
 const PUBLISH_WHEN_IDLE_MS = 5;
+// WireGuard's timers (retransmits, keepalives, expiry) are checked at least this often.
+const WG_TICK_MS = 100;
+const WG_REPORT_MS = 1000;
 
 /** Runs fn on fd; if it throws, closes fd first. */
 function orClose(io: NativeIO, fd: number, fn: () => void): void {
@@ -155,9 +161,19 @@ function open(native: NativeIO, data: WorkerData): Opened {
   }
 }
 
+/** WireGuard mode's part of a worker: the batch crypto around the core and the control path. */
+function startWireguard(native: NativeIO, core: Core, data: WorkerData): { dp: WgDataPath; control: WgControl } | null {
+  const o = data.options.wireguard;
+  if (data.options.mode !== 'wireguard') return null;
+  if (!o) throw new Error('linen: wireguard mode needs the node\'s keys');
+  const dp = new WgDataPath(core, native as NativeIO & WgNative);
+  return { dp, control: new WgControl(dp, o) };
+}
+
 function run(data: WorkerData): void {
   const native = loadNative();
   const { tun, sock, sendFds, core } = open(native, data);
+  const wg = startWireguard(native, core, data);
   const features = tun.features;
   const sendTable = Int32Array.from(sendFds);
   const pollFds = Int32Array.of(tun.fd, sock.fd, data.eventFd);
@@ -172,9 +188,35 @@ function run(data: WorkerData): void {
   const peers = new PeerSlots(core, stats, SL.peers);
   // A route the core refuses is reported and skipped: it must not stop the others (nor make
   // every restart of this worker fail the same way).
+  const setPeer = (r: SlottedRoute): void => {
+    peers.set(r);
+    const w = r.route.wireguard;
+    if (wg && w) {
+      const route = core.exports.routeFind(r.route.subnet.ip >>> 0, r.route.subnet.prefixLen);
+      wg.control.setPeer({ route, publicKey: w.publicKey, addr: r.route.publicIP, port: w.port });
+    }
+  };
+  const removePeer = (subnet: IPv4Net, slot: number): void => {
+    if (wg) wg.control.removePeer(core.exports.routeFind(subnet.ip >>> 0, subnet.prefixLen));
+    peers.remove(subnet, slot);
+  };
   for (const r of data.routes) {
-    try { peers.set(r); } catch (e) { report(data, `route ${formatCIDR(r.route.subnet)}`, e); }
+    try { setPeer(r); } catch (e) { report(data, `route ${formatCIDR(r.route.subnet)}`, e); }
   }
+  // WireGuard: the peers' state and the control path's counters go to the main thread at most
+  // once a second (and on request), not with every publish.
+  let wgReportedAt = 0;
+  const reportWireguard = (now: number): void => {
+    if (!wg) return;
+    wgReportedAt = now;
+    data.port.postMessage({ type: 'wireguard', peers: wg.control.status(), events: { ...wg.control.events } } satisfies WorkerReport);
+  };
+  // WireGuard: handshakes and keepalives the control path has queued go out between batches.
+  const wgSend = (): void => {
+    if (!wg) return;
+    const { messages, keepalives } = wg.control.drain();
+    if (messages.length + keepalives.length > 0) io[UDP_SENDS] += wg.dp.send(sendTable, messages, keepalives);
+  };
   // Plain numbers on the hot path; converted to u64 only when published.
   const io = new Float64Array(IO_STATS.length);
   let lastPublish = 0;
@@ -211,11 +253,12 @@ function run(data: WorkerData): void {
       if (msg.type === 'crash') throw new Error(`worker ${data.index}: crash requested through the debug hook`);
       // Anything else that throws is one message lost, reported; the worker keeps forwarding.
       try {
-        if (msg.type === 'set') peers.set(msg);
-        else if (msg.type === 'remove') peers.remove(msg.subnet, msg.slot);
+        if (msg.type === 'set') setPeer(msg);
+        else if (msg.type === 'remove') removePeer(msg.subnet, msg.slot);
         else if (msg.type === 'stop') stopping = true;
         else if (msg.type === 'publish') {
           publish(Date.now());
+          reportWireguard(Date.now());
           // Stored last and atomically: whoever sees the seq sees the counters before it.
           Atomics.store(stats, SL.seq, BigInt(msg.seq));
         }
@@ -229,7 +272,13 @@ function run(data: WorkerData): void {
   publish(Date.now());
   let dirty = false;
   while (!stopping) {
-    const mask = native.wait(pollFds, dirty ? PUBLISH_WHEN_IDLE_MS : PUBLISH_EVERY_MS);
+    const mask = native.wait(pollFds, dirty ? PUBLISH_WHEN_IDLE_MS : wg ? WG_TICK_MS : PUBLISH_EVERY_MS);
+    if (wg) {
+      const now = Date.now();
+      wg.control.tick(now);
+      wgSend();
+      if (now - wgReportedAt >= WG_REPORT_MS) reportWireguard(now);
+    }
     if (mask === 0 && dirty) {
       publish(Date.now());
       dirty = false;
@@ -253,7 +302,13 @@ function run(data: WorkerData): void {
         if (n > 0) {
           io[TUN_READS] += n;
           core.egress(n, Date.now());
+          if (wg) {
+            wg.dp.sealEgress();
+            const wants = wg.dp.wants();
+            if (wants.length > 0) wg.control.want(wants, Date.now());
+          }
           flush();
+          wgSend();
           dirty = true;
         }
         tunReady = n === L.BATCH;
@@ -262,10 +317,15 @@ function run(data: WorkerData): void {
         const m = native.udpRecvBatch(sock.fd, mem, L.IN_IN_DESC, recvMax, inCap);
         if (m > 0) {
           io[UDP_RECEIVES] += m;
+          if (wg) {
+            const handshakes = wg.dp.openIngress(m);
+            if (handshakes.length > 0) wg.control.receive(handshakes, Date.now());
+          }
           for (let next = 0; next < m;) {
             next = core.ingress(m, Date.now(), next);
             flush();
           }
+          wgSend();
           dirty = true;
         }
         sockReady = m === recvMax;

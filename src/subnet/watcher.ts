@@ -67,7 +67,9 @@ export type PeerFilter =
   /** VXLAN backend: only leases with BackendType "vxlan" and a valid BackendData. */
   | 'vxlan'
   /** host-gw backend: only leases with BackendType "host-gw" (flanneld's RouteNetwork). */
-  | 'host-gw';
+  | 'host-gw'
+  /** WireGuard backend: only leases with BackendType "wireguard" (the backend decodes the key). */
+  | 'wireguard';
 
 export interface LeaseWatcherOptions {
   registry: LeaseSource;

@@ -27,7 +27,19 @@ export enum PacketVerdict {
   ForeignDestination = 15,
   // Ingress, UDP mode: the datagram did not come from the flannel port every node sends from.
   WrongSourcePort = 16,
-  Count = 17,
+  // WireGuard, ingress: a transport message whose receiver index names no live session.
+  WgUnknownSession = 17,
+  // WireGuard, ingress: a transport message that did not authenticate.
+  WgBadMac = 18,
+  // WireGuard, ingress: a counter already received or older than the replay window.
+  WgReplay = 19,
+  // WireGuard, ingress: a handshake message, handed to the control path.
+  WgHandshake = 20,
+  // WireGuard, egress: no session with the peer yet (a handshake is asked for).
+  WgNoSession = 21,
+  // WireGuard, ingress: an authenticated keepalive (no packet inside).
+  WgKeepalive = 22,
+  Count = 23,
 }
 
 // Address of the [packets, bytes] pair of a direction's verdict.

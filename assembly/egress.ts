@@ -3,10 +3,11 @@
 import {
   BATCH, DESC_SIZE, D_ADDR, D_LENGTH, D_OFFSET, D_SEGSIZE, D_SRCPORT, EG_IN_DESC, HEADROOM,
   R_TX_BYTES, R_TX_PACKETS, SEND_DESC, SLOT_STRIDE, SPLIT_AREA, SPLIT_SIZE, VNET_HDR_LEN,
-  VXLAN_ENCAP_LEN,
+  VXLAN_ENCAP_LEN, WG_HEADER_LEN, WG_TAG_LEN, WG_PAD,
 } from './ring';
+import { wgBeginBatch, wgFrame, wgPadded } from './wg';
 import { DIR_EGRESS, PacketVerdict, count, counterAddr } from './counters';
-import { completeChecksum, hasDF, ipDecrementTtl, ipDst, ipTtl, validateIpv4 } from './ip';
+import { completeChecksum, hasDF, ipDecrementTtl, ipDst, ipTotalLen, ipTtl, validateIpv4 } from './ip';
 import { routeAddr, routeLookup } from './routes';
 import { vxlanFrame, vxlanSourcePort } from './vxlan';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, gsoHeaderLen, splitSegments } from './gso';
@@ -14,9 +15,9 @@ import {
   CODE_FRAG_NEEDED, CODE_NET_UNREACH, CODE_TTL_EXCEEDED, FLANNEL_ICMP_TTL, ICMP_DEST_UNREACH,
   ICMP_TIME_EXCEEDED, ICMP_TTL, flannelUnreachableExempt, icmpErrorExempt,
 } from './icmp';
-import { MODE_VXLAN, hopInTunnel, mode, ttlFloor, tunnelMtu, vnetHdr } from './settings';
+import { MODE_VXLAN, MODE_WIREGUARD, hopInTunnel, mode, ttlFloor, tunnelMtu, vnetHdr } from './settings';
 import {
-  MAX_GSO_BYTES, MAX_GSO_SEGMENTS, beginBatch, emitSend, icmpToTun, nSend, queueSend, splitUsed,
+  MAX_GSO_BYTES, MAX_GSO_SEGMENTS, beginBatch, emitSend, icmpToTun, nSend, queueSend, splitUsed, wgSessionFor,
 } from './outputs';
 
 // Bytes a TUN read may write at an egress input descriptor's offset.
@@ -24,6 +25,7 @@ export function egressReadCapacity(): u32 { return SLOT_STRIDE - HEADROOM + (vne
 
 export function egress(n: u32, now: u32): void {
   beginBatch(now);
+  if (mode == MODE_WIREGUARD) wgBeginBatch();
   if (n > BATCH) n = BATCH;
   let cap = egressReadCapacity();
   for (let i: u32 = 0; i < n; i++) {
@@ -56,8 +58,12 @@ export function egress(n: u32, now: u32): void {
       forwardEgress(off, <u32>total);
     }
   }
-  coalesceSends();
+  // WireGuard joins datagrams only once they are sealed (wgEgressFinish): joining copies them.
+  if (mode != MODE_WIREGUARD) coalesceSends();
 }
+
+// WireGuard: called after the shell sealed the batch's crypt table.
+export function wgEgressFinish(): void { coalesceSends(); }
 
 // Joins runs of single datagrams that go to the same peer from the same source port and have
 // the same length (the last may be shorter) into one UDP_SEGMENT send: the kernel then builds,
@@ -74,7 +80,7 @@ function coalesceSends(): void {
     let j = i + 1;
     // A datagram larger than the tunnel MTU allows (no DF: the kernel fragments it) cannot be
     // a GSO segment: the kernel refuses segments over the path MTU.
-    if (load<u16>(d + D_SEGSIZE) == 0 && len <= tunnelMtu + (mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0)) {
+    if (load<u16>(d + D_SEGSIZE) == 0 && len <= tunnelMtu + sendFraming()) {
       let addr = load<u32>(d + D_ADDR);
       let srcPort = load<u16>(d + D_SRCPORT);
       let total = len;
@@ -167,6 +173,7 @@ function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
   let route = routeEgress(ip, total, hdrLen + min(gsoSize, total - hdrLen));
   if (route == 0) return;
   if (hopInTunnel) ipDecrementTtl(ip);
+  if (mode == MODE_WIREGUARD) { splitEgressWg(ip, total, hdrLen, gsoSize, gsoType, route); return; }
   let framing: u32 = mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0;
   let out = SPLIT_AREA + splitUsed;
   let nseg = splitSegments(ip, total, hdrLen, gsoSize, gsoType, out, SPLIT_SIZE - splitUsed, framing);
@@ -198,3 +205,50 @@ function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
   splitUsed += (p - out + 15) & ~15;
 }
 
+
+// Bytes a mode adds around an inner packet of the tunnel MTU (WireGuard: header, padding, tag).
+function sendFraming(): u32 {
+  return mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : mode == MODE_WIREGUARD ? WG_HEADER_LEN + WG_PAD - 1 + WG_TAG_LEN : 0;
+}
+
+// WireGuard: each segment becomes one transport message. The segments are laid out so that the
+// messages lie back to back (header, padded segment, tag) and go out as UDP_SEGMENT sends.
+function splitEgressWg(ip: u32, total: u32, hdrLen: u32, gsoSize: u32, gsoType: u32, route: u32): void {
+  let s = wgSessionFor(DIR_EGRESS, route, total);
+  if (s == 0) return;
+  let full = hdrLen + gsoSize;
+  let framing = WG_HEADER_LEN + WG_TAG_LEN + (wgPadded(full) - full);
+  let out = SPLIT_AREA + splitUsed;
+  let room = SPLIT_SIZE - splitUsed;
+  // the last segment's padding and tag go behind the area splitSegments fills
+  let reserve: u32 = 2 * (WG_HEADER_LEN + WG_TAG_LEN);
+  let nseg: u32 = room < reserve ? 0 : splitSegments(ip, total, hdrLen, gsoSize, gsoType, out, room - reserve, framing);
+  if (nseg == 0) { count(DIR_EGRESS, PacketVerdict.NoRoom, total); return; }
+  let datagram = framing + full;
+  let perSend = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES / datagram);
+  if (perSend == 0) perSend = 1;
+  let end = out;
+  for (let i: u32 = 0; i < nseg; i += perSend) {
+    let k = min(perSend, nseg - i);
+    let first = out + i * datagram + framing;
+    let len: u32 = 0;
+    let ipBytes: u32 = 0;
+    for (let j: u32 = 0; j < k; j++) {
+      let seg = first + j * datagram;
+      let segLen = ipTotalLen(seg);
+      let wire = wgFrame(s, seg, segLen);
+      if (wire == 0) { count(DIR_EGRESS, PacketVerdict.NoRoom, segLen); k = j; break; }
+      len += wire;
+      ipBytes += segLen;
+    }
+    if (k == 0) break;
+    end = first - WG_HEADER_LEN + len;
+    if (queueSend(DIR_EGRESS, first - WG_HEADER_LEN, len, k > 1 ? datagram : 0, route, 0)) {
+      count(DIR_EGRESS, PacketVerdict.Forwarded, ipBytes);
+      let c = counterAddr(DIR_EGRESS, <u32>PacketVerdict.Forwarded);
+      store<u64>(c, load<u64>(c) + <u64>(k - 1));
+      countTx(route, k, ipBytes);
+    }
+  }
+  splitUsed += (end - out + 15) & ~15;
+}

@@ -7,9 +7,11 @@
 // Nothing here allocates: all state lives at the fixed addresses of ring.ts. This file sets the
 // instance up; egress.ts, ingress.ts and outputs.ts do the per-batch work.
 import {
-  BATCH, DESC_SIZE, D_OFFSET, EG_IN_DESC, HEADROOM, IN_IN_DESC, REGION_END, R_COUNTERS,
-  VNET_HDR_LEN, VXLAN_ENCAP_LEN, ZERO_VNET,
+  BATCH, DESC_SIZE, D_OFFSET, EG_IN_DESC, HEADROOM, IN_IN_DESC, R_COUNTERS,
+  VNET_HDR_LEN, ZERO_VNET, WG_REGION_END,
 } from './ring';
+import { wgReset } from './wg';
+import { ingressFraming } from './ingress';
 import { egressSlot, ingressSlot } from './tables';
 import { resetCounters } from './counters';
 import { maskOf, routeAddr, routesReset } from './routes';
@@ -24,8 +26,12 @@ import { resetIcmpBuckets } from './outputs';
 // exports into native/linen_abi.h and src/dataplane/abi.ts.
 export * from './ring';
 export { PacketVerdict } from './counters';
-export { MODE_UDP, MODE_VXLAN } from './settings';
-export { egress, egressReadCapacity } from './egress';
+export { MODE_UDP, MODE_VXLAN, MODE_WIREGUARD } from './settings';
+export { egress, egressReadCapacity, wgEgressFinish } from './egress';
+export {
+  wgSessionAddr, wgSessionOpen, wgSessionClose, wgSendCounter, wgReceivedOn, wgFrameKeepalive, wgCryptCount,
+  wgControlCount, wgWantCount, wgIngressPrepare,
+} from './wg';
 export { ingress, ingressReadCapacity } from './ingress';
 export { sendCount, tunWriteCount } from './outputs';
 export { counterAddr } from './counters';
@@ -37,7 +43,7 @@ export { checksum } from './ip';
 // With a virtio_net_hdr on the TUN, egress splits TSO/USO super-packets and ingress merges TCP
 // segments into super-packets (unless merging is turned off).
 export function init(modeValue: u32, useVnetHdr: bool): i32 {
-  if (<usize>memory.size() << 16 < <usize>REGION_END || __heap_base > <usize>EG_IN_DESC - 65536) return -1;
+  if (<usize>memory.size() << 16 < <usize>WG_REGION_END || __heap_base > <usize>EG_IN_DESC - 65536) return -1;
   mode = modeValue;
   hopInTunnel = mode == MODE_UDP;
   ttlFloor = hopInTunnel ? 1 : 0;
@@ -46,10 +52,11 @@ export function init(modeValue: u32, useVnetHdr: bool): i32 {
   mergeUdpOnIngress = false;
   resetCounters();
   routesReset();
+  wgReset();
   memory.fill(ZERO_VNET, 0, 16);
   // Input descriptors point at fixed slots so that the IP header lands at slot + HEADROOM.
   let eRead = HEADROOM - (vnetHdr ? VNET_HDR_LEN : 0);
-  let iRead = HEADROOM - (mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0);
+  let iRead = HEADROOM - ingressFraming();
   for (let i: u32 = 0; i < BATCH; i++) {
     let e = EG_IN_DESC + i * DESC_SIZE;
     memory.fill(e, 0, DESC_SIZE);

@@ -3,8 +3,9 @@
 import {
   BATCH, DESC_SIZE, D_ADDR, D_LENGTH, D_OFFSET, D_PORT, D_SEGSIZE, HEADROOM, IN_IN_DESC, IOV_CAP,
   R_PUBLIC_IP, R_RX_BYTES, R_RX_PACKETS, SEND_CAP, SLOT_STRIDE, SPLIT_AREA, SPLIT_PER_PACKET,
-  SPLIT_SIZE, TUNW_CAP, VNET_HDR_LEN, VNET_SCRATCH, VXLAN_ENCAP_LEN,
+  SPLIT_SIZE, TUNW_CAP, VNET_HDR_LEN, VNET_SCRATCH, VXLAN_ENCAP_LEN, R_WG_PORT, WG_HEADER_LEN, WG_TAG_LEN, WG_S_ROUTE,
 } from './ring';
+import { wgAccept } from './wg';
 import { setTunWrite2 } from './tables';
 import { DIR_INGRESS, PacketVerdict, count } from './counters';
 import {
@@ -20,13 +21,16 @@ import {
 } from './gso';
 import { CODE_TTL_EXCEEDED, ICMP_TIME_EXCEEDED, icmpErrorExempt } from './icmp';
 import {
-  MODE_UDP, MODE_VXLAN, hopInTunnel, localAddr, localMask, mergeOnIngress, mergeUdpOnIngress, mode,
+  MODE_UDP, MODE_VXLAN, MODE_WIREGUARD, hopInTunnel, localAddr, localMask, mergeOnIngress, mergeUdpOnIngress, mode,
   port, ttlFloor, tunnelMtu, vnetHdr,
 } from './settings';
 import { beginBatch, emitTun, icmpToPeer, nIov, nSend, nTunw, splitUsed } from './outputs';
 
 // Bytes a UDP receive may write at an ingress input descriptor's offset.
-export function ingressReadCapacity(): u32 { return SLOT_STRIDE - HEADROOM + (mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : 0); }
+export function ingressReadCapacity(): u32 { return SLOT_STRIDE - HEADROOM + ingressFraming(); }
+
+// Bytes of a received datagram in front of the inner IP header.
+export function ingressFraming(): u32 { return mode == MODE_VXLAN ? VXLAN_ENCAP_LEN : mode == MODE_WIREGUARD ? WG_HEADER_LEN : 0; }
 
 // Room one received datagram may need in the output tables: a GRO batch is at most 64
 // datagrams, and one oversized TCP packet cut here at most ~64 segments.
@@ -76,12 +80,27 @@ function ingressDatagram(p: u32, len: u32, outerSrc: u32, outerPort: u32): void 
     ip = p + VXLAN_ENCAP_LEN;
     plen = len - VXLAN_ENCAP_LEN;
   }
+  // WireGuard: only what authenticated under a live session and is no replay goes on; the
+  // peer is the session's, wherever the datagram came from (endpoints roam).
+  let wgRoute: i32 = -1;
+  if (mode == MODE_WIREGUARD) {
+    let s = wgAccept(p, len);
+    if (s == 0) return;
+    wgRoute = load<i32>(s + WG_S_ROUTE);
+    if (wgRoute >= 0) {
+      store<u32>(routeAddr(wgRoute) + R_PUBLIC_IP, outerSrc);
+      store<u32>(routeAddr(wgRoute) + R_WG_PORT, outerPort);
+    }
+    ip = p + WG_HEADER_LEN;
+    plen = len - WG_HEADER_LEN - WG_TAG_LEN;
+    if (plen == 0) { count(DIR_INGRESS, PacketVerdict.WgKeepalive, 0); return; }
+  }
   let t = validateIpv4(ip, plen);
   if (t < 0) { count(DIR_INGRESS, <PacketVerdict>(-t), plen); return; }
   let total = <u32>t;
   // Anti-spoofing: the inner source must lie in a subnet owned by the peer that sent it.
   let r = routeLookup(ipSrc(ip));
-  if (r < 0 || load<u32>(routeAddr(r) + R_PUBLIC_IP) != outerSrc) {
+  if (r < 0 || (mode == MODE_WIREGUARD ? r != wgRoute : load<u32>(routeAddr(r) + R_PUBLIC_IP) != outerSrc)) {
     count(DIR_INGRESS, PacketVerdict.Spoofed, total);
     return;
   }

@@ -4,8 +4,9 @@
 import {
   DESC_SIZE, D_ADDR, D_LENGTH, D_OFFSET, D_PORT, D_SEGSIZE, D_SPARE, D_SRCPORT, D_STATUS, HEADROOM,
   ICMP_AREA, ICMP_CAP, ICMP_STRIDE, IOV_CAP, R_PUBLIC_IP, SEND_CAP, SEND_DESC, TUNW_CAP,
-  VNET_HDR_LEN, VXLAN_ENCAP_LEN, ZERO_VNET,
+  VNET_HDR_LEN, VXLAN_ENCAP_LEN, ZERO_VNET, R_WG_PORT, R_WG_SESSION, ROUTES, ROUTE_SIZE, WG_HEADER_LEN,
 } from './ring';
+import { wgFrame, wgSendSession, wgWant } from './wg';
 import { setIovec, setTunWrite, setTunWrite2 } from './tables';
 import { DIR_EGRESS, DIR_INGRESS, PacketVerdict, count } from './counters';
 import { ipSrc } from './ip';
@@ -13,7 +14,7 @@ import { vxlanFrame, vxlanSourcePort } from './vxlan';
 import { udpFrame } from './udp';
 import { mergeReset } from './gso';
 import { ICMP_TTL, icmpBuild } from './icmp';
-import { MODE_VXLAN, clusterAddr, clusterMask, icmpSeed, localAddr, mode, port, vnetHdr } from './settings';
+import { MODE_VXLAN, MODE_WIREGUARD, clusterAddr, clusterMask, icmpSeed, localAddr, mode, port, vnetHdr } from './settings';
 
 // A UDP_SEGMENT send carries at most 64 datagrams (UDP_MAX_SEGMENTS before Linux 6.9) and
 // 65,507 payload bytes.
@@ -63,7 +64,7 @@ export function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u
   store<u32>(d + D_OFFSET, start);
   store<u32>(d + D_LENGTH, len);
   store<u32>(d + D_ADDR, bswap<u32>(load<u32>(route + R_PUBLIC_IP)));
-  store<u16>(d + D_PORT, bswap<u16>(<u16>port));
+  store<u16>(d + D_PORT, bswap<u16>(<u16>(mode == MODE_WIREGUARD ? load<u32>(route + R_WG_PORT) : port)));
   store<u16>(d + D_SEGSIZE, <u16>segSize);
   store<u16>(d + D_SRCPORT, <u16>srcPort);
   store<u16>(d + D_STATUS, 0);
@@ -79,7 +80,25 @@ export function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
     let srcPort = vxlanSourcePort(ip);
     return queueSend(dir, vxlanFrame(ip, route), totalLen + VXLAN_ENCAP_LEN, 0, route, srcPort);
   }
+  if (mode == MODE_WIREGUARD) {
+    let s = wgSessionFor(dir, route, totalLen);
+    if (s == 0) return false;
+    let wire = wgFrame(s, ip, totalLen);
+    if (wire == 0) { count(dir, PacketVerdict.NoRoom, totalLen); return false; }
+    return queueSend(dir, ip - WG_HEADER_LEN, wire, 0, route, 0);
+  }
   return queueSend(dir, udpFrame(ip), totalLen, 0, route, 0);
+}
+
+// WireGuard: the session packets to the peer of route go out on, or 0 (counted; the shell is
+// asked for a handshake).
+export function wgSessionFor(dir: u32, route: u32, len: u32): u32 {
+  let s = wgSendSession(load<u32>(route + R_WG_SESSION));
+  if (s == 0) {
+    count(dir, PacketVerdict.WgNoSession, len);
+    wgWant(<i32>((route - ROUTES) / ROUTE_SIZE));
+  }
+  return s;
 }
 
 // Queues one TUN write of [ip, ip + len), behind a zero virtio_net_hdr when the TUN has one.

@@ -107,3 +107,55 @@ export const R_TX_PACKETS: u32 = R_COUNTERS + PeerCounter.TxPackets * 8;
 export const R_TX_BYTES: u32 = R_COUNTERS + PeerCounter.TxBytes * 8;
 export const R_RX_PACKETS: u32 = R_COUNTERS + PeerCounter.RxPackets * 8;
 export const R_RX_BYTES: u32 = R_COUNTERS + PeerCounter.RxBytes * 8;
+// WireGuard: the local index of the session packets to this peer go out on (0: none), and the
+// UDP port of its endpoint (host order; its address is R_PUBLIC_IP).
+export const R_WG_SESSION: u32 = 56;
+export const R_WG_PORT: u32 = 60;
+
+// WireGuard (assembly/wg.ts), above the other regions.
+// Transport message: u32 type 4, u32 receiver index, u64 counter, then the sealed packet padded
+// to WG_PAD bytes, then the tag.
+export const WG_HEADER_LEN: u32 = 16;
+export const WG_TAG_LEN: u32 = 16;
+export const WG_PAD: u32 = 16;
+// Session (WG_SESSION_SIZE bytes). A local index is (random << WG_SLOT_BITS) | slot, so the
+// receiver index of a message names its slot; the slot's stored index must match.
+export const WG_SLOT_BITS: u32 = 10;
+export const WG_MAX_SESSIONS: u32 = 1 << WG_SLOT_BITS;
+export const WG_SESSION_SIZE: u32 = 384;
+export const WG_S_LOCAL_INDEX: u32 = 0;   // u32, 0 = free
+export const WG_S_REMOTE_INDEX: u32 = 4;  // u32
+export const WG_S_ROUTE: u32 = 8;         // i32 route index of the peer
+export const WG_S_SEND_COUNTER: u32 = 16; // u64 next counter to send
+export const WG_S_RECV_TOP: u32 = 24;     // u64 greatest counter received + 1 (0: none yet)
+export const WG_S_SEND_KEY: u32 = 64;     // [32]
+export const WG_S_RECV_KEY: u32 = 96;     // [32]
+export const WG_S_WINDOW: u32 = 128;      // [WG_WINDOW_BITS / 8] ring of bits
+export const WG_WINDOW_BITS: u32 = 2048;
+// Crypt table entry (WG_ENTRY_SIZE bytes), what the addon seals or opens in place: the payload
+// at WG_E_DATA (WG_E_LENGTH bytes, the tag after it) under the key at WG_E_KEY with the nonce's
+// counter WG_E_COUNTER; it writes WG_E_STATUS 1 (done) or 0 (refused).
+export const WG_ENTRY_SIZE: u32 = 24;
+export const WG_E_KEY: u32 = 0;      // u32 address of the 32-byte key
+export const WG_E_DATA: u32 = 4;     // u32 address of the payload
+export const WG_E_LENGTH: u32 = 8;   // u32 payload bytes without the tag
+export const WG_E_STATUS: u32 = 12;  // u32
+export const WG_E_COUNTER: u32 = 16; // u64
+// Up to 64 super-packets of ~45 segments each in one egress batch; 64 GRO receives of 64.
+export const WG_CRYPT_CAP: u32 = 4096;
+// Handshake messages set aside for the shell (WG_CONTROL_SIZE bytes each): u32 length, u32
+// source address (network order), u32 source port (host order), u32 spare, the message.
+export const WG_CONTROL_CAP: u32 = 64;
+export const WG_CONTROL_SIZE: u32 = 176;
+// Route indexes whose peer had packets but no session (u32 each): the shell starts handshakes.
+export const WG_WANT_CAP: u32 = 256;
+// Messages the shell's control path sends (handshakes, keepalives), and their descriptors.
+export const WG_OUT_CAP: u32 = 64;
+export const WG_OUT_SIZE: u32 = 256;
+export const WG_SESSIONS: u32 = (REGION_END + 4095) & ~4095;
+export const WG_CRYPT: u32 = WG_SESSIONS + WG_MAX_SESSIONS * WG_SESSION_SIZE;
+export const WG_CONTROL: u32 = WG_CRYPT + WG_CRYPT_CAP * WG_ENTRY_SIZE;
+export const WG_WANT: u32 = WG_CONTROL + WG_CONTROL_CAP * WG_CONTROL_SIZE;
+export const WG_OUT: u32 = WG_WANT + WG_WANT_CAP * 4;
+export const WG_OUT_DESC: u32 = WG_OUT + WG_OUT_CAP * WG_OUT_SIZE;
+export const WG_REGION_END: u32 = WG_OUT_DESC + WG_OUT_CAP * DESC_SIZE;

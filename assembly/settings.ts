@@ -2,6 +2,7 @@
 // entry points in index.ts set them; egress, ingress and the outputs read them.
 export const MODE_UDP: u32 = 0;
 export const MODE_VXLAN: u32 = 1;
+export const MODE_WIREGUARD: u32 = 2;
 
 export let mode: u32 = MODE_UDP;
 // flanneld's UDP backend counts the tunnel as a hop and decrements the TTL at both ends; the

@@ -1,14 +1,16 @@
-// npm run demo [-- --backend udp|vxlan|host-gw] [--hosts N] [--keep]
+// npm run demo [-- --backend udp|vxlan|host-gw|wireguard] [--hosts N] [--keep] [--kube]
 //
 // A multi-host container network on this one machine: etcd in its own network namespace,
 // N hosts joined by an underlay bridge, two pods per host on a CNI-style bridge, flannel's
-// network config in etcd, and linend on every host. It shows each host's lease, a pod-to-pod
+// network config in etcd, and linend on every host. With --kube, the lab Kubernetes API
+// server takes etcd's place: one Node per host with its podCIDR, and linend --kube-subnet-mgr. It shows each host's lease, a pod-to-pod
 // reachability matrix, a short iperf3 figure and the counters that moved; then tears it all
 // down (also on Ctrl-C or failure), unless --keep.
 import { parseArgs } from 'node:util';
 import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildCluster, ETCD_PREFIX, HEALTH_PORT, type Cluster } from '../lab/cluster.js';
+import { buildKubeCluster, type KubeCluster } from '../lab/kube-cluster.js';
 import { ETCD } from '../lab/etcd.js';
 import { etcdLeases, leaseKey } from '../lab/leases.js';
 import { Metrics } from '../lab/metrics.js';
@@ -34,8 +36,10 @@ function step(text: string): void {
   process.stdout.write(`[${stepNo}/${TOTAL_STEPS}] ${text}\n`);
 }
 
+type DemoCluster = Pick<Cluster, 'topo' | 'nodes' | 'ready' | 'destroy'>;
+
 /** A second pod per host, both on a bridge that holds the gateway (as the CNI bridge plugin sets up). */
-function addSecondPods(c: Cluster): Pod[] {
+function addSecondPods(c: DemoCluster): Pod[] {
   const pods: Pod[] = [];
   for (const n of c.nodes) {
     const h = n.host;
@@ -81,20 +85,23 @@ function counters(metrics: string): Map<string, number> {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { backend: { type: 'string', default: 'vxlan' }, hosts: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false } },
+    options: { backend: { type: 'string', default: 'vxlan' }, hosts: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false }, kube: { type: 'boolean', default: false } },
   });
+  const kube = values.kube;
   const backend = values.backend;
   const hosts = Number(values.hosts);
-  if (backend !== 'udp' && backend !== 'vxlan' && backend !== 'host-gw') { console.error(`demo: --backend must be udp, vxlan or host-gw, not ${backend}`); return 2; }
+  if (backend !== 'udp' && backend !== 'vxlan' && backend !== 'host-gw' && backend !== 'wireguard') { console.error(`demo: --backend must be udp, vxlan, host-gw or wireguard, not ${backend}`); return 2; }
   if (!Number.isInteger(hosts) || hosts < 2 || hosts > 40) { console.error(`demo: --hosts must be a whole number from 2 to 40, not ${values.hosts}`); return 2; }
   if (process.getuid?.() !== 0) { console.error('demo: run as root (it creates network namespaces)'); return 1; }
-  if (!existsSync(ETCD)) {
+  if (!kube && !existsSync(ETCD)) {
     console.error(`demo: ${ETCD} is missing and could not be installed; install it with: apt-get install -y etcd-server etcd-client`);
     return 1;
   }
 
-  step(`Building ${hosts} hosts with 2 pods each, an underlay bridge and etcd, then starting linend (${backend}) on every host`);
-  let cluster: Cluster | null = null;
+  step(`Building ${hosts} hosts with 2 pods each, an underlay bridge and ${kube ? 'the lab Kubernetes API server (a Node per host)' : 'etcd'}, then starting linend (${backend}${kube ? ', --kube-subnet-mgr' : ''}) on every host`);
+  let cluster: DemoCluster | null = null;
+  let etcdCluster: Cluster | null = null;
+  let kubeCluster: KubeCluster | null = null;
   const teardown = async (): Promise<void> => {
     const c = cluster;
     cluster = null;
@@ -102,24 +109,31 @@ async function main(): Promise<number> {
   };
   teardownOnSignal(teardown, 'Interrupted: tearing down');
   try {
-    cluster = await buildCluster({ hosts, backend, start: false });
+    if (kube) cluster = kubeCluster = await buildKubeCluster({ hosts, backend, start: false });
+    else cluster = etcdCluster = await buildCluster({ hosts, backend, start: false });
     const c = cluster;
     await Promise.all(c.nodes.map((n) => n.start({ wait: false })));
     step('Waiting for every linend to be ready (/readyz)');
     await c.ready();
     const pods = addSecondPods(c);
 
-    step('Hosts and their leases');
-    const leases = await etcdLeases(c);
+    step(kube ? 'Hosts and their leases (the Nodes\' podCIDRs and flannel annotations)' : 'Hosts and their leases');
+    const leases = etcdCluster !== null ? await etcdLeases(etcdCluster) : new Map<string, string>();
     const rows = [['host', 'public IP', 'subnet (lease)', backend === 'vxlan' ? 'VtepMAC' : 'MTU', 'pods']];
     for (const n of c.nodes) {
       const env = n.subnetEnv() ?? {};
       const net = (env['FLANNEL_SUBNET'] ?? '?').replace(/\.1\//, '.0/');
-      const value = env['FLANNEL_SUBNET'] === undefined ? '' : leases.get(leaseKey(net)) ?? '';
-      const mac = /"VtepMAC":"([^"]+)"/.exec(value)?.[1] ?? '';
+      const value = kubeCluster !== null
+        ? (kubeCluster.api.node(kubeCluster.nodeNames[n.index]!).then((o) => ((o?.metadata['annotations'] ?? {}) as Record<string, string>)['flannel.alpha.coreos.com/backend-data'] ?? ''))
+        : env['FLANNEL_SUBNET'] === undefined ? '' : leases.get(leaseKey(net)) ?? '';
+      const mac = /"VtepMAC":"([^"]+)"/.exec(await value)?.[1] ?? '';
       rows.push([`host${n.index + 1}`, n.host.underlayIP, net, backend === 'vxlan' ? mac : env['FLANNEL_MTU'] ?? '', pods.filter((p) => p.host === n.index).map((p) => p.ip).join(' ')]);
     }
     console.log(table(rows));
+    if (kubeCluster !== null) {
+      console.log(`\nkubectl get nodes (the lab API server):\n${(await kubeCluster.api.kubectl('get', 'nodes', '-o',
+        'custom-columns=NODE:.metadata.name,PODCIDR:.spec.podCIDR,PUBLIC-IP:.metadata.annotations.flannel\\.alpha\\.coreos\\.com/public-ip,BACKEND:.metadata.annotations.flannel\\.alpha\\.coreos\\.com/backend-type,NETWORK:.status.conditions[?(@.type=="NetworkUnavailable")].reason')).trimEnd()}`);
+    }
 
     step(`Pod-to-pod reachability (${pods.length * (pods.length - 1)} pings)`);
     const before = counters((await c.nodes[0].http('/metrics')).body);
@@ -172,7 +186,8 @@ async function main(): Promise<number> {
     if (values.keep) {
       step('Keeping the cluster running');
       console.log(`\nExec into a pod:   ip netns exec ${pods[0].ns} bash      (pods: ${pods.map((p) => p.ns).join(' ')})`);
-      console.log(`Talk to etcd:      ip netns exec ${c.topo.bridgeNs} etcdctl --endpoints=${c.etcdEndpoint} get --prefix ${ETCD_PREFIX}`);
+      if (etcdCluster !== null) console.log(`Talk to etcd:      ip netns exec ${c.topo.bridgeNs} etcdctl --endpoints=${etcdCluster.etcdEndpoint} get --prefix ${ETCD_PREFIX}`);
+      if (kubeCluster !== null) console.log(`Talk to the API:   ip netns exec ${c.topo.bridgeNs} kubectl --kubeconfig ${kubeCluster.api.kubeconfig} get nodes -o yaml`);
       console.log(`linend metrics:    ip netns exec ${c.nodes[0].host.ns} curl -s http://127.0.0.1:${HEALTH_PORT}/metrics`);
       // linend's stderr goes to this process; from now on it is copied to a file per host too.
       const dir = dirname(c.nodes[0].subnetFile);
@@ -183,7 +198,7 @@ async function main(): Promise<number> {
         console.log(`host${n.index + 1} linend log:  ${file}`);
       }
       console.log(`Cluster files:     ${dir}`);
-      console.log(`etcd data:         ${c.etcd.dataDir}`);
+      if (etcdCluster !== null) console.log(`etcd data:         ${etcdCluster.etcd.dataDir}`);
       console.log(`\nTo tear everything down (and remove those files): Ctrl-C here, or from another shell:`);
       console.log(`  kill -INT ${process.pid}`);
       await new Promise(() => undefined);

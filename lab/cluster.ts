@@ -20,7 +20,7 @@ export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;
 
 export interface ClusterOptions {
   hosts: number;
-  backend: 'udp' | 'vxlan' | 'host-gw';
+  backend: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
   /** Network config to store instead of {Network, Backend: {Type}}; `null` stores none. */
   config?: Record<string, unknown> | null;
   engine?: 'native' | 'dgram';
@@ -126,9 +126,24 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
     throw e;
   }
   const server = etcd;
-  const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, server, dir, host, index, o, tls));
+  const control = [`--etcd-endpoints=${server.clientURL}`,
+    ...(tls ? [`--etcd-cafile=${tls.caFile}`, `--etcd-certfile=${tls.clientCertFile}`, `--etcd-keyfile=${tls.clientKeyFile}`] : [])];
+  const nodes: ClusterNode[] = topo.hosts.map((host, index) => makeNode(topo, control, dir, host, index, o));
   const cluster: Cluster = {
     topo, etcd: server, tls, nodes, etcdEndpoint: server.clientURL, network: topo.clusterNet,
+    ...nodeSet(topo, dir, nodes, () => server.destroy()),
+  };
+  if (o.start !== false) await startAll(cluster);
+  return cluster;
+}
+
+/**
+ * What every lab cluster does with its nodes: wait for the running ones and address their pods,
+ * ping between pods, and tear down (linend, then the control plane by `stopControl`, then the
+ * namespaces and files).
+ */
+export function nodeSet(topo: Topology, dir: string, nodes: ClusterNode[], stopControl: () => Promise<void>): Pick<Cluster, 'ready' | 'reachable' | 'destroy'> {
+  return {
     async ready(timeoutMs) {
       await Promise.all(nodes.filter((n) => n.alive()).map(async (n) => {
         await waitReady(n, timeoutMs);
@@ -142,21 +157,22 @@ export async function buildCluster(o: ClusterOptions): Promise<Cluster> {
     },
     async destroy() {
       await Promise.all(nodes.map((n) => n.stop('SIGTERM').catch(() => null)));
-      await server.destroy();
+      await stopControl();
       topo.destroy();
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  if (o.start !== false) {
-    try {
-      for (const n of nodes) await n.start({ wait: false });
-      await cluster.ready();
-    } catch (e) {
-      await cluster.destroy();
-      throw e;
-    }
+}
+
+/** Starts linend on every node and waits for them; on failure tears the cluster down. */
+export async function startAll(c: Pick<Cluster, 'nodes' | 'ready' | 'destroy'>): Promise<void> {
+  try {
+    for (const n of c.nodes) await n.start({ wait: false });
+    await c.ready();
+  } catch (e) {
+    await c.destroy();
+    throw e;
   }
-  return cluster;
 }
 
 async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
@@ -167,7 +183,12 @@ async function waitReady(n: ClusterNode, timeoutMs = 120000): Promise<void> {
   if (took < 0) throw new Error(`linend on host ${n.index + 1} not ready after ${timeoutMs / 1000} s:\n${n.log().slice(-3000)}`);
 }
 
-function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo, index: number, o: ClusterOptions, tls: EtcdTLS | null): ClusterNode {
+/**
+ * One host's linend: `control` are the flags that say where its subnet and peers come from
+ * (etcd, or the Kubernetes API), `env` its own environment on top of the cluster's.
+ */
+export function makeNode(topo: Topology, control: string[], dir: string, host: HostInfo, index: number,
+  o: Pick<ClusterOptions, 'backend' | 'engine' | 'offload' | 'queues' | 'args' | 'env'>, nodeEnv: Record<string, string> = {}): ClusterNode {
   const subnetFile = join(dir, `subnet-${index + 1}.env`);
   let proc: ChildProcess | null = null;
   let exited: Promise<number | string | null> = Promise.resolve(null);
@@ -179,12 +200,13 @@ function makeNode(topo: Topology, etcd: EtcdServer, dir: string, host: HostInfo,
     alive: () => proc !== null,
     async start(s = {}) {
       if (proc) throw new Error(`linend on host ${index + 1} is already running`);
-      const args = [linendPath(), `--etcd-endpoints=${etcd.clientURL}`, `--iface=${host.underlayDev}`,
+      const args = [linendPath(), ...control, `--iface=${host.underlayDev}`,
         `--subnet-file=${subnetFile}`, `--healthz-ip=127.0.0.1`, `--healthz-port=${HEALTH_PORT}`,
         `--engine=${o.engine ?? 'native'}`, `--offload=${o.offload ?? 'auto'}`, `--queues=${o.queues ?? 1}`,
-        ...(tls ? [`--etcd-cafile=${tls.caFile}`, `--etcd-certfile=${tls.clientCertFile}`, `--etcd-keyfile=${tls.clientKeyFile}`] : []),
         ...(o.args ?? []), ...(s.args ?? [])];
-      const env = o.env || s.env ? { ...process.env, ...o.env, ...s.env } : undefined;
+      // WireGuard: every node its own key file (they share this machine's /run/flannel).
+      const wgKey = o.backend === 'wireguard' ? { WIREGUARD_KEY_FILE: join(dir, `wgkey-${index + 1}`) } : undefined;
+      const env = o.env || s.env || wgKey || Object.keys(nodeEnv).length > 0 ? { ...process.env, ...wgKey, ...o.env, ...nodeEnv, ...s.env } : undefined;
       const p = topo.spawn(host.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(env ? { env } : {}) });
       proc = p;
       p.stderr?.on('data', (d: Buffer) => {
@@ -286,7 +308,7 @@ export async function startIperf(from: ClusterNode, to: ClusterNode, o: { second
 }
 
 /** Pods of a and b reach each other (both directions). */
-export async function bothWays(c: Cluster, a: number, b: number): Promise<boolean> {
+export async function bothWays(c: Pick<Cluster, 'reachable'>, a: number, b: number): Promise<boolean> {
   const [x, y] = await Promise.all([c.reachable(a, b, 2), c.reachable(b, a, 2)]);
   return x && y;
 }

@@ -5,14 +5,15 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UDP_MTU_OVERHEAD, VXLAN_MTU_OVERHEAD } from '../src/config.js';
+import { UDP_MTU_OVERHEAD, VXLAN_MTU_OVERHEAD, WIREGUARD_MTU_OVERHEAD } from '../src/config.js';
+import { generatePrivateKey, publicKeyOf } from '../src/wireguard/crypto.js';
 import { repoRoot } from '../src/paths.js';
 import type { Topology } from './topology.js';
 import { waitFor } from './wait.js';
 
 export interface StaticLinenOptions {
   /** The backend: an overlay mode, or host-gw (kernel routes only, no data plane). */
-  mode: 'udp' | 'vxlan' | 'host-gw';
+  mode: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
   engine?: 'native' | 'dgram';
   offload?: 'auto' | 'on' | 'off';
   queues?: number;
@@ -50,7 +51,7 @@ export const vtepMacFor = (index: number): string => `0a:58:0a:00:00:${(index + 
 
 /** The pod MTU linend gives (FLANNEL_MTU): the underlay MTU less what the mode adds. */
 export function linenTunnelMtu(mode: StaticLinenOptions['mode'], underlayMtu = 1500): number {
-  return underlayMtu - (mode === 'udp' ? UDP_MTU_OVERHEAD : mode === 'vxlan' ? VXLAN_MTU_OVERHEAD : 0);
+  return underlayMtu - (mode === 'udp' ? UDP_MTU_OVERHEAD : mode === 'vxlan' ? VXLAN_MTU_OVERHEAD : mode === 'wireguard' ? WIREGUARD_MTU_OVERHEAD : 0);
 }
 
 /**
@@ -62,19 +63,25 @@ export async function startStaticLinen(topo: Topology, o: StaticLinenOptions): P
   const offload = o.offload ?? 'auto';
   const dir = mkdtempSync(join(tmpdir(), `linen-${topo.id}-`));
   const nodes: LinenNode[] = [];
+  // WireGuard: each host's key file, written before start as a provisioned node would have it.
+  const keys = topo.hosts.map(() => generatePrivateKey());
+  const keyFile = (i: number): string => join(dir, `host${i + 1}.wgkey`);
+  if (o.mode === 'wireguard') keys.forEach((k, i) => writeFileSync(keyFile(i), Buffer.from(k).toString('base64'), { mode: 0o400 }));
   const start = (i: number): LinenNode => {
     const h = topo.hosts[i];
     const file = join(dir, `host${i + 1}.json`);
     const args = [linendPath(), '--static-peers', file, '--subnet-file', join(dir, `host${i + 1}.env`), '--iface', h.underlayDev, '--engine', engine,
       '--offload', offload, '--queues', String(o.queues ?? 1), ...(o.args ?? [])];
     let stderr = '';
-    const child = topo.spawn(h.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const env = o.mode === 'wireguard' ? { ...process.env, WIREGUARD_KEY_FILE: keyFile(i) } : process.env;
+    const child = topo.spawn(h.ns, process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
     return { ns: h.ns, file, args, child, log: () => stderr };
   };
   topo.hosts.forEach((h, i) => {
     const peers = topo.hosts.filter((p) => p !== h).map((p) => ({
       Subnet: p.podSubnet, PublicIP: p.underlayIP, VtepMAC: vtepMacFor(p.index - 1),
+      ...(o.mode === 'wireguard' ? { PublicKey: Buffer.from(publicKeyOf(keys[p.index - 1])).toString('base64') } : {}),
     }));
     writeFileSync(join(dir, `host${i + 1}.json`), JSON.stringify({
       Network: topo.clusterNet, Backend: { Type: o.mode }, Subnet: h.podSubnet, VtepMAC: vtepMacFor(i), Peers: peers,

@@ -45,6 +45,7 @@
 // wasm core (scripts/gen-abi.mjs).
 #include "linen_abi.h"
 #include "linen_route.h"
+#include "linen_wg.h"
 
 #define MAX_IOV 1024      // UIO_MAXIOV: writev() refuses more
 #define MAX_READ 1024     // descriptors per tunReadBatch/udpRecvBatch call (their offsets are kept)
@@ -904,6 +905,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_object_freeze(env, l);
   napi_set_named_property(env, exports, "layout", l);
   linen_route_register(env, exports);
+  linen_wg_register(env, exports);
   return exports;
 }
 

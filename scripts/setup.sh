@@ -15,7 +15,12 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ethtool >/dev/null || need+=(ethtool)
+# kubectl drives the lab Kubernetes API server in the kube-mode tests.
+command -v kubectl >/dev/null || need+=(kubernetes-client)
 command -v python3 >/dev/null || need+=(python3)
+# The WireGuard backend's interop tests and benchmark run Debian's userspace WireGuard as the peer.
+command -v wireguard-go >/dev/null || need+=(wireguard-go)
+command -v wg >/dev/null || need+=(wireguard-tools)
 # promtool (Debian ships it in the prometheus package): checks /metrics and deploy/alerts.yml.
 command -v promtool >/dev/null || need+=(prometheus)
 # npm pack builds the arm64 prebuild; the install test loads it with arm64 Node under qemu-user.

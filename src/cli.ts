@@ -37,6 +37,10 @@ async function main(): Promise<number> {
   // in a few tens of milliseconds instead of after half a second of module loading.
   const { runEtcd, runStatic, shutdownSignal } = await import('./daemon.js');
   const stop = shutdownSignal(log);
+  if (o.kubeSubnetMgr) {
+    const { runKube } = await import('./daemon-kube.js');
+    return runKube(o, log, stop.signal);
+  }
   return o.staticPeers ? runStatic(o, log, stop.signal) : runEtcd(o, log, stop.signal);
 }
 

@@ -67,7 +67,25 @@ export interface HostGwBackendConfig {
   readonly type: 'host-gw';
 }
 
-export type BackendConfig = UdpBackendConfig | VxlanBackendConfig | HostGwBackendConfig;
+/** flanneld's WireGuard defaults: its listen port, and what it takes off the MTU for the outer
+ * headers (IPv6 20 more than IPv4's 60, so one device MTU serves both). */
+export const WIREGUARD_DEFAULT_PORT = 51820;
+export const WIREGUARD_MTU_OVERHEAD = 80;
+
+/** flannel's wireguard backend (IPv4: Mode separate, auto or ipv4 are the same here). */
+export interface WireguardBackendConfig {
+  readonly type: 'wireguard';
+  /** ListenPort: where this node listens; published in its lease. */
+  readonly listenPort: number;
+  /** PSK: 32 bytes (from base64), or null for none. */
+  readonly presharedKey: Uint8Array | null;
+  /** PersistentKeepaliveInterval, seconds (0: none). */
+  readonly persistentKeepalive: number;
+  /** Underlay MTU from the config, or null for "the external interface's MTU". */
+  readonly mtu: number | null;
+}
+
+export type BackendConfig = UdpBackendConfig | VxlanBackendConfig | HostGwBackendConfig | WireguardBackendConfig;
 
 export interface NetworkConfig {
   readonly enableIPv4: boolean;
@@ -97,7 +115,6 @@ const FLANNEL_ONLY_BACKENDS = new Set([
   'ipip',
   'ipsec',
   'tencent-vpc',
-  'wireguard',
   'ali-vpc',
   'aws-vpc',
   'gce',
@@ -219,6 +236,34 @@ function vxlanOptions(raw: JsonValue, warnings: string[]): VxlanBackendConfig {
   });
 }
 
+function wireguardOptions(raw: JsonValue): WireguardBackendConfig {
+  const prefix = 'error decoding WireGuard backend config: ';
+  return decoding(prefix, () => {
+    const s = new GoStruct('', raw, ['Type', 'ListenPort', 'ListenPortV6', 'MTU', 'PSK', 'PersistentKeepaliveInterval', 'Mode']);
+    const listenPort = s.integer('ListenPort', 'int', -INT_MAX, INT_MAX) ?? WIREGUARD_DEFAULT_PORT;
+    if (listenPort < 1 || listenPort > 65535) fail(`${prefix}ListenPort ${listenPort} is not a UDP port (1-65535)`);
+    const mtu = s.integer('MTU', 'int', -INT_MAX, INT_MAX) ?? 0;
+    if (mtu !== 0 && (mtu < WIREGUARD_MTU_OVERHEAD + 68 || mtu > 65535)) {
+      fail(`${prefix}MTU ${mtu} is out of range (${WIREGUARD_MTU_OVERHEAD + 68}-65535; it is the underlay MTU)`);
+    }
+    const keepalive = s.integer('PersistentKeepaliveInterval', 'int', -INT_MAX, INT_MAX) ?? 0;
+    if (keepalive < 0 || keepalive > 65535) fail(`${prefix}PersistentKeepaliveInterval ${keepalive} must be 0-65535 seconds`);
+    const psk = s.string('PSK') ?? '';
+    let presharedKey: Uint8Array | null = null;
+    if (psk !== '') {
+      const b = Buffer.from(psk, 'base64');
+      if (b.length !== 32 || b.toString('base64') !== psk) {
+        fail(`${prefix}could not parse PSK: it must be 32 bytes in base64, as \`wg genpsk\` prints`);
+      }
+      presharedKey = new Uint8Array(b);
+    }
+    const mode = (s.string('Mode') ?? 'separate');
+    if (mode === 'ipv6') fail(`${prefix}Mode "ipv6" is not supported by linen, which routes IPv4 only (use "separate", "auto" or "ipv4")`);
+    if (!['separate', 'auto', 'ipv4'].includes(mode)) fail(`${prefix}no valid Mode configured (${JSON.stringify(mode)}; use "separate", "auto" or "ipv4")`);
+    return { type: 'wireguard', listenPort, presharedKey, persistentKeepalive: keepalive, mtu: mtu === 0 ? null : mtu };
+  });
+}
+
 /**
  * Parses and validates flannel's network config JSON. Throws ConfigError with flannel's
  * own message where flannel has one (§2.3), or a message naming the offending field.
@@ -325,8 +370,10 @@ export function parseNetworkConfig(text: string, opts: { otherFields?: readonly 
     // flanneld's host-gw decodes no options: whatever else the Backend object holds is ignored.
     decoding('error decoding host-gw backend config: ', () => ignoredKeys('Backend: ', new GoStruct('', raw, ['Type']), warnings));
     backend = { type: 'host-gw' };
+  } else if (lower === 'wireguard') {
+    backend = wireguardOptions(raw);
   } else if (FLANNEL_ONLY_BACKENDS.has(lower)) {
-    fail(`backend type ${JSON.stringify(backendType)} is not supported by linen (supported: udp, vxlan, host-gw)`);
+    fail(`backend type ${JSON.stringify(backendType)} is not supported by linen (supported: udp, vxlan, host-gw, wireguard)`);
   } else {
     fail(`unknown backend type: ${backendType}`);
   }
@@ -352,5 +399,6 @@ export function parseNetworkConfig(text: string, opts: { otherFields?: readonly 
 export function overlayMTU(backend: BackendConfig, extMTU: number): number {
   if (backend.type === 'host-gw') return extMTU;
   if (backend.type === 'udp') return extMTU - UDP_MTU_OVERHEAD;
+  if (backend.type === 'wireguard') return (backend.mtu ?? extMTU) - WIREGUARD_MTU_OVERHEAD;
   return (backend.mtu ?? extMTU) - VXLAN_MTU_OVERHEAD;
 }

@@ -14,13 +14,14 @@ import type { NetworkConfig } from './config.js';
 import { loadStaticSetup } from './static.js';
 import { LeaseManager, fetchNetworkConfig, type AcquiredLease } from './subnet/manager.js';
 import { LeaseWatcher } from './subnet/watcher.js';
-import { readSubnetEnv, StartupSubnetEnv } from './subnetenv.js';
+import { readSubnetEnv, StartupSubnetEnv, type PreviousSubnetEnv } from './subnetenv.js';
 import { installTrafficRules, type TrafficRules } from './device/rules.js';
 import { addBlackholeRoute } from './device/tun.js';
 import { leftoverVtepMAC, takeOverDevice } from './device/takeover.js';
 import { KernelRoutes } from './device/routes.js';
 import { notifyReady } from './systemd.js';
 import { controlPlaneMetrics } from './control-metrics.js';
+import { wireguardMetrics } from './wireguard/metrics.js';
 import { PeerSet } from './peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
 import { debugHooks, debugLeaseTiming, debugNativeEngine } from './debug.js';
@@ -35,6 +36,12 @@ export interface NodeSetup {
   subnet: IPv4Net;
   mac: Uint8Array;
   mtu: number;
+}
+
+/** The wireguard backend's series, once its worker reported (none for the other backends). */
+export function wireguardSeries(engine: Engine | null): Metric[] {
+  const report = engine?.wireguard?.() ?? null;
+  return report ? wireguardMetrics(report) : [];
 }
 
 async function dataplaneFor(o: Options, node: NodeSetup, peers: PeerSet, ready: Readiness, log: Logger): Promise<Engine | null> {
@@ -63,7 +70,7 @@ async function startEngine(o: Options, node: NodeSetup, backend: OverlayBackend,
  * The kernel route manager for a backend that routes peers directly (host-gw, DirectRouting),
  * else null. host-gw, as flanneld, refuses a PublicIP other than the interface's (NAT).
  */
-function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIP: number, log: Logger): KernelRoutes | null {
+export function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIP: number, log: Logger): KernelRoutes | null {
   if (backend.type === 'host-gw' && formatIPv4(publicIP) !== ext.addr) {
     throw new Error(`your PublicIP ${formatIPv4(publicIP)} differs from the interface IP ${ext.addr}, meaning that probably you're on a NAT, which is not supported by the host-gw backend`);
   }
@@ -72,8 +79,52 @@ function directRoutesFor(backend: Backend, ext: ExternalInterface, publicIP: num
   return new KernelRoutes({ dev: ext.name, log: log.child('routes') });
 }
 
+/**
+ * What a node runs once it holds its subnet, in start-up order: the peer set, the data path (or
+ * none, host-gw) and direct kernel routes, the traffic rules, the blackhole route and
+ * subnet.env. Each part is kept as soon as it runs, so that stop() after a failure part-way
+ * undoes what did start. Used by etcd mode and kube mode alike.
+ */
+export class NodeParts {
+  peers: PeerSet | null = null;
+  engine: Engine | null = null;
+  /** Set by the caller before start() (directRoutesFor), as its metrics are served early. */
+  kernel: KernelRoutes | null = null;
+  rules: TrafficRules | null = null;
+  private removeBlackhole: (() => void) | null = null;
+  private envFile: StartupSubnetEnv | null = null;
+
+  /** The node's data path, rules and subnet.env; null when a stop came before subnet.env was written. */
+  async start(o: Options, node: NodeSetup, previous: PreviousSubnetEnv | null, ready: Readiness, log: Logger, signal: AbortSignal): Promise<PeerSet | null> {
+    const { config, backend, subnet: own } = node;
+    const kernel = this.kernel;
+    const peerSet = (this.peers = new PeerSet({ backend, config, ownSubnet: own, self: node.publicIP, underlay: node.ext.networks, log, ...(kernel ? { kernel } : {}) }));
+    this.engine = await dataplaneFor(o, node, peerSet, ready, log);
+    kernel?.start();
+    this.rules = await installTrafficRules(o, config.network, own, previous, log);
+    if (o.ipBlackholeRoute) this.removeBlackhole = addBlackholeRoute(own);
+    this.envFile = new StartupSubnetEnv(o.subnetFile);
+    if (!(await this.envFile.write({ network: config.network, subnet: own, mtu: node.mtu, ipMasq: o.ipMasq }, signal))) return null;
+    log.info(`Wrote subnet file to ${o.subnetFile}`);
+    return peerSet;
+  }
+
+  /** Start-up is over: from now on a stop keeps subnet.env, as flanneld does. */
+  started(): void {
+    this.envFile?.started();
+  }
+
+  async stop(log: Logger): Promise<void> {
+    if (await this.envFile?.abandon()) log.info(`Start-up interrupted: removed ${this.envFile!.path}`);
+    this.kernel?.stop();
+    await this.engine?.stop();
+    await this.rules?.remove();
+    this.removeBlackhole?.();
+  }
+}
+
 /** The HTTP servers' addresses from the flags. */
-const httpEndpoints = (o: Options): HttpEndpoints => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort, peerMetricsLimit: o.peerMetricsLimit });
+export const httpEndpoints = (o: Options): HttpEndpoints => ({ healthzIP: o.healthzIP, healthzPort: o.healthzPort, metricsIP: o.metricsIP, metricsPort: o.metricsPort, peerMetricsLimit: o.peerMetricsLimit });
 
 /** Waits for SIGTERM or SIGINT (or an abort from inside), then resolves. */
 export function shutdownSignal(log: Logger): AbortController {
@@ -93,7 +144,7 @@ export function shutdownSignal(log: Logger): AbortController {
  * data plane (host-gw) and no HTTP server nothing else would, and linend ended seconds after start.
  * So a referenced timer holds the process until the signal.
  */
-const aborted = (signal: AbortSignal): Promise<void> =>
+export const aborted = (signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
     if (signal.aborted) return resolve();
     const hold = setInterval(() => {}, 2 ** 30);
@@ -113,7 +164,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const ready = new Readiness(log);
   const kernel = directRoutesFor(backend, ext, publicIP, log);
   let peers: PeerSet | null = null;
-  const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? [])];
+  const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? []), ...wireguardSeries(engine)];
   const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
   ready.report(health);
   peers = new PeerSet({ backend, config: setup.config, ownSubnet: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
@@ -147,42 +198,38 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
     caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),
   });
-  let engine: Engine | null = null;
-  let peers: PeerSet | null = null;
+  const parts = new NodeParts();
   let lease: AcquiredLease | null = null;
   let leaseManager: LeaseManager | null = null;
-  let rules: TrafficRules | null = null;
-  let removeBlackhole: (() => void) | null = null;
-  let kernel: KernelRoutes | null = null;
   const ready = new Readiness(log);
   const metrics = (): Metric[] => {
     const out: Metric[] = [
       { name: 'linen_etcd_connected', help: 'Whether linend is connected to etcd.', type: 'gauge', value: registry.connection().state === 'connected' ? 1 : 0 },
-      ...(peers?.metrics() ?? []),
-      ...(kernel?.metrics() ?? []),
+      ...(parts.peers?.metrics() ?? []),
+      ...(parts.kernel?.metrics() ?? []),
       ...ready.metrics(),
-      ...controlPlaneMetrics({ etcd: registry, lease: leaseManager, rules }),
+      ...controlPlaneMetrics({ etcd: registry, lease: leaseManager, rules: parts.rules }),
+      ...wireguardSeries(parts.engine),
     ];
     if (lease?.expiration) {
       out.push({ name: 'linen_lease_expiration_timestamp_seconds', help: 'When the own subnet lease expires unless renewed.', type: 'gauge', value: Math.floor(lease.expiration / 1000) });
     }
     return out;
   };
-  const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
+  const health = await startHttpServers(httpEndpoints(o), { engine: () => parts.engine?.stats() ?? null, refresh: async () => parts.engine?.refresh(), extra: metrics }, debugHooks(() => parts.engine));
   ready.report(health);
   // Once per change of state: the registry also reports a new error while etcd stays away.
   let etcdState = registry.connection().state;
   registry.onConnectionChange((s) => {
     if (s.state === etcdState) return;
     etcdState = s.state;
-    if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); ${engine === null ? 'forwarding starts once it answers' : `forwarding continues with the ${peers?.size ?? 0} last known peer(s)`}`);
+    if (s.state === 'disconnected') log.warn(`etcd unreachable (${s.lastError ?? 'unknown error'}); ${parts.engine === null ? 'forwarding starts once it answers' : `forwarding continues with the ${parts.peers?.size ?? 0} last known peer(s)`}`);
   });
-  const envFile = new StartupSubnetEnv(o.subnetFile);
   try {
     const config = await fetchNetworkConfig(registry, { signal, log });
     const { ext, publicIP } = resolveInterface(o, log);
     const backend = createBackend(config.backend);
-    kernel = directRoutesFor(backend, ext, publicIP, log);
+    parts.kernel = directRoutesFor(backend, ext, publicIP, log);
     const mtu = backend.mtu(ext.mtu);
     const previous = readSubnetEnv(o.subnetFile);
     // The lease's VtepMAC is in the peers' FDB; a flanneld device's MAC if the lease is gone (device/takeover.ts).
@@ -197,19 +244,14 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     const own = lease.subnet;
     log.info(`Acquired lease ${formatCIDR(own)} (${lease.how})`);
     const node: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };
-    const peerSet = (peers = new PeerSet({ backend, config, ownSubnet: own, self: publicIP, underlay: ext.networks, log, ...(kernel ? { kernel } : {}) }));
-    engine = await dataplaneFor(o, node, peerSet, ready, log);
-    kernel?.start();
-    rules = await installTrafficRules(o, config.network, own, previous, log);
-    if (o.ipBlackholeRoute) removeBlackhole = addBlackholeRoute(own);
-    if (!(await envFile.write({ network: config.network, subnet: own, mtu, ipMasq: o.ipMasq }, signal))) return 0;
-    log.info(`Wrote subnet file to ${o.subnetFile}`);
+    const peerSet = await parts.start(o, node, previous, ready, log, signal);
+    if (peerSet === null) return 0;
 
     const watcher = new LeaseWatcher({ registry, ownSubnet: own, accept: backend.accept, log: log.child('watch') });
     const watching = peerSet.run(watcher, signal);
     await Promise.race([watcher.ready, aborted(signal)]);
     if (!signal.aborted) {
-      envFile.started();
+      parts.started();
       ready.up();
       notifyReady(log);
       log.info(`Running: ${watcher.peers().size} peer(s)`);
@@ -229,11 +271,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
     await watching;
     return 0;
   } finally {
-    if (await envFile.abandon()) log.info(`Start-up interrupted: removed ${o.subnetFile}`);
-    kernel?.stop();
-    await engine?.stop();
-    await rules?.remove();
-    removeBlackhole?.();
+    await parts.stop(log);
     await health?.close();
     await registry.close();
   }

@@ -17,6 +17,7 @@
 
 import { availableParallelism } from 'node:os';
 import { parseIPv4, parseIPv6 } from './net.js';
+import { annotationNames } from './subnet/kube/annotations.js';
 
 export class FlagError extends Error {
   constructor(
@@ -67,7 +68,7 @@ export interface Options {
   readonly metricsPort: number;
   /** linen: peers with per-peer series in /metrics; 0 exports none. */
   readonly peerMetricsLimit: number;
-  // kube mode (accepted for compatibility; kube-subnet-mgr itself is refused)
+  // kube mode
   readonly kubeSubnetMgr: boolean;
   readonly kubeApiUrl: string;
   readonly kubeconfigFile: string;
@@ -160,7 +161,7 @@ export const FLAGS: readonly FlagDef[] = [
   F('health', 'metrics-port', 'int', 0, 'serve /metrics on --metrics-ip:this port only (linen; 0: /metrics beside /healthz on the healthz server)', { env: 'LINEN', placeholder: 'port' }),
   F('health', 'peer-metrics-limit', 'int', DEFAULT_PEER_METRICS_LIMIT, 'peers (lowest subnets first) with per-peer series in /metrics (linen; 0: none, the totals stay)', { env: 'LINEN', base: 10, placeholder: 'n' }),
 
-  F('kube', 'kube-subnet-mgr', 'bool', false, 'use the Kubernetes API instead of etcd (not supported by linen)'),
+  F('kube', 'kube-subnet-mgr', 'bool', false, 'use the Kubernetes API instead of etcd: the subnet is the node\'s podCIDR, leases are node annotations'),
   F('kube', 'kube-api-url', 'string', '', 'Kubernetes API server URL (kube mode only)', { placeholder: 'url' }),
   F('kube', 'kubeconfig-file', 'string', '', 'kubeconfig file (kube mode only)', { placeholder: 'file' }),
   F('kube', 'kube-annotation-prefix', 'string', 'flannel.alpha.coreos.com', 'node annotation prefix (kube mode only)', { placeholder: 'prefix' }),
@@ -386,8 +387,14 @@ function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
       1,
     );
   }
-  if (fs.bool('kube-subnet-mgr')) {
-    bad('kube-subnet-mgr', 'the Kubernetes subnet manager is not supported by linen; it runs in etcd mode only');
+  const kubeSubnetMgr = fs.bool('kube-subnet-mgr');
+  if (kubeSubnetMgr) {
+    try {
+      annotationNames(fs.str('kube-annotation-prefix'));
+    } catch (e) {
+      bad('kube-annotation-prefix', `${JSON.stringify(fs.str('kube-annotation-prefix'))}: ${(e as Error).message}`);
+    }
+    if (fs.str('static-peers') !== '') bad('static-peers', 'cannot be used with --kube-subnet-mgr: the peers come from the Kubernetes nodes');
   }
 
   // etcd endpoints: split on ',' as flanneld; surrounding blanks are tolerated.
@@ -473,7 +480,7 @@ function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
     metricsIP: fs.str('metrics-ip'),
     metricsPort,
     peerMetricsLimit,
-    kubeSubnetMgr: false,
+    kubeSubnetMgr,
     kubeApiUrl: fs.str('kube-api-url'),
     kubeconfigFile: fs.str('kubeconfig-file'),
     kubeAnnotationPrefix: fs.str('kube-annotation-prefix'),
@@ -496,7 +503,7 @@ const SECTION_TITLES: Record<string, string> = {
   lease: 'Subnet lease',
   rules: 'iptables and routes',
   health: 'Health endpoints',
-  kube: 'Kubernetes mode (accepted for compatibility; linen runs in etcd mode only)',
+  kube: 'Kubernetes mode',
   general: 'General',
   linen: 'linen data path (not in flanneld)',
 };

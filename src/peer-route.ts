@@ -9,4 +9,6 @@ export interface PeerRoute {
   publicIP: number;
   /** Peer VTEP MAC (VXLAN). */
   mac?: Uint8Array;
+  /** WireGuard: the peer's public key and the UDP port of its endpoint (at publicIP). */
+  wireguard?: { publicKey: Uint8Array; port: number };
 }

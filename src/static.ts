@@ -11,6 +11,7 @@ import { parseNetworkConfig, type NetworkConfig } from './config.js';
 import { DEFAULT_JSON_LIMITS } from './gojson.js';
 import { formatCIDR, netContains, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from './net.js';
 import type { PeerRoute } from './peer-route.js';
+import { decodeWireguardBackendData } from './subnet/lease.js';
 
 /** The peers are routes as the backends would make them from leases. */
 export interface StaticSetup { config: NetworkConfig; subnet: IPv4Net; mac: Uint8Array | null; peers: PeerRoute[] }
@@ -53,7 +54,14 @@ export function parseStaticSetup(text: string, where = 'static peers'): StaticSe
     if (publicIP === null) throw new Error(`${where}: Peers[${i}].PublicIP must be an IPv4 address, got ${JSON.stringify(pub)}`);
     const mac = macOf(field(po, 'VtepMAC'), `Peers[${i}].VtepMAC`);
     if (config.backend.type === 'vxlan' && !mac) throw new Error(`${where}: Peers[${i}].VtepMAC is required with the vxlan backend`);
-    return { subnet: cidr(field(po, 'Subnet'), `Peers[${i}].Subnet`), publicIP, mac: mac ?? undefined };
+    const route: PeerRoute = { subnet: cidr(field(po, 'Subnet'), `Peers[${i}].Subnet`), publicIP, mac: mac ?? undefined };
+    if (config.backend.type === 'wireguard') {
+      // The peer as its lease would give it: BackendData's PublicKey and Port.
+      const d = decodeWireguardBackendData(JSON.stringify({ PublicKey: field(po, 'PublicKey'), Port: field(po, 'Port') ?? 0 }));
+      if (!d.ok) throw new Error(`${where}: Peers[${i}]: ${d.error} (the wireguard backend needs each peer's PublicKey and Port)`);
+      route.wireguard = { publicKey: d.value.publicKey, port: d.value.port || config.backend.listenPort };
+    }
+    return route;
   });
   return { config, subnet, mac: macOf(field(obj, 'VtepMAC'), 'VtepMAC'), peers };
 }

@@ -5,6 +5,7 @@ import { kernelRandomBytes } from '../random.js';
 import type { BackendConfig } from '../config.js';
 import { overlayMTU } from '../config.js';
 import type { Mode } from '../dataplane/core.js';
+import type { WireguardEngineOptions } from '../dataplane/engine.js';
 import type { PeerRoute } from '../peer-route.js';
 import type { LeaseAttrs } from '../subnet/lease.js';
 import type { Peer, PeerFilter } from '../subnet/watcher.js';
@@ -40,6 +41,8 @@ export interface OverlayBackend extends BackendBase {
   readonly deviceName: string;
   readonly port: number;
   readonly vni: number;
+  /** WireGuard: this node's keys and keepalive for the data plane. */
+  readonly wireguard?: () => WireguardEngineOptions;
 }
 
 /** A backend without one (host-gw): no device, the kernel forwards along plain routes. */

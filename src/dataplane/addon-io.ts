@@ -6,7 +6,8 @@ import { Core } from './core.js';
 import { loadNative, enableTunOffload, TUN_F, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
 import type { LoopIO, TunQueue, UdpPorts } from './io.js';
-import { WorkerLoop } from './loop.js';
+import { WorkerLoop, type WireguardStage } from './loop.js';
+import { startWireguard } from './wireguard-stage.js';
 import type { ControlMessage, WorkerData, WorkerReport } from './protocol.js';
 
 const VXLAN_SOURCE_SOCKETS = 8;
@@ -88,6 +89,8 @@ function openTun(native: NativeIO, opts: WorkerData['options'], features: Engine
 export interface OpenedWorker {
   io: AddonLoopIO;
   core: Core;
+  /** WireGuard mode's stage; null in the other modes. */
+  wireguard: WireguardStage | null;
   features: EngineFeatures;
   /** Every descriptor opened, TUN first: closed by close(), or by the main thread if the worker dies. */
   fds: number[];
@@ -132,7 +135,8 @@ export function openWorker(native: NativeIO, data: WorkerData): OpenedWorker {
     const memory = core.memory.buffer;
     const udp = new AddonUdp(native, fds.slice(1), sock.gro, memory);
     const io = new AddonLoopIO(native, new AddonTun(native, tun.fd, memory), udp, sock.fd, data);
-    return { io, core, features, fds, close };
+    const wireguard = startWireguard(native, core, data, fds.slice(1));
+    return { io, core, wireguard, features, fds, close };
   } catch (e) {
     close();
     throw e;
@@ -154,7 +158,7 @@ export function runWorker(data: WorkerData, adapter: WorkerAdapter = {}): void {
   adapter.opened?.(w);
   const post = (r: WorkerReport): void => data.port.postMessage(r);
   const loop = new WorkerLoop({
-    core: w.core, io: adapter.io ? adapter.io(w.io) : w.io, stats: data.stats,
+    core: w.core, io: adapter.io ? adapter.io(w.io) : w.io, wireguard: w.wireguard, stats: data.stats,
     reportError: (message) => post({ type: 'error', message }),
   });
   loop.setRoutes(data.routes);

@@ -9,7 +9,7 @@ import { LAYOUT, ENUMS, PeerCounter, type Layout } from './abi.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
 
-export type Mode = 'udp' | 'vxlan';
+export type Mode = 'udp' | 'vxlan' | 'wireguard';
 
 interface CoreExports {
   memory: WebAssembly.Memory;
@@ -123,7 +123,8 @@ export class Core {
     this.layout = LAYOUT;
     this.mode = opts.mode;
     this.vnetHdr = opts.vnetHdr ?? false;
-    const modeNo = opts.mode === 'vxlan' ? this.layout.MODE_VXLAN : this.layout.MODE_UDP;
+    const modeNo = opts.mode === 'vxlan' ? this.layout.MODE_VXLAN
+      : opts.mode === 'wireguard' ? this.layout.MODE_WIREGUARD : this.layout.MODE_UDP;
     if (this.exports.init(modeNo, this.vnetHdr ? 1 : 0) !== 0) {
       throw new Error('linen: wasm memory is smaller than the core layout');
     }

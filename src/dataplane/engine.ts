@@ -4,6 +4,12 @@
 import type { CounterSnapshot, Mode, PeerCounters } from './core.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
+import type { WgEvent, WgPeerStatus } from '../wireguard/control.js';
+
+export interface WireguardReport {
+  peers: WgPeerStatus[];
+  events: Record<WgEvent, number>;
+}
 
 export interface EngineOptions {
   mode: Mode;
@@ -27,6 +33,16 @@ export interface EngineOptions {
   queues: number;
   /** TUN offloads and UDP GSO/GRO: 'auto' uses what the kernel supports. */
   offload: 'auto' | 'on' | 'off';
+  /** WireGuard mode: this node's keys and keepalive. */
+  wireguard?: WireguardEngineOptions;
+}
+
+export interface WireguardEngineOptions {
+  privateKey: Uint8Array;
+  /** 32 zero bytes when the config has no PSK. */
+  presharedKey: Uint8Array;
+  /** Seconds; 0 for none. */
+  persistentKeepalive: number;
 }
 
 /** A peer route and the per-peer stats slot the peer set gave it (-1: not counted per peer). */
@@ -89,6 +105,8 @@ export interface Engine {
   setRoute(r: SlottedRoute): void;
   removeRoute(r: SlottedRoute): void;
   stats(): EngineStats;
+  /** WireGuard mode: peers and control-path counters as of the last refresh(); null otherwise. */
+  wireguard?(): WireguardReport | null;
   /** Brings stats() up to the packets handled so far (workers publish on request). */
   refresh(): Promise<void>;
   stop(): Promise<void>;

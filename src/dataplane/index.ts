@@ -6,6 +6,7 @@ import { DgramEngine } from './dgram-engine.js';
 import { NativeEngine } from './native-engine.js';
 import type { Engine, EngineEvents, EngineFeatures, EngineOptions, RouteSource } from './engine.js';
 import type { Mode } from './core.js';
+import type { WireguardEngineOptions } from './engine.js';
 
 /** What the data plane needs of the backend (src/backend/'s Backend has it): the tunnel's framing,
  * device and port. Declared here so that dataplane/ imports nothing from backend/, which is above it. */
@@ -14,6 +15,7 @@ export interface TunnelSpec {
   readonly deviceName: string;
   readonly port: number;
   readonly vni: number;
+  readonly wireguard?: () => WireguardEngineOptions;
 }
 
 /** Makes the native engine; the default is NativeEngine's constructor. */
@@ -37,9 +39,15 @@ export interface DataplaneOptions {
 }
 
 export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Engine; features: EngineFeatures }> {
+  if (o.backend.mode === 'wireguard' && o.engine !== 'native') {
+    throw new Error('the wireguard backend needs the native engine (--engine native): the dgram engine does not encrypt');
+  }
   const engineOpts = {
     mode: o.backend.mode, device: o.backend.deviceName, bindAddr: o.bindAddr, port: o.backend.port,
-    mtu: o.mtu, subnet: o.subnet, network: o.network, vni: o.backend.vni, mac: o.mac, queues: o.queues, offload: o.offload,
+    mtu: o.mtu, subnet: o.subnet, network: o.network, vni: o.backend.vni, mac: o.mac, offload: o.offload,
+    // WireGuard: one worker, as a session's send counter must be one sequence.
+    queues: o.backend.mode === 'wireguard' ? 1 : o.queues,
+    wireguard: o.backend.wireguard?.(),
   };
   const tun = { name: o.backend.deviceName, addr: o.subnet.ip, mtu: o.mtu, network: o.network };
   // A worker that died took a single-queue TUN with it; its replacement creates a bare one.

@@ -2,8 +2,10 @@
 // the TUN queue, the UDP port and the control channel, and works each batch through the stages
 //   TUN read  -> core egress  -> outputs (UDP send, TUN write)
 //   UDP recv  -> core ingress -> outputs (TUN write, UDP send)
-// JS runs once per batch, never per packet. A stage that transforms whole batches (encryption)
-// goes between the core and the I/O: in toUdp() before the send, in fromUdp() before ingress.
+// JS runs once per batch, never per packet. A stage that transforms whole batches (WireGuard's
+// encryption, WireguardStage) goes between the core and the I/O: after egress before the sends,
+// after the receive before ingress; its own datagrams (handshakes, keepalives) go out after
+// each direction's flushes.
 import type { Core } from './core.js';
 import type { LoopIO } from './io.js';
 import { READY_CONTROL, READY_TUN, READY_UDP } from './io.js';
@@ -67,9 +69,31 @@ class PeerSlots {
   }
 }
 
+/** WireGuard mode's stage: the loop calls it at these points, all per batch or per wake-up. */
+export interface WireguardStage {
+  /** The longest wait() when idle, so that the handshake timers run. */
+  readonly tickMs: number;
+  /** After the core took route `r` (its index `routeIndex`). */
+  setPeer(r: SlottedRoute, routeIndex: number): void;
+  /** Before the core drops the route at `routeIndex`. */
+  removePeer(routeIndex: number): void;
+  /** On every wake-up, before any batch. */
+  tick(now: number): void;
+  /** After core.egress(), before the outputs are flushed: seals the batch. */
+  afterEgress(now: number): void;
+  /** After a UDP receive of `count` datagrams, before core.ingress(): opens them. */
+  beforeIngress(count: number, now: number): void;
+  /** Sends the datagrams it has queued (handshakes, keepalives); returns how many were sent. */
+  drain(): number;
+  /** Reports its state to the main thread: when `force`, or if it last did long enough ago. */
+  report(now: number, force: boolean): void;
+}
+
 export interface LoopOptions {
   core: Core;
   io: LoopIO;
+  /** WireGuard mode's stage; absent in the other modes. */
+  wireguard?: WireguardStage | null;
   /** The stats buffer (layout in protocol.ts), shared with the main thread. */
   stats: SharedArrayBuffer;
   /** Told about a control message that failed; the loop carries on. */
@@ -79,6 +103,7 @@ export interface LoopOptions {
 export class WorkerLoop {
   private readonly core: Core;
   private readonly io: LoopIO;
+  private readonly wg: WireguardStage | null;
   private readonly stats: BigUint64Array;
   private readonly SL: StatsLayout;
   private readonly counters: BigUint64Array;
@@ -95,6 +120,7 @@ export class WorkerLoop {
   constructor(o: LoopOptions) {
     this.core = o.core;
     this.io = o.io;
+    this.wg = o.wireguard ?? null;
     this.reportError = o.reportError;
     this.stats = new BigUint64Array(o.stats);
     const L = o.core.layout;
@@ -110,17 +136,23 @@ export class WorkerLoop {
    * stop the others (nor make every restart of this worker fail the same way). */
   setRoutes(routes: readonly SlottedRoute[]): void {
     for (const r of routes) {
-      try { this.peers.set(r); } catch (e) { this.reportError(`route ${formatCIDR(r.route.subnet)}: ${message(e)}`); }
+      try { this.setPeer(r); } catch (e) { this.reportError(`route ${formatCIDR(r.route.subnet)}: ${message(e)}`); }
     }
   }
 
   /** Forwards until a 'stop' message; throws what the I/O throws (the worker then dies). */
   run(): void {
-    const { io } = this;
+    const { io, wg } = this;
     this.publish(Date.now());
     let dirty = false;
     while (!this.stopping) {
-      const mask = io.wait(dirty ? PUBLISH_WHEN_IDLE_MS : PUBLISH_EVERY_MS);
+      const mask = io.wait(dirty ? PUBLISH_WHEN_IDLE_MS : wg ? wg.tickMs : PUBLISH_EVERY_MS);
+      if (wg) {
+        const now = Date.now();
+        wg.tick(now);
+        this.drainStage();
+        wg.report(now, false);
+      }
       if (mask === 0 && dirty) {
         this.publish(Date.now());
         dirty = false;
@@ -167,7 +199,9 @@ export class WorkerLoop {
     if (n > 0) {
       this.ioStats[TUN_READS] += n;
       this.core.egress(n, Date.now());
+      this.wg?.afterEgress(Date.now());
       this.flush();
+      this.drainStage();
     }
     return n;
   }
@@ -179,10 +213,12 @@ export class WorkerLoop {
     const m = this.io.udp.recvBatch(L.IN_IN_DESC, max, this.ingressCapacity);
     if (m > 0) {
       this.ioStats[UDP_RECEIVES] += m;
+      this.wg?.beforeIngress(m, Date.now());
       for (let next = 0; next < m;) {
         next = this.core.ingress(m, Date.now(), next);
         this.flush();
       }
+      this.drainStage();
     }
     return m;
   }
@@ -191,6 +227,11 @@ export class WorkerLoop {
   private flush(): void {
     this.toUdp();
     this.toTun();
+  }
+
+  /** Sends what the stage queued between batches. */
+  private drainStage(): void {
+    if (this.wg) this.ioStats[UDP_SENDS] += this.wg.drain();
   }
 
   private toUdp(): void {
@@ -218,6 +259,20 @@ export class WorkerLoop {
     this.lastPublish = now;
   }
 
+  private setPeer(r: SlottedRoute): void {
+    this.peers.set(r);
+    if (this.wg) this.wg.setPeer(r, this.routeIndex(r.route.subnet));
+  }
+
+  private removePeer(subnet: IPv4Net, slot: number): void {
+    if (this.wg) this.wg.removePeer(this.routeIndex(subnet));
+    this.peers.remove(subnet, slot);
+  }
+
+  private routeIndex(subnet: IPv4Net): number {
+    return this.core.exports.routeFind(subnet.ip >>> 0, subnet.prefixLen);
+  }
+
   private control(): void {
     for (;;) {
       const msg = this.io.nextControl();
@@ -232,11 +287,12 @@ export class WorkerLoop {
   }
 
   private apply(msg: ControlMessage): void {
-    if (msg.type === 'set') this.peers.set(msg);
-    else if (msg.type === 'remove') this.peers.remove(msg.subnet, msg.slot);
+    if (msg.type === 'set') this.setPeer(msg);
+    else if (msg.type === 'remove') this.removePeer(msg.subnet, msg.slot);
     else if (msg.type === 'stop') this.stopping = true;
     else if (msg.type === 'publish') {
       this.publish(Date.now());
+      this.wg?.report(Date.now(), true);
       // Stored last and atomically: whoever sees the seq sees the counters before it.
       Atomics.store(this.stats, this.SL.seq, BigInt(msg.seq));
     }

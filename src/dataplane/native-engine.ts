@@ -11,7 +11,7 @@ import { Core, type CounterSnapshot } from './core.js';
 import { checkAddonLayout } from './descriptors.js';
 import { PeerCounter } from './abi.js';
 import { PACKET_VERDICTS, DIRECTIONS, type PacketVerdictName, type Direction } from './verdicts.js';
-import type { Engine, EngineFeatures, EngineOptions, EngineStats, EngineEvents, PeerTraffic, RouteSource, SlottedRoute } from './engine.js';
+import type { Engine, EngineFeatures, EngineOptions, EngineStats, EngineEvents, PeerTraffic, RouteSource, SlottedRoute, WireguardReport } from './engine.js';
 import {
   IO_STATS, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type StatsLayout, type IoStat, type ControlMessage, type WorkerData,
   type WorkerReport,
@@ -52,6 +52,8 @@ export class NativeEngine implements Engine {
   private features: EngineFeatures | null = null;
   private restarts = 0;
   private closing = false;
+  /** WireGuard mode: the worker's last report of its peers and control-path counters. */
+  private wgReport: WireguardReport | null = null;
   /** Pending restarts of workers that failed to start, cancelled by stop(). */
   private readonly retries = new Set<NodeJS.Timeout>();
   /** Where each counter lives in a worker's stats buffer. */
@@ -109,6 +111,7 @@ export class NativeEngine implements Engine {
     port1.on('message', (msg: WorkerReport) => {
       if (msg.type === 'ready') { isReady = true; slot.running = true; slot.fds = msg.fds; resolveReady(msg.features); }
       else if (msg.type === 'error') this.events.workerError?.(index, msg.message);
+      else if (msg.type === 'wireguard') this.wgReport = { peers: msg.peers, events: msg.events };
     });
     worker.on('error', (err) => {
       if (!isReady) { failed(err.message); return; }
@@ -196,6 +199,8 @@ export class NativeEngine implements Engine {
       await new Promise((r) => setTimeout(r, 1));
     }
   }
+
+  wireguard(): WireguardReport | null { return this.wgReport; }
 
   stats(): EngineStats {
     const total = new Array<bigint>(this.layout.peers).fill(0n);

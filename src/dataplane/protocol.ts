@@ -4,6 +4,7 @@ import type { EngineOptions, EngineFeatures, SlottedRoute } from './engine.js';
 import type { PeerRoute } from '../peer-route.js';
 import { PeerCounter, type Layout } from './abi.js';
 import type { IPv4Net } from '../net.js';
+import type { WgEvent, WgPeerStatus } from '../wireguard/control.js';
 
 export interface WorkerData {
   index: number;
@@ -30,6 +31,8 @@ export type WorkerReport =
   | { type: 'ready'; features: EngineFeatures; fds: number[] }
   /** A control message failed; the worker carries on. */
   | { type: 'error'; message: string }
+  /** WireGuard mode, on every publish: the peers' handshake state and the control path's counters. */
+  | { type: 'wireguard'; peers: WgPeerStatus[]; events: Record<WgEvent, number> }
   | { type: 'stopped' };
 
 // Layout of the stats SharedArrayBuffer (u64 each): the I/O counters below, then the core's

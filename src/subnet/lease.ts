@@ -172,6 +172,43 @@ export function vxlanLeaseAttrs(publicIP: number, vni: number, vtepMAC: string):
   };
 }
 
+/** A WireGuard node's BackendData: its public key (base64, as `wg pubkey` prints) and listen port. */
+export interface WireguardBackendData {
+  readonly publicKey: Uint8Array;
+  /** 0 when absent: flanneld then uses its own listen port. */
+  readonly port: number;
+}
+
+/** Attributes a WireGuard node publishes, byte for byte as flanneld (fields PublicKey, Port). */
+export function wireguardLeaseAttrs(publicIP: number, publicKey: Uint8Array, port: number): LeaseAttrs {
+  if (publicKey.length !== 32) throw new Error('a WireGuard public key is 32 bytes');
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid WireGuard port: ${port}`);
+  return {
+    publicIP,
+    publicIPv6: null,
+    backendType: 'wireguard',
+    backendData: `{"PublicKey":${JSON.stringify(Buffer.from(publicKey).toString('base64'))},"Port":${port}}`,
+    backendV6Data: null,
+  };
+}
+
+/** Decodes a wireguard lease's BackendData (field names matched case-insensitively, as Go does). */
+export function decodeWireguardBackendData(raw: string | null): Result<WireguardBackendData> {
+  if (raw === null) return { ok: false, error: 'no BackendData' };
+  let v: unknown;
+  try { v = JSON.parse(raw); } catch { return { ok: false, error: 'BackendData is not JSON' }; }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return { ok: false, error: 'BackendData is not an object' };
+  const o = v as Record<string, unknown>;
+  const get = (name: string): unknown => o[Object.keys(o).find((k) => k.toLowerCase() === name.toLowerCase()) ?? ''];
+  const key = get('PublicKey');
+  const port = get('Port') ?? 0;
+  if (typeof key !== 'string') return { ok: false, error: 'no PublicKey' };
+  const bytes = Buffer.from(key, 'base64');
+  if (bytes.length !== 32 || bytes.toString('base64') !== key) return { ok: false, error: `PublicKey ${JSON.stringify(key.slice(0, 60))} is not 32 bytes of base64` };
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) return { ok: false, error: `Port ${JSON.stringify(port)} is not a UDP port` };
+  return { ok: true, value: { publicKey: new Uint8Array(bytes), port } };
+}
+
 /**
  * The lease value exactly as Go's json.Marshal(LeaseAttrs) writes it: compact, fields in
  * struct order, PublicIPv6 always present (null when none), BackendType / BackendData /

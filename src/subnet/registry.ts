@@ -5,7 +5,7 @@
 // Implementations: EtcdRegistry (src/subnet/etcd.ts). Tests may wrap one to inject faults.
 
 import type { IPv4Net } from '../net.js';
-import type { Lease, LeaseAttrs } from './lease.js';
+import type { Lease, LeaseAttrs, SubnetKey } from './lease.js';
 import type { Clock } from './clock.js';
 
 /** flannel's own text for a missing <prefix>/config (§1.5). */
@@ -133,6 +133,16 @@ export interface Registry {
   readonly keys: { readonly config: string; readonly subnets: string; subnet(sn: IPv4Net): string };
   close(): Promise<void>;
 }
+
+/**
+ * What the lease watcher reads: the etcd registry (its keys name their subnets in etcd's layout),
+ * or the nodes in kube mode (src/subnet/kube/), whose lease keys are its own and which says
+ * which subnet a key names.
+ */
+export type LeaseSource = Pick<Registry, 'getLeases' | 'watchLeases' | 'connection' | 'onConnectionChange'> & {
+  readonly keys?: Registry['keys'];
+  subnetOfKey?(key: string): SubnetKey | null;
+};
 
 /**
  * Reconnect backoff sleeps that end early when the registry reports etcd reachable again, so

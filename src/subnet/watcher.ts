@@ -26,7 +26,7 @@ import { Backoff } from '../backoff.js';
 import { realClock, type Clock } from './clock.js';
 import type { Refusal, RefusalReason } from '../admission.js';
 import { decodeVxlanBackendData, parseSubnetName, sameLeaseAttrs, subnetKeyName, type Lease, type LeaseAttrs, type SubnetKey, type VxlanBackendData } from './lease.js';
-import { ReconnectWait, type LeaseList, type Registry, type WatchEvent } from './registry.js';
+import { ReconnectWait, type LeaseList, type LeaseSource, type WatchEvent } from './registry.js';
 import { RetryLog } from './retry-log.js';
 
 export interface Peer {
@@ -68,10 +68,12 @@ export type PeerFilter =
   /** VXLAN backend: only leases with BackendType "vxlan" and a valid BackendData. */
   | 'vxlan'
   /** host-gw backend: only leases with BackendType "host-gw" (flanneld's RouteNetwork). */
-  | 'host-gw';
+  | 'host-gw'
+  /** WireGuard backend: only leases with BackendType "wireguard" (the backend decodes the key). */
+  | 'wireguard';
 
 export interface LeaseWatcherOptions {
-  registry: Registry;
+  registry: LeaseSource;
   /** This node's subnet; never reported as a peer. */
   ownSubnet: IPv4Net | null;
   accept: PeerFilter;
@@ -112,7 +114,7 @@ export function shownKey(key: string): string {
 }
 
 export class LeaseWatcher {
-  private readonly registry: Registry;
+  private readonly registry: LeaseSource;
   private readonly own: IPv4Net | null;
   private readonly accept: PeerFilter;
   private readonly log: Logger;
@@ -146,7 +148,10 @@ export class LeaseWatcher {
     this.backoffInitial = opts.backoffInitialMs ?? 100;
     this.backoffMax = opts.backoffMaxMs ?? 5000;
     this.resetGraceMs = opts.resetGraceMs ?? 15_000;
-    this.subnetOfKey = opts.subnetOfKey ?? etcdLeaseKeySubnet(opts.registry.keys.subnets);
+    const own = opts.subnetOfKey ?? opts.registry.subnetOfKey?.bind(opts.registry);
+    const subnets = opts.registry.keys?.subnets;
+    if (own === undefined && subnets === undefined) throw new Error('LeaseWatcher: a lease source without etcd keys must say which subnet a key names (subnetOfKey)');
+    this.subnetOfKey = own ?? etcdLeaseKeySubnet(subnets ?? '');
     this.ready = new Promise((r) => (this.readyResolve = r));
   }
 
@@ -193,11 +198,13 @@ export class LeaseWatcher {
   }
 
   /** The subnet a key names; any other key is refused once as bad_key. */
-  private subnetOf(key: string): SubnetKey | null {
+  private subnetOf(key: string, valueError?: string): SubnetKey | null {
     const sk = this.subnetOfKey(key);
     if (sk === null) {
       const layout = this.registry.keys?.subnets;
-      this.refuse(key, { reason: 'bad_key', why: `not a subnet key${layout === undefined ? '' : `: a lease key is exactly ${layout}/<a.b.c.d>-<prefix length>`}` });
+      // A source with keys of its own (kube mode's nodes) says why its key names no subnet.
+      const why = layout !== undefined ? `: a lease key is exactly ${layout}/<a.b.c.d>-<prefix length>` : valueError !== undefined ? ` (${valueError})` : '';
+      this.refuse(key, { reason: 'bad_key', why: `not a subnet key${why}` });
     }
     return sk;
   }
@@ -237,7 +244,7 @@ export class LeaseWatcher {
   applyEvents(events: readonly WatchEvent[], revision: number): PeerDiff {
     const before = new Map<NetKey, Peer | undefined>();
     for (const ev of events) {
-      const sk = this.subnetOf(ev.key);
+      const sk = this.subnetOf(ev.key, ev.type === 'invalid' ? ev.error : undefined);
       if (sk === null) continue;
       const k = netKey(sk.subnet);
       if (ev.type === 'delete') {

@@ -77,7 +77,7 @@ if (skip) {
     t.equal(r.code, 0, 'bench exits 0 (every contender and measurement ran)');
 
     // Terminal: a progress line per step, and per contender its single-stream TCP and ratio.
-    t.match(r.stdout, /\[\d\d:\d\d\] \(1\/9\) host-gw/, 'progress lines');
+    t.match(r.stdout, new RegExp(`\\[\\d\\d:\\d\\d\\] \\(1/${EXPECTED.length}\\) host-gw`), 'progress lines');
     for (const name of EXPECTED) {
       t.match(r.stdout, new RegExp(`^${name}: single-stream TCP [\\d.]+ Gbit/s, [\\d.]+× kernel VXLAN$`, 'm'), `quick prints ${name}'s Gbit/s and ratio`);
     }
@@ -145,8 +145,9 @@ if (skip) {
       t.equal(run?.svcTcp1?.target, 'service', `${c.name}: pod-to-service run`);
       t.match(run?.udp64Search?.foundBy, /^(unlimited|search|none)$/, `${c.name}: loss-free search ran`);
       t.ok((run?.rr?.transactions ?? 0) > 0, `${c.name}: request/response transactions`);
-      // linend is started on every node for every linen contender (host-gw too); the kernel paths run no process.
-      t.equal(run?.rss?.length, c.name.startsWith('linen') ? 2 : 0, `${c.name}: RSS of each forwarding process`);
+      // A forwarding process runs on both nodes for every linen contender (host-gw too) and for
+      // the C forwarders; the kernel paths run none.
+      t.equal(run?.rss?.length, c.name.startsWith('linen') || c.name.startsWith('c-') ? 2 : 0, `${c.name}: RSS of each forwarding process`);
       // Every linen contender's linend runs through the measurement (host-gw's too: it has no data
       // plane and once ended on an empty event loop, which read as RSS 0).
       if (c.name.startsWith('linen')) t.ok((c.metrics.dataplaneRssMiB?.median ?? 0) > 0, `${c.name}: linend RSS ${c.metrics.dataplaneRssMiB?.median} MiB > 0`);

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTopology, type Topology } from '../../lab/topology.js';
 import { buildCluster, httpIn, HEALTH_PORT } from '../../lab/cluster.js';
+import { buildKubeCluster } from '../../lab/kube-cluster.js';
 import { linendPath, linenTunnelMtu, vtepMacFor } from '../../lab/linend.js';
 import { transfer } from '../../lab/transfer.js';
 
@@ -26,6 +27,9 @@ const SETTLE_MS = 20000;
 // work 87 and 88. The etcd bound is the project's goal for that figure.
 const STATIC_ONE_QUEUE_BOUND = 70 * MiB;
 const ETCD_ONE_QUEUE_BOUND = 72 * MiB;
+// Kube mode loads @kubernetes/client-node (and not etcd3): measured here about 106 MiB settled,
+// most of it the client's generated API models (its KubeConfig alone loads them all).
+const KUBE_ONE_QUEUE_BOUND = 120 * MiB;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -69,8 +73,8 @@ interface Linend { child: ChildProcess; pid: number; log(): string }
  * of every child this test spawns, and loaded into linend and each worker it costs some 35 MB;
  * env -u drops it (env, then the script's env, exec node: same pid).
  */
-function startLinend(t: Test, topo: Topology, ns: string, args: string[]): Linend {
-  const child = topo.spawn(ns, 'env', ['-u', 'NODE_OPTIONS', linendPath(), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+function startLinend(t: Test, topo: Topology, ns: string, args: string[], env: string[] = []): Linend {
+  const child = topo.spawn(ns, 'env', ['-u', 'NODE_OPTIONS', ...env, linendPath(), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
   t.teardown(async () => {
@@ -148,4 +152,19 @@ t.test('etcd mode, udp, 1 and 2 queues: idle RSS with the etcd client loaded', a
       }
     });
   }
+});
+
+t.test('kube mode, udp, 1 queue: idle RSS with the Kubernetes client loaded', async (t) => {
+  const c = await buildKubeCluster({ hosts: 2, backend: 'udp', start: false });
+  t.teardown(() => c.destroy());
+  const nodes = c.nodes.map((n, i) => startLinend(t, c.topo, n.host.ns, ['--kube-subnet-mgr', `--kube-api-url=${c.api.url}`,
+    `--net-config-path=${c.netConfPath}`, `--iface=${n.host.underlayDev}`, `--subnet-file=${n.subnetFile}`, '--healthz-ip=127.0.0.1',
+    `--healthz-port=${HEALTH_PORT}`, '--queues=1'], [`NODE_NAME=${c.nodeNames[i]}`]));
+  for (const [i, l] of nodes.entries()) {
+    await waitUntil(l, 'ready', async () => (await httpIn(c.nodes[i]!.host.ns, HEALTH_PORT, '/readyz').catch(() => ({ status: 0 }))).status === 200);
+  }
+  const { early, settled } = await idleMemory(nodes[0]!.pid);
+  t.comment(`kube, 1 queue(s), idle 3 s after ready: ${fmt(early)}`);
+  t.comment(`kube, 1 queue(s), idle, settled: ${fmt(settled)}`);
+  t.ok(settled.rss < KUBE_ONE_QUEUE_BOUND, `one queue idle: VmRSS ${(settled.rss / MiB).toFixed(1)} MiB < ${KUBE_ONE_QUEUE_BOUND / MiB} MiB`);
 });

@@ -36,14 +36,18 @@ export class Harness {
     this.desc.setSegSize(d, seg);
   }
 
-  egress(packets: Uint8Array[], now = 0): { sends: Sent[]; tun: Uint8Array[] } {
+  /** `sealed` runs between the core's batch and reading its outputs (WireGuard seals there). */
+  egress(packets: Uint8Array[], now = 0, sealed?: () => void): { sends: Sent[]; tun: Uint8Array[] } {
     packets.forEach((p, i) => this.fill(this.core.layout.EG_IN_DESC, i, p));
     this.core.egress(packets.length, now);
+    sealed?.();
     return this.outputs();
   }
 
-  ingress(datagrams: { data: Uint8Array; from: string; port?: number; seg?: number }[], now = 0): { sends: Sent[]; tun: Uint8Array[] } {
+  /** `opened` runs after the datagrams are in place, before the core's batch (WireGuard opens there). */
+  ingress(datagrams: { data: Uint8Array; from: string; port?: number; seg?: number }[], now = 0, opened?: () => void): { sends: Sent[]; tun: Uint8Array[] } {
     datagrams.forEach((g, i) => this.fill(this.core.layout.IN_IN_DESC, i, g.data, g.from, g.port ?? 8285, g.seg ?? 0));
+    opened?.();
     // As a worker does: resume where the core stopped, collecting each round's outputs.
     const all = { sends: [] as Sent[], tun: [] as Uint8Array[] };
     for (let next = 0; next < datagrams.length;) {

@@ -154,7 +154,7 @@ const wrong: Record<string, string[]> = {
   'metrics-ip': ['localhost', '1.2.3.4.5'],
   'metrics-port': ['x', '-1', '65536'],
   'peer-metrics-limit': ['x', '-1', '1.5', '1000001'],
-  'kube-subnet-mgr': ['true', 'nope'],
+  'kube-subnet-mgr': ['nope'],
   'set-node-network-unavailable': ['nope'],
   version: ['nope'],
   v: ['x', '-1', '0x10'],
@@ -184,6 +184,9 @@ add({ what: 'a cert file that is not a PEM certificate', args: [`--etcd-keyfile=
 add({ what: 'a CA file that is not a PEM certificate', args: [`--etcd-keyfile=${pki.clientKey}`, `--etcd-certfile=${pki.clientCert}`, `--etcd-cafile=${junk}`], names: /--etcd-cafile .* is not a PEM certificate/ });
 const tlsFlags = ['etcd-keyfile', 'etcd-certfile', 'etcd-cafile'];
 add({ what: '--metrics-port equal to --healthz-port', args: ['--healthz-port=18475', '--metrics-port=18475'], names: /-metrics-port\b/ });
+// Kube mode: a prefix flanneld would refuse, a network config file that is not there.
+add({ what: 'a bad --kube-annotation-prefix', args: ['--kube-subnet-mgr', '--kube-annotation-prefix=a/b/c'], names: /-kube-annotation-prefix\b.*at most single slash/ });
+add({ what: 'a --net-config-path that does not exist', args: ['--kube-subnet-mgr', '--net-config-path=/nonexistent/net-conf.json'], names: /failed to read net conf: .*\/nonexistent\/net-conf\.json.*--net-config-path/ });
 // Value missing entirely, in the separate-argument form.
 add({ what: '--queues with no value', args: ['--queues'], names: /-queues/ });
 add({ what: '--etcd-endpoints with no value', args: ['--etcd-endpoints'], names: /-etcd-endpoints/ });
@@ -196,7 +199,7 @@ add({ what: 'bad flag syntax', args: ['---ip-masq'], names: /---ip-masq/, exit: 
 const envCases: [string, string][] = [
   ['FLANNELD_IP_MASQ', 'maybe'], ['FLANNELD_SUBNET_LEASE_RENEW_MARGIN', '0'], ['FLANNELD_SUBNET_LEASE_RENEW_MARGIN', 'soon'],
   ['FLANNELD_HEALTHZ_PORT', 'x'], ['FLANNELD_HEALTHZ_PORT', '70000'], ['FLANNELD_PUBLIC_IP', 'bad'], ['FLANNELD_ETCD_ENDPOINTS', 'gopher://x'],
-  ['FLANNELD_IFACE_REGEX', '('], ['FLANNELD_IPTABLES_RESYNC', '0'], ['FLANNELD_KUBE_SUBNET_MGR', 'true'], ['FLANNELD_V', 'loud'],
+  ['FLANNELD_IFACE_REGEX', '('], ['FLANNELD_IPTABLES_RESYNC', '0'], ['FLANNELD_KUBE_SUBNET_MGR', 'nope'], ['FLANNELD_V', 'loud'],
   ['LINEN_QUEUES', '0'], ['LINEN_QUEUES', 'many'], ['LINEN_ENGINE', 'turbo'], ['LINEN_OFFLOAD', 'sometimes'], ];
 for (const [k, v] of envCases) add({ what: `${k}=${JSON.stringify(v)}`, env: { [k]: v }, names: new RegExp(k) });
 add({ what: 'LINEN_STATIC_PEERS="/nonexistent/p.json"', env: { LINEN_STATIC_PEERS: '/nonexistent/p.json' }, names: /static-peers.*\/nonexistent\/p\.json/ });

@@ -150,8 +150,8 @@ t.test('config: backend type resolution', async (t) => {
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":null}', 'unknown backend type: ');
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Port":1}}', 'unknown backend type: ');
   throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"frobnicate"}}', 'unknown backend type: frobnicate');
-  throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"ipip"}}', 'backend type "ipip" is not supported by linen (supported: udp, vxlan, host-gw)');
-  throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"WireGuard"}}', /"WireGuard" is not supported by linen/);
+  throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"ipip"}}', 'backend type "ipip" is not supported by linen (supported: udp, vxlan, host-gw, wireguard)');
+  throwsMsg(t, '{"Network":"10.5.0.0/16","Backend":{"Type":"IPsec"}}', /"IPsec" is not supported by linen/);
   const up = cfg({ Network: '10.5.0.0/16', Backend: { Type: 'UDP' } });
   t.same(up.backend, { type: 'udp', port: 8285, directRouting: false });
   t.equal(up.backendType, 'UDP', 'type kept as written');

@@ -171,7 +171,11 @@ t.test('validation: one-line errors naming the flag, exit 1', async (t) => {
   fails([], { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '-5' }, /FLANNELD_SUBNET_LEASE_RENEW_MARGIN \(--subnet-lease-renew-margin\)=-5/, 1);
   t.equal(run(['--subnet-lease-renew-margin=1']).subnetLeaseRenewMargin, 1);
   t.equal(run(['--subnet-lease-renew-margin=1439']).subnetLeaseRenewMargin, 1439);
-  fails(['--kube-subnet-mgr'], {}, /^--kube-subnet-mgr: .*not supported by linen/, 1);
+  t.equal(run(['--kube-subnet-mgr']).kubeSubnetMgr, true);
+  t.equal(run(['--kube-subnet-mgr', '--kube-annotation-prefix=example.com/team-']).kubeAnnotationPrefix, 'example.com/team-');
+  fails(['--kube-subnet-mgr', '--kube-annotation-prefix=a/b/c'], {}, '--kube-annotation-prefix: "a/b/c": subnet/kube: prefix can contain at most single slash', 1);
+  fails(['--kube-subnet-mgr', '--kube-annotation-prefix=Flannel'], {}, '--kube-annotation-prefix: "Flannel": subnet/kube: prefix must be in a format: fqdn/[0-9a-z-_]*', 1);
+  fails(['--kube-subnet-mgr', '--static-peers=/x.json'], {}, /^--static-peers: cannot be used with --kube-subnet-mgr/, 1);
   fails(['--public-ip=10.0.0'], {}, '--public-ip: "10.0.0" is not an IPv4 address', 1);
   fails(['--public-ip=fd00::1'], {}, /--public-ip: "fd00::1" is not an IPv4 address/, 1);
   fails(['--public-ipv6=10.0.0.1'], {}, /--public-ipv6: .* is not an IPv6 address/, 1);

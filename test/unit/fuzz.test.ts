@@ -26,7 +26,7 @@ function rand(n: number): number {
   return rng % n;
 }
 
-function seeds(mode: 'udp' | 'vxlan'): Uint8Array[] {
+function seeds(mode: 'udp' | 'vxlan' | 'wireguard'): Uint8Array[] {
   const inner = [
     buildTcp('10.5.33.7', '10.5.72.5', 80, 3000, 1, 0x18, bytes(600)),
     buildUdp('10.5.33.7', '10.5.72.5', 1, 2, bytes(40)),

@@ -1,0 +1,73 @@
+// WireGuard mode's stage of a worker loop (loop.ts, WireguardStage): the batch crypto around the
+// core (WgDataPath) and the handshake control path with its timers (WgControl), on the addon.
+import type { Core } from './core.js';
+import type { NativeIO } from './native.js';
+import type { WireguardStage } from './loop.js';
+import type { SlottedRoute, WorkerData, WorkerReport } from './protocol.js';
+import type { WgNative } from '../wireguard/crypto.js';
+import { WgDataPath } from '../wireguard/datapath.js';
+import { WgControl } from '../wireguard/control.js';
+
+// WireGuard's timers (retransmits, keepalives, expiry) are checked at least this often.
+const WG_TICK_MS = 100;
+// The peers' state and the control path's counters go to the main thread at most this often
+// (and on every publish request), not with every publish.
+const WG_REPORT_MS = 1000;
+
+class AddonWireguardStage implements WireguardStage {
+  readonly tickMs = WG_TICK_MS;
+  private readonly dp: WgDataPath;
+  private readonly control: WgControl;
+  private reportedAt = 0;
+
+  constructor(
+    native: NativeIO & WgNative, core: Core, options: NonNullable<WorkerData['options']['wireguard']>,
+    private readonly sendFds: Int32Array, private readonly post: (r: WorkerReport) => void,
+  ) {
+    this.dp = new WgDataPath(core, native);
+    this.control = new WgControl(this.dp, options);
+  }
+
+  setPeer({ route }: SlottedRoute, routeIndex: number): void {
+    const w = route.wireguard;
+    if (w) this.control.setPeer({ route: routeIndex, publicKey: w.publicKey, addr: route.publicIP, port: w.port });
+  }
+
+  removePeer(routeIndex: number): void { this.control.removePeer(routeIndex); }
+
+  tick(now: number): void {
+    this.control.tick(now);
+  }
+
+  afterEgress(now: number): void {
+    this.dp.sealEgress();
+    const wants = this.dp.wants();
+    if (wants.length > 0) this.control.want(wants, now);
+  }
+
+  beforeIngress(count: number, now: number): void {
+    const handshakes = this.dp.openIngress(count);
+    if (handshakes.length > 0) this.control.receive(handshakes, now);
+  }
+
+  drain(): number {
+    const { messages, keepalives } = this.control.drain();
+    return messages.length + keepalives.length > 0 ? this.dp.send(this.sendFds, messages, keepalives) : 0;
+  }
+
+  report(now: number, force: boolean): void {
+    if (!force && now - this.reportedAt < WG_REPORT_MS) return;
+    this.reportedAt = now;
+    this.post({ type: 'wireguard', peers: this.control.status(), events: { ...this.control.events } });
+  }
+}
+
+/** WireGuard mode's stage, or null in the other modes. */
+export function startWireguard(native: NativeIO, core: Core, data: WorkerData, sendFds: readonly number[]): WireguardStage | null {
+  if (data.options.mode !== 'wireguard') return null;
+  const o = data.options.wireguard;
+  if (!o) throw new Error('linen: wireguard mode needs the node\'s keys');
+  return new AddonWireguardStage(
+    native as NativeIO & WgNative, core, o, Int32Array.from(sendFds), (r) => data.port.postMessage(r),
+  );
+}

@@ -1,0 +1,296 @@
+// WireGuard's control path in a data-plane worker: per peer, the handshake state and the
+// whitepaper's timers (retransmit after REKEY-TIMEOUT, give up after REKEY-ATTEMPT-TIME, rekey
+// after REKEY-AFTER-TIME, forget keys after REJECT-AFTER-TIME, persistent keepalives), sessions
+// installed into the core through WgDataPath. Runs per handshake message and per timer tick,
+// never per packet.
+import { randomBytes } from "node:crypto";
+
+import type { ControlMessage, OutgoingMessage, WgDataPath } from "./datapath.js";
+import { equal } from "./crypto.js";
+import { MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE, readU32, RESP_RECEIVER } from "./messages.js";
+import {
+  consumeCookieReply, consumeInitiation, consumeResponse, createInitiation, createResponse, LocalIdentity,
+  RemoteIdentity, type HandshakeRefusal, type PendingInitiation,
+} from "./noise.js";
+import {
+  REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS, REKEY_TIMEOUT_MS,
+} from "./session.js";
+
+/** What the control path counts (exported as metrics). */
+export const WG_EVENTS = [
+  "handshake_initiations_sent", "handshake_responses_sent", "handshakes_completed", "rekeys",
+  "handshake_bad_mac", "handshake_unknown_peer", "handshake_decrypt_failed", "handshake_replayed",
+  "handshake_unknown_index", "cookie_replies_received", "keepalives_sent", "sessions_expired",
+  "handshake_attempts_given_up",
+] as const;
+export type WgEvent = (typeof WG_EVENTS)[number];
+
+const REFUSAL_EVENT: Record<HandshakeRefusal, WgEvent> = {
+  bad_mac: "handshake_bad_mac",
+  unknown_peer: "handshake_unknown_peer",
+  decrypt: "handshake_decrypt_failed",
+  replayed_timestamp: "handshake_replayed",
+  unknown_index: "handshake_unknown_index",
+};
+
+export interface WgPeerConfig {
+  /** The core's route index for the peer's subnet. */
+  route: number;
+  publicKey: Uint8Array;
+  /** The endpoint from the peer's lease (host-order IPv4, port). */
+  addr: number;
+  port: number;
+}
+
+interface SessionInfo { localIndex: number; createdAt: number; initiator: boolean }
+
+interface PeerState {
+  config: WgPeerConfig;
+  remote: RemoteIdentity;
+  pending: PendingInitiation | null;
+  pendingSentAt: number;
+  /** When the current run of attempts began (0: none), for REKEY-ATTEMPT-TIME. */
+  attemptsSince: number;
+  current: SessionInfo | null;
+  previous: SessionInfo | null;
+  /** A responder's session, not used to send until the initiator's first message arrives. */
+  unconfirmed: SessionInfo | null;
+  lastHandshakeAt: number;
+  lastKeepaliveAt: number;
+}
+
+/** A peer's state for inspection (`wg show`-like). */
+export interface WgPeerStatus {
+  publicKey: string;
+  endpoint: string;
+  route: number;
+  lastHandshakeMs: number;
+  sessionIndex: number;
+}
+
+export interface WgControlOptions {
+  privateKey: Uint8Array;
+  presharedKey: Uint8Array;
+  /** Seconds between keepalives sent whatever the traffic (0: none), flannel's PersistentKeepaliveInterval. */
+  persistentKeepalive: number;
+}
+
+const hostToString = (a: number): string => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join(".");
+
+export class WgControl {
+  private readonly local: LocalIdentity;
+  private readonly peers = new Map<number, PeerState>(); // by route index
+  private readonly byIndex = new Map<number, PeerState>(); // pending and live local indexes
+  private readonly usedSlots = new Set<number>();
+  readonly events: Record<WgEvent, number> = Object.fromEntries(WG_EVENTS.map((e) => [e, 0])) as Record<WgEvent, number>;
+  private outbox: OutgoingMessage[] = [];
+  private keepalives: { localIndex: number; addr: number; port: number }[] = [];
+
+  constructor(private readonly dp: WgDataPath, private readonly opts: WgControlOptions) {
+    this.local = new LocalIdentity(opts.privateKey);
+  }
+
+  get publicKey(): Uint8Array { return this.local.publicKey; }
+
+  setPeer(config: WgPeerConfig): void {
+    const old = this.peers.get(config.route);
+    if (old && equal(old.config.publicKey, config.publicKey)) {
+      old.config = config;
+      this.dp.setPeer(config.route, old.current?.localIndex ?? 0, config.port);
+      return;
+    }
+    if (old) this.removePeer(config.route);
+    const state: PeerState = {
+      config, remote: new RemoteIdentity(this.local, config.publicKey, this.opts.presharedKey), pending: null, pendingSentAt: 0,
+      attemptsSince: 0, current: null, previous: null, unconfirmed: null, lastHandshakeAt: 0, lastKeepaliveAt: 0,
+    };
+    this.peers.set(config.route, state);
+    this.dp.setPeer(config.route, 0, config.port);
+  }
+
+  removePeer(route: number): void {
+    const p = this.peers.get(route);
+    if (!p) return;
+    for (const s of [p.current, p.previous, p.unconfirmed]) if (s) this.dropSession(s);
+    if (p.pending) this.freeIndex(p.pending.localIndex);
+    this.peers.delete(route);
+  }
+
+  status(): WgPeerStatus[] {
+    return [...this.peers.values()].map((p) => {
+      const ep = this.dp.endpoint(p.config.route);
+      return {
+        publicKey: Buffer.from(p.config.publicKey).toString("base64"), endpoint: `${hostToString(ep.addr)}:${ep.port}`,
+        route: p.config.route, lastHandshakeMs: p.lastHandshakeAt, sessionIndex: p.current?.localIndex ?? 0,
+      };
+    });
+  }
+
+  /** Peers whose packets found no session: start a handshake unless one is under way. */
+  want(routes: number[], now: number): void {
+    for (const r of routes) {
+      const p = this.peers.get(r);
+      if (p && !p.pending) this.initiate(p, now);
+    }
+  }
+
+  /** Handshake messages the core set aside. */
+  receive(messages: ControlMessage[], now: number): void {
+    for (const m of messages) {
+      switch (m.data[0]) {
+        case MSG_INITIATION: this.onInitiation(m, now); break;
+        case MSG_RESPONSE: this.onResponse(m, now); break;
+        case MSG_COOKIE_REPLY: this.onCookieReply(m, now); break;
+      }
+    }
+  }
+
+  /** Timers; call often (every wakeup and at least every few hundred ms). */
+  tick(now: number): void {
+    for (const p of this.peers.values()) {
+      if (p.unconfirmed && this.dp.receivedOn(p.unconfirmed.localIndex)) this.promote(p, p.unconfirmed, now);
+      for (const key of ["current", "previous", "unconfirmed"] as const) {
+        const s = p[key];
+        if (s && now - s.createdAt >= REJECT_AFTER_TIME_MS) {
+          this.dropSession(s);
+          p[key] = null;
+          this.events.sessions_expired++;
+          if (key === "current") this.dp.setPeer(p.config.route, 0, this.dp.endpoint(p.config.route).port);
+        }
+      }
+      if (p.pending && now - p.pendingSentAt >= REKEY_TIMEOUT_MS) {
+        if (now - p.attemptsSince >= REKEY_ATTEMPT_TIME_MS) {
+          this.freeIndex(p.pending.localIndex);
+          p.pending = null;
+          p.attemptsSince = 0;
+          this.events.handshake_attempts_given_up++;
+        } else {
+          this.initiate(p, now);
+        }
+      }
+      const c = p.current;
+      if (c && c.initiator && !p.pending && now - c.createdAt >= REKEY_AFTER_TIME_MS) {
+        this.events.rekeys++;
+        this.initiate(p, now);
+      }
+      const every = this.opts.persistentKeepalive * 1000;
+      if (c && every > 0 && now - p.lastKeepaliveAt >= every) this.keepalive(p, c, now);
+    }
+  }
+
+  /** Messages and keepalives to send now (the worker hands them to WgDataPath.send). */
+  drain(): { messages: OutgoingMessage[]; keepalives: { localIndex: number; addr: number; port: number }[] } {
+    const out = { messages: this.outbox, keepalives: this.keepalives };
+    this.outbox = [];
+    this.keepalives = [];
+    return out;
+  }
+
+  // ---
+
+  private newIndex(p: PeerState): number {
+    const slots = 1 << this.dp.slotBits;
+    if (this.usedSlots.size >= slots) throw new Error(`all ${slots} WireGuard session slots are in use`);
+    let slot: number;
+    do { slot = randomBytes(2).readUInt16LE(0) & (slots - 1); } while (this.usedSlots.has(slot));
+    this.usedSlots.add(slot);
+    let index: number;
+    do { index = ((randomBytes(4).readUInt32LE(0) << this.dp.slotBits) | slot) >>> 0; } while (index === 0);
+    this.byIndex.set(index, p);
+    return index;
+  }
+
+  private freeIndex(index: number): void {
+    this.byIndex.delete(index);
+    this.usedSlots.delete(index & ((1 << this.dp.slotBits) - 1));
+  }
+
+  private dropSession(s: SessionInfo): void {
+    this.dp.closeSession(s.localIndex);
+    this.freeIndex(s.localIndex);
+  }
+
+  private endpointOf(p: PeerState): { addr: number; port: number } {
+    return this.dp.endpoint(p.config.route);
+  }
+
+  private initiate(p: PeerState, now: number): void {
+    if (p.pending) this.freeIndex(p.pending.localIndex);
+    const index = this.newIndex(p);
+    const init = createInitiation(this.local, p.remote, index, now);
+    if (!init) { this.freeIndex(index); p.pending = null; return; }
+    p.pending = init.pending;
+    p.pendingSentAt = now;
+    if (p.attemptsSince === 0) p.attemptsSince = now;
+    this.outbox.push({ data: init.message, ...this.endpointOf(p) });
+    this.events.handshake_initiations_sent++;
+  }
+
+  private keepalive(p: PeerState, s: SessionInfo, now: number): void {
+    p.lastKeepaliveAt = now;
+    this.keepalives.push({ localIndex: s.localIndex, ...this.endpointOf(p) });
+    this.events.keepalives_sent++;
+  }
+
+  private install(p: PeerState, s: SessionInfo, now: number): void {
+    if (p.previous) this.dropSession(p.previous);
+    p.previous = p.current;
+    p.current = s;
+    p.lastHandshakeAt = now;
+    this.dp.setPeer(p.config.route, s.localIndex, this.endpointOf(p).port);
+    this.events.handshakes_completed++;
+  }
+
+  private promote(p: PeerState, s: SessionInfo, now: number): void {
+    p.unconfirmed = null;
+    this.install(p, s, now);
+  }
+
+  private onInitiation(m: ControlMessage, now: number): void {
+    const c = consumeInitiation(this.local, m.data, (key) => {
+      for (const p of this.peers.values()) if (equal(p.config.publicKey, key)) return p.remote;
+      return undefined;
+    });
+    if (typeof c === "string") { this.events[REFUSAL_EVENT[c]]++; return; }
+    const p = [...this.peers.values()].find((q) => q.remote === c.peer);
+    if (!p) return;
+    const index = this.newIndex(p);
+    const r = createResponse(c, index, now);
+    if (!r) { this.freeIndex(index); this.events.handshake_decrypt_failed++; return; }
+    this.dp.openSession(index, c.remoteIndex, p.config.route, r.keys);
+    if (p.unconfirmed) this.dropSession(p.unconfirmed);
+    p.unconfirmed = { localIndex: index, createdAt: now, initiator: false };
+    // The initiator's endpoint is where its initiation came from.
+    this.dp.setPeer(p.config.route, p.current?.localIndex ?? 0, m.port);
+    this.setEndpointAddr(p, m.addr);
+    this.outbox.push({ data: r.message, addr: m.addr, port: m.port });
+    this.events.handshake_responses_sent++;
+  }
+
+  private setEndpointAddr(p: PeerState, addr: number): void {
+    const ep = this.endpointOf(p);
+    if (ep.addr !== addr) this.dp.setEndpoint(p.config.route, addr, ep.port);
+  }
+
+  private onResponse(m: ControlMessage, now: number): void {
+    const p = this.byIndex.get(readU32(m.data, RESP_RECEIVER));
+    if (!p || !p.pending) { this.events.handshake_unknown_index++; return; }
+    const keys = consumeResponse(this.local, p.pending, m.data);
+    if (typeof keys === "string") { this.events[REFUSAL_EVENT[keys]]++; return; }
+    const index = p.pending.localIndex;
+    p.pending = null;
+    p.attemptsSince = 0;
+    this.dp.openSession(index, readU32(m.data, 4), p.config.route, keys);
+    this.install(p, { localIndex: index, createdAt: now, initiator: true }, now);
+    this.setEndpointAddr(p, m.addr);
+    this.dp.setPeer(p.config.route, index, m.port);
+    // The responder may send only after our first transport message: confirm at once.
+    this.keepalive(p, p.current!, now);
+  }
+
+  private onCookieReply(m: ControlMessage, now: number): void {
+    const p = this.byIndex.get(readU32(m.data, 4));
+    if (p && consumeCookieReply(p.remote, m.data, now)) this.events.cookie_replies_received++;
+  }
+}
+

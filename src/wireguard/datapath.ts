@@ -1,0 +1,158 @@
+// The shell's side of WireGuard's batch data path: installs sessions (keys from the handshake)
+// in the wasm core, seals and opens each batch's crypt table through the addon, and hands the
+// handshake messages the core set aside to the control path. A fixed number of calls per batch,
+// nothing per packet (only handshake messages become objects).
+import type { Core } from "../dataplane/core.js";
+import type { NativeIO } from "../dataplane/native.js";
+import { LAYOUT as L } from "../dataplane/abi.js";
+import { KEY_LEN, type WgNative } from "./crypto.js";
+import type { TransportKeys } from "./noise.js";
+
+interface WgCoreExports {
+  wgSessionAddr(slot: number): number;
+  wgSessionOpen(localIndex: number, remoteIndex: number, route: number): number;
+  wgSessionClose(localIndex: number): void;
+  wgSendCounter(localIndex: number): bigint;
+  wgReceivedOn(localIndex: number): bigint;
+  wgFrameKeepalive(localIndex: number, at: number): number;
+  wgCryptCount(): number;
+  wgControlCount(): number;
+  wgWantCount(): number;
+  wgIngressPrepare(n: number): number;
+  wgEgressFinish(): void;
+}
+
+/** A handshake message received on the data path, for the control path. */
+export interface ControlMessage {
+  data: Uint8Array;
+  /** Source IPv4 address (host order) and port. */
+  addr: number;
+  port: number;
+}
+
+/** A message the control path sends: to addr (host order) and port. */
+export type OutgoingMessage = ControlMessage;
+
+export class WgDataPath {
+  private readonly x: WgCoreExports;
+
+  constructor(readonly core: Core, private readonly io: NativeIO & WgNative) {
+    if (core.mode !== "wireguard") throw new Error("linen: WgDataPath needs a core in wireguard mode");
+    this.x = core.exports as unknown as WgCoreExports;
+  }
+
+  private get mem(): Uint8Array { return new Uint8Array(this.core.memory.buffer); }
+  private get dv(): DataView { return new DataView(this.core.memory.buffer); }
+
+  /** The slot bits a local index must carry (its low WG_SLOT_BITS bits pick the slot). */
+  get slotBits(): number { return L.WG_SLOT_BITS; }
+
+  /** Installs a session's keys under `localIndex`, sending to `remoteIndex`, for the peer at `route`. */
+  openSession(localIndex: number, remoteIndex: number, route: number, keys: TransportKeys): void {
+    if (keys.send.length !== KEY_LEN || keys.receive.length !== KEY_LEN) throw new Error("transport keys are 32 bytes");
+    const s = this.x.wgSessionAddr(localIndex & ((1 << L.WG_SLOT_BITS) - 1));
+    this.mem.set(keys.send, s + L.WG_S_SEND_KEY);
+    this.mem.set(keys.receive, s + L.WG_S_RECV_KEY);
+    if (this.x.wgSessionOpen(localIndex >>> 0, remoteIndex >>> 0, route) !== 0) throw new Error(`bad local index ${localIndex}`);
+  }
+
+  closeSession(localIndex: number): void { this.x.wgSessionClose(localIndex >>> 0); }
+
+  /** Whether anything authenticated arrived on a session yet (a responder's confirmation). */
+  receivedOn(localIndex: number): boolean { return this.x.wgReceivedOn(localIndex >>> 0) !== 0n; }
+
+  /**
+   * Sends control messages (handshakes) and keepalives of sessions (sealed by the addon, with
+   * the session's next counter) on fds[0]. Returns the datagrams sent.
+   */
+  send(fds: Int32Array, messages: OutgoingMessage[], keepalives: { localIndex: number; addr: number; port: number }[]): number {
+    const all: { at: number; len: number; addr: number; port: number }[] = [];
+    for (const m of messages) {
+      if (all.length >= L.WG_OUT_CAP || m.data.length > L.WG_OUT_SIZE) break;
+      const at = L.WG_OUT + all.length * L.WG_OUT_SIZE;
+      this.mem.set(m.data, at);
+      all.push({ at, len: m.data.length, addr: m.addr, port: m.port });
+    }
+    for (const k of keepalives) {
+      if (all.length >= L.WG_OUT_CAP) break;
+      const at = L.WG_OUT + all.length * L.WG_OUT_SIZE;
+      const len = this.x.wgFrameKeepalive(k.localIndex >>> 0, at);
+      if (len === 0 || this.io.wgSealBatch(this.core.memory.buffer, L.WG_CRYPT, 1) !== 1) continue;
+      all.push({ at, len, addr: k.addr, port: k.port });
+    }
+    if (all.length === 0) return 0;
+    const dv = this.dv;
+    all.forEach((m, i) => {
+      const d = L.WG_OUT_DESC + i * L.DESC_SIZE;
+      dv.setUint32(d + L.D_OFFSET, m.at, true);
+      dv.setUint32(d + L.D_LENGTH, m.len, true);
+      dv.setUint32(d + L.D_ADDR, m.addr, false);
+      dv.setUint16(d + L.D_PORT, m.port, false);
+      dv.setUint16(d + L.D_SEGSIZE, 0, true);
+      dv.setUint16(d + L.D_SRCPORT, 0, true);
+      dv.setUint16(d + L.D_STATUS, 0, true);
+    });
+    return this.io.udpSendBatch(fds, this.core.memory.buffer, L.WG_OUT_DESC, all.length);
+  }
+
+  setEndpoint(route: number, addr: number, port: number): void {
+    const r = L.ROUTES + route * L.ROUTE_SIZE;
+    this.dv.setUint32(r + L.R_PUBLIC_IP, addr >>> 0, true);
+    this.dv.setUint32(r + L.R_WG_PORT, port, true);
+  }
+
+  /** The endpoint the core holds for a peer: its lease's, or where it last sent from. */
+  endpoint(route: number): { addr: number; port: number } {
+    const r = L.ROUTES + route * L.ROUTE_SIZE;
+    return { addr: this.dv.getUint32(r + L.R_PUBLIC_IP, true), port: this.dv.getUint32(r + L.R_WG_PORT, true) };
+  }
+
+  sentOn(localIndex: number): bigint { return BigInt.asUintN(64, this.x.wgSendCounter(localIndex >>> 0)); }
+
+  /** Which session packets to the peer at `route` go out on (0: none), and its endpoint's port. */
+  setPeer(route: number, sendIndex: number, port: number): void {
+    const r = L.ROUTES + route * L.ROUTE_SIZE;
+    this.dv.setUint32(r + L.R_WG_SESSION, sendIndex >>> 0, true);
+    this.dv.setUint32(r + L.R_WG_PORT, port, true);
+  }
+
+  /** The endpoint port the core holds for a peer (it follows authenticated datagrams). */
+  peerPort(route: number): number {
+    return this.dv.getUint32(L.ROUTES + route * L.ROUTE_SIZE + L.R_WG_PORT, true);
+  }
+
+  /** After core.egress(): seals the batch and joins it into sends. Returns the messages sealed. */
+  sealEgress(): number {
+    const n = this.x.wgCryptCount();
+    const sealed = n > 0 ? this.io.wgSealBatch(this.core.memory.buffer, L.WG_CRYPT, n) : 0;
+    this.x.wgEgressFinish();
+    return sealed;
+  }
+
+  /** Routes whose peers had packets to send and no session in the last egress batch. */
+  wants(): number[] {
+    const n = this.x.wgWantCount();
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const r = this.dv.getInt32(L.WG_WANT + i * 4, true);
+      if (!out.includes(r)) out.push(r);
+    }
+    return out;
+  }
+
+  /** Before core.ingress() of n datagrams: opens their transport messages; returns the handshake
+   * messages among them. */
+  openIngress(n: number): ControlMessage[] {
+    const entries = this.x.wgIngressPrepare(n);
+    if (entries > 0) this.io.wgOpenBatch(this.core.memory.buffer, L.WG_CRYPT, entries);
+    const m = this.x.wgControlCount();
+    const out: ControlMessage[] = [];
+    for (let i = 0; i < m; i++) {
+      const c = L.WG_CONTROL + i * L.WG_CONTROL_SIZE;
+      const len = this.dv.getUint32(c, true);
+      const addr = this.dv.getUint32(c + 4, false);
+      out.push({ data: this.mem.slice(c + 16, c + 16 + len), addr, port: this.dv.getUint32(c + 8, true) });
+    }
+    return out;
+  }
+}

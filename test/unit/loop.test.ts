@@ -2,7 +2,7 @@
 // control messages, a full output table and I/O failures, all without root or devices.
 import t from 'tap';
 import { Core } from '../../src/dataplane/core.js';
-import { WorkerLoop, PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS } from '../../src/dataplane/loop.js';
+import { WorkerLoop, PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS, type WireguardStage } from '../../src/dataplane/loop.js';
 import { MemoryIO } from '../../src/dataplane/memory-io.js';
 import { IO_STATS, PEER_WORDS, statsLayout, type IoStat, type SlottedRoute } from '../../src/dataplane/protocol.js';
 import { PeerCounter } from '../../src/dataplane/abi.js';
@@ -23,14 +23,14 @@ interface Rig {
   seq(): number;
 }
 
-function rig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }], o: { gro?: boolean } = {}): Rig {
+function rig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }], o: { gro?: boolean; wireguard?: WireguardStage } = {}): Rig {
   const core = new Core({ mode: 'udp', port: PORT, mtu: 1472, subnet: { ip: ip4(OWN), prefixLen: 24 } });
   const io = new MemoryIO({ memory: core.memory.buffer, layout: core.layout, gro: o.gro ?? false });
   const SL = statsLayout(core.layout);
   const stats = new SharedArrayBuffer(SL.words * 8);
   const words = new BigUint64Array(stats);
   const errors: string[] = [];
-  const loop = new WorkerLoop({ core, io, stats, reportError: (m) => errors.push(m) });
+  const loop = new WorkerLoop({ core, io, stats, wireguard: o.wireguard, reportError: (m) => errors.push(m) });
   loop.setRoutes(routes);
   return {
     core, io, loop, errors,
@@ -181,4 +181,108 @@ t.test('a failed read ends the loop with that error (the worker dies and is rest
   const udp = rig();
   udp.io.then(() => { udp.io.udp.recvError = new Error('recvmmsg: ENOMEM'); });
   t.throws(() => udp.loop.run(), /ENOMEM/);
+});
+
+// A WireGuard stage that records when the loop calls it, in one log with the I/O's batch calls
+// and the core's egress/ingress, so the order within a wake-up can be checked.
+class RecordingStage implements WireguardStage {
+  readonly tickMs = 37;
+  readonly log: string[] = [];
+  /** Datagrams drain() claims to send, once. */
+  queued = 0;
+  readonly peers: { subnet: number; routeIndex: number }[] = [];
+  readonly removed: { routeIndex: number; stillRouted: number }[] = [];
+  core: Core | null = null;
+
+  setPeer(r: SlottedRoute, routeIndex: number): void { this.log.push('setPeer'); this.peers.push({ subnet: r.route.subnet.ip, routeIndex }); }
+  removePeer(routeIndex: number): void {
+    this.log.push('removePeer');
+    const s = PEER2.subnet;
+    this.removed.push({ routeIndex, stillRouted: this.core?.exports.routeFind(s.ip >>> 0, s.prefixLen) ?? -2 });
+  }
+  tick(): void { this.log.push('tick'); }
+  afterEgress(): void { this.log.push('seal'); }
+  beforeIngress(count: number): void { this.log.push(`open ${count}`); }
+  drain(): number { this.log.push('drain'); const n = this.queued; this.queued = 0; return n; }
+  report(_now: number, force: boolean): void { this.log.push(force ? 'report forced' : 'report'); }
+}
+
+function stageRig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }]): Rig & { stage: RecordingStage } {
+  const stage = new RecordingStage();
+  const r = rig(routes, { wireguard: stage });
+  stage.core = r.core;
+  const log = stage.log;
+  const { tun, udp } = r.io;
+  const wrap = <T extends object, K extends keyof T>(o: T, k: K, name: string): void => {
+    const f = o[k] as unknown as (...a: unknown[]) => unknown;
+    (o as Record<K, unknown>)[k] = (...a: unknown[]): unknown => { log.push(name); return f.apply(o, a); };
+  };
+  wrap(tun, 'readBatch', 'tun read');
+  wrap(tun, 'writeBatch', 'tun write');
+  wrap(udp, 'recvBatch', 'udp recv');
+  wrap(udp, 'sendBatch', 'udp send');
+  wrap(r.core, 'egress', 'egress');
+  wrap(r.core, 'ingress', 'ingress');
+  const wait = r.io.wait.bind(r.io);
+  r.io.wait = (ms: number): number => { log.push('wait'); return wait(ms); };
+  return { ...r, stage };
+}
+
+const wakeups = (log: string[]): string[][] => {
+  const out: string[][] = [];
+  for (const e of log) if (e === 'wait') out.push([]); else out.at(-1)?.push(e);
+  return out;
+};
+
+t.test('wireguard stage: tick and drain on every wake-up, seal after egress before the sends, drain after the flushes', async (t) => {
+  const r = stageRig();
+  r.io.then(() => {
+    for (let i = 0; i < 3; i++) r.io.tun.inbound.push(toPeer(i));
+    r.stage.queued = 2;
+  });
+  r.loop.run();
+  t.same(r.stage.log.slice(0, r.stage.log.indexOf('wait')), ['setPeer'], 'initial routes reach the stage');
+  t.same(wakeups(r.stage.log)[0], ['tick', 'drain', 'report', 'tun read', 'egress', 'seal', 'udp send', 'drain']);
+  t.equal(r.io.udp.sent.length, 3, 'the core\'s batch was sent');
+  t.equal(r.stat('udp_sends'), 5, 'what the stage sent between batches is counted with the sends');
+  t.same(r.stage.peers, [{ subnet: PEER.subnet.ip, routeIndex: r.core.exports.routeFind(PEER.subnet.ip >>> 0, PEER.subnet.prefixLen) }],
+    'the stage gets the core\'s index of the route');
+  t.ok(r.stage.peers[0].routeIndex >= 0);
+});
+
+t.test('wireguard stage: open after the receive and before ingress, drain after the TUN writes', async (t) => {
+  const r = stageRig();
+  r.io.then(() => { for (let i = 0; i < 4; i++) r.io.udp.inbound.push({ data: fromPeer(i), addr: PEER.publicIP, port: PORT }); });
+  r.loop.run();
+  t.same(wakeups(r.stage.log)[0], ['tick', 'drain', 'report', 'udp recv', 'open 4', 'ingress', 'tun write', 'drain']);
+  t.equal(r.io.tun.written.length, 4);
+});
+
+t.test('wireguard stage: idle waits are its tick, after traffic the short one; set, remove and publish reach it', async (t) => {
+  const r = stageRig([]);
+  r.io.then(
+    () => r.io.tun.inbound.push(toPeer(0)),
+    () => {},
+    () => r.io.control.push({ type: 'set', route: PEER2, slot: 3 }),
+    () => r.io.control.push({ type: 'publish', seq: 9 }),
+    () => r.io.control.push({ type: 'remove', subnet: PEER2.subnet, slot: 3 }),
+  );
+  r.loop.run();
+  t.same(r.io.waits.slice(0, 3), [r.stage.tickMs, PUBLISH_WHEN_IDLE_MS, r.stage.tickMs]);
+  const w = wakeups(r.stage.log);
+  t.same(w[2], ['tick', 'drain', 'report', 'setPeer']);
+  t.same(w[3], ['tick', 'drain', 'report', 'report forced'], 'a publish request forces a report');
+  t.equal(r.seq(), 9);
+  t.same(w[4], ['tick', 'drain', 'report', 'removePeer']);
+  t.equal(r.stage.removed.length, 1);
+  t.ok(r.stage.removed[0].routeIndex >= 0);
+  t.equal(r.stage.removed[0].stillRouted, r.stage.removed[0].routeIndex, 'the stage is told before the core drops the route');
+  t.equal(r.core.exports.routeFind(PEER2.subnet.ip >>> 0, PEER2.subnet.prefixLen) < 0, true, 'then the route is gone');
+});
+
+t.test('without a stage the loop waits its plain timeouts', async (t) => {
+  const r = rig();
+  r.io.then(() => {}, () => {});
+  r.loop.run();
+  t.same(r.io.waits.slice(0, 2), [PUBLISH_EVERY_MS, PUBLISH_EVERY_MS]);
 });

@@ -194,7 +194,10 @@ t.test('deploy/kube-linen.yml\'s ClusterRole grants what linen uses', async (t) 
 
 t.test('in-cluster configuration: the service account token and CA', async (t) => {
   const certs = makeCerts(dir, { name: 'linen-incluster-ca' });
-  const api = new KubeApiServer({ tls: { cert: certs.serverCert, key: certs.serverKey }, tokens: { 'sa-token': { user: 'system:serviceaccount:kube-flannel:flannel', grants: { nodes: ['get'] } } } });
+  const sa1 = { user: 'system:serviceaccount:kube-flannel:flannel', grants: { nodes: ['get', 'list', 'watch'] } };
+  // Mutable: the test revokes the first token once the kubelet has "rotated" it.
+  const tokens: Record<string, typeof sa1> = { 'sa-token': sa1 };
+  const api = new KubeApiServer({ tls: { cert: certs.serverCert, key: certs.serverKey }, tokens });
   await api.start();
   t.teardown(() => api.stop());
   api.addNode('n1', { podCIDR: '10.244.3.0/24' });
@@ -217,4 +220,26 @@ t.test('in-cluster configuration: the service account token and CA', async (t) =
   process.env['KUBERNETES_SERVICE_PORT'] = String(api.port);
   const client = new KubeClient(kubeConfigFor({ apiUrl: '', kubeconfig: '', inClusterRoot: root }));
   t.equal((await client.getNode('n1')).podCIDR, '10.244.3.0/24', 'read the node over TLS with the service account token');
+
+  // The kubelet rotates the projected token (a new file, trailing newline as written there)
+  // and the old one stops being accepted: every later request, the watch included, carries the
+  // new one at once, not after a cache period.
+  writeFileSync(join(sa, 'token'), 'sa-token-2\n');
+  tokens['sa-token-2'] = sa1;
+  delete tokens['sa-token'];
+  const t0 = Date.now();
+  t.equal((await client.getNode('n1')).podCIDR, '10.244.3.0/24', 'a get after the rotation carries the new token');
+  const { resourceVersion } = await client.listNodes();
+  const ac = new AbortController();
+  const events = client.watchNodes(resourceVersion, 30, ac.signal);
+  const first = events.next();
+  api.updateNode('n1', { metadata: { annotations: { 'other.io/touched': 'yes' } } });
+  const ev = await first;
+  ac.abort();
+  await events.return(undefined);
+  t.match(ev.value, { type: 'MODIFIED', node: { name: 'n1' } }, 'so does a watch');
+  t.comment(`rotated token in use ${Date.now() - t0} ms after the file changed`);
+  // A token file that cannot be read keeps the last token rather than failing every request.
+  rmSync(join(sa, 'token'));
+  t.equal((await client.getNode('n1')).podCIDR, '10.244.3.0/24', 'a vanished token file keeps the last token');
 });

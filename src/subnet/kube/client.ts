@@ -3,7 +3,8 @@
 // patch a node's status subresource. Loaded only in kube mode (daemon-kube imports it
 // dynamically). Errors become RegistryErrors with a kind the callers act on and the API
 // server's own message.
-import { ApiException, CoreV1Api, KubeConfig, PatchStrategy, Watch, setHeaderOptions, type V1Node } from '@kubernetes/client-node';
+import { readFile } from 'node:fs/promises';
+import { ApiException, CoreV1Api, KubeConfig, PatchStrategy, Watch, setHeaderOptions, type User, type V1Node } from '@kubernetes/client-node';
 import { RegistryError, type RegistryErrorKind } from '../registry.js';
 import type { NodeView } from './annotations.js';
 
@@ -67,9 +68,41 @@ function loadKubeConfig(o: KubeClientOptions): KubeConfig {
   if (process.env['KUBERNETES_SERVICE_HOST'] === undefined || process.env['KUBERNETES_SERVICE_PORT'] === undefined) {
     throw new Error('fail to create kubernetes config: not running in a pod (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are unset); give --kubeconfig-file or --kube-api-url');
   }
-  // The token file is read again every minute by the client, so a rotated token is picked up.
   kc.loadFromCluster(o.inClusterRoot);
+  readServiceAccountTokenPerRequest(kc);
   return kc;
+}
+
+const SERVICE_ACCOUNT_TOKEN = 'linen-service-account-token';
+type Authenticator = Parameters<KubeConfig['addAuthenticator']>[0];
+
+/**
+ * The kubelet rotates a pod's projected service account token by replacing the file. The
+ * client's own token-file provider caches the token for a minute (in one instance shared by
+ * every KubeConfig in the process), so requests made in that minute carry the old token. Kube
+ * mode makes few requests (a list, a watch every few minutes, a patch at start), so reading the
+ * small file on every request costs nothing and a rotated token is used at once. When the file
+ * cannot be read the last token read is kept; the server's 401 then says what is wrong.
+ */
+function readServiceAccountTokenPerRequest(kc: KubeConfig): void {
+  const provider = kc.getCurrentUser()?.authProvider as { config?: { tokenFile?: unknown } } | undefined;
+  const path = provider?.config?.tokenFile;
+  if (typeof path !== 'string') return;
+  let last = '';
+  const auth: Authenticator = {
+    isAuthProvider: (user: User) => user.authProvider?.name === SERVICE_ACCOUNT_TOKEN,
+    async applyAuthentication(_user, opts) {
+      try {
+        last = (await readFile(path, 'utf8')).trim();
+      } catch {
+        // keep the last token
+      }
+      if (last !== '') opts.headers = { ...opts.headers, Authorization: `Bearer ${last}` };
+    },
+  };
+  kc.addAuthenticator(auth);
+  // A provider name and config the client's built-in providers do not claim.
+  kc.users = kc.users.map((u) => (u.authProvider === provider ? { ...u, authProvider: { name: SERVICE_ACCOUNT_TOKEN, config: {} } } : u));
 }
 
 /** The API server's message from an error response, or the error's own. */

@@ -4,7 +4,9 @@
 // condition set as flanneld sets it; a node set up as flanneld's kube mode sets one up (kernel
 // VXLAN, annotations written by kubectl) reaches linen pods and back; nodes join, change their
 // PublicIP and leave; the API server restarts, and after a compaction the watch is answered
-// 410 and linend lists again; udp, vxlan and host-gw all carry pod traffic.
+// 410 and linend lists again; udp, vxlan and host-gw all carry pod traffic; a node set up as
+// flanneld's host-gw sets one up (plain kernel routes, annotations written by kubectl) mixes
+// with linen's host-gw nodes.
 import t, { type Test } from 'tap';
 import { buildKubeCluster, type KubeCluster } from '../../lab/kube-cluster.js';
 import { configureKernelVxlanNode } from '../../lab/kernel.js';
@@ -126,6 +128,45 @@ t.test('vxlan: podCIDR to subnet.env, flanneld\'s annotations and condition, a f
   const after = (await c.api.call<string[]>('requests')).filter((r) => r.startsWith('PATCH /api/v1/nodes/node-2')).length;
   t.equal(after - before, 1, 'a restart patches only the condition');
   t.ok(await bothWays(c, 0, 1), 'linen pods reach each other after the restart');
+});
+
+/** Waits until `ns`'s kernel routes `subnet` via `gateway` (or no longer routes it at all). */
+async function kernelRoute(c: KubeCluster, ns: string, subnet: string, gateway: string | null, timeoutMs = 60_000): Promise<boolean> {
+  const want = (out: string): boolean => (gateway === null ? out.trim() === '' : new RegExp(`^${subnet.replace(/\./g, '\\.')} via ${gateway.replace(/\./g, '\\.')} `, 'm').test(out));
+  return (await waitFor(() => want(c.topo.ip(ns, 'route', 'show', subnet)), timeoutMs, 100)) >= 0;
+}
+
+t.test('host-gw: a node set up as flanneld\'s kube mode sets one up reaches linen pods and back', async (t) => {
+  const c = await kubeCluster(t, { hosts: 3, backend: 'host-gw', start: false });
+  const [n1, n2] = [c.nodes[0]!, c.nodes[1]!];
+  const [h1, h2, h3] = [c.topo.hosts[0]!, c.topo.hosts[1]!, c.topo.hosts[2]!];
+  await n1.start({ wait: false });
+  await n2.start({ wait: false });
+  await c.ready();
+  t.ok(await bothWays(c, 0, 1), 'linen pods reach each other');
+
+  // Host 3 as flanneld's host-gw sets a node up: a plain kernel route to each peer's pod CIDR
+  // via the peer's PublicIP on the external interface, and its annotations (written here by
+  // kubectl, as flanneld's patch would: host-gw has no backend data, Go writes it as null).
+  for (const peer of [h1, h2]) c.topo.ip(h3.ns, 'route', 'replace', peer.podSubnet, 'via', peer.underlayIP, 'dev', h3.underlayDev);
+  await c.api.kubectl('annotate', 'node', 'node-3',
+    `${P}backend-data=null`, `${P}backend-type=host-gw`, `${P}kube-subnet-manager=true`, `${P}public-ip=${h3.underlayIP}`);
+  const pod3 = addressPod(c, 2, h3.podSubnet, 1500);
+  const t0 = Date.now();
+  t.ok(await kernelRoute(c, h1.ns, h3.podSubnet, h3.underlayIP), 'linend on node-1 routes the flanneld node\'s podCIDR via its public-ip');
+  t.ok(await kernelRoute(c, h2.ns, h3.podSubnet, h3.underlayIP), 'so does linend on node-2');
+  t.comment(`routes to the flanneld-style node installed ${Date.now() - t0} ms after kubectl annotated it`);
+  c.nodes[2]!.podIp = pod3;
+  t.ok(await waitFor(() => c.reachable(0, 2, 1), 30_000, 200) >= 0, 'linen pod → flanneld-style node pod');
+  t.ok(await waitFor(() => c.reachable(1, 2, 1), 30_000, 200) >= 0, 'the other linen pod → flanneld-style node pod');
+  t.ok(await waitFor(() => c.reachable(2, 0, 1), 30_000, 200) >= 0, 'flanneld-style node pod → linen pod');
+  t.ok(await waitFor(() => c.reachable(2, 1, 1), 30_000, 200) >= 0, 'flanneld-style node pod → the other linen pod');
+
+  // The node leaves: its route goes from every linen node.
+  await c.api.kubectl('delete', 'node', 'node-3');
+  t.ok(await kernelRoute(c, h1.ns, h3.podSubnet, null), 'a deleted node\'s route goes');
+  t.ok(await kernelRoute(c, h2.ns, h3.podSubnet, null), 'on every linen node');
+  t.ok(await bothWays(c, 0, 1), 'linen pods still reach each other');
 });
 
 for (const backend of ['udp', 'host-gw'] as const) {

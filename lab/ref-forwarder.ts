@@ -1,13 +1,14 @@
 // The C reference forwarder (lab/ref-forwarder.c) on both hosts of a two-host topology, set up
 // as linen's UDP backend sets up its device (same MTU, own subnet's .0/32, route for the whole
 // cluster network, same port): what perf-probe's c-ref-udp contender runs, to measure how fast
-// the TUN/UDP design itself goes on this machine next to kernel VXLAN and linen.
+// the TUN/UDP design itself goes on this machine next to kernel VXLAN and linen. With
+// --flanneld on one host it stands for a flanneld UDP node beside linen nodes.
 import type { ChildProcess } from 'node:child_process';
 
 import { UDP_DEFAULT_PORT } from '../src/config.js';
 import { labToolBinary } from './c-tool.js';
 import { linenTunnelMtu } from './linend.js';
-import type { Topology } from './topology.js';
+import type { HostInfo, Topology } from './topology.js';
 import { waitFor } from './wait.js';
 
 /** The device name linen's UDP backend uses; each host is its own namespace. */
@@ -28,10 +29,22 @@ export interface RefForwarders {
  * to both (--no-verify, --no-ttl, --recv N, --flanneld). Resolves once both are ready. */
 export async function startRefForwarders(topo: Topology, extraArgs: string[] = []): Promise<RefForwarders> {
   if (topo.hosts.length !== 2) throw new Error('ref-forwarder: needs exactly two hosts (one peer each)');
+  return startForwarders(topo, topo.hosts.map((h, i) => ({ host: h, peer: topo.hosts[1 - i]! })), extraArgs);
+}
+
+/**
+ * Host `host` set up as flanneld's UDP backend sets up a node: the forwarder's flanneld loop on
+ * a TUN device with linen's UDP MTU, the host's pod subnet's .0/32 on it and the cluster
+ * network routed to it, sending to the one peer `peer` (a flanneld UDP node with one peer).
+ */
+export function startFlanneldUdpNode(topo: Topology, host: HostInfo, peer: HostInfo): Promise<RefForwarders> {
+  return startForwarders(topo, [{ host, peer }], ['--flanneld']);
+}
+
+async function startForwarders(topo: Topology, links: { host: HostInfo; peer: HostInfo }[], extraArgs: string[]): Promise<RefForwarders> {
   const bin = labToolBinary('ref-forwarder');
   const mtu = linenTunnelMtu('udp', topo.underlayMtu);
-  const nodes = topo.hosts.map((h, i) => {
-    const other = topo.hosts[1 - i]!;
+  const nodes = links.map(({ host: h, peer: other }) => {
     const args = ['--tun', DEVICE, '--listen', `${h.underlayIP}:${UDP_DEFAULT_PORT}`, '--peer', `${other.underlayIP}:${UDP_DEFAULT_PORT}`,
       '--addr', `${h.podSubnet.replace(/\/\d+$/, '')}/32`, '--mtu', String(mtu), '--route', topo.clusterNet, ...extraArgs];
     const child = topo.spawn(h.ns, bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });

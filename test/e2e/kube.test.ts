@@ -5,14 +5,16 @@
 // VXLAN, annotations written by kubectl) reaches linen pods and back; nodes join, change their
 // PublicIP and leave; the API server restarts, and after a compaction the watch is answered
 // 410 and linend lists again; udp, vxlan and host-gw all carry pod traffic; a node set up as
-// flanneld's host-gw sets one up (plain kernel routes, annotations written by kubectl) mixes
-// with linen's host-gw nodes.
+// flanneld's host-gw sets one up (plain kernel routes) or its UDP backend does (its UDP loop in
+// the lab's C forwarder), annotated by kubectl, mixes with linen nodes of the same backend.
 import t, { type Test } from 'tap';
 import { buildKubeCluster, type KubeCluster } from '../../lab/kube-cluster.js';
 import { configureKernelVxlanNode } from '../../lab/kernel.js';
 import { waitFor } from '../../lab/wait.js';
 import { bothWays, type ClusterNode } from '../../lab/cluster.js';
 import type { KubeObject } from '../../lab/kube-api.js';
+import { startFlanneldUdpNode } from '../../lab/ref-forwarder.js';
+import { linenTunnelMtu } from '../../lab/linend.js';
 
 const P = 'flannel.alpha.coreos.com/';
 
@@ -167,6 +169,39 @@ t.test('host-gw: a node set up as flanneld\'s kube mode sets one up reaches line
   t.ok(await kernelRoute(c, h1.ns, h3.podSubnet, null), 'a deleted node\'s route goes');
   t.ok(await kernelRoute(c, h2.ns, h3.podSubnet, null), 'on every linen node');
   t.ok(await bothWays(c, 0, 1), 'linen pods still reach each other');
+});
+
+t.test('udp: a node set up as flanneld\'s kube mode sets one up reaches a linen pod and back', async (t) => {
+  const c = await kubeCluster(t, { hosts: 2, backend: 'udp', start: false });
+  const n1 = c.nodes[0]!;
+  const [h1, h2] = [c.topo.hosts[0]!, c.topo.hosts[1]!];
+  await n1.start({ wait: false });
+  await c.ready();
+
+  // Host 2 as flanneld's UDP backend sets a node up: flanneld's UDP loop on a TUN device (the
+  // lab's C rendering of it), and its annotations written by kubectl as flanneld's patch would
+  // (the UDP backend sets no backend type and has no backend data).
+  const flanneld = await startFlanneldUdpNode(c.topo, h2, h1);
+  t.teardown(() => flanneld.stop());
+  await c.api.kubectl('annotate', 'node', 'node-2',
+    `${P}backend-data=null`, `${P}backend-type=`, `${P}kube-subnet-manager=true`, `${P}public-ip=${h2.underlayIP}`);
+  t.same(annotations(await c.api.node('node-2')), {
+    [`${P}backend-data`]: 'null', [`${P}backend-type`]: '', [`${P}kube-subnet-manager`]: 'true', [`${P}public-ip`]: h2.underlayIP,
+  }, 'node-2 annotated as flanneld annotates a UDP node');
+  const pod2 = addressPod(c, 1, h2.podSubnet, linenTunnelMtu('udp', c.topo.underlayMtu));
+  const t0 = Date.now();
+  t.ok(await peerRoute(n1, h2.podSubnet, h2.underlayIP, true, 60_000), 'linend routes the flanneld node\'s podCIDR once kubectl annotated it');
+  t.comment(`route to the flanneld-style node in linen's data plane ${Date.now() - t0} ms after kubectl annotated it`);
+  c.nodes[1]!.podIp = pod2;
+  t.ok(await waitFor(() => c.reachable(0, 1, 1), 30_000, 200) >= 0, 'linen pod → flanneld-style node pod');
+  t.ok(await waitFor(() => c.reachable(1, 0, 1), 30_000, 200) >= 0, 'flanneld-style node pod → linen pod');
+
+  await c.api.kubectl('delete', 'node', 'node-2');
+  t.ok(await peerRoute(n1, h2.podSubnet, h2.underlayIP, false, 60_000), 'a deleted node\'s route goes');
+  await flanneld.stop();
+  const counters = flanneld.logs()[0]!.split('\n').find((l) => l.startsWith('ref-forwarder counters:')) ?? '';
+  t.comment(`flanneld-style node: ${counters}`);
+  t.match(counters, /tun_reads [1-9]\d* .*tun_writes [1-9]/, 'the traffic went through the flanneld-style node\'s UDP loop both ways');
 });
 
 for (const backend of ['udp', 'host-gw'] as const) {

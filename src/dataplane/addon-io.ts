@@ -7,7 +7,7 @@ import { loadNative, enableTunOffload, TUN_F, type NativeIO } from './native.js'
 import type { EngineFeatures } from './engine.js';
 import type { LoopIO, TunQueue, UdpPorts } from './io.js';
 import { WorkerLoop, type WireguardStage } from './loop.js';
-import { startWireguard } from './wireguard-stage.js';
+import type { startWireguard } from './wireguard-stage.js';
 import type { ControlMessage, WorkerData, WorkerReport } from './protocol.js';
 
 const VXLAN_SOURCE_SOCKETS = 8;
@@ -99,7 +99,7 @@ export interface OpenedWorker {
 
 /** Opens the TUN queue and the sockets and makes the core. If anything fails, closes what
  * was opened before throwing: the main thread only learns the descriptors from 'ready'. */
-export function openWorker(native: NativeIO, data: WorkerData): OpenedWorker {
+export function openWorker(native: NativeIO, data: WorkerData, startStage: typeof startWireguard | null = null): OpenedWorker {
   const opts = data.options;
   const tun = openTun(native, opts, data.features);
   const fds = [tun.fd];
@@ -135,7 +135,7 @@ export function openWorker(native: NativeIO, data: WorkerData): OpenedWorker {
     const memory = core.memory.buffer;
     const udp = new AddonUdp(native, fds.slice(1), sock.gro, memory);
     const io = new AddonLoopIO(native, new AddonTun(native, tun.fd, memory), udp, sock.fd, data);
-    const wireguard = startWireguard(native, core, data, fds.slice(1));
+    const wireguard = startStage?.(native, core, data, fds.slice(1)) ?? null;
     return { io, core, wireguard, features, fds, close };
   } catch (e) {
     close();
@@ -152,9 +152,12 @@ export interface WorkerAdapter {
 }
 
 /** The body of a worker thread: open, report 'ready', forward until 'stop', close. */
-export function runWorker(data: WorkerData, adapter: WorkerAdapter = {}): void {
+export async function runWorker(data: WorkerData, adapter: WorkerAdapter = {}): Promise<void> {
   const native = loadNative();
-  const w = openWorker(native, data);
+  // WireGuard's modules (node:crypto, the protocol) load only in that mode: a plain worker
+  // stays as small as it was (etcd mode's idle RSS has a bound).
+  const startStage = data.options.mode === 'wireguard' ? (await import('./wireguard-stage.js')).startWireguard : null;
+  const w = openWorker(native, data, startStage);
   adapter.opened?.(w);
   const post = (r: WorkerReport): void => data.port.postMessage(r);
   const loop = new WorkerLoop({

@@ -10,7 +10,7 @@ const CRASH: CrashMessage['type'] = 'crash';
 
 if (isMainThread) throw new Error('dataplane/debug-worker.js runs only as a worker thread');
 const data = workerData as WorkerData & DebugWorkerData;
-runWorker(data, {
+await runWorker(data, {
   opened(w) {
     if (!data.failBeforeReady) return;
     w.close();

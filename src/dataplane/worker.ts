@@ -5,4 +5,4 @@ import { runWorker } from './addon-io.js';
 import type { WorkerData } from './protocol.js';
 
 if (isMainThread) throw new Error('dataplane/worker.js runs only as a worker thread');
-runWorker(workerData as WorkerData);
+await runWorker(workerData as WorkerData);

@@ -115,7 +115,8 @@ export class NodeParts {
   }
 
   async stop(log: Logger): Promise<void> {
-    if (await this.envFile?.abandon()) log.info(`Start-up interrupted: removed ${this.envFile!.path}`);
+    const envFile = this.envFile;
+    if (envFile !== null && (await envFile.abandon())) log.info(`Start-up interrupted: removed ${envFile.path}`);
     this.kernel?.stop();
     await this.engine?.stop();
     await this.rules?.remove();

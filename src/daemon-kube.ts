@@ -67,7 +67,7 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
     const annotatedIP = node.annotations[names.nodePublicIP] ?? '';
     if (annotatedIP !== '') log.info(`Using ${annotatedIP} from node annotation ${names.nodePublicIP} as the public IP`);
     const { ext, publicIP } = resolveInterface(annotatedIP !== '' ? { ...o, publicIP: annotatedIP } : o, log);
-    const backend = createBackend(config.backend);
+    const backend = await createBackend(config.backend);
     parts.kernel = directRoutesFor(backend, ext, publicIP, log);
     const mtu = backend.mtu(ext.mtu);
     const previous = readSubnetEnv(o.subnetFile);

@@ -157,7 +157,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const setup = loadStaticSetup(o.staticPeers);
   for (const w of setup.config.warnings) log.warn(`${o.staticPeers}: ${w}`);
   checkSubnetFile(o.subnetFile);
-  const backend = createBackend(setup.config.backend);
+  const backend = await createBackend(setup.config.backend);
   const { ext, publicIP } = resolveInterface(o, log);
   const mac = setup.mac ?? randomVtepMAC();
   const node: NodeSetup = { config: setup.config, backend, ext, publicIP, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
@@ -229,7 +229,7 @@ export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Pro
   try {
     const config = await fetchNetworkConfig(registry, { signal, log });
     const { ext, publicIP } = resolveInterface(o, log);
-    const backend = createBackend(config.backend);
+    const backend = await createBackend(config.backend);
     parts.kernel = directRoutesFor(backend, ext, publicIP, log);
     const mtu = backend.mtu(ext.mtu);
     const previous = readSubnetEnv(o.subnetFile);

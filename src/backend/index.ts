@@ -3,16 +3,16 @@ import type { Backend } from './backend.js';
 import { hostGwBackend } from './hostgw.js';
 import { udpBackend } from './udp.js';
 import { vxlanBackend } from './vxlan.js';
-import { wireguardBackend } from './wireguard.js';
 
 export type { Backend, DirectRouting, OverlayBackend, RouteOnlyBackend } from './backend.js';
 export { randomVtepMAC } from './backend.js';
 
-export function createBackend(config: BackendConfig): Backend {
+// WireGuard's backend loads its key file code and the cryptography only when a node runs it.
+export async function createBackend(config: BackendConfig): Promise<Backend> {
   switch (config.type) {
     case 'udp': return udpBackend(config);
     case 'vxlan': return vxlanBackend(config);
     case 'host-gw': return hostGwBackend(config);
-    case 'wireguard': return wireguardBackend(config);
+    case 'wireguard': return (await import('./wireguard.js')).wireguardBackend(config);
   }
 }

@@ -4,7 +4,8 @@
 import type { CounterSnapshot, Mode, PeerCounters } from './core.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
-import type { WgEvent, WgPeerStatus } from '../wireguard/control.js';
+import type { WgPeerStatus } from '../wireguard/control.js';
+import type { WgEvent } from '../wireguard/events.js';
 
 export interface WireguardReport {
   peers: WgPeerStatus[];

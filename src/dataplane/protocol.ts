@@ -4,7 +4,8 @@ import type { EngineOptions, EngineFeatures, SlottedRoute } from './engine.js';
 import type { PeerRoute } from '../peer-route.js';
 import { PeerCounter, type Layout } from './abi.js';
 import type { IPv4Net } from '../net.js';
-import type { WgEvent, WgPeerStatus } from '../wireguard/control.js';
+import type { WgPeerStatus } from '../wireguard/control.js';
+import type { WgEvent } from '../wireguard/events.js';
 
 export interface WorkerData {
   index: number;

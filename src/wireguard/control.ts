@@ -15,15 +15,7 @@ import {
 import {
   REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS, REKEY_TIMEOUT_MS,
 } from "./session.js";
-
-/** What the control path counts (exported as metrics). */
-export const WG_EVENTS = [
-  "handshake_initiations_sent", "handshake_responses_sent", "handshakes_completed", "rekeys",
-  "handshake_bad_mac", "handshake_unknown_peer", "handshake_decrypt_failed", "handshake_replayed",
-  "handshake_unknown_index", "cookie_replies_received", "keepalives_sent", "sessions_expired",
-  "handshake_attempts_given_up",
-] as const;
-export type WgEvent = (typeof WG_EVENTS)[number];
+import { WG_EVENTS, type WgEvent } from "./events.js";
 
 const REFUSAL_EVENT: Record<HandshakeRefusal, WgEvent> = {
   bad_mac: "handshake_bad_mac",

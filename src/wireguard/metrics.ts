@@ -3,7 +3,7 @@
 // linen_peer_* series every overlay mode has).
 import type { Metric } from "../metric.js";
 import type { WireguardReport } from "../dataplane/engine.js";
-import { WG_EVENTS } from "./control.js";
+import { WG_EVENTS } from "./events.js";
 
 export function wireguardMetrics(report: WireguardReport | null): Metric[] {
   const out: Metric[] = WG_EVENTS.map((event) => ({

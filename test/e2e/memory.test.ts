@@ -22,7 +22,7 @@ const MiB = 1 << 20;
 const IDLE_MS = 3000;
 /** Long enough for V8's memory reducer (8 s after a full GC, then a GC or two) to have run. */
 const SETTLE_MS = 20000;
-// Measured here, settled: about 61-64 MiB static, 70-74 MiB etcd with the etcd3 (gRPC) client
+// Measured here, settled: about 61-64 MiB static, 70-72 MiB etcd with the etcd3 (gRPC) client
 // (README, Memory); one run to the next varies by 1-2 MiB. The project's goal for the etcd
 // figure is 72 MiB (README); these bounds catch regressions without failing on that spread.
 const STATIC_ONE_QUEUE_BOUND = 70 * MiB;

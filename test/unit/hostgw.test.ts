@@ -81,12 +81,12 @@ class FakeEngine implements Engine {
   async stop(): Promise<void> {}
 }
 
-function setup(backendJson: Record<string, unknown>, capacity?: number) {
+async function setup(backendJson: Record<string, unknown>, capacity?: number) {
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: backendJson }));
   const fake = new FakeKernel();
   const { log, lines } = memoryLogger(0);
   const kernel = new KernelRoutes({ dev: 'eth0', log, netlink: fake });
-  const backend = createBackend(config.backend);
+  const backend = await createBackend(config.backend);
   const peers = new PeerSet({ backend, config, ownSubnet: parseCIDR('10.5.1.0/24')!, self: ip('192.168.7.1'), log, kernel });
   const engine = backend.mode === null ? null : new FakeEngine(capacity);
   if (engine) peers.attach(engine);
@@ -122,7 +122,7 @@ function setup(backendJson: Record<string, unknown>, capacity?: number) {
 }
 
 t.test('adjacency is flanneld\'s: one route, no gateway, and it leaves by the external interface', async (t) => {
-  const { kernel } = setup({ Type: 'host-gw' });
+  const { kernel } = await setup({ Type: 'host-gw' });
   await kernel.lookup(['192.168.7.2', '172.16.9.3', '10.9.0.5', '192.168.7.1', '203.0.113.9'].map(ip));
   t.equal(kernel.notAdjacent(ip('192.168.7.2')), null, 'same /24 on eth0');
   t.match(kernel.notAdjacent(ip('172.16.9.3')), /reached through the gateway 192\.168\.7\.254/);
@@ -132,7 +132,7 @@ t.test('adjacency is flanneld\'s: one route, no gateway, and it leaves by the ex
 });
 
 t.test('host-gw: adjacent peers get a kernel route; others are refused with a clear line, not half-routed', async (t) => {
-  const s = setup({ Type: 'host-gw' });
+  const s = await setup({ Type: 'host-gw' });
   await s.put('10.5.2.0-24', '192.168.7.2');
   await s.put('10.5.3.0-24', '172.16.9.3');
   t.same(s.fake.routes(), ['10.5.2.0/24 via 192.168.7.2 dev eth0'], 'only the adjacent peer is routed');
@@ -164,7 +164,7 @@ t.test('host-gw: adjacent peers get a kernel route; others are refused with a cl
 });
 
 t.test('the periodic check puts back deleted routes and counts them', async (t) => {
-  const s = setup({ Type: 'host-gw' });
+  const s = await setup({ Type: 'host-gw' });
   await s.put('10.5.2.0-24', '192.168.7.2');
   await s.put('10.5.4.0-24', '192.168.7.4');
   t.equal(await s.kernel.check(), 0, 'nothing missing');
@@ -190,7 +190,7 @@ t.test('the periodic check puts back deleted routes and counts them', async (t) 
 });
 
 t.test('a diff of 1,000 host-gw leases is one lookup batch and one write batch; the last change to a subnet wins', async (t) => {
-  const s = setup({ Type: 'host-gw' });
+  const s = await setup({ Type: 'host-gw' });
   const leases = Array.from({ length: 1000 }, (_, i) => s.lease(`10.5.${(i >> 8) + 10}.${(i & 255)}-32`, `192.168.7.${(i % 200) + 2}`));
   await s.apply(leases, [], []);
   t.same(s.fake.batches.map((b) => `${b.length} ${b[0]!.split(' ')[0]}`), ['200 get', '1000 replace'], 'one lookup per distinct PublicIP, then one write');
@@ -212,7 +212,7 @@ t.test('a diff of 1,000 host-gw leases is one lookup batch and one write batch; 
 
 for (const type of ['vxlan', 'udp'] as const) {
   t.test(`${type} DirectRouting: adjacent peers direct, the others through the engine; a PublicIP change moves the route`, async (t) => {
-    const s = setup({ Type: type, DirectRouting: true }, 2);
+    const s = await setup({ Type: type, DirectRouting: true }, 2);
     const engine = s.engine!;
     await s.put('10.5.2.0-24', '192.168.7.2');
     await s.put('10.5.3.0-24', '172.16.9.3');

@@ -3,8 +3,10 @@
 // outside the network, this node's subnet, overlaps in both arrival orders, missing backend
 // data, a full route table), replacements, removals and stats slots.
 import t from 'tap';
-import { parseNetworkConfig } from '../../src/config.js';
-import { createBackend } from '../../src/backend/index.js';
+import { parseNetworkConfig, type NetworkConfig } from '../../src/config.js';
+import type { OverlayBackend } from '../../src/backend/index.js';
+import { udpBackend } from '../../src/backend/udp.js';
+import { vxlanBackend } from '../../src/backend/vxlan.js';
 import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
 import { Core } from '../../src/dataplane/core.js';
 import { DgramEngine } from '../../src/dataplane/dgram-engine.js';
@@ -48,12 +50,19 @@ class FakeEngine implements Engine {
 const OWN = '10.5.1.0/24';
 const SELF = '192.168.0.1';
 
+function overlayBackend(config: NetworkConfig): OverlayBackend {
+  const b = config.backend;
+  if (b.type === 'udp') return udpBackend(b);
+  if (b.type === 'vxlan') return vxlanBackend(b);
+  throw new Error(`peers.test: no ${b.type} backend here`);
+}
+
 /** A peer set on 10.5.0.0/16 (SubnetLen 24, own subnet 10.5.1.0/24) and a lease set to feed it. */
 function setup(o: { backend?: 'udp' | 'vxlan'; capacity?: number; slots?: number } = {}) {
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: { Type: o.backend ?? 'udp' } }));
   const engine = new FakeEngine(o.capacity, o.slots);
   const { log, lines } = memoryLogger(0);
-  const peers = new PeerSet({ backend: createBackend(config.backend), config, ownSubnet: parseCIDR(OWN)!, self: ip(SELF), underlay: [parseCIDR('192.168.0.0/24')!], log });
+  const peers = new PeerSet({ backend: overlayBackend(config), config, ownSubnet: parseCIDR(OWN)!, self: ip(SELF), underlay: [parseCIDR('192.168.0.0/24')!], log });
   peers.attach(engine);
   // What the watcher would hold: every lease, keyed by its subnet key.
   const all = new Map<NetKey, Peer>();
@@ -256,7 +265,7 @@ t.test("a snapshot larger than the core's table (a /8 network of /30 leases): ca
   const config = parseNetworkConfig(JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 30, Backend: { Type: 'udp' } }));
   const engine = new FakeEngine();
   const { log, lines } = memoryLogger(0);
-  const peers = new PeerSet({ backend: createBackend(config.backend), config, ownSubnet: { ip: ip('10.0.0.0'), prefixLen: 30 }, self: null, log });
+  const peers = new PeerSet({ backend: overlayBackend(config), config, ownSubnet: { ip: ip('10.0.0.0'), prefixLen: 30 }, self: null, log });
   peers.attach(engine);
   const N = engine.routeCapacity + 1000;
   const all = new Map<NetKey, Peer>();

@@ -50,7 +50,7 @@ t.test("lease: BackendType and BackendData byte for byte as flanneld's json.Mars
   t.equal(r?.wireguard?.port, 51820, "a lease without Port is reached on our own ListenPort, as flanneld does");
   t.equal(be.route({ ...peer, attrs: { ...attrs, backendData: '{"PublicKey":"x"}' } }), null, "a lease without a usable key is no peer");
   t.equal(encodeLeaseAttrs(be.leaseAttrs(0xc0a80101, new Uint8Array(6))).includes(Buffer.from(publicKeyOf(new Uint8Array(32).fill(3))).toString("base64")), true);
-  t.equal(createBackend(config({ Type: "wireguard" }).backend).mode, "wireguard");
+  t.equal((await createBackend(config({ Type: "wireguard" }).backend)).mode, "wireguard");
 });
 
 t.test("key file: created 0400 in wg's base64 form, then reused; a bad file is an error that says what to do", async (t) => {

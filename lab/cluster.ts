@@ -13,7 +13,7 @@ import { linendPath } from './linend.js';
 import { reachable, runBounded, startBounded, startIperfServer, type BoundedProcess } from './traffic.js';
 import { waitFor } from './wait.js';
 import { DEFAULT_ETCD_PREFIX } from '../src/subnet/etcd.js';
-import { parseDotenv } from '../src/subnetenv.js';
+import { parseDotenv } from '../src/config/subnetenv.js';
 
 export const HEALTH_PORT = 8471;
 export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;

@@ -24,7 +24,7 @@ import { formatCIDR, netEqual, netKey, type IPv4Net, type NetKey } from '../net.
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff } from '../backoff.js';
 import { realClock, type Clock } from './clock.js';
-import type { Refusal, RefusalReason } from '../admission.js';
+import type { Refusal, RefusalReason } from './admission.js';
 import { decodeVxlanBackendData, parseSubnetName, sameLeaseAttrs, subnetKeyName, type Lease, type LeaseAttrs, type SubnetKey, type VxlanBackendData } from './lease.js';
 import { ReconnectWait, type LeaseList, type LeaseSource, type WatchEvent } from './registry.js';
 import { RetryLog } from './retry-log.js';

@@ -14,7 +14,7 @@ import { annotationNames, leaseAnnotations } from '../../src/subnet/kube/annotat
 import { KubeLeaseManager, resolveNodeName } from '../../src/subnet/kube/manager.js';
 import { KubeLeaseSource } from '../../src/subnet/kube/source.js';
 import { LeaseWatcher, type PeerDiff } from '../../src/subnet/watcher.js';
-import { vxlanLeaseAttrs } from '../../src/subnet/lease.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import { formatCIDR, formatIPv4, parseCIDR, parseIPv4 } from '../../src/net.js';
 import { memoryLogger } from '../../src/log.js';
 import { repoRoot } from '../../src/paths.js';

@@ -5,8 +5,10 @@ import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { ManualClock } from '../../src/subnet/clock.js';
 import { fetchNetworkConfig, freeCandidates, LeaseManager, type LeaseEvent } from '../../src/subnet/manager.js';
 import { RegistryError, SubnetExistsError, type LeaseGrant, type LeaseList, type Registry, type WatchItem } from '../../src/subnet/registry.js';
-import { makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs, type LeaseAttrs } from '../../src/subnet/lease.js';
-import { parseNetworkConfig } from '../../src/config.js';
+import { makeSubnetKey, type LeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatCIDR, parseCIDR, parseIPv4, type IPv4Net } from '../../src/net.js';
 

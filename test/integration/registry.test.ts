@@ -8,7 +8,8 @@ import { startEtcd, type EtcdHandle } from '../helpers/etcd.js';
 import { makeCerts } from '../helpers/certs.js';
 import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { CONFIG_NOT_FOUND, ConfigNotFoundError, RegistryError, SubnetExistsError, type WatchItem } from '../../src/subnet/registry.js';
-import { udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import { formatCIDR, parseCIDR, parseIPv4 } from '../../src/net.js';
 
 const sn = (s: string) => parseCIDR(s)!;

@@ -3,7 +3,7 @@
 // deleted routes and counts them), the peer set placing each peer (direct, engine, refused)
 // and moving it when its PublicIP moves, host-gw's lease bytes and its lease filter.
 import t from 'tap';
-import { parseNetworkConfig } from '../../src/config.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { createBackend } from '../../src/backend/index.js';
 import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
 import { KernelRoutes, type RouteNetlink } from '../../src/device/routes.js';
@@ -11,7 +11,9 @@ import { ROUTE_OP, type RouteAnswer } from '../../src/dataplane/native.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatCIDR, formatIPv4, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
 import { PeerSet } from '../../src/peers/peer-set.js';
-import { encodeLeaseAttrs, etcdKeys, udpLeaseAttrs, vxlanLeaseAttrs, type Lease } from '../../src/subnet/lease.js';
+import { encodeLeaseAttrs, etcdKeys, type Lease } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import { LeaseWatcher, type Peer, type PeerDiff } from '../../src/subnet/watcher.js';
 import { hostGwLeaseAttrs } from '../../src/backend/hostgw.js';
 import type { Registry } from '../../src/subnet/registry.js';

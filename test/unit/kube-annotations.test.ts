@@ -2,7 +2,8 @@
 // node publishes for each backend, and nodes read back as leases.
 import t from 'tap';
 import { annotationNames, annotationPatch, leaseAnnotations, nodeLease, nodeLeaseKeySubnet, nodePodCIDR, storedVtepMAC, type NodeView } from '../../src/subnet/kube/annotations.js';
-import { udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import { hostGwLeaseAttrs } from '../../src/backend/hostgw.js';
 import { formatCIDR, parseIPv4 } from '../../src/net.js';
 

@@ -1,20 +1,7 @@
 import t from 'tap';
-import {
-  decodeLeaseAttrs,
-  decodeVxlanBackendData,
-  encodeLeaseAttrs,
-  etcdKeys,
-  leaseFromKV,
-  makeSubnetKey,
-  MAX_SUBNET_KEY_NAME,
-  parseSubnetKey,
-  parseSubnetName,
-  subnetKeyName,
-  pathJoin,
-  sameLeaseAttrs,
-  udpLeaseAttrs,
-  vxlanLeaseAttrs,
-} from '../../src/subnet/lease.js';
+import { decodeLeaseAttrs, decodeVxlanBackendData, encodeLeaseAttrs, etcdKeys, leaseFromKV, makeSubnetKey, MAX_SUBNET_KEY_NAME, parseSubnetKey, parseSubnetName, subnetKeyName, pathJoin, sameLeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import { formatCIDR, formatMAC, normalizeMAC, parseCIDR, parseIPv4, parseMAC } from '../../src/net.js';
 
 const ip = (s: string): number => parseIPv4(s)!;

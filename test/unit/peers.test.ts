@@ -3,7 +3,7 @@
 // outside the network, this node's subnet, overlaps in both arrival orders, missing backend
 // data, a full route table), replacements, removals and stats slots.
 import t from 'tap';
-import { parseNetworkConfig } from '../../src/config.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { createBackend } from '../../src/backend/index.js';
 import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
 import { Core } from '../../src/dataplane/core.js';
@@ -11,9 +11,11 @@ import { DgramEngine } from '../../src/dataplane/dgram-engine.js';
 import { NativeEngine } from '../../src/dataplane/native-engine.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatCIDR, formatIPv4, makeNet, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
-import { REFUSAL_REASONS, type RefusalReason } from '../../src/admission.js';
+import { REFUSAL_REASONS, type RefusalReason } from '../../src/subnet/admission.js';
 import { PeerSet } from '../../src/peers/peer-set.js';
-import { makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
+import { makeSubnetKey } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import type { Peer, PeerDiff } from '../../src/subnet/watcher.js';
 
 const ip = (s: string): number => parseIPv4(s)!;

@@ -2,13 +2,13 @@
 // address, whether --subnet-file can be written, and the VtepMAC it published before.
 import { accessSync, constants as fsc, lstatSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import type { Options } from './flags.js';
-import { selectInterface, type ExternalInterface } from './device/iface.js';
-import { formatIPv4, parseIPv4, parseMAC } from './net.js';
-import { decodeVxlanBackendData } from './subnet/lease.js';
-import type { Registry } from './subnet/registry.js';
-import { notRegularFile } from './subnetenv.js';
+import { selectInterface, type ExternalInterface } from '../device/iface.js';
+import { formatIPv4, parseIPv4, parseMAC } from '../net.js';
+import { decodeVxlanBackendData } from '../subnet/lease.js';
+import type { Registry } from '../subnet/registry.js';
+import { notRegularFile } from '../config/subnetenv.js';
 
 export function resolveInterface(o: Options, log: Logger): { ext: ExternalInterface; publicIP: number } {
   const ext = selectInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIP: o.publicIP });

@@ -8,14 +8,15 @@ import { join } from 'node:path';
 import { UDP_MTU_OVERHEAD, VXLAN_MTU_OVERHEAD, WIREGUARD_MTU_OVERHEAD } from '../src/config/network.js';
 import { generatePrivateKey, publicKeyOf } from '../src/wireguard/crypto.js';
 import { repoRoot } from '../src/paths.js';
+import type { EngineName, OffloadSetting } from '../src/dataplane/engine.js';
 import type { Topology } from './topology.js';
 import { waitFor } from './wait.js';
 
 export interface StaticLinenOptions {
   /** The backend: an overlay mode, or host-gw (kernel routes only, no data plane). */
   mode: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
-  engine?: 'native' | 'dgram';
-  offload?: 'auto' | 'on' | 'off';
+  engine?: EngineName;
+  offload?: OffloadSetting;
   queues?: number;
   /** Extra linend flags. */
   args?: string[];

@@ -4,19 +4,18 @@
 // DirectRouting: peers on a directly connected network get a plain kernel route instead.
 import type { VxlanBackendConfig } from '../config/network.js';
 import type { LeaseAttrs } from '../subnet/lease.js';
-import { formatMAC, normalizeMAC, parseMAC } from '../net.js';
+import { formatMAC } from '../net.js';
 import { mtuFor, type OverlayBackend } from './backend.js';
 
-/** Attributes a VXLAN node publishes. `vtepMAC` may be in any form parseMAC accepts. */
-export function vxlanLeaseAttrs(publicIP: number, vni: number, vtepMAC: string): LeaseAttrs {
-  const mac = normalizeMAC(vtepMAC);
-  if (mac === null) throw new Error(`invalid VtepMAC: ${JSON.stringify(vtepMAC)}`);
+/** Attributes a VXLAN node publishes. */
+export function vxlanLeaseAttrs(publicIP: number, vni: number, vtepMAC: Uint8Array): LeaseAttrs {
+  if (vtepMAC.length !== 6) throw new Error(`invalid VtepMAC: ${vtepMAC.length} bytes, not 6`);
   if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffffff) throw new Error(`invalid VNI: ${vni}`);
   return {
     publicIP,
     publicIPv6: null,
     backendType: 'vxlan',
-    backendData: `{"VNI":${vni},"VtepMAC":${JSON.stringify(mac)}}`,
+    backendData: `{"VNI":${vni},"VtepMAC":${JSON.stringify(formatMAC(vtepMAC))}}`,
     backendV6Data: null,
   };
 }
@@ -31,12 +30,11 @@ export function vxlanBackend(config: VxlanBackendConfig): OverlayBackend {
     accept: 'vxlan',
     direct: config.directRouting ? 'adjacent' : 'never',
     mtu: (extMTU) => mtuFor(config, extMTU),
-    leaseAttrs: (publicIP, mac) => vxlanLeaseAttrs(publicIP, config.vni, formatMAC(mac)),
+    leaseAttrs: (publicIP, mac) => vxlanLeaseAttrs(publicIP, config.vni, mac),
     route: (peer) => {
       // As flanneld, the peer's advertised VNI is not compared with ours.
-      const mac = peer.vxlan ? parseMAC(peer.vxlan.vtepMAC) : null;
-      if (!mac) return null;
-      return { subnet: peer.subnet, publicIP: peer.publicIP, mac };
+      if (!peer.vxlan) return null;
+      return { subnet: peer.subnet, publicIP: peer.publicIP, mac: peer.vxlan.vtepMAC };
     },
   };
 }

@@ -9,7 +9,7 @@ import type { Options } from './flags.js';
 import { createBackend, randomVtepMAC } from '../backend/index.js';
 import { startHttpServers } from './http.js';
 import type { Metric } from '../metrics/metric.js';
-import { formatCIDR, parseMAC } from '../net.js';
+import { formatCIDR } from '../net.js';
 import { parseNetworkConfig } from '../config/network.js';
 import { LeaseWatcher } from '../subnet/watcher.js';
 import { readSubnetEnv } from '../config/subnetenv.js';
@@ -74,7 +74,7 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
     const previous = readSubnetEnv(o.subnetFile);
     // The VtepMAC in the node's backend-data is in the peers' FDB: keep it across restarts.
     const stored = storedVtepMAC(names, node);
-    const mac = backend.mode === 'vxlan' ? (stored !== null ? parseMAC(stored) : null) ?? leftoverVtepMAC(backend.deviceName) ?? randomVtepMAC() : new Uint8Array(6);
+    const mac = backend.mode === 'vxlan' ? stored ?? leftoverVtepMAC(backend.deviceName) ?? randomVtepMAC() : new Uint8Array(6);
     const own = await manager.acquire(config, backend.leaseAttrs(publicIP, mac), signal);
     log.info(`Acquired lease ${formatCIDR(own)} (node "${nodeName}" podCIDR)`);
     const setup: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };

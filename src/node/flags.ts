@@ -18,10 +18,9 @@
 import { availableParallelism } from 'node:os';
 import { parseIPv4, parseIPv6 } from '../net.js';
 import { annotationNames } from '../subnet/kube/annotations.js';
+import { DEFAULT_ETCD_PREFIX } from '../subnet/lease.js';
+import type { EngineName, OffloadSetting } from '../dataplane/engine.js';
 import { FlagError, FlagSet, type FlagKind, type FlagSource, type GoFlag } from './goflag.js';
-
-export type Engine = 'native' | 'dgram';
-export type Offload = 'auto' | 'on' | 'off';
 
 export interface Options {
   // etcd
@@ -70,9 +69,9 @@ export interface Options {
   readonly vmodule: string;
   readonly logBacktraceAt: string;
   // linen
-  readonly engine: Engine;
+  readonly engine: EngineName;
   readonly queues: number;
-  readonly offload: Offload;
+  readonly offload: OffloadSetting;
   /** Path of a static peers file, or "" for none. */
   readonly staticPeers: string;
   /** Where each flag's value came from. */
@@ -116,7 +115,7 @@ export const DEFAULT_PEER_METRICS_LIMIT = 128;
 /** Every flag linen accepts, in help order. */
 export const FLAGS: readonly FlagDef[] = [
   F('etcd', 'etcd-endpoints', 'string', DEFAULT_ETCD_ENDPOINTS, 'comma-separated list of etcd endpoints', { placeholder: 'urls' }),
-  F('etcd', 'etcd-prefix', 'string', '/coreos.com/network', 'etcd prefix under which the network config and the subnet leases live', { placeholder: 'path' }),
+  F('etcd', 'etcd-prefix', 'string', DEFAULT_ETCD_PREFIX, 'etcd prefix under which the network config and the subnet leases live', { placeholder: 'path' }),
   F('etcd', 'etcd-keyfile', 'string', '', 'TLS client key for etcd; TLS is used only when both key and cert files are given', { placeholder: 'file' }),
   F('etcd', 'etcd-certfile', 'string', '', 'TLS client certificate for etcd', { placeholder: 'file' }),
   F('etcd', 'etcd-cafile', 'string', '', 'CA bundle that signed the etcd server certificate (used only with key and cert)', { placeholder: 'file' }),
@@ -320,9 +319,9 @@ function validate(fs: FlagSet<FlagDef>, opts: ParseFlagsOptions): Options {
     verbosity: v,
     vmodule: fs.str('vmodule'),
     logBacktraceAt: fs.str('log_backtrace_at'),
-    engine: engine as Engine,
+    engine: engine as EngineName,
     queues,
-    offload: offload as Offload,
+    offload: offload as OffloadSetting,
     staticPeers: fs.str('static-peers'),
     sources: Object.fromEntries(fs.sources),
   };

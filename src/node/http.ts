@@ -191,13 +191,13 @@ function newServer(handler: (req: IncomingMessage, res: ServerResponse) => void,
   const gate = new ConnectionGate();
   stats.gates.push(gate);
   server.on('connection', (socket: Socket) => {
-    const verdict = gate.admit(socket.remoteAddress, socket.localAddress);
-    if ('refused' in verdict) {
-      stats.refused[verdict.refused]++;
+    const admission = gate.admit(socket.remoteAddress, socket.localAddress);
+    if ('refused' in admission) {
+      stats.refused[admission.refused]++;
       socket.destroy();
       return;
     }
-    socket.once('close', verdict.release);
+    socket.once('close', admission.release);
   });
   // A client that neither sends nor reads gives up its slot. Node arms this per socket and
   // re-arms it between keep-alive requests; the keep-alive timeout ends here too, and only a

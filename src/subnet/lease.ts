@@ -12,7 +12,7 @@
 // What each backend publishes is built beside the backend (backend/udp.ts, vxlan.ts, ...).
 
 import { GoJsonError, GoStruct, isJsonObject, jsonKind, parseJson, type JsonLimits, type JsonValue } from '../config/gojson.js';
-import { formatIPv4, normalizeMAC, parseIPv4, parseIPv6, type IPv4Net } from '../net.js';
+import { formatIPv4, parseIPv4, parseIPv6, parseMAC, type IPv4Net } from '../net.js';
 
 export type Result<T> = { ok: true; value: T } | { ok: false; error: string };
 
@@ -117,6 +117,9 @@ export function pathJoin(...parts: string[]): string {
   return body === '' ? '.' : body;
 }
 
+/** --etcd-prefix's default, flanneld's. */
+export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+
 /** etcd keys used by flannel for a given --etcd-prefix. */
 export function etcdKeys(prefix: string): {
   config: string;
@@ -137,8 +140,8 @@ export function etcdKeys(prefix: string): {
 
 export interface VxlanBackendData {
   readonly vni: number;
-  /** Canonical form: lower-case, colon separated. */
-  readonly vtepMAC: string;
+  /** 6 bytes. */
+  readonly vtepMAC: Uint8Array;
 }
 
 export interface LeaseAttrs {
@@ -258,7 +261,7 @@ export function decodeVxlanBackendData(raw: string | null): Result<VxlanBackendD
     const vni = st.integer('VNI', 'uint32', 0, 0xffffffff) ?? 0;
     const m = st.raw('VtepMAC');
     if (typeof m !== 'string') return err(`BackendData: VtepMAC: expected a MAC address string, got ${m === undefined ? 'nothing' : JSON.stringify(m)}`);
-    const mac = normalizeMAC(m);
+    const mac = parseMAC(m);
     if (mac === null) return err(`BackendData: VtepMAC: invalid MAC address ${JSON.stringify(m)}`);
     return ok({ vni, vtepMAC: mac });
   } catch (e) {

@@ -46,7 +46,7 @@ import { peakRssKiB, rssKiB } from '../lab/proc.js';
 import { percentile, processCpuSeconds, systemCpuSeconds, type SystemCpu } from '../lab/traffic.js';
 import { waitFor } from '../lab/wait.js';
 import { repoRoot } from '../src/paths.js';
-import { writeFileAtomic } from '../src/subnetenv.js';
+import { writeFileAtomic } from '../src/config/subnetenv.js';
 import { fmtNum } from './format.js';
 import { machineFacts, type MachineFacts } from './suite.js';
 

@@ -9,7 +9,7 @@
 // Contenders run one at a time on a topology; stop() must leave it as built (pods unreachable
 // from each other), so the next contender starts from the same state.
 
-import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD } from '../src/config.js';
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD } from '../src/config/network.js';
 import { setupHostGw, setupKernelVxlan, type KernelVxlanNode } from '../lab/kernel.js';
 import { linenTunnelMtu } from '../lab/linend.js';
 import { startRefForwarders } from '../lab/ref-forwarder.js';

@@ -3,7 +3,7 @@
 // summary table.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../src/subnetenv.js';
+import { writeFileAtomic } from '../src/config/subnetenv.js';
 import { charts } from './charts.js';
 import { knbExport, toYaml } from './export.js';
 import { digitsFor, fmtNum, fmtRatioDir } from './format.js';

@@ -12,8 +12,9 @@ import { startEtcdServer, type EtcdServer, type EtcdTLS } from './etcd.js';
 import { linendPath } from './linend.js';
 import { reachable, runBounded, startBounded, startIperfServer, type BoundedProcess } from './traffic.js';
 import { waitFor } from './wait.js';
-import { DEFAULT_ETCD_PREFIX } from '../src/subnet/etcd.js';
-import { parseDotenv } from '../src/subnetenv.js';
+import { DEFAULT_ETCD_PREFIX } from '../src/subnet/lease.js';
+import type { EngineName, OffloadSetting } from '../src/dataplane/engine.js';
+import { parseDotenv } from '../src/config/subnetenv.js';
 
 export const HEALTH_PORT = 8471;
 export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;
@@ -23,8 +24,8 @@ export interface ClusterOptions {
   backend: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
   /** Network config to store instead of {Network, Backend: {Type}}; `null` stores none. */
   config?: Record<string, unknown> | null;
-  engine?: 'native' | 'dgram';
-  offload?: 'auto' | 'on' | 'off';
+  engine?: EngineName;
+  offload?: OffloadSetting;
   queues?: number;
   /** Extra linend flags for every node. */
   args?: string[];

@@ -7,7 +7,7 @@
 // wire a kernel node against a linen node (give it the linen node's subnet, public IP and
 // VtepMAC; give linen this node's vtepMAC).
 
-import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD } from '../src/config.js';
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD } from '../src/config/network.js';
 import { randomVtepMAC } from '../src/backend/backend.js';
 import { formatIPv4, formatMAC, parseCIDR } from '../src/net.js';
 import { ipNs, nsExec, nsSysctl, sh } from './netns.js';

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { repoRoot } from '../src/paths.js';
+import type { EngineName } from '../src/dataplane/engine.js';
 import { buildTopology, type Topology } from './topology.js';
 import { makeNode, nodeSet, startAll, type ClusterNode, type ClusterOptions } from './cluster.js';
 import { kubeconfigYaml, type KubeObject } from './kube-api.js';
@@ -94,7 +95,7 @@ export interface KubeClusterOptions {
   backend: ClusterOptions['backend'];
   /** net-conf.json contents instead of {Network, Backend: {Type}}. */
   config?: Record<string, unknown>;
-  engine?: 'native' | 'dgram';
+  engine?: EngineName;
   /** Extra linend flags for every node. */
   args?: string[];
   /** Start linend on every host right away (default true). */

@@ -5,17 +5,18 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UDP_MTU_OVERHEAD, VXLAN_MTU_OVERHEAD, WIREGUARD_MTU_OVERHEAD } from '../src/config.js';
+import { UDP_MTU_OVERHEAD, VXLAN_MTU_OVERHEAD, WIREGUARD_MTU_OVERHEAD } from '../src/config/network.js';
 import { generatePrivateKey, publicKeyOf } from '../src/wireguard/crypto.js';
 import { repoRoot } from '../src/paths.js';
+import type { EngineName, OffloadSetting } from '../src/dataplane/engine.js';
 import type { Topology } from './topology.js';
 import { waitFor } from './wait.js';
 
 export interface StaticLinenOptions {
   /** The backend: an overlay mode, or host-gw (kernel routes only, no data plane). */
   mode: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
-  engine?: 'native' | 'dgram';
-  offload?: 'auto' | 'on' | 'off';
+  engine?: EngineName;
+  offload?: OffloadSetting;
   queues?: number;
   /** Extra linend flags. */
   args?: string[];
@@ -44,7 +45,7 @@ export interface StaticLinen {
 }
 
 export function linendPath(): string {
-  return join(repoRoot(), 'dist', 'src', 'cli.js');
+  return join(repoRoot(), 'dist', 'src', 'node', 'cli.js');
 }
 
 export const vtepMacFor = (index: number): string => `0a:58:0a:00:00:${(index + 1).toString(16).padStart(2, '0')}`;

@@ -5,7 +5,7 @@
 // --flanneld on one host it stands for a flanneld UDP node beside linen nodes.
 import type { ChildProcess } from 'node:child_process';
 
-import { UDP_DEFAULT_PORT } from '../src/config.js';
+import { UDP_DEFAULT_PORT } from '../src/config/network.js';
 import { labToolBinary } from './c-tool.js';
 import { linenTunnelMtu } from './linend.js';
 import type { HostInfo, Topology } from './topology.js';

@@ -221,9 +221,3 @@ export function parseMAC(s: string): Uint8Array | null {
 export function formatMAC(mac: Uint8Array): string {
   return Array.from(mac, (b) => b.toString(16).padStart(2, '0')).join(':');
 }
-
-/** parseMAC + formatMAC: the canonical text of a MAC, or null. */
-export function normalizeMAC(s: string): string | null {
-  const m = parseMAC(s);
-  return m === null ? null : formatMAC(m);
-}

@@ -2,8 +2,8 @@
 // node publishes in its lease, which peers it accepts, how a peer becomes a route and where
 // that route goes (linen's data plane, or a plain kernel route to a directly connected peer).
 import { kernelRandomBytes } from '../random.js';
-import type { BackendConfig } from '../config.js';
-import { overlayMTU } from '../config.js';
+import type { BackendConfig } from '../config/network.js';
+import { overlayMTU } from '../config/network.js';
 import type { Mode } from '../dataplane/core.js';
 import type { WireguardEngineOptions } from '../dataplane/engine.js';
 import type { PeerRoute } from '../peer-route.js';

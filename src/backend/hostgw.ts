@@ -2,7 +2,7 @@
 // BackendType "host-gw" (no BackendData); every host-gw peer's subnet becomes a kernel route via
 // its PublicIP on the external interface, which needs the peer on a directly connected network
 // (others are refused); the MTU is the interface's.
-import type { HostGwBackendConfig } from '../config.js';
+import type { HostGwBackendConfig } from '../config/network.js';
 import type { LeaseAttrs } from '../subnet/lease.js';
 import { mtuFor, type RouteOnlyBackend } from './backend.js';
 

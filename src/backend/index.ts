@@ -1,4 +1,4 @@
-import type { BackendConfig } from '../config.js';
+import type { BackendConfig } from '../config/network.js';
 import type { Backend } from './backend.js';
 import { hostGwBackend } from './hostgw.js';
 import { udpBackend } from './udp.js';

@@ -1,13 +1,26 @@
 // flannel's wireguard backend from userspace: flannel-wg (a TUN here, a kernel wireguard device
 // on flanneld nodes), WireGuard transport messages to each peer's PublicIP and the Port in its
 // lease, and a lease with BackendType wireguard, this node's PublicKey and ListenPort.
-import type { WireguardBackendConfig } from '../config.js';
-import { decodeWireguardBackendData, wireguardLeaseAttrs } from '../subnet/lease.js';
+import type { WireguardBackendConfig } from '../config/network.js';
+import { decodeWireguardBackendData, type LeaseAttrs } from '../subnet/lease.js';
 import { publicKeyOf } from '../wireguard/crypto.js';
 import { loadOrCreatePrivateKey } from '../wireguard/keyfile.js';
 import { mtuFor, type OverlayBackend } from './backend.js';
 
 export const WIREGUARD_DEVICE = 'flannel-wg';
+
+/** Attributes a WireGuard node publishes, byte for byte as flanneld (fields PublicKey, Port). */
+export function wireguardLeaseAttrs(publicIP: number, publicKey: Uint8Array, port: number): LeaseAttrs {
+  if (publicKey.length !== 32) throw new Error('a WireGuard public key is 32 bytes');
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid WireGuard port: ${port}`);
+  return {
+    publicIP,
+    publicIPv6: null,
+    backendType: 'wireguard',
+    backendData: `{"PublicKey":${JSON.stringify(Buffer.from(publicKey).toString('base64'))},"Port":${port}}`,
+    backendV6Data: null,
+  };
+}
 
 export function wireguardBackend(config: WireguardBackendConfig, loadKey: () => Uint8Array = () => loadOrCreatePrivateKey()): OverlayBackend {
   // Read (or created) once, when the lease or the data plane first needs it.

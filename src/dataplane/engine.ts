@@ -7,6 +7,11 @@ import type { PeerRoute } from '../peer-route.js';
 import type { WgPeerStatus } from '../wireguard/control.js';
 import type { WgEvent } from '../wireguard/events.js';
 
+/** Which engine moves the packets (--engine): the batched native one, or the dgram baseline. */
+export type EngineName = 'native' | 'dgram';
+/** TUN offloads and UDP GSO/GRO (--offload): 'auto' uses what the kernel supports. */
+export type OffloadSetting = 'auto' | 'on' | 'off';
+
 export interface WireguardReport {
   peers: WgPeerStatus[];
   events: Record<WgEvent, number>;
@@ -32,8 +37,7 @@ export interface EngineOptions {
   mac: Uint8Array;
   /** Worker threads, one TUN queue each (native engine). */
   queues: number;
-  /** TUN offloads and UDP GSO/GRO: 'auto' uses what the kernel supports. */
-  offload: 'auto' | 'on' | 'off';
+  offload: OffloadSetting;
   /** WireGuard mode: this node's keys and keepalive. */
   wireguard?: WireguardEngineOptions;
 }
@@ -96,7 +100,7 @@ export interface EngineFeatures {
 }
 
 export interface Engine {
-  readonly name: 'native' | 'dgram';
+  readonly name: EngineName;
   /** Most peer routes the core holds (its MAX_ROUTES): the peer set never pushes more. */
   readonly routeCapacity: number;
   /** Per-peer stats slots, numbered from 0; a route without one is forwarded but not counted. */

@@ -4,7 +4,7 @@ import { configureTun } from '../device/tun.js';
 import type { IPv4Net } from '../net.js';
 import { DgramEngine } from './dgram-engine.js';
 import { NativeEngine } from './native-engine.js';
-import type { Engine, EngineEvents, EngineFeatures, EngineOptions, RouteSource } from './engine.js';
+import type { Engine, EngineEvents, EngineFeatures, EngineName, EngineOptions, OffloadSetting, RouteSource } from './engine.js';
 import type { Mode } from './core.js';
 import type { WireguardEngineOptions } from './engine.js';
 
@@ -23,9 +23,9 @@ export type NativeEngineFactory = (opts: EngineOptions, routes: RouteSource, eve
 
 export interface DataplaneOptions {
   backend: TunnelSpec;
-  engine: 'native' | 'dgram';
+  engine: EngineName;
   queues: number;
-  offload: 'auto' | 'on' | 'off';
+  offload: OffloadSetting;
   bindAddr: string;
   mtu: number;
   network: IPv4Net;

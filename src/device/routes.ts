@@ -12,7 +12,7 @@
 // the periodic check runs between batches, never beside one.
 import { performance } from 'node:perf_hooks';
 import type { PeerRoute } from '../peer-route.js';
-import type { Metric } from '../metric.js';
+import type { Metric } from '../metrics/metric.js';
 import type { Logger } from '../log.js';
 import { loadNative, ROUTE_OP, type NativeIO, type RouteAnswer } from '../dataplane/native.js';
 import { formatCIDR, formatIPv4, netKey, type NetKey } from '../net.js';
@@ -60,7 +60,7 @@ export class KernelRoutes implements DirectRoutes {
   private readonly pending = new Map<NetKey, Change>();
   /** What the kernel took last, by subnet: a delete names the gateway the kernel has. */
   private readonly written = new Map<NetKey, PeerRoute>();
-  /** The last lookup's verdict for each of its PublicIPs (see notAdjacent). */
+  /** The last lookup's answer for each of its PublicIPs: why it is not adjacent, or null (see notAdjacent). */
   private readonly adjacency = new Map<number, string | null>();
   /** The batches and checks, one after another. */
   private queue: Promise<void> = Promise.resolve();
@@ -100,7 +100,7 @@ export class KernelRoutes implements DirectRoutes {
       for (const ip of ips) this.adjacency.set(ip, `the route lookup failed (${(e as Error).message})`);
       return;
     }
-    ips.forEach((ip, i) => this.adjacency.set(ip, this.verdict(ip, answers[i])));
+    ips.forEach((ip, i) => this.adjacency.set(ip, this.whyNotAdjacent(ip, answers[i])));
   }
 
   notAdjacent(publicIP: number): string | null {
@@ -165,7 +165,7 @@ export class KernelRoutes implements DirectRoutes {
 
   // flanneld's test (ip.DirectRouting): the kernel's route to the address has no gateway. It
   // must also leave by the external interface, where the route to the peer's subnet will point.
-  private verdict(ip: number, a: RouteAnswer | undefined): string | null {
+  private whyNotAdjacent(ip: number, a: RouteAnswer | undefined): string | null {
     const addr = formatIPv4(ip);
     if (!a) return `the route lookup for ${addr} gave no answer`;
     if (a.errno !== 0) return `no route to it (${a.error})`;

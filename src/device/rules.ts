@@ -3,7 +3,7 @@
 // back when something removed them. Unlike flanneld, linend removes them when it stops.
 import { formatCIDR, netEqual, type IPv4Net } from '../net.js';
 import type { Logger } from '../log.js';
-import type { PreviousSubnetEnv } from '../subnetenv.js';
+import type { PreviousSubnetEnv } from '../config/subnetenv.js';
 import { IPTables, forwardRules, masqRules, type IptRule } from './iptables.js';
 
 export interface TrafficRules {

@@ -35,7 +35,7 @@ export interface Leftover {
   attrs: string;
 }
 
-export type Verdict = { replace: true } | { replace: false; why: string };
+export type TakeoverDecision = { replace: true } | { replace: false; why: string };
 
 export function describeLink(link: LinkJson): Leftover {
   const kind = link.linkinfo?.info_kind ?? '';
@@ -47,7 +47,7 @@ export function describeLink(link: LinkJson): Leftover {
 }
 
 /** Whether a device of linend's name may be deleted to make room for linend's TUN. */
-export function verdict(link: LinkJson): Verdict {
+export function mayReplace(link: LinkJson): TakeoverDecision {
   const kind = link.linkinfo?.info_kind ?? '';
   if (kind === 'vxlan') return { replace: true };
   if (kind === 'tun') {
@@ -141,7 +141,7 @@ export function runningFlanneld(): number | null {
 export function takeOverDevice(name: string, log: Logger): Removed | null {
   const link = findLink(name);
   if (link === null) return null;
-  const v = verdict(link);
+  const v = mayReplace(link);
   if (!v.replace) throw new Error(`device ${name} already exists and ${v.why}`);
   const pid = runningFlanneld();
   if (pid !== null) throw new Error(`device ${name} belongs to flanneld, which is still running (pid ${pid}): stop it first`);

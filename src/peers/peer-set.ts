@@ -7,13 +7,13 @@
 // peers directly (host-gw, DirectRouting), a peer on a directly connected network gets a
 // kernel route instead of an engine route; it moves between the two when its PublicIP does.
 import type { Backend, DirectRouting } from '../backend/index.js';
-import type { NetworkConfig } from '../config.js';
+import type { NetworkConfig } from '../config/network.js';
 import type { Engine, RouteSource, SlottedRoute } from '../dataplane/engine.js';
 import type { PeerRoute } from '../peer-route.js';
 import type { DirectRoutes } from '../device/routes.js';
-import type { Metric } from '../health.js';
+import type { Metric } from '../metrics/metric.js';
 import type { Logger } from '../log.js';
-import { hasHostBits, leaseRefusal, REFUSAL_REASONS, type Refusal, type RefusalReason } from '../admission.js';
+import { hasHostBits, leaseRefusal, REFUSAL_REASONS, type Refusal, type RefusalReason } from '../subnet/admission.js';
 import { formatCIDR, formatIPv4, formatMAC, netKey, netOverlaps, type IPv4Net, type NetKey } from '../net.js';
 import type { LeaseWatcher, Peer, PeerDiff } from '../subnet/watcher.js';
 

@@ -49,7 +49,7 @@ import {
 } from 'etcd3';
 import type { IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
-import { encodeLeaseAttrs, etcdKeys, leaseFromKV, parseSubnetKey, type Lease, type LeaseAttrs } from './lease.js';
+import { DEFAULT_ETCD_PREFIX, encodeLeaseAttrs, etcdKeys, leaseFromKV, parseSubnetKey, type Lease, type LeaseAttrs } from './lease.js';
 import {
   ConfigNotFoundError,
   RegistryError,
@@ -66,7 +66,7 @@ import {
 export interface EtcdRegistryOptions {
   /** e.g. ["http://127.0.0.1:2379"]; "host:port" without a scheme also works. */
   endpoints: string[];
-  /** --etcd-prefix, default /coreos.com/network. */
+  /** --etcd-prefix, default DEFAULT_ETCD_PREFIX. */
   prefix?: string;
   /** Client certificate: used only when both keyFile and certFile are set (as flanneld). */
   keyFile?: string;
@@ -89,8 +89,6 @@ export interface CallTimeout {
   /** Deadline of each etcd call made, instead of the registry's request timeout. */
   timeoutMs?: number;
 }
-
-export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 
 /** Keys per page of the lease listing: about 1 MB of VXLAN leases, a quarter of the default limit. */
 export const LIST_PAGE_KEYS = 5000;

@@ -9,9 +9,10 @@
 // listing or watching many keys can skip and log one bad entry and keep the rest. Keys and
 // values come from any writer with access to etcd (and, in kube mode, from node annotations):
 // both are bounded in size and depth before parsing, and every parse is linear.
+// What each backend publishes is built beside the backend (backend/udp.ts, vxlan.ts, ...).
 
-import { GoJsonError, GoStruct, isJsonObject, jsonKind, parseJson, type JsonLimits, type JsonValue } from '../gojson.js';
-import { formatIPv4, normalizeMAC, parseIPv4, parseIPv6, type IPv4Net } from '../net.js';
+import { GoJsonError, GoStruct, isJsonObject, jsonKind, parseJson, type JsonLimits, type JsonValue } from '../config/gojson.js';
+import { formatIPv4, parseIPv4, parseIPv6, parseMAC, type IPv4Net } from '../net.js';
 
 export type Result<T> = { ok: true; value: T } | { ok: false; error: string };
 
@@ -116,6 +117,9 @@ export function pathJoin(...parts: string[]): string {
   return body === '' ? '.' : body;
 }
 
+/** --etcd-prefix's default, flanneld's. */
+export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+
 /** etcd keys used by flannel for a given --etcd-prefix. */
 export function etcdKeys(prefix: string): {
   config: string;
@@ -136,8 +140,8 @@ export function etcdKeys(prefix: string): {
 
 export interface VxlanBackendData {
   readonly vni: number;
-  /** Canonical form: lower-case, colon separated. */
-  readonly vtepMAC: string;
+  /** 6 bytes. */
+  readonly vtepMAC: Uint8Array;
 }
 
 export interface LeaseAttrs {
@@ -153,43 +157,11 @@ export interface LeaseAttrs {
   readonly backendV6Data: string | null;
 }
 
-/** Attributes a UDP node publishes: only PublicIP. */
-export function udpLeaseAttrs(publicIP: number): LeaseAttrs {
-  return { publicIP, publicIPv6: null, backendType: '', backendData: null, backendV6Data: null };
-}
-
-/** Attributes a VXLAN node publishes. `vtepMAC` may be in any form parseMAC accepts. */
-export function vxlanLeaseAttrs(publicIP: number, vni: number, vtepMAC: string): LeaseAttrs {
-  const mac = normalizeMAC(vtepMAC);
-  if (mac === null) throw new Error(`invalid VtepMAC: ${JSON.stringify(vtepMAC)}`);
-  if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffffff) throw new Error(`invalid VNI: ${vni}`);
-  return {
-    publicIP,
-    publicIPv6: null,
-    backendType: 'vxlan',
-    backendData: `{"VNI":${vni},"VtepMAC":${JSON.stringify(mac)}}`,
-    backendV6Data: null,
-  };
-}
-
 /** A WireGuard node's BackendData: its public key (base64, as `wg pubkey` prints) and listen port. */
 export interface WireguardBackendData {
   readonly publicKey: Uint8Array;
   /** 0 when absent: flanneld then uses its own listen port. */
   readonly port: number;
-}
-
-/** Attributes a WireGuard node publishes, byte for byte as flanneld (fields PublicKey, Port). */
-export function wireguardLeaseAttrs(publicIP: number, publicKey: Uint8Array, port: number): LeaseAttrs {
-  if (publicKey.length !== 32) throw new Error('a WireGuard public key is 32 bytes');
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid WireGuard port: ${port}`);
-  return {
-    publicIP,
-    publicIPv6: null,
-    backendType: 'wireguard',
-    backendData: `{"PublicKey":${JSON.stringify(Buffer.from(publicKey).toString('base64'))},"Port":${port}}`,
-    backendV6Data: null,
-  };
 }
 
 /** Decodes a wireguard lease's BackendData (field names matched case-insensitively, as Go does). */
@@ -289,7 +261,7 @@ export function decodeVxlanBackendData(raw: string | null): Result<VxlanBackendD
     const vni = st.integer('VNI', 'uint32', 0, 0xffffffff) ?? 0;
     const m = st.raw('VtepMAC');
     if (typeof m !== 'string') return err(`BackendData: VtepMAC: expected a MAC address string, got ${m === undefined ? 'nothing' : JSON.stringify(m)}`);
-    const mac = normalizeMAC(m);
+    const mac = parseMAC(m);
     if (mac === null) return err(`BackendData: VtepMAC: invalid MAC address ${JSON.stringify(m)}`);
     return ok({ vni, vtepMAC: mac });
   } catch (e) {

@@ -28,7 +28,7 @@
 // that two misconfigured nodes cannot flood etcd): until then every peer routes this node's
 // subnet to whatever was written there. flanneld would only rewrite it at its next renewal.
 
-import { parseNetworkConfig, type NetworkConfig } from '../config.js';
+import { parseNetworkConfig, type NetworkConfig } from '../config/network.js';
 import { formatCIDR, formatIPv4, netEqual, netLast, netNext, netOverlaps, netSize, prefixMask, type IPv4Net } from '../net.js';
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff } from '../backoff.js';

@@ -24,7 +24,7 @@ import { formatCIDR, netEqual, netKey, type IPv4Net, type NetKey } from '../net.
 import { nullLogger, type Logger } from '../log.js';
 import { Backoff } from '../backoff.js';
 import { realClock, type Clock } from './clock.js';
-import type { Refusal, RefusalReason } from '../admission.js';
+import type { Refusal, RefusalReason } from './admission.js';
 import { decodeVxlanBackendData, parseSubnetName, sameLeaseAttrs, subnetKeyName, type Lease, type LeaseAttrs, type SubnetKey, type VxlanBackendData } from './lease.js';
 import { ReconnectWait, type LeaseList, type LeaseSource, type WatchEvent } from './registry.js';
 import { RetryLog } from './retry-log.js';
@@ -101,7 +101,8 @@ export function etcdLeaseKeySubnet(subnets: string): (key: string) => SubnetKey 
 
 export const isEmptyDiff = (d: PeerDiff): boolean => d.added.length + d.changed.length + d.removed.length + (d.refused?.length ?? 0) === 0;
 
-type Verdict = { peer: Peer } | { ignore: string } | { invalid: Refusal };
+/** What one lease is to this node: a peer, something to ignore silently, or a bad entry. */
+type LeaseClass = { peer: Peer } | { ignore: string } | { invalid: Refusal };
 
 /** Longest piece of a key put in a log line (etcd takes keys of megabytes). */
 const KEY_SHOWN = 200;
@@ -170,7 +171,7 @@ export class LeaseWatcher {
   }
 
   /** Classifies one lease: a peer, something to ignore silently, or a bad entry. */
-  private verdict(l: Lease): Verdict {
+  private classify(l: Lease): LeaseClass {
     if (this.own !== null && netEqual(l.subnet, this.own)) return { ignore: 'own subnet' };
     // `null`, `{}` or a value without PublicIP decode (as in Go) to PublicIP 0.0.0.0: no peer.
     if (l.attrs.publicIP === 0) return { invalid: { reason: 'public_ip_unspecified', why: 'no PublicIP (0.0.0.0)' } };
@@ -260,7 +261,7 @@ export class LeaseWatcher {
         this.refuse(ev.key, { reason: 'bad_value', why: ev.error });
         continue;
       }
-      const v = this.verdict(ev.lease);
+      const v = this.classify(ev.lease);
       if ('invalid' in v) {
         this.refuse(ev.key, v.invalid);
         continue;
@@ -315,7 +316,7 @@ export class LeaseWatcher {
     for (const l of list.leases) {
       const k = subnets.get(l.key);
       if (k === undefined || !this.claim(k, l.key)) continue;
-      const v = this.verdict(l);
+      const v = this.classify(l);
       if ('invalid' in v) {
         this.refuse(l.key, v.invalid);
         if (this.state.has(k)) seen.add(k);

@@ -1,7 +1,7 @@
 // WireGuard's part of /metrics: the control path's counters and, per peer, when its last
 // handshake completed (`wg show`'s "latest handshake"; transfer counters are the per-peer
 // linen_peer_* series every overlay mode has).
-import type { Metric } from "../metric.js";
+import type { Metric } from "../metrics/metric.js";
 import type { WireguardReport } from "../dataplane/engine.js";
 import { WG_EVENTS } from "./events.js";
 

@@ -75,7 +75,7 @@ t.test('npm pack, install without a compiler, linend forwards between two hosts'
   const listing = execFileSync('tar', ['tvzf', tgz], { encoding: 'utf8' }).trim().split('\n');
   const names = listing.map((l) => l.split(/\s+/).pop() ?? '');
   t.comment(`tarball: ${names.length} files, packed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  for (const want of ['package/dist/src/cli.js', 'package/dist/wasm/linen.wasm', 'package/binding.gyp',
+  for (const want of ['package/dist/src/node/cli.js', 'package/dist/wasm/linen.wasm', 'package/binding.gyp',
     'package/native/linen_io.c', 'package/native/linen_abi.h', 'package/prebuilds/linux-x64/linen.glibc.node', 'package/prebuilds/linux-arm64/linen.glibc.node']) {
     t.ok(names.includes(want), `the tarball carries ${want}`);
   }
@@ -86,7 +86,7 @@ t.test('npm pack, install without a compiler, linend forwards between two hosts'
   const publish = await run(process.execPath, [npm, 'publish', '--dry-run', '--ignore-scripts', tgz], { env: { ...process.env }, timeout: 120000 });
   const warnings = `${publish.stdout}${publish.stderr}`.split('\n').filter((l) => /npm (warn|error)/i.test(l) && !/logged in/.test(l));
   t.same(warnings, [], `npm publish --dry-run: no warnings (${publish.stdout.trim().split('\n').at(-1)})`);
-  t.match(listing.find((l) => l.endsWith(' package/dist/src/cli.js')) ?? '', /^-rwx/, 'the bin file is executable');
+  t.match(listing.find((l) => l.endsWith(' package/dist/src/node/cli.js')) ?? '', /^-rwx/, 'the bin file is executable');
 
   // 2. A PATH with node and nothing to compile with (sh for install scripts, /usr/sbin for ip).
   const bin = join(scratch, 'bin');

@@ -6,7 +6,7 @@
 // Memory does not depend on the machine's load the way time does; the margin above the
 // measured figures is for Node's own floor (some 45 MB of its binary's pages) moving with
 // its version. Loading the etcd client in static mode again or letting the young
-// generation grow again (src/heap-limits.ts) fails here.
+// generation grow again (src/node/heap-limits.ts) fails here.
 import t, { type Test } from 'tap';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

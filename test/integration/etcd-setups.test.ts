@@ -13,7 +13,7 @@ import { freePort, startEtcd, startProxy, type EtcdHandle } from '../helpers/etc
 import { makeCerts } from '../helpers/certs.js';
 import { EtcdRegistry, type EtcdRegistryOptions } from '../../src/subnet/etcd.js';
 import { RegistryError, type WatchItem } from '../../src/subnet/registry.js';
-import { udpLeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
 import { parseCIDR, parseIPv4 } from '../../src/net.js';
 
 const sn = (s: string) => parseCIDR(s)!;

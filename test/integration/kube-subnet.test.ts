@@ -14,8 +14,8 @@ import { annotationNames, leaseAnnotations } from '../../src/subnet/kube/annotat
 import { KubeLeaseManager, resolveNodeName } from '../../src/subnet/kube/manager.js';
 import { KubeLeaseSource } from '../../src/subnet/kube/source.js';
 import { LeaseWatcher, type PeerDiff } from '../../src/subnet/watcher.js';
-import { vxlanLeaseAttrs } from '../../src/subnet/lease.js';
-import { formatCIDR, formatIPv4, parseCIDR, parseIPv4 } from '../../src/net.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
+import { formatCIDR, formatIPv4, parseCIDR, parseIPv4, parseMAC } from '../../src/net.js';
 import { memoryLogger } from '../../src/log.js';
 import { repoRoot } from '../../src/paths.js';
 
@@ -48,7 +48,7 @@ t.test('own lease: waits for the pod CIDR, annotates the node with one status pa
   const { log, lines } = memoryLogger();
   const m = new KubeLeaseManager({ client, nodeName: 'n1', names, log, pollMs: 50 });
   const ac = new AbortController();
-  const attrs = vxlanLeaseAttrs(ip('192.168.7.1'), 1, '0a:58:0a:f4:01:01');
+  const attrs = vxlanLeaseAttrs(ip('192.168.7.1'), 1, parseMAC('0a:58:0a:f4:01:01')!);
   const acquiring = m.acquire({ network: parseCIDR('10.244.0.0/16')! }, attrs, ac.signal);
   await until('the wait to be logged', () => lines.some((l) => l.includes('pod cidr not assigned yet')));
   api.updateNode('n1', { spec: { podCIDR: '10.244.3.0/24', podCIDRs: ['10.244.3.0/24'] } });
@@ -86,7 +86,7 @@ t.test('peers: join, PublicIP change, leave, 410 Gone, API server restart', asyn
   const api = new KubeApiServer({ bookmarkMs: 200 });
   await api.start();
   t.teardown(() => api.stop());
-  const peerAnn = (pip: string, mac: string) => leaseAnnotations(names, {}, vxlanLeaseAttrs(ip(pip), 1, mac));
+  const peerAnn = (pip: string, mac: string) => leaseAnnotations(names, {}, vxlanLeaseAttrs(ip(pip), 1, parseMAC(mac)!));
   api.addNode('self', { podCIDR: '10.244.1.0/24', annotations: peerAnn('192.168.7.1', '0a:00:00:00:00:01') });
   api.addNode('a', { podCIDR: '10.244.2.0/24', annotations: peerAnn('192.168.7.2', '0a:00:00:00:00:02') });
   api.addNode('plain', { podCIDR: '10.244.9.0/24' });
@@ -156,7 +156,7 @@ t.test('403: a clear error that names the missing permission', async (t) => {
   api.addNode('n1', { podCIDR: '10.244.3.0/24' });
   const m = new KubeLeaseManager({ client: clientFor(api, 'ro', { token: 'ro', ca: certs.ca }), nodeName: 'n1', names });
   await t.rejects(
-    m.acquire({ network: parseCIDR('10.244.0.0/16')! }, vxlanLeaseAttrs(ip('192.168.7.1'), 1, '0a:58:0a:f4:01:01'), new AbortController().signal),
+    m.acquire({ network: parseCIDR('10.244.0.0/16')! }, vxlanLeaseAttrs(ip('192.168.7.1'), 1, parseMAC('0a:58:0a:f4:01:01')!), new AbortController().signal),
     /patching node "n1": nodes "n1" is forbidden: User "system:serviceaccount:kube-flannel:linen" cannot patch resource "nodes\/status" in API group "" at the cluster scope \(the ClusterRole bound to linen's service account must allow it/,
   );
 });
@@ -173,14 +173,14 @@ t.test('deploy/kube-linen.yml\'s ClusterRole grants what linen uses', async (t) 
   await api.start();
   t.teardown(() => api.stop());
   api.addNode('n1', { podCIDR: '10.244.3.0/24' });
-  api.addNode('n2', { podCIDR: '10.244.4.0/24', annotations: leaseAnnotations(names, {}, vxlanLeaseAttrs(ip('192.168.7.2'), 1, '0a:00:00:00:00:02')) });
+  api.addNode('n2', { podCIDR: '10.244.4.0/24', annotations: leaseAnnotations(names, {}, vxlanLeaseAttrs(ip('192.168.7.2'), 1, parseMAC('0a:00:00:00:00:02')!)) });
   api.addPod('kube-flannel', 'linen-x', 'n1');
   const client = clientFor(api, 'sa', { token: 'sa', ca: certs.ca });
   const ac = new AbortController();
   t.teardown(() => ac.abort());
   const nodeName = await resolveNodeName({ POD_NAME: 'linen-x', POD_NAMESPACE: 'kube-flannel' }, client);
   const m = new KubeLeaseManager({ client, nodeName, names });
-  await m.acquire({ network: parseCIDR('10.244.0.0/16')! }, vxlanLeaseAttrs(ip('192.168.7.1'), 1, '0a:00:00:00:00:01'), ac.signal);
+  await m.acquire({ network: parseCIDR('10.244.0.0/16')! }, vxlanLeaseAttrs(ip('192.168.7.1'), 1, parseMAC('0a:00:00:00:00:01')!), ac.signal);
   await m.setNetworkAvailable(ac.signal);
   const w = new LeaseWatcher({ registry: new KubeLeaseSource(client, names, memoryLogger().log), ownSubnet: parseCIDR('10.244.3.0/24')!, accept: 'vxlan' });
   const running = w.run(ac.signal, () => undefined);

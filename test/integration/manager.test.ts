@@ -5,10 +5,12 @@ import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { ManualClock } from '../../src/subnet/clock.js';
 import { fetchNetworkConfig, freeCandidates, LeaseManager, type LeaseEvent } from '../../src/subnet/manager.js';
 import { RegistryError, SubnetExistsError, type LeaseGrant, type LeaseList, type Registry, type WatchItem } from '../../src/subnet/registry.js';
-import { makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs, type LeaseAttrs } from '../../src/subnet/lease.js';
-import { parseNetworkConfig } from '../../src/config.js';
+import { makeSubnetKey, type LeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { memoryLogger } from '../../src/log.js';
-import { formatCIDR, parseCIDR, parseIPv4, type IPv4Net } from '../../src/net.js';
+import { formatCIDR, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from '../../src/net.js';
 
 const ip = (s: string) => parseIPv4(s)!;
 const sn = (s: string) => parseCIDR(s)!;
@@ -106,7 +108,7 @@ t.test('lease manager', async (t) => {
     t.ok((await ctlTTL(etcd, a.leaseId)) > 86390);
 
     // a restarted node with the same PublicIP reuses the subnet, with its new attrs
-    const m2 = new LeaseManager({ registry: reg, attrs: vxlanLeaseAttrs(ip('192.168.1.10'), 1, 'aa:bb:cc:dd:ee:01'), previousSubnet: sn('10.5.200.0/24') });
+    const m2 = new LeaseManager({ registry: reg, attrs: vxlanLeaseAttrs(ip('192.168.1.10'), 1, parseMAC('aa:bb:cc:dd:ee:01')!), previousSubnet: sn('10.5.200.0/24') });
     const b = await m2.acquire(config);
     t.equal(b.how, 'reused');
     t.same(b.subnet, a.subnet);

@@ -5,7 +5,8 @@
 import t from 'tap';
 import { startEtcd } from '../helpers/etcd.js';
 import { EtcdRegistry } from '../../src/subnet/etcd.js';
-import { udpLeaseAttrs, encodeLeaseAttrs } from '../../src/subnet/lease.js';
+import { encodeLeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
 import { parseIPv4 } from '../../src/net.js';
 
 t.setTimeout(60_000);

@@ -8,8 +8,9 @@ import { startEtcd, type EtcdHandle } from '../helpers/etcd.js';
 import { makeCerts } from '../helpers/certs.js';
 import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { CONFIG_NOT_FOUND, ConfigNotFoundError, RegistryError, SubnetExistsError, type WatchItem } from '../../src/subnet/registry.js';
-import { udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
-import { formatCIDR, parseCIDR, parseIPv4 } from '../../src/net.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
+import { formatCIDR, parseCIDR, parseIPv4, parseMAC } from '../../src/net.js';
 
 const sn = (s: string) => parseCIDR(s)!;
 const ip = (s: string) => parseIPv4(s)!;
@@ -73,7 +74,7 @@ t.test('registry against etcd', async (t) => {
   t.test('update: new grant + plain put; vxlan JSON; reservation put', async (t) => {
     const a = await reg.getLease(sn('10.5.7.0/24'));
     t.ok(a.lease);
-    const g = await reg.updateLease(sn('10.5.7.0/24'), vxlanLeaseAttrs(ip('192.168.64.3'), 1, 'c6:d2:32:6f:8f:44'), 86400);
+    const g = await reg.updateLease(sn('10.5.7.0/24'), vxlanLeaseAttrs(ip('192.168.64.3'), 1, parseMAC('c6:d2:32:6f:8f:44')!), 86400);
     t.not(g.leaseId, a.lease?.leaseId, 'a new etcd lease');
     const kv = await ctlGet(etcd, '/coreos.com/network/subnets/10.5.7.0-24');
     t.equal(kv?.value, '{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}');

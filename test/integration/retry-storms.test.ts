@@ -8,8 +8,8 @@ import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { LeaseWatcher } from '../../src/subnet/watcher.js';
 import { LeaseManager } from '../../src/subnet/manager.js';
 import { RegistryError, type Registry, type WatchItem } from '../../src/subnet/registry.js';
-import { udpLeaseAttrs } from '../../src/subnet/lease.js';
-import { parseNetworkConfig } from '../../src/config.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { parseIPv4 } from '../../src/net.js';
 import { memoryLogger } from '../../src/log.js';
 

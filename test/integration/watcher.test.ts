@@ -5,7 +5,7 @@ import { EtcdRegistry } from '../../src/subnet/etcd.js';
 import { LeaseWatcher, type PeerDiff, type PeerFilter } from '../../src/subnet/watcher.js';
 import { RegistryError, type Registry, type WatchItem } from '../../src/subnet/registry.js';
 import { memoryLogger } from '../../src/log.js';
-import { formatCIDR, formatIPv4, netKey, parseCIDR, type IPv4Net, type NetKey } from '../../src/net.js';
+import { formatCIDR, formatIPv4, formatMAC, netKey, parseCIDR, type IPv4Net, type NetKey } from '../../src/net.js';
 
 const P = '/coreos.com/network/subnets';
 const udp = (ip: string): string => `{"PublicIP":"${ip}","PublicIPv6":null}`;
@@ -46,7 +46,7 @@ function startWatcher(t: Tap, registry: Registry, accept: PeerFilter, own: strin
     diffs,
     lines,
     stop,
-    peers: () => Object.fromEntries([...w.peers().values()].map((p) => [formatCIDR(p.subnet), formatIPv4(p.publicIP) + (p.vxlan ? ` ${p.vxlan.vtepMAC}` : '')])),
+    peers: () => Object.fromEntries([...w.peers().values()].map((p) => [formatCIDR(p.subnet), formatIPv4(p.publicIP) + (p.vxlan ? ` ${formatMAC(p.vxlan.vtepMAC)}` : '')])),
   };
 }
 type Tap = { teardown(f: () => unknown): void };

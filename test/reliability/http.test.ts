@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildCluster, HEALTH_PORT, type Cluster, type ClusterNode } from '../../lab/cluster.js';
-import { HTTP_LIMITS } from '../../src/health.js';
+import { HTTP_LIMITS } from '../../src/node/http.js';
 import { fdDiff, fdsAtRest, metrics, pidOf } from '../helpers/reliability.js';
 
 t.setTimeout(300_000);

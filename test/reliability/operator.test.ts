@@ -1,4 +1,4 @@
-// Bad input from the operator: every flag of src/flags.ts FLAGS given a wrong value, unknown
+// Bad input from the operator: every flag of src/node/flags.ts FLAGS given a wrong value, unknown
 // flags, stray arguments, bad FLANNELD_* / LINEN_* environment values and a static peers file
 // with each field wrong. Each must give a one-line error naming the flag (or variable, or
 // field) and a non-zero exit, before anything is changed on the host: linend runs in a fresh
@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { linendPath } from '../../lab/linend.js';
 import { startEtcdServer, type EtcdServer } from '../../lab/etcd.js';
 import { ipNs, listLinks, nsExec, nsSysctl, runId, sh } from '../../lab/netns.js';
-import { FLAGS } from '../../src/flags.js';
+import { FLAGS } from '../../src/node/flags.js';
 import { makeCerts } from '../helpers/certs.js';
 
 t.setTimeout(180_000);

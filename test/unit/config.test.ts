@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { ConfigError, overlayMTU, parseNetworkConfig, type NetworkConfig } from '../../src/config.js';
+import { ConfigError, overlayMTU, parseNetworkConfig, type NetworkConfig } from '../../src/config/network.js';
 import {
   formatCIDR,
   formatIPv4,

@@ -11,8 +11,8 @@ import { EtcdRegistry, prefixEnd, tlsFailure } from '../../src/subnet/etcd.js';
 import { RegistryError } from '../../src/subnet/registry.js';
 import { LeaseWatcher } from '../../src/subnet/watcher.js';
 import { LeaseManager } from '../../src/subnet/manager.js';
-import { parseNetworkConfig } from '../../src/config.js';
-import { udpLeaseAttrs } from '../../src/subnet/lease.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
 import { parseIPv4 } from '../../src/net.js';
 
 t.setTimeout(60_000);

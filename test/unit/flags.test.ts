@@ -1,5 +1,6 @@
 import t from 'tap';
-import { FlagError, FLAGS, envName, parseFlags, parseGoInt, usage, type Options } from '../../src/flags.js';
+import { FLAGS, envName, parseFlags, usage, type Options } from '../../src/node/flags.js';
+import { FlagError, parseGoInt } from '../../src/node/goflag.js';
 import { createLogger, formatHeader, memoryLogger } from '../../src/log.js';
 
 const run = (argv: string[], env: Record<string, string> = {}): Options => {

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SMALL_FOOTPRINT_V8_FLAGS } from '../../src/heap-limits.js';
+import { SMALL_FOOTPRINT_V8_FLAGS } from '../../src/node/heap-limits.js';
 import { kernelRandomBytes, kernelRandomU32 } from '../../src/random.js';
 
 const srcDir = fileURLToPath(new URL('../../src/', import.meta.url));
@@ -35,9 +35,9 @@ function staticClosure(entry: string): { modules: string[]; external: string[] }
 t.test('linend loads no crypto, tls, https, http2 or zlib up front, nor the WireGuard protocol (wireguard and TLS modes load them when used)', async (t) => {
   // Checked on the sources: a child process started from the test runner finds node:crypto
   // loaded by Node's own start-up there, so its module list cannot tell.
-  for (const entry of ['cli.ts', 'daemon.ts', 'daemon-kube.ts', 'dataplane/worker.ts']) {
+  for (const entry of ['node/cli.ts', 'node/daemon.ts', 'node/daemon-kube.ts', 'dataplane/worker.ts']) {
     const { modules, external } = staticClosure(entry);
-    t.ok(modules.length > (entry === 'cli.ts' ? 1 : 10), `${entry}: ${modules.length} modules up front`);
+    t.ok(modules.length > (entry === 'node/cli.ts' ? 1 : 10), `${entry}: ${modules.length} modules up front`);
     t.same(external.filter((x) => /^node:(crypto|tls|https|http2|zlib)$/.test(x)), [], `${entry} loads none of them up front`);
     t.same(modules.filter((f) => f.startsWith('wireguard/') && !['wireguard/metrics.ts', 'wireguard/events.ts'].includes(f)), [],
       `${entry}: of the WireGuard modules only the metric names load up front`);
@@ -52,14 +52,14 @@ t.test('the etcd client (etcd3, gRPC) is loaded only in etcd mode: one module im
   t.same(users, ['subnet/etcd.ts'], 'only src/subnet/etcd.ts imports etcd3 and @grpc/grpc-js');
   const static_ = files.filter((f) => importsEtcd.test(readFileSync(join(srcDir, f), 'utf8')));
   t.same(static_, [], 'no module imports src/subnet/etcd.ts up front');
-  t.match(readFileSync(join(srcDir, 'daemon.ts'), 'utf8'), /await loadWithoutOptimizer\(\(\) => import\('\.\/subnet\/etcd\.js'\)\)/, 'the daemon loads it in etcd mode');
+  t.match(readFileSync(join(srcDir, 'node', 'daemon.ts'), 'utf8'), /await loadWithoutOptimizer\(\(\) => import\('\.\.\/subnet\/etcd\.js'\)\)/, 'the daemon loads it in etcd mode');
 });
 
 t.test("cli.ts's first line passes the footprint flags to node", async (t) => {
-  const first = readFileSync(fileURLToPath(new URL('../../src/cli.ts', import.meta.url)), 'utf8').split('\n')[0];
+  const first = readFileSync(fileURLToPath(new URL('../../src/node/cli.ts', import.meta.url)), 'utf8').split('\n')[0];
   t.equal(first, `#!/usr/bin/env -S node ${SMALL_FOOTPRINT_V8_FLAGS.join(' ')}`);
-  t.equal(readFileSync(dist('cli.js'), 'utf8').split('\n')[0], first, 'and the built cli.js keeps it');
-  const r = spawnSync(dist('cli.js'), ['--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+  t.equal(readFileSync(dist('node/cli.js'), 'utf8').split('\n')[0], first, 'and the built cli.js keeps it');
+  const r = spawnSync(dist('node/cli.js'), ['--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
   t.equal(r.status, 0, 'linend --version runs through that line');
   t.match(r.stdout + r.stderr, /\d+\.\d+\.\d+/, 'and prints the version');
 });

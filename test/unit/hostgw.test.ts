@@ -3,15 +3,17 @@
 // deleted routes and counts them), the peer set placing each peer (direct, engine, refused)
 // and moving it when its PublicIP moves, host-gw's lease bytes and its lease filter.
 import t from 'tap';
-import { parseNetworkConfig } from '../../src/config.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { createBackend } from '../../src/backend/index.js';
 import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
 import { KernelRoutes, type RouteNetlink } from '../../src/device/routes.js';
 import { ROUTE_OP, type RouteAnswer } from '../../src/dataplane/native.js';
 import { memoryLogger } from '../../src/log.js';
-import { formatCIDR, formatIPv4, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
+import { formatCIDR, formatIPv4, netKey, parseCIDR, parseIPv4, parseMAC, type NetKey } from '../../src/net.js';
 import { PeerSet } from '../../src/peers/peer-set.js';
-import { encodeLeaseAttrs, etcdKeys, udpLeaseAttrs, vxlanLeaseAttrs, type Lease } from '../../src/subnet/lease.js';
+import { encodeLeaseAttrs, etcdKeys, type Lease } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import { LeaseWatcher, type Peer, type PeerDiff } from '../../src/subnet/watcher.js';
 import { hostGwLeaseAttrs } from '../../src/backend/hostgw.js';
 import type { Registry } from '../../src/subnet/registry.js';
@@ -93,10 +95,10 @@ async function setup(backendJson: Record<string, unknown>, capacity?: number) {
   const all = new Map<NetKey, Peer>();
   const lease = (key: string, publicIP: string): Peer => {
     const [addr, len] = key.split('-');
-    const attrs = backend.type === 'host-gw' ? hostGwLeaseAttrs(ip(publicIP)) : backend.type === 'vxlan' ? vxlanLeaseAttrs(ip(publicIP), 1, '02:00:00:00:00:07') : udpLeaseAttrs(ip(publicIP));
+    const attrs = backend.type === 'host-gw' ? hostGwLeaseAttrs(ip(publicIP)) : backend.type === 'vxlan' ? vxlanLeaseAttrs(ip(publicIP), 1, parseMAC('02:00:00:00:00:07')!) : udpLeaseAttrs(ip(publicIP));
     return {
       key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(addr!), prefixLen: Number(len) }, publicIP: ip(publicIP), attrs,
-      vxlan: backend.type === 'vxlan' ? { vni: 1, vtepMAC: '02:00:00:00:00:07' } : null,
+      vxlan: backend.type === 'vxlan' ? { vni: 1, vtepMAC: parseMAC('02:00:00:00:00:07')! } : null,
     };
   };
   /** Applies a diff and waits until its routes are in the (fake) kernel. */
@@ -254,7 +256,7 @@ t.test('host-gw lease bytes are flanneld\'s, and a host-gw node watches only hos
   const d = w.applySnapshot({
     revision: 1, skipped: [],
     leases: [lease('10.5.2.0-24', hostGwLeaseAttrs(ip('192.168.7.2'))), lease('10.5.3.0-24', udpLeaseAttrs(ip('192.168.7.3'))),
-      lease('10.5.4.0-24', vxlanLeaseAttrs(ip('192.168.7.4'), 1, '02:00:00:00:00:04'))],
+      lease('10.5.4.0-24', vxlanLeaseAttrs(ip('192.168.7.4'), 1, parseMAC('02:00:00:00:00:04')!))],
   }, 'snapshot');
   t.same(d.added.map((p) => p.key), ['/coreos.com/network/subnets/10.5.2.0-24'], 'udp and vxlan leases are ignored, as flanneld\'s RouteNetwork does');
 });

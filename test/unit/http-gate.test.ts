@@ -1,7 +1,7 @@
 // Admission on the health/metrics servers: one address gets its share, clients other than the
 // node share what the node's reserve leaves, the node itself may take every slot.
 import t from 'tap';
-import { ConnectionGate, HTTP_LIMITS, isNodeClient } from '../../src/health.js';
+import { ConnectionGate, HTTP_LIMITS, isNodeClient } from '../../src/node/http.js';
 
 const limits = { maxConnections: 10, maxConnectionsPerClient: 3, reservedForNode: 4 };
 const admitted = (v: ReturnType<ConnectionGate['admit']>): (() => void) => {

@@ -6,7 +6,7 @@
 // decide the outcome; the figures are printed. No single parse of a megabyte may come near
 // blocking the main thread for long (flanneld's probes and the lease watch share it).
 import t from 'tap';
-import { parseNetworkConfig } from '../../src/config.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { memoryLogger } from '../../src/log.js';
 import { decodeLeaseAttrs, etcdKeys, leaseFromKV, parseSubnetKey } from '../../src/subnet/lease.js';
 import type { Registry, WatchEvent } from '../../src/subnet/registry.js';

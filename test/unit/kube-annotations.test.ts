@@ -2,9 +2,10 @@
 // node publishes for each backend, and nodes read back as leases.
 import t from 'tap';
 import { annotationNames, annotationPatch, leaseAnnotations, nodeLease, nodeLeaseKeySubnet, nodePodCIDR, storedVtepMAC, type NodeView } from '../../src/subnet/kube/annotations.js';
-import { udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import { hostGwLeaseAttrs } from '../../src/backend/hostgw.js';
-import { formatCIDR, parseIPv4 } from '../../src/net.js';
+import { formatCIDR, parseIPv4, parseMAC } from '../../src/net.js';
 
 const ip = (s: string) => parseIPv4(s)!;
 const names = annotationNames('flannel.alpha.coreos.com');
@@ -24,7 +25,7 @@ t.test('prefix validation and names, as flanneld', async (t) => {
 });
 
 t.test('a fresh node gets the four annotations, byte for byte', async (t) => {
-  const vx = vxlanLeaseAttrs(ip('192.168.1.10'), 1, '12:c6:65:89:b4:e3');
+  const vx = vxlanLeaseAttrs(ip('192.168.1.10'), 1, parseMAC('12:c6:65:89:b4:e3')!);
   const ch = leaseAnnotations(names, {}, vx);
   t.same(Object.keys(ch), [`${P}backend-data`, `${P}backend-type`, `${P}kube-subnet-manager`, `${P}public-ip`], 'sorted as Go writes a map');
   t.equal(annotationPatch(ch),
@@ -34,17 +35,17 @@ t.test('a fresh node gets the four annotations, byte for byte', async (t) => {
 });
 
 t.test('only what changed is patched; nothing when all is in place; the overwrite wins', async (t) => {
-  const vx = vxlanLeaseAttrs(ip('192.168.1.10'), 1, '12:c6:65:89:b4:e3');
+  const vx = vxlanLeaseAttrs(ip('192.168.1.10'), 1, parseMAC('12:c6:65:89:b4:e3')!);
   const full = { ...leaseAnnotations(names, {}, vx), 'other.io/keep': 'x' };
   t.same(leaseAnnotations(names, full, vx), {});
-  t.same(leaseAnnotations(names, full, vxlanLeaseAttrs(ip('192.168.1.11'), 1, '12:c6:65:89:b4:e3')), { [`${P}public-ip`]: '192.168.1.11' });
+  t.same(leaseAnnotations(names, full, vxlanLeaseAttrs(ip('192.168.1.11'), 1, parseMAC('12:c6:65:89:b4:e3')!)), { [`${P}public-ip`]: '192.168.1.11' });
   const over = { ...full, [`${P}public-ip-overwrite`]: '203.0.113.7' };
   t.same(leaseAnnotations(names, over, vx), { [`${P}public-ip`]: '203.0.113.7' });
   t.same(leaseAnnotations(names, { ...over, [`${P}public-ip`]: '203.0.113.7' }, vx), {}, 'an applied overwrite is left alone... ');
 });
 
 t.test('nodes read as leases', async (t) => {
-  const vx = leaseAnnotations(names, {}, vxlanLeaseAttrs(ip('192.168.1.10'), 1, '12:c6:65:89:b4:e3'));
+  const vx = leaseAnnotations(names, {}, vxlanLeaseAttrs(ip('192.168.1.10'), 1, parseMAC('12:c6:65:89:b4:e3')!));
   const l = nodeLease(names, node(vx), 42);
   t.ok(l.ok && l.value !== null);
   if (l.ok && l.value !== null) {
@@ -66,6 +67,6 @@ t.test('nodes read as leases', async (t) => {
   t.match(nodePodCIDR(node(vx, 'garbage', [])), { ok: false, error: /invalid pod CIDR "garbage"/ });
   const u = nodeLease(names, node(leaseAnnotations(names, {}, udpLeaseAttrs(ip('192.168.1.10')))), 1);
   t.ok(u.ok && u.value !== null && u.value.attrs.backendData === null && u.value.attrs.backendType === '', 'UDP: "null" data reads as none');
-  t.equal(storedVtepMAC(names, node(vx)), '12:c6:65:89:b4:e3');
+  t.same(storedVtepMAC(names, node(vx)), parseMAC('12:c6:65:89:b4:e3'));
   t.equal(storedVtepMAC(names, node({ [`${P}backend-data`]: '{garbage' })), null);
 });

@@ -1,29 +1,17 @@
 import t from 'tap';
-import {
-  decodeLeaseAttrs,
-  decodeVxlanBackendData,
-  encodeLeaseAttrs,
-  etcdKeys,
-  leaseFromKV,
-  makeSubnetKey,
-  MAX_SUBNET_KEY_NAME,
-  parseSubnetKey,
-  parseSubnetName,
-  subnetKeyName,
-  pathJoin,
-  sameLeaseAttrs,
-  udpLeaseAttrs,
-  vxlanLeaseAttrs,
-} from '../../src/subnet/lease.js';
-import { formatCIDR, formatMAC, normalizeMAC, parseCIDR, parseIPv4, parseMAC } from '../../src/net.js';
+import { decodeLeaseAttrs, decodeVxlanBackendData, encodeLeaseAttrs, etcdKeys, leaseFromKV, makeSubnetKey, MAX_SUBNET_KEY_NAME, parseSubnetKey, parseSubnetName, subnetKeyName, pathJoin, sameLeaseAttrs } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
+import { formatCIDR, formatMAC, parseCIDR, parseIPv4, parseMAC } from '../../src/net.js';
 
 const ip = (s: string): number => parseIPv4(s)!;
+const canonical = (s: string): string | null => { const m = parseMAC(s); return m === null ? null : formatMAC(m); };
 
 t.test('MAC parse/format like Go net.ParseMAC (6-byte forms)', async (t) => {
-  t.equal(normalizeMAC('c6:d2:32:6f:8f:44'), 'c6:d2:32:6f:8f:44');
-  t.equal(normalizeMAC('C6:D2:32:6F:8F:44'), 'c6:d2:32:6f:8f:44');
-  t.equal(normalizeMAC('c6-d2-32-6f-8f-44'), 'c6:d2:32:6f:8f:44');
-  t.equal(normalizeMAC('c6d2.326f.8f44'), 'c6:d2:32:6f:8f:44');
+  t.equal(canonical('c6:d2:32:6f:8f:44'), 'c6:d2:32:6f:8f:44');
+  t.equal(canonical('C6:D2:32:6F:8F:44'), 'c6:d2:32:6f:8f:44');
+  t.equal(canonical('c6-d2-32-6f-8f-44'), 'c6:d2:32:6f:8f:44');
+  t.equal(canonical('c6d2.326f.8f44'), 'c6:d2:32:6f:8f:44');
   t.equal(formatMAC(new Uint8Array([0, 1, 2, 0xa, 0xb, 0xff])), '00:01:02:0a:0b:ff');
   for (const bad of [
     'c6:d2:32:6f:8f',
@@ -139,7 +127,7 @@ t.test('path.Join and key layout', async (t) => {
 t.test('lease JSON encoding is byte-exact', async (t) => {
   t.equal(encodeLeaseAttrs(udpLeaseAttrs(ip('192.168.1.10'))), '{"PublicIP":"192.168.1.10","PublicIPv6":null}');
   t.equal(
-    encodeLeaseAttrs(vxlanLeaseAttrs(ip('192.168.64.3'), 1, 'C6-D2-32-6F-8F-44')),
+    encodeLeaseAttrs(vxlanLeaseAttrs(ip('192.168.64.3'), 1, parseMAC('C6-D2-32-6F-8F-44')!)),
     '{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}',
   );
   t.equal(encodeLeaseAttrs(udpLeaseAttrs(0)), '{"PublicIP":"0.0.0.0","PublicIPv6":null}');
@@ -154,7 +142,7 @@ t.test('lease JSON encoding is byte-exact', async (t) => {
     '{"PublicIP":"1.2.3.4","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"},"BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:fe"}}',
     'RawMessage is compacted as Go does',
   );
-  t.throws(() => vxlanLeaseAttrs(1, 1, 'nope'));
+  t.throws(() => vxlanLeaseAttrs(1, 1, new Uint8Array(5)), /VtepMAC/);
 });
 
 t.test('lease JSON decoding: tolerant but strict', async (t) => {
@@ -173,7 +161,7 @@ t.test('lease JSON decoding: tolerant but strict', async (t) => {
     t.equal(lc.value.publicIP, ip('10.0.0.1'));
     t.equal(lc.value.backendType, 'vxlan');
     const vx = decodeVxlanBackendData(lc.value.backendData);
-    t.same(vx, { ok: true, value: { vni: 1, vtepMAC: 'aa:bb:cc:dd:ee:ff' } });
+    t.same(vx, { ok: true, value: { vni: 1, vtepMAC: parseMAC('aa:bb:cc:dd:ee:ff')! } });
   }
   const missing = decodeLeaseAttrs('{"PublicIPv6":null}');
   t.ok(missing.ok && missing.value.publicIP === 0, 'missing PublicIP decodes as 0.0.0.0');
@@ -200,8 +188,8 @@ t.test('lease JSON decoding: tolerant but strict', async (t) => {
 });
 
 t.test('VXLAN BackendData decoding', async (t) => {
-  t.same(decodeVxlanBackendData('{"VNI":1,"VtepMAC":"c6d2.326f.8f44"}'), { ok: true, value: { vni: 1, vtepMAC: 'c6:d2:32:6f:8f:44' } });
-  t.same(decodeVxlanBackendData('{"VtepMAC":"c6:d2:32:6f:8f:44"}'), { ok: true, value: { vni: 0, vtepMAC: 'c6:d2:32:6f:8f:44' } });
+  t.same(decodeVxlanBackendData('{"VNI":1,"VtepMAC":"c6d2.326f.8f44"}'), { ok: true, value: { vni: 1, vtepMAC: parseMAC('c6:d2:32:6f:8f:44')! } });
+  t.same(decodeVxlanBackendData('{"VtepMAC":"c6:d2:32:6f:8f:44"}'), { ok: true, value: { vni: 0, vtepMAC: parseMAC('c6:d2:32:6f:8f:44')! } });
   for (const bad of [null, '{"VNI":1}', '{"VNI":1,"VtepMAC":null}', '{"VNI":1,"VtepMAC":"zz"}', '{"VNI":-1,"VtepMAC":"c6:d2:32:6f:8f:44"}', '{"VNI":"1","VtepMAC":"c6:d2:32:6f:8f:44"}', '[1]', 'null']) {
     t.equal(decodeVxlanBackendData(bad).ok, false, `rejects ${String(bad)}`);
   }
@@ -220,5 +208,5 @@ t.test('leaseFromKV and sameLeaseAttrs', async (t) => {
   t.equal(leaseFromKV('/x/subnets/10.5.7.0-24', '{"PublicIP":null}', '0', 1).ok, false);
   t.ok(sameLeaseAttrs(udpLeaseAttrs(1), udpLeaseAttrs(1)));
   t.notOk(sameLeaseAttrs(udpLeaseAttrs(1), udpLeaseAttrs(2)));
-  t.notOk(sameLeaseAttrs(vxlanLeaseAttrs(1, 1, 'aa:bb:cc:dd:ee:ff'), vxlanLeaseAttrs(1, 1, 'aa:bb:cc:dd:ee:fe')));
+  t.notOk(sameLeaseAttrs(vxlanLeaseAttrs(1, 1, parseMAC('aa:bb:cc:dd:ee:ff')!), vxlanLeaseAttrs(1, 1, parseMAC('aa:bb:cc:dd:ee:fe')!)));
 });

@@ -34,7 +34,7 @@ t.test('klog lines from the default clock carry microseconds, on the wall clock'
 t.test('etcd unreachable at start-up: the warning ends on the error and promises no peers', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'linen-log-'));
   // Port 1 on loopback: nothing listens, connections are refused at once.
-  const child = spawn(process.execPath, [join(repoRoot(), 'dist', 'src', 'cli.js'), '--etcd-endpoints=http://127.0.0.1:1',
+  const child = spawn(process.execPath, [join(repoRoot(), 'dist', 'src', 'node', 'cli.js'), '--etcd-endpoints=http://127.0.0.1:1',
     `--subnet-file=${join(dir, 'subnet.env')}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

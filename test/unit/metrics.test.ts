@@ -1,7 +1,8 @@
 // /metrics as rendered from an engine's counters: outcomes and side events apart, I/O split,
 // one block per metric family, per-peer series bounded by --peer-metrics-limit.
 import t from 'tap';
-import { renderMetrics, type Metric, type MetricsSource } from '../../src/health.js';
+import type { Metric } from '../../src/metrics/metric.js';
+import { renderMetrics, type MetricsSource } from '../../src/metrics/prometheus.js';
 import { PACKET_VERDICTS, DIRECTIONS, SIDE_EVENT_VERDICTS, isOutcome } from '../../src/dataplane/verdicts.js';
 import { Metrics } from '../../lab/metrics.js';
 import { fakeStats } from '../helpers/promtool.js';

@@ -3,7 +3,7 @@
 // outside the network, this node's subnet, overlaps in both arrival orders, missing backend
 // data, a full route table), replacements, removals and stats slots.
 import t from 'tap';
-import { parseNetworkConfig, type NetworkConfig } from '../../src/config.js';
+import { parseNetworkConfig, type NetworkConfig } from '../../src/config/network.js';
 import type { OverlayBackend } from '../../src/backend/index.js';
 import { udpBackend } from '../../src/backend/udp.js';
 import { vxlanBackend } from '../../src/backend/vxlan.js';
@@ -12,10 +12,12 @@ import { Core } from '../../src/dataplane/core.js';
 import { DgramEngine } from '../../src/dataplane/dgram-engine.js';
 import { NativeEngine } from '../../src/dataplane/native-engine.js';
 import { memoryLogger } from '../../src/log.js';
-import { formatCIDR, formatIPv4, makeNet, netKey, parseCIDR, parseIPv4, type NetKey } from '../../src/net.js';
-import { REFUSAL_REASONS, type RefusalReason } from '../../src/admission.js';
+import { formatCIDR, formatIPv4, makeNet, netKey, parseCIDR, parseIPv4, parseMAC, type NetKey } from '../../src/net.js';
+import { REFUSAL_REASONS, type RefusalReason } from '../../src/subnet/admission.js';
 import { PeerSet } from '../../src/peers/peer-set.js';
-import { makeSubnetKey, udpLeaseAttrs, vxlanLeaseAttrs } from '../../src/subnet/lease.js';
+import { makeSubnetKey } from '../../src/subnet/lease.js';
+import { udpLeaseAttrs } from '../../src/backend/udp.js';
+import { vxlanLeaseAttrs } from '../../src/backend/vxlan.js';
 import type { Peer, PeerDiff } from '../../src/subnet/watcher.js';
 
 const ip = (s: string): number => parseIPv4(s)!;
@@ -68,10 +70,10 @@ function setup(o: { backend?: 'udp' | 'vxlan'; capacity?: number; slots?: number
   const all = new Map<NetKey, Peer>();
   const lease = (key: string, publicIP: string, mac: string | null = null): Peer => {
     const [addr, len] = key.split('-');
-    const attrs = mac === null ? udpLeaseAttrs(ip(publicIP)) : vxlanLeaseAttrs(ip(publicIP), 1, mac);
+    const attrs = mac === null ? udpLeaseAttrs(ip(publicIP)) : vxlanLeaseAttrs(ip(publicIP), 1, parseMAC(mac)!);
     return {
       key: `/coreos.com/network/subnets/${key}`, subnet: { ip: ip(addr!), prefixLen: Number(len) }, publicIP: ip(publicIP), attrs,
-      vxlan: mac === null ? null : { vni: 1, vtepMAC: mac },
+      vxlan: mac === null ? null : { vni: 1, vtepMAC: parseMAC(mac)! },
     };
   };
   const diff = (added: Peer[], changed: Peer[] = [], removed: Peer[] = []): void => {

@@ -6,8 +6,8 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { startHttpServers } from '../../src/health.js';
-import { controlPlaneMetrics } from '../../src/control-metrics.js';
+import { startHttpServers } from '../../src/node/http.js';
+import { controlPlaneMetrics } from '../../src/metrics/control-plane.js';
 import { ALERTS, ALERTS_TEST, DASHBOARD, alertQueries, dashboardQueries, documentedMetrics, exposedNames, fakeStats, metricNames, promtool } from '../helpers/promtool.js';
 
 const installed = !promtool(['--version']).missing;

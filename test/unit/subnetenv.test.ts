@@ -2,9 +2,9 @@ import t from 'tap';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync, symlinkSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatSubnetEnv, parseDotenv, parseSubnetEnv, readSubnetEnv, StartupSubnetEnv, writeSubnetEnv } from '../../src/subnetenv.js';
+import { formatSubnetEnv, parseDotenv, parseSubnetEnv, readSubnetEnv, StartupSubnetEnv, writeSubnetEnv } from '../../src/config/subnetenv.js';
 import { formatCIDR, parseCIDR } from '../../src/net.js';
-import { checkSubnetFile } from '../../src/node-setup.js';
+import { checkSubnetFile } from '../../src/node/setup.js';
 import { execFileSync } from 'node:child_process';
 
 const sn = (s: string) => parseCIDR(s)!;

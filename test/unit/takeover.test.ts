@@ -1,7 +1,7 @@
 // Which devices of linend's name are flanneld leftovers that may be replaced, from
 // `ip -d -j link show` output as iproute2 prints it.
 import t from 'tap';
-import { describeLink, removalMessage, verdict, type LinkJson } from '../../src/device/takeover.js';
+import { describeLink, mayReplace, removalMessage, type LinkJson } from '../../src/device/takeover.js';
 
 const vxlan: LinkJson = {
   ifname: 'flannel.1', address: 'ee:6f:85:d3:6f:43',
@@ -12,13 +12,13 @@ const tun = (persist: boolean, multiQueue = false): LinkJson => ({
 });
 
 t.test('flanneld leftovers are replaced; a TUN in use and foreign devices are refused', async (t) => {
-  t.same(verdict(vxlan), { replace: true }, 'kernel vxlan device (flanneld VXLAN)');
-  t.same(verdict(tun(true)), { replace: true }, 'persistent TUN');
-  const busy = verdict(tun(false));
+  t.same(mayReplace(vxlan), { replace: true }, 'kernel vxlan device (flanneld VXLAN)');
+  t.same(mayReplace(tun(true)), { replace: true }, 'persistent TUN');
+  const busy = mayReplace(tun(false));
   t.equal(busy.replace, false, 'non-persistent TUN: a process holds it');
   t.match(busy, { why: /running process holds open/ });
-  t.match(verdict({ ifname: 'flannel.1', linkinfo: { info_kind: 'bridge' } }), { replace: false, why: /is a bridge device/ });
-  t.match(verdict({ ifname: 'flannel0' }), { replace: false, why: /is a plain device/ }, 'no linkinfo');
+  t.match(mayReplace({ ifname: 'flannel.1', linkinfo: { info_kind: 'bridge' } }), { replace: false, why: /is a bridge device/ });
+  t.match(mayReplace({ ifname: 'flannel0' }), { replace: false, why: /is a plain device/ }, 'no linkinfo');
 });
 
 t.test('what is logged', async (t) => {

@@ -4,13 +4,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
 
-import { overlayMTU, parseNetworkConfig, type WireguardBackendConfig } from "../../src/config.js";
+import { overlayMTU, parseNetworkConfig, type WireguardBackendConfig } from "../../src/config/network.js";
 import { createBackend } from "../../src/backend/index.js";
-import { wireguardBackend } from "../../src/backend/wireguard.js";
-import { decodeWireguardBackendData, encodeLeaseAttrs, wireguardLeaseAttrs } from "../../src/subnet/lease.js";
+import { wireguardBackend, wireguardLeaseAttrs } from "../../src/backend/wireguard.js";
+import { decodeWireguardBackendData, encodeLeaseAttrs } from "../../src/subnet/lease.js";
 import { publicKeyOf } from "../../src/wireguard/crypto.js";
 import { keyFilePath, loadOrCreatePrivateKey } from "../../src/wireguard/keyfile.js";
-import { parseStaticSetup } from "../../src/static.js";
+import { parseStaticSetup } from "../../src/node/static.js";
 
 const config = (backend: object) => parseNetworkConfig(JSON.stringify({ Network: "10.5.0.0/16", Backend: backend }));
 const PSK = Buffer.alloc(32, 7).toString("base64");

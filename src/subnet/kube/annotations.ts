@@ -2,7 +2,7 @@
 // kube subnet manager: their names under --kube-annotation-prefix, the values a node writes
 // for its own lease, and a node read back as a lease (the peers' side). Nothing here talks to
 // the API server; decoders never throw on bad input.
-import { formatIPv4, parseCIDR, parseIPv4, type IPv4Net } from '../../net.js';
+import { formatIPv4, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from '../../net.js';
 import { makeSubnetKey, parseSubnetName, type Lease, type LeaseAttrs, type Result, type SubnetKey } from '../lease.js';
 
 export interface AnnotationNames {
@@ -153,12 +153,12 @@ export function nodeLease(names: AnnotationNames, node: NodeView, resourceVersio
 }
 
 /** The VtepMAC a node published in its backend-data annotation, if any (kept across restarts). */
-export function storedVtepMAC(names: AnnotationNames, node: NodeView): string | null {
+export function storedVtepMAC(names: AnnotationNames, node: NodeView): Uint8Array | null {
   const data = node.annotations[names.backendData];
   if (data === undefined) return null;
   try {
     const v = JSON.parse(data) as unknown;
-    if (typeof v === 'object' && v !== null && 'VtepMAC' in v && typeof v.VtepMAC === 'string') return v.VtepMAC;
+    if (typeof v === 'object' && v !== null && 'VtepMAC' in v && typeof v.VtepMAC === 'string') return parseMAC(v.VtepMAC);
   } catch {
     // not JSON: no MAC to keep
   }

@@ -3,7 +3,7 @@
 // published by annotating the node (a strategic-merge patch of nodes/status that carries only
 // the annotations that change), and once linen is up the node's NetworkUnavailable condition
 // is set False with flanneld's reason and message. There is nothing to renew.
-import type { NetworkConfig } from '../../config.js';
+import type { NetworkConfig } from '../../config/network.js';
 import { formatCIDR, netContains, type IPv4Net } from '../../net.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { Backoff } from '../../backoff.js';

@@ -2,13 +2,13 @@
 // address, whether --subnet-file can be written, and the VtepMAC it published before.
 import { accessSync, constants as fsc, lstatSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import type { Options } from './flags.js';
-import { selectInterface, type ExternalInterface } from './device/iface.js';
-import { formatIPv4, parseIPv4, parseMAC } from './net.js';
-import { decodeVxlanBackendData } from './subnet/lease.js';
-import type { Registry } from './subnet/registry.js';
-import { notRegularFile } from './subnetenv.js';
+import { selectInterface, type ExternalInterface } from '../device/iface.js';
+import { formatIPv4, parseIPv4 } from '../net.js';
+import { decodeVxlanBackendData } from '../subnet/lease.js';
+import type { Registry } from '../subnet/registry.js';
+import { notRegularFile } from '../config/subnetenv.js';
 
 export function resolveInterface(o: Options, log: Logger): { ext: ExternalInterface; publicIP: number } {
   const ext = selectInterface({ iface: o.iface, ifaceRegex: o.ifaceRegex, ifaceCanReach: o.ifaceCanReach, publicIP: o.publicIP });
@@ -60,7 +60,7 @@ export async function previousVtepMAC(registry: Registry, publicIP: number): Pro
   for (const l of list.leases) {
     if (l.attrs.publicIP !== publicIP || l.attrs.backendType !== 'vxlan') continue;
     const data = decodeVxlanBackendData(l.attrs.backendData);
-    if (data.ok) return parseMAC(data.value.vtepMAC);
+    if (data.ok) return data.value.vtepMAC;
   }
   return null;
 }

@@ -2,9 +2,10 @@
 // linend: flanneld's command line, linen's data path.
 import './heap-limits.js';
 import { readFileSync } from 'node:fs';
-import { createLogger } from './log.js';
-import { parseFlags, FlagError } from './flags.js';
-import { repoRoot } from './paths.js';
+import { createLogger } from '../log.js';
+import { parseFlags } from './flags.js';
+import { FlagError } from './goflag.js';
+import { repoRoot } from '../paths.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(`${repoRoot()}/package.json`, 'utf8')) as { version: string };

@@ -4,24 +4,25 @@
 // (and admission) as etcd mode, then NetworkUnavailable=False on the node. The Kubernetes
 // client is loaded only here.
 import { readFileSync } from 'node:fs';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import type { Options } from './flags.js';
-import { createBackend, randomVtepMAC } from './backend/index.js';
-import { startHttpServers, type Metric } from './health.js';
-import { formatCIDR, parseMAC } from './net.js';
-import { parseNetworkConfig } from './config.js';
-import { LeaseWatcher } from './subnet/watcher.js';
-import { readSubnetEnv } from './subnetenv.js';
-import { leftoverVtepMAC } from './device/takeover.js';
+import { createBackend, randomVtepMAC } from '../backend/index.js';
+import { startHttpServers } from './http.js';
+import type { Metric } from '../metrics/metric.js';
+import { formatCIDR } from '../net.js';
+import { parseNetworkConfig } from '../config/network.js';
+import { LeaseWatcher } from '../subnet/watcher.js';
+import { readSubnetEnv } from '../config/subnetenv.js';
+import { leftoverVtepMAC } from '../device/takeover.js';
 import { notifyReady } from './systemd.js';
-import { controlPlaneMetrics } from './control-metrics.js';
-import { checkSubnetFile, resolveInterface } from './node-setup.js';
+import { controlPlaneMetrics } from '../metrics/control-plane.js';
+import { checkSubnetFile, resolveInterface } from './setup.js';
 import { debugHooks } from './debug.js';
 import { Readiness } from './readiness.js';
 import { NodeParts, aborted, directRoutesFor, httpEndpoints, wireguardSeries, type NodeSetup } from './daemon.js';
-import { annotationNames, storedVtepMAC } from './subnet/kube/annotations.js';
-import { KubeLeaseManager, resolveNodeName } from './subnet/kube/manager.js';
-import { KubeLeaseSource } from './subnet/kube/source.js';
+import { annotationNames, storedVtepMAC } from '../subnet/kube/annotations.js';
+import { KubeLeaseManager, resolveNodeName } from '../subnet/kube/manager.js';
+import { KubeLeaseSource } from '../subnet/kube/source.js';
 
 export async function runKube(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   checkSubnetFile(o.subnetFile);
@@ -38,7 +39,7 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
   } catch (e) {
     throw new Error(`error parsing subnet config: ${(e as Error).message} (in ${o.netConfigPath})`);
   }
-  const { KubeClient, kubeConfigFor } = await import('./subnet/kube/client.js');
+  const { KubeClient, kubeConfigFor } = await import('../subnet/kube/client.js');
   const client = new KubeClient(kubeConfigFor({ apiUrl: o.kubeApiUrl, kubeconfig: o.kubeconfigFile }));
   const nodeName = await resolveNodeName(process.env, client);
   log.info(`Kubernetes subnet manager for node "${nodeName}" (API server ${client.server}, annotation prefix ${names.subnetKubeManaged.replace(/kube-subnet-manager$/, '')})`);
@@ -73,7 +74,7 @@ export async function runKube(o: Options, log: Logger, signal: AbortSignal): Pro
     const previous = readSubnetEnv(o.subnetFile);
     // The VtepMAC in the node's backend-data is in the peers' FDB: keep it across restarts.
     const stored = storedVtepMAC(names, node);
-    const mac = backend.mode === 'vxlan' ? (stored !== null ? parseMAC(stored) : null) ?? leftoverVtepMAC(backend.deviceName) ?? randomVtepMAC() : new Uint8Array(6);
+    const mac = backend.mode === 'vxlan' ? stored ?? leftoverVtepMAC(backend.deviceName) ?? randomVtepMAC() : new Uint8Array(6);
     const own = await manager.acquire(config, backend.leaseAttrs(publicIP, mac), signal);
     log.info(`Acquired lease ${formatCIDR(own)} (node "${nodeName}" podCIDR)`);
     const setup: NodeSetup = { config, backend, ext, publicIP, subnet: own, mac, mtu };

@@ -2,28 +2,29 @@
 // network config, external interface, backend (lease), peer set, data path and device (none
 // for host-gw), traffic rules, subnet.env, then peers; SIGTERM/SIGINT stop it cleanly and keep
 // the lease.
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import type { Options } from './flags.js';
-import { createBackend, randomVtepMAC, type Backend, type OverlayBackend } from './backend/index.js';
-import { startDataplane } from './dataplane/index.js';
-import type { Engine } from './dataplane/engine.js';
-import type { ExternalInterface } from './device/iface.js';
-import { startHttpServers, type HttpEndpoints, type Metric } from './health.js';
-import { formatCIDR, formatIPv4, formatMAC, type IPv4Net } from './net.js';
-import type { NetworkConfig } from './config.js';
+import { createBackend, randomVtepMAC, type Backend, type OverlayBackend } from '../backend/index.js';
+import { startDataplane } from '../dataplane/index.js';
+import type { Engine } from '../dataplane/engine.js';
+import type { ExternalInterface } from '../device/iface.js';
+import { startHttpServers, type HttpEndpoints } from './http.js';
+import type { Metric } from '../metrics/metric.js';
+import { formatCIDR, formatIPv4, formatMAC, type IPv4Net } from '../net.js';
+import type { NetworkConfig } from '../config/network.js';
 import { loadStaticSetup } from './static.js';
-import { LeaseManager, fetchNetworkConfig, type AcquiredLease } from './subnet/manager.js';
-import { LeaseWatcher } from './subnet/watcher.js';
-import { readSubnetEnv, StartupSubnetEnv, type PreviousSubnetEnv } from './subnetenv.js';
-import { installTrafficRules, type TrafficRules } from './device/rules.js';
-import { addBlackholeRoute } from './device/tun.js';
-import { leftoverVtepMAC, takeOverDevice } from './device/takeover.js';
-import { KernelRoutes } from './device/routes.js';
+import { LeaseManager, fetchNetworkConfig, type AcquiredLease } from '../subnet/manager.js';
+import { LeaseWatcher } from '../subnet/watcher.js';
+import { readSubnetEnv, StartupSubnetEnv, type PreviousSubnetEnv } from '../config/subnetenv.js';
+import { installTrafficRules, type TrafficRules } from '../device/rules.js';
+import { addBlackholeRoute } from '../device/tun.js';
+import { leftoverVtepMAC, takeOverDevice } from '../device/takeover.js';
+import { KernelRoutes } from '../device/routes.js';
 import { notifyReady } from './systemd.js';
-import { controlPlaneMetrics } from './control-metrics.js';
-import { wireguardMetrics } from './wireguard/metrics.js';
-import { PeerSet } from './peers/peer-set.js';
-import { checkSubnetFile, previousVtepMAC, resolveInterface } from './node-setup.js';
+import { controlPlaneMetrics } from '../metrics/control-plane.js';
+import { wireguardMetrics } from '../wireguard/metrics.js';
+import { PeerSet } from '../peers/peer-set.js';
+import { checkSubnetFile, previousVtepMAC, resolveInterface } from './setup.js';
 import { debugHooks, debugLeaseTiming, debugNativeEngine } from './debug.js';
 import { Readiness } from './readiness.js';
 import { loadWithoutOptimizer } from './heap-limits.js';
@@ -194,7 +195,7 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
 export async function runEtcd(o: Options, log: Logger, signal: AbortSignal): Promise<number> {
   checkSubnetFile(o.subnetFile);
   // Loaded here, not at the top: static mode never loads the etcd client (etcd3, gRPC, protobuf).
-  const { EtcdRegistry } = await loadWithoutOptimizer(() => import('./subnet/etcd.js'));
+  const { EtcdRegistry } = await loadWithoutOptimizer(() => import('../subnet/etcd.js'));
   const registry = new EtcdRegistry({
     endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, keyFile: o.etcdKeyfile, certFile: o.etcdCertfile,
     caFile: o.etcdCAFile, username: o.etcdUsername, password: o.etcdPassword, log: log.child('etcd'),

@@ -7,11 +7,11 @@
 //
 // VtepMAC is needed in VXLAN mode only (for this node: random when absent).
 import { readFileSync } from 'node:fs';
-import { parseNetworkConfig, type NetworkConfig } from './config.js';
-import { DEFAULT_JSON_LIMITS } from './gojson.js';
-import { formatCIDR, netContains, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from './net.js';
-import type { PeerRoute } from './peer-route.js';
-import { decodeWireguardBackendData } from './subnet/lease.js';
+import { parseNetworkConfig, type NetworkConfig } from '../config/network.js';
+import { DEFAULT_JSON_LIMITS } from '../config/gojson.js';
+import { formatCIDR, netContains, parseCIDR, parseIPv4, parseMAC, type IPv4Net } from '../net.js';
+import type { PeerRoute } from '../peer-route.js';
+import { decodeWireguardBackendData } from '../subnet/lease.js';
 
 /** The peers are routes as the backends would make them from leases. */
 export interface StaticSetup { config: NetworkConfig; subnet: IPv4Net; mac: Uint8Array | null; peers: PeerRoute[] }

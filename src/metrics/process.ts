@@ -3,7 +3,7 @@
 // linen_build_info. Read from /proc and Node's own counters at scrape time.
 import { readFileSync, readdirSync } from 'node:fs';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { repoRoot } from './paths.js';
+import { repoRoot } from '../paths.js';
 import type { Metric } from './metric.js';
 
 /** linen's version from its package.json ("unknown" when it cannot be read). */

@@ -4,7 +4,7 @@
 // this node do: route its own subnet elsewhere, send tunnel traffic to itself, to loopback, to
 // a broadcast address or back into the overlay. A leaf (it knows addresses only), shared by
 // the lease watcher and the peer set.
-import { formatCIDR, formatIPv4, makeNet, netContains, netEqual, netLast, netOverlaps, type IPv4Net } from './net.js';
+import { formatCIDR, formatIPv4, makeNet, netContains, netEqual, netLast, netOverlaps, type IPv4Net } from '../net.js';
 
 /** Why a lease got no route (the label of linen_leases_refused_total). */
 export const REFUSAL_REASONS = [

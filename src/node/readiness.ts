@@ -1,8 +1,9 @@
 // Whether linend is ready (/readyz): started up, and every data-plane worker running. A worker
 // that died, or keeps failing to start again, makes it not ready until it runs again.
-import type { EngineEvents } from './dataplane/engine.js';
-import type { HealthServer, Metric } from './health.js';
-import type { Logger } from './log.js';
+import type { EngineEvents } from '../dataplane/engine.js';
+import type { HealthServer } from './http.js';
+import type { Metric } from '../metrics/metric.js';
+import type { Logger } from '../log.js';
 
 /**
  * /readyz: ready once started up, and not while a data-plane worker is down (dead, or failing

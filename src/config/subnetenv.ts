@@ -15,8 +15,8 @@ import { constants as fsc } from 'node:fs';
 import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { closeSync, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { formatCIDR, parseCIDR, type IPv4Net } from './net.js';
-import { kernelRandomU32 } from './random.js';
+import { formatCIDR, parseCIDR, type IPv4Net } from '../net.js';
+import { kernelRandomU32 } from '../random.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 

@@ -1,4 +1,4 @@
-// flanneld's command line (etcd mode), parsed the way Go's flag package does it, plus
+// flanneld's command line (etcd mode), parsed the way Go's flag package does it (goflag.ts), plus
 // linen's own flags. See docs/flanneld-compat.md, "Command line and lifecycle".
 //
 //   -flag / --flag, -flag=value, -flag value (not for booleans), booleans as -flag or
@@ -16,22 +16,11 @@
 // parseFlags() only parses and validates. It starts nothing.
 
 import { availableParallelism } from 'node:os';
-import { parseIPv4, parseIPv6 } from './net.js';
-import { annotationNames } from './subnet/kube/annotations.js';
-
-export class FlagError extends Error {
-  constructor(
-    message: string,
-    /** 2 for command-line syntax (as Go's flag package), 1 for values flanneld rejects later. */
-    readonly exitCode: 1 | 2,
-  ) {
-    super(message);
-    this.name = 'FlagError';
-  }
-}
-
-export type Engine = 'native' | 'dgram';
-export type Offload = 'auto' | 'on' | 'off';
+import { parseIPv4, parseIPv6 } from '../net.js';
+import { annotationNames } from '../subnet/kube/annotations.js';
+import { DEFAULT_ETCD_PREFIX } from '../subnet/lease.js';
+import type { EngineName, OffloadSetting } from '../dataplane/engine.js';
+import { FlagError, FlagSet, type FlagKind, type FlagSource, type GoFlag } from './goflag.js';
 
 export interface Options {
   // etcd
@@ -80,28 +69,21 @@ export interface Options {
   readonly vmodule: string;
   readonly logBacktraceAt: string;
   // linen
-  readonly engine: Engine;
+  readonly engine: EngineName;
   readonly queues: number;
-  readonly offload: Offload;
+  readonly offload: OffloadSetting;
   /** Path of a static peers file, or "" for none. */
   readonly staticPeers: string;
   /** Where each flag's value came from. */
-  readonly sources: Readonly<Record<string, 'default' | 'flag' | 'env'>>;
+  readonly sources: Readonly<Record<string, FlagSource>>;
 }
 
 export type ParseResult = { kind: 'run'; options: Options } | { kind: 'help'; text: string } | { kind: 'version' };
 
-type Kind = 'string' | 'bool' | 'int' | 'list';
-
-interface FlagDef {
-  readonly name: string;
-  readonly kind: Kind;
-  readonly def: string | boolean | number | string[];
+interface FlagDef extends GoFlag {
   readonly usage: string;
   /** Env prefix: flanneld flags read FLANNELD_*, linen's LINEN_*. */
   readonly env: 'FLANNELD' | 'LINEN';
-  /** Go's parse base for ints (flag.IntVar uses 0: 0x.., 0o.., 0b.., leading 0 = octal). */
-  readonly base?: 0 | 10;
   readonly section: string;
   readonly placeholder?: string;
   /** The default as help states it when the value alone would mislead (e.g. -1 = CPU count). */
@@ -113,7 +95,7 @@ interface FlagDef {
 const F = (
   section: string,
   name: string,
-  kind: Kind,
+  kind: FlagKind,
   def: FlagDef['def'],
   usage: string,
   extra: Partial<Pick<FlagDef, 'env' | 'base' | 'placeholder' | 'defaultText' | 'noEnv'>> = {},
@@ -133,7 +115,7 @@ export const DEFAULT_PEER_METRICS_LIMIT = 128;
 /** Every flag linen accepts, in help order. */
 export const FLAGS: readonly FlagDef[] = [
   F('etcd', 'etcd-endpoints', 'string', DEFAULT_ETCD_ENDPOINTS, 'comma-separated list of etcd endpoints', { placeholder: 'urls' }),
-  F('etcd', 'etcd-prefix', 'string', '/coreos.com/network', 'etcd prefix under which the network config and the subnet leases live', { placeholder: 'path' }),
+  F('etcd', 'etcd-prefix', 'string', DEFAULT_ETCD_PREFIX, 'etcd prefix under which the network config and the subnet leases live', { placeholder: 'path' }),
   F('etcd', 'etcd-keyfile', 'string', '', 'TLS client key for etcd; TLS is used only when both key and cert files are given', { placeholder: 'file' }),
   F('etcd', 'etcd-certfile', 'string', '', 'TLS client certificate for etcd', { placeholder: 'file' }),
   F('etcd', 'etcd-cafile', 'string', '', 'CA bundle that signed the etcd server certificate (used only with key and cert)', { placeholder: 'file' }),
@@ -179,114 +161,9 @@ export const FLAGS: readonly FlagDef[] = [
   F('linen', 'static-peers', 'string', '', 'run without etcd: a JSON file with the network config, this node\'s Subnet (and VtepMAC) and its Peers (see README)', { env: 'LINEN', placeholder: 'file' }),
 ];
 
-const BY_NAME = new Map(FLAGS.map((f) => [f.name, f]));
-
 /** The environment variable consulted for a flag: FLANNELD_ETCD_ENDPOINTS, LINEN_QUEUES... */
 export function envName(f: FlagDef): string {
   return `${f.env}_${f.name.toUpperCase().replace(/[-.]/g, '_')}`;
-}
-
-// ---------------------------------------------------------------------------------------
-// Go value parsing
-
-/** strconv.ParseBool */
-function parseGoBool(s: string): boolean | null {
-  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(s)) return true;
-  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(s)) return false;
-  return null;
-}
-
-/** strconv.ParseInt(s, base, 64) for base 0 (Go literal prefixes, underscores) or 10. */
-export function parseGoInt(s: string, base: 0 | 10 = 0): number | null {
-  let t = s;
-  let neg = false;
-  if (t.startsWith('+') || t.startsWith('-')) {
-    neg = t[0] === '-';
-    t = t.slice(1);
-  }
-  if (t === '') return null;
-  let radix = 10;
-  let digits = t;
-  let prefixed = false;
-  if (base === 0) {
-    const p = t.slice(0, 2).toLowerCase();
-    if (p === '0x') [radix, digits, prefixed] = [16, t.slice(2), true];
-    else if (p === '0o') [radix, digits, prefixed] = [8, t.slice(2), true];
-    else if (p === '0b') [radix, digits, prefixed] = [2, t.slice(2), true];
-    else if (t.length > 1 && t[0] === '0') [radix, digits, prefixed] = [8, t.slice(1), true];
-    if (digits.includes('_')) {
-      // Go: underscores only between digits (or right after a base prefix)
-      if (/__|_$/.test(digits) || (!prefixed && digits.startsWith('_'))) return null;
-      digits = digits.replace(/_/g, '');
-    }
-  }
-  if (digits === '') return null;
-  const alphabet = '0123456789abcdef'.slice(0, radix);
-  let v = 0n;
-  for (const c of digits.toLowerCase()) {
-    const d = alphabet.indexOf(c);
-    if (d < 0) return null;
-    v = v * BigInt(radix) + BigInt(d);
-  }
-  if (neg) v = -v;
-  if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) return null;
-  return Number(v);
-}
-
-// ---------------------------------------------------------------------------------------
-
-type Value = string | boolean | number | string[];
-
-class FlagSet {
-  readonly values = new Map<string, Value>();
-  readonly sources = new Map<string, 'default' | 'flag' | 'env'>();
-
-  constructor() {
-    for (const f of FLAGS) {
-      this.values.set(f.name, Array.isArray(f.def) ? [...f.def] : f.def);
-      this.sources.set(f.name, 'default');
-    }
-  }
-
-  /** flag.Value.Set; returns an error text (Go's) or null. */
-  set(f: FlagDef, raw: string, source: 'flag' | 'env'): string | null {
-    switch (f.kind) {
-      case 'bool': {
-        const b = parseGoBool(raw);
-        if (b === null) return 'parse error';
-        this.values.set(f.name, b);
-        break;
-      }
-      case 'int': {
-        const n = parseGoInt(raw, f.base ?? 0);
-        if (n === null) return 'parse error';
-        this.values.set(f.name, n);
-        break;
-      }
-      case 'list': {
-        const prev = this.sources.get(f.name) === source ? (this.values.get(f.name) as string[]) : [];
-        this.values.set(f.name, [...prev, raw]);
-        break;
-      }
-      default:
-        this.values.set(f.name, raw);
-    }
-    this.sources.set(f.name, source);
-    return null;
-  }
-
-  str(name: string): string {
-    return this.values.get(name) as string;
-  }
-  bool(name: string): boolean {
-    return this.values.get(name) as boolean;
-  }
-  int(name: string): number {
-    return this.values.get(name) as number;
-  }
-  list(name: string): string[] {
-    return this.values.get(name) as string[];
-  }
 }
 
 export interface ParseFlagsOptions {
@@ -301,57 +178,10 @@ export interface ParseFlagsOptions {
  * FlagError with a one-line message naming the flag (or variable) on any problem.
  */
 export function parseFlags(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = {}, opts: ParseFlagsOptions = {}): ParseResult {
-  const fs = new FlagSet();
-  const args = [...argv];
+  const fs = new FlagSet(FLAGS);
 
   // --- command line (flag.FlagSet.Parse) -------------------------------------------
-  while (args.length > 0) {
-    const s = args[0]!;
-    if (s.length < 2 || s[0] !== '-') {
-      throw new FlagError(
-        `unexpected argument ${JSON.stringify(s)}: linen takes no positional arguments` +
-          (['true', 'false'].includes(s) ? ' (boolean flags take =value, e.g. --ip-masq=false)' : ''),
-        2,
-      );
-    }
-    let minuses = 1;
-    if (s[1] === '-') {
-      minuses = 2;
-      if (s.length === 2) {
-        args.shift();
-        if (args.length > 0) throw new FlagError(`unexpected argument ${JSON.stringify(args[0])} after "--": linen takes no positional arguments`, 2);
-        break;
-      }
-    }
-    let name = s.slice(minuses);
-    if (name.length === 0 || name[0] === '-' || name[0] === '=') throw new FlagError(`bad flag syntax: ${s}`, 2);
-    args.shift();
-    let hasValue = false;
-    let value = '';
-    const eq = name.indexOf('=', 1);
-    if (eq > 0) {
-      value = name.slice(eq + 1);
-      hasValue = true;
-      name = name.slice(0, eq);
-    }
-    const f = BY_NAME.get(name);
-    if (f === undefined) {
-      if (name === 'help' || name === 'h') return { kind: 'help', text: usage(opts.program) };
-      throw new FlagError(`flag provided but not defined: -${name} (see --help)`, 2);
-    }
-    if (f.kind === 'bool') {
-      const err = fs.set(f, hasValue ? value : 'true', 'flag');
-      if (err !== null) throw new FlagError(`invalid boolean value ${JSON.stringify(value)} for -${name}: ${err}`, 2);
-      continue;
-    }
-    if (!hasValue && args.length > 0) {
-      hasValue = true;
-      value = args.shift()!;
-    }
-    if (!hasValue) throw new FlagError(`flag needs an argument: -${name}`, 2);
-    const err = fs.set(f, value, 'flag');
-    if (err !== null) throw new FlagError(`invalid value ${JSON.stringify(value)} for flag -${name}: ${err}`, 2);
-  }
+  if (fs.parse(argv) === 'help') return { kind: 'help', text: usage(opts.program) };
 
   // --- --version before the environment (flanneld quirk kept: FLANNELD_VERSION is inert)
   if (fs.bool('version')) return { kind: 'version' };
@@ -370,12 +200,12 @@ export function parseFlags(argv: readonly string[], env: Readonly<Record<string,
 }
 
 /** Describes where a value came from, for error messages. */
-function origin(fs: FlagSet, name: string): string {
-  const f = BY_NAME.get(name)!;
+function origin(fs: FlagSet<FlagDef>, name: string): string {
+  const f = fs.lookup(name)!;
   return fs.sources.get(name) === 'env' ? `${envName(f)} (--${name})` : `--${name}`;
 }
 
-function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
+function validate(fs: FlagSet<FlagDef>, opts: ParseFlagsOptions): Options {
   const bad = (name: string, msg: string): never => {
     throw new FlagError(`${origin(fs, name)}: ${msg}`, 1);
   };
@@ -489,9 +319,9 @@ function validate(fs: FlagSet, opts: ParseFlagsOptions): Options {
     verbosity: v,
     vmodule: fs.str('vmodule'),
     logBacktraceAt: fs.str('log_backtrace_at'),
-    engine: engine as Engine,
+    engine: engine as EngineName,
     queues,
-    offload: offload as Offload,
+    offload: offload as OffloadSetting,
     staticPeers: fs.str('static-peers'),
     sources: Object.fromEntries(fs.sources),
   };

@@ -24,7 +24,7 @@ import {
   parseIPv6,
   prefixMask,
   type IPv4Net,
-} from './net.js';
+} from '../net.js';
 
 export class ConfigError extends Error {
   constructor(message: string) {

@@ -1,10 +1,10 @@
 // Test-only knobs, off unless the environment turns them on: the debug endpoints
 // (LINEN_DEBUG_HOOKS=1, answered only to loopback clients) and short lease timings (LINEN_DEBUG_LEASE_TTL_SECONDS,
 // LINEN_DEBUG_RENEW_MARGIN_SECONDS).
-import type { DebugAnswer, DebugHandler } from './health.js';
-import type { Engine } from './dataplane/engine.js';
-import type { NativeEngineFactory } from './dataplane/index.js';
-import { DebugNativeEngine } from './dataplane/debug-engine.js';
+import type { DebugAnswer, DebugHandler } from './http.js';
+import type { Engine } from '../dataplane/engine.js';
+import type { NativeEngineFactory } from '../dataplane/index.js';
+import { DebugNativeEngine } from '../dataplane/debug-engine.js';
 
 /** With LINEN_DEBUG_HOOKS=1, the native engine that the hooks below can drive; else undefined
  * (the product engine). */

@@ -5,8 +5,8 @@ import { receiveMessageOnPort } from 'node:worker_threads';
 import { Core } from './core.js';
 import { loadNative, enableTunOffload, TUN_F, type NativeIO } from './native.js';
 import type { EngineFeatures } from './engine.js';
-import type { LoopIO, TunQueue, UdpPorts } from './io.js';
-import { WorkerLoop, type WireguardStage } from './loop.js';
+import type { PollingIO, TunQueue, UdpPorts } from './io.js';
+import { WorkerLoop, runPolling, type WireguardStage } from './loop.js';
 import type { startWireguard } from './wireguard-stage.js';
 import type { ControlMessage, WorkerData, WorkerReport } from './protocol.js';
 
@@ -37,7 +37,7 @@ class AddonUdp implements UdpPorts {
   }
 }
 
-class AddonLoopIO implements LoopIO {
+class AddonLoopIO implements PollingIO {
   private readonly pollFds: Int32Array;
   constructor(private readonly native: NativeIO, readonly tun: AddonTun, readonly udp: AddonUdp, udpFd: number, private readonly data: WorkerData) {
     this.pollFds = Int32Array.of(tun.fd, udpFd, data.eventFd);
@@ -148,7 +148,7 @@ export interface WorkerAdapter {
   /** Called once everything is open, before 'ready'; may close it and throw. */
   opened?(w: OpenedWorker): void;
   /** Wraps the loop's I/O. */
-  io?(io: LoopIO): LoopIO;
+  io?(io: PollingIO): PollingIO;
 }
 
 /** The body of a worker thread: open, report 'ready', forward until 'stop', close. */
@@ -160,13 +160,14 @@ export async function runWorker(data: WorkerData, adapter: WorkerAdapter = {}): 
   const w = openWorker(native, data, startStage);
   adapter.opened?.(w);
   const post = (r: WorkerReport): void => data.port.postMessage(r);
+  const io = adapter.io ? adapter.io(w.io) : w.io;
   const loop = new WorkerLoop({
-    core: w.core, io: adapter.io ? adapter.io(w.io) : w.io, wireguard: w.wireguard, stats: data.stats,
+    core: w.core, io, wireguard: w.wireguard, stats: data.stats,
     reportError: (message) => post({ type: 'error', message }),
   });
   loop.setRoutes(data.routes);
   post({ type: 'ready', features: w.features, fds: w.fds });
-  loop.run();
+  runPolling(loop, io);
   w.close();
   post({ type: 'stopped' });
 }

@@ -19,10 +19,12 @@ export interface Descriptor {
 
 export class DescriptorView {
   private readonly dv: DataView;
+  private readonly mem: Uint8Array;
 
   /** `buffer` is a core's memory buffer; the memory never grows, so the view stays valid. */
   constructor(buffer: ArrayBuffer, private readonly L: Layout) {
     this.dv = new DataView(buffer);
+    this.mem = new Uint8Array(buffer);
   }
 
   /** Address of descriptor i of the table at `table`. */
@@ -47,6 +49,35 @@ export class DescriptorView {
       offset: this.offset(d), length: this.length(d), addr: this.addr(d), port: this.port(d),
       segSize: this.segSize(d), srcPort: this.srcPort(d), status: this.status(d),
     };
+  }
+
+  /** Copies `data` into descriptor d's buffer, at most `capacity` bytes (the rest is cut, as a
+   * read into a buffer that size would), and stores the length. */
+  fill(d: number, data: Uint8Array, capacity: number): void {
+    const n = Math.min(data.length, capacity);
+    this.mem.set(data.subarray(0, n), this.offset(d));
+    this.setLength(d, n);
+  }
+
+  /** Descriptor d's bytes: a view into the memory, valid until the core reuses the buffer. */
+  bytes(d: number): Uint8Array {
+    const offset = this.offset(d);
+    return this.mem.subarray(offset, offset + this.length(d));
+  }
+
+  /** TUN write w of the table at `table` gathered from its iovecs (in the table at `iovTable`)
+   * into one new buffer: what a writev() of them would write. */
+  gather(table: number, w: number, iovTable: number): Uint8Array {
+    const { first, count } = this.tunWrite(table, w);
+    let length = 0;
+    for (let k = 0; k < count; k++) length += this.iovec(iovTable, first + k).length;
+    const out = new Uint8Array(length);
+    for (let k = 0, at = 0; k < count; k++) {
+      const v = this.iovec(iovTable, first + k);
+      out.set(this.mem.subarray(v.offset, v.offset + v.length), at);
+      at += v.length;
+    }
+    return out;
   }
 
   /** TUN write w of the table at `table`: the iovecs [first, first + count). */

@@ -59,7 +59,7 @@ export async function startDataplane(o: DataplaneOptions): Promise<{ engine: Eng
     },
   };
   const native = o.nativeEngine ?? ((opts, routes, ev) => new NativeEngine(opts, routes, ev));
-  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts, o.routes) : native(engineOpts, o.routes, events);
+  const engine: Engine = o.engine === 'dgram' ? new DgramEngine(engineOpts, o.routes, events) : native(engineOpts, o.routes, events);
   const features = await engine.start();
   try {
     configureTun(tun);

@@ -1,8 +1,9 @@
-// The two batch interfaces a worker loop forwards between, and its wake-up source. Packets stay
+// The two batch interfaces a worker loop forwards between, and its control channel. Packets stay
 // in the core's memory: every call names descriptor tables in it by byte offset (the layouts are
-// in docs/memory-abi.md), so an implementation moves bytes in and out of that memory and never
-// allocates per packet. The addon (addon-io.ts) is the real one; memory-io.ts fakes them for
-// unit tests of the loop.
+// in docs/memory-abi.md), so an implementation moves bytes in and out of that memory. Two real
+// ones: the addon's (addon-io.ts: batched system calls, no allocation per packet, a worker thread
+// sleeping in poll()) and Node's own sockets and file reads (dgram-io.ts: one packet per call,
+// on the main thread, woken by libuv). memory-io.ts fakes them for unit tests of the loop.
 import type { ControlMessage } from './protocol.js';
 
 /** One TUN queue. */
@@ -26,9 +27,12 @@ export interface UdpPorts {
   /** Sends `count` descriptors of the table at `descTable`, each to its address and port (its
    * srcPort picks the local socket); stores each status. Returns how many were sent. */
   sendBatch(descTable: number, count: number): number;
+  /** Sends that failed after sendBatch() counted them sent (an asynchronous socket learns it
+   * later), since the last call. Absent: sendBatch() knows every failure. */
+  lateSendErrors?(): number;
 }
 
-/** Bits of LoopIO.wait()'s answer. */
+/** What has something for the loop: bits of a wake-up (WorkerLoop.wake, PollingIO.wait). */
 export const READY_TUN = 1;
 export const READY_UDP = 2;
 export const READY_CONTROL = 4;
@@ -37,11 +41,15 @@ export const READY_CONTROL = 4;
 export interface LoopIO {
   readonly tun: TunQueue;
   readonly udp: UdpPorts;
-  /** Sleeps until the TUN queue, the UDP port or the control channel has something, at most
-   * `timeoutMs`; returns READY_* bits, 0 on timeout. One system call. */
-  wait(timeoutMs: number): number;
   /** After READY_CONTROL: clears the wake-up; messages are then taken with nextControl(). */
   clearControl(): void;
   /** The next control message from the main thread, or undefined when there is none. */
   nextControl(): ControlMessage | undefined;
+}
+
+/** A LoopIO a thread can sleep on (a worker's: it has nothing else to do). */
+export interface PollingIO extends LoopIO {
+  /** Sleeps until the TUN queue, the UDP port or the control channel has something, at most
+   * `timeoutMs`; returns READY_* bits, 0 on timeout. One system call. */
+  wait(timeoutMs: number): number;
 }

@@ -1,13 +1,15 @@
-// A worker's forwarding loop, apart from how its I/O is opened: it sleeps in LoopIO.wait() on
-// the TUN queue, the UDP port and the control channel, and works each batch through the stages
+// A worker's forwarding loop, apart from how its I/O is opened and how it is woken: each
+// wake-up (what the TUN queue, the UDP port and the control channel have) works the batches
+// through the stages
 //   TUN read  -> core egress  -> outputs (UDP send, TUN write)
 //   UDP recv  -> core ingress -> outputs (TUN write, UDP send)
-// JS runs once per batch, never per packet. A stage that transforms whole batches (WireGuard's
+// JS runs once per batch, never per packet (the dgram engine's batches are one packet). A stage that transforms whole batches (WireGuard's
 // encryption, WireguardStage) goes between the core and the I/O: after egress before the sends,
 // after the receive before ingress; its own datagrams (handshakes, keepalives) go out after
-// each direction's flushes.
+// each direction's flushes. Two drivers wake it: runPolling() on a worker thread, which sleeps
+// in poll() (the addon), and EventDriver on the main thread, woken by libuv (the dgram engine).
 import type { Core } from './core.js';
-import type { LoopIO } from './io.js';
+import type { LoopIO, PollingIO } from './io.js';
 import { READY_CONTROL, READY_TUN, READY_UDP } from './io.js';
 import { formatCIDR, type IPv4Net } from '../net.js';
 import {
@@ -32,6 +34,8 @@ export const PUBLISH_EVERY_MS = 100;
 export const PUBLISH_WHEN_IDLE_MS = 5;
 // Batches per direction in one wake-up before control messages are looked at again.
 const ROUNDS_PER_WAKEUP = 64;
+/** WorkerLoop.wake()'s answer once the loop has stopped. */
+export const STOPPED = -1;
 
 // Per-peer counters: which core route each stats slot shows, copied out on every publish.
 class PeerSlots {
@@ -115,6 +119,8 @@ export class WorkerLoop {
   // Plain numbers on the hot path; converted to u64 only when published.
   private readonly ioStats = new Float64Array(IO_STATS.length);
   private lastPublish = 0;
+  /** Packets were handled since the last publish. */
+  private dirty = false;
   private stopping = false;
 
   constructor(o: LoopOptions) {
@@ -140,56 +146,70 @@ export class WorkerLoop {
     }
   }
 
-  /** Forwards until a 'stop' message; throws what the I/O throws (the worker then dies). */
-  run(): void {
-    const { io, wg } = this;
+  /** Publishes the counters a first time; returns how long the first wait may sleep (ms). */
+  start(): number {
     this.publish(Date.now());
-    let dirty = false;
-    while (!this.stopping) {
-      const mask = io.wait(dirty ? PUBLISH_WHEN_IDLE_MS : wg ? wg.tickMs : PUBLISH_EVERY_MS);
-      if (wg) {
-        const now = Date.now();
-        wg.tick(now);
-        this.drainStage();
-        wg.report(now, false);
-      }
-      if (mask === 0 && dirty) {
-        this.publish(Date.now());
-        dirty = false;
-        continue;
-      }
-      this.ioStats[WAKEUPS]++;
-      if (mask & READY_CONTROL) {
-        io.clearControl();
-        this.control();
-        if (this.stopping) break;
-      }
-      // Work the directions wait() found ready until each is dry, bounded so control messages
-      // are seen promptly. A batch shorter than asked for ended on "nothing to read": that
-      // source is dry, and the next wait() (one system call for both) tells whether more came
-      // meanwhile, where reading each again would cost one system call each.
-      let tunReady = (mask & READY_TUN) !== 0;
-      let udpReady = (mask & READY_UDP) !== 0;
-      for (let round = 0; round < ROUNDS_PER_WAKEUP && (tunReady || udpReady); round++) {
-        if (tunReady) {
-          const n = this.fromTun();
-          if (n > 0) dirty = true;
-          tunReady = n === this.batch;
-        }
-        if (udpReady) {
-          const max = io.udp.gro ? GRO_RECV_MAX : this.batch;
-          const m = this.fromUdp(max);
-          if (m > 0) dirty = true;
-          udpReady = m === max;
-        }
-      }
+    return this.nextWait();
+  }
+
+  /** One wake-up: `ready` holds the READY_* bits of what has something, 0 when the wait timed
+   * out. Takes the control messages, then works the ready directions' batches. Returns how long
+   * the next wait may sleep (ms), or STOPPED once a 'stop' was taken (the counters are then
+   * published a last time). Throws what the I/O throws. */
+  wake(ready: number): number {
+    if (this.stopping) return STOPPED;
+    const { io, wg } = this;
+    if (wg) {
       const now = Date.now();
-      if (now - this.lastPublish >= PUBLISH_EVERY_MS) {
-        this.publish(now);
-        dirty = false;
+      wg.tick(now);
+      this.drainStage();
+      wg.report(now, false);
+    }
+    if (ready === 0 && this.dirty) {
+      this.publish(Date.now());
+      this.dirty = false;
+      return this.nextWait();
+    }
+    this.ioStats[WAKEUPS]++;
+    if (ready & READY_CONTROL) {
+      io.clearControl();
+      this.control();
+      if (this.stopping) {
+        this.publish(Date.now());
+        return STOPPED;
       }
     }
-    this.publish(Date.now());
+    // Work the directions found ready until each is dry, bounded so control messages are seen
+    // promptly. A batch shorter than asked for ended on "nothing to read": that source is dry,
+    // and the next wait (one system call for both) tells whether more came meanwhile, where
+    // reading each again would cost one system call each.
+    let tunReady = (ready & READY_TUN) !== 0;
+    let udpReady = (ready & READY_UDP) !== 0;
+    for (let round = 0; round < ROUNDS_PER_WAKEUP && (tunReady || udpReady); round++) {
+      if (tunReady) {
+        const n = this.fromTun();
+        if (n > 0) this.dirty = true;
+        tunReady = n === this.batch;
+      }
+      if (udpReady) {
+        const max = io.udp.gro ? GRO_RECV_MAX : this.batch;
+        const m = this.fromUdp(max);
+        if (m > 0) this.dirty = true;
+        udpReady = m === max;
+      }
+    }
+    const now = Date.now();
+    if (now - this.lastPublish >= PUBLISH_EVERY_MS) {
+      this.publish(now);
+      this.dirty = false;
+    }
+    return this.nextWait();
+  }
+
+  /** Soon after traffic, so that its counters are published once the worker is idle; else as
+   * long as the WireGuard timers or the heartbeat allow. */
+  private nextWait(): number {
+    return this.dirty ? PUBLISH_WHEN_IDLE_MS : this.wg ? this.wg.tickMs : PUBLISH_EVERY_MS;
   }
 
   /** One TUN read batch through egress; returns the packets read. */
@@ -252,6 +272,7 @@ export class WorkerLoop {
   }
 
   private publish(now: number): void {
+    this.ioStats[SEND_ERRORS] += this.io.udp.lateSendErrors?.() ?? 0;
     this.stats.set(this.counters, STAT_EXTRA);
     this.peers.publish();
     this.ioStats[STAT_HEARTBEAT] = now;
@@ -301,4 +322,58 @@ export class WorkerLoop {
 
 function message(e: unknown): string {
   return (e as Error)?.message ?? String(e);
+}
+
+/** The driver of a worker thread: sleeps in io.wait() between wake-ups until 'stop'. Throws
+ * what the I/O throws (the worker then dies and is restarted). */
+export function runPolling(loop: WorkerLoop, io: PollingIO): void {
+  for (let wait = loop.start(); wait !== STOPPED;) wait = loop.wake(io.wait(wait));
+}
+
+/** The driver on a thread that must not block (the main thread): the I/O calls ready() from
+ * its libuv callbacks, and a timer stands in for the wait's timeout. */
+export class EventDriver {
+  private timer: NodeJS.Timeout | null = null;
+  private timerMs = 0;
+  private pending = 0;
+  private busy = false;
+
+  constructor(private readonly loop: WorkerLoop) {}
+
+  start(): void {
+    this.schedule(this.loop.start());
+  }
+
+  /** Something has what the READY_* bits say. Called while a wake-up runs (a callback of the
+   * I/O it made), it is worked right after that one. */
+  ready(bits: number): void {
+    this.pending |= bits;
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      let wait: number;
+      do {
+        const now = this.pending;
+        this.pending = 0;
+        wait = this.loop.wake(now);
+      } while (this.pending !== 0 && wait !== STOPPED);
+      this.schedule(wait);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private schedule(ms: number): void {
+    if (ms === STOPPED) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = null;
+      return;
+    }
+    // Re-arming the same timer costs less than a new one on every wake-up.
+    if (this.timer && ms === this.timerMs) { this.timer.refresh(); return; }
+    if (this.timer) clearTimeout(this.timer);
+    this.timerMs = ms;
+    // It must not keep the process alive: the sockets and reads the I/O has open do.
+    this.timer = setTimeout(() => { this.timer = null; this.ready(0); }, ms).unref();
+  }
 }

@@ -5,7 +5,7 @@
 // what is queued; when the steps run out it sends 'stop'.
 import { DescriptorView } from './descriptors.js';
 import type { Layout } from './abi.js';
-import { READY_CONTROL, READY_TUN, READY_UDP, type LoopIO, type TunQueue, type UdpPorts } from './io.js';
+import { READY_CONTROL, READY_TUN, READY_UDP, type PollingIO, type TunQueue, type UdpPorts } from './io.js';
 import type { ControlMessage } from './protocol.js';
 
 export interface Datagram {
@@ -18,12 +18,6 @@ export interface Datagram {
   segSize?: number;
   /** Sent only: the value that picks the local socket. */
   srcPort?: number;
-}
-
-function copyIn(mem: Uint8Array, desc: DescriptorView, d: number, data: Uint8Array, capacity: number): void {
-  const n = Math.min(data.length, capacity);
-  mem.set(data.subarray(0, n), desc.offset(d));
-  desc.setLength(d, n);
 }
 
 export class MemoryTun implements TunQueue {
@@ -41,13 +35,13 @@ export class MemoryTun implements TunQueue {
   /** The queue was opened with IFF_VNET_HDR (the core must agree). */
   vnetHdr = false;
 
-  constructor(private readonly mem: Uint8Array, private readonly desc: DescriptorView, private readonly L: Layout) {}
+  constructor(private readonly desc: DescriptorView, private readonly L: Layout) {}
 
   readBatch(descTable: number, max: number, capacity: number): number {
     this.reads++;
     if (this.readError) { const e = this.readError; this.readError = null; throw e; }
     const n = Math.min(max, this.inbound.length);
-    for (let i = 0; i < n; i++) copyIn(this.mem, this.desc, this.desc.at(descTable, i), this.inbound.shift() as Uint8Array, capacity);
+    for (let i = 0; i < n; i++) this.desc.fill(this.desc.at(descTable, i), this.inbound.shift() as Uint8Array, capacity);
     return n;
   }
 
@@ -56,14 +50,8 @@ export class MemoryTun implements TunQueue {
     let written = 0;
     for (let w = 0; w < count; w++) {
       if (this.refuseWrites > 0) { this.refuseWrites--; continue; }
-      const { first, count: parts } = this.desc.tunWrite(writesTable, w);
-      const chunks: Uint8Array[] = [];
-      for (let k = 0; k < parts; k++) {
-        const v = this.desc.iovec(iovTable, first + k);
-        chunks.push(this.mem.slice(v.offset, v.offset + v.length));
-      }
       // With IFF_VNET_HDR every write starts with the virtio_net_hdr: the packet is what follows.
-      const packet = concat(chunks);
+      const packet = this.desc.gather(writesTable, w, iovTable);
       this.written.push(packet.subarray(this.vnetHdr ? this.L.VNET_HDR_LEN : 0));
       written++;
     }
@@ -80,7 +68,7 @@ export class MemoryUdp implements UdpPorts {
   /** This many of the next descriptors sent are refused. */
   refuseSends = 0;
 
-  constructor(private readonly mem: Uint8Array, private readonly desc: DescriptorView, readonly gro: boolean) {}
+  constructor(private readonly desc: DescriptorView, readonly gro: boolean) {}
 
   recvBatch(descTable: number, max: number, capacity: number): number {
     this.receives++;
@@ -89,7 +77,7 @@ export class MemoryUdp implements UdpPorts {
     for (let i = 0; i < n; i++) {
       const g = this.inbound.shift() as Datagram;
       const d = this.desc.at(descTable, i);
-      copyIn(this.mem, this.desc, d, g.data, capacity);
+      this.desc.fill(d, g.data, capacity);
       this.desc.setAddr(d, g.addr);
       this.desc.setPort(d, g.port);
       this.desc.setSegSize(d, g.segSize ?? 0);
@@ -101,8 +89,9 @@ export class MemoryUdp implements UdpPorts {
     let sent = 0;
     for (let i = 0; i < count; i++) {
       if (this.refuseSends > 0) { this.refuseSends--; continue; }
-      const d = this.desc.read(this.desc.at(descTable, i));
-      this.sent.push({ data: this.mem.slice(d.offset, d.offset + d.length), addr: d.addr, port: d.port, segSize: d.segSize, srcPort: d.srcPort });
+      const at = this.desc.at(descTable, i);
+      const d = this.desc.read(at);
+      this.sent.push({ data: this.desc.bytes(at).slice(), addr: d.addr, port: d.port, segSize: d.segSize, srcPort: d.srcPort });
       sent++;
     }
     return sent;
@@ -117,7 +106,7 @@ export interface MemoryIOOptions {
   vnetHdr?: boolean;
 }
 
-export class MemoryIO implements LoopIO {
+export class MemoryIO implements PollingIO {
   readonly tun: MemoryTun;
   readonly udp: MemoryUdp;
   /** Messages the main thread posted, not yet taken. */
@@ -127,11 +116,10 @@ export class MemoryIO implements LoopIO {
   private readonly steps: (() => void)[] = [];
 
   constructor(o: MemoryIOOptions) {
-    const mem = new Uint8Array(o.memory);
     const desc = new DescriptorView(o.memory, o.layout);
-    this.tun = new MemoryTun(mem, desc, o.layout);
+    this.tun = new MemoryTun(desc, o.layout);
     this.tun.vnetHdr = o.vnetHdr ?? false;
-    this.udp = new MemoryUdp(mem, desc, o.gro ?? false);
+    this.udp = new MemoryUdp(desc, o.gro ?? false);
   }
 
   /** Queues steps: each wait() runs the next before reporting what is ready. */
@@ -155,11 +143,4 @@ export class MemoryIO implements LoopIO {
   nextControl(): ControlMessage | undefined {
     return this.control.shift();
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
-  return out;
 }

@@ -7,14 +7,11 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadNative, type NativeIO } from './native.js';
 import { Backoff } from '../backoff.js';
-import { Core, type CounterSnapshot } from './core.js';
+import { Core } from './core.js';
 import { checkAddonLayout } from './descriptors.js';
-import { PeerCounter } from './abi.js';
-import { PACKET_VERDICTS, DIRECTIONS, type PacketVerdictName, type Direction } from './verdicts.js';
-import type { Engine, EngineFeatures, EngineOptions, EngineStats, EngineEvents, PeerTraffic, RouteSource, SlottedRoute, WireguardReport } from './engine.js';
+import type { Engine, EngineFeatures, EngineOptions, EngineStats, EngineEvents, RouteSource, SlottedRoute, WireguardReport } from './engine.js';
 import {
-  IO_STATS, STAT_EXTRA, PEER_SLOTS, PEER_WORDS, statsLayout, type StatsLayout, type IoStat, type ControlMessage, type WorkerData,
-  type WorkerReport,
+  PEER_SLOTS, PEER_WORDS, statsLayout, decodeStats, type StatsLayout, type ControlMessage, type WorkerData, type WorkerReport,
 } from './protocol.js';
 
 interface Slot {
@@ -203,36 +200,14 @@ export class NativeEngine implements Engine {
   wireguard(): WireguardReport | null { return this.wgReport; }
 
   stats(): EngineStats {
-    const total = new Array<bigint>(this.layout.peers).fill(0n);
-    const live = this.slots.filter((s) => s).map((s) => ({ s, words: new BigUint64Array(s.stats) }));
-    for (const { s, words } of live) {
-      for (let i = 0; i < this.layout.peers; i++) total[i] += s.retired[i] + words[i];
-    }
-    const peers: PeerTraffic[] = [];
-    for (const { route, slot } of this.source.routes()) {
-      if (slot < 0 || slot >= PEER_SLOTS) continue;
-      const sum = new Array<bigint>(PEER_WORDS).fill(0n);
-      const at = this.layout.peers + slot * PEER_WORDS;
-      for (const { s, words } of live) for (let k = 0; k < PEER_WORDS; k++) sum[k] += s.retired[at + k] + words[at + k];
-      peers.push({
-        subnet: route.subnet, txPackets: sum[PeerCounter.TxPackets], txBytes: sum[PeerCounter.TxBytes],
-        rxPackets: sum[PeerCounter.RxPackets], rxBytes: sum[PeerCounter.RxBytes],
-      });
-    }
-    const counters = {} as CounterSnapshot;
-    const slotsPerDir = this.layout.counterWords / 2 / DIRECTIONS.length;
-    DIRECTIONS.forEach((dir: Direction, d) => {
-      const byVerdict = {} as Record<PacketVerdictName, { packets: bigint; bytes: bigint }>;
-      PACKET_VERDICTS.forEach((name, v) => {
-        const at = STAT_EXTRA + (d * slotsPerDir + v) * 2;
-        byVerdict[name] = { packets: total[at], bytes: total[at + 1] };
-      });
-      counters[dir] = byVerdict;
-    });
+    const live = this.slots.filter((s) => s).map((s) => ({ retired: s.retired, words: new BigUint64Array(s.stats) }));
+    const word = (i: number): bigint => {
+      let sum = 0n;
+      for (const { retired, words } of live) sum += retired[i] + words[i];
+      return sum;
+    };
     return {
-      counters,
-      peers,
-      io: Object.fromEntries(IO_STATS.map((name, i) => [name, total[i]])) as Record<IoStat, bigint>,
+      ...decodeStats(this.layout, word, this.source.routes()),
       workers: this.slots.filter((s) => s && s.running).length,
       workerRestarts: this.restarts,
     };

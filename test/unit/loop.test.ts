@@ -2,8 +2,9 @@
 // control messages, a full output table and I/O failures, all without root or devices.
 import t from 'tap';
 import { Core } from '../../src/dataplane/core.js';
-import { WorkerLoop, PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS, type WireguardStage } from '../../src/dataplane/loop.js';
+import { WorkerLoop, runPolling, PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS, STOPPED, type WireguardStage } from '../../src/dataplane/loop.js';
 import { MemoryIO } from '../../src/dataplane/memory-io.js';
+import { READY_CONTROL, READY_TUN } from '../../src/dataplane/io.js';
 import { IO_STATS, PEER_WORDS, statsLayout, type IoStat, type SlottedRoute } from '../../src/dataplane/protocol.js';
 import { PeerCounter } from '../../src/dataplane/abi.js';
 import { ip4, buildUdp, bytes, parseIp4 } from '../helpers/packets.js';
@@ -17,6 +18,8 @@ interface Rig {
   core: Core;
   io: MemoryIO;
   loop: WorkerLoop;
+  /** Runs the loop on the polling driver until the steps run out. */
+  run(): void;
   errors: string[];
   stat(name: IoStat): number;
   peerWord(slot: number, word: number): number;
@@ -34,6 +37,7 @@ function rig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }], o: { gro?: boo
   loop.setRoutes(routes);
   return {
     core, io, loop, errors,
+    run: () => runPolling(loop, io),
     stat: (name) => Number(words[IO_STATS.indexOf(name)]),
     peerWord: (slot, word) => Number(words[SL.peers + slot * PEER_WORDS + word]),
     seq: () => Number(words[SL.seq]),
@@ -47,7 +51,7 @@ const fromPeer = (i: number): Uint8Array => buildUdp('10.5.33.7', '10.5.72.5', 5
 t.test('egress: TUN packets go out as datagrams to the peer; one short read means dry, UDP is not read', async (t) => {
   const r = rig();
   r.io.then(() => { for (let i = 0; i < 3; i++) r.io.tun.inbound.push(toPeer(i)); });
-  r.loop.run();
+  r.run();
   t.equal(r.io.udp.sent.length, 3);
   t.same(r.io.udp.sent.map((s) => [s.addr, s.port]), [[PEER.publicIP, PORT], [PEER.publicIP, PORT], [PEER.publicIP, PORT]]);
   t.equal(parseIp4(r.io.udp.sent[0].data).ttl, 63, 'the core forwarded it (TTL decremented)');
@@ -62,7 +66,7 @@ t.test('egress: TUN packets go out as datagrams to the peer; one short read mean
 t.test('ingress: datagrams from the peer are written to the TUN', async (t) => {
   const r = rig();
   r.io.then(() => { for (let i = 0; i < 5; i++) r.io.udp.inbound.push({ data: fromPeer(i), addr: PEER.publicIP, port: PORT }); });
-  r.loop.run();
+  r.run();
   t.equal(r.io.tun.written.length, 5);
   t.equal(parseIp4(r.io.tun.written[2]).ttl, 63, 'the inner packet, TTL decremented');
   t.same(r.io.tun.written[2].subarray(20), fromPeer(2).subarray(20), 'its payload as received');
@@ -86,7 +90,7 @@ t.test('a wake-up reads each ready source until a short batch, and no further', 
     },
     () => { tunReads = r.io.tun.reads; receives = r.io.udp.receives; },
   );
-  r.loop.run();
+  r.run();
   t.equal(tunReads, 2, 'TUN: a full batch, then a short one');
   t.equal(receives, 3, 'UDP: two full batches, then an empty one that shows it dry');
   t.equal(r.io.udp.sent.length, B + 10);
@@ -96,7 +100,7 @@ t.test('a wake-up reads each ready source until a short batch, and no further', 
 t.test('the loop sleeps longer when idle and publishes soon after traffic', async (t) => {
   const r = rig();
   r.io.then(() => r.io.tun.inbound.push(toPeer(0)), () => {}, () => {});
-  r.loop.run();
+  r.run();
   t.same(r.io.waits.slice(0, 3), [PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS, PUBLISH_EVERY_MS],
     'after a batch the next wait is short (publish when idle), then back to the long one');
 });
@@ -120,7 +124,7 @@ t.test('control messages: routes set and removed while running, a refused route 
       r.io.tun.inbound.push(toPeer(2, '10.5.34.9'));
     },
   );
-  r.loop.run();
+  r.run();
   t.equal(r.io.udp.sent.length, 1, 'only the packet sent while the route was there went out');
   t.equal(r.io.udp.sent[0].addr, PEER2.publicIP);
   t.equal(r.seq(), 42, 'the publish request was served and its seq stored');
@@ -134,7 +138,7 @@ t.test('control messages: routes set and removed while running, a refused route 
 t.test('a refused initial route is reported and the others are loaded', async (t) => {
   const r = rig([{ route: { subnet: { ip: 0, prefixLen: 40 }, publicIP: 0 }, slot: -1 }, { route: PEER, slot: 0 }]);
   r.io.then(() => r.io.tun.inbound.push(toPeer(0)));
-  r.loop.run();
+  r.run();
   t.match(r.errors, [/^route 0\.0\.0\.0\/40: bad prefix length 40/]);
   t.equal(r.io.udp.sent.length, 1);
 });
@@ -151,7 +155,7 @@ t.test('a full output table is flushed and ingress resumes where it stopped', as
       r.io.udp.inbound.push({ data, addr: PEER.publicIP, port: PORT, segSize: packets[0].length });
     }
   });
-  r.loop.run();
+  r.run();
   t.equal(r.io.tun.written.length, receives * segments, 'every packet was written');
   t.ok(r.io.tun.writeBatches.length >= 2, `the receive batch took ${r.io.tun.writeBatches.length} flushes`);
   t.ok(r.io.tun.writeBatches.every((n) => n <= 256), 'no flush exceeded the TUN write table');
@@ -167,7 +171,7 @@ t.test('refused sends and TUN writes are counted as errors; forwarding carries o
     for (let i = 0; i < 4; i++) r.io.tun.inbound.push(toPeer(i));
     for (let i = 0; i < 3; i++) r.io.udp.inbound.push({ data: fromPeer(i), addr: PEER.publicIP, port: PORT });
   });
-  r.loop.run();
+  r.run();
   t.equal(r.stat('udp_sends'), 2);
   t.equal(r.stat('send_errors'), 2);
   t.equal(r.stat('tun_writes'), 2);
@@ -177,10 +181,10 @@ t.test('refused sends and TUN writes are counted as errors; forwarding carries o
 t.test('a failed read ends the loop with that error (the worker dies and is restarted)', async (t) => {
   const tun = rig();
   tun.io.then(() => { tun.io.tun.readError = Object.assign(new Error('read: EBADFD'), { code: 'EBADFD' }); });
-  t.throws(() => tun.loop.run(), { code: 'EBADFD' });
+  t.throws(() => tun.run(), { code: 'EBADFD' });
   const udp = rig();
   udp.io.then(() => { udp.io.udp.recvError = new Error('recvmmsg: ENOMEM'); });
-  t.throws(() => udp.loop.run(), /ENOMEM/);
+  t.throws(() => udp.run(), /ENOMEM/);
 });
 
 // A WireGuard stage that records when the loop calls it, in one log with the I/O's batch calls
@@ -240,7 +244,7 @@ t.test('wireguard stage: tick and drain on every wake-up, seal after egress befo
     for (let i = 0; i < 3; i++) r.io.tun.inbound.push(toPeer(i));
     r.stage.queued = 2;
   });
-  r.loop.run();
+  r.run();
   t.same(r.stage.log.slice(0, r.stage.log.indexOf('wait')), ['setPeer'], 'initial routes reach the stage');
   t.same(wakeups(r.stage.log)[0], ['tick', 'drain', 'report', 'tun read', 'egress', 'seal', 'udp send', 'drain']);
   t.equal(r.io.udp.sent.length, 3, 'the core\'s batch was sent');
@@ -253,7 +257,7 @@ t.test('wireguard stage: tick and drain on every wake-up, seal after egress befo
 t.test('wireguard stage: open after the receive and before ingress, drain after the TUN writes', async (t) => {
   const r = stageRig();
   r.io.then(() => { for (let i = 0; i < 4; i++) r.io.udp.inbound.push({ data: fromPeer(i), addr: PEER.publicIP, port: PORT }); });
-  r.loop.run();
+  r.run();
   t.same(wakeups(r.stage.log)[0], ['tick', 'drain', 'report', 'udp recv', 'open 4', 'ingress', 'tun write', 'drain']);
   t.equal(r.io.tun.written.length, 4);
 });
@@ -267,7 +271,7 @@ t.test('wireguard stage: idle waits are its tick, after traffic the short one; s
     () => r.io.control.push({ type: 'publish', seq: 9 }),
     () => r.io.control.push({ type: 'remove', subnet: PEER2.subnet, slot: 3 }),
   );
-  r.loop.run();
+  r.run();
   t.same(r.io.waits.slice(0, 3), [r.stage.tickMs, PUBLISH_WHEN_IDLE_MS, r.stage.tickMs]);
   const w = wakeups(r.stage.log);
   t.same(w[2], ['tick', 'drain', 'report', 'setPeer']);
@@ -283,6 +287,21 @@ t.test('wireguard stage: idle waits are its tick, after traffic the short one; s
 t.test('without a stage the loop waits its plain timeouts', async (t) => {
   const r = rig();
   r.io.then(() => {}, () => {});
-  r.loop.run();
+  r.run();
   t.same(r.io.waits.slice(0, 2), [PUBLISH_EVERY_MS, PUBLISH_EVERY_MS]);
+});
+
+t.test('wake(): one wake-up at a time, as an event-driven driver calls it; STOPPED after stop and ever after', async (t) => {
+  const r = rig();
+  t.equal(r.loop.start(), PUBLISH_EVERY_MS, 'idle: the long wait');
+  r.io.tun.inbound.push(toPeer(0));
+  t.equal(r.loop.wake(READY_TUN), PUBLISH_WHEN_IDLE_MS, 'after traffic: the short wait, to publish once idle');
+  t.equal(r.io.udp.sent.length, 1);
+  t.equal(r.loop.wake(0), PUBLISH_EVERY_MS, 'the short wait timed out: published, back to the long one');
+  t.equal(r.stat('tun_reads'), 1);
+  r.io.control.push({ type: 'stop' });
+  t.equal(r.loop.wake(READY_CONTROL), STOPPED);
+  r.io.tun.inbound.push(toPeer(1));
+  t.equal(r.loop.wake(READY_TUN), STOPPED, 'a stopped loop reads nothing');
+  t.equal(r.io.tun.inbound.length, 1);
 });

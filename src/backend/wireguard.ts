@@ -43,6 +43,8 @@ export function wireguardBackend(config: WireguardBackendConfig, loadKey: () => 
       return { subnet: peer.subnet, publicIP: peer.publicIP, wireguard: { publicKey: d.value.publicKey, port: d.value.port || config.listenPort } };
     },
     wireguard: () => ({
+      // Loaded by the worker itself, in this mode only (the data plane imports nothing of it).
+      stageModule: new URL('../wireguard/stage.js', import.meta.url).href,
       privateKey: key(),
       presharedKey: config.presharedKey ?? new Uint8Array(32),
       persistentKeepalive: config.persistentKeepalive,

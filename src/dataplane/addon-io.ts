@@ -7,7 +7,6 @@ import { loadNative, enableTunOffload, TUN_F, type NativeIO } from './native.js'
 import type { EngineFeatures } from './engine.js';
 import type { PollingIO, TunQueue, UdpPorts } from './io.js';
 import { WorkerLoop, runPolling, type WireguardStage } from './loop.js';
-import type { startWireguard } from './wireguard-stage.js';
 import type { ControlMessage, WorkerData, WorkerReport } from './protocol.js';
 
 const VXLAN_SOURCE_SOCKETS = 8;
@@ -85,6 +84,10 @@ function openTun(native: NativeIO, opts: WorkerData['options'], features: Engine
   return { fd, features: found };
 }
 
+/** Makes WireGuard's stage in a worker from its addon, core, options and the UDP sockets it sends
+ * on. The module the options name (WireguardEngineOptions.stageModule) exports it as startStage. */
+export type StartStage = (native: NativeIO, core: Core, data: WorkerData, sendFds: readonly number[]) => WireguardStage;
+
 /** A worker's opened I/O and core. */
 export interface OpenedWorker {
   io: AddonLoopIO;
@@ -99,7 +102,7 @@ export interface OpenedWorker {
 
 /** Opens the TUN queue and the sockets and makes the core. If anything fails, closes what
  * was opened before throwing: the main thread only learns the descriptors from 'ready'. */
-export function openWorker(native: NativeIO, data: WorkerData, startStage: typeof startWireguard | null = null): OpenedWorker {
+export function openWorker(native: NativeIO, data: WorkerData, startStage: StartStage | null = null): OpenedWorker {
   const opts = data.options;
   const tun = openTun(native, opts, data.features);
   const fds = [tun.fd];
@@ -135,7 +138,7 @@ export function openWorker(native: NativeIO, data: WorkerData, startStage: typeo
     const memory = core.memory.buffer;
     const udp = new AddonUdp(native, fds.slice(1), sock.gro, memory);
     const io = new AddonLoopIO(native, new AddonTun(native, tun.fd, memory), udp, sock.fd, data);
-    const wireguard = startStage?.(native, core, data, fds.slice(1)) ?? null;
+    const wireguard = startStage ? startStage(native, core, data, fds.slice(1)) : null;
     return { io, core, wireguard, features, fds, close };
   } catch (e) {
     close();
@@ -156,7 +159,8 @@ export async function runWorker(data: WorkerData, adapter: WorkerAdapter = {}): 
   const native = loadNative();
   // WireGuard's modules (node:crypto, the protocol) load only in that mode: a plain worker
   // stays as small as it was (etcd mode's idle RSS has a bound).
-  const startStage = data.options.mode === 'wireguard' ? (await import('./wireguard-stage.js')).startWireguard : null;
+  const stageModule = data.options.mode === 'wireguard' ? data.options.wireguard?.stageModule : undefined;
+  const startStage = stageModule ? ((await import(stageModule)) as { startStage: StartStage }).startStage : null;
   const w = openWorker(native, data, startStage);
   adapter.opened?.(w);
   const post = (r: WorkerReport): void => data.port.postMessage(r);

@@ -4,17 +4,27 @@
 import type { CounterSnapshot, Mode, PeerCounters } from './core.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
-import type { WgPeerStatus } from '../wireguard/control.js';
-import type { WgEvent } from '../wireguard/events.js';
 
 /** Which engine moves the packets (--engine): the batched native one, or the dgram baseline. */
 export type EngineName = 'native' | 'dgram';
 /** TUN offloads and UDP GSO/GRO (--offload): 'auto' uses what the kernel supports. */
 export type OffloadSetting = 'auto' | 'on' | 'off';
 
+/** WireGuard mode: what its stage (src/wireguard/) reports to the main thread. */
 export interface WireguardReport {
-  peers: WgPeerStatus[];
-  events: Record<WgEvent, number>;
+  peers: WireguardPeerReport[];
+  /** The control path's event counters, by event name. */
+  events: Record<string, number>;
+}
+
+export interface WireguardPeerReport {
+  publicKey: string;
+  endpoint: string;
+  /** The core's index of the peer's route. */
+  route: number;
+  /** Wall clock of the last completed handshake; 0: none yet. */
+  lastHandshakeMs: number;
+  sessionIndex: number;
 }
 
 export interface EngineOptions {
@@ -43,6 +53,10 @@ export interface EngineOptions {
 }
 
 export interface WireguardEngineOptions {
+  /** URL of the module that makes WireGuard's stage in a worker (it exports startStage, see
+   * addon-io.ts): the data plane loads it by this name, as it imports nothing from WireGuard's
+   * modules, which import from it. */
+  stageModule: string;
   privateKey: Uint8Array;
   /** 32 zero bytes when the config has no PSK. */
   presharedKey: Uint8Array;

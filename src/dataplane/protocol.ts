@@ -1,13 +1,11 @@
 // Messages and shared-memory layout between the native engine (main thread) and its workers.
 import type { MessagePort } from 'node:worker_threads';
-import type { EngineOptions, EngineFeatures, EngineStats, PeerTraffic, SlottedRoute } from './engine.js';
+import type { EngineOptions, EngineFeatures, EngineStats, PeerTraffic, SlottedRoute, WireguardReport } from './engine.js';
 import type { CounterSnapshot } from './core.js';
 import { PACKET_VERDICTS, DIRECTIONS, type PacketVerdictName } from './verdicts.js';
 import type { PeerRoute } from '../peer-route.js';
 import { PeerCounter, type Layout } from './abi.js';
 import type { IPv4Net } from '../net.js';
-import type { WgPeerStatus } from '../wireguard/control.js';
-import type { WgEvent } from '../wireguard/events.js';
 
 export interface WorkerData {
   index: number;
@@ -35,7 +33,7 @@ export type WorkerReport =
   /** A control message failed; the worker carries on. */
   | { type: 'error'; message: string }
   /** WireGuard mode, on every publish: the peers' handshake state and the control path's counters. */
-  | { type: 'wireguard'; peers: WgPeerStatus[]; events: Record<WgEvent, number> }
+  | ({ type: 'wireguard' } & WireguardReport)
   | { type: 'stopped' };
 
 // Layout of the stats SharedArrayBuffer (u64 each): the I/O counters below, then the core's

@@ -1,12 +1,15 @@
-// WireGuard mode's stage of a worker loop (loop.ts, WireguardStage): the batch crypto around the
-// core (WgDataPath) and the handshake control path with its timers (WgControl), on the addon.
-import type { Core } from './core.js';
-import type { NativeIO } from './native.js';
-import type { WireguardStage } from './loop.js';
-import type { SlottedRoute, WorkerData, WorkerReport } from './protocol.js';
-import type { WgNative } from '../wireguard/crypto.js';
-import { WgDataPath } from '../wireguard/datapath.js';
-import { WgControl } from '../wireguard/control.js';
+// WireGuard mode's stage of a worker loop (the WireguardStage the data plane's loop defines):
+// the batch crypto around the core (WgDataPath) and the handshake control path with its timers
+// (WgControl), on the addon. A worker loads this module only in wireguard mode, by the URL the
+// backend puts in its options (stageModule), so that the data plane imports nothing from here.
+import type { Core } from "../dataplane/core.js";
+import type { NativeIO } from "../dataplane/native.js";
+import type { WireguardStage } from "../dataplane/loop.js";
+import type { StartStage } from "../dataplane/addon-io.js";
+import type { SlottedRoute, WorkerData, WorkerReport } from "../dataplane/protocol.js";
+import type { WgNative } from "./crypto.js";
+import { WgDataPath } from "./datapath.js";
+import { WgControl } from "./control.js";
 
 // WireGuard's timers (retransmits, keepalives, expiry) are checked at least this often.
 const WG_TICK_MS = 100;
@@ -21,7 +24,7 @@ class AddonWireguardStage implements WireguardStage {
   private reportedAt = 0;
 
   constructor(
-    native: NativeIO & WgNative, core: Core, options: NonNullable<WorkerData['options']['wireguard']>,
+    native: NativeIO & WgNative, core: Core, options: NonNullable<WorkerData["options"]["wireguard"]>,
     private readonly sendFds: Int32Array, private readonly post: (r: WorkerReport) => void,
   ) {
     this.dp = new WgDataPath(core, native);
@@ -58,16 +61,15 @@ class AddonWireguardStage implements WireguardStage {
   report(now: number, force: boolean): void {
     if (!force && now - this.reportedAt < WG_REPORT_MS) return;
     this.reportedAt = now;
-    this.post({ type: 'wireguard', peers: this.control.status(), events: { ...this.control.events } });
+    this.post({ type: "wireguard", peers: this.control.status(), events: { ...this.control.events } });
   }
 }
 
-/** WireGuard mode's stage, or null in the other modes. */
-export function startWireguard(native: NativeIO, core: Core, data: WorkerData, sendFds: readonly number[]): WireguardStage | null {
-  if (data.options.mode !== 'wireguard') return null;
+/** WireGuard mode's stage of a worker. */
+export const startStage: StartStage = (native, core, data, sendFds) => {
   const o = data.options.wireguard;
-  if (!o) throw new Error('linen: wireguard mode needs the node\'s keys');
+  if (!o) throw new Error("linen: wireguard mode needs the node's keys");
   return new AddonWireguardStage(
     native as NativeIO & WgNative, core, o, Int32Array.from(sendFds), (r) => data.port.postMessage(r),
   );
-}
+};

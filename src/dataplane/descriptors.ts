@@ -59,6 +59,15 @@ export class DescriptorView {
     this.setLength(d, n);
   }
 
+  /** fill(), for a received datagram: also its source address and port and its GRO segment
+   * size (absent: one datagram). */
+  fillDatagram(d: number, g: { data: Uint8Array; addr: number; port: number; segSize?: number }, capacity: number): void {
+    this.fill(d, g.data, capacity);
+    this.setAddr(d, g.addr);
+    this.setPort(d, g.port);
+    this.setSegSize(d, g.segSize ?? 0);
+  }
+
   /** Descriptor d's bytes: a view into the memory, valid until the core reuses the buffer. */
   bytes(d: number): Uint8Array {
     const offset = this.offset(d);

@@ -92,14 +92,7 @@ export class DgramUdp implements UdpPorts {
 
   recvBatch(descTable: number, max: number, capacity: number): number {
     const n = Math.min(max, this.received.length);
-    for (let i = 0; i < n; i++) {
-      const r = this.received.shift() as Received;
-      const d = this.desc.at(descTable, i);
-      this.desc.fill(d, r.data, capacity);
-      this.desc.setAddr(d, r.addr);
-      this.desc.setPort(d, r.port);
-      this.desc.setSegSize(d, 0);
-    }
+    for (let i = 0; i < n; i++) this.desc.fillDatagram(this.desc.at(descTable, i), this.received.shift() as Received, capacity);
     return n;
   }
 

@@ -1,6 +1,7 @@
 // The data plane as the rest of the shell sees it: start it on a TUN device, keep its routes in
 // step with the peers, read its counters, stop it. Two engines implement it: the native one
-// (batched, zero-copy, one worker thread per queue) and the dgram baseline (one packet per call).
+// (batched, zero-copy, one worker thread per queue) and the dgram baseline (one packet per call);
+// both run the same core and worker loop (loop.ts) on different I/O.
 import type { CounterSnapshot, Mode, PeerCounters } from './core.js';
 import type { IPv4Net } from '../net.js';
 import type { PeerRoute } from '../peer-route.js';
@@ -84,7 +85,7 @@ export const IO_STATS = [
   'tun_writes',       // writes to the TUN (a merged super-packet is one)
   'udp_sends',        // datagrams or UDP_SEGMENT bursts handed to the kernel
   'udp_receives',     // receives from the socket (a GRO batch is one)
-  'wakeups',          // times a worker woke from poll()
+  'wakeups',          // wake-ups of a worker loop (poll() returning; the dgram engine's events)
   'heartbeat_ms',     // wall clock of the last publish
 ] as const;
 export type IoStat = (typeof IO_STATS)[number];

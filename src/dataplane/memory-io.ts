@@ -74,14 +74,7 @@ export class MemoryUdp implements UdpPorts {
     this.receives++;
     if (this.recvError) { const e = this.recvError; this.recvError = null; throw e; }
     const n = Math.min(max, this.inbound.length);
-    for (let i = 0; i < n; i++) {
-      const g = this.inbound.shift() as Datagram;
-      const d = this.desc.at(descTable, i);
-      this.desc.fill(d, g.data, capacity);
-      this.desc.setAddr(d, g.addr);
-      this.desc.setPort(d, g.port);
-      this.desc.setSegSize(d, g.segSize ?? 0);
-    }
+    for (let i = 0; i < n; i++) this.desc.fillDatagram(this.desc.at(descTable, i), this.inbound.shift() as Datagram, capacity);
     return n;
   }
 

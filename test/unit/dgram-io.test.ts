@@ -70,11 +70,12 @@ function statsOf(core: Core): { buffer: SharedArrayBuffer; stat(name: IoStat): n
   };
 }
 
-t.test('node:dgram under the loop: egress from the TUN queue to the peer, ingress to the TUN, control, late send errors, stop', async (t) => {
-  const { port, linen, peer, fromLinen } = await sockets(t);
+/** The in-memory TUN queue and node:dgram's socket under the loop and its event driver. */
+function memoryTunRig(t: Test, port: number, linen: Socket) {
   const core = new Core({ mode: 'udp', port, mtu: 1472, subnet: OWN });
   const mem = new MemoryIO({ memory: core.memory.buffer, layout: core.layout });
-  const udp = new DgramUdp(linen, new DescriptorView(core.memory.buffer, core.layout));
+  const desc = new DescriptorView(core.memory.buffer, core.layout);
+  const udp = new DgramUdp(linen, desc);
   const io: LoopIO = { tun: mem.tun, udp, clearControl() {}, nextControl: () => mem.control.shift() };
   const stats = statsOf(core);
   const errors: string[] = [];
@@ -85,6 +86,12 @@ t.test('node:dgram under the loop: egress from the TUN queue to the peer, ingres
   udp.start((bits) => driver.ready(bits));
   const control = (msg: (typeof mem.control)[number]): void => { mem.control.push(msg); driver.ready(READY_CONTROL); };
   t.teardown(() => control({ type: 'stop' }));
+  return { core, mem, desc, udp, stats, errors, driver, control };
+}
+
+t.test('node:dgram under the loop: egress from the TUN queue to the peer, ingress to the TUN, control, late send errors, stop', async (t) => {
+  const { port, linen, peer, fromLinen } = await sockets(t);
+  const { mem, stats, errors, driver, control } = memoryTunRig(t, port, linen);
 
   mem.tun.inbound.push(toPeer(0));
   driver.ready(READY_TUN);
@@ -119,6 +126,25 @@ t.test('node:dgram under the loop: egress from the TUN queue to the peer, ingres
   peer.send(fromPeer(3), port, LINEN_ADDR);
   await new Promise((r) => setTimeout(r, 50));
   t.equal(mem.tun.written.length, 1, 'a stopped loop forwards nothing');
+});
+
+t.test('a run of equal datagrams the core joined for UDP_SEGMENT leaves node:dgram as its datagrams', async (t) => {
+  const { port, linen, fromLinen } = await sockets(t);
+  const { mem, desc, udp, errors, driver } = memoryTunRig(t, port, linen);
+  // One length for all: in one TUN batch, the core joins them into one send.
+  const same = (i: number): Uint8Array => buildUdp('10.5.72.5', '10.5.33.7', 4000, 5000, bytes(200, i));
+  let joined = 0;
+  const send = udp.sendBatch.bind(udp);
+  udp.sendBatch = (table, count) => {
+    for (let i = 0; i < count; i++) if (desc.segSize(desc.at(table, i)) > 0) joined++;
+    return send(table, count);
+  };
+  for (let i = 0; i < 3; i++) mem.tun.inbound.push(same(i));
+  driver.ready(READY_TUN);
+  t.equal(joined, 1, 'the core handed one joined send');
+  await until('three datagrams at the peer', () => fromLinen.length === 3);
+  t.same(fromLinen.map((d) => d.subarray(20)), [0, 1, 2].map((i) => Buffer.from(same(i).subarray(20))), 'each its own datagram, in order');
+  t.same(errors, []);
 });
 
 t.test('DgramIO on a FIFO for the TUN: one read per packet through the thread pool, one write per packet', async (t) => {

@@ -2,7 +2,7 @@
 // control messages, a full output table and I/O failures, all without root or devices.
 import t from 'tap';
 import { Core } from '../../src/dataplane/core.js';
-import { WorkerLoop, runPolling, PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS, STOPPED, type WireguardStage } from '../../src/dataplane/loop.js';
+import { WorkerLoop, EventDriver, runPolling, PUBLISH_EVERY_MS, PUBLISH_WHEN_IDLE_MS, STOPPED, type WireguardStage } from '../../src/dataplane/loop.js';
 import { MemoryIO } from '../../src/dataplane/memory-io.js';
 import { READY_CONTROL, READY_TUN } from '../../src/dataplane/io.js';
 import { IO_STATS, PEER_WORDS, statsLayout, type IoStat, type SlottedRoute } from '../../src/dataplane/protocol.js';
@@ -26,14 +26,14 @@ interface Rig {
   seq(): number;
 }
 
-function rig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }], o: { gro?: boolean; wireguard?: WireguardStage } = {}): Rig {
+function rig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }], o: { gro?: boolean; wireguard?: WireguardStage; reportError?: (m: string) => void } = {}): Rig {
   const core = new Core({ mode: 'udp', port: PORT, mtu: 1472, subnet: { ip: ip4(OWN), prefixLen: 24 } });
   const io = new MemoryIO({ memory: core.memory.buffer, layout: core.layout, gro: o.gro ?? false });
   const SL = statsLayout(core.layout);
   const stats = new SharedArrayBuffer(SL.words * 8);
   const words = new BigUint64Array(stats);
   const errors: string[] = [];
-  const loop = new WorkerLoop({ core, io, stats, wireguard: o.wireguard, reportError: (m) => errors.push(m) });
+  const loop = new WorkerLoop({ core, io, stats, wireguard: o.wireguard, reportError: (m) => { errors.push(m); o.reportError?.(m); } });
   loop.setRoutes(routes);
   return {
     core, io, loop, errors,
@@ -304,4 +304,30 @@ t.test('wake(): one wake-up at a time, as an event-driven driver calls it; STOPP
   r.io.tun.inbound.push(toPeer(1));
   t.equal(r.loop.wake(READY_TUN), STOPPED, 'a stopped loop reads nothing');
   t.equal(r.io.tun.inbound.length, 1);
+});
+
+t.test('EventDriver: wakes the loop on ready(), publishes on its timer once idle, and works a ready() made during a wake-up after that one', async (t) => {
+  let driver: EventDriver | null = null;
+  let sentInsideReport = -1;
+  const r = rig([{ route: PEER, slot: 0 }], {
+    // Reported from inside a wake-up: a packet arrives and the I/O says so at once.
+    reportError: () => {
+      r.io.tun.inbound.push(toPeer(1));
+      driver?.ready(READY_TUN);
+      sentInsideReport = r.io.udp.sent.length;
+    },
+  });
+  driver = new EventDriver(r.loop);
+  driver.start();
+  t.teardown(() => { r.io.control.push({ type: 'stop' }); driver?.ready(READY_CONTROL); });
+  r.io.tun.inbound.push(toPeer(0));
+  driver.ready(READY_TUN);
+  t.equal(r.io.udp.sent.length, 1, 'forwarded within ready()');
+  const deadline = Date.now() + 10_000;
+  while (r.stat('tun_reads') === 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 5));
+  t.equal(r.stat('tun_reads'), 1, 'the idle timer published the counters, with no event');
+  r.io.control.push({ type: 'set', route: { subnet: { ip: 0, prefixLen: 33 }, publicIP: 0 }, slot: -1 });
+  driver.ready(READY_CONTROL);
+  t.equal(sentInsideReport, 1, 'the wake-up under way was not entered again');
+  t.equal(r.io.udp.sent.length, 2, 'the packet was forwarded before the outer ready() returned');
 });

@@ -36,7 +36,7 @@ const HELP: Record<string, string> = {
   linen_events_total: 'Side events of the data plane, counted beside a packet\'s outcome: ICMP errors sent, ICMP errors not sent (rate limit), partial checksums completed.',
   linen_io_operations_total: 'Data-plane I/O operations: TUN reads and writes (a super-packet is one), UDP sends (a datagram or a GSO burst) and receives (a GRO batch is one).',
   linen_io_errors_total: 'Data-plane I/O that failed, by the operation: sends the kernel refused (udp_sends; a datagram or a GSO burst each), writes the TUN refused (tun_writes; a packet or a merged super-packet each).',
-  linen_wakeups_total: 'Times a data-plane worker woke from poll().',
+  linen_wakeups_total: 'Times a data-plane worker loop woke: poll() returning in a worker; each socket, TUN read or timer event with --engine dgram.',
 };
 
 function line(name: string, labels: Record<string, string> | undefined, value: number | bigint): string {

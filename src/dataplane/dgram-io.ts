@@ -2,7 +2,7 @@
 // TUN per packet (node:fs), on the main thread. It implements the loop's batch interfaces one
 // packet per call, woken by libuv: a datagram's 'message' event, a TUN read's completion, a
 // control message posted by the engine. Every packet is copied between Node's buffers and the
-// core's memory, which is what this baseline measures.
+// core's memory, as a straightforward Node port would.
 import type { Socket } from 'node:dgram';
 import { read, writeSync } from 'node:fs';
 import { DescriptorView } from './descriptors.js';

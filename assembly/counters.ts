@@ -35,11 +35,18 @@ export enum PacketVerdict {
   WgReplay = 19,
   // WireGuard, ingress: a handshake message, handed to the control path.
   WgHandshake = 20,
-  // WireGuard, egress: no session with the peer yet (a handshake is asked for).
+  // WireGuard, egress: no session with the peer and the packet could not wait for one (a
+  // super-packet, or larger than a staging slot); a handshake is asked for.
   WgNoSession = 21,
   // WireGuard, ingress: an authenticated keepalive (no packet inside).
   WgKeepalive = 22,
-  Count = 23,
+  // WireGuard, egress: not a drop: the packet waits for the peer's handshake (it is counted
+  // forwarded when it goes out, or wg_stage_dropped).
+  WgStaged = 23,
+  // WireGuard, egress: a waiting packet dropped: pushed out by newer ones, its peer's handshake
+  // given up, or the peer removed.
+  WgStageDropped = 24,
+  Count = 25,
 }
 
 // Address of the [packets, bytes] pair of a direction's verdict.

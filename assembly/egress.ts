@@ -3,9 +3,12 @@
 import {
   BATCH, DESC_SIZE, D_ADDR, D_LENGTH, D_OFFSET, D_SEGSIZE, D_SRCPORT, EG_IN_DESC, HEADROOM,
   R_TX_BYTES, R_TX_PACKETS, SEND_DESC, SLOT_STRIDE, SPLIT_AREA, SPLIT_SIZE, VNET_HDR_LEN,
-  VXLAN_ENCAP_LEN, WG_HEADER_LEN, WG_TAG_LEN, WG_PAD,
+  VXLAN_ENCAP_LEN, WG_HEADER_LEN, WG_TAG_LEN, WG_PAD, R_WG_SESSION, WG_STAGE_CAP,
 } from './ring';
-import { wgBeginBatch, wgFrame, wgPadded } from './wg';
+import {
+  wgBeginBatch, wgFrame, wgPadded, wgSendSession, wgStageFree, wgStagedBefore, wgStagedCount, wgStagedLength,
+  wgStagedPacket, wgStagedRoute,
+} from './wg';
 import { DIR_EGRESS, PacketVerdict, count, counterAddr } from './counters';
 import { completeChecksum, hasDF, ipDecrementTtl, ipDst, ipTotalLen, ipTtl, validateIpv4 } from './ip';
 import { routeAddr, routeLookup } from './routes';
@@ -64,6 +67,38 @@ export function egress(n: u32, now: u32): void {
 
 // WireGuard: called after the shell sealed the batch's crypt table.
 export function wgEgressFinish(): void { coalesceSends(); }
+
+// WireGuard: a batch of the waiting packets whose peers have a session now, oldest first, framed
+// where they wait; the shell seals it, calls wgEgressFinish() and sends it like an egress batch,
+// before anything is staged again. Returns the packets queued.
+export function wgReleaseStaged(now: u32): u32 {
+  beginBatch(now);
+  wgBeginBatch();
+  let queued: u32 = 0;
+  while (wgStagedCount() > 0) {
+    let best: i32 = -1;
+    let bestSession: u32 = 0;
+    for (let slot: u32 = 0; slot < WG_STAGE_CAP; slot++) {
+      let tag = wgStagedRoute(slot);
+      if (tag == 0 || (best >= 0 && !wgStagedBefore(slot, <u32>best))) continue;
+      let s = wgSendSession(load<u32>(routeAddr(<i32>tag - 1) + R_WG_SESSION));
+      if (s != 0) { best = <i32>slot; bestSession = s; }
+    }
+    if (best < 0) break;
+    let slot = <u32>best;
+    let route = routeAddr(<i32>wgStagedRoute(slot) - 1);
+    let ip = wgStagedPacket(slot);
+    let len = wgStagedLength(slot);
+    let wire = wgFrame(bestSession, ip, len);
+    if (wire == 0) break; // crypt table full: the rest waits for the next call
+    if (!queueSend(DIR_EGRESS, ip - WG_HEADER_LEN, wire, 0, route, 0)) break;
+    wgStageFree(slot);
+    count(DIR_EGRESS, PacketVerdict.Forwarded, len);
+    countTx(route, 1, len);
+    queued++;
+  }
+  return queued;
+}
 
 // Joins runs of single datagrams that go to the same peer from the same source port and have
 // the same length (the last may be shorter) into one UDP_SEGMENT send: the kernel then builds,
@@ -214,8 +249,9 @@ function sendFraming(): u32 {
 // WireGuard: each segment becomes one transport message. The segments are laid out so that the
 // messages lie back to back (header, padded segment, tag) and go out as UDP_SEGMENT sends.
 function splitEgressWg(ip: u32, total: u32, hdrLen: u32, gsoSize: u32, gsoType: u32, route: u32): void {
-  let s = wgSessionFor(DIR_EGRESS, route, total);
-  if (s == 0) return;
+  let s = wgSessionFor(route);
+  // A super-packet does not wait for the handshake: TCP sends it again.
+  if (s == 0) { count(DIR_EGRESS, PacketVerdict.WgNoSession, total); return; }
   let full = hdrLen + gsoSize;
   let framing = WG_HEADER_LEN + WG_TAG_LEN + (wgPadded(full) - full);
   let out = SPLIT_AREA + splitUsed;

@@ -27,10 +27,10 @@ import { resetIcmpBuckets } from './outputs';
 export * from './ring';
 export { PacketVerdict } from './counters';
 export { MODE_UDP, MODE_VXLAN, MODE_WIREGUARD } from './settings';
-export { egress, egressReadCapacity, wgEgressFinish } from './egress';
+export { egress, egressReadCapacity, wgEgressFinish, wgReleaseStaged } from './egress';
 export {
   wgSessionAddr, wgSessionOpen, wgSessionClose, wgSendCounter, wgReceivedOn, wgFrameKeepalive, wgCryptCount,
-  wgControlCount, wgWantCount, wgIngressPrepare,
+  wgControlCount, wgWantCount, wgIngressPrepare, wgStagedCount, wgStageDrop,
 } from './wg';
 export { ingress, ingressReadCapacity } from './ingress';
 export { sendCount, tunWriteCount } from './outputs';

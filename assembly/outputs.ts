@@ -6,7 +6,7 @@ import {
   ICMP_AREA, ICMP_CAP, ICMP_STRIDE, IOV_CAP, R_PUBLIC_IP, SEND_CAP, SEND_DESC, TUNW_CAP,
   VNET_HDR_LEN, VXLAN_ENCAP_LEN, ZERO_VNET, R_WG_PORT, R_WG_SESSION, ROUTES, ROUTE_SIZE, WG_HEADER_LEN,
 } from './ring';
-import { wgFrame, wgSendSession, wgWant } from './wg';
+import { wgFrame, wgSendSession, wgStage, wgWant } from './wg';
 import { setIovec, setTunWrite, setTunWrite2 } from './tables';
 import { DIR_EGRESS, DIR_INGRESS, PacketVerdict, count } from './counters';
 import { ipSrc } from './ip';
@@ -81,8 +81,11 @@ export function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
     return queueSend(dir, vxlanFrame(ip, route), totalLen + VXLAN_ENCAP_LEN, 0, route, srcPort);
   }
   if (mode == MODE_WIREGUARD) {
-    let s = wgSessionFor(dir, route, totalLen);
-    if (s == 0) return false;
+    let s = wgSessionFor(route);
+    if (s == 0) {
+      if (!wgStage(<i32>((route - ROUTES) / ROUTE_SIZE), ip, totalLen)) count(dir, PacketVerdict.WgNoSession, totalLen);
+      return false;
+    }
     let wire = wgFrame(s, ip, totalLen);
     if (wire == 0) { count(dir, PacketVerdict.NoRoom, totalLen); return false; }
     return queueSend(dir, ip - WG_HEADER_LEN, wire, 0, route, 0);
@@ -90,14 +93,11 @@ export function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
   return queueSend(dir, udpFrame(ip), totalLen, 0, route, 0);
 }
 
-// WireGuard: the session packets to the peer of route go out on, or 0 (counted; the shell is
-// asked for a handshake).
-export function wgSessionFor(dir: u32, route: u32, len: u32): u32 {
+// WireGuard: the session packets to the peer of route go out on, or 0 (the shell is asked for
+// a handshake).
+export function wgSessionFor(route: u32): u32 {
   let s = wgSendSession(load<u32>(route + R_WG_SESSION));
-  if (s == 0) {
-    count(dir, PacketVerdict.WgNoSession, len);
-    wgWant(<i32>((route - ROUTES) / ROUTE_SIZE));
-  }
+  if (s == 0) wgWant(<i32>((route - ROUTES) / ROUTE_SIZE));
   return s;
 }
 

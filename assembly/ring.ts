@@ -158,4 +158,16 @@ export const WG_CONTROL: u32 = WG_CRYPT + WG_CRYPT_CAP * WG_ENTRY_SIZE;
 export const WG_WANT: u32 = WG_CONTROL + WG_CONTROL_CAP * WG_CONTROL_SIZE;
 export const WG_OUT: u32 = WG_WANT + WG_WANT_CAP * 4;
 export const WG_OUT_DESC: u32 = WG_OUT + WG_OUT_CAP * WG_OUT_SIZE;
-export const WG_REGION_END: u32 = WG_OUT_DESC + WG_OUT_CAP * DESC_SIZE;
+// Packets waiting for a peer's handshake (wgStage): WG_STAGE_CAP slots shared by all peers, at
+// most WG_STAGE_PER_PEER of them for one peer; the oldest goes when either is full. A slot holds
+// a message's header room, a packet of up to WG_STAGE_MAX_PACKET bytes, its padding and tag, so
+// the packet is framed where it lies. Its entry in WG_STAGE_META (WG_STAGE_META_SIZE bytes):
+// u32 route index + 1 (0: free), u32 packet length, u32 age (a sequence number).
+export const WG_STAGE_CAP: u32 = 128;
+export const WG_STAGE_PER_PEER: u32 = 64;
+export const WG_STAGE_SLOT_SIZE: u32 = 2048;
+export const WG_STAGE_MAX_PACKET: u32 = WG_STAGE_SLOT_SIZE - WG_HEADER_LEN - WG_TAG_LEN - WG_PAD;
+export const WG_STAGE_META_SIZE: u32 = 16;
+export const WG_STAGE_META: u32 = WG_OUT_DESC + WG_OUT_CAP * DESC_SIZE;
+export const WG_STAGE: u32 = (WG_STAGE_META + WG_STAGE_CAP * WG_STAGE_META_SIZE + 63) & ~63;
+export const WG_REGION_END: u32 = WG_STAGE + WG_STAGE_CAP * WG_STAGE_SLOT_SIZE;

@@ -13,9 +13,10 @@ import {
   WG_SLOT_BITS, WG_MAX_SESSIONS, WG_SESSION_SIZE, WG_S_LOCAL_INDEX, WG_S_REMOTE_INDEX, WG_S_ROUTE, WG_S_SEND_COUNTER,
   WG_S_RECV_TOP, WG_S_SEND_KEY, WG_S_RECV_KEY, WG_S_WINDOW, WG_WINDOW_BITS, WG_ENTRY_SIZE, WG_E_KEY, WG_E_DATA,
   WG_E_LENGTH, WG_E_STATUS, WG_E_COUNTER, WG_CRYPT_CAP, WG_CONTROL_CAP, WG_CONTROL_SIZE, WG_WANT_CAP, WG_SESSIONS,
-  WG_CRYPT, WG_CONTROL, WG_WANT,
+  WG_CRYPT, WG_CONTROL, WG_WANT, WG_STAGE, WG_STAGE_CAP, WG_STAGE_META, WG_STAGE_META_SIZE, WG_STAGE_PER_PEER,
+  WG_STAGE_SLOT_SIZE, WG_STAGE_MAX_PACKET,
 } from './ring';
-import { PacketVerdict, count, DIR_INGRESS } from './counters';
+import { PacketVerdict, count, DIR_EGRESS, DIR_INGRESS } from './counters';
 
 const WG_MSG_TRANSPORT: u32 = 4;
 const WG_CONTROL_MAX_MSG: u32 = WG_CONTROL_SIZE - 16;
@@ -26,12 +27,15 @@ let nCrypt: u32 = 0;
 let cryptCursor: u32 = 0;
 let nControl: u32 = 0;
 let nWant: u32 = 0;
+let nStaged: u32 = 0;
+let stageAge: u32 = 0;
 
 @inline export function wgSessionAddr(slot: u32): u32 { return WG_SESSIONS + slot * WG_SESSION_SIZE; }
 
 export function wgReset(): void {
   memory.fill(WG_SESSIONS, 0, WG_MAX_SESSIONS * WG_SESSION_SIZE);
-  nCrypt = 0; cryptCursor = 0; nControl = 0; nWant = 0;
+  memory.fill(WG_STAGE_META, 0, WG_STAGE_CAP * WG_STAGE_META_SIZE);
+  nCrypt = 0; cryptCursor = 0; nControl = 0; nWant = 0; nStaged = 0; stageAge = 0;
 }
 
 // Installs a session in its slot (keys already written at WG_S_SEND_KEY / WG_S_RECV_KEY by the
@@ -216,4 +220,71 @@ export function wgAccept(p: u32, len: u32): u32 {
   if (load<u32>(e + WG_E_STATUS) != 1) { count(DIR_INGRESS, PacketVerdict.WgBadMac, len); return 0; }
   if (!replayAccept(s, load<u64>(e + WG_E_COUNTER))) { count(DIR_INGRESS, PacketVerdict.WgReplay, len); return 0; }
   return s;
+}
+
+// --- Packets waiting for a handshake (as a WireGuard peer queues them while it initiates) ---
+
+@inline function stageMeta(slot: u32): u32 { return WG_STAGE_META + slot * WG_STAGE_META_SIZE; }
+// Where a staged packet lies: behind the room for its message header.
+@inline export function wgStagedPacket(slot: u32): u32 { return WG_STAGE + slot * WG_STAGE_SLOT_SIZE + WG_HEADER_LEN; }
+export function wgStagedCount(): u32 { return nStaged; }
+// The route index + 1 a slot holds a packet for (0: free), and the packet's length.
+@inline export function wgStagedRoute(slot: u32): u32 { return load<u32>(stageMeta(slot)); }
+@inline export function wgStagedLength(slot: u32): u32 { return load<u32>(stageMeta(slot) + 4); }
+
+export function wgStageFree(slot: u32): void {
+  store<u32>(stageMeta(slot), 0);
+  nStaged--;
+}
+
+function stageEvict(slot: u32): void {
+  count(DIR_EGRESS, PacketVerdict.WgStageDropped, wgStagedLength(slot));
+  wgStageFree(slot);
+}
+
+// Keeps a copy of the IP packet at ip (len bytes) for the peer of route until its handshake
+// completes (counted wg_staged). The peer's oldest waiting packet makes room when it has
+// WG_STAGE_PER_PEER of them, the oldest of all when every slot is taken (counted
+// wg_stage_dropped). False when the packet is too large to wait.
+export function wgStage(route: i32, ip: u32, len: u32): bool {
+  if (len > WG_STAGE_MAX_PACKET) return false;
+  let tag = <u32>route + 1;
+  let free: i32 = -1, oldest: i32 = -1, peerOldest: i32 = -1;
+  let peerCount: u32 = 0;
+  for (let slot: u32 = 0; slot < WG_STAGE_CAP; slot++) {
+    let r = wgStagedRoute(slot);
+    if (r == 0) { if (free < 0) free = <i32>slot; continue; }
+    if (oldest < 0 || wgStagedBefore(slot, <u32>oldest)) oldest = <i32>slot;
+    if (r == tag) {
+      peerCount++;
+      if (peerOldest < 0 || wgStagedBefore(slot, <u32>peerOldest)) peerOldest = <i32>slot;
+    }
+  }
+  let slot = free;
+  if (peerCount >= WG_STAGE_PER_PEER) { slot = peerOldest; stageEvict(<u32>slot); }
+  else if (slot < 0) { slot = oldest; stageEvict(<u32>slot); }
+  let m = stageMeta(<u32>slot);
+  store<u32>(m, tag);
+  store<u32>(m + 4, len);
+  store<u32>(m + 8, stageAge++);
+  nStaged++;
+  memory.copy(wgStagedPacket(<u32>slot), ip, len);
+  count(DIR_EGRESS, PacketVerdict.WgStaged, len);
+  return true;
+}
+
+// Drops the packets waiting for the peer of route (its handshake was given up, or it left).
+// Returns how many.
+export function wgStageDrop(route: i32): u32 {
+  let tag = <u32>route + 1;
+  let n: u32 = 0;
+  for (let slot: u32 = 0; slot < WG_STAGE_CAP && nStaged > 0; slot++) {
+    if (wgStagedRoute(slot) == tag) { stageEvict(slot); n++; }
+  }
+  return n;
+}
+
+// Age order of two waiting slots (ages wrap): whether slot a was staged before slot b.
+@inline export function wgStagedBefore(a: u32, b: u32): bool {
+  return load<u32>(stageMeta(a) + 8) - load<u32>(stageMeta(b) + 8) > 0x7fffffff;
 }

@@ -101,7 +101,14 @@ export const LAYOUT = {
   WG_WANT: 24742912,
   WG_OUT: 24743936,
   WG_OUT_DESC: 24760320,
-  WG_REGION_END: 24761856,
+  WG_STAGE_CAP: 128,
+  WG_STAGE_PER_PEER: 64,
+  WG_STAGE_SLOT_SIZE: 2048,
+  WG_STAGE_MAX_PACKET: 2000,
+  WG_STAGE_META_SIZE: 16,
+  WG_STAGE_META: 24761856,
+  WG_STAGE: 24763904,
+  WG_REGION_END: 25026048,
 } as const;
 export type Layout = { readonly [K in keyof typeof LAYOUT]: number };
 
@@ -130,7 +137,9 @@ export const PacketVerdict = {
   WgHandshake: 20,
   WgNoSession: 21,
   WgKeepalive: 22,
-  Count: 23,
+  WgStaged: 23,
+  WgStageDropped: 24,
+  Count: 25,
 } as const;
 /** PacketVerdict's members in value order, as snake_case names. */
 export const PACKET_VERDICTS = [
@@ -157,6 +166,8 @@ export const PACKET_VERDICTS = [
   'wg_handshake',
   'wg_no_session',
   'wg_keepalive',
+  'wg_staged',
+  'wg_stage_dropped',
 ] as const;
 
 /** The core's enum PeerCounter: member -> value. */

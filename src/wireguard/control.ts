@@ -1,21 +1,36 @@
 // WireGuard's control path in a data-plane worker: per peer, the handshake state and the
-// whitepaper's timers (retransmit after REKEY-TIMEOUT, give up after REKEY-ATTEMPT-TIME, rekey
-// after REKEY-AFTER-TIME, forget keys after REJECT-AFTER-TIME, persistent keepalives), sessions
+// whitepaper's timers (retransmit after REKEY-TIMEOUT plus jitter, give up after
+// REKEY-ATTEMPT-TIME, rekey after REKEY-AFTER-TIME or REKEY-AFTER-MESSAGES, forget keys after
+// REJECT-AFTER-TIME, a keepalive after KEEPALIVE-TIMEOUT of receiving only, persistent
+// keepalives), cookie replies under load and a per-source limit on initiations; sessions
 // installed into the core through WgDataPath. Runs per handshake message and per timer tick,
-// never per packet.
+// never per packet. Every method takes the time (ms) from its caller, so tests drive a fake clock.
 import { randomBytes } from "node:crypto";
 
 import type { ControlMessage, OutgoingMessage, WgDataPath } from "./datapath.js";
 import { equal } from "./crypto.js";
-import { MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE, readU32, RESP_RECEIVER } from "./messages.js";
+import { MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE, messageType, readU32, RESP_RECEIVER } from "./messages.js";
 import {
-  consumeCookieReply, consumeInitiation, consumeResponse, createInitiation, createResponse, LocalIdentity,
-  RemoteIdentity, type HandshakeRefusal, type PendingInitiation,
+  consumeCookieReply, consumeInitiation, consumeResponse, CookieJar, createInitiation, createResponse, LocalIdentity,
+  RemoteIdentity, validMac1, type HandshakeRefusal, type PendingInitiation,
 } from "./noise.js";
+import { SourceRateLimiter } from "./ratelimit.js";
 import {
-  REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS, REKEY_TIMEOUT_MS,
+  KEEPALIVE_TIMEOUT_MS, REJECT_AFTER_TIME_MS, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS,
+  REKEY_TIMEOUT_MS,
 } from "./session.js";
 import { WG_EVENTS, type WgEvent } from "./events.js";
+
+/** Up to this much random delay is added to each retransmission, so peers do not retry in step. */
+export const REKEY_TIMEOUT_JITTER_MS = 333;
+/**
+ * Under load: a receive batch that brings this many handshake messages (a batch holds up to 64)
+ * means initiations queue up faster than they are handled, like wireguard-go's handshake queue
+ * passing its threshold; for UNDER_LOAD_AFTER_MS after that, a handshake message needs a valid
+ * MAC2 (a cookie from us) or gets a cookie reply instead of a Diffie-Hellman.
+ */
+export const UNDER_LOAD_BATCH = 16;
+export const UNDER_LOAD_AFTER_MS = 1_000;
 
 const REFUSAL_EVENT: Record<HandshakeRefusal, WgEvent> = {
   bad_mac: "handshake_bad_mac",
@@ -40,7 +55,8 @@ interface PeerState {
   config: WgPeerConfig;
   remote: RemoteIdentity;
   pending: PendingInitiation | null;
-  pendingSentAt: number;
+  /** When the pending initiation is sent again (its send time, REKEY-TIMEOUT and jitter). */
+  retransmitAt: number;
   /** When the current run of attempts began (0: none), for REKEY-ATTEMPT-TIME. */
   attemptsSince: number;
   current: SessionInfo | null;
@@ -49,6 +65,11 @@ interface PeerState {
   unconfirmed: SessionInfo | null;
   lastHandshakeAt: number;
   lastKeepaliveAt: number;
+  /** The core's packet counters for the peer at the last tick, and when each last moved. */
+  seenRx: bigint;
+  seenTx: bigint;
+  dataReceivedAt: number;
+  dataSentAt: number;
 }
 
 /** A peer's state for inspection (`wg show`-like). */
@@ -65,22 +86,38 @@ export interface WgControlOptions {
   presharedKey: Uint8Array;
   /** Seconds between keepalives sent whatever the traffic (0: none), flannel's PersistentKeepaliveInterval. */
   persistentKeepalive: number;
+  /** The time (ms) the cookie secret starts from; default now. */
+  startMs?: number;
 }
 
 const hostToString = (a: number): string => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join(".");
 
+/** A handshake's source as its cookie is bound to: the IPv4 address and the port, in network order. */
+function sourceBytes(addr: number, port: number): Uint8Array {
+  return Uint8Array.of(addr >>> 24, (addr >>> 16) & 255, (addr >>> 8) & 255, addr & 255, port >>> 8, port & 255);
+}
+
 export class WgControl {
   private readonly local: LocalIdentity;
+  private readonly cookies: CookieJar;
+  private readonly limiter = new SourceRateLimiter();
+  private underLoadUntil = 0;
   private readonly peers = new Map<number, PeerState>(); // by route index
   private readonly byIndex = new Map<number, PeerState>(); // pending and live local indexes
   private readonly usedSlots = new Set<number>();
   readonly events: Record<WgEvent, number> = Object.fromEntries(WG_EVENTS.map((e) => [e, 0])) as Record<WgEvent, number>;
   private outbox: OutgoingMessage[] = [];
+  // A session was installed since the last drain: packets staged for its peer can go.
+  private installed = false;
   private keepalives: { localIndex: number; addr: number; port: number }[] = [];
 
   constructor(private readonly dp: WgDataPath, private readonly opts: WgControlOptions) {
     this.local = new LocalIdentity(opts.privateKey);
+    this.cookies = new CookieJar(this.local, opts.startMs ?? Date.now());
   }
+
+  /** Sources the initiation limiter tracks now (bounded). */
+  get limitedSources(): number { return this.limiter.size; }
 
   get publicKey(): Uint8Array { return this.local.publicKey; }
 
@@ -93,8 +130,9 @@ export class WgControl {
     }
     if (old) this.removePeer(config.route);
     const state: PeerState = {
-      config, remote: new RemoteIdentity(this.local, config.publicKey, this.opts.presharedKey), pending: null, pendingSentAt: 0,
+      config, remote: new RemoteIdentity(this.local, config.publicKey, this.opts.presharedKey), pending: null, retransmitAt: 0,
       attemptsSince: 0, current: null, previous: null, unconfirmed: null, lastHandshakeAt: 0, lastKeepaliveAt: 0,
+      seenRx: 0n, seenTx: 0n, dataReceivedAt: 0, dataSentAt: 0,
     };
     this.peers.set(config.route, state);
     this.dp.setPeer(config.route, 0, config.port);
@@ -105,6 +143,7 @@ export class WgControl {
     if (!p) return;
     for (const s of [p.current, p.previous, p.unconfirmed]) if (s) this.dropSession(s);
     if (p.pending) this.freeIndex(p.pending.localIndex);
+    this.dp.dropStaged(route);
     this.peers.delete(route);
   }
 
@@ -118,27 +157,55 @@ export class WgControl {
     });
   }
 
-  /** Peers whose packets found no session: start a handshake unless one is under way. */
+  /** Peers whose packets found no session (the core stages them): use a responder's session
+   * the initiator has confirmed since the last tick, else start a handshake unless one is under
+   * way. */
   want(routes: number[], now: number): void {
     for (const r of routes) {
       const p = this.peers.get(r);
-      if (p && !p.pending) this.initiate(p, now);
+      if (!p) continue;
+      if (p.unconfirmed && this.dp.receivedOn(p.unconfirmed.localIndex)) this.promote(p, p.unconfirmed, now);
+      else if (!p.pending) this.initiate(p, now);
     }
   }
 
-  /** Handshake messages the core set aside. */
+  /** Handshake messages the core set aside (one receive batch's). */
   receive(messages: ControlMessage[], now: number): void {
+    if (messages.length >= UNDER_LOAD_BATCH) this.underLoadUntil = now + UNDER_LOAD_AFTER_MS;
+    const underLoad = now < this.underLoadUntil;
     for (const m of messages) {
-      switch (m.data[0]) {
-        case MSG_INITIATION: this.onInitiation(m, now); break;
-        case MSG_RESPONSE: this.onResponse(m, now); break;
+      switch (messageType(m.data)) {
+        case MSG_INITIATION: if (this.admit(m, now, underLoad, true)) this.onInitiation(m, now); break;
+        case MSG_RESPONSE: if (this.admit(m, now, underLoad, false)) this.onResponse(m, now); break;
         case MSG_COOKIE_REPLY: this.onCookieReply(m, now); break;
+        default: this.events.handshake_decrypt_failed++; // a wrong size for its type
       }
     }
   }
 
+  /**
+   * Whether a handshake message is worth its Diffie-Hellman: MAC1 first (one hash); under load
+   * a valid MAC2 too, else a cookie reply goes back; an initiation also within its source
+   * address's budget (SourceRateLimiter). The limit holds under load or not: the handshakes
+   * share this thread with the data path.
+   */
+  private admit(m: ControlMessage, now: number, underLoad: boolean, initiation: boolean): boolean {
+    if (!validMac1(this.local, m.data)) { this.events.handshake_bad_mac++; return false; }
+    if (underLoad) {
+      const source = sourceBytes(m.addr, m.port);
+      if (!this.cookies.validMac2(m.data, source, now)) {
+        this.outbox.push({ data: this.cookies.reply(m.data, source, now), addr: m.addr, port: m.port });
+        this.events.cookie_replies_sent++;
+        return false;
+      }
+    }
+    if (initiation && !this.limiter.allow(m.addr, now)) { this.events.handshake_rate_limited++; return false; }
+    return true;
+  }
+
   /** Timers; call often (every wakeup and at least every few hundred ms). */
   tick(now: number): void {
+    this.limiter.expire(now);
     for (const p of this.peers.values()) {
       if (p.unconfirmed && this.dp.receivedOn(p.unconfirmed.localIndex)) this.promote(p, p.unconfirmed, now);
       for (const key of ["current", "previous", "unconfirmed"] as const) {
@@ -150,35 +217,54 @@ export class WgControl {
           if (key === "current") this.dp.setPeer(p.config.route, 0, this.dp.endpoint(p.config.route).port);
         }
       }
-      if (p.pending && now - p.pendingSentAt >= REKEY_TIMEOUT_MS) {
+      if (p.pending && now >= p.retransmitAt) {
         if (now - p.attemptsSince >= REKEY_ATTEMPT_TIME_MS) {
           this.freeIndex(p.pending.localIndex);
           p.pending = null;
           p.attemptsSince = 0;
           this.events.handshake_attempts_given_up++;
+          this.dp.dropStaged(p.config.route);
         } else {
           this.initiate(p, now);
         }
       }
       const c = p.current;
-      if (c && c.initiator && !p.pending && now - c.createdAt >= REKEY_AFTER_TIME_MS) {
+      if (c && !p.pending &&
+          ((c.initiator && now - c.createdAt >= REKEY_AFTER_TIME_MS) || this.dp.sentOn(c.localIndex) >= REKEY_AFTER_MESSAGES)) {
         this.events.rekeys++;
         this.initiate(p, now);
       }
+      this.watchTraffic(p, now);
       const every = this.opts.persistentKeepalive * 1000;
       if (c && every > 0 && now - p.lastKeepaliveAt >= every) this.keepalive(p, c, now);
+      // Data came in and nothing went back for KEEPALIVE-TIMEOUT: tell the peer we are alive.
+      else if (c && p.dataReceivedAt > Math.max(p.dataSentAt, p.lastKeepaliveAt) && now - p.dataReceivedAt >= KEEPALIVE_TIMEOUT_MS) {
+        this.keepalive(p, c, now);
+      }
     }
   }
 
-  /** Messages and keepalives to send now (the worker hands them to WgDataPath.send). */
-  drain(): { messages: OutgoingMessage[]; keepalives: { localIndex: number; addr: number; port: number }[] } {
-    const out = { messages: this.outbox, keepalives: this.keepalives };
+  /** Messages and keepalives to send now (the worker lays them out with WgDataPath.queueControl). */
+  drain(): {
+    messages: OutgoingMessage[]; keepalives: { localIndex: number; addr: number; port: number }[];
+    /** Whether a session was installed since the last drain (staged packets may go). */
+    installed: boolean;
+  } {
+    const out = { messages: this.outbox, keepalives: this.keepalives, installed: this.installed };
     this.outbox = [];
     this.keepalives = [];
+    this.installed = false;
     return out;
   }
 
   // ---
+
+  /** Notes when packets to and from the peer last moved (keepalives are not counted). */
+  private watchTraffic(p: PeerState, now: number): void {
+    const { rx, tx } = this.dp.packets(p.config.route);
+    if (rx !== p.seenRx) { p.seenRx = rx; p.dataReceivedAt = now; }
+    if (tx !== p.seenTx) { p.seenTx = tx; p.dataSentAt = now; }
+  }
 
   private newIndex(p: PeerState): number {
     const slots = 1 << this.dp.slotBits;
@@ -212,7 +298,7 @@ export class WgControl {
     const init = createInitiation(this.local, p.remote, index, now);
     if (!init) { this.freeIndex(index); p.pending = null; return; }
     p.pending = init.pending;
-    p.pendingSentAt = now;
+    p.retransmitAt = now + REKEY_TIMEOUT_MS + Math.floor(Math.random() * (REKEY_TIMEOUT_JITTER_MS + 1));
     if (p.attemptsSince === 0) p.attemptsSince = now;
     this.outbox.push({ data: init.message, ...this.endpointOf(p) });
     this.events.handshake_initiations_sent++;
@@ -229,6 +315,7 @@ export class WgControl {
     p.previous = p.current;
     p.current = s;
     p.lastHandshakeAt = now;
+    this.installed = true;
     this.dp.setPeer(p.config.route, s.localIndex, this.endpointOf(p).port);
     this.events.handshakes_completed++;
   }

@@ -20,6 +20,9 @@ interface WgCoreExports {
   wgWantCount(): number;
   wgIngressPrepare(n: number): number;
   wgEgressFinish(): void;
+  wgStagedCount(): number;
+  wgStageDrop(route: number): number;
+  wgReleaseStaged(nowMs: number): number;
 }
 
 /** A handshake message received on the data path, for the control path. */
@@ -62,10 +65,12 @@ export class WgDataPath {
   receivedOn(localIndex: number): boolean { return this.x.wgReceivedOn(localIndex >>> 0) !== 0n; }
 
   /**
-   * Sends control messages (handshakes) and keepalives of sessions (sealed by the addon, with
-   * the session's next counter) on fds[0]. Returns the datagrams sent.
+   * Lays out control messages (handshakes, cookie replies) and keepalives of sessions (sealed
+   * by the addon, with the session's next counter) as datagrams at WG_OUT, with their
+   * descriptors at WG_OUT_DESC; sendControl() sends them. Returns how many (at most WG_OUT_CAP;
+   * the rest are dropped: a handshake is sent again, a keepalive is not needed twice).
    */
-  send(fds: Int32Array, messages: OutgoingMessage[], keepalives: { localIndex: number; addr: number; port: number }[]): number {
+  queueControl(messages: OutgoingMessage[], keepalives: { localIndex: number; addr: number; port: number }[]): number {
     const all: { at: number; len: number; addr: number; port: number }[] = [];
     for (const m of messages) {
       if (all.length >= L.WG_OUT_CAP || m.data.length > L.WG_OUT_SIZE) break;
@@ -80,7 +85,6 @@ export class WgDataPath {
       if (len === 0 || this.io.wgSealBatch(this.core.memory.buffer, L.WG_CRYPT, 1) !== 1) continue;
       all.push({ at, len, addr: k.addr, port: k.port });
     }
-    if (all.length === 0) return 0;
     const dv = this.dv;
     all.forEach((m, i) => {
       const d = L.WG_OUT_DESC + i * L.DESC_SIZE;
@@ -92,7 +96,12 @@ export class WgDataPath {
       dv.setUint16(d + L.D_SRCPORT, 0, true);
       dv.setUint16(d + L.D_STATUS, 0, true);
     });
-    return this.io.udpSendBatch(fds, this.core.memory.buffer, L.WG_OUT_DESC, all.length);
+    return all.length;
+  }
+
+  /** Sends the `n` datagrams queueControl() laid out, on fds[0]; returns how many went. */
+  sendControl(fds: Int32Array, n: number): number {
+    return n > 0 ? this.io.udpSendBatch(fds, this.core.memory.buffer, L.WG_OUT_DESC, n) : 0;
   }
 
   setEndpoint(route: number, addr: number, port: number): void {
@@ -105,6 +114,12 @@ export class WgDataPath {
   endpoint(route: number): { addr: number; port: number } {
     const r = L.ROUTES + route * L.ROUTE_SIZE;
     return { addr: this.dv.getUint32(r + L.R_PUBLIC_IP, true), port: this.dv.getUint32(r + L.R_WG_PORT, true) };
+  }
+
+  /** Packets the core carried to and from the peer at `route` (keepalives and handshakes not counted). */
+  packets(route: number): { rx: bigint; tx: bigint } {
+    const r = L.ROUTES + route * L.ROUTE_SIZE;
+    return { rx: this.dv.getBigUint64(r + L.R_RX_PACKETS, true), tx: this.dv.getBigUint64(r + L.R_TX_PACKETS, true) };
   }
 
   sentOn(localIndex: number): bigint { return BigInt.asUintN(64, this.x.wgSendCounter(localIndex >>> 0)); }
@@ -127,6 +142,29 @@ export class WgDataPath {
     const sealed = n > 0 ? this.io.wgSealBatch(this.core.memory.buffer, L.WG_CRYPT, n) : 0;
     this.x.wgEgressFinish();
     return sealed;
+  }
+
+  /** Packets the core keeps for peers whose handshake is under way (wasm memory, WG_STAGE). */
+  stagedCount(): number { return this.x.wgStagedCount(); }
+
+  /** Drops the packets waiting for the peer at `route` (counted wg_stage_dropped). */
+  dropStaged(route: number): number { return this.x.wgStageDrop(route); }
+
+  /**
+   * Frames the waiting packets of peers that have a session now where they wait, and seals them
+   * as one batch in the core's send table (as after an egress batch). Call between batches.
+   * Returns the sends queued; sendQueued() sends them.
+   */
+  releaseStaged(nowMs: number): number {
+    if (this.x.wgStagedCount() === 0 || this.x.wgReleaseStaged(nowMs >>> 0) === 0) return 0;
+    this.sealEgress();
+    return this.core.sendCount;
+  }
+
+  /** Sends the core's send table on fds[0]; returns the datagrams sent. */
+  sendQueued(fds: Int32Array): number {
+    const n = this.core.sendCount;
+    return n > 0 ? this.io.udpSendBatch(fds, this.core.memory.buffer, L.SEND_DESC, n) : 0;
   }
 
   /** Routes whose peers had packets to send and no session in the last egress batch. */

@@ -5,6 +5,6 @@ export const WG_EVENTS = [
   "handshake_initiations_sent", "handshake_responses_sent", "handshakes_completed", "rekeys",
   "handshake_bad_mac", "handshake_unknown_peer", "handshake_decrypt_failed", "handshake_replayed",
   "handshake_unknown_index", "cookie_replies_received", "keepalives_sent", "sessions_expired",
-  "handshake_attempts_given_up",
+  "handshake_attempts_given_up", "cookie_replies_sent", "handshake_rate_limited",
 ] as const;
 export type WgEvent = (typeof WG_EVENTS)[number];

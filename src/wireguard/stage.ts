@@ -54,8 +54,11 @@ class AddonWireguardStage implements WireguardStage {
   }
 
   drain(): number {
-    const { messages, keepalives } = this.control.drain();
-    return messages.length + keepalives.length > 0 ? this.dp.send(this.sendFds, messages, keepalives) : 0;
+    const { messages, keepalives, installed } = this.control.drain();
+    let sent = messages.length + keepalives.length > 0 ? this.dp.sendControl(this.sendFds, this.dp.queueControl(messages, keepalives)) : 0;
+    // After the handshake messages, so that a responder's confirmation goes out first.
+    if (installed && this.dp.releaseStaged(Date.now()) > 0) sent += this.dp.sendQueued(this.sendFds);
+    return sent;
   }
 
   report(now: number, force: boolean): void {

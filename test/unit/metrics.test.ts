@@ -31,7 +31,7 @@ t.test('outcomes in linen_packets_total, side events in linen_events_total, each
     const outcomes = PACKET_VERDICTS.filter(isOutcome).reduce((s, v) => s + Number(stats.counters[dir][v].packets), 0);
     t.equal(m.get('linen_packets_total', { direction: dir }), outcomes, `${dir}: linen_packets_total sums the outcomes only`);
   }
-  t.same([...SIDE_EVENT_VERDICTS].sort(), ['checksum_completed', 'icmp_rate_limited', 'icmp_sent']);
+  t.same([...SIDE_EVENT_VERDICTS].sort(), ['checksum_completed', 'icmp_rate_limited', 'icmp_sent', 'wg_staged']);
   t.ok(isOutcome('forwarded') && isOutcome('no_route') && !isOutcome('icmp_sent'), 'a verdict is an outcome unless listed as a side event');
   t.same(m.verdicts('ingress'), Object.fromEntries(PACKET_VERDICTS.map((v, i) => [v, 100 + i + 1])), 'the test helper still reads every verdict by name');
 });

@@ -2,7 +2,8 @@
 // padding, counters, sealing before GSO joins; on ingress only what authenticated under a live
 // session and is no replay reaches the TUN, TSO super-packets are split before sealing and
 // merged after opening. The wire format is checked against the TypeScript session code, which
-// test/e2e/wg-handshake.test.ts proves against wireguard-go.
+// test/e2e/wg-handshake.test.ts proves against wireguard-go. Packets for a peer without a
+// session wait in the core (bounded, oldest dropped) until its handshake completes.
 import { randomBytes } from "node:crypto";
 import t from "tap";
 
@@ -139,14 +140,6 @@ t.test("ingress refuses forgeries, replays, unknown indexes and spoofed sources;
   t.same(receive(b, [{ data: ts.seal(p, Date.now())! }]).tun, [], "nothing after the session is closed");
 });
 
-t.test("no session: packets are counted and a handshake is asked for", async (t) => {
-  const { a } = nodes();
-  a.dp.setPeer(a.route, 0, PORT);
-  t.same(send(a, [buildUdp("10.5.1.5", "10.5.2.7", 1, 2, bytes(8))]), []);
-  t.equal(a.h.counter("egress", "wg_no_session"), 1);
-  t.same(a.dp.wants(), [a.route]);
-});
-
 function vnet(gsoType: number, gsoSize: number, hdrLen: number): Uint8Array {
   const v = new Uint8Array(10);
   const dv = new DataView(v.buffer);
@@ -181,4 +174,51 @@ t.test("a TSO super-packet is split before sealing and merged after opening", as
   const merged = concat(...tun.map((w) => { const ip = parseIp4(w.subarray(10)); return ip.payload.subarray(20, ip.total - 20); }));
   t.same(merged, data, "the merged writes carry the whole stream");
   t.equal(b.h.counter("ingress", "wg_bad_mac"), 0);
+});
+
+t.test("no session: packets wait in the core for the handshake, then go out in order", async (t) => {
+  const { a, b } = nodes();
+  a.dp.setPeer(a.route, 0, PORT);
+  const pings = [1, 2, 3].map((i) => buildUdp("10.5.1.5", "10.5.2.7", 4000 + i, 5000, bytes(40 + i, i)));
+  t.same(send(a, pings), [], "nothing goes out without a session");
+  t.equal(a.h.counter("egress", "wg_staged"), 3);
+  t.equal(a.h.counter("egress", "wg_no_session"), 0);
+  t.equal(a.dp.stagedCount(), 3);
+  t.same(a.dp.wants(), [a.route], "a handshake is asked for");
+  t.equal(a.dp.releaseStaged(0), 0, "still no session: they keep waiting");
+  t.equal(a.dp.stagedCount(), 3);
+
+  a.dp.setPeer(a.route, a.index, PORT); // the handshake completed
+  const queued = a.dp.releaseStaged(0);
+  t.ok(queued >= 1, `${queued} sends queued`);
+  const grams = a.h.outputs().sends.flatMap(datagrams);
+  t.equal(grams.length, 3);
+  t.same(receive(b, grams.map((data) => ({ data }))).tun, pings, "the peer gets them, in the order they were sent");
+  t.equal(a.h.counter("egress", "forwarded"), 3);
+  t.equal(a.dp.stagedCount(), 0);
+  t.equal(a.dp.releaseStaged(0), 0, "nothing left");
+});
+
+t.test("staging is bounded: a peer's oldest packets make room, drops are counted", async (t) => {
+  const { a, b } = nodes();
+  a.dp.setPeer(a.route, 0, PORT);
+  const total = 100;
+  const perPeer = 64;
+  const pkts = Array.from({ length: total }, (_, i) => buildUdp("10.5.1.5", "10.5.2.7", 1000 + i, 5000, bytes(20, i)));
+  for (let i = 0; i < total; i += 50) send(a, pkts.slice(i, i + 50));
+  t.equal(a.dp.stagedCount(), perPeer, "at most WG_STAGE_PER_PEER for one peer");
+  t.equal(a.h.counter("egress", "wg_stage_dropped"), total - perPeer);
+  const big = buildUdp("10.5.1.5", "10.5.2.7", 9, 9, bytes(2100));
+  t.same(send(a, [big]), []);
+  t.equal(a.h.counter("egress", "wg_no_session"), 1, "a packet too large to wait is dropped and counted");
+  a.dp.setPeer(a.route, a.index, PORT);
+  a.dp.releaseStaged(0);
+  const grams = a.h.outputs().sends.flatMap(datagrams);
+  t.same(receive(b, grams.map((data) => ({ data }))).tun, pkts.slice(total - perPeer), "the newest ones, in order");
+
+  a.dp.setPeer(a.route, 0, PORT);
+  send(a, pkts.slice(0, 5));
+  t.equal(a.dp.dropStaged(a.route), 5, "dropped when the handshake is given up");
+  t.equal(a.dp.stagedCount(), 0);
+  t.equal(a.h.counter("egress", "wg_stage_dropped"), total - perPeer + 5);
 });

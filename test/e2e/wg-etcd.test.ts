@@ -1,0 +1,95 @@
+// linend in etcd mode on the wireguard backend learns a flanneld wireguard node from etcd: the
+// other node is Debian's wireguard-go, configured exactly as flanneld's wireguard backend
+// configures the kernel device (listen port, the peer's public key, PSK, endpoint PublicIP:Port
+// and allowed IPs from linen's lease, the lease subnet's address /32, the network routed to the
+// device, MTU less 80), with its own lease written by etcdctl in flanneld's JSON. No static
+// peers: linen takes the peer's key and port from the lease's BackendData. Pings (the first
+// ones all answered) and SHA-256-checked TCP both ways.
+import { execFileSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import t from "tap";
+
+import { buildCluster, ETCD_PREFIX } from "../../lab/cluster.js";
+import { putFlannelLease, leaseKey } from "../../lab/leases.js";
+import { ping } from "../../lab/traffic.js";
+import { transfer } from "../../lab/transfer.js";
+import { waitFor } from "../../lab/wait.js";
+
+const MB = 1 << 20;
+const PORT = 51820;
+const gbit = (r: { bytes: number; seconds: number }): string => (r.bytes * 8 / r.seconds / 1e9).toFixed(2);
+
+t.test("linend learns a wireguard-go node (flanneld's device, lease by etcdctl) from etcd: pings and TCP both ways", async (t) => {
+  const c = await buildCluster({ hosts: 2, backend: "wireguard", start: false });
+  t.teardown(() => c.destroy());
+  const dir = mkdtempSync(join(tmpdir(), "linen-wge-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const [h1, h2] = c.topo.hosts;
+  const linen = c.nodes[0]!;
+
+  const psk = execFileSync("wg", ["genpsk"]).toString().trim();
+  writeFileSync(join(dir, "psk"), psk, { mode: 0o400 });
+  const wgKey = execFileSync("wg", ["genkey"]).toString().trim();
+  const wgPub = execFileSync("wg", ["pubkey"], { input: wgKey }).toString().trim();
+  writeFileSync(join(dir, "wg.key"), wgKey, { mode: 0o400 });
+  await c.etcd.ctl("put", `${ETCD_PREFIX}/config`, JSON.stringify({
+    Network: c.network, Backend: { Type: "wireguard", PSK: psk, PersistentKeepaliveInterval: 0 },
+  }));
+
+  // Host 2 as a flanneld wireguard node: its lease first, byte for byte as flanneld writes it.
+  const s2 = h2!.podSubnet;
+  const lease2 = `{"PublicIP":"${h2!.underlayIP}","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"${wgPub}","Port":${PORT}}}`;
+  await putFlannelLease(c, s2, lease2);
+
+  await linen.start();
+  const s1 = `${linen.podIp!.replace(/\.\d+$/, "")}.0/24`;
+  const lease1 = JSON.parse(await c.etcd.ctl("get", "--print-value-only", leaseKey(s1))) as {
+    PublicIP: string; BackendType: string; BackendData: { PublicKey: string; Port: number };
+  };
+  t.equal(lease1.BackendType, "wireguard");
+  t.equal(lease1.BackendData.Port, PORT);
+  t.equal(Buffer.from(lease1.BackendData.PublicKey, "base64").length, 32, "linen's lease carries its public key");
+
+  const dev = `${c.topo.id}-wg`;
+  const wgo: ChildProcess = c.topo.spawn(h2!.ns, "wireguard-go", ["-f", dev], { stdio: ["ignore", "ignore", "ignore"] });
+  t.teardown(() => { if (wgo.exitCode === null) wgo.kill("SIGKILL"); });
+  const up = await waitFor(() => { try { c.topo.ip(h2!.ns, "link", "show", dev); return true; } catch { return false; } }, 10_000);
+  t.ok(up >= 0, "wireguard-go made its device");
+  c.topo.exec(h2!.ns, "wg", ["set", dev, "private-key", join(dir, "wg.key"), "listen-port", String(PORT),
+    "peer", lease1.BackendData.PublicKey, "preshared-key", join(dir, "psk"),
+    "endpoint", `${lease1.PublicIP}:${lease1.BackendData.Port}`, "allowed-ips", s1]);
+  c.topo.ip(h2!.ns, "addr", "add", `${s2.replace("/24", "")}/32`, "dev", dev);
+  c.topo.ip(h2!.ns, "link", "set", dev, "mtu", String(c.topo.underlayMtu - 80), "up");
+  c.topo.ip(h2!.ns, "route", "add", c.network, "dev", dev);
+  // Host 2's pod, as the CNI plugin would address it from flanneld's subnet.env.
+  const base2 = s2.replace(/\.0\/24$/, "");
+  c.topo.ip(h2!.ns, "addr", "flush", "dev", h2!.podGatewayDev);
+  c.topo.ip(h2!.ns, "addr", "add", `${base2}.1/24`, "dev", h2!.podGatewayDev);
+  c.topo.ip(h2!.pod.ns, "addr", "flush", "dev", h2!.pod.dev);
+  c.topo.ip(h2!.pod.ns, "addr", "add", `${base2}.2/24`, "dev", h2!.pod.dev);
+  c.topo.ip(h2!.pod.ns, "link", "set", "dev", h2!.pod.dev, "mtu", String(c.topo.underlayMtu - 80));
+  c.topo.ip(h2!.pod.ns, "route", "replace", "default", "via", `${base2}.1`);
+  const pod2 = `${base2}.2`;
+
+  // linen learned the peer from etcd (no static peers on this node).
+  let peers = "";
+  const learned = await waitFor(async () => {
+    peers = /^linen_peers (\d+)/m.exec((await linen.http("/metrics")).body)?.[1] ?? "";
+    return peers === "1";
+  }, 30_000, 200);
+  t.ok(learned >= 0, `linen took host 2's lease from etcd: linen_peers ${peers} (${learned} ms)`);
+
+  const first = await ping({ from: h1!.pod, to: pod2, waitSec: 10 });
+  t.match(first.out, /3 received/, "linen's pod pings wireguard-go's pod: the first pings all answered");
+  t.match((await ping({ from: h2!.pod, to: linen.podIp!, waitSec: 10 })).out, /3 received/, "wireguard-go's pod pings linen's");
+  const there = await transfer(h1!.pod.ns, h2!.pod.ns, pod2, 32 * MB, 180_000);
+  t.equal(there.received, there.sent, `TCP linen -> wireguard-go, SHA-256 equal (${gbit(there)} Gbit/s, shared machine)`);
+  const back = await transfer(h2!.pod.ns, h1!.pod.ns, linen.podIp!, 32 * MB, 180_000);
+  t.equal(back.received, back.sent, `TCP wireguard-go -> linen, SHA-256 equal (${gbit(back)} Gbit/s)`);
+
+  const dump = c.topo.exec(h2!.ns, "wg", ["show", dev, "dump"]).split("\n")[1]?.split("\t") ?? [];
+  t.equal(dump[2], `${h1!.underlayIP}:${PORT}`, "wireguard-go's peer endpoint is linen's lease PublicIP and Port");
+  t.ok(Number(dump[4]) > 0, "wireguard-go recorded a handshake with linen");
+});

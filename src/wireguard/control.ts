@@ -47,6 +47,8 @@ export interface WgPeerConfig {
   /** The endpoint from the peer's lease (host-order IPv4, port). */
   addr: number;
   port: number;
+  /** The peer's allowed IPs as text (its lease's subnet), for inspection. */
+  allowedIps?: string;
 }
 
 interface SessionInfo { localIndex: number; createdAt: number; initiator: boolean }
@@ -76,9 +78,13 @@ interface PeerState {
 export interface WgPeerStatus {
   publicKey: string;
   endpoint: string;
+  allowedIps: string;
   route: number;
   lastHandshakeMs: number;
   sessionIndex: number;
+  /** Bytes of the packets carried from and to the peer (inside the tunnel). */
+  rxBytes: number;
+  txBytes: number;
 }
 
 export interface WgControlOptions {
@@ -150,9 +156,11 @@ export class WgControl {
   status(): WgPeerStatus[] {
     return [...this.peers.values()].map((p) => {
       const ep = this.dp.endpoint(p.config.route);
+      const bytes = this.dp.bytes(p.config.route);
       return {
         publicKey: Buffer.from(p.config.publicKey).toString("base64"), endpoint: `${hostToString(ep.addr)}:${ep.port}`,
-        route: p.config.route, lastHandshakeMs: p.lastHandshakeAt, sessionIndex: p.current?.localIndex ?? 0,
+        allowedIps: p.config.allowedIps ?? "", route: p.config.route, lastHandshakeMs: p.lastHandshakeAt,
+        sessionIndex: p.current?.localIndex ?? 0, rxBytes: Number(bytes.rx), txBytes: Number(bytes.tx),
       };
     });
   }

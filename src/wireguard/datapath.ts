@@ -122,6 +122,12 @@ export class WgDataPath {
     return { rx: this.dv.getBigUint64(r + L.R_RX_PACKETS, true), tx: this.dv.getBigUint64(r + L.R_TX_PACKETS, true) };
   }
 
+  /** Bytes of the packets the core carried from and to the peer at `route` (inside the tunnel). */
+  bytes(route: number): { rx: bigint; tx: bigint } {
+    const r = L.ROUTES + route * L.ROUTE_SIZE;
+    return { rx: this.dv.getBigUint64(r + L.R_RX_BYTES, true), tx: this.dv.getBigUint64(r + L.R_TX_BYTES, true) };
+  }
+
   sentOn(localIndex: number): bigint { return BigInt.asUintN(64, this.x.wgSendCounter(localIndex >>> 0)); }
 
   /** Which session packets to the peer at `route` go out on (0: none), and its endpoint's port. */

@@ -1,6 +1,6 @@
-// WireGuard's part of /metrics: the control path's counters and, per peer, when its last
-// handshake completed (`wg show`'s "latest handshake"; transfer counters are the per-peer
-// linen_peer_* series every overlay mode has).
+// WireGuard's part of /metrics, what `wg show` tells about a device: the control path's counters
+// and, per peer (public key), its endpoint and allowed IPs, when its last handshake completed and
+// the bytes carried each way.
 import type { Metric } from "../metrics/metric.js";
 import type { WireguardReport } from "../dataplane/engine.js";
 import { WG_EVENTS } from "./events.js";
@@ -8,19 +8,26 @@ import { WG_EVENTS } from "./events.js";
 export function wireguardMetrics(report: WireguardReport | null): Metric[] {
   const out: Metric[] = WG_EVENTS.map((event) => ({
     name: "linen_wireguard_events_total",
-    help: "WireGuard control-path events: handshakes sent, answered and completed, rekeys, refusals by reason, cookie replies, keepalives, expired sessions.",
+    help: "WireGuard control-path events: handshakes sent, answered and completed, rekeys, refusals by reason, cookie replies sent and received, rate-limited initiations, keepalives, expired sessions.",
     type: "counter" as const,
     value: report?.events[event] ?? 0,
     labels: { event },
   }));
-  for (const p of report?.peers ?? []) {
+  const peers = report?.peers ?? [];
+  for (const p of peers) {
     out.push({
       name: "linen_wireguard_peer_last_handshake_seconds",
-      help: "Unix time of the last completed handshake with a WireGuard peer (0: none yet).",
+      help: "Unix time of the last completed handshake with a WireGuard peer (0: none yet), with its endpoint and allowed IPs.",
       type: "gauge",
       value: Math.floor(p.lastHandshakeMs / 1000),
-      labels: { public_key: p.publicKey, endpoint: p.endpoint },
+      labels: { public_key: p.publicKey, endpoint: p.endpoint, allowed_ips: p.allowedIps },
     });
+  }
+  for (const [name, help, key] of [
+    ["linen_wireguard_peer_receive_bytes_total", "Bytes of the packets received from a WireGuard peer (inside the tunnel).", "rxBytes"],
+    ["linen_wireguard_peer_transmit_bytes_total", "Bytes of the packets sent to a WireGuard peer (inside the tunnel).", "txBytes"],
+  ] as const) {
+    for (const p of peers) out.push({ name, help, type: "counter", value: p[key], labels: { public_key: p.publicKey } });
   }
   return out;
 }

@@ -10,6 +10,7 @@ import type { SlottedRoute, WorkerData, WorkerReport } from "../dataplane/protoc
 import type { WgNative } from "./crypto.js";
 import { WgDataPath } from "./datapath.js";
 import { WgControl } from "./control.js";
+import { formatCIDR } from "../net.js";
 
 // WireGuard's timers (retransmits, keepalives, expiry) are checked at least this often.
 const WG_TICK_MS = 100;
@@ -33,7 +34,7 @@ class AddonWireguardStage implements WireguardStage {
 
   setPeer({ route }: SlottedRoute, routeIndex: number): void {
     const w = route.wireguard;
-    if (w) this.control.setPeer({ route: routeIndex, publicKey: w.publicKey, addr: route.publicIP, port: w.port });
+    if (w) this.control.setPeer({ route: routeIndex, publicKey: w.publicKey, addr: route.publicIP, port: w.port, allowedIps: formatCIDR(route.subnet) });
   }
 
   removePeer(routeIndex: number): void { this.control.removePeer(routeIndex); }

@@ -4,7 +4,8 @@
 // and allowed IPs from linen's lease, the lease subnet's address /32, the network routed to the
 // device, MTU less 80), with its own lease written by etcdctl in flanneld's JSON. No static
 // peers: linen takes the peer's key and port from the lease's BackendData. Pings (the first
-// ones all answered) and SHA-256-checked TCP both ways.
+// ones all answered) and SHA-256-checked TCP both ways; linen's /metrics shows the peer as
+// `wg show` would.
 import { execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -88,6 +89,21 @@ t.test("linend learns a wireguard-go node (flanneld's device, lease by etcdctl) 
   t.equal(there.received, there.sent, `TCP linen -> wireguard-go, SHA-256 equal (${gbit(there)} Gbit/s, shared machine)`);
   const back = await transfer(h2!.pod.ns, h1!.pod.ns, linen.podIp!, 32 * MB, 180_000);
   t.equal(back.received, back.sent, `TCP wireguard-go -> linen, SHA-256 equal (${gbit(back)} Gbit/s)`);
+
+  // wg show's view of linen's side, through its /metrics (the worker reports it once a second).
+  let metrics = "";
+  const series = (name: string): string => new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, "m").exec(metrics)?.slice(1).join(" ") ?? "";
+  const value = (name: string): number => Number(series(name).split(" ")[1]);
+  await waitFor(async () => {
+    metrics = (await linen.http("/metrics")).body;
+    return value("linen_wireguard_peer_receive_bytes_total") > 32 * MB;
+  }, 10_000, 500);
+  t.match(series("linen_wireguard_peer_last_handshake_seconds"), `public_key="${wgPub}"`, "the peer by its public key");
+  t.match(series("linen_wireguard_peer_last_handshake_seconds"), `endpoint="${h2!.underlayIP}:${PORT}"`, "its endpoint");
+  t.match(series("linen_wireguard_peer_last_handshake_seconds"), `allowed_ips="${s2}"`, "its allowed IPs");
+  t.ok(value("linen_wireguard_peer_last_handshake_seconds") > 1.7e9, "its latest handshake");
+  t.ok(value("linen_wireguard_peer_receive_bytes_total") > 32 * MB, `bytes received from it: ${value("linen_wireguard_peer_receive_bytes_total")}`);
+  t.ok(value("linen_wireguard_peer_transmit_bytes_total") > 32 * MB, `bytes sent to it: ${value("linen_wireguard_peer_transmit_bytes_total")}`);
 
   const dump = c.topo.exec(h2!.ns, "wg", ["show", dev, "dump"]).split("\n")[1]?.split("\t") ?? [];
   t.equal(dump[2], `${h1!.underlayIP}:${PORT}`, "wireguard-go's peer endpoint is linen's lease PublicIP and Port");

@@ -17,6 +17,7 @@ import {
   REKEY_TIMEOUT_MS,
 } from "../../src/wireguard/session.js";
 import { LAYOUT as L } from "../../src/dataplane/abi.js";
+import { wireguardMetrics } from "../../src/wireguard/metrics.js";
 
 t.before(initCrypto);
 
@@ -212,4 +213,30 @@ t.test("persistent keepalives every PersistentKeepaliveInterval, traffic or not"
   run(n, T0 + 6 * TICK, T0 + 6 * TICK + 100_000);
   const sent = n.a.c.events.keepalives_sent - before;
   t.ok(sent >= 3 && sent <= 5, `${sent} keepalives in 100 s at 25 s`);
+});
+
+t.test("wg show's view through /metrics: each peer's key, endpoint, allowed IPs, last handshake and bytes each way", async (t) => {
+  const n = pair();
+  n.a.c.setPeer({ route: n.a.route, publicKey: n.b.c.publicKey, addr: ip4(n.b.ip), port: PORT, allowedIps: "10.5.2.0/24" });
+  const before = n.a.c.status()[0];
+  t.equal(before.lastHandshakeMs, 0, "no handshake yet");
+  const p = ping(n.a, 0);
+  sendPacket(n.a, p, T0);
+  run(n, T0, T0 + 5 * TICK);
+  const reply = buildUdp("10.5.2.7", "10.5.1.5", 7, 1000, bytes(100));
+  deliver(n.b, n.a, sendPacket(n.b, reply, T0 + 6 * TICK), T0 + 6 * TICK);
+  const s = n.a.c.status()[0];
+  t.equal(s.publicKey, Buffer.from(n.b.c.publicKey).toString("base64"));
+  t.equal(s.endpoint, `${n.b.ip}:${PORT}`);
+  t.equal(s.allowedIps, "10.5.2.0/24");
+  t.ok(s.lastHandshakeMs > T0 && s.lastHandshakeMs <= T0 + 5 * TICK, "the handshake's time");
+  t.equal(s.txBytes, p.length, "bytes sent: the staged packet");
+  t.equal(s.rxBytes, reply.length, "bytes received: the reply");
+  const m = wireguardMetrics({ peers: n.a.c.status(), events: n.a.c.events });
+  const find = (name: string) => m.find((x) => x.name === name);
+  t.same(find("linen_wireguard_peer_last_handshake_seconds")?.labels, { public_key: s.publicKey, endpoint: s.endpoint, allowed_ips: "10.5.2.0/24" });
+  t.equal(find("linen_wireguard_peer_last_handshake_seconds")?.value, Math.floor(s.lastHandshakeMs / 1000));
+  t.equal(find("linen_wireguard_peer_receive_bytes_total")?.value, reply.length);
+  t.equal(find("linen_wireguard_peer_transmit_bytes_total")?.value, p.length);
+  t.equal(m.find((x) => x.labels?.event === "handshakes_completed")?.value, 1);
 });

@@ -9,10 +9,11 @@
 // Contenders run one at a time on a topology; stop() must leave it as built (pods unreachable
 // from each other), so the next contender starts from the same state.
 
-import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD } from '../src/config/network.js';
+import { VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_MTU_OVERHEAD, WIREGUARD_MTU_OVERHEAD } from '../src/config/network.js';
 import { setupHostGw, setupKernelVxlan, type KernelVxlanNode } from '../lab/kernel.js';
 import { linenTunnelMtu } from '../lab/linend.js';
 import { startRefForwarders } from '../lab/ref-forwarder.js';
+import { setupWireguardGo } from '../lab/wireguard-go.js';
 import type { Topology } from '../lab/topology.js';
 
 export interface ContenderHandle {
@@ -136,6 +137,24 @@ export function refForwarderContender(opts: RefForwarderContenderOptions = {}): 
     async setup(topo) {
       const ref = await startRefForwarders(topo, args);
       return { stop: () => ref.stop(), pids: () => ref.pids(), info: { forwarder: 'lab/ref-forwarder.c', args } };
+    },
+  };
+}
+
+/**
+ * Debian's wireguard-go on both hosts, each device set up as flanneld's wireguard backend sets
+ * up the kernel's (lab/wireguard-go.ts): what a flannel wireguard node runs where the kernel has
+ * no WireGuard module. Its processes' CPU is charged as linen's is.
+ */
+export function wireguardGoContender(opts: KernelContenderOptions = {}): Contender {
+  const mtu = (opts.underlayMtu ?? 1500) - WIREGUARD_MTU_OVERHEAD;
+  return {
+    name: 'wireguard-go',
+    description: `Debian's wireguard-go, each device set up as flanneld's wireguard backend sets up the kernel's (port 51820, MTU ${mtu}, no PSK)`,
+    tunnelMtu: mtu,
+    async setup(topo) {
+      const mesh = await setupWireguardGo(topo);
+      return { stop: () => mesh.stop(), pids: () => mesh.pids(), info: { devices: mesh.nodes.map((n) => ({ ns: n.ns, dev: n.dev })) } };
     },
   };
 }

@@ -18,7 +18,7 @@ export function linenContender(o: LinenContenderOptions): Contender & { setup(to
     name,
     description: o.mode === 'host-gw'
       ? 'linen host-gw backend: linend keeps kernel routes via the peers\' underlay IPs, the kernel forwards (should match host-gw)'
-      : `linen ${o.mode === 'udp' ? 'UDP (flannel wire format)' : 'VXLAN'} mode, ${engine} engine` +
+      : `linen ${o.mode === 'udp' ? 'UDP (flannel wire format)' : o.mode === 'wireguard' ? 'WireGuard (one worker, batch ChaCha20-Poly1305 in the addon)' : 'VXLAN'} mode, ${engine} engine` +
         (engine === 'native' ? `, offloads ${offload}` : ', one packet per call'),
     tunnelMtu: linenTunnelMtu(o.mode, o.underlayMtu),
     async setup(topo) {

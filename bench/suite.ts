@@ -15,7 +15,9 @@ import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { hostGwContender, kernelVxlanContender, refForwarderContender, startContender, type Contender, type ContenderHandle } from './contenders.js';
+import {
+  hostGwContender, kernelVxlanContender, refForwarderContender, startContender, wireguardGoContender, type Contender, type ContenderHandle,
+} from './contenders.js';
 import { linenContender } from './linen.js';
 import { nsExec, sh } from '../lab/netns.js';
 import { buildTopology, type Topology } from '../lab/topology.js';
@@ -332,6 +334,9 @@ export function suiteContenders(underlayMtu = 1500, queues = 1): Contender[] {
     linenContender({ mode: 'vxlan', offload: 'off', underlayMtu, queues }),
     linenContender({ mode: 'udp', engine: 'dgram', underlayMtu, queues }),
     linenContender({ mode: 'vxlan', engine: 'dgram', underlayMtu, queues }),
+    wireguardGoContender({ underlayMtu }),
+    // One worker: a session's send counter is one sequence.
+    linenContender({ mode: 'wireguard', offload: 'on', underlayMtu, queues: 1 }),
   ];
 }
 

@@ -20,11 +20,12 @@ function run(ns: string, args: string[], onStderr?: (s: string) => void): { done
   return { done, kill: () => child.kill('SIGKILL') };
 }
 
-export async function transfer(fromNs: string, toNs: string, toIp: string, bytes: number, timeoutMs = 120000): Promise<TransferResult> {
+/** `bytes` from fromNs to toIp (in toNs), as fast as TCP goes or at most `bytesPerSecond`; both ends' SHA-256. */
+export async function transfer(fromNs: string, toNs: string, toIp: string, bytes: number, timeoutMs = 120000, bytesPerSecond = 0): Promise<TransferResult> {
   const port = 20000 + Math.floor(Math.random() * 20000);
   let listening!: () => void;
   const isListening = new Promise<void>((r) => { listening = r; });
-  const env = { TRANSFER_TIMEOUT_MS: String(timeoutMs) };
+  const env = { TRANSFER_TIMEOUT_MS: String(timeoutMs), TRANSFER_RATE_BPS: String(bytesPerSecond) };
   Object.assign(process.env, env);
   const server = run(toNs, ['serve', String(port)], (s) => { if (s.includes('listening')) listening(); });
   await Promise.race([isListening, server.done]);

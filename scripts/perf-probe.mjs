@@ -15,7 +15,7 @@
 //   npm run build && node scripts/perf-probe.mjs [options]
 //     --runs N          measured runs per contender (default 3; the median is reported)
 //     --seconds S       iperf3 -t (default 5)
-//     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan, c-ref-udp, c-flanneld-udp; a linen contender may
+//     --only a,b        contenders: kernel-vxlan, linen-udp, linen-vxlan, linen-wireguard, c-ref-udp, c-flanneld-udp; a linen contender may
 //                       name another build as linen-vxlan@/path/to/checkout (A/B in one run)
 //                       and set variables in linend's environment: linen-vxlan+LINEN_X=1
 //     --queues N        linend --queues (default 1)
@@ -285,12 +285,13 @@ async function startOne(kind, alt, topo) {
       },
     };
   }
-  const mode = kind === 'linen-udp' ? 'udp' : kind === 'linen-vxlan' ? 'vxlan' : null;
+  const mode = kind === 'linen-udp' ? 'udp' : kind === 'linen-vxlan' ? 'vxlan' : kind === 'linen-wireguard' ? 'wireguard' : null;
   if (!mode) throw new Error(`unknown contender ${kind}`);
   // linen-vxlan@DIR: that checkout's built linend (its lab/linend.js finds its own dist/).
   const lab = alt ? await import(pathToFileURL(join(resolve(alt), 'dist', 'lab', 'linend.js')).href) : await import(dist('lab/linend.js'));
   topo.setPodMtu(linenTunnelMtu(mode, topo.underlayMtu));
-  const l = await lab.startStaticLinen(topo, { mode, queues: QUEUES });
+  // WireGuard: one worker (a session's send counter is one sequence).
+  const l = await lab.startStaticLinen(topo, { mode, queues: mode === 'wireguard' ? 1 : QUEUES });
   return { pids: l.pids(), stop: () => l.stop() };
 }
 

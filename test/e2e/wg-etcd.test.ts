@@ -5,7 +5,7 @@
 // device, MTU less 80), with its own lease written by etcdctl in flanneld's JSON. No static
 // peers: linen takes the peer's key and port from the lease's BackendData. Pings (the first
 // ones all answered) and SHA-256-checked TCP both ways; linen's /metrics shows the peer as
-// `wg show` would.
+// `wg show` would; a paced transfer of 140 s outlasts linen's rekey at 120 s.
 import { execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -108,4 +108,17 @@ t.test("linend learns a wireguard-go node (flanneld's device, lease by etcdctl) 
   const dump = c.topo.exec(h2!.ns, "wg", ["show", dev, "dump"]).split("\n")[1]?.split("\t") ?? [];
   t.equal(dump[2], `${h1!.underlayIP}:${PORT}`, "wireguard-go's peer endpoint is linen's lease PublicIP and Port");
   t.ok(Number(dump[4]) > 0, "wireguard-go recorded a handshake with linen");
+
+  // A transfer that outlasts a rekey: linen initiated the session, so it rekeys 120 s after.
+  const event = (name: string): number => Number(new RegExp(`^linen_wireguard_events_total\\{event="${name}"\\} (\\d+)`, "m").exec(metrics)?.[1] ?? NaN);
+  const handshakesBefore = event("handshakes_completed");
+  const rate = 512 * 1024;
+  const long = await transfer(h1!.pod.ns, h2!.pod.ns, pod2, 140 * rate, 400_000, rate);
+  t.equal(long.received, long.sent, `a ${long.seconds.toFixed(0)} s transfer linen -> wireguard-go across a rekey, SHA-256 equal`);
+  await waitFor(async () => {
+    metrics = (await linen.http("/metrics")).body;
+    return event("rekeys") >= 1;
+  }, 10_000, 500);
+  t.ok(event("rekeys") >= 1, `linen rekeyed during it (rekeys ${event("rekeys")})`);
+  t.ok(event("handshakes_completed") > handshakesBefore, `with wireguard-go (handshakes ${handshakesBefore} -> ${event("handshakes_completed")})`);
 });

@@ -12,6 +12,7 @@
 #include <node_api.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <stdint.h>
@@ -30,10 +31,16 @@ typedef struct {
   EVP_CIPHER *aead;
   EVP_CIPHER_CTX *ctx;
   EVP_MAC *mac;
+  // The key and direction ctx holds (keyed = 0: none). A batch's messages mostly share a
+  // session's key: setting only the nonce for each skips the provider's full re-initialisation.
+  uint8_t key[WG_KEY_LEN];
+  int keyed;
+  int seal;
 } wg_state;
 
 static void wg_state_free(void *arg) {
   wg_state *s = arg;
+  OPENSSL_cleanse(s->key, sizeof s->key);
   EVP_CIPHER_CTX_free(s->ctx);
   EVP_CIPHER_free(s->aead);
   EVP_MAC_free(s->mac);
@@ -111,11 +118,18 @@ static int wg_crypt_one(wg_state *s, const uint8_t *key, uint64_t counter, uint8
   uint8_t nonce[12] = {0};
   for (int i = 0; i < 8; i++) nonce[4 + i] = (uint8_t)(counter >> (8 * i));
   int out = 0, fin = 0;
-  if (!EVP_CipherInit_ex(s->ctx, s->aead, NULL, key, nonce, seal)) return 0;
+  int same = s->keyed && s->seal == seal && CRYPTO_memcmp(s->key, key, WG_KEY_LEN) == 0;
+  // Until this message succeeds, ctx holds no key it can be trusted to reuse.
+  s->keyed = 0;
+  if (same ? !EVP_CipherInit_ex(s->ctx, NULL, NULL, NULL, nonce, seal)
+           : !EVP_CipherInit_ex(s->ctx, s->aead, NULL, key, nonce, seal)) return 0;
   if (!seal && !EVP_CIPHER_CTX_ctrl(s->ctx, EVP_CTRL_AEAD_SET_TAG, WG_TAG_LEN, data + len)) return 0;
   if (len > 0 && !EVP_CipherUpdate(s->ctx, data, &out, data, (int)len)) return 0;
   if (!EVP_CipherFinal_ex(s->ctx, data + out, &fin)) return 0;
   if (seal && !EVP_CIPHER_CTX_ctrl(s->ctx, EVP_CTRL_AEAD_GET_TAG, WG_TAG_LEN, data + len)) return 0;
+  if (!same) memcpy(s->key, key, WG_KEY_LEN);
+  s->keyed = 1;
+  s->seal = seal;
   return 1;
 }
 

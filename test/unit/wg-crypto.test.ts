@@ -108,6 +108,45 @@ t.test("the addon's batch AEAD agrees with node:crypto both ways and refuses for
   t.throws(() => w.wgOpenBatch(mem, 65530, 2), /outside the memory/);
 });
 
+t.test("the batch AEAD follows key changes: within a batch, and a key rewritten in place between batches", async (t) => {
+  const w = loadWgNative();
+  const L = LAYOUT;
+  const mem = new Uint8Array(65536);
+  const view = new DataView(mem.buffer);
+  const keys = [0, 1].map(() => new Uint8Array(randomBytes(32)));
+  mem.set(keys[0], 0);
+  mem.set(keys[1], 32);
+  const table = 60000;
+  const fill = (which: number[]): Uint8Array[] => which.map((k, i) => {
+    const p = new Uint8Array(randomBytes(100 + i));
+    const at = 1024 + i * 256;
+    mem.set(p, at);
+    const e = table + i * L.WG_ENTRY_SIZE;
+    view.setUint32(e + L.WG_E_KEY, k * 32, true);
+    view.setUint32(e + L.WG_E_DATA, at, true);
+    view.setUint32(e + L.WG_E_LENGTH, p.length, true);
+    view.setBigUint64(e + L.WG_E_COUNTER, BigInt(i), true);
+    return p;
+  });
+  const check = (which: number[], plains: Uint8Array[], keyOf: (k: number) => Uint8Array, what: string): void => {
+    t.equal(w.wgSealBatch(mem.buffer, table, which.length), which.length);
+    const ok = which.every((k, i) => toHex(mem.slice(1024 + i * 256, 1024 + i * 256 + plains[i].length + 16)) ===
+      toHex(seal(keyOf(k), BigInt(i), plains[i], new Uint8Array(0))));
+    t.ok(ok, `${what}: each message sealed under its own key`);
+  };
+  const order = [0, 0, 1, 0, 1, 1, 0];
+  check(order, fill(order), (k) => keys[k], "keys alternating in one batch");
+  const fresh = new Uint8Array(randomBytes(32));
+  mem.set(fresh, 0); // a new session in the same slot
+  check([0, 0], fill([0, 0]), () => fresh, "a key rewritten at the same address");
+  // Open: a forgery between two messages under the same key does not spoil the second.
+  const plains = fill([1, 1, 1]);
+  t.equal(w.wgSealBatch(mem.buffer, table, 3), 3);
+  mem[1024 + 256 + 5] ^= 1;
+  t.equal(w.wgOpenBatch(mem.buffer, table, 3), 2);
+  t.same(mem.slice(1024 + 512, 1024 + 512 + plains[2].length), plains[2], "the message after the forgery opens");
+});
+
 t.test("XChaCha20-Poly1305 (libsodium) round trip and refusal", async (t) => {
   const key = new Uint8Array(randomBytes(32));
   const nonce = new Uint8Array(randomBytes(24));

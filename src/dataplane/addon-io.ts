@@ -86,7 +86,7 @@ function openTun(native: NativeIO, opts: WorkerData['options'], features: Engine
 
 /** Makes WireGuard's stage in a worker from its addon, core, options and the UDP sockets it sends
  * on. The module the options name (WireguardEngineOptions.stageModule) exports it as startStage. */
-export type StartStage = (native: NativeIO, core: Core, data: WorkerData, sendFds: readonly number[]) => WireguardStage;
+export type StartStage = (native: NativeIO, core: Core, data: WorkerData, udp: UdpPorts) => WireguardStage;
 
 /** A worker's opened I/O and core. */
 export interface OpenedWorker {
@@ -138,7 +138,7 @@ export function openWorker(native: NativeIO, data: WorkerData, startStage: Start
     const memory = core.memory.buffer;
     const udp = new AddonUdp(native, fds.slice(1), sock.gro, memory);
     const io = new AddonLoopIO(native, new AddonTun(native, tun.fd, memory), udp, sock.fd, data);
-    const wireguard = startStage ? startStage(native, core, data, fds.slice(1)) : null;
+    const wireguard = startStage ? startStage(native, core, data, udp) : null;
     return { io, core, wireguard, features, fds, close };
   } catch (e) {
     close();

@@ -67,7 +67,7 @@ export class WgDataPath {
   /**
    * Lays out control messages (handshakes, cookie replies) and keepalives of sessions (sealed
    * by the addon, with the session's next counter) as datagrams at WG_OUT, with their
-   * descriptors at WG_OUT_DESC; sendControl() sends them. Returns how many (at most WG_OUT_CAP;
+   * descriptors at WG_OUT_DESC, for a UDP send batch. Returns how many (at most WG_OUT_CAP;
    * the rest are dropped: a handshake is sent again, a keepalive is not needed twice).
    */
   queueControl(messages: OutgoingMessage[], keepalives: { localIndex: number; addr: number; port: number }[]): number {
@@ -97,11 +97,6 @@ export class WgDataPath {
       dv.setUint16(d + L.D_STATUS, 0, true);
     });
     return all.length;
-  }
-
-  /** Sends the `n` datagrams queueControl() laid out, on fds[0]; returns how many went. */
-  sendControl(fds: Int32Array, n: number): number {
-    return n > 0 ? this.io.udpSendBatch(fds, this.core.memory.buffer, L.WG_OUT_DESC, n) : 0;
   }
 
   setEndpoint(route: number, addr: number, port: number): void {
@@ -158,19 +153,13 @@ export class WgDataPath {
 
   /**
    * Frames the waiting packets of peers that have a session now where they wait, and seals them
-   * as one batch in the core's send table (as after an egress batch). Call between batches.
-   * Returns the sends queued; sendQueued() sends them.
+   * as one batch in the core's send table (SEND_DESC, as after an egress batch). Call between
+   * batches. Returns the sends queued there.
    */
   releaseStaged(nowMs: number): number {
     if (this.x.wgStagedCount() === 0 || this.x.wgReleaseStaged(nowMs >>> 0) === 0) return 0;
     this.sealEgress();
     return this.core.sendCount;
-  }
-
-  /** Sends the core's send table on fds[0]; returns the datagrams sent. */
-  sendQueued(fds: Int32Array): number {
-    const n = this.core.sendCount;
-    return n > 0 ? this.io.udpSendBatch(fds, this.core.memory.buffer, L.SEND_DESC, n) : 0;
   }
 
   /** Routes whose peers had packets to send and no session in the last egress batch. */

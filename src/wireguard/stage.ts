@@ -6,6 +6,8 @@ import type { Core } from "../dataplane/core.js";
 import type { NativeIO } from "../dataplane/native.js";
 import type { WireguardStage } from "../dataplane/loop.js";
 import type { StartStage } from "../dataplane/addon-io.js";
+import type { UdpPorts } from "../dataplane/io.js";
+import { LAYOUT as L } from "../dataplane/abi.js";
 import type { SlottedRoute, WorkerData, WorkerReport } from "../dataplane/protocol.js";
 import type { WgNative } from "./crypto.js";
 import { WgDataPath } from "./datapath.js";
@@ -26,7 +28,7 @@ class AddonWireguardStage implements WireguardStage {
 
   constructor(
     native: NativeIO & WgNative, core: Core, options: NonNullable<WorkerData["options"]["wireguard"]>,
-    private readonly sendFds: Int32Array, private readonly post: (r: WorkerReport) => void,
+    private readonly udp: UdpPorts, private readonly post: (r: WorkerReport) => void,
   ) {
     this.dp = new WgDataPath(core, native);
     this.control = new WgControl(this.dp, options);
@@ -56,9 +58,11 @@ class AddonWireguardStage implements WireguardStage {
 
   drain(): number {
     const { messages, keepalives, installed } = this.control.drain();
-    let sent = messages.length + keepalives.length > 0 ? this.dp.sendControl(this.sendFds, this.dp.queueControl(messages, keepalives)) : 0;
+    const n = messages.length + keepalives.length > 0 ? this.dp.queueControl(messages, keepalives) : 0;
+    let sent = n > 0 ? this.udp.sendBatch(L.WG_OUT_DESC, n) : 0;
     // After the handshake messages, so that a responder's confirmation goes out first.
-    if (installed && this.dp.releaseStaged(Date.now()) > 0) sent += this.dp.sendQueued(this.sendFds);
+    const staged = installed ? this.dp.releaseStaged(Date.now()) : 0;
+    if (staged > 0) sent += this.udp.sendBatch(L.SEND_DESC, staged);
     return sent;
   }
 
@@ -69,11 +73,11 @@ class AddonWireguardStage implements WireguardStage {
   }
 }
 
-/** WireGuard mode's stage of a worker. */
-export const startStage: StartStage = (native, core, data, sendFds) => {
+/** WireGuard mode's stage of a worker. Its datagrams go out through `udp`, the worker's UDP ports. */
+export const startStage: StartStage = (native, core, data, udp) => {
   const o = data.options.wireguard;
   if (!o) throw new Error("linen: wireguard mode needs the node's keys");
   return new AddonWireguardStage(
-    native as NativeIO & WgNative, core, o, Int32Array.from(sendFds), (r) => data.port.postMessage(r),
+    native as NativeIO & WgNative, core, o, udp, (r) => data.port.postMessage(r),
   );
 };

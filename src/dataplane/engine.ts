@@ -21,11 +21,16 @@ export interface WireguardReport {
 export interface WireguardPeerReport {
   publicKey: string;
   endpoint: string;
+  /** The peer's allowed IPs as text (its lease's subnet). */
+  allowedIps: string;
   /** The core's index of the peer's route. */
   route: number;
   /** Wall clock of the last completed handshake; 0: none yet. */
   lastHandshakeMs: number;
   sessionIndex: number;
+  /** Bytes of the packets carried from and to the peer (inside the tunnel). */
+  rxBytes: number;
+  txBytes: number;
 }
 
 export interface EngineOptions {

@@ -20,6 +20,7 @@ import {
   REKEY_TIMEOUT_MS,
 } from "./session.js";
 import { WG_EVENTS, type WgEvent } from "./events.js";
+import type { WireguardPeerReport } from "../dataplane/engine.js";
 
 /** Up to this much random delay is added to each retransmission, so peers do not retry in step. */
 export const REKEY_TIMEOUT_JITTER_MS = 333;
@@ -72,19 +73,6 @@ interface PeerState {
   seenTx: bigint;
   dataReceivedAt: number;
   dataSentAt: number;
-}
-
-/** A peer's state for inspection (`wg show`-like). */
-export interface WgPeerStatus {
-  publicKey: string;
-  endpoint: string;
-  allowedIps: string;
-  route: number;
-  lastHandshakeMs: number;
-  sessionIndex: number;
-  /** Bytes of the packets carried from and to the peer (inside the tunnel). */
-  rxBytes: number;
-  txBytes: number;
 }
 
 export interface WgControlOptions {
@@ -153,7 +141,8 @@ export class WgControl {
     this.peers.delete(route);
   }
 
-  status(): WgPeerStatus[] {
+  /** Each peer's state for inspection (`wg show`-like). */
+  status(): WireguardPeerReport[] {
     return [...this.peers.values()].map((p) => {
       const ep = this.dp.endpoint(p.config.route);
       const bytes = this.dp.bytes(p.config.route);

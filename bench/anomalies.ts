@@ -1,7 +1,7 @@
 // What looks wrong in a run's own figures, flagged in the results and the report so that a
 // reader does not take a disturbed run at face value: more TCP streams moving less than one
-// (a quick run once showed host-gw at 30.4 Gbit/s with 1 stream and 9.65 with 4), spreads
-// over runs above 50 % of the median, a machine busier than its cores at start or end, and a
+// (streams share the same path, so fewer bytes with more of them means the machine was busy
+// elsewhere), spreads over runs above 50 % of the median, a machine busier than its cores at start or end, and a
 // contender's process that exited while it was measured.
 import type { ContenderResult, MachineFacts, MetricDef, MetricKey } from './suite.js';
 

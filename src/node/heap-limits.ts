@@ -4,17 +4,18 @@ import { setFlagsFromString } from 'node:v8';
 
 // The young generation stays at its initial size (1 MiB semi-spaces) instead of doubling up
 // to 8 MiB while modules load: linend's main thread allocates little once started, and its
-// workers keep their packets in wasm memory. Saves some 6 MB in the main isolate alone.
+// workers keep their packets in wasm memory. (README, "Memory", has what each setting here
+// saves.)
 setFlagsFromString('--semi-space-growth-factor=1');
 
 /**
- * V8 flags that take some 2.5 MB off an idle linend with one queue, at no cost in speed (same
- * run, one TCP stream: 9.30 against 9.00 Gbit/s VXLAN, 9.52 against 9.48 UDP):
+ * V8 flags that make an idle linend smaller without slowing its forwarding (the hot path runs
+ * in wasm, and JS that runs often is still optimized):
  * - `--no-sparkplug`: no baseline tier between the interpreter and the optimizing compiler.
  *   Code that runs often is optimized all the same; start-up code stays bytecode, and the
  *   baseline compiler's code pages are never touched.
  * - `--no-short-builtin-calls`: each isolate runs V8's builtins where the node binary maps
- *   them, instead of from a copy of them mapped next to its code (some 0.9 MB per isolate).
+ *   them, instead of from a copy of them mapped next to its code in every isolate.
  * The main isolate exists before any of linend's code runs, so cli.ts's first line passes
  * these to node (`#!/usr/bin/env -S node ...`, how the systemd unit starts linend). Set here
  * too, they still apply to the data-plane workers and to later compilations when linend is

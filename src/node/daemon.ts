@@ -23,7 +23,7 @@ import { KernelRoutes } from '../device/routes.js';
 import { notifyReady } from './systemd.js';
 import { controlPlaneMetrics } from '../metrics/control-plane.js';
 import { wireguardMetrics } from '../wireguard/metrics.js';
-import { PeerSet } from '../peers/peer-set.js';
+import { PeerSet, type PeerSetOptions } from '../peers/peer-set.js';
 import { checkSubnetFile, previousVtepMAC, resolveInterface } from './setup.js';
 import { debugHooks, debugLeaseTiming, debugNativeEngine } from './debug.js';
 import { Readiness } from './readiness.js';
@@ -84,7 +84,8 @@ export function directRoutesFor(backend: Backend, ext: ExternalInterface, public
  * What a node runs once it holds its subnet, in start-up order: the peer set, the data path (or
  * none, host-gw) and direct kernel routes, the traffic rules, the blackhole route and
  * subnet.env. Each part is kept as soon as it runs, so that stop() after a failure part-way
- * undoes what did start. Used by etcd mode and kube mode alike.
+ * undoes what did start. etcd mode and kube mode run start(); static mode runs the data path
+ * and subnet.env alone.
  */
 export class NodeParts {
   peers: PeerSet | null = null;
@@ -97,17 +98,30 @@ export class NodeParts {
 
   /** The node's data path, rules and subnet.env; null when a stop came before subnet.env was written. */
   async start(o: Options, node: NodeSetup, previous: PreviousSubnetEnv | null, ready: Readiness, log: Logger, signal: AbortSignal): Promise<PeerSet | null> {
-    const { config, backend, subnet: own } = node;
-    const kernel = this.kernel;
-    const peerSet = (this.peers = new PeerSet({ backend, config, ownSubnet: own, self: node.publicIP, underlay: node.ext.networks, log, ...(kernel ? { kernel } : {}) }));
-    this.engine = await dataplaneFor(o, node, peerSet, ready, log);
-    kernel?.start();
-    this.rules = await installTrafficRules(o, config.network, own, previous, log);
-    if (o.ipBlackholeRoute) this.removeBlackhole = addBlackholeRoute(own);
-    this.envFile = new StartupSubnetEnv(o.subnetFile);
-    if (!(await this.envFile.write({ network: config.network, subnet: own, mtu: node.mtu, ipMasq: o.ipMasq }, signal))) return null;
+    const peerSet = await this.startDataPath(o, node, { self: node.publicIP, underlay: node.ext.networks }, ready, log);
+    this.rules = await installTrafficRules(o, node.config.network, node.subnet, previous, log);
+    if (o.ipBlackholeRoute) this.removeBlackhole = addBlackholeRoute(node.subnet);
+    if (!(await this.writeSubnetEnv(o, node, signal))) return null;
     log.info(`Wrote subnet file to ${o.subnetFile}`);
     return peerSet;
+  }
+
+  /**
+   * The peer set, the data path (or none, host-gw) and the direct kernel routes. `checks`: the
+   * addresses no peer may use (static mode passes none: its peers are the operator's own list).
+   */
+  async startDataPath(o: Options, node: NodeSetup, checks: Pick<PeerSetOptions, 'self' | 'underlay'>, ready: Readiness, log: Logger): Promise<PeerSet> {
+    const kernel = this.kernel;
+    const peerSet = (this.peers = new PeerSet({ backend: node.backend, config: node.config, ownSubnet: node.subnet, ...checks, log, ...(kernel ? { kernel } : {}) }));
+    this.engine = await dataplaneFor(o, node, peerSet, ready, log);
+    kernel?.start();
+    return peerSet;
+  }
+
+  /** Writes subnet.env, removed again by stop() until started(); false when a stop came first. */
+  async writeSubnetEnv(o: Options, node: NodeSetup, signal: AbortSignal): Promise<boolean> {
+    this.envFile = new StartupSubnetEnv(o.subnetFile);
+    return this.envFile.write({ network: node.config.network, subnet: node.subnet, mtu: node.mtu, ipMasq: o.ipMasq }, signal);
   }
 
   /** Start-up is over: from now on a stop keeps subnet.env, as flanneld does. */
@@ -162,31 +176,25 @@ export async function runStatic(o: Options, log: Logger, signal: AbortSignal): P
   const { ext, publicIP } = resolveInterface(o, log);
   const mac = setup.mac ?? randomVtepMAC();
   const node: NodeSetup = { config: setup.config, backend, ext, publicIP, subnet: setup.subnet, mac, mtu: backend.mtu(ext.mtu) };
-  let engine: Engine | null = null;
   const ready = new Readiness(log);
-  const kernel = directRoutesFor(backend, ext, publicIP, log);
-  let peers: PeerSet | null = null;
-  const metrics = (): Metric[] => [...ready.metrics(), ...(kernel?.metrics() ?? []), ...(peers?.metrics() ?? []), ...wireguardSeries(engine)];
-  const health = await startHttpServers(httpEndpoints(o), { engine: () => engine?.stats() ?? null, refresh: async () => engine?.refresh(), extra: metrics }, debugHooks(() => engine));
+  const parts = new NodeParts();
+  parts.kernel = directRoutesFor(backend, ext, publicIP, log);
+  const metrics = (): Metric[] => [...ready.metrics(), ...(parts.kernel?.metrics() ?? []), ...(parts.peers?.metrics() ?? []), ...wireguardSeries(parts.engine)];
+  const health = await startHttpServers(httpEndpoints(o), { engine: () => parts.engine?.stats() ?? null, refresh: async () => parts.engine?.refresh(), extra: metrics }, debugHooks(() => parts.engine));
   ready.report(health);
-  peers = new PeerSet({ backend, config: setup.config, ownSubnet: setup.subnet, self: null, log, ...(kernel ? { kernel } : {}) });
-  const envFile = new StartupSubnetEnv(o.subnetFile);
   try {
-    engine = await dataplaneFor(o, node, peers, ready, log);
-    kernel?.start();
+    const peers = await parts.startDataPath(o, node, { self: null }, ready, log);
     await peers.setStatic(setup.peers);
-    if (!(await envFile.write({ network: setup.config.network, subnet: setup.subnet, mtu: node.mtu, ipMasq: o.ipMasq }, signal))) return 0;
+    if (!(await parts.writeSubnetEnv(o, node, signal))) return 0;
     log.info(`Static peers: ${setup.peers.map((p) => `${formatCIDR(p.subnet)} via ${formatIPv4(p.publicIP)}`).join(', ') || 'none'}; ` +
       `own subnet ${formatCIDR(setup.subnet)}${backend.mode === 'vxlan' ? `, VtepMAC ${formatMAC(mac)}` : ''}`);
-    envFile.started();
+    parts.started();
     ready.up();
     notifyReady(log);
     await aborted(signal);
     return 0;
   } finally {
-    if (await envFile.abandon()) log.info(`Start-up interrupted: removed ${o.subnetFile}`);
-    kernel?.stop();
-    await engine?.stop();
+    await parts.stop(log);
     await health?.close();
   }
 }

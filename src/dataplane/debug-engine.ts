@@ -1,5 +1,5 @@
 // The native engine with the reliability tests' fault hooks, used only when LINEN_DEBUG_HOOKS=1
-// (src/debug.ts): its workers run debug-worker.ts, which wraps the product worker. The product
+// (src/node/debug.ts): its workers run debug-worker.ts, which wraps the product worker. The product
 // engine and worker carry none of this.
 import { NativeEngine } from './native-engine.js';
 

@@ -1,4 +1,4 @@
-// A multi-member etcd cluster for a linen test cluster (bench/cluster.ts): every member in a
+// A multi-member etcd cluster for a linen test cluster (lab/cluster.ts): every member in a
 // network namespace of its own, joined to the topology's underlay bridge by a veth, at
 // 192.168.x.(240+n) with client port 2379 and peer port 2380. The hosts reach every member;
 // the members reach each other over the bridge.

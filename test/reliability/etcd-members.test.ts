@@ -9,7 +9,7 @@
 // it expires (the key never missing), no two nodes with one subnet, new peers routed through
 // every fault, and watches that resume from their revision: no re-listing of the leases
 // (counted from linend's "listed N lease(s)" log lines).
-// (bench/cluster.ts also starts its single etcd in the bridge namespace; nothing uses it here.)
+// (lab/cluster.ts also starts its single etcd in the bridge namespace; nothing uses it here.)
 import t from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildCluster, ETCD_PREFIX, type Cluster, type ClusterNode } from '../../lab/cluster.js';

@@ -12,7 +12,7 @@
 // the periodic check runs between batches, never beside one.
 import { performance } from 'node:perf_hooks';
 import type { PeerRoute } from '../peer-route.js';
-import type { Metric } from '../metrics/metric.js';
+import type { Metric } from '../metric.js';
 import type { Logger } from '../log.js';
 import { loadNative, ROUTE_OP, type NativeIO, type RouteAnswer } from '../dataplane/native.js';
 import { formatCIDR, formatIPv4, netKey, type NetKey } from '../net.js';

@@ -2,7 +2,7 @@
 // failures, iptables resyncs. Each part exposes its own counts through a small getter; this
 // turns them into samples. A part not running yet counts 0, so every series exists from the
 // first scrape (increase() and rate() need a first sample).
-import type { Metric } from './metric.js';
+import type { Metric } from '../metric.js';
 
 export interface ControlPlaneParts {
   etcd: { reconnects(): number } | null;

@@ -4,7 +4,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { repoRoot } from '../paths.js';
-import type { Metric } from './metric.js';
+import type { Metric } from '../metric.js';
 
 /** linen's version from its package.json ("unknown" when it cannot be read). */
 export function linenVersion(): string {

@@ -4,7 +4,7 @@
 import { PACKET_VERDICTS, DIRECTIONS, isOutcome } from '../dataplane/verdicts.js';
 import type { EngineStats, IoStat } from '../dataplane/engine.js';
 import { formatCIDR, netKey, type IPv4Net, type NetKey } from '../net.js';
-import type { Metric } from './metric.js';
+import type { Metric } from '../metric.js';
 
 export interface MetricsSource {
   engine(): EngineStats | null;

@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Options } from './flags.js';
 import { createBackend, randomVtepMAC } from '../backend/index.js';
 import { startHttpServers } from './http.js';
-import type { Metric } from '../metrics/metric.js';
+import type { Metric } from '../metric.js';
 import { formatCIDR } from '../net.js';
 import { parseNetworkConfig } from '../config/network.js';
 import { LeaseWatcher } from '../subnet/watcher.js';

@@ -9,7 +9,7 @@ import { startDataplane } from '../dataplane/index.js';
 import type { Engine } from '../dataplane/engine.js';
 import type { ExternalInterface } from '../device/iface.js';
 import { startHttpServers, type HttpEndpoints } from './http.js';
-import type { Metric } from '../metrics/metric.js';
+import type { Metric } from '../metric.js';
 import { formatCIDR, formatIPv4, formatMAC, type IPv4Net } from '../net.js';
 import type { NetworkConfig } from '../config/network.js';
 import { loadStaticSetup } from './static.js';

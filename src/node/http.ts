@@ -3,7 +3,7 @@
 // own, in the Prometheus text format (metrics/prometheus.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Metric } from '../metrics/metric.js';
+import type { Metric } from '../metric.js';
 import { renderMetrics, type MetricsSource } from '../metrics/prometheus.js';
 import { ProcessMetrics } from '../metrics/process.js';
 

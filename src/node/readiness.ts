@@ -2,7 +2,7 @@
 // that died, or keeps failing to start again, makes it not ready until it runs again.
 import type { EngineEvents } from '../dataplane/engine.js';
 import type { HealthServer } from './http.js';
-import type { Metric } from '../metrics/metric.js';
+import type { Metric } from '../metric.js';
 import type { Logger } from '../log.js';
 
 /**

@@ -11,7 +11,7 @@ import type { NetworkConfig } from '../config/network.js';
 import type { Engine, RouteSource, SlottedRoute } from '../dataplane/engine.js';
 import type { PeerRoute } from '../peer-route.js';
 import type { DirectRoutes } from '../device/routes.js';
-import type { Metric } from '../metrics/metric.js';
+import type { Metric } from '../metric.js';
 import type { Logger } from '../log.js';
 import { hasHostBits, leaseRefusal, REFUSAL_REASONS, type Refusal, type RefusalReason } from '../subnet/admission.js';
 import { formatCIDR, formatIPv4, formatMAC, netKey, netOverlaps, type IPv4Net, type NetKey } from '../net.js';

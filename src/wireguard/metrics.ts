@@ -1,7 +1,7 @@
 // WireGuard's part of /metrics, what `wg show` tells about a device: the control path's counters
 // and, per peer (public key), its endpoint and allowed IPs, when its last handshake completed and
 // the bytes carried each way.
-import type { Metric } from "../metrics/metric.js";
+import type { Metric } from "../metric.js";
 import type { WireguardReport } from "../dataplane/engine.js";
 import { WG_EVENTS } from "./events.js";
 

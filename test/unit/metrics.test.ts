@@ -1,7 +1,7 @@
 // /metrics as rendered from an engine's counters: outcomes and side events apart, I/O split,
 // one block per metric family, per-peer series bounded by --peer-metrics-limit.
 import t from 'tap';
-import type { Metric } from '../../src/metrics/metric.js';
+import type { Metric } from '../../src/metric.js';
 import { renderMetrics, type MetricsSource } from '../../src/metrics/prometheus.js';
 import { PACKET_VERDICTS, DIRECTIONS, SIDE_EVENT_VERDICTS, isOutcome } from '../../src/dataplane/verdicts.js';
 import { Metrics } from '../../lab/metrics.js';

@@ -1,6 +1,6 @@
 // One sample for /metrics, as the pieces that report them (daemon, control plane, process)
 // hand it to the renderer in prometheus.ts.
-import type { IPv4Net } from '../net.js';
+import type { IPv4Net } from './net.js';
 
 export interface Metric {
   name: string;

@@ -1,7 +1,7 @@
 // egress(n): n packets read from the TUN (descriptors at EG_IN_DESC) become UDP sends
 // (SEND_DESC) and, for ICMP errors, TUN writes (TUN_WRITES).
 import {
-  BATCH, DESC_SIZE, D_ADDR, D_LENGTH, D_OFFSET, D_SEGSIZE, D_SRCPORT, EG_IN_DESC, HEADROOM,
+  BATCH, DESC_SIZE, D_ADDR, D_LENGTH, D_OFFSET, D_SEGSIZE, D_FLOW_HASH, EG_IN_DESC, HEADROOM,
   R_TX_BYTES, R_TX_PACKETS, SEND_DESC, SLOT_STRIDE, SPLIT_AREA, SPLIT_SIZE, VNET_HDR_LEN,
   VXLAN_ENCAP_LEN, WG_HEADER_LEN, WG_TAG_LEN, WG_PAD, R_WG_SESSION, WG_STAGE_CAP,
 } from './ring';
@@ -12,7 +12,7 @@ import {
 import { DIR_EGRESS, PacketVerdict, count, counterAddr } from './counters';
 import { completeChecksum, hasDF, ipDecrementTtl, ipDst, ipTotalLen, ipTtl, validateIpv4 } from './ip';
 import { routeAddr, routeLookup } from './routes';
-import { vxlanFrame, vxlanSourcePort } from './vxlan';
+import { vxlanFrame, vxlanFlowHash } from './vxlan';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, gsoHeaderLen, splitSegments } from './gso';
 import {
   CODE_FRAG_NEEDED, CODE_NET_UNREACH, CODE_TTL_EXCEEDED, FLANNEL_ICMP_TTL, ICMP_DEST_UNREACH,
@@ -117,12 +117,12 @@ function coalesceSends(): void {
     // a GSO segment: the kernel refuses segments over the path MTU.
     if (load<u16>(d + D_SEGSIZE) == 0 && len <= tunnelMtu + sendFraming()) {
       let addr = load<u32>(d + D_ADDR);
-      let srcPort = load<u16>(d + D_SRCPORT);
+      let flowHash = load<u16>(d + D_FLOW_HASH);
       let total = len;
       while (j < nSend && j - i < MAX_GSO_SEGMENTS) {
         let e = SEND_DESC + j * DESC_SIZE;
         let elen = load<u32>(e + D_LENGTH);
-        if (load<u16>(e + D_SEGSIZE) != 0 || load<u32>(e + D_ADDR) != addr || load<u16>(e + D_SRCPORT) != srcPort ||
+        if (load<u16>(e + D_SEGSIZE) != 0 || load<u32>(e + D_ADDR) != addr || load<u16>(e + D_FLOW_HASH) != flowHash ||
             elen > len || total + elen > MAX_GSO_BYTES) break;
         total += elen;
         j++;
@@ -213,7 +213,7 @@ function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
   let out = SPLIT_AREA + splitUsed;
   let nseg = splitSegments(ip, total, hdrLen, gsoSize, gsoType, out, SPLIT_SIZE - splitUsed, framing);
   if (nseg == 0) { count(DIR_EGRESS, PacketVerdict.NoRoom, total); return; }
-  let srcPort: u32 = mode == MODE_VXLAN ? vxlanSourcePort(ip) : 0;
+  let flowHash: u32 = mode == MODE_VXLAN ? vxlanFlowHash(ip) : 0;
   let payload = total - hdrLen;
   let datagram = framing + hdrLen + gsoSize;
   let perSend = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES / datagram);
@@ -227,7 +227,7 @@ function splitEgress(ip: u32, total: u32, gsoType: u32, gsoSize: u32): void {
     if (mode == MODE_VXLAN) {
       for (let j: u32 = 0; j < k; j++) vxlanFrame(p + j * datagram + framing, route);
     }
-    if (queueSend(DIR_EGRESS, p, len, k > 1 ? datagram : 0, route, srcPort)) {
+    if (queueSend(DIR_EGRESS, p, len, k > 1 ? datagram : 0, route, flowHash)) {
       let ipBytes = len - k * framing;
       count(DIR_EGRESS, PacketVerdict.Forwarded, ipBytes);
       // counters count wire packets: add the other k - 1 segments

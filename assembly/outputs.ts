@@ -2,7 +2,7 @@
 // ICMP errors built in ICMP_AREA, and the split area's use. beginBatch() empties them; the shell
 // flushes them after each egress() or ingress() call.
 import {
-  DESC_SIZE, D_ADDR, D_LENGTH, D_OFFSET, D_PORT, D_SEGSIZE, D_SPARE, D_SRCPORT, D_STATUS, HEADROOM,
+  DESC_SIZE, D_ADDR, D_LENGTH, D_OFFSET, D_PORT, D_SEGSIZE, D_SPARE, D_FLOW_HASH, D_STATUS, HEADROOM,
   ICMP_AREA, ICMP_CAP, ICMP_STRIDE, IOV_CAP, R_PUBLIC_IP, SEND_CAP, SEND_DESC, TUNW_CAP,
   VNET_HDR_LEN, VXLAN_ENCAP_LEN, ZERO_VNET, R_WG_PORT, R_WG_SESSION, ROUTES, ROUTE_SIZE, WG_HEADER_LEN,
 } from './ring';
@@ -10,7 +10,7 @@ import { wgFrame, wgSendSession, wgStage, wgWant } from './wg';
 import { setIovec, setTunWrite, setTunWrite2 } from './tables';
 import { DIR_EGRESS, DIR_INGRESS, PacketVerdict, count } from './counters';
 import { ipSrc } from './ip';
-import { vxlanFrame, vxlanSourcePort } from './vxlan';
+import { vxlanFrame, vxlanFlowHash } from './vxlan';
 import { udpFrame } from './udp';
 import { mergeReset } from './gso';
 import { ICMP_TTL, icmpBuild } from './icmp';
@@ -58,7 +58,7 @@ export function beginBatch(now: u32): void {
 
 // Queues a send of [start, start + len) to the peer of route: one datagram, or with segSize
 // non-zero a UDP_SEGMENT burst of datagrams of segSize bytes (the last may be shorter).
-export function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u32, srcPort: u32): bool {
+export function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u32, flowHash: u32): bool {
   if (nSend >= SEND_CAP) { count(dir, PacketVerdict.NoRoom, len); return false; }
   let d = SEND_DESC + nSend * DESC_SIZE;
   store<u32>(d + D_OFFSET, start);
@@ -66,7 +66,7 @@ export function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u
   store<u32>(d + D_ADDR, bswap<u32>(load<u32>(route + R_PUBLIC_IP)));
   store<u16>(d + D_PORT, bswap<u16>(<u16>(mode == MODE_WIREGUARD ? load<u32>(route + R_WG_PORT) : port)));
   store<u16>(d + D_SEGSIZE, <u16>segSize);
-  store<u16>(d + D_SRCPORT, <u16>srcPort);
+  store<u16>(d + D_FLOW_HASH, <u16>flowHash);
   store<u16>(d + D_STATUS, 0);
   store<u32>(d + D_SPARE, 0);
   nSend++;
@@ -77,8 +77,8 @@ export function queueSend(dir: u32, start: u32, len: u32, segSize: u32, route: u
 // with the mode's framing written in front of it.
 export function emitSend(dir: u32, ip: u32, totalLen: u32, route: u32): bool {
   if (mode == MODE_VXLAN) {
-    let srcPort = vxlanSourcePort(ip);
-    return queueSend(dir, vxlanFrame(ip, route), totalLen + VXLAN_ENCAP_LEN, 0, route, srcPort);
+    let flowHash = vxlanFlowHash(ip);
+    return queueSend(dir, vxlanFrame(ip, route), totalLen + VXLAN_ENCAP_LEN, 0, route, flowHash);
   }
   if (mode == MODE_WIREGUARD) {
     let s = wgSessionFor(route);

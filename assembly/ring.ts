@@ -28,7 +28,8 @@ export const VXLAN_ENCAP_LEN: u32 = VXLAN_HDR_LEN + ETH_HDR_LEN;
 //   +8  [4] addr     IPv4 address, network byte order (copied to/from sockaddr_in as is)
 //   +12 [2] port     UDP port, network byte order
 //   +14 u16 segSize  send: UDP_SEGMENT size (0 = one datagram); receive: UDP_GRO size (0 = none)
-//   +16 u16 srcPort  send: flow-hash source-port hint for VXLAN (0 = any); host order
+//   +16 u16 flowHash send: VXLAN: the flow's hash, which picks the send socket (the addon sends on
+//                   fds[flowHash % n], so a flow keeps one source port); 0 = the first; host order
 //   +18 u16 status   send: 0 when sent, else the errno the addon got for this datagram
 //   +20 u32 spare    reserved, 0
 export const DESC_SIZE: u32 = 24;
@@ -37,7 +38,7 @@ export const D_LENGTH: u32 = 4;
 export const D_ADDR: u32 = 8;
 export const D_PORT: u32 = 12;
 export const D_SEGSIZE: u32 = 14;
-export const D_SRCPORT: u32 = 16;
+export const D_FLOW_HASH: u32 = 16;
 export const D_STATUS: u32 = 18;
 export const D_SPARE: u32 = 20;
 

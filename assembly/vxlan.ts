@@ -49,9 +49,11 @@ export function vxlanCheck(p: u32): PacketVerdict {
   return PacketVerdict.Forwarded;
 }
 
-// Outer UDP source port for a flow, as the kernel's udp_flow_src_port maps a flow hash into
-// ip_local_port_range [32768, 60999): stable per flow, spread across flows.
-export function vxlanSourcePort(ip: u32): u32 {
+// A flow's hash, stable per flow and spread across flows, for the descriptor's flowHash: the
+// addon picks the send socket (so the outer source port) by it. Kept in ip_local_port_range
+// [32768, 60999), as the kernel's udp_flow_src_port maps a flow hash to a VXLAN source port,
+// so that a trace made from descriptors alone shows a plausible source port.
+export function vxlanFlowHash(ip: u32): u32 {
   let h = flowSeed;
   h = mix(h, load<u32>(ip + 12));
   h = mix(h, load<u32>(ip + 16));

@@ -603,8 +603,9 @@ typedef struct {
 } send_buf;
 
 static int pick_fd(const uint8_t *d, const int32_t *fds, size_t nfds) {
-  uint16_t sp = rd16(d + D_SRCPORT);
-  return sp ? fds[sp % nfds] : fds[0];
+  // The flow's hash only picks the socket: one flow keeps one source port, flows spread.
+  uint16_t flow = rd16(d + D_FLOW_HASH);
+  return flow ? fds[flow % nfds] : fds[0];
 }
 
 static int64_t now_ms(void) {

@@ -19,7 +19,7 @@ export const LAYOUT = {
   D_ADDR: 8,
   D_PORT: 12,
   D_SEGSIZE: 14,
-  D_SRCPORT: 16,
+  D_FLOW_HASH: 16,
   D_STATUS: 18,
   D_SPARE: 20,
   TUNW_SIZE: 8,

@@ -13,7 +13,7 @@ export interface Descriptor {
   /** UDP port (stored in network byte order). */
   port: number;
   segSize: number;
-  srcPort: number;
+  flowHash: number;
   status: number;
 }
 
@@ -35,7 +35,7 @@ export class DescriptorView {
   addr(d: number): number { return this.dv.getUint32(d + this.L.D_ADDR, false); }
   port(d: number): number { return this.dv.getUint16(d + this.L.D_PORT, false); }
   segSize(d: number): number { return this.dv.getUint16(d + this.L.D_SEGSIZE, true); }
-  srcPort(d: number): number { return this.dv.getUint16(d + this.L.D_SRCPORT, true); }
+  flowHash(d: number): number { return this.dv.getUint16(d + this.L.D_FLOW_HASH, true); }
   status(d: number): number { return this.dv.getUint16(d + this.L.D_STATUS, true); }
 
   setOffset(d: number, v: number): void { this.dv.setUint32(d + this.L.D_OFFSET, v, true); }
@@ -47,7 +47,7 @@ export class DescriptorView {
   read(d: number): Descriptor {
     return {
       offset: this.offset(d), length: this.length(d), addr: this.addr(d), port: this.port(d),
-      segSize: this.segSize(d), srcPort: this.srcPort(d), status: this.status(d),
+      segSize: this.segSize(d), flowHash: this.flowHash(d), status: this.status(d),
     };
   }
 

@@ -25,7 +25,7 @@ export interface UdpPorts {
    * also storing the source address and port and the GRO segment size. Fewer than `max`: dry. */
   recvBatch(descTable: number, max: number, capacity: number): number;
   /** Sends `count` descriptors of the table at `descTable`, each to its address and port (its
-   * srcPort picks the local socket); stores each status. Returns how many were sent. */
+   * flowHash picks the local socket); stores each status. Returns how many were sent. */
   sendBatch(descTable: number, count: number): number;
   /** Sends that failed after sendBatch() counted them sent (an asynchronous socket learns it
    * later), since the last call. Absent: sendBatch() knows every failure. */

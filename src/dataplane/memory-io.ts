@@ -17,7 +17,7 @@ export interface Datagram {
   /** GRO (received) or GSO (sent) segment size; 0: one datagram. */
   segSize?: number;
   /** Sent only: the value that picks the local socket. */
-  srcPort?: number;
+  flowHash?: number;
 }
 
 export class MemoryTun implements TunQueue {
@@ -84,7 +84,7 @@ export class MemoryUdp implements UdpPorts {
       if (this.refuseSends > 0) { this.refuseSends--; continue; }
       const at = this.desc.at(descTable, i);
       const d = this.desc.read(at);
-      this.sent.push({ data: this.desc.bytes(at).slice(), addr: d.addr, port: d.port, segSize: d.segSize, srcPort: d.srcPort });
+      this.sent.push({ data: this.desc.bytes(at).slice(), addr: d.addr, port: d.port, segSize: d.segSize, flowHash: d.flowHash });
       sent++;
     }
     return sent;

@@ -115,8 +115,8 @@ export interface NativeIO {
    * `max` at most 1024, offsets checked once before the first call. */
   udpRecvBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
   /**
-   * sendmmsg of `count` descriptors. Descriptor i goes out on fds[srcPort % fds.length]
-   * (fds[0] when srcPort is 0), with UDP_SEGMENT when segSize is set and smaller than length.
+   * sendmmsg of `count` descriptors. Descriptor i goes out on fds[flowHash % fds.length]
+   * (fds[0] when flowHash is 0), with UDP_SEGMENT when segSize is set and smaller than length.
    * Each descriptor's status is 0 or the errno of its failure. Returns the number sent.
    */
   udpSendBatch(fds: Int32Array, memory: NativeMemory, descTable: number, count: number): number;

@@ -93,7 +93,7 @@ export class WgDataPath {
       dv.setUint32(d + L.D_ADDR, m.addr, false);
       dv.setUint16(d + L.D_PORT, m.port, false);
       dv.setUint16(d + L.D_SEGSIZE, 0, true);
-      dv.setUint16(d + L.D_SRCPORT, 0, true);
+      dv.setUint16(d + L.D_FLOW_HASH, 0, true);
       dv.setUint16(d + L.D_STATUS, 0, true);
     });
     return all.length;

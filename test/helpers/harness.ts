@@ -6,7 +6,7 @@ import type { Direction, PacketVerdictName } from '../../src/dataplane/verdicts.
 import { formatIPv4 } from '../../src/net.js';
 import { ip4 } from './packets.js';
 
-export interface Sent { bytes: Uint8Array; addr: string; port: number; srcPort: number; segSize: number }
+export interface Sent { bytes: Uint8Array; addr: string; port: number; flowHash: number; segSize: number }
 
 /** The datagrams a send puts on the wire: one, or its UDP_SEGMENT burst cut every segSize bytes. */
 export function datagrams(s: Pick<Sent, 'bytes' | 'segSize'>): Uint8Array[] {
@@ -69,7 +69,7 @@ export class Harness {
         addr: formatIPv4(d.addr),
         port: d.port,
         segSize: d.segSize,
-        srcPort: d.srcPort,
+        flowHash: d.flowHash,
       });
     }
     const tun: Uint8Array[] = [];

@@ -87,12 +87,12 @@ t.test('VXLAN egress frames exactly as the kernel: flags 0x08, VNI, inner Ethern
   t.same(s.bytes.subarray(22), p, 'inner packet as is: kernel VXLAN does not count the tunnel as a hop');
   t.equal(s.addr, '192.168.1.21');
   t.equal(s.port, 8472);
-  t.ok(s.srcPort >= 32768 && s.srcPort < 60999, `source port ${s.srcPort} in the kernel's default range`);
+  t.ok(s.flowHash >= 32768 && s.flowHash < 60999, `flow hash ${s.flowHash} in the kernel's source port range`);
   const again = h.egress([p]).sends[0];
-  t.equal(again.srcPort, s.srcPort, 'stable per flow');
+  t.equal(again.flowHash, s.flowHash, 'stable per flow');
   const ports = new Set<number>();
-  for (let sp = 1000; sp < 1064; sp++) ports.add(h.egress([buildTcp('10.5.72.5', '10.5.34.9', sp, 80, 1, 0x10, bytes(10))]).sends[0].srcPort);
-  t.ok(ports.size > 50, `64 flows spread over ${ports.size} source ports`);
+  for (let sp = 1000; sp < 1064; sp++) ports.add(h.egress([buildTcp('10.5.72.5', '10.5.34.9', sp, 80, 1, 0x10, bytes(10))]).sends[0].flowHash);
+  t.ok(ports.size > 50, `64 flows spread over ${ports.size} flow hashes`);
 });
 
 t.test('VXLAN with a large VNI', async (t) => {
@@ -363,15 +363,15 @@ t.test('equal datagrams to one peer leave as one UDP_SEGMENT send; order and byt
   t.equal(h.counter('egress', 'forwarded'), pkts.length, 'counters still count packets');
 });
 
-t.test('VXLAN: a run keeps one flow source port; another flow to the same peer starts a new send', async (t) => {
+t.test('VXLAN: a run keeps one flow hash (one send socket); another flow to the same peer starts a new send', async (t) => {
   const h = vxlanCore();
   const flow = (sport: number, i: number) => buildTcp('10.5.72.5', '10.5.33.7', sport, 80, i, 0x10, bytes(0));
   const { sends } = h.egress([flow(1, 1), flow(1, 2), flow(1, 3), flow(2, 1), flow(2, 2)]);
-  const one = h.egress([flow(1, 1)]).sends[0].srcPort;
-  const two = h.egress([flow(2, 1)]).sends[0].srcPort;
-  // The two flows' source ports come from a seeded hash: they differ but for a rare collision.
+  const one = h.egress([flow(1, 1)]).sends[0].flowHash;
+  const two = h.egress([flow(2, 1)]).sends[0].flowHash;
+  // The two flows' hashes are seeded: they differ but for a rare collision.
   t.same(sends.map((s) => [s.segSize, datagrams(s).length]), one !== two ? [[62, 3], [62, 2]] : [[62, 5]], 'ACK-sized frames: 22 + 40 bytes');
-  t.same(sends.map((s) => s.srcPort), one !== two ? [one, two] : [one]);
+  t.same(sends.map((s) => s.flowHash), one !== two ? [one, two] : [one]);
 });
 
 t.test('VXLAN mode leaves the TTL alone, as the kernel does, but never forwards TTL 0', async (t) => {

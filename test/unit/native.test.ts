@@ -207,7 +207,7 @@ t.test("udpSendBatch/udpRecvBatch: a batch over loopback with a socket pool", as
   t.equal(r.status[42], 90, "65508-byte datagram: EMSGSIZE in its status");
   t.equal(r.status.filter((s) => s === 0).length, 98, "status 0 for every sent descriptor");
   t.equal(r.received, r.expected, "all sent datagrams arrived");
-  t.same(r.mismatches, [], "data, source address and source port (srcPort % fds) as sent");
+  t.same(r.mismatches, [], "data, source address and source port (flowHash % fds) as sent");
   t.ok(r.calls <= 4, `received in few batches (${r.calls})`);
   t.same(r.trunc, [300], "a truncated datagram reports the bytes stored");
   t.equal(r.emptyRecv, 0, "EAGAIN with nothing queued: 0");

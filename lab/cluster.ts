@@ -14,6 +14,7 @@ import { reachable, runBounded, startBounded, startIperfServer, type BoundedProc
 import { waitFor } from './wait.js';
 import { DEFAULT_ETCD_PREFIX } from '../src/subnet/lease.js';
 import type { EngineName, OffloadSetting } from '../src/dataplane/engine.js';
+import type { BackendType } from '../src/config/network.js';
 import { parseDotenv } from '../src/config/subnetenv.js';
 
 export const HEALTH_PORT = 8471;
@@ -21,7 +22,7 @@ export const ETCD_PREFIX = DEFAULT_ETCD_PREFIX;
 
 export interface ClusterOptions {
   hosts: number;
-  backend: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
+  backend: BackendType;
   /** Network config to store instead of {Network, Backend: {Type}}; `null` stores none. */
   config?: Record<string, unknown> | null;
   engine?: EngineName;

@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UDP_MTU_OVERHEAD, VXLAN_MTU_OVERHEAD, WIREGUARD_MTU_OVERHEAD } from '../src/config/network.js';
+import { UDP_MTU_OVERHEAD, VXLAN_MTU_OVERHEAD, WIREGUARD_MTU_OVERHEAD, type BackendType } from '../src/config/network.js';
 import { generatePrivateKey, publicKeyOf } from '../src/wireguard/crypto.js';
 import { repoRoot } from '../src/paths.js';
 import type { EngineName, OffloadSetting } from '../src/dataplane/engine.js';
@@ -14,7 +14,7 @@ import { waitFor } from './wait.js';
 
 export interface StaticLinenOptions {
   /** The backend: an overlay mode, or host-gw (kernel routes only, no data plane). */
-  mode: 'udp' | 'vxlan' | 'host-gw' | 'wireguard';
+  mode: BackendType;
   engine?: EngineName;
   offload?: OffloadSetting;
   queues?: number;

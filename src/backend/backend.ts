@@ -2,7 +2,7 @@
 // node publishes in its lease, which peers it accepts, how a peer becomes a route and where
 // that route goes (linen's data plane, or a plain kernel route to a directly connected peer).
 import { kernelRandomBytes } from '../random.js';
-import type { BackendConfig } from '../config/network.js';
+import type { BackendConfig, BackendType } from '../config/network.js';
 import { overlayMTU } from '../config/network.js';
 import type { Mode } from '../dataplane/core.js';
 import type { WireguardEngineOptions } from '../dataplane/engine.js';
@@ -22,7 +22,7 @@ export type DirectRouting = 'never' | 'adjacent' | 'only';
 
 interface BackendBase {
   /** The config's backend type. */
-  readonly type: BackendConfig['type'];
+  readonly type: BackendType;
   /** Which leases are peers (flanneld's UDP backend takes all, VXLAN and host-gw their own type). */
   readonly accept: PeerFilter;
   readonly direct: DirectRouting;

@@ -86,6 +86,8 @@ export interface WireguardBackendConfig {
 }
 
 export type BackendConfig = UdpBackendConfig | VxlanBackendConfig | HostGwBackendConfig | WireguardBackendConfig;
+/** A backend's Type in the network config: udp, vxlan, host-gw or wireguard. */
+export type BackendType = BackendConfig['type'];
 
 export interface NetworkConfig {
   readonly enableIPv4: boolean;

@@ -14,7 +14,8 @@ import {
   PEER_SLOTS, PEER_WORDS, statsLayout, decodeStats, type StatsLayout, type ControlMessage, type WorkerData, type WorkerReport,
 } from './protocol.js';
 
-interface Slot {
+/** One worker thread and what the engine keeps of it (its stats buffer, what dead ones counted). */
+interface WorkerHandle {
   index: number;
   worker: Worker;
   port: MessagePort;
@@ -45,7 +46,7 @@ export class NativeEngine implements Engine {
   readonly routeCapacity: number;
   readonly peerSlots = PEER_SLOTS;
   private publishSeq = 0;
-  private readonly slots: Slot[] = [];
+  private readonly workers: WorkerHandle[] = [];
   private features: EngineFeatures | null = null;
   private restarts = 0;
   private closing = false;
@@ -93,49 +94,49 @@ export class NativeEngine implements Engine {
     let resolveReady!: (f: EngineFeatures) => void;
     let rejectReady!: (e: Error) => void;
     const ready = new Promise<EngineFeatures>((res, rej) => { resolveReady = res; rejectReady = rej; });
-    const slot: Slot = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.layout.words).fill(0n), ready, running: false, stopped: false, fds: [] };
-    this.slots[index] = slot;
+    const handle: WorkerHandle = { index, worker, port: port1, eventFd, stats, retired: retired ?? new Array(this.layout.words).fill(0n), ready, running: false, stopped: false, fds: [] };
+    this.workers[index] = handle;
     let isReady = false;
     // A worker that fails before it is ready has closed what it opened; its channel and
     // eventfd are ours to close.
     const failed = (why: string): void => {
-      if (slot.stopped) return;
-      slot.stopped = true;
-      slot.port.close();
-      try { this.io.close(slot.eventFd); } catch { /* closed */ }
+      if (handle.stopped) return;
+      handle.stopped = true;
+      handle.port.close();
+      try { this.io.close(handle.eventFd); } catch { /* closed */ }
       rejectReady(new Error(why));
     };
     port1.on('message', (msg: WorkerReport) => {
-      if (msg.type === 'ready') { isReady = true; slot.running = true; slot.fds = msg.fds; resolveReady(msg.features); }
+      if (msg.type === 'ready') { isReady = true; handle.running = true; handle.fds = msg.fds; resolveReady(msg.features); }
       else if (msg.type === 'error') this.events.workerError?.(index, msg.message);
       else if (msg.type === 'wireguard') this.wgReport = { peers: msg.peers, events: msg.events };
     });
     worker.on('error', (err) => {
       if (!isReady) { failed(err.message); return; }
-      this.onWorkerDeath(slot, err.message);
+      this.onWorkerDeath(handle, err.message);
     });
     worker.on('exit', (code) => {
       if (!isReady) { failed(`worker ${index} exited with code ${code} before it was ready`); return; }
-      if (!slot.stopped && !this.closing) this.onWorkerDeath(slot, `exited with code ${code}`);
+      if (!handle.stopped && !this.closing) this.onWorkerDeath(handle, `exited with code ${code}`);
     });
     return ready;
   }
 
-  private onWorkerDeath(slot: Slot, reason: string): void {
-    if (slot.stopped || this.closing) return;
-    slot.stopped = true;
-    slot.running = false;
+  private onWorkerDeath(handle: WorkerHandle, reason: string): void {
+    if (handle.stopped || this.closing) return;
+    handle.stopped = true;
+    handle.running = false;
     // Keep what it counted, then start a fresh worker on the same queue.
-    const last = new BigUint64Array(slot.stats);
-    const retired = slot.retired.map((v, i) => v + last[i]);
-    slot.port.close();
-    for (const fd of [slot.eventFd, ...slot.fds]) {
+    const last = new BigUint64Array(handle.stats);
+    const retired = handle.retired.map((v, i) => v + last[i]);
+    handle.port.close();
+    for (const fd of [handle.eventFd, ...handle.fds]) {
       try { this.io.close(fd); } catch { /* already closed */ }
     }
     this.restarts++;
-    this.events.workerRestart?.(slot.index, reason);
+    this.events.workerRestart?.(handle.index, reason);
     // A worker that fails before it is ready is started again after 100 ms, doubling up to 5 s.
-    this.restart(slot.index, retired, new Backoff(100, 5000));
+    this.restart(handle.index, retired, new Backoff(100, 5000));
   }
 
   /** Starts worker `index` again; while it fails before it is ready, retries with backoff. */
@@ -151,7 +152,7 @@ export class NativeEngine implements Engine {
   }
 
   private broadcast(msg: ControlMessage): void {
-    for (const s of this.slots) {
+    for (const s of this.workers) {
       if (!s || s.stopped) continue;
       s.port.postMessage(msg);
       this.io.eventfdSignal(s.eventFd);
@@ -164,7 +165,7 @@ export class NativeEngine implements Engine {
 
   removeRoute({ route, slot }: SlottedRoute): void {
     // What dead workers counted for this peer goes with it.
-    if (slot >= 0) for (const s of this.slots) if (s) s.retired.fill(0n, this.layout.peers + slot * PEER_WORDS, this.layout.peers + (slot + 1) * PEER_WORDS);
+    if (slot >= 0) for (const s of this.workers) if (s) s.retired.fill(0n, this.layout.peers + slot * PEER_WORDS, this.layout.peers + (slot + 1) * PEER_WORDS);
     this.broadcast({ type: 'remove', subnet: route.subnet, slot });
   }
 
@@ -176,7 +177,7 @@ export class NativeEngine implements Engine {
 
   /** Posts a message to worker `index` alone and wakes it. */
   protected post(index: number, msg: ControlMessage | { readonly type: string }): void {
-    const s = this.slots[index];
+    const s = this.workers[index];
     if (!s || s.stopped) throw new Error(`no worker ${index}`);
     s.port.postMessage(msg);
     this.io.eventfdSignal(s.eventFd);
@@ -187,11 +188,11 @@ export class NativeEngine implements Engine {
     const seq = BigInt(++this.publishSeq);
     this.broadcast({ type: 'publish', seq: Number(seq) });
     const deadline = Date.now() + timeoutMs;
-    const served = (s: Slot): boolean => {
+    const served = (s: WorkerHandle): boolean => {
       const words = new BigUint64Array(s.stats);
       return Atomics.load(words, this.layout.seq) >= seq;
     };
-    while (!this.slots.every((s) => !s || !s.running || served(s))) {
+    while (!this.workers.every((s) => !s || !s.running || served(s))) {
       if (Date.now() >= deadline) return;
       await new Promise((r) => setTimeout(r, 1));
     }
@@ -200,7 +201,7 @@ export class NativeEngine implements Engine {
   wireguard(): WireguardReport | null { return this.wgReport; }
 
   stats(): EngineStats {
-    const live = this.slots.filter((s) => s).map((s) => ({ retired: s.retired, words: new BigUint64Array(s.stats) }));
+    const live = this.workers.filter((s) => s).map((s) => ({ retired: s.retired, words: new BigUint64Array(s.stats) }));
     const word = (i: number): bigint => {
       let sum = 0n;
       for (const { retired, words } of live) sum += retired[i] + words[i];
@@ -208,7 +209,7 @@ export class NativeEngine implements Engine {
     };
     return {
       ...decodeStats(this.layout, word, this.source.routes()),
-      workers: this.slots.filter((s) => s && s.running).length,
+      workers: this.workers.filter((s) => s && s.running).length,
       workerRestarts: this.restarts,
     };
   }
@@ -218,7 +219,7 @@ export class NativeEngine implements Engine {
     for (const timer of this.retries) clearTimeout(timer);
     this.retries.clear();
     // Dead and failed workers' descriptors are closed already.
-    const live = this.slots.filter((s) => s && !s.stopped);
+    const live = this.workers.filter((s) => s && !s.stopped);
     const exits = live.map((s) => new Promise<void>((res) => {
       const timer = setTimeout(() => { void s.worker.terminate().then(() => res()); }, 3000);
       s.worker.once('exit', () => { clearTimeout(timer); res(); });

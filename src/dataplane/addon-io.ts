@@ -3,7 +3,7 @@
 // Opens them, makes the core, runs the loop on them and closes them.
 import { receiveMessageOnPort } from 'node:worker_threads';
 import { Core } from './core.js';
-import { loadNative, enableTunOffload, TUN_F, type NativeIO } from './native.js';
+import { loadNative, enableTunOffload, TUN_F, type NativeIO } from '../addon/native.js';
 import type { EngineFeatures } from './engine.js';
 import type { PollingIO, TunQueue, UdpPorts } from './io.js';
 import { WorkerLoop, runPolling, type WireguardStage } from './loop.js';

@@ -3,7 +3,7 @@
 // generated layout (abi.ts); nothing here repeats a number. Also the start-up check that the
 // addon was compiled with that same layout.
 import { LAYOUT, type Layout } from './abi.js';
-import type { NativeLayout } from './native.js';
+import type { NativeLayout } from '../addon/native.js';
 
 export interface Descriptor {
   offset: number;

@@ -4,7 +4,7 @@
 // looks like) and as a fallback when the batched engine cannot run. It still needs the addon
 // to open the TUN: Node has no ioctl.
 import { createSocket, type Socket } from 'node:dgram';
-import { loadNative, type NativeIO } from './native.js';
+import { loadNative, type NativeIO } from '../addon/native.js';
 import { Core } from './core.js';
 import { checkAddonLayout } from './descriptors.js';
 import { DgramIO } from './dgram-io.js';

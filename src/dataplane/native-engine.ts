@@ -5,7 +5,7 @@
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { loadNative, type NativeIO } from './native.js';
+import { loadNative, type NativeIO } from '../addon/native.js';
 import { Backoff } from '../backoff.js';
 import { Core } from './core.js';
 import { checkAddonLayout } from './descriptors.js';

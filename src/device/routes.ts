@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import type { PeerRoute } from '../peer-route.js';
 import type { Metric } from '../metric.js';
 import type { Logger } from '../log.js';
-import { loadNative, ROUTE_OP, type NativeIO, type RouteAnswer } from '../dataplane/native.js';
+import { loadNative, ROUTE_OP, type NativeIO, type RouteAnswer } from '../addon/native.js';
 import { formatCIDR, formatIPv4, netKey, type NetKey } from '../net.js';
 
 /** The kernel calls the route manager makes (the addon's; unit tests give a fake kernel). */

@@ -1,7 +1,7 @@
 // Readiness for a systemd unit with Type=notify, as flanneld reports it: READY=1 on
 // NOTIFY_SOCKET once the lease is held, the device is up and the peers are routed.
 import type { Logger } from '../log.js';
-import { loadNative } from '../dataplane/native.js';
+import { loadNative } from '../addon/native.js';
 
 export function notifyReady(log: Logger, env: NodeJS.ProcessEnv = process.env): void {
   const socket = env['NOTIFY_SOCKET'];

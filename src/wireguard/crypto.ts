@@ -9,7 +9,7 @@ import {
 } from "node:crypto";
 import { createRequire } from "node:module";
 
-import { loadNative, type NativeIO } from "../dataplane/native.js";
+import { loadNative, type NativeIO } from "../addon/native.js";
 
 export const KEY_LEN = 32;
 export const TAG_LEN = 16;

@@ -3,7 +3,7 @@
 // handshake messages the core set aside to the control path. A fixed number of calls per batch,
 // nothing per packet (only handshake messages become objects).
 import type { Core } from "../dataplane/core.js";
-import type { NativeIO } from "../dataplane/native.js";
+import type { NativeIO } from "../addon/native.js";
 import { LAYOUT as L } from "../dataplane/abi.js";
 import { KEY_LEN, type WgNative } from "./crypto.js";
 import type { TransportKeys } from "./noise.js";

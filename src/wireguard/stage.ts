@@ -3,7 +3,7 @@
 // (WgControl), on the addon. A worker loads this module only in wireguard mode, by the URL the
 // backend puts in its options (stageModule), so that the data plane imports nothing from here.
 import type { Core } from "../dataplane/core.js";
-import type { NativeIO } from "../dataplane/native.js";
+import type { NativeIO } from "../addon/native.js";
 import type { WireguardStage } from "../dataplane/loop.js";
 import type { StartStage } from "../dataplane/addon-io.js";
 import type { UdpPorts } from "../dataplane/io.js";

@@ -178,7 +178,7 @@ t.test('npm pack, install without a compiler, linend forwards between two hosts'
 });
 
 t.test('no addon for this platform: the error says what ships and how to build', async (t) => {
-  const { nativeAddonPath } = await import('../../src/dataplane/native.js');
+  const { nativeAddonPath } = await import('../../src/addon/native.js');
   const dir = mkdtempSync(join(tmpdir(), 'linen-noaddon-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'package.json'), '{ "name": "linen" }');

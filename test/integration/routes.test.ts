@@ -4,7 +4,7 @@
 // main-thread time) are the benchmark's; here the bounds are generous and the figures printed.
 import t from 'tap';
 import { join } from 'node:path';
-import { loadNative, ROUTE_OP } from '../../src/dataplane/native.js';
+import { loadNative, ROUTE_OP } from '../../src/addon/native.js';
 import { repoRoot } from '../../src/paths.js';
 import { netnsLab } from '../helpers/netns.js';
 

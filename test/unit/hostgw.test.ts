@@ -7,7 +7,7 @@ import { parseNetworkConfig } from '../../src/config/network.js';
 import { createBackend } from '../../src/backend/index.js';
 import type { Engine, EngineStats, SlottedRoute } from '../../src/dataplane/engine.js';
 import { KernelRoutes, type RouteNetlink } from '../../src/device/routes.js';
-import { ROUTE_OP, type RouteAnswer } from '../../src/dataplane/native.js';
+import { ROUTE_OP, type RouteAnswer } from '../../src/addon/native.js';
 import { memoryLogger } from '../../src/log.js';
 import { formatCIDR, formatIPv4, netKey, parseCIDR, parseIPv4, parseMAC, type NetKey } from '../../src/net.js';
 import { PeerSet } from '../../src/peers/peer-set.js';

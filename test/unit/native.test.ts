@@ -12,7 +12,7 @@ import t from "tap";
 import {
   enableTunOffload, isNativeError, loadNative, NATIVE_ABI_VERSION, nativeAddonPath, TUN_F,
   type NativeIO,
-} from "../../src/dataplane/native.js";
+} from "../../src/addon/native.js";
 import { repoRoot } from "../../src/paths.js";
 import { Core } from "../../src/dataplane/core.js";
 import { DgramEngine } from "../../src/dataplane/dgram-engine.js";

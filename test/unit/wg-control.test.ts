@@ -234,8 +234,11 @@ t.test("wg show's view through /metrics: each peer's key, endpoint, allowed IPs,
   t.ok(s.lastHandshakeMs > T0 && s.lastHandshakeMs <= T0 + 5 * TICK, "the handshake's time");
   t.equal(s.txBytes, p.length, "bytes sent: the staged packet");
   t.equal(s.rxBytes, reply.length, "bytes received: the reply");
-  const m = wireguardMetrics({ peers: n.a.c.status(), events: n.a.c.events });
+  const own = Buffer.from(n.a.c.publicKey).toString("base64");
+  const m = wireguardMetrics({ publicKey: own, listenPort: PORT, peers: n.a.c.status(), events: n.a.c.events });
   const find = (name: string) => m.find((x) => x.name === name);
+  t.same(find("linen_wireguard_interface_info")?.labels, { public_key: own, listen_port: String(PORT) }, "wg show's interface: our public key and listening port");
+  t.equal(find("linen_wireguard_interface_info")?.value, 1);
   t.same(find("linen_wireguard_peer_last_handshake_seconds")?.labels, { public_key: s.publicKey, endpoint: s.endpoint, allowed_ips: "10.5.2.0/24" });
   t.equal(find("linen_wireguard_peer_last_handshake_seconds")?.value, Math.floor(s.lastHandshakeMs / 1000));
   t.equal(find("linen_wireguard_peer_receive_bytes_total")?.value, reply.length);

@@ -13,6 +13,9 @@ export type OffloadSetting = 'auto' | 'on' | 'off';
 
 /** WireGuard mode: what its stage (src/wireguard/) reports to the main thread. */
 export interface WireguardReport {
+  /** This node's public key (base64) and the port it listens on: `wg show`'s interface lines. */
+  publicKey: string;
+  listenPort: number;
   peers: WireguardPeerReport[];
   /** The control path's event counters, by event name. */
   events: Record<string, number>;

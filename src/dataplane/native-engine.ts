@@ -109,7 +109,7 @@ export class NativeEngine implements Engine {
     port1.on('message', (msg: WorkerReport) => {
       if (msg.type === 'ready') { isReady = true; handle.running = true; handle.fds = msg.fds; resolveReady(msg.features); }
       else if (msg.type === 'error') this.events.workerError?.(index, msg.message);
-      else if (msg.type === 'wireguard') this.wgReport = { peers: msg.peers, events: msg.events };
+      else if (msg.type === 'wireguard') this.wgReport = { publicKey: msg.publicKey, listenPort: msg.listenPort, peers: msg.peers, events: msg.events };
     });
     worker.on('error', (err) => {
       if (!isReady) { failed(err.message); return; }

@@ -2,8 +2,9 @@
 // whitepaper's timers (retransmit after REKEY-TIMEOUT plus jitter, give up after
 // REKEY-ATTEMPT-TIME, rekey after REKEY-AFTER-TIME or REKEY-AFTER-MESSAGES, forget keys after
 // REJECT-AFTER-TIME, a keepalive after KEEPALIVE-TIMEOUT of receiving only, persistent
-// keepalives), cookie replies under load and a per-source limit on initiations; sessions
-// installed into the core through WgDataPath. Runs per handshake message and per timer tick,
+// keepalives, a new handshake when data sent gets no answer, the initiator's last-minute
+// handshake on receiving), cookie replies under load and a per-source limit on initiations;
+// sessions installed into the core through WgDataPath. Runs per handshake message and per timer tick,
 // never per packet. Every method takes the time (ms) from its caller, so tests drive a fake clock.
 import { randomBytes } from "node:crypto";
 
@@ -24,6 +25,13 @@ import type { WireguardPeerReport } from "../dataplane/engine.js";
 
 /** Up to this much random delay is added to each retransmission, so peers do not retry in step. */
 export const REKEY_TIMEOUT_JITTER_MS = 333;
+/** Data sent and nothing authenticated received for this long (plus jitter): start a new handshake. */
+export const NEW_HANDSHAKE_AFTER_MS = KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS;
+/**
+ * The initiator starts a new handshake when a message arrives on its session this old, once
+ * per session, so that a session it only receives on is replaced before REJECT-AFTER-TIME.
+ */
+export const LAST_MINUTE_REKEY_AGE_MS = REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS;
 /**
  * Under load: a receive batch that brings this many handshake messages (a batch holds up to 64)
  * means initiations queue up faster than they are handled, like wireguard-go's handshake queue
@@ -52,7 +60,11 @@ export interface WgPeerConfig {
   allowedIps?: string;
 }
 
-interface SessionInfo { localIndex: number; createdAt: number; initiator: boolean }
+interface SessionInfo {
+  localIndex: number; createdAt: number; initiator: boolean;
+  /** The core's receive mark (greatest counter + 1) at the last tick: it moves with every new authenticated message. */
+  seenReceived: bigint;
+}
 
 interface PeerState {
   config: WgPeerConfig;
@@ -62,6 +74,12 @@ interface PeerState {
   retransmitAt: number;
   /** When the current run of attempts began (0: none), for REKEY-ATTEMPT-TIME. */
   attemptsSince: number;
+  /** When the last initiation went out (0: never); a new handshake waits REKEY-TIMEOUT after it. */
+  initiatedAt: number;
+  /** When to start a new handshake because data sent got no answer (0: not armed). */
+  newHandshakeAt: number;
+  /** Whether the last-minute handshake was started since the last handshake completed. */
+  lastMinuteStarted: boolean;
   current: SessionInfo | null;
   previous: SessionInfo | null;
   /** A responder's session, not used to send until the initiator's first message arrives. */
@@ -83,6 +101,9 @@ export interface WgControlOptions {
   /** The time (ms) the cookie secret starts from; default now. */
   startMs?: number;
 }
+
+/** Random delay added to handshake timers, so peers do not retry in step. */
+const jitter = (): number => Math.floor(Math.random() * (REKEY_TIMEOUT_JITTER_MS + 1));
 
 const hostToString = (a: number): string => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join(".");
 
@@ -125,8 +146,8 @@ export class WgControl {
     if (old) this.removePeer(config.route);
     const state: PeerState = {
       config, remote: new RemoteIdentity(this.local, config.publicKey, this.opts.presharedKey), pending: null, retransmitAt: 0,
-      attemptsSince: 0, current: null, previous: null, unconfirmed: null, lastHandshakeAt: 0, lastKeepaliveAt: 0,
-      seenRx: 0n, seenTx: 0n, dataReceivedAt: 0, dataSentAt: 0,
+      attemptsSince: 0, initiatedAt: 0, newHandshakeAt: 0, lastMinuteStarted: false, current: null, previous: null,
+      unconfirmed: null, lastHandshakeAt: 0, lastKeepaliveAt: 0, seenRx: 0n, seenTx: 0n, dataReceivedAt: 0, dataSentAt: 0,
     };
     this.peers.set(config.route, state);
     this.dp.setPeer(config.route, 0, config.port);
@@ -232,10 +253,16 @@ export class WgControl {
         this.initiate(p, now);
       }
       this.watchTraffic(p, now);
+      if (p.newHandshakeAt !== 0 && now >= p.newHandshakeAt) {
+        p.newHandshakeAt = 0;
+        this.freshHandshake(p, now);
+      }
       const every = this.opts.persistentKeepalive * 1000;
       if (c && every > 0 && now - p.lastKeepaliveAt >= every) this.keepalive(p, c, now);
-      // Data came in and nothing went back for KEEPALIVE-TIMEOUT: tell the peer we are alive.
-      else if (c && p.dataReceivedAt > Math.max(p.dataSentAt, p.lastKeepaliveAt) && now - p.dataReceivedAt >= KEEPALIVE_TIMEOUT_MS) {
+      // Data came in and nothing went back for KEEPALIVE-TIMEOUT: tell the peer we are alive (its
+      // new-handshake timer waits for it). Data both ways within one tick counts as an answer
+      // still owed: the order is unknown, and a spare keepalive costs less than the peer's handshake.
+      else if (c && p.dataReceivedAt > p.lastKeepaliveAt && p.dataReceivedAt >= p.dataSentAt && now - p.dataReceivedAt >= KEEPALIVE_TIMEOUT_MS) {
         this.keepalive(p, c, now);
       }
     }
@@ -256,11 +283,47 @@ export class WgControl {
 
   // ---
 
-  /** Notes when packets to and from the peer last moved (keepalives are not counted). */
+  /**
+   * Notes when data to and from the peer last moved (the core's packet counters; keepalives not
+   * counted) and whether any authenticated transport message arrived (keepalives too). Anything
+   * heard from the peer disarms the new-handshake timer; data sent arms it unless armed.
+   */
   private watchTraffic(p: PeerState, now: number): void {
     const { rx, tx } = this.dp.packets(p.config.route);
     if (rx !== p.seenRx) { p.seenRx = rx; p.dataReceivedAt = now; }
-    if (tx !== p.seenTx) { p.seenTx = tx; p.dataSentAt = now; }
+    let heard = false;
+    for (const s of [p.current, p.previous, p.unconfirmed]) {
+      if (!s) continue;
+      const mark = this.dp.receivedMark(s.localIndex);
+      if (mark !== s.seenReceived) { s.seenReceived = mark; heard = true; }
+    }
+    if (heard) {
+      p.newHandshakeAt = 0;
+      const c = p.current;
+      if (c && c.initiator && !p.lastMinuteStarted && now - c.createdAt >= LAST_MINUTE_REKEY_AGE_MS) {
+        p.lastMinuteStarted = true;
+        this.freshHandshake(p, now);
+      }
+    }
+    if (tx !== p.seenTx) {
+      p.seenTx = tx;
+      p.dataSentAt = now;
+      if (p.newHandshakeAt === 0) p.newHandshakeAt = now + NEW_HANDSHAKE_AFTER_MS + jitter();
+    }
+  }
+
+  /**
+   * A handshake the timers ask for (not a retransmission): its run of attempts starts over, and
+   * an initiation goes out unless one went out less than REKEY-TIMEOUT ago (then the pending one
+   * is sent again on its own timer).
+   */
+  private freshHandshake(p: PeerState, now: number): void {
+    if (now - p.initiatedAt < REKEY_TIMEOUT_MS) {
+      if (p.pending) p.attemptsSince = now;
+      return;
+    }
+    p.attemptsSince = now;
+    this.initiate(p, now);
   }
 
   private newIndex(p: PeerState): number {
@@ -295,7 +358,8 @@ export class WgControl {
     const init = createInitiation(this.local, p.remote, index, now);
     if (!init) { this.freeIndex(index); p.pending = null; return; }
     p.pending = init.pending;
-    p.retransmitAt = now + REKEY_TIMEOUT_MS + Math.floor(Math.random() * (REKEY_TIMEOUT_JITTER_MS + 1));
+    p.retransmitAt = now + REKEY_TIMEOUT_MS + jitter();
+    p.initiatedAt = now;
     if (p.attemptsSince === 0) p.attemptsSince = now;
     this.outbox.push({ data: init.message, ...this.endpointOf(p) });
     this.events.handshake_initiations_sent++;
@@ -312,6 +376,7 @@ export class WgControl {
     p.previous = p.current;
     p.current = s;
     p.lastHandshakeAt = now;
+    p.lastMinuteStarted = false;
     this.installed = true;
     this.dp.setPeer(p.config.route, s.localIndex, this.endpointOf(p).port);
     this.events.handshakes_completed++;
@@ -335,7 +400,8 @@ export class WgControl {
     if (!r) { this.freeIndex(index); this.events.handshake_decrypt_failed++; return; }
     this.dp.openSession(index, c.remoteIndex, p.config.route, r.keys);
     if (p.unconfirmed) this.dropSession(p.unconfirmed);
-    p.unconfirmed = { localIndex: index, createdAt: now, initiator: false };
+    p.unconfirmed = { localIndex: index, createdAt: now, initiator: false, seenReceived: 0n };
+    p.newHandshakeAt = 0; // an authenticated handshake message from the peer
     // The initiator's endpoint is where its initiation came from.
     this.dp.setPeer(p.config.route, p.current?.localIndex ?? 0, m.port);
     this.setEndpointAddr(p, m.addr);
@@ -357,7 +423,8 @@ export class WgControl {
     p.pending = null;
     p.attemptsSince = 0;
     this.dp.openSession(index, readU32(m.data, 4), p.config.route, keys);
-    this.install(p, { localIndex: index, createdAt: now, initiator: true }, now);
+    p.newHandshakeAt = 0;
+    this.install(p, { localIndex: index, createdAt: now, initiator: true, seenReceived: 0n }, now);
     this.setEndpointAddr(p, m.addr);
     this.dp.setPeer(p.config.route, index, m.port);
     // The responder may send only after our first transport message: confirm at once.

@@ -62,7 +62,10 @@ export class WgDataPath {
   closeSession(localIndex: number): void { this.x.wgSessionClose(localIndex >>> 0); }
 
   /** Whether anything authenticated arrived on a session yet (a responder's confirmation). */
-  receivedOn(localIndex: number): boolean { return this.x.wgReceivedOn(localIndex >>> 0) !== 0n; }
+  receivedOn(localIndex: number): boolean { return this.receivedMark(localIndex) !== 0n; }
+
+  /** The greatest counter received on a session + 1 (0: nothing yet): it moves with each new authenticated message, keepalives too. */
+  receivedMark(localIndex: number): bigint { return BigInt.asUintN(64, this.x.wgReceivedOn(localIndex >>> 0)); }
 
   /**
    * Lays out control messages (handshakes, cookie replies) and keepalives of sessions (sealed

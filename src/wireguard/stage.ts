@@ -28,7 +28,7 @@ class AddonWireguardStage implements WireguardStage {
 
   constructor(
     native: NativeIO & WgNative, core: Core, options: NonNullable<WorkerData["options"]["wireguard"]>,
-    private readonly udp: UdpPorts, private readonly post: (r: WorkerReport) => void,
+    private readonly listenPort: number, private readonly udp: UdpPorts, private readonly post: (r: WorkerReport) => void,
   ) {
     this.dp = new WgDataPath(core, native);
     this.control = new WgControl(this.dp, options);
@@ -69,7 +69,10 @@ class AddonWireguardStage implements WireguardStage {
   report(now: number, force: boolean): void {
     if (!force && now - this.reportedAt < WG_REPORT_MS) return;
     this.reportedAt = now;
-    this.post({ type: "wireguard", peers: this.control.status(), events: { ...this.control.events } });
+    this.post({
+      type: "wireguard", publicKey: Buffer.from(this.control.publicKey).toString("base64"), listenPort: this.listenPort,
+      peers: this.control.status(), events: { ...this.control.events },
+    });
   }
 }
 
@@ -78,6 +81,6 @@ export const startStage: StartStage = (native, core, data, udp) => {
   const o = data.options.wireguard;
   if (!o) throw new Error("linen: wireguard mode needs the node's keys");
   return new AddonWireguardStage(
-    native as NativeIO & WgNative, core, o, udp, (r) => data.port.postMessage(r),
+    native as NativeIO & WgNative, core, o, data.options.port, udp, (r) => data.port.postMessage(r),
   );
 };

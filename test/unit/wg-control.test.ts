@@ -3,7 +3,8 @@
 // real waits). The timers: retransmit after REKEY-TIMEOUT plus jitter, give up after
 // REKEY-ATTEMPT-TIME, rekey after REKEY-AFTER-TIME or REKEY-AFTER-MESSAGES, reject after
 // REJECT-AFTER-TIME, a keepalive after KEEPALIVE-TIMEOUT of receiving only, persistent
-// keepalives; and the packets staged while a handshake runs go out once it completes.
+// keepalives, a new handshake after KEEPALIVE-TIMEOUT + REKEY-TIMEOUT of sending unanswered, the
+// initiator's last-minute handshake on receiving; and the packets staged while a handshake runs go out once it completes.
 import { randomBytes } from "node:crypto";
 import t, { type Test } from "tap";
 
@@ -202,6 +203,7 @@ t.test("a keepalive after KEEPALIVE-TIMEOUT of receiving only; none for a keepal
   const reply = buildUdp("10.5.2.7", "10.5.1.5", 7, 1000, bytes(8));
   const t2 = start + 5 * KEEPALIVE_TIMEOUT_MS;
   deliver(n.a, n.b, sendPacket(n.a, ping(n.a, 2), t2), t2);
+  n.b.c.tick(t2); // b has seen the data before it answers
   deliver(n.b, n.a, sendPacket(n.b, reply, t2 + TICK), t2 + TICK);
   run(n, t2 + 2 * TICK, t2 + 2 * KEEPALIVE_TIMEOUT_MS);
   t.equal(n.b.c.events.keepalives_sent, kaB + 1, "no keepalive when data went back");
@@ -232,11 +234,73 @@ t.test("wg show's view through /metrics: each peer's key, endpoint, allowed IPs,
   t.ok(s.lastHandshakeMs > T0 && s.lastHandshakeMs <= T0 + 5 * TICK, "the handshake's time");
   t.equal(s.txBytes, p.length, "bytes sent: the staged packet");
   t.equal(s.rxBytes, reply.length, "bytes received: the reply");
-  const m = wireguardMetrics({ peers: n.a.c.status(), events: n.a.c.events });
+  const own = Buffer.from(n.a.c.publicKey).toString("base64");
+  const m = wireguardMetrics({ publicKey: own, listenPort: PORT, peers: n.a.c.status(), events: n.a.c.events });
   const find = (name: string) => m.find((x) => x.name === name);
+  t.same(find("linen_wireguard_interface_info")?.labels, { public_key: own, listen_port: String(PORT) }, "wg show's interface: our public key and listening port");
+  t.equal(find("linen_wireguard_interface_info")?.value, 1);
   t.same(find("linen_wireguard_peer_last_handshake_seconds")?.labels, { public_key: s.publicKey, endpoint: s.endpoint, allowed_ips: "10.5.2.0/24" });
   t.equal(find("linen_wireguard_peer_last_handshake_seconds")?.value, Math.floor(s.lastHandshakeMs / 1000));
   t.equal(find("linen_wireguard_peer_receive_bytes_total")?.value, reply.length);
   t.equal(find("linen_wireguard_peer_transmit_bytes_total")?.value, p.length);
   t.equal(m.find((x) => x.labels?.event === "handshakes_completed")?.value, 1);
+});
+
+t.test("a new handshake after KEEPALIVE-TIMEOUT + REKEY-TIMEOUT of sending data and hearing nothing back", async (t) => {
+  const n = established(t);
+  const quiet = KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS;
+  // The peer is there: its keepalive (10 s after our data) counts as hearing back.
+  const s1 = T0 + 6 * TICK;
+  t.equal(deliver(n.a, n.b, sendPacket(n.a, ping(n.a, 1), s1), s1).length, 1);
+  run(n, s1 + TICK, s1 + 2 * quiet);
+  t.equal(n.a.c.events.handshake_initiations_sent, 1, "no new handshake while the peer answers (a keepalive is enough)");
+  // A request answered within one tick: the requester still owes a keepalive, else the peer
+  // that answered would hear nothing and start a handshake.
+  const r = s1 + 2 * quiet + TICK;
+  t.equal(deliver(n.a, n.b, sendPacket(n.a, ping(n.a, 3), r), r).length, 1);
+  const answer = buildUdp("10.5.2.7", "10.5.1.5", 7, 1000, bytes(8));
+  t.equal(deliver(n.b, n.a, sendPacket(n.b, answer, r), r).length, 1);
+  run(n, r + TICK, r + 2 * quiet);
+  t.equal(n.b.c.events.handshake_initiations_sent, 0, "no new handshake from the peer that answered");
+
+  // The peer goes silent: the data we send gets nothing back.
+  const s2 = r + 2 * quiet + TICK;
+  t.equal(sendPacket(n.a, ping(n.a, 2), s2).length, 1, "sent on the current session");
+  run(n, s2 + TICK, s2 + quiet - TICK, false);
+  t.equal(n.a.c.events.handshake_initiations_sent, 1, "none before 15 s");
+  run(n, s2 + quiet, s2 + quiet + REKEY_TIMEOUT_JITTER_MS + 2 * TICK, false);
+  t.equal(n.a.c.events.handshake_initiations_sent, 2, "one at 15 s plus jitter");
+  t.equal(n.a.c.events.rekeys, 0, "not a rekey on time or messages");
+  // Once the peer is back, the handshake completes.
+  const s3 = s2 + quiet + REKEY_TIMEOUT_JITTER_MS + 3 * TICK;
+  run(n, s3, s3 + REKEY_TIMEOUT_MS + REKEY_TIMEOUT_JITTER_MS + 3 * TICK);
+  t.equal(n.a.c.events.handshakes_completed, 2, "the new handshake completes");
+  t.equal(n.b.c.events.handshake_initiations_sent, 0, "the peer that received only does not start one");
+});
+
+t.test("the initiator starts a new run of attempts when a message arrives on a session older than REJECT-AFTER-TIME - KEEPALIVE-TIMEOUT - REKEY-TIMEOUT", async (t) => {
+  const n = established(t);
+  const lastMinute = REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS;
+  run(n, T0 + 6 * TICK, T0 + REKEY_AFTER_TIME_MS - TICK);
+  // From 120 s our messages are lost; the peer's still arrive. The rekey at 120 s goes unanswered.
+  const initiationsAt: number[] = [];
+  let seen = n.a.c.events.handshake_initiations_sent;
+  const end = T0 + lastMinute + REKEY_ATTEMPT_TIME_MS + 3 * REKEY_TIMEOUT_MS;
+  for (let now = T0 + REKEY_AFTER_TIME_MS; now <= end; now += TICK) {
+    n.a.c.tick(now);
+    n.b.c.tick(now);
+    drainWire(n.a, now); // lost
+    deliver(n.b, n.a, drainWire(n.b, now), now);
+    if (now === T0 + lastMinute + 10 * TICK) {
+      const reply = buildUdp("10.5.2.7", "10.5.1.5", 7, 1000, bytes(8));
+      t.equal(deliver(n.b, n.a, sendPacket(n.b, reply, now), now).length, 1, "the peer's data arrives after 165 s");
+    }
+    if (n.a.c.events.handshake_initiations_sent > seen) { seen = n.a.c.events.handshake_initiations_sent; initiationsAt.push(now - T0); }
+  }
+  t.comment(`initiations at (s): ${initiationsAt.map((x) => x / 1000).join(" ")}`);
+  const last = initiationsAt[initiationsAt.length - 1];
+  t.ok(last >= lastMinute + REKEY_ATTEMPT_TIME_MS - REKEY_TIMEOUT_MS - REKEY_TIMEOUT_JITTER_MS,
+    "attempts go on for 90 s from that message, not from the rekey at 120 s");
+  t.ok(last < lastMinute + 10 * TICK + REKEY_ATTEMPT_TIME_MS + REKEY_TIMEOUT_MS + REKEY_TIMEOUT_JITTER_MS, "then give up");
+  t.equal(n.a.c.events.handshake_attempts_given_up, 1);
 });

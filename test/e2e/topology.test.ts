@@ -227,9 +227,10 @@ function main(): void {
       child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
       child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
       const exited = new Promise<[number | null, NodeJS.Signals | null]>((res) => child.once('exit', (c, s) => res([c, s])));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      // Generous: on a starved machine the TypeScript loader alone can take most of a minute.
+      const timer = setTimeout(() => child.kill('SIGKILL'), 180_000);
       try {
-        while (!out.includes('\n') && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+        while (!out.includes('\n') && child.exitCode === null && child.signalCode === null) await new Promise((r) => setTimeout(r, 20));
         const { id, pid } = JSON.parse(out.split('\n')[0] || '{}') as { id?: string; pid?: number };
         t.ok(id, `child built a topology (${err.trim().slice(0, 500)})`);
         if (!id) continue;

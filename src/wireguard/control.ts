@@ -1,6 +1,6 @@
 // WireGuard's control path in a data-plane worker: per peer, the handshake state and the
 // whitepaper's timers (retransmit after REKEY-TIMEOUT plus jitter, give up after
-// REKEY-ATTEMPT-TIME, rekey after REKEY-AFTER-TIME or REKEY-AFTER-MESSAGES, forget keys after
+// REKEY-ATTEMPT-TIME, rekey when sending after REKEY-AFTER-TIME or REKEY-AFTER-MESSAGES, forget keys after
 // REJECT-AFTER-TIME, a keepalive after KEEPALIVE-TIMEOUT of receiving only, persistent
 // keepalives, a new handshake when data sent gets no answer, the initiator's last-minute
 // handshake on receiving), cookie replies under load and a per-source limit on initiations;
@@ -247,8 +247,11 @@ export class WgControl {
         }
       }
       const c = p.current;
+      // On time only when sending (data or keepalive) on a session that old, as wireguard-go
+      // does: an idle session is left to expire rather than kept alive by handshakes.
       if (c && !p.pending &&
-          ((c.initiator && now - c.createdAt >= REKEY_AFTER_TIME_MS) || this.dp.sentOn(c.localIndex) >= REKEY_AFTER_MESSAGES)) {
+          ((c.initiator && Math.max(p.dataSentAt, p.lastKeepaliveAt) - c.createdAt >= REKEY_AFTER_TIME_MS) ||
+           this.dp.sentOn(c.localIndex) >= REKEY_AFTER_MESSAGES)) {
         this.events.rekeys++;
         this.initiate(p, now);
       }

@@ -151,11 +151,25 @@ t.test("retransmits every REKEY-TIMEOUT plus jitter, gives up after REKEY-ATTEMP
   t.equal(atB.length, 1, "and it completes once the peer answers");
 });
 
-t.test("the initiator rekeys after REKEY-AFTER-TIME; keys are rejected after REJECT-AFTER-TIME", async (t) => {
+t.test("an idle session is not rekeyed on time: the initiator's first data after REKEY-AFTER-TIME starts the rekey", async (t) => {
+  const n = established(t);
+  run(n, T0 + 6 * TICK, T0 + REKEY_AFTER_TIME_MS + 30_000);
+  t.equal(n.a.c.events.rekeys, 0, "nothing sent: no rekey at 120 s, nor 30 s later");
+  t.equal(n.a.c.events.handshake_initiations_sent, 1, "no initiation at all since the first handshake");
+  const at = T0 + REKEY_AFTER_TIME_MS + 30_000 + TICK;
+  t.equal(deliver(n.a, n.b, sendPacket(n.a, ping(n.a, 9), at), at).length, 1, "data still goes on the old session");
+  run(n, at + TICK, at + 5 * TICK);
+  t.equal(n.a.c.events.rekeys, 1, "sending on it rekeys");
+  t.equal(n.a.c.events.handshakes_completed, 2);
+  t.equal(n.b.c.events.rekeys, 0, "the responder does not rekey on time");
+});
+
+t.test("the initiator sending at REKEY-AFTER-TIME rekeys; keys are rejected after REJECT-AFTER-TIME", async (t) => {
   const n = established(t);
   run(n, T0 + 6 * TICK, T0 + REKEY_AFTER_TIME_MS - TICK);
   t.equal(n.a.c.events.rekeys, 0, "no rekey before 120 s");
-  run(n, T0 + REKEY_AFTER_TIME_MS, T0 + REKEY_AFTER_TIME_MS + 5 * TICK);
+  sendPacket(n.a, ping(n.a, 4), T0 + REKEY_AFTER_TIME_MS + 2 * TICK); // lost; sending is what counts
+  run(n, T0 + REKEY_AFTER_TIME_MS + 2 * TICK, T0 + REKEY_AFTER_TIME_MS + 5 * TICK);
   t.equal(n.a.c.events.rekeys, 1, "the initiator rekeys at 120 s");
   t.equal(n.b.c.events.rekeys, 0, "the responder does not rekey on time");
   t.equal(n.a.c.events.handshakes_completed, 2);
@@ -282,7 +296,7 @@ t.test("the initiator starts a new run of attempts when a message arrives on a s
   const n = established(t);
   const lastMinute = REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS;
   run(n, T0 + 6 * TICK, T0 + REKEY_AFTER_TIME_MS - TICK);
-  // From 120 s our messages are lost; the peer's still arrive. The rekey at 120 s goes unanswered.
+  // From 120 s our messages are lost; the peer's still arrive. a sends nothing, so it does not rekey on time.
   const initiationsAt: number[] = [];
   let seen = n.a.c.events.handshake_initiations_sent;
   const end = T0 + lastMinute + REKEY_ATTEMPT_TIME_MS + 3 * REKEY_TIMEOUT_MS;

@@ -5,7 +5,8 @@
 // device, MTU less 80), with its own lease written by etcdctl in flanneld's JSON. No static
 // peers: linen takes the peer's key and port from the lease's BackendData. Pings (the first
 // ones all answered) and SHA-256-checked TCP both ways; linen's /metrics shows the peer as
-// `wg show` would; a paced transfer of 140 s outlasts linen's rekey at 120 s.
+// `wg show` would; a paced transfer of 140 s outlasts linen's rekey at 120 s; then wireguard-go
+// restarted, and linend restarted with the same key.
 import { execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -54,16 +55,30 @@ t.test("linend learns a wireguard-go node (flanneld's device, lease by etcdctl) 
   t.equal(Buffer.from(lease1.BackendData.PublicKey, "base64").length, 32, "linen's lease carries its public key");
 
   const dev = `${c.topo.id}-wg`;
-  const wgo: ChildProcess = c.topo.spawn(h2!.ns, "wireguard-go", ["-f", dev], { stdio: ["ignore", "ignore", "ignore"] });
-  t.teardown(() => { if (wgo.exitCode === null) wgo.kill("SIGKILL"); });
-  const up = await waitFor(() => { try { c.topo.ip(h2!.ns, "link", "show", dev); return true; } catch { return false; } }, 10_000);
-  t.ok(up >= 0, "wireguard-go made its device");
-  c.topo.exec(h2!.ns, "wg", ["set", dev, "private-key", join(dir, "wg.key"), "listen-port", String(PORT),
-    "peer", lease1.BackendData.PublicKey, "preshared-key", join(dir, "psk"),
-    "endpoint", `${lease1.PublicIP}:${lease1.BackendData.Port}`, "allowed-ips", s1]);
-  c.topo.ip(h2!.ns, "addr", "add", `${s2.replace("/24", "")}/32`, "dev", dev);
-  c.topo.ip(h2!.ns, "link", "set", dev, "mtu", String(c.topo.underlayMtu - 80), "up");
-  c.topo.ip(h2!.ns, "route", "add", c.network, "dev", dev);
+  let wgo: ChildProcess | undefined;
+  t.teardown(() => { if (wgo && wgo.exitCode === null) wgo.kill("SIGKILL"); });
+  /** wireguard-go's device on host 2, configured as flanneld configures the kernel's. */
+  const startWireguardGo = async (): Promise<void> => {
+    wgo = c.topo.spawn(h2!.ns, "wireguard-go", ["-f", dev], { stdio: ["ignore", "ignore", "ignore"] });
+    const up = await waitFor(() => { try { c.topo.ip(h2!.ns, "link", "show", dev); return true; } catch { return false; } }, 10_000);
+    t.ok(up >= 0, "wireguard-go made its device");
+    c.topo.exec(h2!.ns, "wg", ["set", dev, "private-key", join(dir, "wg.key"), "listen-port", String(PORT),
+      "peer", lease1.BackendData.PublicKey, "preshared-key", join(dir, "psk"),
+      "endpoint", `${lease1.PublicIP}:${lease1.BackendData.Port}`, "allowed-ips", s1]);
+    c.topo.ip(h2!.ns, "addr", "add", `${s2.replace("/24", "")}/32`, "dev", dev);
+    c.topo.ip(h2!.ns, "link", "set", dev, "mtu", String(c.topo.underlayMtu - 80), "up");
+    c.topo.ip(h2!.ns, "route", "add", c.network, "dev", dev);
+  };
+  const stopWireguardGo = async (): Promise<void> => {
+    const p = wgo!;
+    if (p.exitCode === null) {
+      p.kill("SIGTERM");
+      await new Promise((r) => p.once("exit", r));
+    }
+    // wireguard-go removes its device on exit; wait until it is gone before making it again.
+    await waitFor(() => { try { c.topo.ip(h2!.ns, "link", "show", dev); return false; } catch { return true; } }, 10_000);
+  };
+  await startWireguardGo();
   // Host 2's pod, as the CNI plugin would address it from flanneld's subnet.env.
   const base2 = s2.replace(/\.0\/24$/, "");
   c.topo.ip(h2!.ns, "addr", "flush", "dev", h2!.podGatewayDev);
@@ -121,4 +136,27 @@ t.test("linend learns a wireguard-go node (flanneld's device, lease by etcdctl) 
   }, 10_000, 500);
   t.ok(event("rekeys") >= 1, `linen rekeyed during it (rekeys ${event("rekeys")})`);
   t.ok(event("handshakes_completed") > handshakesBefore, `with wireguard-go (handshakes ${handshakesBefore} -> ${event("handshakes_completed")})`);
+
+  // wireguard-go restarted: it lost its sessions, linen still holds one. Its node's traffic makes
+  // it initiate; linen's traffic gets no answer on the old session until linen handshakes anew.
+  await stopWireguardGo();
+  await startWireguardGo();
+  const afterWgo = await ping({ from: h2!.pod, to: linen.podIp!, waitSec: 10 });
+  t.match(afterWgo.out, / [1-3] received/, "after wireguard-go restarted, its pod reaches linen's");
+  t.match((await ping({ from: h1!.pod, to: pod2, waitSec: 10 })).out, /3 received/, "and linen's pod reaches its pod");
+  const again = await transfer(h1!.pod.ns, h2!.pod.ns, pod2, 8 * MB, 180_000);
+  t.equal(again.received, again.sent, "TCP linen -> restarted wireguard-go, SHA-256 equal");
+
+  // linend restarted: the same private key from its key file, so wireguard-go's peer entry (made
+  // from linen's lease) still holds, and linen learns the peer from etcd again.
+  const keyBefore = lease1.BackendData.PublicKey;
+  await linen.stop();
+  await linen.start();
+  const lease1b = JSON.parse(await c.etcd.ctl("get", "--print-value-only", leaseKey(s1))) as { BackendData: { PublicKey: string } };
+  t.equal(lease1b.BackendData.PublicKey, keyBefore, "linend restarted publishes the same public key");
+  const relearned = await waitFor(async () => /^linen_peers 1$/m.test((await linen.http("/metrics")).body), 30_000, 200);
+  t.ok(relearned >= 0, `linen took host 2's lease from etcd again (${relearned} ms)`);
+  const afterLinen = await ping({ from: h1!.pod, to: pod2, waitSec: 10 });
+  t.match(afterLinen.out, / [1-3] received/, "after linend restarted, linen's pod reaches wireguard-go's");
+  t.match((await ping({ from: h2!.pod, to: linen.podIp!, waitSec: 10 })).out, /3 received/, "and back");
 });

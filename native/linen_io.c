@@ -366,12 +366,22 @@ static int read_batch_args(napi_env env, napi_callback_info info, const char *ca
   return 1;
 }
 
-// tunReadBatch(fd, memory, descTable, max, capacity) -> count
+// tunReadBatch(fd, memory, descTable, max, capacity[, budget]) -> count
+// With a budget (bytes, > 0), stops once the packets read add up to it: a caller that processes
+// a whole batch before sending any of it bounds how long the first packet waits.
 static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
   read_batch b;
   if (!read_batch_args(env, info, "tunReadBatch", &b)) return NULL;
+  size_t argc = 6;
+  napi_value argv[6];
+  uint32_t budget = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  napi_valuetype t6 = napi_undefined;
+  if (argc >= 6) napi_typeof(env, argv[5], &t6);
+  if (t6 != napi_undefined && !arg_u32(env, argv[5], "budget", &budget)) return NULL;
+  uint64_t bytes = 0;
   uint32_t n = 0;
-  while (n < b.max) {
+  while (n < b.max && (budget == 0 || bytes < budget)) {
     uint8_t *d = b.base + b.table + (size_t)n * DESC_SIZE;
     ssize_t r = read(b.fd, b.base + b.off[n], b.cap);
     if (r < 0) {
@@ -381,6 +391,7 @@ static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
     }
     if (r == 0) break;
     wr32(d + D_LENGTH, (uint32_t)r < b.cap ? (uint32_t)r : b.cap);
+    bytes += (uint64_t)r;
     n++;
   }
   return num(env, n);

@@ -100,9 +100,10 @@ export interface NativeIO {
   /**
    * Reads up to `max` packets, one per descriptor of the table at `descTable`, each into
    * `offset` with at most `capacity` bytes; stores `length`. Stops at EAGAIN. Returns the count.
-   * `max` is at most 1024; the offsets checked before the first read are the ones used.
+   * `max` is at most 1024; the offsets checked before the first read are the ones used. With a
+   * `budget` (bytes, > 0) it also stops once the packets read add up to that many bytes.
    */
-  tunReadBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number): number;
+  tunReadBatch(fd: number, memory: NativeMemory, descTable: number, max: number, capacity: number, budget?: number): number;
   /**
    * One writev() per 8-byte entry {first, count} of the table at `writesTable`, naming iovecs
    * {offset, length} of the table at `iovTable`. Returns the packets written: EINVAL drops one

@@ -14,8 +14,8 @@ const SOCKET_BUFFER = 8 << 20;
 
 class AddonTun implements TunQueue {
   constructor(private readonly native: NativeIO, readonly fd: number, private readonly memory: ArrayBuffer) {}
-  readBatch(descTable: number, max: number, capacity: number): number {
-    return this.native.tunReadBatch(this.fd, this.memory, descTable, max, capacity);
+  readBatch(descTable: number, max: number, capacity: number, budget = 0): number {
+    return this.native.tunReadBatch(this.fd, this.memory, descTable, max, capacity, budget);
   }
   writeBatch(writesTable: number, count: number, iovTable: number): number {
     return this.native.tunWriteBatch(this.fd, this.memory, writesTable, count, iovTable);

@@ -9,9 +9,11 @@ import type { ControlMessage } from './protocol.js';
 /** One TUN queue. */
 export interface TunQueue {
   /** Reads up to `max` packets, one into each descriptor of the table at `descTable` (at its
-   * offset, at most `capacity` bytes), storing each length. Returns how many were read: fewer
-   * than `max` means the queue ran dry. Throws on a failure other than "nothing to read". */
-  readBatch(descTable: number, max: number, capacity: number): number;
+   * offset, at most `capacity` bytes), storing each length. With a `budget` (bytes, > 0) it
+   * also stops once the packets read add up to that many bytes. Returns how many were read:
+   * without a budget, fewer than `max` means the queue ran dry; with one, only 0 says so.
+   * Throws on a failure other than "nothing to read". */
+  readBatch(descTable: number, max: number, capacity: number, budget?: number): number;
   /** Writes `count` entries of the TUN write table at `writesTable` (each a packet gathered from
    * iovecs of the table at `iovTable`). Returns the packets written; the rest were refused. */
   writeBatch(writesTable: number, count: number, iovTable: number): number;

@@ -77,6 +77,8 @@ class PeerSlots {
 export interface WireguardStage {
   /** The longest wait() when idle, so that the handshake timers run. */
   readonly tickMs: number;
+  /** Bytes one TUN read batch stops at (TunQueue.readBatch's budget). */
+  readonly egressBudget: number;
   /** After the core took route `r` (its index `routeIndex`). */
   setPeer(r: SlottedRoute, routeIndex: number): void;
   /** Before the core drops the route at `routeIndex`. */
@@ -114,6 +116,8 @@ export class WorkerLoop {
   private readonly peers: PeerSlots;
   private readonly reportError: (message: string) => void;
   private readonly batch: number;
+  /** TunQueue.readBatch's budget; 0: batches end only at `batch` packets or a dry queue. */
+  private readonly egressBudget: number;
   private readonly egressCapacity: number;
   private readonly ingressCapacity: number;
   // Plain numbers on the hot path; converted to u64 only when published.
@@ -134,6 +138,7 @@ export class WorkerLoop {
     this.counters = new BigUint64Array(o.core.memory.buffer, L.COUNTERS, this.SL.counterWords);
     this.peers = new PeerSlots(o.core, this.stats, this.SL.peers);
     this.batch = L.BATCH;
+    this.egressBudget = this.wg?.egressBudget ?? 0;
     this.egressCapacity = o.core.exports.egressReadCapacity();
     this.ingressCapacity = o.core.exports.ingressReadCapacity();
   }
@@ -189,7 +194,8 @@ export class WorkerLoop {
       if (tunReady) {
         const n = this.fromTun();
         if (n > 0) this.dirty = true;
-        tunReady = n === this.batch;
+        // A batch cut by the budget is not a dry queue: only an empty one says so.
+        tunReady = n === this.batch || (this.egressBudget > 0 && n > 0);
       }
       if (udpReady) {
         const max = io.udp.gro ? GRO_RECV_MAX : this.batch;
@@ -215,7 +221,7 @@ export class WorkerLoop {
   /** One TUN read batch through egress; returns the packets read. */
   private fromTun(): number {
     const L = this.core.layout;
-    const n = this.io.tun.readBatch(L.EG_IN_DESC, this.batch, this.egressCapacity);
+    const n = this.io.tun.readBatch(L.EG_IN_DESC, this.batch, this.egressCapacity, this.egressBudget);
     if (n > 0) {
       this.ioStats[TUN_READS] += n;
       this.core.egress(n, Date.now());

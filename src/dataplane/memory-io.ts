@@ -37,11 +37,15 @@ export class MemoryTun implements TunQueue {
 
   constructor(private readonly desc: DescriptorView, private readonly L: Layout) {}
 
-  readBatch(descTable: number, max: number, capacity: number): number {
+  readBatch(descTable: number, max: number, capacity: number, budget = 0): number {
     this.reads++;
     if (this.readError) { const e = this.readError; this.readError = null; throw e; }
-    const n = Math.min(max, this.inbound.length);
-    for (let i = 0; i < n; i++) this.desc.fill(this.desc.at(descTable, i), this.inbound.shift() as Uint8Array, capacity);
+    let n = 0;
+    for (let bytes = 0; n < max && this.inbound.length > 0 && (budget === 0 || bytes < budget); n++) {
+      const packet = this.inbound.shift() as Uint8Array;
+      this.desc.fill(this.desc.at(descTable, n), packet, capacity);
+      bytes += packet.length;
+    }
     return n;
   }
 

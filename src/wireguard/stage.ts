@@ -19,9 +19,15 @@ const WG_TICK_MS = 100;
 // The peers' state and the control path's counters go to the main thread at most this often
 // (and on every publish request), not with every publish.
 const WG_REPORT_MS = 1000;
+// A TUN read batch ends at this many bytes (four TCP super-packets). A batch is sealed whole
+// before any of it is sent, and sealing costs about twice what the rest of forwarding does, so
+// a full batch (64 super-packets, 4 MiB) would hold its first packet for milliseconds while
+// the other host's worker waits for it: one TCP stream then leaves cores idle.
+const WG_EGRESS_BUDGET = 256 << 10;
 
 class AddonWireguardStage implements WireguardStage {
   readonly tickMs = WG_TICK_MS;
+  readonly egressBudget = WG_EGRESS_BUDGET;
   private readonly dp: WgDataPath;
   private readonly control: WgControl;
   private reportedAt = 0;

@@ -191,6 +191,7 @@ t.test('a failed read ends the loop with that error (the worker dies and is rest
 // and the core's egress/ingress, so the order within a wake-up can be checked.
 class RecordingStage implements WireguardStage {
   readonly tickMs = 37;
+  constructor(readonly egressBudget = 0) {}
   readonly log: string[] = [];
   /** Datagrams drain() claims to send, once. */
   queued = 0;
@@ -211,8 +212,8 @@ class RecordingStage implements WireguardStage {
   report(_now: number, force: boolean): void { this.log.push(force ? 'report forced' : 'report'); }
 }
 
-function stageRig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }]): Rig & { stage: RecordingStage } {
-  const stage = new RecordingStage();
+function stageRig(routes: SlottedRoute[] = [{ route: PEER, slot: 0 }], egressBudget = 0): Rig & { stage: RecordingStage } {
+  const stage = new RecordingStage(egressBudget);
   const r = rig(routes, { wireguard: stage });
   stage.core = r.core;
   const log = stage.log;
@@ -252,6 +253,32 @@ t.test('wireguard stage: tick and drain on every wake-up, seal after egress befo
   t.same(r.stage.peers, [{ subnet: PEER.subnet.ip, routeIndex: r.core.exports.routeFind(PEER.subnet.ip >>> 0, PEER.subnet.prefixLen) }],
     'the stage gets the core\'s index of the route');
   t.ok(r.stage.peers[0].routeIndex >= 0);
+});
+
+t.test('wireguard stage: a TUN read ends at its byte budget, each part is sealed and sent before the next read, an empty read ends the run', async (t) => {
+  // toPeer(i) is 128 + i bytes: the budget is reached by the third packet of each batch.
+  const r = stageRig([{ route: PEER, slot: 0 }], 2 * toPeer(0).length + 10);
+  const counts: number[] = [];
+  const read = r.io.tun.readBatch.bind(r.io.tun);
+  r.io.tun.readBatch = (...a: Parameters<typeof read>): number => { const n = read(...a); counts.push(n); return n; };
+  r.io.then(() => { for (let i = 0; i < 7; i++) r.io.tun.inbound.push(toPeer(i)); });
+  r.run();
+  t.same(counts, [3, 3, 1, 0], 'batches of 3, 3 and 1 packets, then one read that found the queue dry');
+  const part = ['tun read', 'egress', 'seal', 'udp send', 'drain'];
+  t.same(wakeups(r.stage.log)[0], ['tick', 'drain', 'report', ...part, ...part, ...part, 'tun read']);
+  t.equal(r.io.udp.sent.length, 7, 'every packet was sent');
+  t.same(r.io.udp.sent.map((d) => d.data.length), Array.from({ length: 7 }, (_, i) => toPeer(i).length), 'in order');
+});
+
+t.test('without a budget a short TUN read means dry: no second read', async (t) => {
+  const r = stageRig();
+  let reads = 0;
+  const read = r.io.tun.readBatch.bind(r.io.tun);
+  r.io.tun.readBatch = (...a: Parameters<typeof read>): number => { reads++; return read(...a); };
+  r.io.then(() => { for (let i = 0; i < 7; i++) r.io.tun.inbound.push(toPeer(i)); });
+  r.run();
+  t.equal(reads, 1);
+  t.equal(r.io.udp.sent.length, 7);
 });
 
 t.test('wireguard stage: open after the receive and before ingress, drain after the TUN writes', async (t) => {

@@ -176,6 +176,22 @@ t.test("tunReadBatch: a packet routed into the TUN lands at its descriptor's off
   t.equal(r.emptyAfter, 0, "EAGAIN ends the batch");
 });
 
+t.test("tunReadBatch: a byte budget ends the batch once the packets read reach it", async (t) => {
+  const lab = netnsLab(t);
+  const r = lab.ns().nodeJson<{
+    packet: number; reads: { budget: number | null; n: number; lengths: number[] }[]; badBudget: Attempt<number>;
+  }>(tunScript, ["budget", lab.name()]);
+  const p = r.packet;
+  t.same(r.reads, [
+    { budget: 2 * p + 1, n: 3, lengths: [p, p, p] },
+    { budget: 1, n: 1, lengths: [p] },
+    { budget: null, n: 2, lengths: [p, p] },
+    { budget: 0, n: 0, lengths: [] },
+  ], "3 packets reach a budget of 2 packets and a byte; 1 reaches 1 byte; without one the batch ends at the dry queue");
+  t.equal(errorOf(r.badBudget).name, "RangeError", "a negative budget is refused");
+  t.match(errorOf(r.badBudget).message ?? "", /budget/);
+});
+
 t.test("tunWriteBatch: iovec lists are delivered, bad packets skipped, EIO when down", async (t) => {
   const lab = netnsLab(t);
   const ns = lab.ns();

@@ -2,12 +2,12 @@
 // other node is Debian's wireguard-go, configured exactly as flanneld's wireguard backend
 // configures the kernel device (listen port, the peer's public key, PSK, endpoint PublicIP:Port
 // and allowed IPs from linen's lease, the lease subnet's address /32, the network routed to the
-// device, MTU less 80), with its own lease written by etcdctl in flanneld's JSON. No static
+// device, MTU less WireGuard's overhead), with its own lease written by etcdctl in flanneld's JSON. No static
 // peers: linen takes the peer's key and port from the lease's BackendData. Pings (the first
 // ones all answered) and SHA-256-checked TCP both ways; linen's /metrics shows the peer as
 // `wg show` would; a paced transfer of 140 s outlasts linen's rekey at 120 s; then wireguard-go
 // restarted, and linend restarted with the same key.
-import { execFileSync, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,8 @@ import { putFlannelLease, leaseKey } from "../../lab/leases.js";
 import { ping } from "../../lab/traffic.js";
 import { transfer } from "../../lab/transfer.js";
 import { waitFor } from "../../lab/wait.js";
+import { namespaceOf, startWireguardGoDevice, type WireguardGoDevice } from "../../lab/wireguard-go.js";
+import { WIREGUARD_MTU_OVERHEAD } from "../../src/config/network.js";
 
 const MB = 1 << 20;
 const PORT = 51820;
@@ -55,29 +57,17 @@ t.test("linend learns a wireguard-go node (flanneld's device, lease by etcdctl) 
   t.equal(Buffer.from(lease1.BackendData.PublicKey, "base64").length, 32, "linen's lease carries its public key");
 
   const dev = `${c.topo.id}-wg`;
-  let wgo: ChildProcess | undefined;
-  t.teardown(() => { if (wgo && wgo.exitCode === null) wgo.kill("SIGKILL"); });
+  let wgo: WireguardGoDevice | undefined;
+  t.teardown(() => wgo?.stop());
   /** wireguard-go's device on host 2, configured as flanneld configures the kernel's. */
   const startWireguardGo = async (): Promise<void> => {
-    wgo = c.topo.spawn(h2!.ns, "wireguard-go", ["-f", dev], { stdio: ["ignore", "ignore", "ignore"] });
-    const up = await waitFor(() => { try { c.topo.ip(h2!.ns, "link", "show", dev); return true; } catch { return false; } }, 10_000);
-    t.ok(up >= 0, "wireguard-go made its device");
-    c.topo.exec(h2!.ns, "wg", ["set", dev, "private-key", join(dir, "wg.key"), "listen-port", String(PORT),
-      "peer", lease1.BackendData.PublicKey, "preshared-key", join(dir, "psk"),
-      "endpoint", `${lease1.PublicIP}:${lease1.BackendData.Port}`, "allowed-ips", s1]);
-    c.topo.ip(h2!.ns, "addr", "add", `${s2.replace("/24", "")}/32`, "dev", dev);
-    c.topo.ip(h2!.ns, "link", "set", dev, "mtu", String(c.topo.underlayMtu - 80), "up");
-    c.topo.ip(h2!.ns, "route", "add", c.network, "dev", dev);
+    wgo = await startWireguardGoDevice(namespaceOf(c.topo, h2!.ns), {
+      dev, keyFile: join(dir, "wg.key"), listenPort: PORT, subnet: s2, network: c.network, underlayMtu: c.topo.underlayMtu,
+      peers: [{ publicKey: lease1.BackendData.PublicKey, pskFile: join(dir, "psk"), endpoint: `${lease1.PublicIP}:${lease1.BackendData.Port}`, allowedIps: s1 }],
+    });
+    t.pass("wireguard-go made its device");
   };
-  const stopWireguardGo = async (): Promise<void> => {
-    const p = wgo!;
-    if (p.exitCode === null) {
-      p.kill("SIGTERM");
-      await new Promise((r) => p.once("exit", r));
-    }
-    // wireguard-go removes its device on exit; wait until it is gone before making it again.
-    await waitFor(() => { try { c.topo.ip(h2!.ns, "link", "show", dev); return false; } catch { return true; } }, 10_000);
-  };
+  const stopWireguardGo = async (): Promise<void> => { await wgo?.stop(); };
   await startWireguardGo();
   // Host 2's pod, as the CNI plugin would address it from flanneld's subnet.env.
   const base2 = s2.replace(/\.0\/24$/, "");
@@ -85,7 +75,7 @@ t.test("linend learns a wireguard-go node (flanneld's device, lease by etcdctl) 
   c.topo.ip(h2!.ns, "addr", "add", `${base2}.1/24`, "dev", h2!.podGatewayDev);
   c.topo.ip(h2!.pod.ns, "addr", "flush", "dev", h2!.pod.dev);
   c.topo.ip(h2!.pod.ns, "addr", "add", `${base2}.2/24`, "dev", h2!.pod.dev);
-  c.topo.ip(h2!.pod.ns, "link", "set", "dev", h2!.pod.dev, "mtu", String(c.topo.underlayMtu - 80));
+  c.topo.ip(h2!.pod.ns, "link", "set", "dev", h2!.pod.dev, "mtu", String(c.topo.underlayMtu - WIREGUARD_MTU_OVERHEAD));
   c.topo.ip(h2!.pod.ns, "route", "replace", "default", "via", `${base2}.1`);
   const pod2 = `${base2}.2`;
 

@@ -16,6 +16,7 @@ import { netnsLab } from "../helpers/netns.js";
 import { linendPath } from "../../lab/linend.js";
 import { transfer } from "../../lab/transfer.js";
 import { waitFor } from "../../lab/wait.js";
+import { startWireguardGoDevice, type WireguardGoDevice } from "../../lab/wireguard-go.js";
 import { publicKeyOf } from "../../src/wireguard/crypto.js";
 import type { Netns, ShError } from "../../lab/netns.js";
 
@@ -26,6 +27,7 @@ const LINEN_SUBNET = "10.6.1.0/24";
 const WG_SUBNET = "10.6.2.0/24";
 const LINEN_IP = "192.168.78.2";
 const WG_IP = "192.168.78.1";
+const UNDERLAY_MTU = 1500;
 
 function pingOut(ns: Netns, to: string, count = 3): string {
   try {
@@ -41,7 +43,7 @@ t.test("linend's wireguard backend interoperates with wireguard-go configured as
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const wgNs = lab.ns();
   const linenNs = lab.ns();
-  const [wgLink, linenLink] = lab.veth(wgNs, linenNs, { aAddr: `${WG_IP}/24`, bAddr: `${LINEN_IP}/24` });
+  const [wgLink, linenLink] = lab.veth(wgNs, linenNs, { aAddr: `${WG_IP}/24`, bAddr: `${LINEN_IP}/24`, mtu: UNDERLAY_MTU });
   const dev = lab.name("w"); // the UAPI socket path is global: a unique name, not flannel-wg
 
   const wgKey = execFileSync("wg", ["genkey"]).toString().trim();
@@ -91,28 +93,15 @@ t.test("linend's wireguard backend interoperates with wireguard-go configured as
   const linenPub = Buffer.from(publicKeyOf(new Uint8Array(Buffer.from(readFileSync(keyFile, "utf8"), "base64")))).toString("base64");
 
   // --- wireguard-go, as flanneld configures its device ---
-  let wgo: ChildProcess | null = null;
+  let wgo: WireguardGoDevice | null = null;
   const startWireguardGo = async (): Promise<void> => {
-    const child = wgNs.spawn("wireguard-go", ["-f", dev]);
-    child.stdout?.resume();
-    child.stderr?.resume();
-    wgo = child;
-    await waitFor(() => { try { wgNs.ip("link", "show", dev); return true; } catch { return false; } }, 10_000);
-    wgNs.exec("wg", ["set", dev, "private-key", join(dir, "wg.key"), "listen-port", String(PORT),
-      "peer", linenPub, "preshared-key", join(dir, "psk"), "endpoint", `${LINEN_IP}:${PORT}`, "allowed-ips", LINEN_SUBNET]);
-    wgNs.ip("addr", "add", "10.6.2.0/32", "dev", dev);
-    wgNs.ip("link", "set", dev, "mtu", "1420", "up");
-    wgNs.ip("route", "add", NETWORK, "dev", dev);
+    wgo = await startWireguardGoDevice(wgNs, {
+      dev, keyFile: join(dir, "wg.key"), listenPort: PORT, subnet: WG_SUBNET, network: NETWORK, underlayMtu: UNDERLAY_MTU,
+      peers: [{ publicKey: linenPub, pskFile: join(dir, "psk"), endpoint: `${LINEN_IP}:${PORT}`, allowedIps: LINEN_SUBNET }],
+    });
   };
-  const stopWireguardGo = async (): Promise<void> => {
-    const c = wgo;
-    if (!c || c.exitCode !== null) return;
-    const gone = new Promise((r) => c.once("exit", r));
-    c.kill("SIGKILL");
-    await gone;
-    await waitFor(() => { try { wgNs.ip("link", "show", dev); return false; } catch { return true; } }, 10_000);
-  };
-  t.teardown(() => { if (wgo && wgo.exitCode === null) wgo.kill("SIGKILL"); });
+  const stopWireguardGo = async (): Promise<void> => { await wgo?.stop(); };
+  t.teardown(() => wgo?.stop());
   await startWireguardGo();
 
   const linenSide = () => linenLog.split("\n").slice(-20).join("\n");

@@ -29,7 +29,7 @@ export { PacketVerdict } from './counters';
 export { MODE_UDP, MODE_VXLAN, MODE_WIREGUARD } from './settings';
 export { egress, egressReadCapacity, wgEgressFinish, wgReleaseStaged } from './egress';
 export {
-  wgSessionAddr, wgSessionOpen, wgSessionClose, wgSendCounter, wgReceivedOn, wgFrameKeepalive, wgCryptCount,
+  wgSessionAddr, wgSessionOpen, wgSessionClose, wgSendCounter, wgReceivedOn, wgSessionSentBytes, wgSessionReceivedBytes, wgFrameKeepalive, wgCryptCount,
   wgControlCount, wgWantCount, wgIngressPrepare, wgStagedCount, wgStageDrop,
 } from './wg';
 export { ingress, ingressReadCapacity } from './ingress';

@@ -129,6 +129,10 @@ export const WG_S_REMOTE_INDEX: u32 = 4;  // u32
 export const WG_S_ROUTE: u32 = 8;         // i32 route index of the peer
 export const WG_S_SEND_COUNTER: u32 = 16; // u64 next counter to send
 export const WG_S_RECV_TOP: u32 = 24;     // u64 greatest counter received + 1 (0: none yet)
+// Bytes of the transport messages framed to send and accepted on the session, whole messages
+// (header, padded packet, tag) as `wg show`'s transfer counts them.
+export const WG_S_TX_BYTES: u32 = 32;     // u64
+export const WG_S_RX_BYTES: u32 = 40;     // u64
 export const WG_S_SEND_KEY: u32 = 64;     // [32]
 export const WG_S_RECV_KEY: u32 = 96;     // [32]
 export const WG_S_WINDOW: u32 = 128;      // [WG_WINDOW_BITS / 8] ring of bits

@@ -11,7 +11,7 @@
 import {
   DESC_SIZE, D_OFFSET, D_LENGTH, D_ADDR, D_PORT, D_SEGSIZE, IN_IN_DESC, BATCH, WG_HEADER_LEN, WG_TAG_LEN, WG_PAD,
   WG_SLOT_BITS, WG_MAX_SESSIONS, WG_SESSION_SIZE, WG_S_LOCAL_INDEX, WG_S_REMOTE_INDEX, WG_S_ROUTE, WG_S_SEND_COUNTER,
-  WG_S_RECV_TOP, WG_S_SEND_KEY, WG_S_RECV_KEY, WG_S_WINDOW, WG_WINDOW_BITS, WG_ENTRY_SIZE, WG_E_KEY, WG_E_DATA,
+  WG_S_RECV_TOP, WG_S_TX_BYTES, WG_S_RX_BYTES, WG_S_SEND_KEY, WG_S_RECV_KEY, WG_S_WINDOW, WG_WINDOW_BITS, WG_ENTRY_SIZE, WG_E_KEY, WG_E_DATA,
   WG_E_LENGTH, WG_E_STATUS, WG_E_COUNTER, WG_CRYPT_CAP, WG_CONTROL_CAP, WG_CONTROL_SIZE, WG_WANT_CAP, WG_SESSIONS,
   WG_CRYPT, WG_CONTROL, WG_WANT, WG_STAGE, WG_STAGE_CAP, WG_STAGE_META, WG_STAGE_META_SIZE, WG_STAGE_PER_PEER,
   WG_STAGE_SLOT_SIZE, WG_STAGE_MAX_PACKET,
@@ -48,6 +48,8 @@ export function wgSessionOpen(localIndex: u32, remoteIndex: u32, route: i32): i3
   store<i32>(s + WG_S_ROUTE, route);
   store<u64>(s + WG_S_SEND_COUNTER, 0);
   store<u64>(s + WG_S_RECV_TOP, 0);
+  store<u64>(s + WG_S_TX_BYTES, 0);
+  store<u64>(s + WG_S_RX_BYTES, 0);
   memory.fill(s + WG_S_WINDOW, 0, WG_WINDOW_BITS / 8);
   return 0;
 }
@@ -69,6 +71,17 @@ export function wgSendCounter(localIndex: u32): u64 {
 export function wgReceivedOn(localIndex: u32): u64 {
   let s = wgSessionAddr(localIndex & (WG_MAX_SESSIONS - 1));
   return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_RECV_TOP) : 0;
+}
+
+// Bytes of the transport messages framed to send on a session / accepted on it (0 when it is gone).
+export function wgSessionSentBytes(localIndex: u32): u64 {
+  let s = wgSessionAddr(localIndex & (WG_MAX_SESSIONS - 1));
+  return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_TX_BYTES) : 0;
+}
+
+export function wgSessionReceivedBytes(localIndex: u32): u64 {
+  let s = wgSessionAddr(localIndex & (WG_MAX_SESSIONS - 1));
+  return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_RX_BYTES) : 0;
 }
 
 // Frames a keepalive (a transport message with nothing inside) of a session at `at` (its header;
@@ -123,7 +136,9 @@ export function wgFrame(s: u32, ip: u32, len: u32): u32 {
   store<u32>(e + WG_E_LENGTH, padded);
   store<u32>(e + WG_E_STATUS, 0);
   store<u64>(e + WG_E_COUNTER, counter);
-  return WG_HEADER_LEN + padded + WG_TAG_LEN;
+  let wire = WG_HEADER_LEN + padded + WG_TAG_LEN;
+  store<u64>(s + WG_S_TX_BYTES, load<u64>(s + WG_S_TX_BYTES) + <u64>wire);
+  return wire;
 }
 
 // The live session a received transport datagram names, or 0. Reads only the header, which
@@ -219,6 +234,7 @@ export function wgAccept(p: u32, len: u32): u32 {
   let e = WG_CRYPT + cryptCursor++ * WG_ENTRY_SIZE;
   if (load<u32>(e + WG_E_STATUS) != 1) { count(DIR_INGRESS, PacketVerdict.WgBadMac, len); return 0; }
   if (!replayAccept(s, load<u64>(e + WG_E_COUNTER))) { count(DIR_INGRESS, PacketVerdict.WgReplay, len); return 0; }
+  store<u64>(s + WG_S_RX_BYTES, load<u64>(s + WG_S_RX_BYTES) + <u64>len);
   return s;
 }
 

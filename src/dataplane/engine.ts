@@ -31,7 +31,9 @@ export interface WireguardPeerReport {
   /** Wall clock of the last completed handshake; 0: none yet. */
   lastHandshakeMs: number;
   sessionIndex: number;
-  /** Bytes of the packets carried from and to the peer (inside the tunnel). */
+  /** Bytes of the WireGuard messages received from and sent to the peer, as `wg show`'s
+   * transfer counts them: transport messages whole (keepalives too), handshake initiations and
+   * responses; not cookie replies. */
   rxBytes: number;
   txBytes: number;
 }

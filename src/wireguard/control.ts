@@ -86,6 +86,10 @@ interface PeerState {
   unconfirmed: SessionInfo | null;
   lastHandshakeAt: number;
   lastKeepaliveAt: number;
+  /** Bytes of messages to and from the peer that its live sessions no longer hold: handshake
+   * messages, and what sessions carried before they were closed (`wg show`'s transfer). */
+  retiredRx: bigint;
+  retiredTx: bigint;
   /** The core's packet counters for the peer at the last tick, and when each last moved. */
   seenRx: bigint;
   seenTx: bigint;
@@ -147,7 +151,7 @@ export class WgControl {
     const state: PeerState = {
       config, remote: new RemoteIdentity(this.local, config.publicKey, this.opts.presharedKey), pending: null, retransmitAt: 0,
       attemptsSince: 0, initiatedAt: 0, newHandshakeAt: 0, lastMinuteStarted: false, current: null, previous: null,
-      unconfirmed: null, lastHandshakeAt: 0, lastKeepaliveAt: 0, seenRx: 0n, seenTx: 0n, dataReceivedAt: 0, dataSentAt: 0,
+      unconfirmed: null, lastHandshakeAt: 0, lastKeepaliveAt: 0, retiredRx: 0n, retiredTx: 0n, seenRx: 0n, seenTx: 0n, dataReceivedAt: 0, dataSentAt: 0,
     };
     this.peers.set(config.route, state);
     this.dp.setPeer(config.route, 0, config.port);
@@ -166,7 +170,13 @@ export class WgControl {
   status(): WireguardPeerReport[] {
     return [...this.peers.values()].map((p) => {
       const ep = this.dp.endpoint(p.config.route);
-      const bytes = this.dp.bytes(p.config.route);
+      const bytes = { rx: p.retiredRx, tx: p.retiredTx };
+      for (const s of [p.current, p.previous, p.unconfirmed]) {
+        if (!s) continue;
+        const b = this.dp.sessionBytes(s.localIndex);
+        bytes.rx += b.rx;
+        bytes.tx += b.tx;
+      }
       return {
         publicKey: Buffer.from(p.config.publicKey).toString("base64"), endpoint: `${hostToString(ep.addr)}:${ep.port}`,
         allowedIps: p.config.allowedIps ?? "", route: p.config.route, lastHandshakeMs: p.lastHandshakeAt,
@@ -347,6 +357,12 @@ export class WgControl {
   }
 
   private dropSession(s: SessionInfo): void {
+    const p = this.byIndex.get(s.localIndex);
+    if (p) {
+      const b = this.dp.sessionBytes(s.localIndex);
+      p.retiredRx += b.rx;
+      p.retiredTx += b.tx;
+    }
     this.dp.closeSession(s.localIndex);
     this.freeIndex(s.localIndex);
   }
@@ -365,6 +381,7 @@ export class WgControl {
     p.initiatedAt = now;
     if (p.attemptsSince === 0) p.attemptsSince = now;
     this.outbox.push({ data: init.message, ...this.endpointOf(p) });
+    p.retiredTx += BigInt(init.message.length);
     this.events.handshake_initiations_sent++;
   }
 
@@ -409,6 +426,8 @@ export class WgControl {
     this.dp.setPeer(p.config.route, p.current?.localIndex ?? 0, m.port);
     this.setEndpointAddr(p, m.addr);
     this.outbox.push({ data: r.message, addr: m.addr, port: m.port });
+    p.retiredRx += BigInt(m.data.length);
+    p.retiredTx += BigInt(r.message.length);
     this.events.handshake_responses_sent++;
   }
 
@@ -423,6 +442,7 @@ export class WgControl {
     const keys = consumeResponse(this.local, p.pending, m.data);
     if (typeof keys === "string") { this.events[REFUSAL_EVENT[keys]]++; return; }
     const index = p.pending.localIndex;
+    p.retiredRx += BigInt(m.data.length);
     p.pending = null;
     p.attemptsSince = 0;
     this.dp.openSession(index, readU32(m.data, 4), p.config.route, keys);

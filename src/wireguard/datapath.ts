@@ -14,6 +14,8 @@ interface WgCoreExports {
   wgSessionClose(localIndex: number): void;
   wgSendCounter(localIndex: number): bigint;
   wgReceivedOn(localIndex: number): bigint;
+  wgSessionSentBytes(localIndex: number): bigint;
+  wgSessionReceivedBytes(localIndex: number): bigint;
   wgFrameKeepalive(localIndex: number, at: number): number;
   wgCryptCount(): number;
   wgControlCount(): number;
@@ -120,13 +122,14 @@ export class WgDataPath {
     return { rx: this.dv.getBigUint64(r + L.R_RX_PACKETS, true), tx: this.dv.getBigUint64(r + L.R_TX_PACKETS, true) };
   }
 
-  /** Bytes of the packets the core carried from and to the peer at `route` (inside the tunnel). */
-  bytes(route: number): { rx: bigint; tx: bigint } {
-    const r = L.ROUTES + route * L.ROUTE_SIZE;
-    return { rx: this.dv.getBigUint64(r + L.R_RX_BYTES, true), tx: this.dv.getBigUint64(r + L.R_TX_BYTES, true) };
-  }
-
   sentOn(localIndex: number): bigint { return BigInt.asUintN(64, this.x.wgSendCounter(localIndex >>> 0)); }
+
+  /** Bytes of the transport messages (keepalives too) sent on and accepted on a live session,
+   * whole messages as `wg show` counts them; 0 once it is closed. */
+  sessionBytes(localIndex: number): { rx: bigint; tx: bigint } {
+    const i = localIndex >>> 0;
+    return { rx: BigInt.asUintN(64, this.x.wgSessionReceivedBytes(i)), tx: BigInt.asUintN(64, this.x.wgSessionSentBytes(i)) };
+  }
 
   /** Which session packets to the peer at `route` go out on (0: none), and its endpoint's port. */
   setPeer(route: number, sendIndex: number, port: number): void {

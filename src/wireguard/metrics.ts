@@ -31,8 +31,8 @@ export function wireguardMetrics(report: WireguardReport | null): Metric[] {
     });
   }
   for (const [name, help, key] of [
-    ["linen_wireguard_peer_receive_bytes_total", "Bytes of the packets received from a WireGuard peer (inside the tunnel).", "rxBytes"],
-    ["linen_wireguard_peer_transmit_bytes_total", "Bytes of the packets sent to a WireGuard peer (inside the tunnel).", "txBytes"],
+    ["linen_wireguard_peer_receive_bytes_total", "Bytes of the WireGuard messages received from a peer, as wg show's transfer counts them (transport messages whole, handshakes).", "rxBytes"],
+    ["linen_wireguard_peer_transmit_bytes_total", "Bytes of the WireGuard messages sent to a peer, as wg show's transfer counts them (transport messages whole, handshakes).", "txBytes"],
   ] as const) {
     for (const p of peers) out.push({ name, help, type: "counter", value: p[key], labels: { public_key: p.publicKey } });
   }

@@ -29,6 +29,14 @@ const LINEN_IP = "192.168.78.2";
 const WG_IP = "192.168.78.1";
 const UNDERLAY_MTU = 1500;
 
+interface Transfer { linenRx: number; linenTx: number; wgoRx: number; wgoTx: number }
+
+/** UDP datagrams the namespace's kernel dropped for a full receive buffer. */
+function udpReceiveErrors(ns: Netns): number {
+  const [names, values] = ns.exec("cat", ["/proc/net/snmp"]).split("\n").filter((l) => l.startsWith("Udp:")).map((l) => l.split(/\s+/));
+  return Number(values?.[names?.indexOf("RcvbufErrors") ?? -1] ?? NaN);
+}
+
 function pingOut(ns: Netns, to: string, count = 3): string {
   try {
     return ns.exec("ping", ["-c", String(count), "-i", "0.3", "-W", "3", to], { timeout: 60_000 });
@@ -104,11 +112,31 @@ t.test("linend's wireguard backend interoperates with wireguard-go configured as
   t.teardown(() => wgo?.stop());
   await startWireguardGo();
 
+  /** Polls both sides' transfer counters (linen's /metrics, wireguard-go's wg show) until
+   * `holds` is true of them, at most 30 s; took is -1 if it never was. */
+  const transferAgrees = async (holds: (c: Transfer) => boolean): Promise<{ took: number; shown: Transfer }> => {
+    let shown: Transfer = { linenRx: NaN, linenTx: NaN, wgoRx: NaN, wgoTx: NaN };
+    const took = await waitFor(() => {
+      const m = linenNs.exec("curl", ["-sf", "http://127.0.0.1:8471/metrics"]);
+      const peer = wgNs.exec("wg", ["show", dev, "dump"]).split("\n")[1]?.split("\t") ?? [];
+      shown = {
+        linenRx: Number(/^linen_wireguard_peer_receive_bytes_total\{[^}]*\} (\d+)/m.exec(m)?.[1] ?? NaN),
+        linenTx: Number(/^linen_wireguard_peer_transmit_bytes_total\{[^}]*\} (\d+)/m.exec(m)?.[1] ?? NaN),
+        wgoRx: Number(peer[5]), wgoTx: Number(peer[6]),
+      };
+      return holds(shown);
+    }, 30_000, 500);
+    return { took, shown };
+  };
   const linenSide = () => linenLog.split("\n").slice(-20).join("\n");
   try {
     // The first packet starts the handshake; linen keeps it (and those after it) until then.
     t.match(pingOut(linenNs, "10.6.2.0"), /3 received/, "linen's first pings to wireguard-go's node are all answered");
     t.match(pingOut(wgNs, "10.6.1.0"), /3 received/, "wireguard-go's node pings linen");
+    // Transfer as wg show counts it: once both sides are quiet, what linen says it sent is what
+    // wireguard-go says it received, and the other way round (linen reports once a second).
+    const quiet = await transferAgrees((c) => c.linenTx === c.wgoRx && c.linenRx === c.wgoTx);
+    t.ok(quiet.took >= 0, `after the pings linen's transfer counters equal wireguard-go's wg show: ${JSON.stringify(quiet.shown)} (${quiet.took} ms)`);
     const there = await transfer(linenNs.name, wgNs.name, "10.6.2.0", 32 * MB, 120_000);
     t.equal(there.received, there.sent, `TCP linen -> wireguard-go, SHA-256 equal (${(there.bytes * 8 / there.seconds / 1e9).toFixed(2)} Gbit/s on a shared 2-core machine)`);
     const back = await transfer(wgNs.name, linenNs.name, "10.6.1.0", 32 * MB, 120_000);
@@ -121,6 +149,14 @@ t.test("linend's wireguard backend interoperates with wireguard-go configured as
     t.ok(sample(/linen_wireguard_events_total\{event="handshakes_completed"\} (\d+)/) >= 1, "/metrics counts the completed handshake");
     t.ok(sample(/linen_wireguard_peer_last_handshake_seconds\{[^}]*public_key="[^"]+"[^}]*\} (\d+)/) > 1.7e9, "and shows the peer's last handshake time");
     t.match(metrics, /linen_packets_total\{[^}]*verdict="forwarded"/, "with the usual packet counters");
+    // After the transfers: wireguard-go's side loses datagrams it cannot take in time (its UDP
+    // receive errors), which linen counted as sent; linen takes in all that wireguard-go sent.
+    const after = await transferAgrees((c) => c.linenRx === c.wgoTx && c.linenTx >= c.wgoRx);
+    const { linenTx, wgoRx } = after.shown;
+    const dropped = udpReceiveErrors(wgNs);
+    t.ok(after.took >= 0, `after the transfers, received by linen = sent by wireguard-go, and linen sent ${linenTx - wgoRx} bytes more than wireguard-go took in (${dropped} UDP receive errors there): ${JSON.stringify(after.shown)}`);
+    t.equal(linenTx > wgoRx, dropped > 0, "linen counted more than wireguard-go only where wireguard-go's kernel dropped datagrams");
+    t.ok(after.shown.linenRx > 32 * MB && linenTx > 32 * MB, "the counters carry both transfers");
 
     // wireguard-go restarted: it has no sessions; its node's traffic makes it initiate.
     await stopWireguardGo();

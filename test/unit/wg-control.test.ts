@@ -246,8 +246,12 @@ t.test("wg show's view through /metrics: each peer's key, endpoint, allowed IPs,
   t.equal(s.endpoint, `${n.b.ip}:${PORT}`);
   t.equal(s.allowedIps, "10.5.2.0/24");
   t.ok(s.lastHandshakeMs > T0 && s.lastHandshakeMs <= T0 + 5 * TICK, "the handshake's time");
-  t.equal(s.txBytes, p.length, "bytes sent: the staged packet");
-  t.equal(s.rxBytes, reply.length, "bytes received: the reply");
+  // wg show's transfer: whole messages, handshakes included (initiation 148, response 92 bytes).
+  const message = (len: number): number => 16 + Math.ceil(len / 16) * 16 + 16;
+  t.equal(s.txBytes, 148 + 32 + message(p.length), "bytes sent: the initiation, the keepalive that confirms the session, the staged packet's message");
+  t.equal(s.rxBytes, 92 + message(reply.length), "bytes received: the response and the reply's message");
+  const other = n.b.c.status()[0];
+  t.same([other.rxBytes, other.txBytes], [s.txBytes, s.rxBytes], "the peer counted the same bytes the other way");
   const own = Buffer.from(n.a.c.publicKey).toString("base64");
   const m = wireguardMetrics({ publicKey: own, listenPort: PORT, peers: n.a.c.status(), events: n.a.c.events });
   const find = (name: string) => m.find((x) => x.name === name);
@@ -255,9 +259,17 @@ t.test("wg show's view through /metrics: each peer's key, endpoint, allowed IPs,
   t.equal(find("linen_wireguard_interface_info")?.value, 1);
   t.same(find("linen_wireguard_peer_last_handshake_seconds")?.labels, { public_key: s.publicKey, endpoint: s.endpoint, allowed_ips: "10.5.2.0/24" });
   t.equal(find("linen_wireguard_peer_last_handshake_seconds")?.value, Math.floor(s.lastHandshakeMs / 1000));
-  t.equal(find("linen_wireguard_peer_receive_bytes_total")?.value, reply.length);
-  t.equal(find("linen_wireguard_peer_transmit_bytes_total")?.value, p.length);
+  t.equal(find("linen_wireguard_peer_receive_bytes_total")?.value, s.rxBytes);
+  t.equal(find("linen_wireguard_peer_transmit_bytes_total")?.value, s.txBytes);
   t.equal(m.find((x) => x.labels?.event === "handshakes_completed")?.value, 1);
+  // The session expires and is closed: what it carried stays in the totals (a passive keepalive
+  // after the reply, 32 bytes, is all that adds).
+  const keepalives = n.a.c.events.keepalives_sent;
+  run(n, T0 + 7 * TICK, T0 + REJECT_AFTER_TIME_MS + 10 * TICK);
+  t.ok(n.a.c.events.sessions_expired >= 1, "the session expired");
+  const later = n.a.c.status()[0];
+  t.same([later.rxBytes, later.txBytes], [s.rxBytes, s.txBytes + 32 * (n.a.c.events.keepalives_sent - keepalives)],
+    "the totals hold after its session was closed");
 });
 
 t.test("a new handshake after KEEPALIVE-TIMEOUT + REKEY-TIMEOUT of sending data and hearing nothing back", async (t) => {

@@ -140,6 +140,31 @@ t.test("ingress refuses forgeries, replays, unknown indexes and spoofed sources;
   t.same(receive(b, [{ data: ts.seal(p, Date.now())! }]).tun, [], "nothing after the session is closed");
 });
 
+t.test("each session counts the bytes of whole messages sent and accepted, as wg show's transfer; nothing refused counts", async (t) => {
+  const { a, b, keys } = nodes(true);
+  const message = (len: number): number => 16 + Math.ceil(len / 16) * 16 + 16;
+  const small = buildUdp("10.5.1.5", "10.5.2.7", 4000, 5000, bytes(101));
+  const payload = bytes(14 * 1000);
+  const superPacket = buildTcp("10.5.1.5", "10.5.2.7", 40000, 5201, 1000, 0x10, payload, { df: true });
+  const segments = Math.ceil(payload.length / 1000);
+  const wire = send(a, [concat(new Uint8Array(10), small), concat(vnet(1, 1000, 40), superPacket)]).flatMap(datagrams);
+  t.equal(wire.length, 1 + segments);
+  const wireBytes = wire.reduce((n, d) => n + d.length, 0);
+  t.equal(wireBytes, message(small.length) + (segments - 1) * message(1040) + message(40 + payload.length - (segments - 1) * 1000));
+  t.same(a.dp.sessionBytes(a.index), { rx: 0n, tx: BigInt(wireBytes) }, "sent: every message's bytes, header, padding and tag");
+  const forged = wire[0].slice();
+  forged[40] ^= 1;
+  receive(b, [{ data: forged }, { data: wire[0] }, { data: wire[0] }]);
+  t.same(b.dp.sessionBytes(b.index), { rx: BigInt(wire[0].length), tx: 0n }, "received: the genuine message once; the forgery and the replay not");
+  receive(b, wire.slice(1).map((data) => ({ data })));
+  const ts = new TransportSession(keys.initiator, a.index, b.index, Date.now(), true);
+  for (let i = 0; i < 1 + segments; i++) ts.seal(new Uint8Array(0), Date.now());
+  receive(b, [{ data: ts.seal(new Uint8Array(0), Date.now())! }]);
+  t.same(b.dp.sessionBytes(b.index), { rx: BigInt(wireBytes + 32), tx: 0n }, "and every message after it, a keepalive's 32 bytes too");
+  b.dp.closeSession(b.index);
+  t.same(b.dp.sessionBytes(b.index), { rx: 0n, tx: 0n }, "a closed session holds nothing (the control path kept its total)");
+});
+
 function vnet(gsoType: number, gsoSize: number, hdrLen: number): Uint8Array {
   const v = new Uint8Array(10);
   const dv = new DataView(v.buffer);

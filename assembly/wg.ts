@@ -17,6 +17,7 @@ import {
   WG_STAGE_SLOT_SIZE, WG_STAGE_MAX_PACKET,
 } from './ring';
 import { PacketVerdict, count, DIR_EGRESS, DIR_INGRESS } from './counters';
+import { tunnelMtu } from './settings';
 
 const WG_MSG_TRANSPORT: u32 = 4;
 const WG_CONTROL_MAX_MSG: u32 = WG_CONTROL_SIZE - 16;
@@ -105,7 +106,12 @@ export function wgWant(route: i32): void {
   if (nWant < WG_WANT_CAP) store<i32>(WG_WANT + nWant++ * 4, route);
 }
 
-@inline export function wgPadded(len: u32): u32 { return (len + WG_PAD - 1) & ~(WG_PAD - 1); }
+// A packet's length with its zero padding: to a multiple of WG_PAD, but not past the device's
+// MTU (a full-size packet gets none), as the whitepaper pads.
+@inline export function wgPadded(len: u32): u32 {
+  let padded = (len + WG_PAD - 1) & ~(WG_PAD - 1);
+  return padded > tunnelMtu && len <= tunnelMtu ? tunnelMtu : padded;
+}
 
 // The session to send on for a peer: its slot's index is kept in the route entry (field at
 // routeSession); 0 or a closed session: none.

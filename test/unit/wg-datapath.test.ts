@@ -92,6 +92,13 @@ t.test("egress frames, pads and seals exactly as the protocol says; the peer's c
   t.equal(parts.length, 3);
   t.same(parts.map((d) => new DataView(d.buffer, d.byteOffset).getBigUint64(8, true)), [1n, 2n, 3n]);
   t.same(receive(b, parts.map((data) => ({ data }))).tun, [p, p, p]);
+  // Padding stops at the device MTU (1,420 here): a full-size packet gets none, one a byte short one byte.
+  for (const size of [1420, 1419, 1405]) {
+    const q = buildUdp("10.5.1.5", "10.5.2.7", 4000, 5000, bytes(size - 28));
+    const [m] = send(a, [q]).flatMap(datagrams);
+    t.equal(m.length, 16 + Math.min(1420, Math.ceil(size / 16) * 16) + 16, `a ${size}-byte packet: ${m.length - 32 - size} bytes of padding`);
+    t.same(receive(b, [{ data: m }]).tun, [q], "and the peer delivers it");
+  }
 });
 
 t.test("ingress refuses forgeries, replays, unknown indexes and spoofed sources; keepalives and handshakes", async (t) => {

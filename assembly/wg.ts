@@ -62,28 +62,21 @@ export function wgSessionClose(localIndex: u32): void {
   memory.fill(s, 0, WG_SESSION_SIZE);
 }
 
-export function wgSendCounter(localIndex: u32): u64 {
+// A u64 field of the session `localIndex` names, or 0 once that session is gone.
+@inline function sessionU64(localIndex: u32, field: u32): u64 {
   let s = wgSessionAddr(localIndex & (WG_MAX_SESSIONS - 1));
-  return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_SEND_COUNTER) : 0;
+  return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + field) : 0;
 }
+
+export function wgSendCounter(localIndex: u32): u64 { return sessionU64(localIndex, WG_S_SEND_COUNTER); }
 
 // Greatest counter received on a session + 1 (0: nothing yet): a responder's session is
 // confirmed, and may send, once the initiator's first message arrived.
-export function wgReceivedOn(localIndex: u32): u64 {
-  let s = wgSessionAddr(localIndex & (WG_MAX_SESSIONS - 1));
-  return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_RECV_TOP) : 0;
-}
+export function wgReceivedOn(localIndex: u32): u64 { return sessionU64(localIndex, WG_S_RECV_TOP); }
 
-// Bytes of the transport messages framed to send on a session / accepted on it (0 when it is gone).
-export function wgSessionSentBytes(localIndex: u32): u64 {
-  let s = wgSessionAddr(localIndex & (WG_MAX_SESSIONS - 1));
-  return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_TX_BYTES) : 0;
-}
-
-export function wgSessionReceivedBytes(localIndex: u32): u64 {
-  let s = wgSessionAddr(localIndex & (WG_MAX_SESSIONS - 1));
-  return load<u32>(s + WG_S_LOCAL_INDEX) == localIndex ? load<u64>(s + WG_S_RX_BYTES) : 0;
-}
+// Bytes of the transport messages framed to send on a session / accepted on it.
+export function wgSessionSentBytes(localIndex: u32): u64 { return sessionU64(localIndex, WG_S_TX_BYTES); }
+export function wgSessionReceivedBytes(localIndex: u32): u64 { return sessionU64(localIndex, WG_S_RX_BYTES); }
 
 // Frames a keepalive (a transport message with nothing inside) of a session at `at` (its header;
 // 32 bytes) as the only entry of the crypt table, for the shell to seal and send between

@@ -119,15 +119,16 @@ t.test('lease manager', async (t) => {
   });
 
   t.test('previous subnet from subnet.env: used when free, skipped when taken or incompatible', async (t) => {
-    const m = new LeaseManager({ registry: reg, attrs: udpLeaseAttrs(ip('192.168.1.20')), previousSubnet: sn('10.5.77.0/24') });
+    // 10.5.177.0/24 lies beyond the first 100 candidates, so no random pick of another subtest can take it
+    const m = new LeaseManager({ registry: reg, attrs: udpLeaseAttrs(ip('192.168.1.20')), previousSubnet: sn('10.5.177.0/24') });
     const a = await m.acquire(config);
     t.equal(a.how, 'previous');
-    t.equal(formatCIDR(a.subnet), '10.5.77.0/24');
+    t.equal(formatCIDR(a.subnet), '10.5.177.0/24');
 
-    const m2 = new LeaseManager({ registry: reg, attrs: udpLeaseAttrs(ip('192.168.1.21')), previousSubnet: sn('10.5.77.0/24') });
+    const m2 = new LeaseManager({ registry: reg, attrs: udpLeaseAttrs(ip('192.168.1.21')), previousSubnet: sn('10.5.177.0/24') });
     const b = await m2.acquire(config);
     t.equal(b.how, 'allocated', 'taken by .20 => new one');
-    t.not(formatCIDR(b.subnet), '10.5.77.0/24');
+    t.not(formatCIDR(b.subnet), '10.5.177.0/24');
 
     const m3 = new LeaseManager({ registry: reg, attrs: udpLeaseAttrs(ip('192.168.1.22')), previousSubnet: sn('10.6.1.0/24') });
     t.equal((await m3.acquire(config)).how, 'allocated', 'outside the network => ignored');

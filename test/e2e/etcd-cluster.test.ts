@@ -99,7 +99,8 @@ for (const backend of ['udp', 'vxlan'] as const) {
     // With a deadline ping waits for every reply instead of lingering two round trips after the
     // last request (on a loaded machine a late reply then went uncounted by ping, not by linen);
     // it may send a few more requests while it waits, so the counts below follow what it sent.
-    const r = await ping({ from: c.nodes[0].host.pod, to: c.nodes[1].podIp ?? '', count: pings, intervalSec: 0.01, deadline: true });
+    // ping stops itself at its -w deadline (4 s here); the hard limit only catches a hung process.
+    const r = await ping({ from: c.nodes[0].host.pod, to: c.nodes[1].podIp ?? '', count: pings, intervalSec: 0.01, deadline: true, timeoutMs: 30_000 });
     t.ok(r.received >= pings, `${pings} pings host 1 -> host 2 answered (${r.received} of ${r.transmitted} sent)`);
     const sent = r.transmitted;
     const want = { 'forwarded egress': sent, 'host 2 egress': sent, 'host 3 egress': 0, 'forwarded ingress': sent, 'host 2 ingress': sent, 'host 3 ingress': 0 };
@@ -111,7 +112,11 @@ for (const backend of ['udp', 'vxlan'] as const) {
     // still on its way when ping exited is counted a moment later.
     let d: Record<string, number> = {};
     let reads = 0;
-    await waitFor(async () => (reads++, JSON.stringify(d = await delta()) === JSON.stringify(want)), 10_000, 100);
+    await waitFor(async () => {
+      reads++;
+      d = await delta();
+      return Object.entries(want).every(([k, v]) => d[k] === v);
+    }, 10_000, 100);
     t.equal((await scrape()).find('linen_packets_total', { direction: 'egress', verdict: 'not_ipv4' }) ?? -1, 0,
       'no IPv6 from the kernel reached the data plane');
     t.same(d, want, 'host 1\'s /metrics counts exactly the requests ping sent and their replies, in total and for host 2\'s subnet only ' +
